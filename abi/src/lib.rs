@@ -1,0 +1,355 @@
+//! The shared-memory contract between the reprise supervisor and the agent
+//! (`preload/`) that runs inside every traced process.
+//!
+//! The supervisor creates one shared file, the *control block*, and passes
+//! its path to the agent in [`ENV_CONTROL`]. The file starts with a
+//! [`ControlHeader`] and is followed by a ring of [`Slot`]s.
+//!
+//! Recording: each sketch event takes its global sequence number with one
+//! `fetch_add` on [`ControlHeader::head`]; the number *is* the ring position,
+//! so the global order costs no extra synchronisation. Events that carry
+//! bytes (the memory a `read` wrote, output) reserve `1 + n` consecutive
+//! slots, the bytes filling the `n` continuation slots. The supervisor drains
+//! the ring in sequence order and advances [`ControlHeader::tail`].
+//!
+//! Everything here is `#[repr(C)]`, fixed-size and free of pointers, because
+//! it is shared between processes (and between a 64-bit supervisor and the
+//! agent built from the same source).
+#![no_std]
+
+use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64};
+
+/// Environment variable holding the path of the control block.
+pub const ENV_CONTROL: &str = "REPRISE_CONTROL";
+/// Environment variable the supervisor sets to the agent's own path, so a
+/// program that clears `LD_PRELOAD` can be diagnosed.
+pub const ENV_AGENT: &str = "REPRISE_AGENT";
+
+pub const MAGIC: u64 = u64::from_le_bytes(*b"REPRISE1");
+/// Bumped whenever a layout below changes.
+pub const ABI_VERSION: u32 = 1;
+
+pub const SLOT_SIZE: usize = 64;
+/// Bytes of payload in one continuation slot.
+pub const SLOT_DATA: usize = SLOT_SIZE;
+/// Largest number of bytes one event carries; larger writes are split into
+/// [`EventKind::DataMore`] events that follow it.
+pub const MAX_EVENT_DATA: usize = 256 * 1024;
+
+pub const MAX_PROCESSES: usize = 64;
+pub const MAX_THREADS: usize = 1024;
+/// Locks one thread may hold at once and still be tracked for deadlock
+/// reports.
+pub const MAX_HELD: usize = 8;
+pub const CRASH_STACK_BYTES: usize = 128 * 1024;
+pub const CRASH_MAPS_BYTES: usize = 64 * 1024;
+pub const ASSERT_TEXT_BYTES: usize = 1024;
+/// Bytes of each output stream kept verbatim in the trace; the rest is
+/// only counted and digested.
+pub const OUTPUT_KEEP_BYTES: u64 = 1 << 20;
+
+/// What the agent does in this process.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Record = 1,
+    Replay = 2,
+}
+
+/// How much is recorded (the trace's sketch level).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Sync = 0,
+    Sys = 1,
+}
+
+/// The kind of one sketch event. The numbering is part of the ABI and
+/// matches the `EventKind` enum of `schema/trace.capnp`.
+#[repr(u16)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    MutexLock = 0,
+    MutexTrylock = 1,
+    MutexUnlock = 2,
+    /// `pthread_cond_wait` / `timedwait` is about to release its mutex.
+    CondWait = 3,
+    /// ... and has reacquired it (result: 0 or ETIMEDOUT).
+    CondWake = 4,
+    CondSignal = 5,
+    CondBroadcast = 6,
+    RwRdlock = 7,
+    RwWrlock = 8,
+    RwTryrdlock = 9,
+    RwTrywrlock = 10,
+    RwUnlock = 11,
+    SemWait = 12,
+    SemTrywait = 13,
+    SemPost = 14,
+    BarrierWait = 15,
+    SpinLock = 16,
+    SpinTrylock = 17,
+    SpinUnlock = 18,
+    Once = 19,
+    /// Parent side of `pthread_create`: `arg0` is the new thread's index.
+    ThreadCreate = 20,
+    /// First event of a new thread; `extra` is its kernel tid.
+    ThreadStart = 21,
+    ThreadExit = 22,
+    /// `arg0` is the joined thread's index.
+    ThreadJoin = 23,
+    /// Parent side of `fork`: `arg0` is the child's process index.
+    Fork = 24,
+    /// First event of a process; `extra` is its pid, `arg0` its parent's index.
+    ProcessStart = 25,
+    /// A successful `execve` is about to happen (logged before the call).
+    Exec = 26,
+    /// A system call: `object` is its number, `arg0`/`arg1` its first two
+    /// arguments, `result` its return value, data the memory it wrote.
+    Syscall = 27,
+    /// Continuation of the previous event's data.
+    DataMore = 28,
+    /// A signal delivered to the thread (`object` = signal number).
+    Signal = 29,
+    /// `exit`/`exit_group` called or `main` returned (`result` = status).
+    ProcessExit = 30,
+    MutexTimedlock = 31,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 32] = [
+        EventKind::MutexLock,
+        EventKind::MutexTrylock,
+        EventKind::MutexUnlock,
+        EventKind::CondWait,
+        EventKind::CondWake,
+        EventKind::CondSignal,
+        EventKind::CondBroadcast,
+        EventKind::RwRdlock,
+        EventKind::RwWrlock,
+        EventKind::RwTryrdlock,
+        EventKind::RwTrywrlock,
+        EventKind::RwUnlock,
+        EventKind::SemWait,
+        EventKind::SemTrywait,
+        EventKind::SemPost,
+        EventKind::BarrierWait,
+        EventKind::SpinLock,
+        EventKind::SpinTrylock,
+        EventKind::SpinUnlock,
+        EventKind::Once,
+        EventKind::ThreadCreate,
+        EventKind::ThreadStart,
+        EventKind::ThreadExit,
+        EventKind::ThreadJoin,
+        EventKind::Fork,
+        EventKind::ProcessStart,
+        EventKind::Exec,
+        EventKind::Syscall,
+        EventKind::DataMore,
+        EventKind::Signal,
+        EventKind::ProcessExit,
+        EventKind::MutexTimedlock,
+    ];
+
+    pub fn from_u16(v: u16) -> Option<EventKind> {
+        EventKind::ALL.get(v as usize).copied()
+    }
+
+    /// The name a user sees, as in the pthread API where there is one.
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::MutexLock => "pthread_mutex_lock",
+            EventKind::MutexTrylock => "pthread_mutex_trylock",
+            EventKind::MutexTimedlock => "pthread_mutex_timedlock",
+            EventKind::MutexUnlock => "pthread_mutex_unlock",
+            EventKind::CondWait => "pthread_cond_wait",
+            EventKind::CondWake => "pthread_cond_wait(return)",
+            EventKind::CondSignal => "pthread_cond_signal",
+            EventKind::CondBroadcast => "pthread_cond_broadcast",
+            EventKind::RwRdlock => "pthread_rwlock_rdlock",
+            EventKind::RwWrlock => "pthread_rwlock_wrlock",
+            EventKind::RwTryrdlock => "pthread_rwlock_tryrdlock",
+            EventKind::RwTrywrlock => "pthread_rwlock_trywrlock",
+            EventKind::RwUnlock => "pthread_rwlock_unlock",
+            EventKind::SemWait => "sem_wait",
+            EventKind::SemTrywait => "sem_trywait",
+            EventKind::SemPost => "sem_post",
+            EventKind::BarrierWait => "pthread_barrier_wait",
+            EventKind::SpinLock => "pthread_spin_lock",
+            EventKind::SpinTrylock => "pthread_spin_trylock",
+            EventKind::SpinUnlock => "pthread_spin_unlock",
+            EventKind::Once => "pthread_once",
+            EventKind::ThreadCreate => "pthread_create",
+            EventKind::ThreadStart => "thread_start",
+            EventKind::ThreadExit => "thread_exit",
+            EventKind::ThreadJoin => "pthread_join",
+            EventKind::Fork => "fork",
+            EventKind::ProcessStart => "process_start",
+            EventKind::Exec => "execve",
+            EventKind::Syscall => "syscall",
+            EventKind::DataMore => "data",
+            EventKind::Signal => "signal",
+            EventKind::ProcessExit => "exit",
+        }
+    }
+
+    /// Events that order threads against each other (the `sync` sketch).
+    pub fn is_sync(self) -> bool {
+        !matches!(
+            self,
+            EventKind::Syscall | EventKind::DataMore | EventKind::Signal
+        )
+    }
+}
+
+/// One 64-byte ring slot. A header slot describes an event; the `nslots - 1`
+/// slots after it (modulo the ring size) hold its data bytes.
+#[repr(C, align(64))]
+pub struct Slot {
+    /// `seq + 1` once the event (header and data) is fully written.
+    pub commit: AtomicU64,
+    pub kind: u16,
+    /// Header plus continuation slots.
+    pub nslots: u16,
+    /// Logical process index (0 = the program reprise started).
+    pub process: u16,
+    pub _pad: u16,
+    /// Logical thread index within the process (0 = main thread).
+    pub thread: u32,
+    pub data_len: u32,
+    /// Synchronisation object address, or syscall number.
+    pub object: u64,
+    pub arg0: u64,
+    pub arg1: u64,
+    pub result: i64,
+    pub extra: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<Slot>() == SLOT_SIZE);
+
+/// One traced process, as registered by its agent.
+#[repr(C)]
+pub struct ProcessEntry {
+    /// 0 when the entry is free.
+    pub pid: AtomicI32,
+    /// Index of the parent process, or `u32::MAX` for the first.
+    pub parent: AtomicU32,
+    /// Threads created in this process so far (the next thread index).
+    pub next_thread: AtomicU32,
+    pub exited: AtomicU32,
+}
+
+/// Per-thread state the supervisor reads when the program hangs.
+#[repr(C)]
+pub struct ThreadEntry {
+    /// Kernel tid; 0 when free.
+    pub tid: AtomicI32,
+    pub process: AtomicU32,
+    pub thread: AtomicU32,
+    /// 1 while the thread is inside the program, 2 once it exited.
+    pub state: AtomicU32,
+    /// The object the thread is blocked on (0 = none) and how.
+    pub waiting_on: AtomicU64,
+    pub wait_kind: AtomicU32,
+    pub held_count: AtomicU32,
+    /// Mutexes, rwlocks (write side) and spinlocks currently held.
+    pub held: [AtomicU64; MAX_HELD],
+}
+
+/// Written by the agent of the process that received a fatal signal.
+#[repr(C)]
+pub struct CrashInfo {
+    /// 0 = none, 1 = being written, 2 = complete.
+    pub state: AtomicU32,
+    pub signo: i32,
+    pub code: i32,
+    pub process: u32,
+    pub thread: u32,
+    pub tid: i32,
+    pub fault_addr: u64,
+    /// rax rbx rcx rdx rsi rdi rbp rsp r8..r15 rip eflags, as in
+    /// [`REG_NAMES`].
+    pub regs: [u64; 18],
+    /// Address of the first byte of `stack` (the signal-time `rsp`).
+    pub stack_base: u64,
+    pub stack_len: u64,
+    pub maps_len: u64,
+    pub stack: [u8; CRASH_STACK_BYTES],
+    /// `/proc/self/maps` at the time of the crash.
+    pub maps: [u8; CRASH_MAPS_BYTES],
+}
+
+pub const REG_NAMES: [&str; 18] = [
+    "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12",
+    "r13", "r14", "r15", "rip", "eflags",
+];
+pub const REG_RSP: usize = 7;
+pub const REG_RBP: usize = 6;
+pub const REG_RIP: usize = 16;
+
+/// Written by the agent when `assert` fails (`__assert_fail`).
+#[repr(C)]
+pub struct AssertInfo {
+    pub state: AtomicU32,
+    pub process: u32,
+    pub thread: u32,
+    pub len: u32,
+    pub text: [u8; ASSERT_TEXT_BYTES],
+}
+
+/// Byte counts and an FNV-1a digest of what the program wrote to its
+/// stdout (index 0) and stderr (index 1). The bytes themselves, up to
+/// [`OUTPUT_KEEP_BYTES`], travel as `write` syscall events.
+#[repr(C)]
+pub struct OutputInfo {
+    pub len: [AtomicU64; 2],
+}
+
+#[repr(C, align(64))]
+pub struct CacheLine<T>(pub T);
+
+/// The start of the control block.
+#[repr(C)]
+pub struct ControlHeader {
+    pub magic: u64,
+    pub abi_version: u32,
+    pub mode: u32,
+    pub level: u32,
+    /// Set by the supervisor when the agent must stop taking new events
+    /// (the trace is being finished).
+    pub stopping: AtomicU32,
+    /// Number of slots in the ring; a power of two.
+    pub ring_slots: u64,
+    /// Byte offset of the ring from the start of the control block.
+    pub ring_offset: u64,
+    /// Next sequence number to hand out.
+    pub head: CacheLine<AtomicU64>,
+    /// Everything below this sequence number has been drained.
+    pub tail: CacheLine<AtomicU64>,
+    /// Events the agent had to drop (ring overflow while stopping).
+    pub dropped: AtomicU64,
+    pub next_process: AtomicU32,
+    pub next_thread_entry: AtomicU32,
+    pub processes: [ProcessEntry; MAX_PROCESSES],
+    pub threads: [ThreadEntry; MAX_THREADS],
+    pub output: OutputInfo,
+    pub assert_info: AssertInfo,
+    pub crash: CrashInfo,
+}
+
+/// Total size of a control block with `ring_slots` slots.
+pub const fn control_size(ring_slots: u64) -> usize {
+    ring_offset() + ring_slots as usize * SLOT_SIZE
+}
+
+/// The ring starts on the first page boundary after the header.
+pub const fn ring_offset() -> usize {
+    let h = core::mem::size_of::<ControlHeader>();
+    (h + 4095) & !4095
+}
+
+/// Number of slots an event carrying `data_len` bytes occupies.
+pub const fn slots_for(data_len: usize) -> usize {
+    1 + data_len.div_ceil(SLOT_DATA)
+}

@@ -1,0 +1,1 @@
+//! The agent reprise injects into traced programs (LD_PRELOAD).

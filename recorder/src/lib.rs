@@ -1,0 +1,1 @@
+//! Recording a sketch of a program's run.

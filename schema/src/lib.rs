@@ -1,0 +1,1 @@
+//! The reprise trace format: Cap'n Proto schema, TraceWriter and TraceReader.

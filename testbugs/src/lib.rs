@@ -1,0 +1,1 @@
+//! The corpus of buggy multithreaded programs: manifest, build, native failure rates.

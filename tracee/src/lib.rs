@@ -1,0 +1,1 @@
+//! A traced process: spawning with the agent, RemotePtr, memory, registers, backtraces.
