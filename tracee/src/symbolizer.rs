@@ -117,6 +117,7 @@ const ALL_DWARF_REGS: std::ops::RangeInclusive<u16> = 0..=16;
 struct Sym {
     addr: u64,
     size: u64,
+    weak: bool,
     name: String,
 }
 
@@ -324,15 +325,18 @@ fn collect_symbols(file: &object::File<'_>, out: &mut Vec<Sym>) {
         out.push(Sym {
             addr: sym.address(),
             size: sym.size(),
+            weak: sym.is_weak(),
             name: addr2line::demangle_auto(Cow::Borrowed(name), None).into_owned(),
         });
     }
 }
 
-/// Ranks aliases at one address: global-looking names without leading
-/// underscores first (`pthread_mutex_lock` over `__pthread_mutex_lock`).
-fn alias_rank(name: &str) -> usize {
-    name.bytes().take_while(|&b| b == b'_').count()
+/// Ranks aliases at one address, best first: fewer leading underscores
+/// (`pthread_mutex_lock` over `__pthread_mutex_lock`), then strong over
+/// weak (`raise` over `gsignal`), then the shorter name.
+fn alias_rank(s: &Sym) -> (usize, bool, usize) {
+    let underscores = s.name.bytes().take_while(|&b| b == b'_').count();
+    (underscores, s.weak, s.name.len())
 }
 
 impl Module {
@@ -412,7 +416,7 @@ impl Module {
         symbols.sort_by(|a, b| {
             a.addr
                 .cmp(&b.addr)
-                .then(alias_rank(&a.name).cmp(&alias_rank(&b.name)))
+                .then(alias_rank(a).cmp(&alias_rank(b)))
                 .then(b.size.cmp(&a.size))
         });
         symbols.dedup_by_key(|s| s.addr);
