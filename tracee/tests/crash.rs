@@ -77,6 +77,15 @@ fn expect(frames: &[reprise_tracee::Frame], from: usize, name: &str, line: u32) 
 fn check_crash(src: &str, flags: &[&str], caller: &str, caller_marker: &str, fp: bool) {
     let dir = tempfile::tempdir().unwrap();
     let exe = compile(dir.path(), "crash", src, flags);
+    if fp {
+        // gcc -g without unwind tables still emits .debug_frame: drop it.
+        let st = std::process::Command::new("objcopy")
+            .arg("--remove-section=.debug_frame")
+            .arg(&exe)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
     let crash = run_until_crash(&exe);
     assert_eq!(crash.signal, nix::sys::signal::Signal::SIGSEGV);
     // The process is dead: unwind from the snapshot alone, with maps
@@ -143,13 +152,27 @@ fn segv_in_thread_o0() {
 }
 
 #[test]
-fn segv_in_thread_o2_no_cfi_uses_frame_pointers() {
-    // Without .eh_frame the program's frames are unwound by rbp chain.
+fn segv_in_thread_o2_debug_frame_only() {
+    // No .eh_frame: gcc puts the CFI into .debug_frame instead.
+    check_crash(
+        THREAD_CRASH_C,
+        &["-g", "-O2", "-fno-asynchronous-unwind-tables", "-fno-unwind-tables"],
+        "worker",
+        "WORKER_CALL",
+        false,
+    );
+}
+
+#[test]
+fn segv_in_thread_no_cfi_uses_frame_pointers() {
+    // Without any CFI the program's frames are unwound by the rbp chain.
+    // -O0: at -O2 gcc gives leaf functions no frame even with
+    // -fno-omit-frame-pointer, and the rbp chain then skips their caller.
     check_crash(
         THREAD_CRASH_C,
         &[
             "-g",
-            "-O2",
+            "-O0",
             "-fno-omit-frame-pointer",
             "-fno-asynchronous-unwind-tables",
             "-fno-unwind-tables",
