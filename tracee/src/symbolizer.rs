@@ -340,7 +340,7 @@ fn alias_rank(s: &Sym) -> (usize, bool, usize) {
 }
 
 impl Module {
-    fn load(path: &Path) -> Result<Module> {
+    fn load(path: &Path, separate_debug: bool) -> Result<Module> {
         let data = std::fs::read(path).map_err(|e| TraceeError::io(path, e))?;
         let file = object::File::parse(&*data).map_err(|e| elf_err(path, e))?;
         let endian = if file.is_little_endian() {
@@ -375,6 +375,7 @@ impl Module {
         let debug_data = file
             .build_id()
             .ok()
+            .filter(|_| separate_debug)
             .flatten()
             .filter(|id| id.len() > 1)
             .and_then(|id| {
@@ -497,6 +498,7 @@ pub struct Symbolizer {
     modules: Vec<Module>,
     by_path: HashMap<PathBuf, Option<usize>>,
     ctx: Box<UnwindContext<usize>>,
+    separate_debug: bool,
 }
 
 impl Default for Symbolizer {
@@ -511,7 +513,16 @@ impl Symbolizer {
             modules: Vec::new(),
             by_path: HashMap::new(),
             ctx: Box::new(UnwindContext::new()),
+            separate_debug: true,
         }
+    }
+
+    /// Whether to use separate debug files found by build id under
+    /// `/usr/lib/debug/.build-id/` (default: yes). Without them, stripped
+    /// libraries such as Debian's libc are named from `.dynsym` only.
+    /// Applies to files loaded after the call.
+    pub fn set_separate_debug_info(&mut self, on: bool) {
+        self.separate_debug = on;
     }
 
     fn module_index(&mut self, path: &Path) -> Option<usize> {
@@ -520,7 +531,7 @@ impl Symbolizer {
         }
         // A file that cannot be read or parsed is remembered as such; its
         // frames get no names and are unwound by frame pointer.
-        let i = Module::load(path).ok().map(|m| {
+        let i = Module::load(path, self.separate_debug).ok().map(|m| {
             self.modules.push(m);
             self.modules.len() - 1
         });
