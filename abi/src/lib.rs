@@ -104,8 +104,9 @@ pub enum EventKind {
     ProcessStart = 25,
     /// A successful `execve` is about to happen (logged before the call).
     Exec = 26,
-    /// A system call: `object` is its number, `arg0`/`arg1` its first two
-    /// arguments, `result` its return value, data the memory it wrote.
+    /// A system call: `object` is its number, `arg0`, `arg1` and `extra` its
+    /// first three arguments (for `mmap`, `extra` is `prot << 32 | flags`),
+    /// `result` its return value, data the memory it wrote.
     Syscall = 27,
     /// Continuation of the previous event's data.
     DataMore = 28,

@@ -1,10 +1,46 @@
-use clap::Parser;
+//! The `reprise` command.
 
-/// reprise: record a multithreaded program's run, replay it until its failure reproduces.
+mod cmd_record;
+mod cmd_traces;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// reprise records a multithreaded program's run cheaply, as a sketch, so that
+/// a concurrency failure seen once can be reproduced later.
 #[derive(Parser)]
-#[command(name = "reprise", version)]
-struct Cli {}
+#[command(name = "reprise", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    let _ = Cli::parse();
+#[derive(Subcommand)]
+enum Command {
+    Record(cmd_record::RecordArgs),
+    Ls(cmd_traces::LsArgs),
+    Dump(cmd_traces::DumpArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Record(a) => cmd_record::run(a),
+        Command::Ls(a) => cmd_traces::ls(a),
+        Command::Dump(a) => cmd_traces::dump(a),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            // One line: the outermost context and its causes.
+            let mut msg = e.to_string();
+            for cause in e.chain().skip(1) {
+                msg.push_str(": ");
+                msg.push_str(&cause.to_string());
+            }
+            eprintln!("reprise: error: {msg}");
+            ExitCode::from(2)
+        }
+    }
 }

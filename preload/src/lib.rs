@@ -1,1 +1,62 @@
-//! The agent reprise injects into traced programs (LD_PRELOAD).
+//! The reprise agent, preloaded (`LD_PRELOAD`) into every traced process.
+//!
+//! It interposes the pthread synchronisation API and logs each operation
+//! into the control block shared with the supervisor ([`ctl`]); at the `sys`
+//! sketch level it also traps input syscalls in-process with seccomp
+//! ([`sys`]); it records how the process died ([`fatal`]).
+//!
+//! Rules for code in this crate: it runs inside arbitrary programs, on their
+//! hot paths and in signal handlers. No allocation (except where the
+//! program itself allocates: thread creation), no std locks, no panics, no
+//! syscalls that the agent's own filter traps except through [`raw`].
+
+mod ctl;
+mod fatal;
+mod raw;
+mod real;
+mod sync;
+mod sys;
+mod threads;
+
+use reprise_abi::{EventKind, Level, ENV_CONTROL};
+
+fn say(msg: &[u8]) {
+    raw::syscall3(libc::SYS_write, 2, msg.as_ptr() as u64, msg.len() as u64);
+}
+
+/// Runs before the program's constructors and `main`.
+extern "C" fn init() {
+    let name = b"REPRISE_CONTROL\0";
+    debug_assert_eq!(&name[..name.len() - 1], ENV_CONTROL.as_bytes());
+    // SAFETY: getenv with a NUL-terminated name, before any thread exists.
+    let path = unsafe { libc::getenv(name.as_ptr() as *const libc::c_char) };
+    if path.is_null() || !ctl::attach(path) {
+        return;
+    }
+    if !raw::map_syscall_page() {
+        say(b"reprise agent: address 0x70000000 is taken; recording the sync sketch only\n");
+    }
+    let pid = raw::getpid();
+    let Some(index) = ctl::register_process(pid, u32::MAX) else {
+        say(b"reprise agent: too many processes; this one is not recorded\n");
+        return;
+    };
+    ctl::set_process(index);
+    ctl::register_thread(0);
+    let parent = ctl::control()
+        .and_then(|c| ctl::process_entry(c, index))
+        .map(|e| e.parent.load(core::sync::atomic::Ordering::Relaxed))
+        .unwrap_or(u32::MAX);
+    ctl::log(
+        ctl::Ev { arg0: parent as u64, extra: pid as u64, ..ctl::Ev::new(EventKind::ProcessStart, 0) },
+        &[],
+    );
+    fatal::install();
+    if ctl::level() >= Level::Sys && !sys::install() {
+        say(b"reprise agent: seccomp is unavailable; recording the sync sketch only\n");
+    }
+}
+
+#[used]
+#[link_section = ".init_array"]
+static INIT: extern "C" fn() = init;

@@ -1,0 +1,98 @@
+//! `reprise record`: run a program and record a sketch of its run.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use reprise_recorder::{record, RecordOptions, SketchLevel};
+use reprise_schema::location;
+
+/// Run PROGRAM and record a sketch of its run into a new trace.
+#[derive(Args)]
+pub struct RecordArgs {
+    /// How much to record: `sync` (synchronisation order) or `sys` (+ system
+    /// calls and their results, mmaps, output).
+    #[arg(long, default_value = "sys", value_parser = parse_level)]
+    sketch: SketchLevel,
+    /// The trace directory to create (default: a new one under the trace root).
+    #[arg(short = 'o', long = "output")]
+    output: Option<PathBuf>,
+    /// Seconds without progress, while a thread waits in a lock or
+    /// condition variable, after which the run is declared hung (or
+    /// deadlocked) and killed.
+    #[arg(long, default_value_t = 10.0)]
+    hang_timeout: f64,
+    /// The program to run.
+    #[arg(required = true)]
+    program: OsString,
+    /// Its arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<OsString>,
+}
+
+fn parse_level(s: &str) -> Result<SketchLevel, String> {
+    s.parse()
+}
+
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+pub fn run(a: RecordArgs) -> Result<u8> {
+    if !(a.hang_timeout > 0.0) {
+        anyhow::bail!("--hang-timeout must be a positive number of seconds");
+    }
+    let name = std::path::Path::new(&a.program)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "program".into());
+    let (dir, root) = match &a.output {
+        Some(d) => (d.clone(), None),
+        None => {
+            let root = location::trace_root().context("cannot find the trace directory")?;
+            location::ensure_root(&root)?;
+            (location::new_trace_dir(&root, &name)?, Some(root))
+        }
+    };
+    let mut opts = RecordOptions::new(a.program.clone(), a.args.clone(), dir.clone());
+    opts.level = a.sketch;
+    opts.hang_timeout = Duration::from_secs_f64(a.hang_timeout);
+    let result = match record(&opts) {
+        Ok(r) => r,
+        Err(e) => {
+            // Nothing was recorded: do not leave an empty trace behind.
+            if a.output.is_none() {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            return Err(e.into());
+        }
+    };
+    if let Some(root) = root {
+        location::set_latest(&root, &dir)?;
+    }
+    for w in &result.warnings {
+        eprintln!("reprise: warning: {w}");
+    }
+    eprintln!(
+        "reprise: recorded {} ({} sketch, {} events, {}): {}",
+        result.summary.path.display(),
+        a.sketch,
+        result.summary.events,
+        human_size(result.summary.bytes),
+        result.outcome.summary
+    );
+    Ok(result.exit_status.clamp(0, 255) as u8)
+}

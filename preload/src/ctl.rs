@@ -1,0 +1,295 @@
+//! The control block shared with the supervisor, and the event log.
+//!
+//! Everything here runs on the program's hot paths (every lock, every
+//! trapped syscall), possibly inside signal handlers: no allocation, no
+//! locks, no panics.
+
+use core::cell::Cell;
+use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+
+use reprise_abi::{
+    slots_for, ControlHeader, EventKind, Level, ProcessEntry, Slot, ThreadEntry, ABI_VERSION,
+    MAGIC, MAX_EVENT_DATA, MAX_HELD, MAX_PROCESSES, MAX_THREADS, SLOT_DATA,
+};
+
+use crate::raw;
+
+static CONTROL: AtomicPtr<ControlHeader> = AtomicPtr::new(core::ptr::null_mut());
+/// This process's logical index.
+static PROCESS: AtomicU32 = AtomicU32::new(u32::MAX);
+
+thread_local! {
+    /// This thread's logical index within the process (`u32::MAX` until known).
+    static THREAD: Cell<u32> = const { Cell::new(u32::MAX) };
+    /// Index of this thread's `ThreadEntry` in the control block.
+    static ENTRY: Cell<u32> = const { Cell::new(u32::MAX) };
+}
+
+/// The mapped control block, if this process is traced.
+#[inline]
+pub fn control() -> Option<&'static ControlHeader> {
+    let p = CONTROL.load(Ordering::Acquire);
+    // SAFETY: once set, the pointer refers to a mapping that lives as long
+    // as the process (it is never unmapped).
+    unsafe { p.as_ref() }
+}
+
+#[inline]
+pub fn active() -> bool {
+    !CONTROL.load(Ordering::Relaxed).is_null()
+}
+
+pub fn level() -> Level {
+    match control() {
+        Some(c) if c.level >= Level::Sys as u32 => Level::Sys,
+        _ => Level::Sync,
+    }
+}
+
+/// Maps the control block named by the environment. Called once from the
+/// constructor, before the program runs.
+pub fn attach(path: *const libc::c_char) -> bool {
+    // SAFETY: `path` is a NUL-terminated string from the environment; the
+    // mapping is checked for the magic and version before it is used.
+    unsafe {
+        let fd = libc::open(path, libc::O_RDWR | libc::O_CLOEXEC);
+        if fd < 0 {
+            return false;
+        }
+        let mut st: libc::stat = core::mem::zeroed();
+        if libc::fstat(fd, &mut st) != 0 || (st.st_size as usize) < core::mem::size_of::<ControlHeader>() {
+            libc::close(fd);
+            return false;
+        }
+        let p = libc::mmap(
+            core::ptr::null_mut(),
+            st.st_size as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        );
+        libc::close(fd);
+        if p == libc::MAP_FAILED {
+            return false;
+        }
+        let h = p as *mut ControlHeader;
+        if (*h).magic != MAGIC || (*h).abi_version != ABI_VERSION {
+            libc::munmap(p, st.st_size as usize);
+            return false;
+        }
+        CONTROL.store(h, Ordering::Release);
+    }
+    true
+}
+
+/// The control block as a raw pointer, for the parts the agent writes
+/// without atomics (ring slots, crash and assertion records), each owned by
+/// one writer at a time.
+pub fn control_ptr() -> *mut ControlHeader {
+    CONTROL.load(Ordering::Acquire)
+}
+
+fn ring(c: &ControlHeader) -> *mut Slot {
+    control_ptr().cast::<u8>().wrapping_add(c.ring_offset as usize) as *mut Slot
+}
+
+pub fn process() -> u32 {
+    PROCESS.load(Ordering::Relaxed)
+}
+
+pub fn set_process(p: u32) {
+    PROCESS.store(p, Ordering::Relaxed);
+}
+
+pub fn process_entry(c: &ControlHeader, p: u32) -> Option<&ProcessEntry> {
+    c.processes.get(p as usize)
+}
+
+/// Finds the process entry registered for `pid` (by a `fork` before an
+/// `exec`), or registers a new process.
+pub fn register_process(pid: i32, parent: u32) -> Option<u32> {
+    let c = control()?;
+    for (i, e) in c.processes.iter().enumerate() {
+        if e.pid.load(Ordering::Acquire) == pid {
+            return Some(i as u32);
+        }
+    }
+    let idx = c.next_process.fetch_add(1, Ordering::AcqRel);
+    if idx as usize >= MAX_PROCESSES {
+        return None;
+    }
+    let e = &c.processes[idx as usize];
+    e.parent.store(parent, Ordering::Relaxed);
+    e.next_thread.store(1, Ordering::Relaxed);
+    e.pid.store(pid, Ordering::Release);
+    Some(idx)
+}
+
+/// Allocates the next thread index of this process.
+pub fn next_thread_index() -> u32 {
+    match control().and_then(|c| process_entry(c, process())) {
+        Some(e) => e.next_thread.fetch_add(1, Ordering::AcqRel),
+        None => u32::MAX,
+    }
+}
+
+/// Makes the calling thread known as `index`, with a thread entry the
+/// supervisor can read when the program hangs.
+pub fn register_thread(index: u32) {
+    THREAD.with(|t| t.set(index));
+    let Some(c) = control() else { return };
+    let slot = c.next_thread_entry.fetch_add(1, Ordering::AcqRel);
+    if slot as usize >= MAX_THREADS {
+        return;
+    }
+    let e = &c.threads[slot as usize];
+    e.process.store(process(), Ordering::Relaxed);
+    e.thread.store(index, Ordering::Relaxed);
+    e.state.store(1, Ordering::Relaxed);
+    e.tid.store(raw::gettid(), Ordering::Release);
+    ENTRY.with(|x| x.set(slot));
+}
+
+/// The calling thread's index; threads the agent did not see being created
+/// (raw `clone`) get one on first use.
+pub fn thread() -> u32 {
+    let t = THREAD.with(|t| t.get());
+    if t != u32::MAX {
+        return t;
+    }
+    let t = next_thread_index();
+    register_thread(t);
+    t
+}
+
+pub fn thread_entry() -> Option<&'static ThreadEntry> {
+    let c = control()?;
+    let slot = ENTRY.with(|x| x.get());
+    c.threads.get(slot as usize)
+}
+
+/// Forgets the inherited thread identity (in a fork child).
+pub fn reset_thread() {
+    THREAD.with(|t| t.set(u32::MAX));
+    ENTRY.with(|x| x.set(u32::MAX));
+}
+
+pub fn set_waiting(object: u64, kind: EventKind) {
+    if let Some(e) = thread_entry() {
+        e.wait_kind.store(kind as u32, Ordering::Relaxed);
+        e.waiting_on.store(object, Ordering::Release);
+    }
+}
+
+pub fn clear_waiting() {
+    if let Some(e) = thread_entry() {
+        e.waiting_on.store(0, Ordering::Release);
+    }
+}
+
+pub fn held_add(object: u64) {
+    if let Some(e) = thread_entry() {
+        let n = e.held_count.load(Ordering::Relaxed) as usize;
+        if n < MAX_HELD {
+            e.held[n].store(object, Ordering::Relaxed);
+        }
+        e.held_count.store(n as u32 + 1, Ordering::Release);
+    }
+}
+
+pub fn held_remove(object: u64) {
+    if let Some(e) = thread_entry() {
+        let n = (e.held_count.load(Ordering::Relaxed) as usize).min(MAX_HELD);
+        for i in (0..n).rev() {
+            if e.held[i].load(Ordering::Relaxed) == object {
+                let last = e.held[n - 1].load(Ordering::Relaxed);
+                e.held[i].store(last, Ordering::Relaxed);
+                e.held_count.store(n as u32 - 1, Ordering::Release);
+                return;
+            }
+        }
+    }
+}
+
+pub fn thread_exited() {
+    if let Some(e) = thread_entry() {
+        e.state.store(2, Ordering::Release);
+    }
+}
+
+/// The fields of one event, apart from its sequence number.
+#[derive(Clone, Copy)]
+pub struct Ev {
+    pub kind: EventKind,
+    pub object: u64,
+    pub arg0: u64,
+    pub arg1: u64,
+    pub result: i64,
+    pub extra: u64,
+}
+
+impl Ev {
+    pub const fn new(kind: EventKind, object: u64) -> Ev {
+        Ev { kind, object, arg0: 0, arg1: 0, result: 0, extra: 0 }
+    }
+}
+
+/// Logs one event and returns its sequence number. `data` is copied into
+/// the ring (split into `DataMore` events beyond `MAX_EVENT_DATA`).
+pub fn log(ev: Ev, data: &[u8]) -> u64 {
+    let Some(c) = control() else { return 0 };
+    let first = data.len().min(MAX_EVENT_DATA);
+    let seq = log_one(c, ev, &data[..first]);
+    let mut rest = &data[first..];
+    while !rest.is_empty() {
+        let n = rest.len().min(MAX_EVENT_DATA);
+        log_one(c, Ev::new(EventKind::DataMore, ev.object), &rest[..n]);
+        rest = &rest[n..];
+    }
+    seq
+}
+
+fn log_one(c: &ControlHeader, ev: Ev, data: &[u8]) -> u64 {
+    let nslots = slots_for(data.len()) as u64;
+    let seq = c.head.0.fetch_add(nslots, Ordering::AcqRel);
+    let mask = c.ring_slots - 1;
+    // Wait for the supervisor to drain enough of the ring.
+    let mut spins = 0u32;
+    while seq + nslots - c.tail.0.load(Ordering::Acquire) > c.ring_slots {
+        if c.stopping.load(Ordering::Relaxed) != 0 {
+            c.dropped.fetch_add(1, Ordering::Relaxed);
+            return seq;
+        }
+        spins += 1;
+        if spins < 64 {
+            core::hint::spin_loop();
+        } else {
+            // SAFETY: sched_yield has no memory effects.
+            unsafe { libc::sched_yield() };
+        }
+    }
+    let base = ring(c);
+    // SAFETY: slots seq..seq+nslots are reserved for this thread by the
+    // fetch_add above and free (drained) by the wait loop; indices are
+    // masked into the ring.
+    unsafe {
+        for (i, chunk) in data.chunks(SLOT_DATA).enumerate() {
+            let s = base.add(((seq + 1 + i as u64) & mask) as usize) as *mut u8;
+            core::ptr::copy_nonoverlapping(chunk.as_ptr(), s, chunk.len());
+        }
+        let s = &mut *base.add((seq & mask) as usize);
+        s.kind = ev.kind as u16;
+        s.nslots = nslots as u16;
+        s.process = process() as u16;
+        s.thread = thread();
+        s.data_len = data.len() as u32;
+        s.object = ev.object;
+        s.arg0 = ev.arg0;
+        s.arg1 = ev.arg1;
+        s.result = ev.result;
+        s.extra = ev.extra;
+        s.commit.store(seq + 1, Ordering::Release);
+    }
+    seq
+}

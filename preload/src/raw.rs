@@ -1,0 +1,119 @@
+//! System calls that the agent's own seccomp filter lets through.
+//!
+//! The filter traps the recorded syscalls of the program, so the agent must
+//! issue its own (including the real ones it performs on the program's
+//! behalf) from one known instruction. That instruction lives on a page at a
+//! fixed address, as rr's "rr page" does: after `exec`, the new image's
+//! agent maps the same code at the same address, so the filters installed by
+//! earlier images (seccomp filters are inherited and cannot be removed)
+//! still recognise it.
+
+use core::sync::atomic::{AtomicBool, Ordering};
+
+/// Where the syscall page lives. Far below the usual mmap area of a
+/// non-randomised x86-64 process and above typical executables.
+pub const SYSCALL_PAGE: usize = 0x7000_0000;
+
+/// `fn(nr, a0, a1, a2, a3, a4, a5) -> i64` in the System V calling
+/// convention, moving the arguments into the syscall registers.
+const STUB: [u8; 26] = [
+    0x48, 0x89, 0xf8, // mov rax, rdi
+    0x48, 0x89, 0xf7, // mov rdi, rsi
+    0x48, 0x89, 0xd6, // mov rsi, rdx
+    0x48, 0x89, 0xca, // mov rdx, rcx
+    0x4d, 0x89, 0xc2, // mov r10, r8
+    0x4d, 0x89, 0xc8, // mov r8, r9
+    0x4c, 0x8b, 0x4c, 0x24, 0x08, // mov r9, [rsp+8]
+    0x0f, 0x05, // syscall
+    0xc3, // ret
+];
+
+/// Address of the instruction after `syscall`: what the kernel reports as
+/// the instruction pointer of a syscall made by the stub.
+pub const SYSCALL_RETURN_IP: u64 = (SYSCALL_PAGE + 25) as u64;
+
+static READY: AtomicBool = AtomicBool::new(false);
+
+type StubFn = unsafe extern "C" fn(i64, u64, u64, u64, u64, u64, u64) -> i64;
+
+/// Maps the syscall page. Returns false if the address is taken.
+pub fn map_syscall_page() -> bool {
+    if READY.load(Ordering::Acquire) {
+        return true;
+    }
+    // SAFETY: a fresh anonymous mapping at an address we then check; the
+    // kernel refuses (EEXIST) rather than replace an existing mapping.
+    unsafe {
+        let p = libc::mmap(
+            SYSCALL_PAGE as *mut libc::c_void,
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        );
+        if p as usize != SYSCALL_PAGE {
+            return false;
+        }
+        core::ptr::copy_nonoverlapping(STUB.as_ptr(), p as *mut u8, STUB.len());
+        if libc::mprotect(p, 4096, libc::PROT_READ | libc::PROT_EXEC) != 0 {
+            return false;
+        }
+    }
+    READY.store(true, Ordering::Release);
+    true
+}
+
+/// A raw syscall through the untrapped stub; returns the kernel's value
+/// (negative errno on failure). Falls back to libc's `syscall` before the
+/// page exists (nothing is trapped then).
+#[inline]
+pub fn syscall6(nr: i64, a: [u64; 6]) -> i64 {
+    if READY.load(Ordering::Acquire) {
+        // SAFETY: the page holds `STUB`, a valid function of this type.
+        unsafe {
+            let f: StubFn = core::mem::transmute::<usize, StubFn>(SYSCALL_PAGE);
+            f(nr, a[0], a[1], a[2], a[3], a[4], a[5])
+        }
+    } else {
+        // SAFETY: a plain syscall; arguments are passed through unchanged.
+        let r = unsafe { libc::syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]) };
+        if r == -1 {
+            -(errno() as i64)
+        } else {
+            r
+        }
+    }
+}
+
+pub fn syscall3(nr: i64, a0: u64, a1: u64, a2: u64) -> i64 {
+    syscall6(nr, [a0, a1, a2, 0, 0, 0])
+}
+
+pub fn errno() -> i32 {
+    // SAFETY: reads this thread's errno.
+    unsafe { *libc::__errno_location() }
+}
+
+pub fn set_errno(v: i32) {
+    // SAFETY: writes this thread's errno.
+    unsafe { *libc::__errno_location() = v }
+}
+
+/// Converts a raw kernel result into libc's convention.
+pub fn to_libc(r: i64) -> i64 {
+    if (-4095..0).contains(&r) {
+        set_errno(-r as i32);
+        -1
+    } else {
+        r
+    }
+}
+
+pub fn gettid() -> i32 {
+    syscall3(libc::SYS_gettid, 0, 0, 0) as i32
+}
+
+pub fn getpid() -> i32 {
+    syscall3(libc::SYS_getpid, 0, 0, 0) as i32
+}

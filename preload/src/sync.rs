@@ -1,0 +1,219 @@
+//! Interposed pthread synchronisation functions.
+//!
+//! Each operation is logged at the point its own semantics order it: an
+//! acquiring operation after it acquired (so the next releaser's number is
+//! higher), a releasing one before it releases. A thread blocked in an
+//! acquiring operation advertises the object in its thread entry, so the
+//! supervisor can name what a hung thread waits for.
+
+use core::ffi::c_int;
+
+use libc::{
+    pthread_barrier_t, pthread_cond_t, pthread_mutex_t, pthread_once_t, pthread_rwlock_t,
+    pthread_spinlock_t, sem_t, timespec,
+};
+use reprise_abi::EventKind as K;
+
+use crate::ctl::{self, Ev};
+use crate::real::real;
+
+/// Runs an acquiring operation `f` on `object` and logs it afterwards.
+#[inline(always)]
+fn acquire(kind: K, object: u64, holds: bool, f: impl FnOnce() -> c_int) -> c_int {
+    if !ctl::active() {
+        return f();
+    }
+    ctl::set_waiting(object, kind);
+    let r = f();
+    ctl::clear_waiting();
+    if r == 0 && holds {
+        ctl::held_add(object);
+    }
+    ctl::log(Ev { result: r as i64, ..Ev::new(kind, object) }, &[]);
+    r
+}
+
+/// Logs a releasing operation on `object`, then runs it.
+#[inline(always)]
+fn release(kind: K, object: u64, f: impl FnOnce() -> c_int) -> c_int {
+    if !ctl::active() {
+        return f();
+    }
+    ctl::held_remove(object);
+    ctl::log(Ev::new(kind, object), &[]);
+    f()
+}
+
+/// Logs a non-blocking operation after it ran.
+#[inline(always)]
+fn after(kind: K, object: u64, holds: bool, f: impl FnOnce() -> c_int) -> c_int {
+    if !ctl::active() {
+        return f();
+    }
+    let r = f();
+    if r == 0 && holds {
+        ctl::held_add(object);
+    }
+    ctl::log(Ev { result: r as i64, ..Ev::new(kind, object) }, &[]);
+    r
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn pthread_mutex_lock(m: *mut pthread_mutex_t) -> c_int {
+    let f = real!(pthread_mutex_lock: fn(*mut pthread_mutex_t) -> c_int);
+    acquire(K::MutexLock, m as u64, true, || unsafe { f(m) })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn pthread_mutex_trylock(m: *mut pthread_mutex_t) -> c_int {
+    let f = real!(pthread_mutex_trylock: fn(*mut pthread_mutex_t) -> c_int);
+    after(K::MutexTrylock, m as u64, true, || unsafe { f(m) })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn pthread_mutex_timedlock(
+    m: *mut pthread_mutex_t,
+    t: *const timespec,
+) -> c_int {
+    let f = real!(pthread_mutex_timedlock: fn(*mut pthread_mutex_t, *const timespec) -> c_int);
+    acquire(K::MutexTimedlock, m as u64, true, || unsafe { f(m, t) })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn pthread_mutex_unlock(m: *mut pthread_mutex_t) -> c_int {
+    let f = real!(pthread_mutex_unlock: fn(*mut pthread_mutex_t) -> c_int);
+    release(K::MutexUnlock, m as u64, || unsafe { f(m) })
+}
+
+/// Waiting on a condition variable releases the mutex (logged as
+/// `CondWait`, ordered by the mutex) and reacquires it (`CondWake`).
+unsafe fn cond_wait_common(
+    c: *mut pthread_cond_t,
+    m: *mut pthread_mutex_t,
+    wait: impl FnOnce() -> c_int,
+) -> c_int {
+    if !ctl::active() {
+        return wait();
+    }
+    ctl::held_remove(m as u64);
+    ctl::log(Ev { arg0: m as u64, ..Ev::new(K::CondWait, c as u64) }, &[]);
+    ctl::set_waiting(c as u64, K::CondWait);
+    let r = wait();
+    ctl::clear_waiting();
+    ctl::held_add(m as u64);
+    ctl::log(Ev { arg0: m as u64, result: r as i64, ..Ev::new(K::CondWake, c as u64) }, &[]);
+    r
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn pthread_cond_wait(c: *mut pthread_cond_t, m: *mut pthread_mutex_t) -> c_int {
+    let f = real!(pthread_cond_wait @ "GLIBC_2.3.2": fn(*mut pthread_cond_t, *mut pthread_mutex_t) -> c_int);
+    cond_wait_common(c, m, || unsafe { f(c, m) })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn pthread_cond_timedwait(
+    c: *mut pthread_cond_t,
+    m: *mut pthread_mutex_t,
+    t: *const timespec,
+) -> c_int {
+    let f = real!(pthread_cond_timedwait @ "GLIBC_2.3.2":
+        fn(*mut pthread_cond_t, *mut pthread_mutex_t, *const timespec) -> c_int);
+    cond_wait_common(c, m, || unsafe { f(c, m, t) })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn pthread_cond_signal(c: *mut pthread_cond_t) -> c_int {
+    let f = real!(pthread_cond_signal @ "GLIBC_2.3.2": fn(*mut pthread_cond_t) -> c_int);
+    release(K::CondSignal, c as u64, || unsafe { f(c) })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn pthread_cond_broadcast(c: *mut pthread_cond_t) -> c_int {
+    let f = real!(pthread_cond_broadcast @ "GLIBC_2.3.2": fn(*mut pthread_cond_t) -> c_int);
+    release(K::CondBroadcast, c as u64, || unsafe { f(c) })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn pthread_rwlock_rdlock(l: *mut pthread_rwlock_t) -> c_int {
+    let f = real!(pthread_rwlock_rdlock: fn(*mut pthread_rwlock_t) -> c_int);
+    acquire(K::RwRdlock, l as u64, false, || unsafe { f(l) })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn pthread_rwlock_wrlock(l: *mut pthread_rwlock_t) -> c_int {
+    let f = real!(pthread_rwlock_wrlock: fn(*mut pthread_rwlock_t) -> c_int);
+    acquire(K::RwWrlock, l as u64, true, || unsafe { f(l) })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn pthread_rwlock_tryrdlock(l: *mut pthread_rwlock_t) -> c_int {
+    let f = real!(pthread_rwlock_tryrdlock: fn(*mut pthread_rwlock_t) -> c_int);
+    after(K::RwTryrdlock, l as u64, false, || unsafe { f(l) })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn pthread_rwlock_trywrlock(l: *mut pthread_rwlock_t) -> c_int {
+    let f = real!(pthread_rwlock_trywrlock: fn(*mut pthread_rwlock_t) -> c_int);
+    after(K::RwTrywrlock, l as u64, true, || unsafe { f(l) })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn pthread_rwlock_unlock(l: *mut pthread_rwlock_t) -> c_int {
+    let f = real!(pthread_rwlock_unlock: fn(*mut pthread_rwlock_t) -> c_int);
+    release(K::RwUnlock, l as u64, || unsafe { f(l) })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sem_wait(s: *mut sem_t) -> c_int {
+    let f = real!(sem_wait: fn(*mut sem_t) -> c_int);
+    acquire(K::SemWait, s as u64, false, || unsafe { f(s) })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sem_timedwait(s: *mut sem_t, t: *const timespec) -> c_int {
+    let f = real!(sem_timedwait: fn(*mut sem_t, *const timespec) -> c_int);
+    acquire(K::SemWait, s as u64, false, || unsafe { f(s, t) })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sem_trywait(s: *mut sem_t) -> c_int {
+    let f = real!(sem_trywait: fn(*mut sem_t) -> c_int);
+    after(K::SemTrywait, s as u64, false, || unsafe { f(s) })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sem_post(s: *mut sem_t) -> c_int {
+    let f = real!(sem_post: fn(*mut sem_t) -> c_int);
+    release(K::SemPost, s as u64, || unsafe { f(s) })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn pthread_barrier_wait(b: *mut pthread_barrier_t) -> c_int {
+    let f = real!(pthread_barrier_wait: fn(*mut pthread_barrier_t) -> c_int);
+    acquire(K::BarrierWait, b as u64, false, || unsafe { f(b) })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn pthread_spin_lock(l: *mut pthread_spinlock_t) -> c_int {
+    let f = real!(pthread_spin_lock: fn(*mut pthread_spinlock_t) -> c_int);
+    acquire(K::SpinLock, l as u64, true, || unsafe { f(l) })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn pthread_spin_trylock(l: *mut pthread_spinlock_t) -> c_int {
+    let f = real!(pthread_spin_trylock: fn(*mut pthread_spinlock_t) -> c_int);
+    after(K::SpinTrylock, l as u64, true, || unsafe { f(l) })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn pthread_spin_unlock(l: *mut pthread_spinlock_t) -> c_int {
+    let f = real!(pthread_spin_unlock: fn(*mut pthread_spinlock_t) -> c_int);
+    release(K::SpinUnlock, l as u64, || unsafe { f(l) })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn pthread_once(o: *mut pthread_once_t, init: Option<unsafe extern "C" fn()>) -> c_int {
+    let f = real!(pthread_once: fn(*mut pthread_once_t, Option<unsafe extern "C" fn()>) -> c_int);
+    acquire(K::Once, o as u64, false, || unsafe { f(o, init) })
+}

@@ -1,0 +1,129 @@
+//! Thread and process lifetime: create, start, exit, join, fork.
+//!
+//! Logical thread indices are handed out by the creating thread, under the
+//! `ThreadCreate` event, so the same program order gives the same indices in
+//! a replay whatever the kernel's tids are.
+
+use core::ffi::{c_int, c_void};
+use core::sync::atomic::Ordering;
+
+use libc::{pid_t, pthread_attr_t, pthread_t};
+use reprise_abi::EventKind as K;
+
+use crate::ctl::{self, Ev};
+use crate::raw;
+use crate::real::real;
+
+type StartFn = extern "C" fn(*mut c_void) -> *mut c_void;
+
+/// What the trampoline needs; allocated with libc's malloc by the creator
+/// (thread creation allocates anyway) and freed by the new thread.
+#[repr(C)]
+struct Start {
+    f: StartFn,
+    arg: *mut c_void,
+    index: u32,
+}
+
+extern "C" fn trampoline(p: *mut c_void) -> *mut c_void {
+    // SAFETY: `p` is the `Start` written by `pthread_create` below.
+    let s = unsafe { core::ptr::read(p as *const Start) };
+    // Known before anything else runs here (free may mmap a new arena).
+    ctl::register_thread(s.index);
+    // SAFETY: allocated with malloc in `pthread_create`.
+    unsafe { libc::free(p) };
+    ctl::log(Ev { extra: raw::gettid() as u64, ..Ev::new(K::ThreadStart, 0) }, &[]);
+    let ret = (s.f)(s.arg);
+    thread_exit();
+    ret
+}
+
+fn thread_exit() {
+    ctl::log(Ev::new(K::ThreadExit, 0), &[]);
+    ctl::thread_exited();
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn pthread_create(
+    th: *mut pthread_t,
+    attr: *const pthread_attr_t,
+    f: StartFn,
+    arg: *mut c_void,
+) -> c_int {
+    let real = real!(pthread_create: fn(*mut pthread_t, *const pthread_attr_t, StartFn, *mut c_void) -> c_int);
+    if !ctl::active() {
+        return real(th, attr, f, arg);
+    }
+    let s = libc::malloc(core::mem::size_of::<Start>()) as *mut Start;
+    if s.is_null() {
+        return libc::EAGAIN;
+    }
+    let index = ctl::next_thread_index();
+    s.write(Start { f, arg, index });
+    ctl::log(Ev { arg0: index as u64, ..Ev::new(K::ThreadCreate, 0) }, &[]);
+    let r = real(th, attr, trampoline, s as *mut c_void);
+    if r != 0 {
+        libc::free(s as *mut c_void);
+    }
+    r
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn pthread_exit(ret: *mut c_void) -> ! {
+    if ctl::active() {
+        thread_exit();
+    }
+    let real = real!(pthread_exit: fn(*mut c_void) -> ());
+    real(ret);
+    unreachable_exit()
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn pthread_join(th: pthread_t, ret: *mut *mut c_void) -> c_int {
+    let real = real!(pthread_join: fn(pthread_t, *mut *mut c_void) -> c_int);
+    if !ctl::active() {
+        return real(th, ret);
+    }
+    ctl::set_waiting(th as u64, K::ThreadJoin);
+    let r = real(th, ret);
+    ctl::clear_waiting();
+    ctl::log(Ev { result: r as i64, ..Ev::new(K::ThreadJoin, th as u64) }, &[]);
+    r
+}
+
+/// The child's process index is taken before the fork, under the `Fork`
+/// event, and inherited through the copied memory.
+#[no_mangle]
+pub unsafe extern "C" fn fork() -> pid_t {
+    let real = real!(fork: fn() -> pid_t);
+    let Some(c) = ctl::control() else { return real() };
+    let parent = ctl::process();
+    let child = c.next_process.fetch_add(1, Ordering::AcqRel);
+    ctl::log(Ev { arg0: child as u64, ..Ev::new(K::Fork, 0) }, &[]);
+    let pid = real();
+    if pid == 0 {
+        let me = raw::getpid();
+        if let Some(e) = ctl::process_entry(c, child) {
+            e.parent.store(parent, Ordering::Relaxed);
+            e.next_thread.store(1, Ordering::Relaxed);
+            e.pid.store(me, Ordering::Release);
+        }
+        ctl::set_process(child);
+        ctl::reset_thread();
+        ctl::register_thread(0);
+        // Die with the program's parent rather than outlive a killed reprise.
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        ctl::log(Ev { arg0: parent as u64, extra: me as u64, ..Ev::new(K::ProcessStart, 0) }, &[]);
+    } else if pid > 0 {
+        if let Some(e) = ctl::process_entry(c, child) {
+            e.pid.store(pid, Ordering::Release);
+        }
+    }
+    pid
+}
+
+fn unreachable_exit() -> ! {
+    loop {
+        raw::syscall3(libc::SYS_exit, 0, 0, 0);
+    }
+}

@@ -1,0 +1,204 @@
+//! The supervisor's side of the control block shared with the agent.
+
+use std::ffi::CString;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use reprise_abi::{
+    control_size, ring_offset, ControlHeader, EventKind, Level, Mode, Slot, ThreadEntry, ABI_VERSION,
+    MAGIC, SLOT_DATA,
+};
+
+/// One event as it came out of the ring, data included.
+#[derive(Debug, Clone)]
+pub struct RawEvent {
+    pub seq: u64,
+    pub kind: EventKind,
+    pub process: u16,
+    pub thread: u32,
+    pub object: u64,
+    pub arg0: u64,
+    pub arg1: u64,
+    pub result: i64,
+    pub extra: u64,
+    pub data: Vec<u8>,
+}
+
+/// A control block: a shared file in /dev/shm mapped into the supervisor
+/// and, by the agent, into every traced process.
+pub struct ControlBlock {
+    path: PathBuf,
+    base: *mut u8,
+    size: usize,
+}
+
+// SAFETY: the mapping is process-wide; concurrent access goes through
+// atomics or is owned by one side at a time (the ring protocol).
+unsafe impl Send for ControlBlock {}
+
+impl ControlBlock {
+    /// Creates and maps a fresh control block with `ring_slots` slots (a
+    /// power of two).
+    pub fn create(mode: Mode, level: Level, ring_slots: u64) -> io::Result<ControlBlock> {
+        assert!(ring_slots.is_power_of_two());
+        let dir = Path::new("/dev/shm");
+        let dir = if dir.is_dir() { dir.to_path_buf() } else { std::env::temp_dir() };
+        let mut n = 0u32;
+        let (path, fd) = loop {
+            let path = dir.join(format!("reprise-{}-{}", std::process::id(), n));
+            let c = CString::new(path.as_os_str().as_encoded_bytes()).expect("no NUL in path");
+            // SAFETY: plain open(2) of a new file, private to this user.
+            let fd = unsafe {
+                libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC, 0o600)
+            };
+            if fd >= 0 {
+                break (path, fd);
+            }
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EEXIST) || n > 1000 {
+                return Err(e);
+            }
+            n += 1;
+        };
+        let size = control_size(ring_slots);
+        // SAFETY: sizing and mapping the file we just created; the mapping
+        // is checked before use.
+        let base = unsafe {
+            if libc::ftruncate(fd, size as libc::off_t) != 0 {
+                let e = io::Error::last_os_error();
+                libc::close(fd);
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            );
+            libc::close(fd);
+            if p == libc::MAP_FAILED {
+                let e = io::Error::last_os_error();
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
+            p as *mut u8
+        };
+        // SAFETY: the file is zero-filled (all-zero is a valid state for
+        // every field); the plain fields are set before any agent maps it.
+        unsafe {
+            let h = base as *mut ControlHeader;
+            (*h).magic = MAGIC;
+            (*h).abi_version = ABI_VERSION;
+            (*h).mode = mode as u32;
+            (*h).level = level as u32;
+            (*h).ring_slots = ring_slots;
+            (*h).ring_offset = ring_offset() as u64;
+        }
+        Ok(ControlBlock { path, base, size })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn header(&self) -> &ControlHeader {
+        // SAFETY: `base` maps at least a ControlHeader for our lifetime.
+        unsafe { &*(self.base as *const ControlHeader) }
+    }
+
+    fn slot(&self, index: u64) -> *const Slot {
+        let h = self.header();
+        let i = (index & (h.ring_slots - 1)) as usize;
+        // SAFETY: `i` is within the ring, which lies inside the mapping.
+        unsafe { (self.base.add(h.ring_offset as usize) as *const Slot).add(i) }
+    }
+
+    /// Sequence numbers handed out so far.
+    pub fn head(&self) -> u64 {
+        self.header().head.0.load(Ordering::Acquire)
+    }
+
+    pub fn tail(&self) -> u64 {
+        self.header().tail.0.load(Ordering::Acquire)
+    }
+
+    /// Takes the next event if it is complete. Does not wait.
+    pub fn next_event(&self) -> Option<RawEvent> {
+        let h = self.header();
+        let tail = self.tail();
+        if tail >= self.head() {
+            return None;
+        }
+        let s = self.slot(tail);
+        // SAFETY: the slot lies in the ring; its plain fields are read only
+        // after `commit` says the agent finished writing them (Acquire).
+        unsafe {
+            if (*s).commit.load(Ordering::Acquire) != tail + 1 {
+                return None;
+            }
+            let nslots = ((*s).nslots as u64).max(1);
+            let len = (*s).data_len as usize;
+            let mut data = Vec::with_capacity(len);
+            let mut i = 1;
+            while data.len() < len {
+                let src = self.slot(tail + i) as *const u8;
+                let n = (len - data.len()).min(SLOT_DATA);
+                data.extend_from_slice(std::slice::from_raw_parts(src, n));
+                i += 1;
+            }
+            let ev = RawEvent {
+                seq: tail,
+                kind: EventKind::from_u16((*s).kind).unwrap_or(EventKind::DataMore),
+                process: (*s).process,
+                thread: (*s).thread,
+                object: (*s).object,
+                arg0: (*s).arg0,
+                arg1: (*s).arg1,
+                result: (*s).result,
+                extra: (*s).extra,
+                data,
+            };
+            h.tail.0.store(tail + nslots, Ordering::Release);
+            Some(ev)
+        }
+    }
+
+    /// True if the next slot was reserved but never completed, which
+    /// happens only when a process died in the middle of logging.
+    pub fn stalled(&self) -> bool {
+        self.tail() < self.head()
+    }
+
+    /// Skips the rest of the ring (used after the program died mid-write).
+    pub fn skip_rest(&self) -> u64 {
+        let h = self.header();
+        let head = self.head();
+        let lost = head - self.tail();
+        h.tail.0.store(head, Ordering::Release);
+        lost
+    }
+
+    pub fn threads(&self) -> impl Iterator<Item = &ThreadEntry> {
+        let h = self.header();
+        let n = (h.next_thread_entry.load(Ordering::Acquire) as usize).min(h.threads.len());
+        h.threads[..n].iter()
+    }
+
+    /// Pids of the processes the agents registered.
+    pub fn pids(&self) -> Vec<i32> {
+        let h = self.header();
+        h.processes.iter().map(|p| p.pid.load(Ordering::Acquire)).filter(|&p| p > 0).collect()
+    }
+}
+
+impl Drop for ControlBlock {
+    fn drop(&mut self) {
+        // SAFETY: unmapping our own mapping; no references outlive self.
+        unsafe { libc::munmap(self.base as *mut libc::c_void, self.size) };
+        let _ = std::fs::remove_file(&self.path);
+    }
+}

@@ -1,0 +1,418 @@
+//! A recording session: launch, drain, watch, conclude.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use reprise_abi::{EventKind, Level, Mode, OUTPUT_KEEP_BYTES};
+use reprise_schema::{EventRecord, HeaderInfo, OutcomeInfo, OutputStream, SketchLevel, TraceSummary, TraceWriter};
+use sha2::{Digest, Sha256};
+
+use crate::control::{ControlBlock, RawEvent};
+use crate::outcome::{self, Ending};
+use crate::{launch, RecordError};
+
+/// What to record.
+#[derive(Debug, Clone)]
+pub struct RecordOptions {
+    /// The program as the user named it.
+    pub program: OsString,
+    pub args: Vec<OsString>,
+    pub level: SketchLevel,
+    /// The trace directory to create (must not exist, or be empty).
+    pub trace_dir: PathBuf,
+    pub hang_timeout: Duration,
+    /// Slots in the shared ring (a power of two); 64 bytes each.
+    pub ring_slots: u64,
+}
+
+impl RecordOptions {
+    pub fn new(program: OsString, args: Vec<OsString>, trace_dir: PathBuf) -> RecordOptions {
+        RecordOptions {
+            program,
+            args,
+            level: SketchLevel::Sys,
+            trace_dir,
+            hang_timeout: crate::DEFAULT_HANG_TIMEOUT,
+            ring_slots: 1 << 20,
+        }
+    }
+}
+
+/// The result of a recording.
+#[derive(Debug)]
+pub struct RecordResult {
+    pub summary: TraceSummary,
+    pub outcome: OutcomeInfo,
+    /// What `reprise record` exits with: the program's status, or
+    /// 128 + signal.
+    pub exit_status: i32,
+    /// Problems that did not stop the recording (disk full, ...).
+    pub warnings: Vec<String>,
+}
+
+static INTERRUPTS: AtomicI32 = AtomicI32::new(0);
+static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
+static HANDLERS_SET: AtomicBool = AtomicBool::new(false);
+
+/// SIGINT/SIGTERM/SIGHUP sent to reprise alone (not by the terminal, which
+/// signals the program too) are forwarded to the program; either way
+/// reprise stays alive to complete the trace.
+extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    INTERRUPTS.fetch_add(1, Ordering::Relaxed);
+    // SAFETY: reading si_code of the kernel-provided siginfo; kill(2) is
+    // async-signal-safe.
+    unsafe {
+        let from_user = (*info).si_code == libc::SI_USER || (*info).si_code == libc::SI_QUEUE;
+        let pid = FORWARD_TO.load(Ordering::Relaxed);
+        if (from_user || sig != libc::SIGINT) && pid > 0 {
+            libc::kill(pid, sig);
+        }
+    }
+}
+
+fn install_signal_handlers() {
+    if HANDLERS_SET.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    // SAFETY: installing a handler that only touches atomics and kill(2).
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_signal as *const () as usize;
+        sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+            libc::sigaction(s, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+fn uname() -> (String, String) {
+    // SAFETY: uname fills a zeroed struct of NUL-terminated strings.
+    unsafe {
+        let mut u: libc::utsname = std::mem::zeroed();
+        if libc::uname(&mut u) != 0 {
+            return (String::new(), String::new());
+        }
+        let s = |f: &[libc::c_char]| std::ffi::CStr::from_ptr(f.as_ptr()).to_string_lossy().into_owned();
+        (format!("{} {}", s(&u.machine), s(&u.nodename)), format!("{} {}", s(&u.sysname), s(&u.release)))
+    }
+}
+
+/// SHA-256 of the program file and its GNU build id (empty if none).
+pub fn program_identity(path: &Path) -> Result<(Vec<u8>, Vec<u8>), RecordError> {
+    let bytes = std::fs::read(path).map_err(|e| RecordError::Io(format!("cannot read {}: {e}", path.display())))?;
+    let digest = Sha256::digest(&bytes).to_vec();
+    Ok((digest, build_id(&bytes).unwrap_or_default()))
+}
+
+/// The NT_GNU_BUILD_ID note of an ELF file, found through its section
+/// headers (`.note.gnu.build-id`).
+fn build_id(b: &[u8]) -> Option<Vec<u8>> {
+    let u16_at = |o: usize| Some(u16::from_le_bytes(b.get(o..o + 2)?.try_into().ok()?) as usize);
+    let u32_at = |o: usize| Some(u32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?) as usize);
+    let u64_at = |o: usize| Some(u64::from_le_bytes(b.get(o..o + 8)?.try_into().ok()?) as usize);
+    if !b.starts_with(b"\x7fELF") || b.get(4) != Some(&2) {
+        return None;
+    }
+    let (shoff, shentsize, shnum) = (u64_at(40)?, u16_at(58)?, u16_at(60)?);
+    for i in 0..shnum {
+        let sh = shoff + i * shentsize;
+        if u32_at(sh + 4)? != 7 {
+            continue; // not SHT_NOTE
+        }
+        let (off, size) = (u64_at(sh + 24)?, u64_at(sh + 32)?);
+        let mut p = off;
+        while p + 12 <= off + size {
+            let (namesz, descsz, ty) = (u32_at(p)?, u32_at(p + 4)?, u32_at(p + 8)?);
+            let name = p + 12;
+            let desc = name + namesz.div_ceil(4) * 4;
+            if ty == 3 && b.get(name..name + namesz)? == b"GNU\0" {
+                return Some(b.get(desc..desc + descsz)?.to_vec());
+            }
+            p = desc + descsz.div_ceil(4) * 4;
+        }
+    }
+    None
+}
+
+/// Per output stream (stdout, stderr): what the trace keeps of it.
+#[derive(Default)]
+struct OutputTally {
+    len: u64,
+    digest: u64,
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x100_0000_01b3;
+
+impl OutputTally {
+    fn add(&mut self, bytes: &[u8]) {
+        if self.len == 0 {
+            self.digest = FNV_OFFSET;
+        }
+        for b in bytes {
+            self.digest = (self.digest ^ *b as u64).wrapping_mul(FNV_PRIME);
+        }
+        self.len += bytes.len() as u64;
+    }
+}
+
+/// Moves events from the ring into the trace, keeping output statistics.
+struct Drain {
+    writer: TraceWriter,
+    /// False once the writer failed (disk full): events are counted, not kept.
+    accepting: bool,
+    output: [OutputTally; 2],
+    /// The fd of the last output event of each (process, thread), so that
+    /// its `DataMore` continuations count as output too.
+    last_output_fd: std::collections::HashMap<(u16, u32), usize>,
+    events: u64,
+    disk_error: Option<reprise_schema::TraceError>,
+    dropped: u64,
+}
+
+impl Drain {
+    fn take(&mut self, ctl: &ControlBlock) -> usize {
+        let mut n = 0;
+        while let Some(ev) = ctl.next_event() {
+            self.push(ev);
+            n += 1;
+            if n >= 65536 {
+                break;
+            }
+        }
+        n
+    }
+
+    fn push(&mut self, mut ev: RawEvent) {
+        let key = (ev.process, ev.thread);
+        let stream = match ev.kind {
+            EventKind::Syscall if (ev.object as i64 == libc::SYS_write || ev.object as i64 == libc::SYS_writev)
+                && (1..=2).contains(&ev.arg0) =>
+            {
+                let s = ev.arg0 as usize - 1;
+                self.last_output_fd.insert(key, s);
+                Some(s)
+            }
+            EventKind::DataMore => self.last_output_fd.get(&key).copied(),
+            _ => {
+                self.last_output_fd.remove(&key);
+                None
+            }
+        };
+        if let Some(s) = stream {
+            let t = &mut self.output[s];
+            let before = t.len;
+            t.add(&ev.data);
+            if before >= OUTPUT_KEEP_BYTES {
+                ev.data.clear();
+            } else if before + ev.data.len() as u64 > OUTPUT_KEEP_BYTES {
+                ev.data.truncate((OUTPUT_KEEP_BYTES - before) as usize);
+            }
+        }
+        self.events += 1;
+        if !self.accepting {
+            self.dropped += 1;
+            return;
+        }
+        let rec = EventRecord {
+            seq: ev.seq,
+            process: ev.process,
+            thread: ev.thread,
+            kind: ev.kind,
+            object: ev.object,
+            arg0: ev.arg0,
+            arg1: ev.arg1,
+            result: ev.result,
+            extra: ev.extra,
+            data: ev.data,
+        };
+        if let Err(e) = self.writer.push(rec) {
+            self.dropped += 1;
+            if self.disk_error.is_none() {
+                self.disk_error = Some(e);
+            }
+        }
+    }
+
+    fn output_streams(&self) -> Vec<OutputStream> {
+        self.output
+            .iter()
+            .enumerate()
+            .map(|(i, t)| OutputStream {
+                fd: i as i32 + 1,
+                length: t.len,
+                digest: if t.len == 0 { FNV_OFFSET } else { t.digest },
+                kept_bytes: t.len.min(OUTPUT_KEEP_BYTES),
+            })
+            .collect()
+    }
+}
+
+/// Records one run of `opts.program`.
+pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
+    let level = match opts.level {
+        SketchLevel::Sync => Level::Sync,
+        SketchLevel::Sys => Level::Sys,
+        other => return Err(RecordError::LevelUnsupported(other)),
+    };
+    let program = launch::resolve_program(&opts.program)?;
+    let agent = launch::find_agent()?;
+    let (digest, build_id) = program_identity(&program)?;
+    let cwd = std::env::current_dir().map_err(|e| RecordError::Io(format!("cannot read the current directory: {e}")))?;
+    let mut argv = vec![opts.program.clone()];
+    argv.extend(opts.args.iter().cloned());
+    let base_env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    let (machine, kernel) = uname();
+    let header = HeaderInfo {
+        format_version: reprise_schema::FORMAT_VERSION,
+        reprise_version: env!("CARGO_PKG_VERSION").to_string(),
+        program_path: program.clone(),
+        program_digest: digest,
+        build_id,
+        argv: argv.clone(),
+        env: base_env.iter().map(|(k, v)| {
+            let mut s = k.clone();
+            s.push("=");
+            s.push(v);
+            s
+        }).collect(),
+        cwd: cwd.clone(),
+        level: opts.level,
+        machine,
+        kernel,
+        cpus: std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1),
+        start_time_unix_ns: now_ns(),
+    };
+    let ctl = ControlBlock::create(Mode::Record, level, opts.ring_slots).map_err(RecordError::Control)?;
+    let writer = TraceWriter::create(&opts.trace_dir, &header)?;
+    let env = launch::agent_env(&base_env, &agent, ctl.path());
+
+    install_signal_handlers();
+    let started = Instant::now();
+    let child = launch::spawn(&program, &argv, &env, &cwd)?;
+    let pid = child.id() as i32;
+    FORWARD_TO.store(pid, Ordering::Relaxed);
+
+    let mut drain = Drain {
+        writer,
+        accepting: true,
+        output: Default::default(),
+        last_output_fd: Default::default(),
+        events: 0,
+        disk_error: None,
+        dropped: 0,
+    };
+    let mut warnings = Vec::new();
+    let mut last_flush = Instant::now();
+    let mut last_progress = (ctl.head(), cpu_ticks(pid), Instant::now());
+    let mut hang: Option<Ending> = None;
+    let status = loop {
+        let n = drain.take(&ctl);
+        if let (Some(e), true) = (&drain.disk_error, drain.accepting) {
+            // Stop taking events; the trace keeps what was written.
+            warnings.push(format!("{e}; the trace keeps the events written before"));
+            ctl.header().stopping.store(1, Ordering::Release);
+            drain.accepting = false;
+        }
+        if let Some(st) = try_wait(pid) {
+            break st;
+        }
+        if last_flush.elapsed() > Duration::from_millis(500) {
+            if drain.accepting {
+                if let Err(e) = drain.writer.flush() {
+                    drain.disk_error.get_or_insert(e);
+                }
+            }
+            last_flush = Instant::now();
+        }
+        if n == 0 {
+            // Hang watch: no event and no CPU time, while a thread waits in
+            // a recorded operation.
+            let now = (ctl.head(), cpu_ticks(pid));
+            if now != (last_progress.0, last_progress.1) {
+                last_progress = (now.0, now.1, Instant::now());
+            } else if hang.is_none() && last_progress.2.elapsed() >= opts.hang_timeout && outcome::any_waiting(&ctl) {
+                hang = Some(outcome::analyse_hang(&ctl, pid));
+                kill_all(&ctl, pid, true);
+                continue;
+            }
+            std::thread::sleep(Duration::from_micros(300));
+        }
+    };
+    FORWARD_TO.store(0, Ordering::Relaxed);
+    // Other processes of the program (forked children) end with it.
+    kill_all(&ctl, pid, false);
+    // Drain what is left; a slot that stays reserved but unwritten means a
+    // process died while logging.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        drain.take(&ctl);
+        if !ctl.stalled() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let lost = ctl.skip_rest();
+            warnings.push(format!("{lost} ring slots were reserved by a process that died before writing them"));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let interrupted = INTERRUPTS.swap(0, Ordering::Relaxed) > 0;
+    let mut outcome = outcome::conclude(&ctl, status, hang);
+    if interrupted && outcome.kind == reprise_schema::OutcomeKind::Signaled && outcome.signal == libc::SIGINT {
+        outcome.kind = reprise_schema::OutcomeKind::Interrupted;
+    }
+    outcome.output = drain.output_streams();
+    outcome.event_count = drain.events;
+    outcome.duration_ns = started.elapsed().as_nanos() as u64;
+    outcome.dropped_events = drain.dropped + ctl.header().dropped.load(Ordering::Relaxed);
+    outcome.summary = outcome::summary_line(&outcome);
+    let exit_status = outcome::exit_status(status);
+
+    // After a disk-full error the writer still completes the trace with
+    // the chunks already written.
+    let summary = drain.writer.finish(&outcome)?;
+    drop(child);
+    Ok(RecordResult { summary, outcome, exit_status, warnings })
+}
+
+/// The program's wait status if it has ended.
+fn try_wait(pid: i32) -> Option<i32> {
+    let mut status = 0;
+    // SAFETY: waitpid on our own child.
+    let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    if r == pid {
+        Some(status)
+    } else if r < 0 {
+        Some(0)
+    } else {
+        None
+    }
+}
+
+/// User + system CPU ticks of a process (all its threads).
+fn cpu_ticks(pid: i32) -> u64 {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0 };
+    let Some(rest) = s.rfind(')').map(|i| &s[i + 2..]) else { return 0 };
+    let f: Vec<&str> = rest.split(' ').collect();
+    let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    get(11) + get(12)
+}
+
+/// SIGKILLs the processes the agents registered; the program itself
+/// (`pid`) too unless it was already reaped.
+fn kill_all(ctl: &ControlBlock, pid: i32, including_main: bool) {
+    for p in ctl.pids() {
+        if p != pid || including_main {
+            // SAFETY: kill(2); a process that is gone gives ESRCH.
+            unsafe { libc::kill(p, libc::SIGKILL) };
+        }
+    }
+}
