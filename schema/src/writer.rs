@@ -308,9 +308,20 @@ impl TraceWriter {
                 }
             }
         }
+        // The serialized form: segment table, then the segments.
         self.raw.clear();
-        // Writing to a Vec cannot fail.
-        let _ = capnp::serialize::write_message(&mut self.raw, &msg);
+        let segs = msg.get_segments_for_output();
+        let nseg = segs.len() as u32;
+        self.raw.extend_from_slice(&(nseg - 1).to_le_bytes());
+        for seg in segs.iter() {
+            self.raw.extend_from_slice(&((seg.len() / 8) as u32).to_le_bytes());
+        }
+        if nseg % 2 == 0 {
+            self.raw.extend_from_slice(&[0u8; 4]);
+        }
+        for seg in segs.iter() {
+            self.raw.extend_from_slice(seg);
+        }
         encode_frame(&self.raw, n as u32, &mut self.compressor, &mut self.out);
     }
 
