@@ -159,3 +159,65 @@ pub fn reader_options() -> capnp::message::ReaderOptions {
     o.nesting_limit(16);
     o
 }
+
+/// Like [`encode_frame`], for a message given in parts (the segment table
+/// and the segments), compressed without first copying it into one buffer.
+pub fn encode_frame_parts(
+    parts: &[&[u8]],
+    count: u32,
+    cctx: &mut zstd::zstd_safe::CCtx<'static>,
+    out: &mut Vec<u8>,
+) {
+    use zstd::zstd_safe::{zstd_sys::ZSTD_EndDirective, InBuffer, OutBuffer, ResetDirective};
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    out.clear();
+    out.reserve(FRAME_HEADER_LEN + zstd::zstd_safe::compress_bound(total));
+    let compressed = (|| -> Option<usize> {
+        cctx.reset(ResetDirective::SessionOnly).ok()?;
+        cctx.set_pledged_src_size(Some(total as u64)).ok()?;
+        let mut ob = OutBuffer::around_pos(&mut *out, FRAME_HEADER_LEN);
+        for (i, p) in parts.iter().enumerate() {
+            let last = i + 1 == parts.len();
+            let mut ib = InBuffer::around(p);
+            loop {
+                let (ipos, opos) = (ib.pos(), ob.pos());
+                let end = if last {
+                    ZSTD_EndDirective::ZSTD_e_end
+                } else {
+                    ZSTD_EndDirective::ZSTD_e_continue
+                };
+                let left = cctx.compress_stream2(&mut ob, &mut ib, end).ok()?;
+                if last && left == 0 || !last && ib.pos() == p.len() {
+                    break;
+                }
+                if ib.pos() == ipos && ob.pos() == opos {
+                    return None; // no progress: output full
+                }
+            }
+        }
+        Some(ob.pos() - FRAME_HEADER_LEN)
+    })();
+    let mut flags = 0;
+    let stored_len = match compressed {
+        Some(n) if n < total && out.len() == FRAME_HEADER_LEN + n => {
+            flags |= FLAG_ZSTD;
+            n
+        }
+        _ => {
+            out.clear();
+            out.resize(FRAME_HEADER_LEN, 0);
+            for p in parts {
+                out.extend_from_slice(p);
+            }
+            total
+        }
+    };
+    let h = FrameHeader {
+        flags,
+        stored_len: stored_len as u32,
+        raw_len: total as u32,
+        crc: crc32fast::hash(&out[FRAME_HEADER_LEN..]),
+        count,
+    };
+    out[..FRAME_HEADER_LEN].copy_from_slice(&h.encode());
+}

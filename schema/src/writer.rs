@@ -9,7 +9,7 @@ use capnp::message::{Builder, ScratchSpaceHeapAllocator};
 
 use crate::convert;
 use crate::error::{Result, TraceError};
-use crate::frame::{encode_frame, ZSTD_LEVEL};
+use crate::frame::{encode_frame, encode_frame_parts, ZSTD_LEVEL};
 use crate::trace_capnp as tc;
 use crate::types::*;
 
@@ -58,7 +58,7 @@ pub struct TraceWriter {
     scratch: Vec<capnp::Word>,
     raw: Vec<u8>,
     out: Vec<u8>,
-    compressor: zstd::bulk::Compressor<'static>,
+    cctx: zstd::zstd_safe::CCtx<'static>,
     events_written: u64,
     bytes_written: u64,
     /// Length of the events file up to its last whole chunk.
@@ -185,8 +185,11 @@ impl TraceWriter {
             scratch: Vec::new(),
             raw: Vec::new(),
             out: Vec::new(),
-            compressor: zstd::bulk::Compressor::new(ZSTD_LEVEL)
-                .map_err(|e| TraceError::io("start compressor for", dir, e))?,
+            cctx: {
+                let mut c = zstd::zstd_safe::CCtx::create();
+                let _ = c.set_parameter(zstd::zstd_safe::CParameter::CompressionLevel(ZSTD_LEVEL));
+                c
+            },
             events_written: 0,
             bytes_written: framed.len() as u64,
             events_len: 0,
@@ -308,10 +311,11 @@ impl TraceWriter {
                 }
             }
         }
-        // The serialized form: segment table, then the segments.
-        self.raw.clear();
+        // The serialized form: segment table, then the segments, compressed
+        // straight from the builder's memory.
         let segs = msg.get_segments_for_output();
         let nseg = segs.len() as u32;
+        self.raw.clear();
         self.raw.extend_from_slice(&(nseg - 1).to_le_bytes());
         for seg in segs.iter() {
             self.raw.extend_from_slice(&((seg.len() / 8) as u32).to_le_bytes());
@@ -319,10 +323,10 @@ impl TraceWriter {
         if nseg % 2 == 0 {
             self.raw.extend_from_slice(&[0u8; 4]);
         }
-        for seg in segs.iter() {
-            self.raw.extend_from_slice(seg);
-        }
-        encode_frame(&self.raw, n as u32, &mut self.compressor, &mut self.out);
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(1 + segs.len());
+        parts.push(&self.raw);
+        parts.extend(segs.iter().copied());
+        encode_frame_parts(&parts, n as u32, &mut self.cctx, &mut self.out);
     }
 
     fn write_chunk(&mut self) -> Result<()> {
