@@ -2,7 +2,7 @@
 
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use capnp::message::{Builder, HeapAllocator};
 use reprise_abi::EventKind;
@@ -341,9 +341,4 @@ pub(crate) fn events_from_capnp(
         });
     }
     Ok(())
-}
-
-#[allow(dead_code)]
-pub(crate) fn path_bytes(p: &Path) -> &[u8] {
-    p.as_os_str().as_bytes()
 }

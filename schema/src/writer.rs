@@ -320,7 +320,7 @@ impl TraceWriter {
         for seg in segs.iter() {
             self.raw.extend_from_slice(&((seg.len() / 8) as u32).to_le_bytes());
         }
-        if nseg % 2 == 0 {
+        if nseg & 1 == 0 {
             self.raw.extend_from_slice(&[0u8; 4]);
         }
         let mut parts: Vec<&[u8]> = Vec::with_capacity(1 + segs.len());
