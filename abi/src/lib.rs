@@ -241,8 +241,10 @@ pub struct ProcessEntry {
     pub exited: AtomicU32,
 }
 
-/// Per-thread state the supervisor reads when the program hangs.
-#[repr(C)]
+/// Per-thread state the supervisor reads when the program hangs. Aligned
+/// so that two threads' entries never share a cache line: each lock
+/// operation writes its own entry.
+#[repr(C, align(128))]
 pub struct ThreadEntry {
     /// Kernel tid; 0 when free.
     pub tid: AtomicI32,
@@ -282,8 +284,8 @@ pub struct CrashInfo {
 }
 
 pub const REG_NAMES: [&str; 18] = [
-    "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12",
-    "r13", "r14", "r15", "rip", "eflags",
+    "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12", "r13",
+    "r14", "r15", "rip", "eflags",
 ];
 pub const REG_RSP: usize = 7;
 pub const REG_RBP: usize = 6;

@@ -38,7 +38,10 @@ pub fn ls(a: LsArgs) -> Result<u8> {
     let root = root(a.root)?;
     let rows = listing::list_traces(&root);
     if rows.is_empty() {
-        println!("no traces in {}: record one with `reprise record PROGRAM`", root.display());
+        println!(
+            "no traces in {}: record one with `reprise record PROGRAM`",
+            root.display()
+        );
     } else {
         print!("{}", listing::format_trace_table(&rows));
     }
@@ -62,12 +65,23 @@ pub fn dump(a: DumpArgs) -> Result<u8> {
     if a.json {
         writeln!(out, "{}", serde_json::json!({ "header": h }))?;
     } else {
-        let argv: Vec<String> = h.argv.iter().map(|s| s.to_string_lossy().into_owned()).collect();
+        let argv: Vec<String> = h
+            .argv
+            .iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect();
         writeln!(out, "trace    {}", dir.display())?;
         writeln!(out, "program  {}", h.program_path.display())?;
         writeln!(out, "argv     {}", argv.join(" "))?;
         writeln!(out, "sketch   {}", h.level)?;
-        writeln!(out, "recorded {} on {} ({}, {} cpus)", listing::format_time_utc(h.start_time_unix_ns), h.machine, h.kernel, h.cpus)?;
+        writeln!(
+            out,
+            "recorded {} on {} ({}, {} cpus)",
+            listing::format_time_utc(h.start_time_unix_ns),
+            h.machine,
+            h.kernel,
+            h.cpus
+        )?;
         writeln!(out)?;
     }
     for ev in reader.events() {
@@ -80,7 +94,11 @@ pub fn dump(a: DumpArgs) -> Result<u8> {
                 break;
             }
         }
-        let line = if a.json { serde_json::json!({ "event": ev }).to_string() } else { listing::format_event(&ev) };
+        let line = if a.json {
+            serde_json::json!({ "event": ev }).to_string()
+        } else {
+            listing::format_event(&ev)
+        };
         if writeln!(out, "{line}").is_err() {
             return Ok(0); // a closed pipe (`| head`) is not an error
         }

@@ -23,6 +23,10 @@ thread_local! {
     static THREAD: Cell<u32> = const { Cell::new(u32::MAX) };
     /// Index of this thread's `ThreadEntry` in the control block.
     static ENTRY: Cell<u32> = const { Cell::new(u32::MAX) };
+    /// The last value of the ring's tail this thread read: while its
+    /// reservations stay within `tail + ring_slots` it need not read the
+    /// shared tail again (which the supervisor keeps writing).
+    static KNOWN_TAIL: Cell<u64> = const { Cell::new(0) };
 }
 
 /// The mapped control block, if this process is traced.
@@ -57,7 +61,9 @@ pub fn attach(path: *const libc::c_char) -> bool {
             return false;
         }
         let mut st: libc::stat = core::mem::zeroed();
-        if libc::fstat(fd, &mut st) != 0 || (st.st_size as usize) < core::mem::size_of::<ControlHeader>() {
+        if libc::fstat(fd, &mut st) != 0
+            || (st.st_size as usize) < core::mem::size_of::<ControlHeader>()
+        {
             libc::close(fd);
             return false;
         }
@@ -91,7 +97,9 @@ pub fn control_ptr() -> *mut ControlHeader {
 }
 
 fn ring(c: &ControlHeader) -> *mut Slot {
-    control_ptr().cast::<u8>().wrapping_add(c.ring_offset as usize) as *mut Slot
+    control_ptr()
+        .cast::<u8>()
+        .wrapping_add(c.ring_offset as usize) as *mut Slot
 }
 
 pub fn process() -> u32 {
@@ -231,7 +239,14 @@ pub struct Ev {
 
 impl Ev {
     pub const fn new(kind: EventKind, object: u64) -> Ev {
-        Ev { kind, object, arg0: 0, arg1: 0, result: 0, extra: 0 }
+        Ev {
+            kind,
+            object,
+            arg0: 0,
+            arg1: 0,
+            result: 0,
+            extra: 0,
+        }
     }
 }
 
@@ -256,18 +271,22 @@ fn log_one(c: &ControlHeader, ev: Ev, data: &[u8]) -> u64 {
     let mask = c.ring_slots - 1;
     // Wait for the supervisor to drain enough of the ring.
     let mut spins = 0u32;
-    while seq + nslots - c.tail.0.load(Ordering::Acquire) > c.ring_slots {
-        if c.stopping.load(Ordering::Relaxed) != 0 {
-            c.dropped.fetch_add(1, Ordering::Relaxed);
-            return seq;
+    let known = KNOWN_TAIL.with(|k| k.get());
+    if seq + nslots - known.min(seq) > c.ring_slots {
+        while seq + nslots - c.tail.0.load(Ordering::Acquire) > c.ring_slots {
+            if c.stopping.load(Ordering::Relaxed) != 0 {
+                c.dropped.fetch_add(1, Ordering::Relaxed);
+                return seq;
+            }
+            spins += 1;
+            if spins < 64 {
+                core::hint::spin_loop();
+            } else {
+                // SAFETY: sched_yield has no memory effects.
+                unsafe { libc::sched_yield() };
+            }
         }
-        spins += 1;
-        if spins < 64 {
-            core::hint::spin_loop();
-        } else {
-            // SAFETY: sched_yield has no memory effects.
-            unsafe { libc::sched_yield() };
-        }
+        KNOWN_TAIL.with(|k| k.set(c.tail.0.load(Ordering::Acquire)));
     }
     let base = ring(c);
     // SAFETY: slots seq..seq+nslots are reserved for this thread by the

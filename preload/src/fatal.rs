@@ -14,8 +14,14 @@ use crate::ctl;
 use crate::raw;
 use crate::real::real;
 
-pub const FATAL_SIGNALS: [c_int; 6] =
-    [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE, libc::SIGABRT, libc::SIGTRAP];
+pub const FATAL_SIGNALS: [c_int; 6] = [
+    libc::SIGSEGV,
+    libc::SIGBUS,
+    libc::SIGILL,
+    libc::SIGFPE,
+    libc::SIGABRT,
+    libc::SIGTRAP,
+];
 
 pub fn install() {
     // SAFETY: installs an async-signal-safe handler for signals whose
@@ -36,7 +42,11 @@ extern "C" fn on_fatal(sig: c_int, info: *mut libc::siginfo_t, uc: *mut c_void) 
     // is written by the one thread that wins the state transition 0 -> 1.
     unsafe {
         if let Some(c) = ctl::control() {
-            if c.crash.state.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            if c.crash
+                .state
+                .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
                 let crash = core::ptr::addr_of_mut!((*ctl::control_ptr()).crash);
                 fill_crash(&mut *crash, sig, info, uc as *const libc::ucontext_t);
                 (*crash).state.store(2, Ordering::Release);
@@ -49,7 +59,12 @@ extern "C" fn on_fatal(sig: c_int, info: *mut libc::siginfo_t, uc: *mut c_void) 
         if (*info).si_code <= 0 {
             // Sent by kill/raise/abort: send it again; it is delivered
             // (with the default action) when this handler returns.
-            raw::syscall3(libc::SYS_tgkill, raw::getpid() as u64, raw::gettid() as u64, sig as u64);
+            raw::syscall3(
+                libc::SYS_tgkill,
+                raw::getpid() as u64,
+                raw::gettid() as u64,
+                sig as u64,
+            );
         }
         // A hardware fault re-executes the instruction and dies.
     }
@@ -63,9 +78,24 @@ unsafe fn fill_crash(
 ) {
     let g = &(*uc).uc_mcontext.gregs;
     let order = [
-        libc::REG_RAX, libc::REG_RBX, libc::REG_RCX, libc::REG_RDX, libc::REG_RSI, libc::REG_RDI,
-        libc::REG_RBP, libc::REG_RSP, libc::REG_R8, libc::REG_R9, libc::REG_R10, libc::REG_R11,
-        libc::REG_R12, libc::REG_R13, libc::REG_R14, libc::REG_R15, libc::REG_RIP, libc::REG_EFL,
+        libc::REG_RAX,
+        libc::REG_RBX,
+        libc::REG_RCX,
+        libc::REG_RDX,
+        libc::REG_RSI,
+        libc::REG_RDI,
+        libc::REG_RBP,
+        libc::REG_RSP,
+        libc::REG_R8,
+        libc::REG_R9,
+        libc::REG_R10,
+        libc::REG_R11,
+        libc::REG_R12,
+        libc::REG_R13,
+        libc::REG_R14,
+        libc::REG_R15,
+        libc::REG_RIP,
+        libc::REG_EFL,
     ];
     for (i, r) in order.iter().enumerate() {
         crash.regs[i] = g[*r as usize] as u64;
@@ -86,11 +116,24 @@ unsafe fn fill_crash(
     while copied < CRASH_STACK_BYTES {
         let page_end = (addr & !4095) + 4096;
         let n = ((page_end - addr) as usize).min(CRASH_STACK_BYTES - copied);
-        let local = libc::iovec { iov_base: crash.stack.as_mut_ptr().add(copied) as *mut c_void, iov_len: n };
-        let remote = libc::iovec { iov_base: addr as *mut c_void, iov_len: n };
+        let local = libc::iovec {
+            iov_base: crash.stack.as_mut_ptr().add(copied) as *mut c_void,
+            iov_len: n,
+        };
+        let remote = libc::iovec {
+            iov_base: addr as *mut c_void,
+            iov_len: n,
+        };
         let r = raw::syscall6(
             libc::SYS_process_vm_readv,
-            [raw::getpid() as u64, &local as *const _ as u64, 1, &remote as *const _ as u64, 1, 0],
+            [
+                raw::getpid() as u64,
+                &local as *const _ as u64,
+                1,
+                &remote as *const _ as u64,
+                1,
+                0,
+            ],
         );
         if r <= 0 {
             break;
@@ -104,7 +147,14 @@ unsafe fn fill_crash(
     let path = b"/proc/self/maps\0";
     let fd = raw::syscall6(
         libc::SYS_openat,
-        [libc::AT_FDCWD as u64, path.as_ptr() as u64, libc::O_RDONLY as u64, 0, 0, 0],
+        [
+            libc::AT_FDCWD as u64,
+            path.as_ptr() as u64,
+            libc::O_RDONLY as u64,
+            0,
+            0,
+            0,
+        ],
     );
     let mut len = 0usize;
     if fd >= 0 {
@@ -162,7 +212,11 @@ pub unsafe extern "C" fn __assert_fail(
     function: *const c_char,
 ) -> ! {
     if let Some(c) = ctl::control() {
-        if c.assert_info.state.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+        if c.assert_info
+            .state
+            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
             let info = &mut *core::ptr::addr_of_mut!((*ctl::control_ptr()).assert_info);
             info.process = ctl::process();
             info.thread = ctl::thread();

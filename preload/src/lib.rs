@@ -48,7 +48,11 @@ extern "C" fn init() {
         .map(|e| e.parent.load(core::sync::atomic::Ordering::Relaxed))
         .unwrap_or(u32::MAX);
     ctl::log(
-        ctl::Ev { arg0: parent as u64, extra: pid as u64, ..ctl::Ev::new(EventKind::ProcessStart, 0) },
+        ctl::Ev {
+            arg0: parent as u64,
+            extra: pid as u64,
+            ..ctl::Ev::new(EventKind::ProcessStart, 0)
+        },
         &[],
     );
     fatal::install();

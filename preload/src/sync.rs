@@ -29,7 +29,13 @@ fn acquire(kind: K, object: u64, holds: bool, f: impl FnOnce() -> c_int) -> c_in
     if r == 0 && holds {
         ctl::held_add(object);
     }
-    ctl::log(Ev { result: r as i64, ..Ev::new(kind, object) }, &[]);
+    ctl::log(
+        Ev {
+            result: r as i64,
+            ..Ev::new(kind, object)
+        },
+        &[],
+    );
     r
 }
 
@@ -54,7 +60,13 @@ fn after(kind: K, object: u64, holds: bool, f: impl FnOnce() -> c_int) -> c_int 
     if r == 0 && holds {
         ctl::held_add(object);
     }
-    ctl::log(Ev { result: r as i64, ..Ev::new(kind, object) }, &[]);
+    ctl::log(
+        Ev {
+            result: r as i64,
+            ..Ev::new(kind, object)
+        },
+        &[],
+    );
     r
 }
 
@@ -96,17 +108,33 @@ unsafe fn cond_wait_common(
         return wait();
     }
     ctl::held_remove(m as u64);
-    ctl::log(Ev { arg0: m as u64, ..Ev::new(K::CondWait, c as u64) }, &[]);
+    ctl::log(
+        Ev {
+            arg0: m as u64,
+            ..Ev::new(K::CondWait, c as u64)
+        },
+        &[],
+    );
     ctl::set_waiting(c as u64, K::CondWait);
     let r = wait();
     ctl::clear_waiting();
     ctl::held_add(m as u64);
-    ctl::log(Ev { arg0: m as u64, result: r as i64, ..Ev::new(K::CondWake, c as u64) }, &[]);
+    ctl::log(
+        Ev {
+            arg0: m as u64,
+            result: r as i64,
+            ..Ev::new(K::CondWake, c as u64)
+        },
+        &[],
+    );
     r
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn pthread_cond_wait(c: *mut pthread_cond_t, m: *mut pthread_mutex_t) -> c_int {
+pub unsafe extern "C" fn pthread_cond_wait(
+    c: *mut pthread_cond_t,
+    m: *mut pthread_mutex_t,
+) -> c_int {
     let f = real!(pthread_cond_wait @ "GLIBC_2.3.2": fn(*mut pthread_cond_t, *mut pthread_mutex_t) -> c_int);
     cond_wait_common(c, m, || unsafe { f(c, m) })
 }
@@ -213,7 +241,10 @@ pub unsafe extern "C" fn pthread_spin_unlock(l: *mut pthread_spinlock_t) -> c_in
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn pthread_once(o: *mut pthread_once_t, init: Option<unsafe extern "C" fn()>) -> c_int {
+pub unsafe extern "C" fn pthread_once(
+    o: *mut pthread_once_t,
+    init: Option<unsafe extern "C" fn()>,
+) -> c_int {
     let f = real!(pthread_once: fn(*mut pthread_once_t, Option<unsafe extern "C" fn()>) -> c_int);
     acquire(K::Once, o as u64, false, || unsafe { f(o, init) })
 }

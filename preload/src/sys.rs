@@ -51,10 +51,20 @@ const OFF_IP: u32 = 8;
 const OFF_ARG0: u32 = 16;
 
 const fn stmt(code: u16, k: u32) -> libc::sock_filter {
-    libc::sock_filter { code, jt: 0, jf: 0, k }
+    libc::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    }
 }
 const fn jeq(k: u32, jt: u8, jf: u8) -> libc::sock_filter {
-    libc::sock_filter { code: BPF_JEQ_K, jt, jf, k }
+    libc::sock_filter {
+        code: BPF_JEQ_K,
+        jt,
+        jf,
+        k,
+    }
 }
 
 const FILTER_LEN: usize = 9 + RECORDED.len() + OUTPUT.len() + 1 + 6 + 1;
@@ -89,7 +99,7 @@ fn build_filter() -> [libc::sock_filter; FILTER_LEN] {
         put(jeq(*nr as u32, (out_check - pc - 1) as u8, 0));
     }
     put(stmt(BPF_RET_K, SECCOMP_RET_ALLOW)); // out_check - 1
-    // out_check: fd (args[0]) must be 1 or 2, high word 0.
+                                             // out_check: fd (args[0]) must be 1 or 2, high word 0.
     put(stmt(BPF_LD_W_ABS, OFF_ARG0 + 4));
     put(jeq(0, 0, 3));
     put(stmt(BPF_LD_W_ABS, OFF_ARG0));
@@ -115,7 +125,10 @@ pub fn install() -> bool {
             return false;
         }
         let filter = build_filter();
-        let prog = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_ptr() as *mut _ };
+        let prog = libc::sock_fprog {
+            len: filter.len() as u16,
+            filter: filter.as_ptr() as *mut _,
+        };
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
             return false;
         }
@@ -202,7 +215,13 @@ pub fn record_syscall(nr: i64, a: [u64; 6]) -> i64 {
     if !ctl::active() {
         return r;
     }
-    let ev = Ev { arg0: a[0], arg1: a[1], result: r, extra: a[2], ..Ev::new(K::Syscall, nr as u64) };
+    let ev = Ev {
+        arg0: a[0],
+        arg1: a[1],
+        result: r,
+        extra: a[2],
+        ..Ev::new(K::Syscall, nr as u64)
+    };
     // SAFETY: each arm reads only the memory the kernel just wrote for this
     // syscall, as its result says.
     unsafe {
@@ -226,11 +245,19 @@ pub fn record_syscall(nr: i64, a: [u64; 6]) -> i64 {
                 }
             }
             libc::SYS_clock_gettime => {
-                let n = if r == 0 { core::mem::size_of::<libc::timespec>() as i64 } else { 0 };
+                let n = if r == 0 {
+                    core::mem::size_of::<libc::timespec>() as i64
+                } else {
+                    0
+                };
                 ctl::log(ev, bytes(a[1], n));
             }
             libc::SYS_gettimeofday => {
-                let n = if r == 0 { core::mem::size_of::<libc::timeval>() as i64 } else { 0 };
+                let n = if r == 0 {
+                    core::mem::size_of::<libc::timeval>() as i64
+                } else {
+                    0
+                };
                 ctl::log(ev, bytes(a[0], n));
             }
             libc::SYS_time => {
@@ -238,7 +265,10 @@ pub fn record_syscall(nr: i64, a: [u64; 6]) -> i64 {
             }
             libc::SYS_mmap => {
                 // Where the kernel put the mapping, with length, prot and flags.
-                let e = Ev { extra: (a[2] << 32) | (a[3] & 0xffff_ffff), ..ev };
+                let e = Ev {
+                    extra: (a[2] << 32) | (a[3] & 0xffff_ffff),
+                    ..ev
+                };
                 ctl::log(e, &[]);
             }
             _ => {
@@ -258,8 +288,16 @@ pub unsafe extern "C" fn clock_gettime(clk: libc::clockid_t, ts: *mut libc::time
     let f = real!(clock_gettime: fn(libc::clockid_t, *mut libc::timespec) -> c_int);
     let r = f(clk, ts);
     if recording_sys() {
-        let n = if r == 0 { core::mem::size_of::<libc::timespec>() as i64 } else { 0 };
-        let ev = Ev { arg0: clk as u64, result: r as i64, ..Ev::new(K::Syscall, libc::SYS_clock_gettime as u64) };
+        let n = if r == 0 {
+            core::mem::size_of::<libc::timespec>() as i64
+        } else {
+            0
+        };
+        let ev = Ev {
+            arg0: clk as u64,
+            result: r as i64,
+            ..Ev::new(K::Syscall, libc::SYS_clock_gettime as u64)
+        };
         ctl::log(ev, bytes(ts as u64, n));
     }
     r
@@ -270,8 +308,16 @@ pub unsafe extern "C" fn gettimeofday(tv: *mut libc::timeval, tz: *mut c_void) -
     let f = real!(gettimeofday: fn(*mut libc::timeval, *mut c_void) -> c_int);
     let r = f(tv, tz);
     if recording_sys() {
-        let n = if r == 0 { core::mem::size_of::<libc::timeval>() as i64 } else { 0 };
-        let ev = Ev { arg0: tv as u64, result: r as i64, ..Ev::new(K::Syscall, libc::SYS_gettimeofday as u64) };
+        let n = if r == 0 {
+            core::mem::size_of::<libc::timeval>() as i64
+        } else {
+            0
+        };
+        let ev = Ev {
+            arg0: tv as u64,
+            result: r as i64,
+            ..Ev::new(K::Syscall, libc::SYS_gettimeofday as u64)
+        };
         ctl::log(ev, bytes(tv as u64, n));
     }
     r
@@ -282,7 +328,11 @@ pub unsafe extern "C" fn time(t: *mut libc::time_t) -> libc::time_t {
     let f = real!(time: fn(*mut libc::time_t) -> libc::time_t);
     let r = f(t);
     if recording_sys() {
-        let ev = Ev { arg0: t as u64, result: r as i64, ..Ev::new(K::Syscall, libc::SYS_time as u64) };
+        let ev = Ev {
+            arg0: t as u64,
+            result: r as i64,
+            ..Ev::new(K::Syscall, libc::SYS_time as u64)
+        };
         ctl::log(ev, &[]);
     }
     r
@@ -296,7 +346,10 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, count: usize) -> isiz
         let f = real!(read: fn(c_int, *mut c_void, usize) -> isize);
         return f(fd, buf, count);
     }
-    raw::to_libc(record_syscall(libc::SYS_read, [fd as u64, buf as u64, count as u64, 0, 0, 0])) as isize
+    raw::to_libc(record_syscall(
+        libc::SYS_read,
+        [fd as u64, buf as u64, count as u64, 0, 0, 0],
+    )) as isize
 }
 
 #[no_mangle]
@@ -305,5 +358,8 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: usize) -> i
         let f = real!(write: fn(c_int, *const c_void, usize) -> isize);
         return f(fd, buf, count);
     }
-    raw::to_libc(record_syscall(libc::SYS_write, [fd as u64, buf as u64, count as u64, 0, 0, 0])) as isize
+    raw::to_libc(record_syscall(
+        libc::SYS_write,
+        [fd as u64, buf as u64, count as u64, 0, 0, 0],
+    )) as isize
 }

@@ -32,7 +32,13 @@ extern "C" fn trampoline(p: *mut c_void) -> *mut c_void {
     ctl::register_thread(s.index);
     // SAFETY: allocated with malloc in `pthread_create`.
     unsafe { libc::free(p) };
-    ctl::log(Ev { extra: raw::gettid() as u64, ..Ev::new(K::ThreadStart, 0) }, &[]);
+    ctl::log(
+        Ev {
+            extra: raw::gettid() as u64,
+            ..Ev::new(K::ThreadStart, 0)
+        },
+        &[],
+    );
     let ret = (s.f)(s.arg);
     thread_exit();
     ret
@@ -60,7 +66,13 @@ pub unsafe extern "C" fn pthread_create(
     }
     let index = ctl::next_thread_index();
     s.write(Start { f, arg, index });
-    ctl::log(Ev { arg0: index as u64, ..Ev::new(K::ThreadCreate, 0) }, &[]);
+    ctl::log(
+        Ev {
+            arg0: index as u64,
+            ..Ev::new(K::ThreadCreate, 0)
+        },
+        &[],
+    );
     let r = real(th, attr, trampoline, s as *mut c_void);
     if r != 0 {
         libc::free(s as *mut c_void);
@@ -87,7 +99,13 @@ pub unsafe extern "C" fn pthread_join(th: pthread_t, ret: *mut *mut c_void) -> c
     ctl::set_waiting(th as u64, K::ThreadJoin);
     let r = real(th, ret);
     ctl::clear_waiting();
-    ctl::log(Ev { result: r as i64, ..Ev::new(K::ThreadJoin, th as u64) }, &[]);
+    ctl::log(
+        Ev {
+            result: r as i64,
+            ..Ev::new(K::ThreadJoin, th as u64)
+        },
+        &[],
+    );
     r
 }
 
@@ -96,10 +114,18 @@ pub unsafe extern "C" fn pthread_join(th: pthread_t, ret: *mut *mut c_void) -> c
 #[no_mangle]
 pub unsafe extern "C" fn fork() -> pid_t {
     let real = real!(fork: fn() -> pid_t);
-    let Some(c) = ctl::control() else { return real() };
+    let Some(c) = ctl::control() else {
+        return real();
+    };
     let parent = ctl::process();
     let child = c.next_process.fetch_add(1, Ordering::AcqRel);
-    ctl::log(Ev { arg0: child as u64, ..Ev::new(K::Fork, 0) }, &[]);
+    ctl::log(
+        Ev {
+            arg0: child as u64,
+            ..Ev::new(K::Fork, 0)
+        },
+        &[],
+    );
     let pid = real();
     if pid == 0 {
         let me = raw::getpid();
@@ -113,7 +139,14 @@ pub unsafe extern "C" fn fork() -> pid_t {
         ctl::register_thread(0);
         // Die with the program's parent rather than outlive a killed reprise.
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-        ctl::log(Ev { arg0: parent as u64, extra: me as u64, ..Ev::new(K::ProcessStart, 0) }, &[]);
+        ctl::log(
+            Ev {
+                arg0: parent as u64,
+                extra: me as u64,
+                ..Ev::new(K::ProcessStart, 0)
+            },
+            &[],
+        );
     } else if pid > 0 {
         if let Some(e) = ctl::process_entry(c, child) {
             e.pid.store(pid, Ordering::Release);

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use reprise_abi::{
-    control_size, ring_offset, ControlHeader, EventKind, Level, Mode, Slot, ThreadEntry, ABI_VERSION,
-    MAGIC, SLOT_DATA,
+    control_size, ring_offset, ControlHeader, EventKind, Level, Mode, Slot, ThreadEntry,
+    ABI_VERSION, MAGIC, SLOT_DATA,
 };
 
 /// One event as it came out of the ring, data included.
@@ -31,6 +31,9 @@ pub struct ControlBlock {
     path: PathBuf,
     base: *mut u8,
     size: usize,
+    /// The next slot to drain; published to the agents as `tail` in
+    /// batches, so that the shared cache line does not bounce per event.
+    cursor: std::cell::Cell<u64>,
 }
 
 // SAFETY: the mapping is process-wide; concurrent access goes through
@@ -43,14 +46,22 @@ impl ControlBlock {
     pub fn create(mode: Mode, level: Level, ring_slots: u64) -> io::Result<ControlBlock> {
         assert!(ring_slots.is_power_of_two());
         let dir = Path::new("/dev/shm");
-        let dir = if dir.is_dir() { dir.to_path_buf() } else { std::env::temp_dir() };
+        let dir = if dir.is_dir() {
+            dir.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
         let mut n = 0u32;
         let (path, fd) = loop {
             let path = dir.join(format!("reprise-{}-{}", std::process::id(), n));
             let c = CString::new(path.as_os_str().as_encoded_bytes()).expect("no NUL in path");
             // SAFETY: plain open(2) of a new file, private to this user.
             let fd = unsafe {
-                libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC, 0o600)
+                libc::open(
+                    c.as_ptr(),
+                    libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+                    0o600,
+                )
             };
             if fd >= 0 {
                 break (path, fd);
@@ -98,7 +109,12 @@ impl ControlBlock {
             (*h).ring_slots = ring_slots;
             (*h).ring_offset = ring_offset() as u64;
         }
-        Ok(ControlBlock { path, base, size })
+        Ok(ControlBlock {
+            path,
+            base,
+            size,
+            cursor: std::cell::Cell::new(0),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -122,17 +138,25 @@ impl ControlBlock {
         self.header().head.0.load(Ordering::Acquire)
     }
 
+    /// Everything before this sequence number has been taken.
     pub fn tail(&self) -> u64 {
-        self.header().tail.0.load(Ordering::Acquire)
+        self.cursor.get()
+    }
+
+    /// Lets the agents reuse the slots taken so far.
+    pub fn publish(&self) {
+        self.header()
+            .tail
+            .0
+            .store(self.cursor.get(), Ordering::Release);
     }
 
     /// Takes the next event if it is complete. Does not wait.
     pub fn next_event(&self) -> Option<RawEvent> {
-        let h = self.header();
+        // Only the slot's commit word says whether the event is there:
+        // reading `head` here would pull its cache line away from the
+        // program's threads on every event.
         let tail = self.tail();
-        if tail >= self.head() {
-            return None;
-        }
         let s = self.slot(tail);
         // SAFETY: the slot lies in the ring; its plain fields are read only
         // after `commit` says the agent finished writing them (Acquire).
@@ -162,7 +186,10 @@ impl ControlBlock {
                 extra: (*s).extra,
                 data,
             };
-            h.tail.0.store(tail + nslots, Ordering::Release);
+            self.cursor.set(tail + nslots);
+            if (tail + nslots) / 4096 != tail / 4096 {
+                self.publish();
+            }
             Some(ev)
         }
     }
@@ -178,6 +205,7 @@ impl ControlBlock {
         let h = self.header();
         let head = self.head();
         let lost = head - self.tail();
+        self.cursor.set(head);
         h.tail.0.store(head, Ordering::Release);
         lost
     }
@@ -191,7 +219,11 @@ impl ControlBlock {
     /// Pids of the processes the agents registered.
     pub fn pids(&self) -> Vec<i32> {
         let h = self.header();
-        h.processes.iter().map(|p| p.pid.load(Ordering::Acquire)).filter(|&p| p > 0).collect()
+        h.processes
+            .iter()
+            .map(|p| p.pid.load(Ordering::Acquire))
+            .filter(|&p| p > 0)
+            .collect()
     }
 }
 

@@ -33,19 +33,23 @@ pub fn resolve_program(program: &OsStr) -> Result<PathBuf, RecordError> {
     if path.is_dir() || !is_executable(&path) {
         return Err(RecordError::NotExecutable(path));
     }
-    let abs = std::fs::canonicalize(&path).map_err(|_| RecordError::ProgramNotFound(program.to_os_string()))?;
+    let abs = std::fs::canonicalize(&path)
+        .map_err(|_| RecordError::ProgramNotFound(program.to_os_string()))?;
     check_injectable(&abs)?;
     Ok(abs)
 }
 
 fn is_executable(p: &Path) -> bool {
-    std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    std::fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }
 
 /// The agent is injected with `LD_PRELOAD`, which only the dynamic loader
 /// honours: a static or 32-bit executable cannot be recorded.
 fn check_injectable(path: &Path) -> Result<(), RecordError> {
-    let bytes = std::fs::read(path).map_err(|e| RecordError::Io(format!("cannot read {}: {e}", path.display())))?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| RecordError::Io(format!("cannot read {}: {e}", path.display())))?;
     if bytes.starts_with(b"#!") {
         return Ok(()); // a script: its interpreter is what runs
     }
@@ -53,7 +57,10 @@ fn check_injectable(path: &Path) -> Result<(), RecordError> {
         return Err(RecordError::NotExecutable(path.to_path_buf()));
     }
     if bytes.get(4) != Some(&2) || bytes.get(18..20) != Some(&[0x3e, 0][..]) {
-        return Err(RecordError::Unsupported { path: path.to_path_buf(), why: "not an x86-64 ELF executable".into() });
+        return Err(RecordError::Unsupported {
+            path: path.to_path_buf(),
+            why: "not an x86-64 ELF executable".into(),
+        });
     }
     let u16_at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]) as usize;
     let u64_at = |o: usize| {
@@ -67,7 +74,8 @@ fn check_injectable(path: &Path) -> Result<(), RecordError> {
     let (phoff, phentsize, phnum) = (u64_at(32), u16_at(54), u16_at(56));
     let has_interp = (0..phnum).any(|i| {
         let o = phoff + i * phentsize;
-        o + 4 <= bytes.len() && u32::from_le_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]) == 3
+        o + 4 <= bytes.len()
+            && u32::from_le_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]) == 3
     });
     if !has_interp {
         return Err(RecordError::Unsupported {
@@ -84,11 +92,20 @@ pub fn find_agent() -> Result<PathBuf, RecordError> {
     const NAME: &str = "libreprise_preload.so";
     if let Some(p) = std::env::var_os(reprise_abi::ENV_AGENT) {
         let p = PathBuf::from(p);
-        return if p.is_file() { Ok(p) } else { Err(RecordError::AgentMissing(p)) };
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(RecordError::AgentMissing(p))
+        };
     }
-    let exe = std::env::current_exe().map_err(|e| RecordError::Io(format!("cannot find reprise itself: {e}")))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| RecordError::Io(format!("cannot find reprise itself: {e}")))?;
     let dir = exe.parent().unwrap_or(Path::new("/"));
-    for c in [dir.join(NAME), dir.join("..").join(NAME), dir.join("../lib/reprise").join(NAME)] {
+    for c in [
+        dir.join(NAME),
+        dir.join("..").join(NAME),
+        dir.join("../lib/reprise").join(NAME),
+    ] {
         if c.is_file() {
             return std::fs::canonicalize(&c).map_err(|e| RecordError::Io(e.to_string()));
         }
@@ -97,9 +114,16 @@ pub fn find_agent() -> Result<PathBuf, RecordError> {
 }
 
 /// The environment the program sees: the caller's, plus the agent.
-pub fn agent_env(base: &[(OsString, OsString)], agent: &Path, control: &Path) -> Vec<(OsString, OsString)> {
-    let mut env: Vec<(OsString, OsString)> =
-        base.iter().filter(|(k, _)| k != "LD_PRELOAD" && k != reprise_abi::ENV_CONTROL).cloned().collect();
+pub fn agent_env(
+    base: &[(OsString, OsString)],
+    agent: &Path,
+    control: &Path,
+) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = base
+        .iter()
+        .filter(|(k, _)| k != "LD_PRELOAD" && k != reprise_abi::ENV_CONTROL)
+        .cloned()
+        .collect();
     let mut preload = agent.as_os_str().to_os_string();
     if let Some((_, old)) = base.iter().find(|(k, _)| k == "LD_PRELOAD") {
         if !old.is_empty() {
@@ -108,16 +132,28 @@ pub fn agent_env(base: &[(OsString, OsString)], agent: &Path, control: &Path) ->
         }
     }
     env.push(("LD_PRELOAD".into(), preload));
-    env.push((reprise_abi::ENV_CONTROL.into(), control.as_os_str().to_os_string()));
+    env.push((
+        reprise_abi::ENV_CONTROL.into(),
+        control.as_os_str().to_os_string(),
+    ));
     env
 }
 
 /// Starts `program` with `argv` (argv[0] included) and exactly `env`, ASLR
 /// off, dying with reprise if reprise dies.
-pub fn spawn(program: &Path, argv: &[OsString], env: &[(OsString, OsString)], cwd: &Path) -> Result<Child, RecordError> {
+pub fn spawn(
+    program: &Path,
+    argv: &[OsString],
+    env: &[(OsString, OsString)],
+    cwd: &Path,
+) -> Result<Child, RecordError> {
     let parent = std::process::id() as libc::pid_t;
     let mut cmd = Command::new(program);
-    cmd.arg0(&argv[0]).args(&argv[1..]).env_clear().envs(env.iter().map(|(k, v)| (k, v))).current_dir(cwd);
+    cmd.arg0(&argv[0])
+        .args(&argv[1..])
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .current_dir(cwd);
     // SAFETY: the closure runs in the forked child before exec and calls
     // only async-signal-safe functions.
     unsafe {
@@ -130,5 +166,8 @@ pub fn spawn(program: &Path, argv: &[OsString], env: &[(OsString, OsString)], cw
             Ok(())
         });
     }
-    cmd.spawn().map_err(|e| RecordError::Spawn { path: program.to_path_buf(), why: e.to_string() })
+    cmd.spawn().map_err(|e| RecordError::Spawn {
+        path: program.to_path_buf(),
+        why: e.to_string(),
+    })
 }

@@ -34,13 +34,20 @@ pub fn to_trace_frame(f: &reprise_tracee::Frame) -> Frame {
 fn is_lock_wait(kind: u32) -> bool {
     matches!(
         EventKind::from_u16(kind as u16),
-        Some(EventKind::MutexLock | EventKind::MutexTimedlock | EventKind::RwRdlock | EventKind::RwWrlock | EventKind::SpinLock)
+        Some(
+            EventKind::MutexLock
+                | EventKind::MutexTimedlock
+                | EventKind::RwRdlock
+                | EventKind::RwWrlock
+                | EventKind::SpinLock
+        )
     )
 }
 
 /// True if some live thread is blocked in a recorded operation.
 pub fn any_waiting(ctl: &ControlBlock) -> bool {
-    ctl.threads().any(|t| t.state.load(Ordering::Acquire) == 1 && t.waiting_on.load(Ordering::Acquire) != 0)
+    ctl.threads()
+        .any(|t| t.state.load(Ordering::Acquire) == 1 && t.waiting_on.load(Ordering::Acquire) != 0)
 }
 
 /// The states of the live threads, from the agents' thread entries.
@@ -54,8 +61,12 @@ fn thread_states(ctl: &ControlBlock) -> Vec<ThreadState> {
                 thread: t.thread.load(Ordering::Relaxed),
                 tid: t.tid.load(Ordering::Relaxed),
                 waiting_on: t.waiting_on.load(Ordering::Acquire),
-                wait_kind: EventKind::from_u16(t.wait_kind.load(Ordering::Relaxed) as u16).unwrap_or(EventKind::MutexLock),
-                held: t.held[..n].iter().map(|h| h.load(Ordering::Relaxed)).collect(),
+                wait_kind: EventKind::from_u16(t.wait_kind.load(Ordering::Relaxed) as u16)
+                    .unwrap_or(EventKind::MutexLock),
+                held: t.held[..n]
+                    .iter()
+                    .map(|h| h.load(Ordering::Relaxed))
+                    .collect(),
                 backtrace: Vec::new(),
             }
         })
@@ -80,7 +91,9 @@ pub fn find_cycle(threads: &[ThreadState]) -> Vec<u64> {
             if t.waiting_on == 0 || !is_lock_wait(t.wait_kind as u32) {
                 break;
             }
-            let Some(&next) = owner.get(&t.waiting_on) else { break };
+            let Some(&next) = owner.get(&t.waiting_on) else {
+                break;
+            };
             seen.push(cur);
             locks.push(t.waiting_on);
             if next == start {
@@ -118,7 +131,11 @@ pub fn analyse_hang(ctl: &ControlBlock, pid: i32) -> Ending {
             Err(e) => note = Some(format!("thread stacks unavailable: {e}")),
         }
     }
-    Ending { threads, cycle, note }
+    Ending {
+        threads,
+        cycle,
+        note,
+    }
 }
 
 /// Builds the outcome from the wait status and what the agents left in
@@ -133,7 +150,11 @@ pub fn conclude(ctl: &ControlBlock, status: i32, hang: Option<Ending>) -> Outcom
         o.signal = libc::WTERMSIG(status);
     }
     if let Some(h) = hang {
-        o.kind = if h.cycle.is_empty() { OutcomeKind::Hang } else { OutcomeKind::Deadlock };
+        o.kind = if h.cycle.is_empty() {
+            OutcomeKind::Hang
+        } else {
+            OutcomeKind::Deadlock
+        };
         o.signal = 0;
         o.threads = h.threads;
         o.cycle = h.cycle;
@@ -156,17 +177,23 @@ pub fn conclude(ctl: &ControlBlock, status: i32, hang: Option<Ending>) -> Outcom
         o.registers = c.regs.to_vec();
         o.process = c.process as u16;
         o.thread = c.thread;
-        let maps_text = String::from_utf8_lossy(&c.maps[..(c.maps_len as usize).min(c.maps.len())]).into_owned();
+        let maps_text = String::from_utf8_lossy(&c.maps[..(c.maps_len as usize).min(c.maps.len())])
+            .into_owned();
         if let Ok(maps) = parse_maps(&maps_text) {
             let stack = StackSnapshot::from_crash(c);
             let mut sym = Symbolizer::new();
-            o.backtrace = sym.backtrace(&c.regs, &stack, &maps).iter().map(to_trace_frame).collect();
+            o.backtrace = sym
+                .backtrace(&c.regs, &stack, &maps)
+                .iter()
+                .map(to_trace_frame)
+                .collect();
         }
     }
     let a = &h.assert_info;
     if a.state.load(Ordering::Acquire) == 2 {
         o.kind = OutcomeKind::Assertion;
-        o.assertion = String::from_utf8_lossy(&a.text[..(a.len as usize).min(a.text.len())]).into_owned();
+        o.assertion =
+            String::from_utf8_lossy(&a.text[..(a.len as usize).min(a.text.len())]).into_owned();
         o.process = a.process as u16;
         o.thread = a.thread;
     }
@@ -214,14 +241,25 @@ pub fn summary_line(o: &OutcomeInfo) -> String {
         OutcomeKind::Assertion => format!("assertion failed: {}", o.assertion),
         OutcomeKind::Deadlock => {
             let locks: Vec<String> = o.cycle.iter().map(|l| format!("{l:#x}")).collect();
-            format!("deadlock: {} threads wait in a cycle for locks {}", o.cycle.len(), locks.join(" -> "))
+            format!(
+                "deadlock: {} threads wait in a cycle for locks {}",
+                o.cycle.len(),
+                locks.join(" -> ")
+            )
         }
         OutcomeKind::Hang => {
             let waiting: Vec<String> = o
                 .threads
                 .iter()
                 .filter(|t| t.waiting_on != 0)
-                .map(|t| format!("t{} in {}({:#x})", t.thread, t.wait_kind.name(), t.waiting_on))
+                .map(|t| {
+                    format!(
+                        "t{} in {}({:#x})",
+                        t.thread,
+                        t.wait_kind.name(),
+                        t.waiting_on
+                    )
+                })
                 .collect();
             format!("hang: no progress; {}", waiting.join(", "))
         }

@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use reprise_abi::{EventKind, Level, Mode, OUTPUT_KEEP_BYTES};
-use reprise_schema::{EventRecord, HeaderInfo, OutcomeInfo, OutputStream, SketchLevel, TraceSummary, TraceWriter};
+use reprise_schema::{
+    EventRecord, HeaderInfo, OutcomeInfo, OutputStream, SketchLevel, TraceSummary, TraceWriter,
+};
 use sha2::{Digest, Sha256};
 
 use crate::control::{ControlBlock, RawEvent};
@@ -89,7 +91,10 @@ fn install_signal_handlers() {
 }
 
 fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 fn uname() -> (String, String) {
@@ -99,14 +104,22 @@ fn uname() -> (String, String) {
         if libc::uname(&mut u) != 0 {
             return (String::new(), String::new());
         }
-        let s = |f: &[libc::c_char]| std::ffi::CStr::from_ptr(f.as_ptr()).to_string_lossy().into_owned();
-        (format!("{} {}", s(&u.machine), s(&u.nodename)), format!("{} {}", s(&u.sysname), s(&u.release)))
+        let s = |f: &[libc::c_char]| {
+            std::ffi::CStr::from_ptr(f.as_ptr())
+                .to_string_lossy()
+                .into_owned()
+        };
+        (
+            format!("{} {}", s(&u.machine), s(&u.nodename)),
+            format!("{} {}", s(&u.sysname), s(&u.release)),
+        )
     }
 }
 
 /// SHA-256 of the program file and its GNU build id (empty if none).
 pub fn program_identity(path: &Path) -> Result<(Vec<u8>, Vec<u8>), RecordError> {
-    let bytes = std::fs::read(path).map_err(|e| RecordError::Io(format!("cannot read {}: {e}", path.display())))?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| RecordError::Io(format!("cannot read {}: {e}", path.display())))?;
     let digest = Sha256::digest(&bytes).to_vec();
     Ok((digest, build_id(&bytes).unwrap_or_default()))
 }
@@ -187,14 +200,17 @@ impl Drain {
                 break;
             }
         }
+        ctl.publish();
         n
     }
 
     fn push(&mut self, mut ev: RawEvent) {
         let key = (ev.process, ev.thread);
         let stream = match ev.kind {
-            EventKind::Syscall if (ev.object as i64 == libc::SYS_write || ev.object as i64 == libc::SYS_writev)
-                && (1..=2).contains(&ev.arg0) =>
+            EventKind::Syscall
+                if (ev.object as i64 == libc::SYS_write
+                    || ev.object as i64 == libc::SYS_writev)
+                    && (1..=2).contains(&ev.arg0) =>
             {
                 let s = ev.arg0 as usize - 1;
                 self.last_output_fd.insert(key, s);
@@ -265,7 +281,8 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
     let program = launch::resolve_program(&opts.program)?;
     let agent = launch::find_agent()?;
     let (digest, build_id) = program_identity(&program)?;
-    let cwd = std::env::current_dir().map_err(|e| RecordError::Io(format!("cannot read the current directory: {e}")))?;
+    let cwd = std::env::current_dir()
+        .map_err(|e| RecordError::Io(format!("cannot read the current directory: {e}")))?;
     let mut argv = vec![opts.program.clone()];
     argv.extend(opts.args.iter().cloned());
     let base_env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
@@ -277,20 +294,26 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
         program_digest: digest,
         build_id,
         argv: argv.clone(),
-        env: base_env.iter().map(|(k, v)| {
-            let mut s = k.clone();
-            s.push("=");
-            s.push(v);
-            s
-        }).collect(),
+        env: base_env
+            .iter()
+            .map(|(k, v)| {
+                let mut s = k.clone();
+                s.push("=");
+                s.push(v);
+                s
+            })
+            .collect(),
         cwd: cwd.clone(),
         level: opts.level,
         machine,
         kernel,
-        cpus: std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1),
+        cpus: std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1),
         start_time_unix_ns: now_ns(),
     };
-    let ctl = ControlBlock::create(Mode::Record, level, opts.ring_slots).map_err(RecordError::Control)?;
+    let ctl =
+        ControlBlock::create(Mode::Record, level, opts.ring_slots).map_err(RecordError::Control)?;
     let writer = TraceWriter::create(&opts.trace_dir, &header)?;
     let env = launch::agent_env(&base_env, &agent, ctl.path());
 
@@ -338,7 +361,10 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
             let now = (ctl.head(), cpu_ticks(pid));
             if now != (last_progress.0, last_progress.1) {
                 last_progress = (now.0, now.1, Instant::now());
-            } else if hang.is_none() && last_progress.2.elapsed() >= opts.hang_timeout && outcome::any_waiting(&ctl) {
+            } else if hang.is_none()
+                && last_progress.2.elapsed() >= opts.hang_timeout
+                && outcome::any_waiting(&ctl)
+            {
                 hang = Some(outcome::analyse_hang(&ctl, pid));
                 kill_all(&ctl, pid, true);
                 continue;
@@ -359,14 +385,19 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
         }
         if Instant::now() > deadline {
             let lost = ctl.skip_rest();
-            warnings.push(format!("{lost} ring slots were reserved by a process that died before writing them"));
+            warnings.push(format!(
+                "{lost} ring slots were reserved by a process that died before writing them"
+            ));
             break;
         }
         std::thread::sleep(Duration::from_millis(1));
     }
     let interrupted = INTERRUPTS.swap(0, Ordering::Relaxed) > 0;
     let mut outcome = outcome::conclude(&ctl, status, hang);
-    if interrupted && outcome.kind == reprise_schema::OutcomeKind::Signaled && outcome.signal == libc::SIGINT {
+    if interrupted
+        && outcome.kind == reprise_schema::OutcomeKind::Signaled
+        && outcome.signal == libc::SIGINT
+    {
         outcome.kind = reprise_schema::OutcomeKind::Interrupted;
     }
     outcome.output = drain.output_streams();
@@ -380,7 +411,12 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
     // the chunks already written.
     let summary = drain.writer.finish(&outcome)?;
     drop(child);
-    Ok(RecordResult { summary, outcome, exit_status, warnings })
+    Ok(RecordResult {
+        summary,
+        outcome,
+        exit_status,
+        warnings,
+    })
 }
 
 /// The program's wait status if it has ended.
@@ -399,8 +435,12 @@ fn try_wait(pid: i32) -> Option<i32> {
 
 /// User + system CPU ticks of a process (all its threads).
 fn cpu_ticks(pid: i32) -> u64 {
-    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0 };
-    let Some(rest) = s.rfind(')').map(|i| &s[i + 2..]) else { return 0 };
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    let Some(rest) = s.rfind(')').map(|i| &s[i + 2..]) else {
+        return 0;
+    };
     let f: Vec<&str> = rest.split(' ').collect();
     let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     get(11) + get(12)
