@@ -1,0 +1,312 @@
+//! `reprise record` on real programs: what the trace holds must match what
+//! the program did, and failures must carry their signature.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use common::{compile, run_reprise, stderr};
+use reprise_abi::EventKind;
+use reprise_schema::{EventRecord, OutcomeKind, TraceReader};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn events(dir: &Path) -> (TraceReader, Vec<EventRecord>) {
+    let r = TraceReader::open(dir).expect("trace opens");
+    assert!(r.is_complete(), "trace {} is complete", dir.display());
+    let evs: Vec<EventRecord> = r.events().map(|e| e.expect("event reads")).collect();
+    (r, evs)
+}
+
+const LOCKS: &str = r#"
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+long counter;
+void *work(void *a) {
+    long k = (long)a;
+    for (long i = 0; i < k; i++) { pthread_mutex_lock(&m); counter++; pthread_mutex_unlock(&m); }
+    return 0;
+}
+int main(int argc, char **argv) {
+    long k = atol(argv[1]);
+    pthread_t t[3];
+    for (long i = 0; i < 3; i++) pthread_create(&t[i], 0, work, (void *)(k * (i + 1)));
+    for (int i = 0; i < 3; i++) pthread_join(t[i], 0);
+    printf("counter=%ld\n", counter);
+    return 7;
+}
+"#;
+
+#[test]
+fn lock_acquisitions_per_thread_match_the_program() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prog = compile(tmp.path(), "locks", LOCKS, &["-O1", "-g"]);
+    for sketch in ["sync", "sys"] {
+        let out_dir = tmp.path().join(format!("trace-{sketch}"));
+        let o = run_reprise(
+            tmp.path(),
+            &["record", "--sketch", sketch, "-o", out_dir.to_str().unwrap(), prog.to_str().unwrap(), "1000"],
+            None,
+            LIMIT,
+        );
+        // reprise exits with the program's status, and passes its output through.
+        assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "counter=6000\n");
+        assert!(stderr(&o).contains("exited with status 7"), "{}", stderr(&o));
+        let (r, evs) = events(&out_dir);
+        let mut locks: HashMap<u32, usize> = HashMap::new();
+        let mut unlocks: HashMap<u32, usize> = HashMap::new();
+        for e in &evs {
+            match e.kind {
+                EventKind::MutexLock => *locks.entry(e.thread).or_default() += 1,
+                EventKind::MutexUnlock => *unlocks.entry(e.thread).or_default() += 1,
+                _ => {}
+            }
+        }
+        // Threads 1, 2, 3 took the lock 1000, 2000, 3000 times.
+        for t in 1..=3u32 {
+            assert_eq!(locks.get(&t), Some(&(1000 * t as usize)), "locks of thread {t} ({sketch})");
+            assert_eq!(unlocks.get(&t), Some(&(1000 * t as usize)), "unlocks of thread {t} ({sketch})");
+        }
+        // Sequence numbers are strictly increasing and a lock's holder
+        // releases it before anyone else acquires it.
+        let mut holder: Option<u32> = None;
+        for w in evs.windows(2) {
+            assert!(w[0].seq < w[1].seq);
+        }
+        for e in &evs {
+            match e.kind {
+                EventKind::MutexLock => {
+                    assert_eq!(holder, None, "lock #{} taken while held", e.seq);
+                    holder = Some(e.thread);
+                }
+                EventKind::MutexUnlock => {
+                    assert_eq!(holder, Some(e.thread), "unlock #{} by a non-holder", e.seq);
+                    holder = None;
+                }
+                _ => {}
+            }
+        }
+        let creates = evs.iter().filter(|e| e.kind == EventKind::ThreadCreate).count();
+        let joins = evs.iter().filter(|e| e.kind == EventKind::ThreadJoin).count();
+        assert_eq!((creates, joins), (3, 3));
+        let outcome = r.outcome().unwrap();
+        assert_eq!(outcome.kind, OutcomeKind::Exited);
+        assert_eq!(outcome.exit_code, 7);
+        if sketch == "sys" {
+            assert_eq!(outcome.output[0].length, 13, "stdout bytes counted");
+            let written: Vec<u8> = evs
+                .iter()
+                .filter(|e| e.kind == EventKind::Syscall && e.object == libc::SYS_write as u64 && e.arg0 == 1)
+                .flat_map(|e| e.data.clone())
+                .collect();
+            assert_eq!(written, b"counter=6000\n");
+        }
+    }
+}
+
+const READER: &str = r#"
+#include <fcntl.h>
+#include <stdio.h>
+#include <unistd.h>
+#include <time.h>
+int main(int argc, char **argv) {
+    char buf[100];
+    int fd = open(argv[1], O_RDONLY);
+    long total = 0; int n;
+    while ((n = read(fd, buf, sizeof buf)) > 0) total += n;
+    char line[64];
+    FILE *f = fopen(argv[1], "r");              /* stdio reads go through libc's internal read */
+    fgets(line, sizeof line, f);
+    struct timespec ts; clock_gettime(CLOCK_REALTIME, &ts);
+    printf("%ld %s", total, line);
+    return 0;
+}
+"#;
+
+#[test]
+fn sys_sketch_records_the_bytes_read_and_the_clock() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prog = compile(tmp.path(), "reader", READER, &["-O1", "-g"]);
+    let input: Vec<u8> = (0..250u32).map(|i| b'a' + (i % 26) as u8).chain(*b"\nsecond line\n").collect();
+    let file = tmp.path().join("input.txt");
+    std::fs::write(&file, &input).unwrap();
+    let out_dir = tmp.path().join("trace");
+    let o = run_reprise(
+        tmp.path(),
+        &["record", "-o", out_dir.to_str().unwrap(), prog.to_str().unwrap(), file.to_str().unwrap()],
+        None,
+        LIMIT,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let (_, evs) = events(&out_dir);
+    let reads: Vec<&EventRecord> =
+        evs.iter().filter(|e| e.kind == EventKind::Syscall && e.object == libc::SYS_read as u64).collect();
+    // The read() loop through the PLT: 100-byte reads of the whole file, then 0.
+    let plt: Vec<u8> = reads.iter().filter(|e| e.arg0 == 3).flat_map(|e| e.data.clone()).collect();
+    assert_eq!(plt, input, "the bytes read() returned are in the trace");
+    // fgets reads through libc's internal read (caught by the seccomp trap).
+    let stdio = reads.iter().find(|e| e.arg0 == 4).expect("the stdio read is recorded");
+    assert!(input.starts_with(&stdio.data) && !stdio.data.is_empty());
+    let clock = evs
+        .iter()
+        .find(|e| e.kind == EventKind::Syscall && e.object == libc::SYS_clock_gettime as u64)
+        .expect("clock_gettime (answered by the vDSO) is recorded");
+    assert_eq!(clock.data.len(), 16);
+}
+
+const CRASH: &str = r#"
+#include <pthread.h>
+#include <stdio.h>
+struct node { int value; struct node *next; };
+struct node *shared;
+__attribute__((noinline)) int leaf(struct node *n) {
+    return n->next->value;   /* CRASH_LINE */
+}
+__attribute__((noinline)) int middle(struct node *n) { return leaf(n) + 1; }
+void *worker(void *a) { return (void *)(long)middle(shared); }
+int main() {
+    static struct node n = { 1, 0 };
+    shared = &n;
+    pthread_t t; pthread_create(&t, 0, worker, 0); pthread_join(t, 0);
+    return 0;
+}
+"#;
+
+fn line_of(src: &str, marker: &str) -> u32 {
+    src.lines().position(|l| l.contains(marker)).unwrap() as u32 + 1
+}
+
+#[test]
+fn sigsegv_is_recorded_with_pc_and_symbolised_frames() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prog = compile(tmp.path(), "crash", CRASH, &["-O0", "-g"]);
+    let out_dir = tmp.path().join("trace");
+    let o = run_reprise(tmp.path(), &["record", "-o", out_dir.to_str().unwrap(), prog.to_str().unwrap()], None, LIMIT);
+    assert_eq!(o.status.code(), Some(128 + libc::SIGSEGV), "{}", stderr(&o));
+    let r = TraceReader::open(&out_dir).unwrap();
+    let oc = r.outcome().unwrap();
+    assert_eq!(oc.kind, OutcomeKind::Signaled);
+    assert_eq!(oc.signal, libc::SIGSEGV);
+    assert_eq!(oc.fault_addr, 0, "n->next is NULL and ->value is at offset 0");
+    assert_eq!(oc.thread, 1, "the worker thread crashed");
+    assert_eq!(oc.pc, oc.backtrace[0].pc);
+    let names: Vec<&str> = oc.backtrace.iter().map(|f| f.function.as_str()).collect();
+    assert_eq!(&names[..3], &["leaf", "middle", "worker"], "{names:?}");
+    assert_eq!(oc.backtrace[0].line, line_of(CRASH, "CRASH_LINE"));
+    assert!(oc.backtrace[0].file.ends_with("crash.c"));
+    assert!(stderr(&o).contains("killed by SIGSEGV"), "{}", stderr(&o));
+}
+
+const ASSERT: &str = r#"
+#include <assert.h>
+#include <pthread.h>
+int balance = 10;
+void *withdraw(void *a) { balance -= 20; assert(balance >= 0 && "balance went negative"); return 0; }
+int main() { pthread_t t; pthread_create(&t, 0, withdraw, 0); pthread_join(t, 0); return 0; }
+"#;
+
+#[test]
+fn assertion_failure_keeps_its_text() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prog = compile(tmp.path(), "assert", ASSERT, &["-O0", "-g"]);
+    let out_dir = tmp.path().join("trace");
+    let o = run_reprise(tmp.path(), &["record", "-o", out_dir.to_str().unwrap(), prog.to_str().unwrap()], None, LIMIT);
+    assert_eq!(o.status.code(), Some(128 + libc::SIGABRT));
+    // The program's own message still reaches stderr.
+    assert!(stderr(&o).contains("Assertion `balance >= 0 && \"balance went negative\"' failed"), "{}", stderr(&o));
+    let r = TraceReader::open(&out_dir).unwrap();
+    let oc = r.outcome().unwrap();
+    assert_eq!(oc.kind, OutcomeKind::Assertion);
+    assert!(oc.assertion.contains("withdraw: Assertion `balance >= 0"), "{}", oc.assertion);
+    assert_eq!(oc.signal, libc::SIGABRT);
+    assert!(oc.backtrace.iter().any(|f| f.function == "withdraw"), "{:?}", oc.backtrace);
+}
+
+const DEADLOCK: &str = r#"
+#include <pthread.h>
+pthread_mutex_t a = PTHREAD_MUTEX_INITIALIZER, b = PTHREAD_MUTEX_INITIALIZER;
+pthread_barrier_t bar;
+void *one(void *x) { pthread_mutex_lock(&a); pthread_barrier_wait(&bar); pthread_mutex_lock(&b); return 0; }
+void *two(void *x) { pthread_mutex_lock(&b); pthread_barrier_wait(&bar); pthread_mutex_lock(&a); return 0; }
+int main() {
+    pthread_t x, y; pthread_barrier_init(&bar, 0, 2);
+    pthread_create(&x, 0, one, 0); pthread_create(&y, 0, two, 0);
+    pthread_join(x, 0); pthread_join(y, 0); return 0;
+}
+"#;
+
+#[test]
+fn deadlock_is_detected_with_its_cycle_and_stacks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prog = compile(tmp.path(), "deadlock", DEADLOCK, &["-O0", "-g"]);
+    let out_dir = tmp.path().join("trace");
+    let o = run_reprise(
+        tmp.path(),
+        &["record", "--hang-timeout", "1", "-o", out_dir.to_str().unwrap(), prog.to_str().unwrap()],
+        None,
+        LIMIT,
+    );
+    assert_eq!(o.status.code(), Some(128 + libc::SIGKILL), "{}", stderr(&o));
+    let r = TraceReader::open(&out_dir).unwrap();
+    let oc = r.outcome().unwrap();
+    assert_eq!(oc.kind, OutcomeKind::Deadlock, "{}", oc.summary);
+    assert_eq!(oc.cycle.len(), 2);
+    let waiting: Vec<_> = oc.threads.iter().filter(|t| t.wait_kind == EventKind::MutexLock && t.waiting_on != 0).collect();
+    assert_eq!(waiting.len(), 2);
+    for t in waiting {
+        assert!(oc.cycle.contains(&t.waiting_on));
+        assert_eq!(t.held.len(), 1);
+        let f = if t.thread == 1 { "one" } else { "two" };
+        assert!(t.backtrace.iter().any(|fr| fr.function == f), "thread {} stack: {:?}", t.thread, t.backtrace);
+    }
+}
+
+#[test]
+fn clear_errors_for_bad_programs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = run_reprise(tmp.path(), &["record", "/no/such/program"], None, LIMIT);
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert_eq!(e.lines().count(), 1, "one line: {e}");
+    assert!(e.contains("program not found: /no/such/program"), "{e}");
+
+    let text = tmp.path().join("notes.txt");
+    std::fs::write(&text, "hello").unwrap();
+    let o = run_reprise(tmp.path(), &["record", text.to_str().unwrap()], None, LIMIT);
+    assert!(stderr(&o).contains("is not an executable file"), "{}", stderr(&o));
+
+    // A static program ignores LD_PRELOAD: say so instead of recording nothing.
+    let static_src = "int main(){return 0;}";
+    let src = tmp.path().join("static.c");
+    std::fs::write(&src, static_src).unwrap();
+    let bin = tmp.path().join("static");
+    let built = std::process::Command::new("gcc").arg("-static").arg(&src).arg("-o").arg(&bin).status().unwrap();
+    if built.success() {
+        let o = run_reprise(tmp.path(), &["record", bin.to_str().unwrap()], None, LIMIT);
+        assert_eq!(o.status.code(), Some(2));
+        assert!(stderr(&o).contains("statically linked"), "{}", stderr(&o));
+    }
+    // Nothing was left behind for the failed recordings.
+    let listed = std::fs::read_dir(tmp.path()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("static-")).count();
+    assert_eq!(listed, 0);
+}
+
+#[test]
+fn stdin_passes_through_and_traces_are_listed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = run_reprise(tmp.path(), &["record", "cat"], Some(b"through the pipe\n"), LIMIT);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(o.stdout, b"through the pipe\n");
+    let ls = run_reprise(tmp.path(), &["ls"], None, LIMIT);
+    let text = String::from_utf8_lossy(&ls.stdout);
+    assert!(text.contains("cat-0"), "{text}");
+    let dump = run_reprise(tmp.path(), &["dump"], None, LIMIT);
+    let text = String::from_utf8_lossy(&dump.stdout);
+    assert!(text.contains("read(fd=0"), "{text}");
+    assert!(text.contains("through the pipe"), "{text}");
+}
