@@ -1,5 +1,6 @@
 //! The `reprise` command.
 
+mod cmd_bench;
 mod cmd_record;
 mod cmd_traces;
 
@@ -21,6 +22,7 @@ enum Command {
     Record(cmd_record::RecordArgs),
     Ls(cmd_traces::LsArgs),
     Dump(cmd_traces::DumpArgs),
+    Bench(cmd_bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -29,6 +31,7 @@ fn main() -> ExitCode {
         Command::Record(a) => cmd_record::run(a),
         Command::Ls(a) => cmd_traces::ls(a),
         Command::Dump(a) => cmd_traces::dump(a),
+        Command::Bench(a) => cmd_bench::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -49,14 +49,26 @@ fn lock_acquisitions_per_thread_match_the_program() {
         let out_dir = tmp.path().join(format!("trace-{sketch}"));
         let o = run_reprise(
             tmp.path(),
-            &["record", "--sketch", sketch, "-o", out_dir.to_str().unwrap(), prog.to_str().unwrap(), "1000"],
+            &[
+                "record",
+                "--sketch",
+                sketch,
+                "-o",
+                out_dir.to_str().unwrap(),
+                prog.to_str().unwrap(),
+                "1000",
+            ],
             None,
             LIMIT,
         );
         // reprise exits with the program's status, and passes its output through.
         assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
         assert_eq!(String::from_utf8_lossy(&o.stdout), "counter=6000\n");
-        assert!(stderr(&o).contains("exited with status 7"), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("exited with status 7"),
+            "{}",
+            stderr(&o)
+        );
         let (r, evs) = events(&out_dir);
         let mut locks: HashMap<u32, usize> = HashMap::new();
         let mut unlocks: HashMap<u32, usize> = HashMap::new();
@@ -69,8 +81,16 @@ fn lock_acquisitions_per_thread_match_the_program() {
         }
         // Threads 1, 2, 3 took the lock 1000, 2000, 3000 times.
         for t in 1..=3u32 {
-            assert_eq!(locks.get(&t), Some(&(1000 * t as usize)), "locks of thread {t} ({sketch})");
-            assert_eq!(unlocks.get(&t), Some(&(1000 * t as usize)), "unlocks of thread {t} ({sketch})");
+            assert_eq!(
+                locks.get(&t),
+                Some(&(1000 * t as usize)),
+                "locks of thread {t} ({sketch})"
+            );
+            assert_eq!(
+                unlocks.get(&t),
+                Some(&(1000 * t as usize)),
+                "unlocks of thread {t} ({sketch})"
+            );
         }
         // Sequence numbers are strictly increasing and a lock's holder
         // releases it before anyone else acquires it.
@@ -91,8 +111,14 @@ fn lock_acquisitions_per_thread_match_the_program() {
                 _ => {}
             }
         }
-        let creates = evs.iter().filter(|e| e.kind == EventKind::ThreadCreate).count();
-        let joins = evs.iter().filter(|e| e.kind == EventKind::ThreadJoin).count();
+        let creates = evs
+            .iter()
+            .filter(|e| e.kind == EventKind::ThreadCreate)
+            .count();
+        let joins = evs
+            .iter()
+            .filter(|e| e.kind == EventKind::ThreadJoin)
+            .count();
         assert_eq!((creates, joins), (3, 3));
         let outcome = r.outcome().unwrap();
         assert_eq!(outcome.kind, OutcomeKind::Exited);
@@ -101,7 +127,11 @@ fn lock_acquisitions_per_thread_match_the_program() {
             assert_eq!(outcome.output[0].length, 13, "stdout bytes counted");
             let written: Vec<u8> = evs
                 .iter()
-                .filter(|e| e.kind == EventKind::Syscall && e.object == libc::SYS_write as u64 && e.arg0 == 1)
+                .filter(|e| {
+                    e.kind == EventKind::Syscall
+                        && e.object == libc::SYS_write as u64
+                        && e.arg0 == 1
+                })
                 .flat_map(|e| e.data.clone())
                 .collect();
             assert_eq!(written, b"counter=6000\n");
@@ -132,25 +162,43 @@ int main(int argc, char **argv) {
 fn sys_sketch_records_the_bytes_read_and_the_clock() {
     let tmp = tempfile::tempdir().unwrap();
     let prog = compile(tmp.path(), "reader", READER, &["-O1", "-g"]);
-    let input: Vec<u8> = (0..250u32).map(|i| b'a' + (i % 26) as u8).chain(*b"\nsecond line\n").collect();
+    let input: Vec<u8> = (0..250u32)
+        .map(|i| b'a' + (i % 26) as u8)
+        .chain(*b"\nsecond line\n")
+        .collect();
     let file = tmp.path().join("input.txt");
     std::fs::write(&file, &input).unwrap();
     let out_dir = tmp.path().join("trace");
     let o = run_reprise(
         tmp.path(),
-        &["record", "-o", out_dir.to_str().unwrap(), prog.to_str().unwrap(), file.to_str().unwrap()],
+        &[
+            "record",
+            "-o",
+            out_dir.to_str().unwrap(),
+            prog.to_str().unwrap(),
+            file.to_str().unwrap(),
+        ],
         None,
         LIMIT,
     );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let (_, evs) = events(&out_dir);
-    let reads: Vec<&EventRecord> =
-        evs.iter().filter(|e| e.kind == EventKind::Syscall && e.object == libc::SYS_read as u64).collect();
+    let reads: Vec<&EventRecord> = evs
+        .iter()
+        .filter(|e| e.kind == EventKind::Syscall && e.object == libc::SYS_read as u64)
+        .collect();
     // The read() loop through the PLT: 100-byte reads of the whole file, then 0.
-    let plt: Vec<u8> = reads.iter().filter(|e| e.arg0 == 3).flat_map(|e| e.data.clone()).collect();
+    let plt: Vec<u8> = reads
+        .iter()
+        .filter(|e| e.arg0 == 3)
+        .flat_map(|e| e.data.clone())
+        .collect();
     assert_eq!(plt, input, "the bytes read() returned are in the trace");
     // fgets reads through libc's internal read (caught by the seccomp trap).
-    let stdio = reads.iter().find(|e| e.arg0 == 4).expect("the stdio read is recorded");
+    let stdio = reads
+        .iter()
+        .find(|e| e.arg0 == 4)
+        .expect("the stdio read is recorded");
     assert!(input.starts_with(&stdio.data) && !stdio.data.is_empty());
     let clock = evs
         .iter()
@@ -186,13 +234,26 @@ fn sigsegv_is_recorded_with_pc_and_symbolised_frames() {
     let tmp = tempfile::tempdir().unwrap();
     let prog = compile(tmp.path(), "crash", CRASH, &["-O0", "-g"]);
     let out_dir = tmp.path().join("trace");
-    let o = run_reprise(tmp.path(), &["record", "-o", out_dir.to_str().unwrap(), prog.to_str().unwrap()], None, LIMIT);
+    let o = run_reprise(
+        tmp.path(),
+        &[
+            "record",
+            "-o",
+            out_dir.to_str().unwrap(),
+            prog.to_str().unwrap(),
+        ],
+        None,
+        LIMIT,
+    );
     assert_eq!(o.status.code(), Some(128 + libc::SIGSEGV), "{}", stderr(&o));
     let r = TraceReader::open(&out_dir).unwrap();
     let oc = r.outcome().unwrap();
     assert_eq!(oc.kind, OutcomeKind::Signaled);
     assert_eq!(oc.signal, libc::SIGSEGV);
-    assert_eq!(oc.fault_addr, 0, "n->next is NULL and ->value is at offset 0");
+    assert_eq!(
+        oc.fault_addr, 0,
+        "n->next is NULL and ->value is at offset 0"
+    );
     assert_eq!(oc.thread, 1, "the worker thread crashed");
     assert_eq!(oc.pc, oc.backtrace[0].pc);
     let names: Vec<&str> = oc.backtrace.iter().map(|f| f.function.as_str()).collect();
@@ -215,16 +276,38 @@ fn assertion_failure_keeps_its_text() {
     let tmp = tempfile::tempdir().unwrap();
     let prog = compile(tmp.path(), "assert", ASSERT, &["-O0", "-g"]);
     let out_dir = tmp.path().join("trace");
-    let o = run_reprise(tmp.path(), &["record", "-o", out_dir.to_str().unwrap(), prog.to_str().unwrap()], None, LIMIT);
+    let o = run_reprise(
+        tmp.path(),
+        &[
+            "record",
+            "-o",
+            out_dir.to_str().unwrap(),
+            prog.to_str().unwrap(),
+        ],
+        None,
+        LIMIT,
+    );
     assert_eq!(o.status.code(), Some(128 + libc::SIGABRT));
     // The program's own message still reaches stderr.
-    assert!(stderr(&o).contains("Assertion `balance >= 0 && \"balance went negative\"' failed"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("Assertion `balance >= 0 && \"balance went negative\"' failed"),
+        "{}",
+        stderr(&o)
+    );
     let r = TraceReader::open(&out_dir).unwrap();
     let oc = r.outcome().unwrap();
     assert_eq!(oc.kind, OutcomeKind::Assertion);
-    assert!(oc.assertion.contains("withdraw: Assertion `balance >= 0"), "{}", oc.assertion);
+    assert!(
+        oc.assertion.contains("withdraw: Assertion `balance >= 0"),
+        "{}",
+        oc.assertion
+    );
     assert_eq!(oc.signal, libc::SIGABRT);
-    assert!(oc.backtrace.iter().any(|f| f.function == "withdraw"), "{:?}", oc.backtrace);
+    assert!(
+        oc.backtrace.iter().any(|f| f.function == "withdraw"),
+        "{:?}",
+        oc.backtrace
+    );
 }
 
 const DEADLOCK: &str = r#"
@@ -247,7 +330,14 @@ fn deadlock_is_detected_with_its_cycle_and_stacks() {
     let out_dir = tmp.path().join("trace");
     let o = run_reprise(
         tmp.path(),
-        &["record", "--hang-timeout", "1", "-o", out_dir.to_str().unwrap(), prog.to_str().unwrap()],
+        &[
+            "record",
+            "--hang-timeout",
+            "1",
+            "-o",
+            out_dir.to_str().unwrap(),
+            prog.to_str().unwrap(),
+        ],
         None,
         LIMIT,
     );
@@ -256,13 +346,22 @@ fn deadlock_is_detected_with_its_cycle_and_stacks() {
     let oc = r.outcome().unwrap();
     assert_eq!(oc.kind, OutcomeKind::Deadlock, "{}", oc.summary);
     assert_eq!(oc.cycle.len(), 2);
-    let waiting: Vec<_> = oc.threads.iter().filter(|t| t.wait_kind == EventKind::MutexLock && t.waiting_on != 0).collect();
+    let waiting: Vec<_> = oc
+        .threads
+        .iter()
+        .filter(|t| t.wait_kind == EventKind::MutexLock && t.waiting_on != 0)
+        .collect();
     assert_eq!(waiting.len(), 2);
     for t in waiting {
         assert!(oc.cycle.contains(&t.waiting_on));
         assert_eq!(t.held.len(), 1);
         let f = if t.thread == 1 { "one" } else { "two" };
-        assert!(t.backtrace.iter().any(|fr| fr.function == f), "thread {} stack: {:?}", t.thread, t.backtrace);
+        assert!(
+            t.backtrace.iter().any(|fr| fr.function == f),
+            "thread {} stack: {:?}",
+            t.thread,
+            t.backtrace
+        );
     }
 }
 
@@ -278,28 +377,47 @@ fn clear_errors_for_bad_programs() {
     let text = tmp.path().join("notes.txt");
     std::fs::write(&text, "hello").unwrap();
     let o = run_reprise(tmp.path(), &["record", text.to_str().unwrap()], None, LIMIT);
-    assert!(stderr(&o).contains("is not an executable file"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("is not an executable file"),
+        "{}",
+        stderr(&o)
+    );
 
     // A static program ignores LD_PRELOAD: say so instead of recording nothing.
     let static_src = "int main(){return 0;}";
     let src = tmp.path().join("static.c");
     std::fs::write(&src, static_src).unwrap();
     let bin = tmp.path().join("static");
-    let built = std::process::Command::new("gcc").arg("-static").arg(&src).arg("-o").arg(&bin).status().unwrap();
+    let built = std::process::Command::new("gcc")
+        .arg("-static")
+        .arg(&src)
+        .arg("-o")
+        .arg(&bin)
+        .status()
+        .unwrap();
     if built.success() {
         let o = run_reprise(tmp.path(), &["record", bin.to_str().unwrap()], None, LIMIT);
         assert_eq!(o.status.code(), Some(2));
         assert!(stderr(&o).contains("statically linked"), "{}", stderr(&o));
     }
     // Nothing was left behind for the failed recordings.
-    let listed = std::fs::read_dir(tmp.path()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("static-")).count();
+    let listed = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("static-"))
+        .count();
     assert_eq!(listed, 0);
 }
 
 #[test]
 fn stdin_passes_through_and_traces_are_listed() {
     let tmp = tempfile::tempdir().unwrap();
-    let o = run_reprise(tmp.path(), &["record", "cat"], Some(b"through the pipe\n"), LIMIT);
+    let o = run_reprise(
+        tmp.path(),
+        &["record", "cat"],
+        Some(b"through the pipe\n"),
+        LIMIT,
+    );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(o.stdout, b"through the pipe\n");
     let ls = run_reprise(tmp.path(), &["ls"], None, LIMIT);

@@ -56,8 +56,8 @@ extern "C" fn init() {
         &[],
     );
     fatal::install();
-    if ctl::level() >= Level::Sys && !sys::install() {
-        say(b"reprise agent: seccomp is unavailable; recording the sync sketch only\n");
+    if !sys::install(ctl::level() >= Level::Sys) {
+        say(b"reprise agent: seccomp is unavailable; syscalls made inside libc are not recorded\n");
     }
 }
 

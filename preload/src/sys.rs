@@ -71,7 +71,9 @@ const FILTER_LEN: usize = 9 + RECORDED.len() + OUTPUT.len() + 1 + 6 + 1;
 
 /// Builds the filter: allow everything from the agent's syscall page and
 /// from other architectures, trap the recorded syscalls.
-fn build_filter() -> [libc::sock_filter; FILTER_LEN] {
+fn build_filter(sys: bool) -> ([libc::sock_filter; FILTER_LEN], usize) {
+    let recorded: &[i64] = if sys { &RECORDED } else { &[] };
+    let len = FILTER_LEN - RECORDED.len() + recorded.len();
     let ip = raw::SYSCALL_RETURN_IP;
     let mut f = [stmt(0, 0); FILTER_LEN];
     let mut i = 0;
@@ -88,14 +90,14 @@ fn build_filter() -> [libc::sock_filter; FILTER_LEN] {
     put(jeq((ip >> 32) as u32, 0, 1)); // 6: -> 7 or 8
     put(stmt(BPF_RET_K, SECCOMP_RET_ALLOW)); // 7
     put(stmt(BPF_LD_W_ABS, OFF_NR)); // 8
-    let trap = FILTER_LEN - 1;
-    let out_check = 9 + RECORDED.len() + OUTPUT.len() + 1;
-    for (k, nr) in RECORDED.iter().enumerate() {
+    let trap = len - 1;
+    let out_check = 9 + recorded.len() + OUTPUT.len() + 1;
+    for (k, nr) in recorded.iter().enumerate() {
         let pc = 9 + k;
         put(jeq(*nr as u32, (trap - pc - 1) as u8, 0));
     }
     for (k, nr) in OUTPUT.iter().enumerate() {
-        let pc = 9 + RECORDED.len() + k;
+        let pc = 9 + recorded.len() + k;
         put(jeq(*nr as u32, (out_check - pc - 1) as u8, 0));
     }
     put(stmt(BPF_RET_K, SECCOMP_RET_ALLOW)); // out_check - 1
@@ -107,12 +109,14 @@ fn build_filter() -> [libc::sock_filter; FILTER_LEN] {
     put(jeq(2, 1, 0));
     put(stmt(BPF_RET_K, SECCOMP_RET_ALLOW));
     put(stmt(BPF_RET_K, SECCOMP_RET_TRAP)); // trap
-    f
+    debug_assert_eq!(i, len);
+    (f, len)
 }
 
-/// Installs the SIGSYS handler and the filter. Returns false on failure
-/// (the program then runs with the `sync` sketch only).
-pub fn install() -> bool {
+/// Installs the SIGSYS handler and the filter: output writes at every
+/// level, the input syscalls at `sys`. Returns false on failure (the
+/// program then runs with the interposed functions only).
+pub fn install(sys: bool) -> bool {
     // SAFETY: installs a handler whose code is async-signal-safe, then a
     // filter program that lives on the stack only during the call (the
     // kernel copies it).
@@ -124,9 +128,9 @@ pub fn install() -> bool {
         if libc::sigaction(libc::SIGSYS, &sa, core::ptr::null_mut()) != 0 {
             return false;
         }
-        let filter = build_filter();
+        let (filter, len) = build_filter(sys);
         let prog = libc::sock_fprog {
-            len: filter.len() as u16,
+            len: len as u16,
             filter: filter.as_ptr() as *mut _,
         };
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
@@ -354,7 +358,7 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, count: usize) -> isiz
 
 #[no_mangle]
 pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: usize) -> isize {
-    if !recording_sys() || !(1..=2).contains(&fd) {
+    if !ctl::active() || !(1..=2).contains(&fd) {
         let f = real!(write: fn(c_int, *const c_void, usize) -> isize);
         return f(fd, buf, count);
     }

@@ -44,10 +44,16 @@ fn is_lock_wait(kind: u32) -> bool {
     )
 }
 
-/// True if some live thread is blocked in a recorded operation.
-pub fn any_waiting(ctl: &ControlBlock) -> bool {
-    ctl.threads()
-        .any(|t| t.state.load(Ordering::Acquire) == 1 && t.waiting_on.load(Ordering::Acquire) != 0)
+/// True if every live thread is blocked in a recorded operation (a lock,
+/// a condition variable, a join...). A thread blocked elsewhere (reading
+/// a terminal, writing to a full pipe) may be waiting for the outside
+/// world, so the run is not called hung.
+pub fn all_waiting(ctl: &ControlBlock) -> bool {
+    let mut live = ctl
+        .threads()
+        .filter(|t| t.state.load(Ordering::Acquire) == 1)
+        .peekable();
+    live.peek().is_some() && live.all(|t| t.waiting_on.load(Ordering::Acquire) != 0)
 }
 
 /// The states of the live threads, from the agents' thread entries.

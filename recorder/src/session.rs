@@ -356,14 +356,14 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
             last_flush = Instant::now();
         }
         if n == 0 {
-            // Hang watch: no event and no CPU time, while a thread waits in
-            // a recorded operation.
+            // Hang watch: no event and no CPU time, while every thread
+            // waits in a recorded operation.
             let now = (ctl.head(), cpu_ticks(pid));
             if now != (last_progress.0, last_progress.1) {
                 last_progress = (now.0, now.1, Instant::now());
             } else if hang.is_none()
                 && last_progress.2.elapsed() >= opts.hang_timeout
-                && outcome::any_waiting(&ctl)
+                && outcome::all_waiting(&ctl)
             {
                 hang = Some(outcome::analyse_hang(&ctl, pid));
                 kill_all(&ctl, pid, true);

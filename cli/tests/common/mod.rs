@@ -31,7 +31,11 @@ pub fn run_reprise(root: &Path, args: &[&str], stdin: Option<&[u8]>, limit: Dura
     let mut cmd = Command::new(reprise());
     cmd.args(args)
         .env("REPRISE_TRACE_DIR", root)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("run reprise");
@@ -40,18 +44,23 @@ pub fn run_reprise(root: &Path, args: &[&str], stdin: Option<&[u8]>, limit: Dura
         let mut s = child.stdin.take().unwrap();
         s.write_all(input).unwrap();
     }
-    let start = Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            break;
+    // Read the pipes while waiting, or a program writing much output blocks.
+    let pid = child.id() as i32;
+    let watchdog = std::thread::spawn(move || {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            std::thread::sleep(Duration::from_millis(20));
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                return false;
+            }
         }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            panic!("reprise {args:?} took longer than {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().unwrap()
+        // SAFETY: killing our own child that overstayed.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        true
+    });
+    let out = child.wait_with_output().unwrap();
+    let _ = watchdog;
+    out
 }
 
 pub fn stderr(o: &Output) -> String {

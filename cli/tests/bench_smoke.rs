@@ -1,0 +1,126 @@
+//! Smoke test of `reprise bench record --quick`: every workload gets a row
+//! with a numeric ratio (the goals are not checked: --quick inputs are too
+//! small for them to mean anything).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn in_path(name: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+        .unwrap_or(false)
+}
+
+/// apt-get can install the compressors: it exists and we are root (or have
+/// password-less sudo).
+fn apt_usable() -> bool {
+    if !in_path("apt-get") {
+        return false;
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    in_path("sudo")
+        && Command::new("sudo")
+            .args(["-n", "true"])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+}
+
+#[test]
+fn bench_record_quick_has_every_row() {
+    let missing: Vec<&str> = ["pigz", "pbzip2", "xz"]
+        .into_iter()
+        .filter(|t| !in_path(t))
+        .collect();
+    if !missing.is_empty() && !apt_usable() {
+        eprintln!(
+            "skipping: {} not installed and apt-get is not usable",
+            missing.join(", ")
+        );
+        return;
+    }
+    if !in_path("gcc") {
+        eprintln!("skipping: gcc is not installed (it builds the microbenchmarks)");
+        return;
+    }
+    let exe = env!("CARGO_BIN_EXE_reprise");
+    let agent = Path::new(exe).with_file_name("libreprise_preload.so");
+    if !agent.exists() {
+        eprintln!("skipping: the agent {} is not built", agent.display());
+        return;
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let start = Instant::now();
+    let out = Command::new(exe)
+        .args([
+            "bench",
+            "record",
+            "--quick",
+            "--timeout",
+            "50",
+            "--cache-dir",
+        ])
+        .arg(cache.path())
+        .output()
+        .expect("run reprise bench record --quick");
+    let took = start.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let context = format!(
+        "status {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+
+    assert!(
+        stdout.contains("machine: nproc"),
+        "no machine line\n{context}"
+    );
+    let rows = [
+        ("pigz -p 2", "sync"),
+        ("pigz -p 2", "sys"),
+        ("pbzip2 -p2", "sync"),
+        ("pbzip2 -p2", "sys"),
+        ("xz -T2", "sync"),
+        ("xz -T2", "sys"),
+        ("locks ", "sync"),
+        ("reads ", "sys"),
+    ];
+    for (workload, sketch) in rows {
+        let line = stdout
+            .lines()
+            .find(|l| {
+                l.starts_with(workload)
+                    && l.split_whitespace().any(|w| w == sketch)
+                    && l.contains("<=")
+            })
+            .unwrap_or_else(|| panic!("no row for {workload} at {sketch}\n{context}"));
+        // The columns after the sketch: native s, recorded s, ratio, ...
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        let at = cols.iter().position(|c| *c == sketch).unwrap();
+        let ratio = cols.get(at + 3).copied().unwrap_or("");
+        let ratio: f64 = ratio.parse().unwrap_or_else(|_| {
+            panic!("row {workload} at {sketch} has no numeric ratio: {line:?}\n{context}")
+        });
+        assert!(
+            ratio.is_finite() && ratio > 0.0,
+            "bad ratio {ratio} in {line:?}\n{context}"
+        );
+    }
+    assert!(
+        stdout.contains("geomean of 3 compressors, sync"),
+        "no sync geomean\n{context}"
+    );
+    assert!(
+        stdout.contains("geomean of 3 compressors, sys"),
+        "no sys geomean\n{context}"
+    );
+    assert!(out.status.success(), "reprise bench failed\n{context}");
+    assert!(
+        took < Duration::from_secs(60),
+        "--quick took {took:?}, over a minute\n{context}"
+    );
+}
