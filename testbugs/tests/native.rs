@@ -68,7 +68,7 @@ fn default_args_passing_run_is_clean() {
         if let Some(line) = &bug.expect.output {
             assert!(r.stdout.lines().any(|l| l == line), "{}: {}", bug.name, r.stdout);
         }
-        assert!(r.duration < Duration::from_millis(500), "{}: took {:?}", bug.name, r.duration);
+        assert!(r.duration < Duration::from_secs(2), "{}: took {:?}", bug.name, r.duration);
     }
     let _ = std::fs::remove_dir_all(&out);
 }
