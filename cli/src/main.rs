@@ -1,6 +1,7 @@
 //! The `reprise` command.
 
 mod cmd_bench;
+mod cmd_eval;
 mod cmd_record;
 mod cmd_traces;
 
@@ -23,6 +24,7 @@ enum Command {
     Ls(cmd_traces::LsArgs),
     Dump(cmd_traces::DumpArgs),
     Bench(cmd_bench::BenchArgs),
+    Eval(cmd_eval::EvalArgs),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +33,7 @@ fn main() -> ExitCode {
         Command::Record(a) => cmd_record::run(a),
         Command::Ls(a) => cmd_traces::ls(a),
         Command::Dump(a) => cmd_traces::dump(a),
+        Command::Eval(a) => cmd_eval::run(a),
         Command::Bench(a) => cmd_bench::run(a),
     };
     match result {

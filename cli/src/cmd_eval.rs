@@ -1,0 +1,160 @@
+//! `reprise eval`: the testbugs corpus, measured.
+//!
+//! `--native` runs each program N times natively and reports its failure
+//! rate. `--record` also runs it N times under `reprise record` and reports
+//! the failure rate there beside the native one: a recorder that disturbs
+//! timing makes rare failures vanish, and then they never get recorded.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use reprise_testbugs::{
+    build_manifest, corpus_dir, default_build_dir, load_manifest, run_native_in, Bug, Built, Failure, Outcome,
+    RateRow, RateTable,
+};
+
+/// Measure the testbugs corpus: native failure rates, and rates under `record`.
+#[derive(Args)]
+pub struct EvalArgs {
+    /// Measure each program's native failure rate.
+    #[arg(long)]
+    native: bool,
+    /// Also measure its failure rate under `reprise record` (with --sketch).
+    #[arg(long)]
+    record: bool,
+    /// Sketch level for --record.
+    #[arg(long, default_value = "sys")]
+    sketch: String,
+    /// Runs per program.
+    #[arg(long, default_value_t = 200)]
+    runs: usize,
+    /// Seconds at most per program and mode.
+    #[arg(long, default_value_t = 60.0)]
+    budget: f64,
+    /// Only these programs (comma-separated names).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Use each program's `frequent_args` (fails often) instead of its defaults.
+    #[arg(long)]
+    frequent: bool,
+}
+
+/// How one run under `reprise record` failed: reprise exits with 128+signal
+/// for a program killed by a signal, and kills a hung program.
+fn classify_recorded(outcome: Outcome, hang_code: i32) -> Outcome {
+    match outcome {
+        Outcome::Failed(Failure::ExitCode(c)) if c == hang_code => Outcome::Failed(Failure::Hang),
+        Outcome::Failed(Failure::ExitCode(c)) if c > 128 && c < 160 => {
+            Outcome::Failed(Failure::Signal(
+                nix::sys::signal::Signal::try_from(c - 128).map(|s| s.as_str().to_string()).unwrap_or_default(),
+            ))
+        }
+        o => o,
+    }
+}
+
+fn measure(bug: &Bug, built: &Built, args: &EvalArgs, recorded: bool) -> Result<RateRow> {
+    let corpus = corpus_dir();
+    let argv = if args.frequent { &bug.frequent_args } else { &bug.args };
+    let traces = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let reprise = Built { name: bug.name.clone(), exe: std::env::current_exe()? };
+    let start = Instant::now();
+    let budget = Duration::from_secs_f64(args.budget);
+    let (mut runs, mut failures, mut matching) = (0, 0, 0);
+    while runs < args.runs && start.elapsed() < budget {
+        let result = if recorded {
+            let dir = traces.path().join(format!("t{runs}"));
+            let mut full: Vec<String> = ["record", "--sketch", &args.sketch, "--hang-timeout", "2", "-o"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            full.push(dir.to_string_lossy().into_owned());
+            full.push(built.exe.to_string_lossy().into_owned());
+            full.extend(argv.iter().cloned());
+            let mut r = run_native_in(bug, &reprise, &full, Duration::from_secs(20), &corpus)?;
+            r.outcome = classify_recorded(r.outcome, 128 + libc::SIGKILL);
+            let _ = std::fs::remove_dir_all(&dir);
+            r
+        } else {
+            run_native_in(bug, built, argv, Duration::from_secs(5), &corpus)?
+        };
+        runs += 1;
+        if !result.passed() {
+            failures += 1;
+            if result.matches_expected(bug) {
+                matching += 1;
+            }
+        }
+    }
+    Ok(RateRow {
+        name: bug.name.clone(),
+        kind: bug.kind,
+        expected: bug.expect.to_string(),
+        args: argv.clone(),
+        runs,
+        failures,
+        matching,
+        cut_by_budget: runs < args.runs,
+        elapsed: start.elapsed(),
+    })
+}
+
+pub fn run(a: EvalArgs) -> Result<u8> {
+    if !a.native && !a.record {
+        bail!("say what to measure: --native (native failure rates) and/or --record (rates under record)");
+    }
+    if a.sketch != "sync" && a.sketch != "sys" {
+        bail!("--sketch must be sync or sys");
+    }
+    let mut m = load_manifest()?;
+    m.validate(&corpus_dir())?;
+    if !a.only.is_empty() {
+        m.bugs.retain(|b| a.only.contains(&b.name));
+        if m.bugs.is_empty() {
+            bail!("no program in the corpus is named {}", a.only.join(", "));
+        }
+    }
+    let build_dir: PathBuf = default_build_dir();
+    eprintln!("building {} programs into {}", m.bugs.len(), build_dir.display());
+    let built = build_manifest(&m, &corpus_dir(), &build_dir)?;
+    let mut native_rows = Vec::new();
+    let mut record_rows = Vec::new();
+    for bug in &m.bugs {
+        let b = built.iter().find(|b| b.name == bug.name).context("program not built")?;
+        if a.native {
+            let r = measure(bug, b, &a, false)?;
+            eprintln!("  {:<28} native   {:>4}/{:<4} failed ({:.2}%)", r.name, r.failures, r.runs, r.rate_percent());
+            native_rows.push(r);
+        }
+        if a.record {
+            let r = measure(bug, b, &a, true)?;
+            eprintln!("  {:<28} recorded {:>4}/{:<4} failed ({:.2}%)", r.name, r.failures, r.runs, r.rate_percent());
+            record_rows.push(r);
+        }
+    }
+    if a.native && a.record {
+        println!("| program | kind | expected | native failures | native % | recorded ({}) failures | recorded % |", a.sketch);
+        println!("|---|---|---|---|---|---|---|");
+        for (n, r) in native_rows.iter().zip(&record_rows) {
+            println!(
+                "| {} | {} | {} | {}/{} | {:.2} | {}/{} | {:.2} |",
+                n.name,
+                n.kind.as_str(),
+                n.expected,
+                n.failures,
+                n.runs,
+                n.rate_percent(),
+                r.failures,
+                r.runs,
+                r.rate_percent()
+            );
+        }
+    } else if a.native {
+        print!("{}", RateTable(&native_rows));
+    } else {
+        print!("{}", RateTable(&record_rows));
+    }
+    Ok(0)
+}
