@@ -19,6 +19,17 @@ pub struct Ending {
     pub note: Option<String>,
 }
 
+/// The agent's own frames (its pthread wrappers, the thread trampoline)
+/// are noise in the program's backtraces.
+fn is_agent_frame(f: &reprise_tracee::Frame) -> bool {
+    f.module.file_name().is_some_and(|n| n == "libreprise_preload.so")
+}
+
+/// The program's frames of a backtrace, as the trace stores them.
+pub fn program_frames(frames: &[reprise_tracee::Frame]) -> Vec<Frame> {
+    frames.iter().filter(|f| !is_agent_frame(f)).map(to_trace_frame).collect()
+}
+
 /// Converts a tracee frame into the trace's frame.
 pub fn to_trace_frame(f: &reprise_tracee::Frame) -> Frame {
     Frame {
@@ -130,7 +141,7 @@ pub fn analyse_hang(ctl: &ControlBlock, pid: i32) -> Ending {
             Ok(stacks) => {
                 for (snap, frames) in stacks {
                     if let Some(t) = threads.iter_mut().find(|t| t.tid == snap.tid) {
-                        t.backtrace = frames.iter().map(to_trace_frame).collect();
+                        t.backtrace = program_frames(&frames);
                     }
                 }
             }
@@ -188,11 +199,7 @@ pub fn conclude(ctl: &ControlBlock, status: i32, hang: Option<Ending>) -> Outcom
         if let Ok(maps) = parse_maps(&maps_text) {
             let stack = StackSnapshot::from_crash(c);
             let mut sym = Symbolizer::new();
-            o.backtrace = sym
-                .backtrace(&c.regs, &stack, &maps)
-                .iter()
-                .map(to_trace_frame)
-                .collect();
+            o.backtrace = program_frames(&sym.backtrace(&c.regs, &stack, &maps));
         }
     }
     let a = &h.assert_info;
@@ -215,11 +222,13 @@ pub fn signal_name(sig: i32) -> String {
 
 fn first_named_frame(o: &OutcomeInfo) -> String {
     // The first frame in the program's own code reads best; libc frames
-    // (raise, abort) come first after an assertion.
+    // (raise, abort, pthread_mutex_lock) often come first.
+    let own = |f: &&Frame| !f.file.as_os_str().is_empty() && !f.module.to_string_lossy().contains(".so");
     let f = o
         .backtrace
         .iter()
-        .find(|f| !f.file.as_os_str().is_empty())
+        .find(own)
+        .or_else(|| o.backtrace.iter().find(|f| !f.file.as_os_str().is_empty()))
         .or_else(|| o.backtrace.iter().find(|f| !f.function.is_empty()));
     match f {
         Some(f) if !f.file.as_os_str().is_empty() => {

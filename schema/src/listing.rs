@@ -497,7 +497,7 @@ pub fn format_event(ev: &EventRecord) -> String {
         }
         EventKind::ThreadExit => s.push_str("thread_exit"),
         EventKind::ThreadJoin => {
-            let _ = write!(s, "pthread_join(t{})", ev.arg0);
+            let _ = write!(s, "pthread_join({:#x})", ev.object);
             fmt_result_errno(&mut s, ev.result, false);
         }
         EventKind::Fork => {
