@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use reprise_testbugs::{
-    build_manifest, corpus_dir, default_build_dir, load_manifest, run_native_in, Bug, Built, Failure, Outcome,
-    RateRow, RateTable,
+    build_manifest, corpus_dir, default_build_dir, load_manifest, run_native_in, Bug, Built,
+    Failure, Outcome, RateRow, RateTable,
 };
 
 /// Measure the testbugs corpus: native failure rates, and rates under `record`.
@@ -48,7 +48,9 @@ fn classify_recorded(outcome: Outcome, hang_code: i32) -> Outcome {
         Outcome::Failed(Failure::ExitCode(c)) if c == hang_code => Outcome::Failed(Failure::Hang),
         Outcome::Failed(Failure::ExitCode(c)) if c > 128 && c < 160 => {
             Outcome::Failed(Failure::Signal(
-                nix::sys::signal::Signal::try_from(c - 128).map(|s| s.as_str().to_string()).unwrap_or_default(),
+                nix::sys::signal::Signal::try_from(c - 128)
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_default(),
             ))
         }
         o => o,
@@ -57,19 +59,33 @@ fn classify_recorded(outcome: Outcome, hang_code: i32) -> Outcome {
 
 fn measure(bug: &Bug, built: &Built, args: &EvalArgs, recorded: bool) -> Result<RateRow> {
     let corpus = corpus_dir();
-    let argv = if args.frequent { &bug.frequent_args } else { &bug.args };
+    let argv = if args.frequent {
+        &bug.frequent_args
+    } else {
+        &bug.args
+    };
     let traces = tempfile::tempdir().context("cannot create a temporary directory")?;
-    let reprise = Built { name: bug.name.clone(), exe: std::env::current_exe()? };
+    let reprise = Built {
+        name: bug.name.clone(),
+        exe: std::env::current_exe()?,
+    };
     let start = Instant::now();
     let budget = Duration::from_secs_f64(args.budget);
     let (mut runs, mut failures, mut matching) = (0, 0, 0);
     while runs < args.runs && start.elapsed() < budget {
         let result = if recorded {
             let dir = traces.path().join(format!("t{runs}"));
-            let mut full: Vec<String> = ["record", "--sketch", &args.sketch, "--hang-timeout", "2", "-o"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
+            let mut full: Vec<String> = [
+                "record",
+                "--sketch",
+                &args.sketch,
+                "--hang-timeout",
+                "2",
+                "-o",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
             full.push(dir.to_string_lossy().into_owned());
             full.push(built.exe.to_string_lossy().into_owned());
             full.extend(argv.iter().cloned());
@@ -117,20 +133,39 @@ pub fn run(a: EvalArgs) -> Result<u8> {
         }
     }
     let build_dir: PathBuf = default_build_dir();
-    eprintln!("building {} programs into {}", m.bugs.len(), build_dir.display());
+    eprintln!(
+        "building {} programs into {}",
+        m.bugs.len(),
+        build_dir.display()
+    );
     let built = build_manifest(&m, &corpus_dir(), &build_dir)?;
     let mut native_rows = Vec::new();
     let mut record_rows = Vec::new();
     for bug in &m.bugs {
-        let b = built.iter().find(|b| b.name == bug.name).context("program not built")?;
+        let b = built
+            .iter()
+            .find(|b| b.name == bug.name)
+            .context("program not built")?;
         if a.native {
             let r = measure(bug, b, &a, false)?;
-            eprintln!("  {:<28} native   {:>4}/{:<4} failed ({:.2}%)", r.name, r.failures, r.runs, r.rate_percent());
+            eprintln!(
+                "  {:<28} native   {:>4}/{:<4} failed ({:.2}%)",
+                r.name,
+                r.failures,
+                r.runs,
+                r.rate_percent()
+            );
             native_rows.push(r);
         }
         if a.record {
             let r = measure(bug, b, &a, true)?;
-            eprintln!("  {:<28} recorded {:>4}/{:<4} failed ({:.2}%)", r.name, r.failures, r.runs, r.rate_percent());
+            eprintln!(
+                "  {:<28} recorded {:>4}/{:<4} failed ({:.2}%)",
+                r.name,
+                r.failures,
+                r.runs,
+                r.rate_percent()
+            );
             record_rows.push(r);
         }
     }

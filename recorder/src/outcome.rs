@@ -22,12 +22,18 @@ pub struct Ending {
 /// The agent's own frames (its pthread wrappers, the thread trampoline)
 /// are noise in the program's backtraces.
 fn is_agent_frame(f: &reprise_tracee::Frame) -> bool {
-    f.module.file_name().is_some_and(|n| n == "libreprise_preload.so")
+    f.module
+        .file_name()
+        .is_some_and(|n| n == "libreprise_preload.so")
 }
 
 /// The program's frames of a backtrace, as the trace stores them.
 pub fn program_frames(frames: &[reprise_tracee::Frame]) -> Vec<Frame> {
-    frames.iter().filter(|f| !is_agent_frame(f)).map(to_trace_frame).collect()
+    frames
+        .iter()
+        .filter(|f| !is_agent_frame(f))
+        .map(to_trace_frame)
+        .collect()
 }
 
 /// Converts a tracee frame into the trace's frame.
@@ -180,13 +186,13 @@ pub fn conclude(ctl: &ControlBlock, status: i32, hang: Option<Ending>) -> Outcom
         }
         return o;
     }
+    // The kind follows the program's own end (its wait status); a forked
+    // child that crashed or failed an assertion while the program went on
+    // is described in the other fields and the summary.
+    let died = o.kind == OutcomeKind::Signaled;
     let h = ctl.header();
     if h.crash.state.load(Ordering::Acquire) == 2 {
         let c = &h.crash;
-        if o.kind != OutcomeKind::Signaled {
-            // A child process crashed; the program itself survived it.
-            o.kind = OutcomeKind::Signaled;
-        }
         o.signal = c.signo;
         o.signal_code = c.code;
         o.fault_addr = c.fault_addr;
@@ -204,7 +210,9 @@ pub fn conclude(ctl: &ControlBlock, status: i32, hang: Option<Ending>) -> Outcom
     }
     let a = &h.assert_info;
     if a.state.load(Ordering::Acquire) == 2 {
-        o.kind = OutcomeKind::Assertion;
+        if died {
+            o.kind = OutcomeKind::Assertion;
+        }
         o.assertion =
             String::from_utf8_lossy(&a.text[..(a.len as usize).min(a.text.len())]).into_owned();
         o.process = a.process as u16;
@@ -223,7 +231,8 @@ pub fn signal_name(sig: i32) -> String {
 fn first_named_frame(o: &OutcomeInfo) -> String {
     // The first frame in the program's own code reads best; libc frames
     // (raise, abort, pthread_mutex_lock) often come first.
-    let own = |f: &&Frame| !f.file.as_os_str().is_empty() && !f.module.to_string_lossy().contains(".so");
+    let own =
+        |f: &&Frame| !f.file.as_os_str().is_empty() && !f.module.to_string_lossy().contains(".so");
     let f = o
         .backtrace
         .iter()
@@ -242,6 +251,19 @@ fn first_named_frame(o: &OutcomeInfo) -> String {
 /// One line for humans.
 pub fn summary_line(o: &OutcomeInfo) -> String {
     let s = match o.kind {
+        OutcomeKind::Exited if !o.assertion.is_empty() => {
+            format!(
+                "exited with status {} after process {} failed an assertion: {}",
+                o.exit_code, o.process, o.assertion
+            )
+        }
+        OutcomeKind::Exited if o.signal != 0 => format!(
+            "exited with status {} after process {} was killed by {}{}",
+            o.exit_code,
+            o.process,
+            signal_name(o.signal),
+            first_named_frame(o)
+        ),
         OutcomeKind::Exited => format!("exited with status {}", o.exit_code),
         OutcomeKind::Signaled => {
             let mut s = format!("killed by {}", signal_name(o.signal));
