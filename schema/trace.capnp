@@ -85,6 +85,11 @@ struct Event {
   result @7 :Int64;
   extra @8 :UInt64;      # tid / pid for start events
   data @9 :Data;         # memory written by a syscall, bytes written to output
+  repeat @10 :UInt64;    # 0 or 1: one event. N > 1: this record stands for the N
+                         # events seq, seq+1, ..., seq+N-1 of this thread on this
+                         # object, their kinds alternating `kind`, `altKind`
+                         # (a run of uncontended lock/unlock pairs), results 0
+  altKind @11 :EventKind;
 }
 
 struct EventChunk {

@@ -188,10 +188,16 @@ pub(crate) fn outcome_to_bytes(o: &OutcomeInfo) -> Vec<u8> {
         b.set_signal_code(o.signal_code);
         b.set_fault_addr(o.fault_addr);
         b.set_pc(o.pc);
-        set_u64s(b.reborrow().init_registers(o.registers.len() as u32), &o.registers);
+        set_u64s(
+            b.reborrow().init_registers(o.registers.len() as u32),
+            &o.registers,
+        );
         b.set_process(o.process);
         b.set_thread(o.thread);
-        set_frames(b.reborrow().init_backtrace(o.backtrace.len() as u32), &o.backtrace);
+        set_frames(
+            b.reborrow().init_backtrace(o.backtrace.len() as u32),
+            &o.backtrace,
+        );
         b.set_assertion(o.assertion.as_str());
         {
             let mut l = b.reborrow().init_threads(o.threads.len() as u32);
@@ -203,7 +209,10 @@ pub(crate) fn outcome_to_bytes(o: &OutcomeInfo) -> Vec<u8> {
                 tb.set_waiting_on(t.waiting_on);
                 tb.set_wait_kind(kind_to_capnp(t.wait_kind));
                 set_u64s(tb.reborrow().init_held(t.held.len() as u32), &t.held);
-                set_frames(tb.reborrow().init_backtrace(t.backtrace.len() as u32), &t.backtrace);
+                set_frames(
+                    tb.reborrow().init_backtrace(t.backtrace.len() as u32),
+                    &t.backtrace,
+                );
             }
         }
         set_u64s(b.reborrow().init_cycle(o.cycle.len() as u32), &o.cycle);
@@ -323,6 +332,29 @@ pub(crate) fn events_from_capnp(
     let list = r.get_events()?;
     out.reserve(list.len() as usize);
     for e in list.iter() {
+        let repeat = e.get_repeat();
+        if repeat > 1 {
+            // A run: expand it into its events.
+            let kinds = [
+                kind_from_capnp(e.get_kind()?)?,
+                kind_from_capnp(e.get_alt_kind()?)?,
+            ];
+            for i in 0..repeat {
+                out.push(EventRecord {
+                    seq: e.get_seq() + i,
+                    process: e.get_process(),
+                    thread: e.get_thread(),
+                    kind: kinds[(i % 2) as usize],
+                    object: e.get_object(),
+                    arg0: e.get_arg0(),
+                    arg1: e.get_arg1(),
+                    result: 0,
+                    extra: e.get_extra(),
+                    data: Vec::new(),
+                });
+            }
+            continue;
+        }
         out.push(EventRecord {
             seq: e.get_seq(),
             process: e.get_process(),

@@ -11,7 +11,9 @@ pub enum TraceError {
     #[error("not a reprise trace: {} has no header", .dir.display())]
     NotATrace { dir: PathBuf },
 
-    #[error("trace format version {found} is newer than this reprise ({supported}): upgrade reprise")]
+    #[error(
+        "trace format version {found} is newer than this reprise ({supported}): upgrade reprise"
+    )]
     NewerFormat { found: u32, supported: u32 },
 
     #[error("corrupt trace file {} at byte {offset}: {what}; the trace cannot be read past this point", .file.display())]

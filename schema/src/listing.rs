@@ -94,7 +94,9 @@ pub fn list_traces(root: &Path) -> Vec<TraceListing> {
                 l.complete = r.is_complete();
                 l.outcome = match r.outcome() {
                     Some(o) => outcome_summary(o),
-                    None if !r.is_complete() => "incomplete (recording running or cut short)".into(),
+                    None if !r.is_complete() => {
+                        "incomplete (recording running or cut short)".into()
+                    }
                     None => "unknown".into(),
                 };
             }
@@ -110,9 +112,7 @@ pub fn list_traces(root: &Path) -> Vec<TraceListing> {
         }
         out.push(l);
     }
-    out.sort_by(|a, b| {
-        (a.start_time_unix_ns, &a.name).cmp(&(b.start_time_unix_ns, &b.name))
-    });
+    out.sort_by(|a, b| (a.start_time_unix_ns, &a.name).cmp(&(b.start_time_unix_ns, &b.name)));
     out
 }
 
@@ -386,10 +386,38 @@ pub fn errno_name(e: i64) -> Option<&'static str> {
 /// `SIGSEGV`-style name of a signal number.
 pub fn signal_name(sig: i32) -> String {
     const N: [&str; 32] = [
-        "0", "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE",
-        "SIGKILL", "SIGUSR1", "SIGSEGV", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM", "SIGSTKFLT",
-        "SIGCHLD", "SIGCONT", "SIGSTOP", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG", "SIGXCPU",
-        "SIGXFSZ", "SIGVTALRM", "SIGPROF", "SIGWINCH", "SIGIO", "SIGPWR", "SIGSYS",
+        "0",
+        "SIGHUP",
+        "SIGINT",
+        "SIGQUIT",
+        "SIGILL",
+        "SIGTRAP",
+        "SIGABRT",
+        "SIGBUS",
+        "SIGFPE",
+        "SIGKILL",
+        "SIGUSR1",
+        "SIGSEGV",
+        "SIGUSR2",
+        "SIGPIPE",
+        "SIGALRM",
+        "SIGTERM",
+        "SIGSTKFLT",
+        "SIGCHLD",
+        "SIGCONT",
+        "SIGSTOP",
+        "SIGTSTP",
+        "SIGTTIN",
+        "SIGTTOU",
+        "SIGURG",
+        "SIGXCPU",
+        "SIGXFSZ",
+        "SIGVTALRM",
+        "SIGPROF",
+        "SIGWINCH",
+        "SIGIO",
+        "SIGPWR",
+        "SIGSYS",
     ];
     match sig {
         1..=31 => N[sig as usize].to_string(),
@@ -473,9 +501,7 @@ pub fn format_event(ev: &EventRecord) -> String {
         EventKind::Syscall => {
             let (name, a0, a1) = syscall_info(ev.object)
                 .map(|(n, a, b)| (n.to_string(), a, b))
-                .unwrap_or_else(|| {
-                    (format!("syscall_{}", ev.object), A::Ptr("a0"), A::Ptr("a1"))
-                });
+                .unwrap_or_else(|| (format!("syscall_{}", ev.object), A::Ptr("a0"), A::Ptr("a1")));
             s.push_str(&name);
             s.push('(');
             if fmt_arg(&mut s, a0, ev.arg0) && !matches!(a1, A::No) {
@@ -621,7 +647,12 @@ pub fn format_outcome(o: &OutcomeInfo) -> String {
         for t in &o.threads {
             let _ = write!(s, "  p{} t{} (tid {})", t.process, t.thread, t.tid);
             if t.waiting_on != 0 {
-                let _ = write!(s, ": waiting in {}({:#x})", t.wait_kind.name(), t.waiting_on);
+                let _ = write!(
+                    s,
+                    ": waiting in {}({:#x})",
+                    t.wait_kind.name(),
+                    t.waiting_on
+                );
             } else {
                 s.push_str(": running");
             }

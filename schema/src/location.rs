@@ -151,7 +151,9 @@ pub fn resolve_trace(root: &Path, arg: Option<&str>) -> Result<PathBuf> {
                 return Ok(under);
             }
             if a.contains('/') {
-                Err(TraceError::NotFound { dir: p.to_path_buf() })
+                Err(TraceError::NotFound {
+                    dir: p.to_path_buf(),
+                })
             } else {
                 Err(TraceError::NoSuchTrace {
                     name: a.to_string(),

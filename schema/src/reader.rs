@@ -60,17 +60,32 @@ fn read_single(path: &Path) -> Result<Option<Vec<u8>>> {
         Err(e) => return Err(TraceError::io("read", path, e)),
     };
     if bytes.len() < FRAME_HEADER_LEN {
-        return Err(TraceError::corrupt(path, 0, "file is truncated (no whole chunk)"));
+        return Err(TraceError::corrupt(
+            path,
+            0,
+            "file is truncated (no whole chunk)",
+        ));
     }
     let hb: &[u8; FRAME_HEADER_LEN] = bytes[..FRAME_HEADER_LEN].try_into().unwrap();
     let h = FrameHeader::decode(hb).map_err(|w| TraceError::corrupt(path, 0, w))?;
     let end = FRAME_HEADER_LEN + h.stored_len as usize;
     if bytes.len() < end {
-        return Err(TraceError::corrupt(path, 0, "file is truncated (chunk cut short)"));
+        return Err(TraceError::corrupt(
+            path,
+            0,
+            "file is truncated (chunk cut short)",
+        ));
     }
     let mut scratch = Vec::new();
     let mut dec = zstd::bulk::Decompressor::new().map_err(|e| TraceError::io("read", path, e))?;
-    let raw = decode_payload(&h, &bytes[FRAME_HEADER_LEN..end], &mut scratch, &mut dec, path, 0)?;
+    let raw = decode_payload(
+        &h,
+        &bytes[FRAME_HEADER_LEN..end],
+        &mut scratch,
+        &mut dec,
+        path,
+        0,
+    )?;
     Ok(Some(raw.to_vec()))
 }
 
@@ -307,14 +322,22 @@ impl Events {
         let mut hb = [0u8; FRAME_HEADER_LEN];
         let n = read_exact_or_eof(file, &mut hb).map_err(|e| TraceError::io("read", path, e))?;
         if n < FRAME_HEADER_LEN {
-            return Err(TraceError::corrupt(path, offset, "file shrank while reading"));
+            return Err(TraceError::corrupt(
+                path,
+                offset,
+                "file shrank while reading",
+            ));
         }
         let h = FrameHeader::decode(&hb).map_err(|w| TraceError::corrupt(path, offset, w))?;
         self.stored.resize(h.stored_len as usize, 0);
         let n = read_exact_or_eof(file, &mut self.stored)
             .map_err(|e| TraceError::io("read", path, e))?;
         if n < self.stored.len() {
-            return Err(TraceError::corrupt(path, offset, "file shrank while reading"));
+            return Err(TraceError::corrupt(
+                path,
+                offset,
+                "file shrank while reading",
+            ));
         }
         self.pos += (FRAME_HEADER_LEN + self.stored.len()) as u64;
         let raw = decode_payload(&h, &self.stored, &mut self.scratch, dec, path, offset)?;
@@ -327,7 +350,11 @@ impl Events {
             return Err(TraceError::corrupt(
                 path,
                 offset,
-                format!("chunk holds {} events, its header says {}", buf.len(), h.count),
+                format!(
+                    "chunk holds {} events, its header says {}",
+                    buf.len(),
+                    h.count
+                ),
             ));
         }
         buf.reverse();

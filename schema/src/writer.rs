@@ -25,7 +25,10 @@ pub const CHUNK_EVENTS: usize = 8192;
 pub const CHUNK_DATA_BYTES: usize = 1 << 20;
 
 /// Capnp words of one `Event` struct in a list (7 data words, 1 pointer).
-const EVENT_WORDS: usize = 8;
+const EVENT_WORDS: usize = 10;
+/// Events (runs expanded) per chunk at most: readers expand a chunk in
+/// memory.
+const CHUNK_EXPANDED_EVENTS: u64 = 1 << 18;
 
 /// An event's fixed-size fields, buffered until the chunk is written; the
 /// data bytes go to one shared buffer, so buffering never allocates.
@@ -41,6 +44,9 @@ struct Fixed {
     data_len: u32,
     process: u16,
     kind: u16,
+    /// 0: one event; N > 1: a run of N events (see `Event.repeat`).
+    repeat: u64,
+    alt_kind: u16,
 }
 
 /// Writes one trace directory. See the crate documentation for the layout.
@@ -54,6 +60,8 @@ pub struct TraceWriter {
     events_path: PathBuf,
     events_file: File,
     fixed: Vec<Fixed>,
+    /// Events the buffered records stand for (runs count as many).
+    buffered_events: u64,
     data: Vec<u8>,
     scratch: Vec<capnp::Word>,
     raw: Vec<u8>,
@@ -90,7 +98,8 @@ pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     let _ = fs::remove_file(&tmp);
     let res = (|| {
         let mut f = create_file(&tmp)?;
-        f.write_all(bytes).map_err(|e| TraceError::io("write", &tmp, e))?;
+        f.write_all(bytes)
+            .map_err(|e| TraceError::io("write", &tmp, e))?;
         f.sync_all().map_err(|e| TraceError::io("sync", &tmp, e))?;
         drop(f);
         let dst = dir.join(name);
@@ -152,8 +161,10 @@ impl TraceWriter {
 
         let marker = dir.join(INCOMPLETE_FILE);
         let mut m = create_file(&marker)?;
-        m.write_all(b"reprise is writing this trace; if it is not running, the recording was cut short\n")
-            .map_err(|e| TraceError::io("write", &marker, e))?;
+        m.write_all(
+            b"reprise is writing this trace; if it is not running, the recording was cut short\n",
+        )
+        .map_err(|e| TraceError::io("write", &marker, e))?;
         drop(m);
 
         let mut header = header.clone();
@@ -181,6 +192,7 @@ impl TraceWriter {
             events_path,
             events_file,
             fixed: Vec::with_capacity(CHUNK_EVENTS),
+            buffered_events: 0,
             data: Vec::new(),
             scratch: Vec::new(),
             raw: Vec::new(),
@@ -232,15 +244,60 @@ impl TraceWriter {
             data_len: len as u32,
             process: ev.process,
             kind: ev.kind as u16,
+            repeat: 0,
+            alt_kind: 0,
         });
+        self.buffered_events += 1;
         if len != 0 {
             self.data.extend_from_slice(&ev.data[..len]);
         }
-        if self.fixed.len() >= CHUNK_EVENTS || self.data.len() >= CHUNK_DATA_BYTES {
+        self.maybe_write_chunk()
+    }
+
+    fn maybe_write_chunk(&mut self) -> Result<()> {
+        if self.fixed.len() >= CHUNK_EVENTS
+            || self.data.len() >= CHUNK_DATA_BYTES
+            || self.buffered_events >= CHUNK_EXPANDED_EVENTS
+        {
             self.write_chunk()
         } else {
             Ok(())
         }
+    }
+
+    /// Buffers a run: `count` events of `first`'s thread and object at
+    /// sequence numbers `first.seq ..`, their kinds alternating
+    /// `first.kind`, `alt_kind`, results 0, no data. Readers see the
+    /// individual events.
+    pub fn push_run(
+        &mut self,
+        first: &EventRecord,
+        alt_kind: reprise_abi::EventKind,
+        count: u64,
+    ) -> Result<()> {
+        if count <= 1 {
+            return self.push_ref(first);
+        }
+        if self.failed {
+            self.dropped += count;
+            return Err(self.failed_error());
+        }
+        self.fixed.push(Fixed {
+            seq: first.seq,
+            object: first.object,
+            arg0: first.arg0,
+            arg1: first.arg1,
+            result: 0,
+            extra: first.extra,
+            thread: first.thread,
+            data_len: 0,
+            process: first.process,
+            kind: first.kind as u16,
+            repeat: count,
+            alt_kind: alt_kind as u16,
+        });
+        self.buffered_events += count;
+        self.maybe_write_chunk()
     }
 
     fn failed_error(&self) -> TraceError {
@@ -261,7 +318,7 @@ impl TraceWriter {
 
     /// Events buffered, not yet written.
     pub fn events_buffered(&self) -> u64 {
-        self.fixed.len() as u64
+        self.buffered_events
     }
 
     /// Bytes written to all trace files so far.
@@ -296,14 +353,18 @@ impl TraceWriter {
                 e.set_seq(f.seq);
                 e.set_process(f.process);
                 e.set_thread(f.thread);
-                e.set_kind(
-                    tc::EventKind::try_from(f.kind).unwrap_or(tc::EventKind::MutexLock),
-                );
+                e.set_kind(tc::EventKind::try_from(f.kind).unwrap_or(tc::EventKind::MutexLock));
                 e.set_object(f.object);
                 e.set_arg0(f.arg0);
                 e.set_arg1(f.arg1);
                 e.set_result(f.result);
                 e.set_extra(f.extra);
+                if f.repeat > 1 {
+                    e.set_repeat(f.repeat);
+                    e.set_alt_kind(
+                        tc::EventKind::try_from(f.alt_kind).unwrap_or(tc::EventKind::MutexLock),
+                    );
+                }
                 if f.data_len != 0 {
                     let end = off + f.data_len as usize;
                     e.set_data(&self.data[off..end]);
@@ -318,7 +379,8 @@ impl TraceWriter {
         self.raw.clear();
         self.raw.extend_from_slice(&(nseg - 1).to_le_bytes());
         for seg in segs.iter() {
-            self.raw.extend_from_slice(&((seg.len() / 8) as u32).to_le_bytes());
+            self.raw
+                .extend_from_slice(&((seg.len() / 8) as u32).to_le_bytes());
         }
         if nseg & 1 == 0 {
             self.raw.extend_from_slice(&[0u8; 4]);
@@ -326,21 +388,29 @@ impl TraceWriter {
         let mut parts: Vec<&[u8]> = Vec::with_capacity(1 + segs.len());
         parts.push(&self.raw);
         parts.extend(segs.iter().copied());
-        encode_frame_parts(&parts, n as u32, &mut self.cctx, &mut self.out);
+        encode_frame_parts(
+            &parts,
+            self.buffered_events as u32,
+            &mut self.cctx,
+            &mut self.out,
+        );
     }
 
     fn write_chunk(&mut self) -> Result<()> {
-        let n = self.fixed.len();
-        if n == 0 {
+        if self.fixed.is_empty() {
             return Ok(());
         }
+        let n = self.buffered_events;
+        self.buffered_events = 0;
         if self.failed {
-            self.dropped += n as u64;
+            self.dropped += n;
             self.fixed.clear();
             self.data.clear();
             return Err(self.failed_error());
         }
+        self.buffered_events = n; // build_chunk writes it into the frame header
         self.build_chunk();
+        self.buffered_events = 0;
         self.fixed.clear();
         self.data.clear();
         match self.events_file.write_all(&self.out) {

@@ -17,7 +17,10 @@ pub fn header() -> HeaderInfo {
             OsString::from("prog"),
             OsString::from_vec(b"--na\xfeme=\x00x".to_vec()),
         ],
-        env: vec![OsString::from("A=1"), OsString::from_vec(b"B=\xc3\x28".to_vec())],
+        env: vec![
+            OsString::from("A=1"),
+            OsString::from_vec(b"B=\xc3\x28".to_vec()),
+        ],
         cwd: PathBuf::from(OsString::from_vec(b"/home/\xe9t\xe9".to_vec())),
         level: SketchLevel::Sys,
         machine: "x86_64 host".into(),

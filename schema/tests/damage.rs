@@ -182,14 +182,23 @@ fn corrupt_chunk_is_an_error_naming_file_and_offset() {
     h[n - 3] ^= 1;
     fs::write(d.join("header"), &h).unwrap();
     let err = TraceReader::open(&d).unwrap_err().to_string();
-    assert!(err.contains("header at byte 0: chunk checksum mismatch"), "{err}");
+    assert!(
+        err.contains("header at byte 0: chunk checksum mismatch"),
+        "{err}"
+    );
 }
 
 #[test]
 fn not_a_trace_missing_and_newer_format() {
     let tmp = tempfile::tempdir().unwrap();
     let err = TraceReader::open(tmp.path()).unwrap_err().to_string();
-    assert_eq!(err, format!("not a reprise trace: {} has no header", tmp.path().display()));
+    assert_eq!(
+        err,
+        format!(
+            "not a reprise trace: {} has no header",
+            tmp.path().display()
+        )
+    );
 
     let missing = tmp.path().join("missing");
     let err = TraceReader::open(&missing).unwrap_err();
@@ -202,7 +211,10 @@ fn not_a_trace_missing_and_newer_format() {
     let w = TraceWriter::create(&d, &h).unwrap();
     w.finish(&outcome()).unwrap();
     let err = TraceReader::open(&d).unwrap_err().to_string();
-    assert_eq!(err, "trace format version 7 is newer than this reprise (1): upgrade reprise");
+    assert_eq!(
+        err,
+        "trace format version 7 is newer than this reprise (1): upgrade reprise"
+    );
 }
 
 /// Random byte flips, truncations and splices of a real trace: Ok or Err,
@@ -212,9 +224,21 @@ fn fuzzed_traces_never_panic() {
     let tmp = tempfile::tempdir().unwrap();
     let orig = tmp.path().join("orig");
     write_trace(&orig, 9000);
-    write_schedule(&orig, &ScheduleInfo { strategy: "x".into(), seed: 1, attempts: 2, decisions: vec![Decision::default(); 3] }).unwrap();
+    write_schedule(
+        &orig,
+        &ScheduleInfo {
+            strategy: "x".into(),
+            seed: 1,
+            attempts: 2,
+            decisions: vec![Decision::default(); 3],
+        },
+    )
+    .unwrap();
     let files = ["header", "events", "outcome", "schedule"];
-    let originals: Vec<Vec<u8>> = files.iter().map(|f| fs::read(orig.join(f)).unwrap()).collect();
+    let originals: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| fs::read(orig.join(f)).unwrap())
+        .collect();
     let mut rng = 0x9e3779b97f4a7c15u64;
     let mut next = move || {
         rng ^= rng << 13;

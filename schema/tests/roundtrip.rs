@@ -38,8 +38,20 @@ fn header_events_outcome_schedule_round_trip() {
         seed: 42,
         attempts: 17,
         decisions: vec![
-            Decision { before_seq: 10, process: 0, thread: 2, pc: 0, occurrence: 0 },
-            Decision { before_seq: 0, process: 1, thread: 3, pc: 0x401000, occurrence: 5 },
+            Decision {
+                before_seq: 10,
+                process: 0,
+                thread: 2,
+                pc: 0,
+                occurrence: 0,
+            },
+            Decision {
+                before_seq: 0,
+                process: 1,
+                thread: 3,
+                pc: 0x401000,
+                occurrence: 5,
+            },
         ],
     };
     write_schedule(&dir, &sched).unwrap();
@@ -72,7 +84,9 @@ fn big_data_events_split_chunks() {
         let e = EventRecord {
             seq: i,
             kind: reprise_abi::EventKind::Syscall,
-            data: (0..(100_000 + i as usize)).map(|x| (x * 7 + i as usize) as u8).collect(),
+            data: (0..(100_000 + i as usize))
+                .map(|x| (x * 7 + i as usize) as u8)
+                .collect(),
             ..Default::default()
         };
         w.push_ref(&e).unwrap();
@@ -132,7 +146,10 @@ fn sketch_level_text() {
         assert_eq!(l.to_string().parse::<SketchLevel>().unwrap(), l);
     }
     assert_eq!("BB".parse::<SketchLevel>().unwrap(), SketchLevel::Bb);
-    assert!("fast".parse::<SketchLevel>().unwrap_err().contains("sync, sys, func, bb"));
+    assert!("fast"
+        .parse::<SketchLevel>()
+        .unwrap_err()
+        .contains("sync, sys, func, bb"));
 }
 
 /// 1M events round trip; prints the writer's throughput.
@@ -189,4 +206,42 @@ fn million_events_throughput() {
     if !cfg!(debug_assertions) {
         assert!(ns < 1000.0, "writer too slow: {ns:.1} ns/event");
     }
+}
+
+#[test]
+fn runs_of_lock_unlock_pairs_read_back_as_single_events() {
+    use reprise_abi::EventKind;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("t");
+    let mut w = TraceWriter::create(&dir, &HeaderInfo::default()).unwrap();
+    let ev = |seq, kind| EventRecord {
+        seq,
+        thread: 2,
+        kind,
+        object: 0x5000,
+        ..EventRecord::default()
+    };
+    w.push(ev(0, EventKind::ThreadStart)).unwrap();
+    // 1,000,001 events in one record: more than a chunk holds expanded.
+    w.push_run(
+        &ev(1, EventKind::MutexLock),
+        EventKind::MutexUnlock,
+        1_000_001,
+    )
+    .unwrap();
+    w.push(ev(1_000_002, EventKind::ThreadExit)).unwrap();
+    let summary = w.finish(&OutcomeInfo::default()).unwrap();
+    assert_eq!(summary.events, 1_000_003);
+    let r = TraceReader::open(&dir).unwrap();
+    assert_eq!(r.event_count(), 1_000_003);
+    let evs: Vec<EventRecord> = r.events().map(|e| e.unwrap()).collect();
+    assert_eq!(evs.len(), 1_000_003);
+    for (i, e) in evs.iter().enumerate() {
+        assert_eq!(e.seq, i as u64);
+        assert_eq!(e.thread, 2);
+    }
+    assert_eq!(evs[1].kind, EventKind::MutexLock);
+    assert_eq!(evs[2].kind, EventKind::MutexUnlock);
+    assert_eq!(evs[1_000_001].kind, EventKind::MutexLock);
+    assert_eq!(evs[1_000_002].kind, EventKind::ThreadExit);
 }
