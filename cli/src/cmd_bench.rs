@@ -312,6 +312,17 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
         })
 }
 
+fn loadavg() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|s| {
+            format!(
+                "load average {}",
+                s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+            )
+        })
+        .unwrap_or_else(|_| "load average unknown".into())
+}
+
 fn machine_description() -> String {
     let nproc = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -343,7 +354,10 @@ fn machine_description() -> String {
         })
         .map(|kb| format!(", {:.1} GiB RAM", kb as f64 / (1024.0 * 1024.0)))
         .unwrap_or_default();
-    format!("machine: nproc {nproc} (online {online}), {cpu}, Linux {kernel}{mem}")
+    format!(
+        "machine: nproc {nproc} (online {online}), {cpu}, Linux {kernel}{mem}; {}",
+        loadavg()
+    )
 }
 
 /// Install the missing packages with apt-get (as root, or with `sudo -n`).
@@ -574,6 +588,11 @@ struct Row {
     sketch: &'static str,
     native: f64,
     recorded: f64,
+    /// Median over rounds of recorded / native in the same round: robust
+    /// to the machine's load drifting during the benchmark.
+    paired_ratio: f64,
+    /// (max - min) / median of the native times.
+    native_spread: f64,
     trace_bytes: u64,
     goal: f64,
     compressor: bool,
@@ -583,7 +602,11 @@ struct Row {
 
 impl Row {
     fn ratio(&self) -> f64 {
-        self.recorded / self.native
+        if self.failure.is_some() {
+            f64::NAN
+        } else {
+            self.paired_ratio
+        }
     }
 }
 
@@ -816,11 +839,14 @@ fn bench_workload(
     let fatal =
         |e: &anyhow::Error| INTERRUPTED.load(Ordering::SeqCst) || e.to_string() == "interrupted";
 
-    let rows = |native: f64,
+    let rows = |native_times: &[f64],
                 rec: &[Vec<f64>],
                 sizes: &[Vec<f64>],
                 failure: Vec<Option<String>>|
      -> Vec<Row> {
+        let native = median(native_times);
+        let spread = native_times.iter().copied().fold(f64::NAN, f64::max)
+            - native_times.iter().copied().fold(f64::NAN, f64::min);
         w.sketches
             .iter()
             .zip(failure)
@@ -834,6 +860,14 @@ fn bench_workload(
                 } else {
                     median(&rec[i])
                 },
+                paired_ratio: median(
+                    &rec[i]
+                        .iter()
+                        .zip(native_times)
+                        .map(|(r, n)| r / n)
+                        .collect::<Vec<f64>>(),
+                ),
+                native_spread: spread / native,
                 trace_bytes: median(&sizes[i]) as u64,
                 goal: *goal,
                 compressor: w.compressor,
@@ -848,7 +882,7 @@ fn bench_workload(
             let msg = "the native run wrote no output".to_string();
             eprintln!("reprise bench: {}: FAILED: {msg}", w.label);
             return Ok(rows(
-                f64::NAN,
+                &[],
                 &vec![vec![]; n],
                 &vec![vec![]; n],
                 vec![Some(msg); n],
@@ -859,7 +893,7 @@ fn bench_workload(
             let msg = one_line(&e);
             eprintln!("reprise bench: {}: FAILED: {msg}", w.label);
             return Ok(rows(
-                f64::NAN,
+                &[],
                 &vec![vec![]; n],
                 &vec![vec![]; n],
                 vec![Some(msg); n],
@@ -898,7 +932,7 @@ fn bench_workload(
                     Err(e) => {
                         let msg = one_line(&e);
                         eprintln!("reprise bench: {}: FAILED: {msg}", w.label);
-                        return Ok(rows(f64::NAN, &rec_times, &sizes, vec![Some(msg); n]));
+                        return Ok(rows(&native_times, &rec_times, &sizes, vec![Some(msg); n]));
                     }
                 }
             } else {
@@ -926,7 +960,7 @@ fn bench_workload(
         }
         eprintln!("{line}");
     }
-    Ok(rows(median(&native_times), &rec_times, &sizes, failure))
+    Ok(rows(&native_times, &rec_times, &sizes, failure))
 }
 
 /// The goals that decide: each microbenchmark's row, and the compressors'
@@ -964,7 +998,7 @@ fn goals(rows: &[Row]) -> Vec<(String, f64, f64, bool)> {
 fn print_table(rows: &[Row], quick: bool, rounds: u32, size_mb: u64, elapsed: Duration) {
     println!();
     println!(
-        "recording overhead: medians of {rounds} rounds, compressor input {size_mb} MB{}",
+        "recording overhead: medians of {rounds} rounds, compressor input {size_mb} MB; ratio = median over rounds of recorded/native in the same round{}",
         if quick {
             " (--quick: inputs too small for the goals to mean much)"
         } else {
@@ -1018,6 +1052,18 @@ fn print_table(rows: &[Row], quick: bool, rounds: u32, size_mb: u64, elapsed: Du
         "(gm: the compressors' goal is on their geometric mean; total {:.0} s)",
         elapsed.as_secs_f64()
     );
+    let noisy: std::collections::BTreeSet<String> = rows
+        .iter()
+        .filter(|r| r.native_spread > 0.2)
+        .map(|r| format!("{} ({:.0}%)", r.label, r.native_spread * 100.0))
+        .collect();
+    if !noisy.is_empty() {
+        println!(
+            "NOISY: native times vary by more than 20% across rounds for {}; the machine is loaded ({}): ratios are unreliable",
+            noisy.into_iter().collect::<Vec<_>>().join(", "),
+            loadavg()
+        );
+    }
     let failures: Vec<&Row> = rows.iter().filter(|r| r.failure.is_some()).collect();
     if !failures.is_empty() {
         println!();
