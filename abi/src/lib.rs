@@ -27,7 +27,7 @@ pub const ENV_AGENT: &str = "REPRISE_AGENT";
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"REPRISE1");
 /// Bumped whenever a layout below changes.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 3;
 
 pub const SLOT_SIZE: usize = 64;
 /// Bytes of payload in one continuation slot.
@@ -215,7 +215,11 @@ pub struct Slot {
     pub nslots: u16,
     /// Logical process index (0 = the program reprise started).
     pub process: u16,
-    pub _pad: u16,
+    /// 0 for one event. Otherwise the slot holds a *run*: `arg1` events at
+    /// `seq, seq+1, ...`, all of this thread on `object`, their kinds
+    /// alternating `kind` and `alt_kind - 1`, results 0 (uncontended
+    /// lock/unlock pairs, see [`ThreadEntry::run`]).
+    pub alt_kind: u16,
     /// Logical thread index within the process (0 = main thread).
     pub thread: u32,
     pub data_len: u32,
@@ -258,6 +262,38 @@ pub struct ThreadEntry {
     pub held_count: AtomicU32,
     /// Mutexes, rwlocks (write side) and spinlocks currently held.
     pub held: [AtomicU64; MAX_HELD],
+    /// The thread's open run, see [`run`]: consecutive lock/unlock events
+    /// of this thread on one object are counted here instead of taking a
+    /// ring slot each. Written by the thread; closed by the thread or, when
+    /// the drainer waits for it too long, by the supervisor.
+    pub run: AtomicU64,
+    /// `kind | alt_kind << 16` of the open run.
+    pub run_kinds: AtomicU32,
+    pub run_object: AtomicU64,
+}
+
+/// The encoding of [`ThreadEntry::run`]: first sequence number, length,
+/// and whether it is closed (taken by whoever closed it).
+pub mod run {
+    pub const LEN_BITS: u32 = 24;
+    pub const MAX_LEN: u64 = (1 << LEN_BITS) - 1;
+    pub const CLOSED: u64 = 1 << 63;
+    /// Runs keep the low 39 bits of their first sequence number.
+    pub const START_MASK: u64 = (1 << (63 - LEN_BITS)) - 1;
+
+    pub const fn pack(start: u64, len: u64) -> u64 {
+        ((start & START_MASK) << LEN_BITS) | len
+    }
+    pub const fn start(v: u64) -> u64 {
+        (v >> LEN_BITS) & START_MASK
+    }
+    pub const fn len(v: u64) -> u64 {
+        v & MAX_LEN
+    }
+    /// Open: not closed and not empty.
+    pub const fn is_open(v: u64) -> bool {
+        v & CLOSED == 0 && len(v) > 0
+    }
 }
 
 /// Written by the agent of the process that received a fatal signal.
@@ -339,6 +375,8 @@ pub struct ControlHeader {
     pub output: OutputInfo,
     pub assert_info: AssertInfo,
     pub crash: CrashInfo,
+    /// Replay mode only: the baton and the expected order (see [`replay`]).
+    pub replay: ReplayState,
 }
 
 /// Total size of a control block with `ring_slots` slots.
@@ -355,4 +393,104 @@ pub const fn ring_offset() -> usize {
 /// Number of slots an event carrying `data_len` bytes occupies.
 pub const fn slots_for(data_len: usize) -> usize {
     1 + data_len.div_ceil(SLOT_DATA)
+}
+
+/// Replay mode: the supervisor writes the trace's events into the ring (at
+/// positions of its own, each event's data in the slots after it, data of
+/// `DataMore` continuations merged into their event) and the agents take
+/// them in order. [`ReplayState::turn`] is the ring position of the next
+/// expected event. One thread at a time holds the baton
+/// ([`ReplayState::baton`], a [`replay::key`]); a thread reaching a sketch
+/// event waits until it holds the baton and the event at `turn` is its own.
+pub mod replay {
+    /// Thread states in [`super::ReplayThread::state`].
+    pub const FREE: u32 = 0;
+    /// Holds the baton, running its code between two events.
+    pub const RUNNING: u32 = 1;
+    /// Finished an event; waits for the baton to run on to its next one.
+    pub const PENDING: u32 = 2;
+    /// Waits at its next event.
+    pub const WAITING: u32 = 3;
+    /// Performing its event (holds the baton, `turn` is its event).
+    pub const IN_EVENT: u32 = 4;
+    /// Left the schedule: exited, or blocked in an operation that is not
+    /// ordered (a barrier, past the end of the recording).
+    pub const DETACHED: u32 = 5;
+
+    /// Strategies in [`super::ReplayState::strategy`].
+    pub const STRATEGY_RANDOM: u32 = 1;
+
+    /// Syscall numbers (x86-64) whose recorded events are not replayed in
+    /// order: they run for real (mmap, pid queries).
+    pub const UNORDERED_SYSCALLS: [u64; 4] = [9, 39, 110, 186];
+
+    /// The baton's name for thread `thread` of process `process`; 0 is
+    /// nobody.
+    pub const fn key(process: u32, thread: u32) -> u32 {
+        ((process & 0x7ff) << 20 | (thread & 0xf_ffff)) + 1
+    }
+    pub const fn key_process(key: u32) -> u32 {
+        (key - 1) >> 20
+    }
+    pub const fn key_thread(key: u32) -> u32 {
+        (key - 1) & 0xf_ffff
+    }
+}
+
+pub const DIVERGENCE_TEXT_BYTES: usize = 512;
+
+/// One thread in a replay, indexed like [`ControlHeader::threads`].
+#[repr(C)]
+pub struct ReplayThread {
+    pub key: AtomicU32,
+    pub state: AtomicU32,
+}
+
+/// Why a replay attempt stopped following the recording; written by the
+/// agent that noticed, which then kills the program.
+#[repr(C)]
+pub struct DivergenceInfo {
+    /// 0 = none, 1 = being written, 2 = complete.
+    pub state: AtomicU32,
+    pub process: u32,
+    pub thread: u32,
+    pub len: u32,
+    /// Ring position of the expected event.
+    pub pos: u64,
+    pub text: [u8; DIVERGENCE_TEXT_BYTES],
+}
+
+/// The replay's shared state (see [`replay`]).
+#[repr(C)]
+pub struct ReplayState {
+    /// Ring position of the next expected event.
+    pub turn: CacheLine<AtomicU64>,
+    /// A short spin lock taken around every change of the baton, `turn`
+    /// and the thread states (never held while waiting).
+    pub lock: AtomicU32,
+    /// Futex word: bumped (and waiters woken) at every change of `turn`,
+    /// `baton` or a thread's state.
+    pub epoch: AtomicU32,
+    /// Key of the thread allowed to run; 0 = nobody yet.
+    pub baton: AtomicU32,
+    /// Ring position after the last expected event; `u64::MAX` while the
+    /// supervisor is still filling the ring.
+    pub end: AtomicU64,
+    /// How the next runner is chosen ([`replay::STRATEGY_RANDOM`]).
+    pub strategy: AtomicU32,
+    /// Milliseconds a runner may sleep in the kernel, outside any event,
+    /// before the baton is taken from it.
+    pub revoke_ms: AtomicU32,
+    /// PRNG state (splitmix64) of the strategy.
+    pub rng: AtomicU64,
+    /// Choices made so far (with more than one candidate).
+    pub decisions: AtomicU64,
+    /// Output bytes compared so far, per stream (stdout, stderr).
+    pub output_pos: [AtomicU64; 2],
+    /// Events whose object differed from the recorded one (heap addresses
+    /// may move; reported, not a divergence), and the first one's position.
+    pub object_mismatches: AtomicU64,
+    pub first_mismatch: AtomicU64,
+    pub divergence: DivergenceInfo,
+    pub threads: [ReplayThread; MAX_THREADS],
 }

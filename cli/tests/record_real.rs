@@ -206,3 +206,16 @@ fn killing_reprise_kills_the_program_and_keeps_the_trace_readable() {
     let n = r.events().filter(|e| e.is_ok()).count();
     assert!(n > 0, "events up to the last whole chunk are readable");
 }
+
+/// xz and pbzip2 block all signals in their worker threads; the agent must
+/// keep SIGSYS deliverable or the kernel kills them at the first trap.
+#[test]
+fn xz_and_pbzip2_which_block_signals_record_unchanged() {
+    for (tool, args) in [("xz", &["-T2", "-c"][..]), ("pbzip2", &["-p2", "-c"][..])] {
+        if !have(tool) {
+            eprintln!("SKIPPED: {tool} is not installed (the test script installs it)");
+            continue;
+        }
+        same_output_as_native(tool, args);
+    }
+}

@@ -8,7 +8,7 @@ use core::cell::Cell;
 use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
 use reprise_abi::{
-    slots_for, ControlHeader, EventKind, Level, ProcessEntry, Slot, ThreadEntry, ABI_VERSION,
+    run, slots_for, ControlHeader, EventKind, Level, ProcessEntry, Slot, ThreadEntry, ABI_VERSION,
     MAGIC, MAX_EVENT_DATA, MAX_HELD, MAX_PROCESSES, MAX_THREADS, SLOT_DATA,
 };
 
@@ -82,6 +82,8 @@ pub fn attach(path: *const libc::c_char) -> bool {
         let h = p as *mut ControlHeader;
         if (*h).magic != MAGIC || (*h).abi_version != ABI_VERSION {
             libc::munmap(p, st.st_size as usize);
+            let msg = b"reprise agent: the agent library and reprise were built from different versions; rebuild both (cargo build --workspace); this run is not recorded\n";
+            raw::syscall3(libc::SYS_write, 2, msg.as_ptr() as u64, msg.len() as u64);
             return false;
         }
         CONTROL.store(h, Ordering::Release);
@@ -254,6 +256,11 @@ impl Ev {
 /// the ring (split into `DataMore` events beyond `MAX_EVENT_DATA`).
 pub fn log(ev: Ev, data: &[u8]) -> u64 {
     let Some(c) = control() else { return 0 };
+    if data.is_empty() && ev.result == 0 {
+        if let Some(kinds) = run_kinds(ev.kind) {
+            return log_in_run(c, ev, kinds);
+        }
+    }
     let first = data.len().min(MAX_EVENT_DATA);
     let seq = log_one(c, ev, &data[..first]);
     let mut rest = &data[first..];
@@ -265,33 +272,155 @@ pub fn log(ev: Ev, data: &[u8]) -> u64 {
     seq
 }
 
+/// The (acquire, release) kinds of the runs an event can belong to.
+fn run_kinds(kind: EventKind) -> Option<(EventKind, EventKind)> {
+    use EventKind as K;
+    match kind {
+        K::MutexLock | K::MutexUnlock => Some((K::MutexLock, K::MutexUnlock)),
+        K::SpinLock | K::SpinUnlock => Some((K::SpinLock, K::SpinUnlock)),
+        K::RwRdlock => Some((K::RwRdlock, K::RwUnlock)),
+        K::RwWrlock | K::RwUnlock => Some((K::RwWrlock, K::RwUnlock)),
+        _ => None,
+    }
+}
+
+/// Logs a lock or unlock as part of the thread's run when it continues it
+/// (same object, alternating kinds, and no other event took a sequence
+/// number in between): then it costs one `fetch_add` and a store to the
+/// thread's own cache line, not a ring slot the supervisor must read.
+fn log_in_run(c: &ControlHeader, ev: Ev, kinds: (EventKind, EventKind)) -> u64 {
+    let Some(e) = thread_entry() else {
+        return log_one(c, ev, &[]);
+    };
+    let seq = c.head.0.fetch_add(1, Ordering::AcqRel);
+    let st = e.run.load(Ordering::Acquire);
+    if run::is_open(st) {
+        let len = run::len(st);
+        let (k0, k1) = unpack_kinds(e.run_kinds.load(Ordering::Relaxed));
+        let expected = if len % 2 == 0 { k0 } else { k1 };
+        if run::start(st) + len == (seq & run_start_mask())
+            && len < run::MAX_LEN
+            && e.run_object.load(Ordering::Relaxed) == ev.object
+            && expected as u16 == ev.kind as u16
+            && e.run
+                .compare_exchange(st, st + 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            return seq;
+        }
+        close_run(c, e);
+    }
+    wait_for_space(c, seq, 1);
+    if ev.kind as u16 == kinds.0 as u16 {
+        // Open a new run at this event.
+        e.run_kinds
+            .store(kinds.0 as u32 | (kinds.1 as u32) << 16, Ordering::Relaxed);
+        e.run_object.store(ev.object, Ordering::Relaxed);
+        e.run.store(run::pack(seq, 1), Ordering::Release);
+    } else {
+        write_slot(c, seq, 1, ev, &[], 0, 0);
+    }
+    seq
+}
+
+fn run_start_mask() -> u64 {
+    run::START_MASK
+}
+
+fn unpack_kinds(v: u32) -> (EventKind, EventKind) {
+    (
+        EventKind::from_u16(v as u16).unwrap_or(EventKind::MutexLock),
+        EventKind::from_u16((v >> 16) as u16).unwrap_or(EventKind::MutexUnlock),
+    )
+}
+
+/// Closes the calling thread's open run, if the supervisor has not taken
+/// it already, and writes it into the slot of its first event.
+pub fn close_run(c: &ControlHeader, e: &ThreadEntry) {
+    let st = e.run.load(Ordering::Acquire);
+    if !run::is_open(st)
+        || e.run
+            .compare_exchange(st, st | run::CLOSED, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+    {
+        return;
+    }
+    let (k0, k1) = unpack_kinds(e.run_kinds.load(Ordering::Relaxed));
+    let ev = Ev::new(k0, e.run_object.load(Ordering::Relaxed));
+    let start = first_seq_of(c, run::start(st));
+    let len = run::len(st);
+    if len == 1 {
+        write_slot(c, start, 1, ev, &[], 0, 0);
+    } else {
+        write_slot(c, start, 1, ev, &[], k1 as u16 + 1, len);
+    }
+}
+
+/// The full sequence number whose low bits `start` holds (runs keep 39
+/// bits; the ring's head is close by).
+fn first_seq_of(c: &ControlHeader, start: u64) -> u64 {
+    let head = c.head.0.load(Ordering::Relaxed);
+    let mask = run_start_mask();
+    let mut s = (head & !mask) | start;
+    if s > head {
+        s = s.wrapping_sub(mask + 1);
+    }
+    s
+}
+
 fn log_one(c: &ControlHeader, ev: Ev, data: &[u8]) -> u64 {
     let nslots = slots_for(data.len()) as u64;
     let seq = c.head.0.fetch_add(nslots, Ordering::AcqRel);
-    let mask = c.ring_slots - 1;
-    // Wait for the supervisor to drain enough of the ring.
-    let mut spins = 0u32;
-    let known = KNOWN_TAIL.with(|k| k.get());
-    if seq + nslots - known.min(seq) > c.ring_slots {
-        while seq + nslots - c.tail.0.load(Ordering::Acquire) > c.ring_slots {
-            if c.stopping.load(Ordering::Relaxed) != 0 {
-                c.dropped.fetch_add(1, Ordering::Relaxed);
-                return seq;
-            }
-            spins += 1;
-            if spins < 64 {
-                core::hint::spin_loop();
-            } else {
-                // SAFETY: sched_yield has no memory effects.
-                unsafe { libc::sched_yield() };
-            }
-        }
-        KNOWN_TAIL.with(|k| k.set(c.tail.0.load(Ordering::Acquire)));
+    if let Some(e) = thread_entry() {
+        close_run(c, e);
     }
+    if !wait_for_space(c, seq, nslots) {
+        return seq;
+    }
+    write_slot(c, seq, nslots, ev, data, 0, 0);
+    seq
+}
+
+/// Waits until the supervisor drained enough of the ring for slots
+/// `seq..seq+nslots`. False if the trace is being finished and the event
+/// must be dropped.
+fn wait_for_space(c: &ControlHeader, seq: u64, nslots: u64) -> bool {
+    let known = KNOWN_TAIL.with(|k| k.get());
+    if seq + nslots - known.min(seq) <= c.ring_slots {
+        return true;
+    }
+    let mut spins = 0u32;
+    while seq + nslots - c.tail.0.load(Ordering::Acquire) > c.ring_slots {
+        if c.stopping.load(Ordering::Relaxed) != 0 {
+            c.dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        spins += 1;
+        if spins < 64 {
+            core::hint::spin_loop();
+        } else {
+            // SAFETY: sched_yield has no memory effects.
+            unsafe { libc::sched_yield() };
+        }
+    }
+    KNOWN_TAIL.with(|k| k.set(c.tail.0.load(Ordering::Acquire)));
+    true
+}
+
+fn write_slot(
+    c: &ControlHeader,
+    seq: u64,
+    nslots: u64,
+    ev: Ev,
+    data: &[u8],
+    alt_kind: u16,
+    count: u64,
+) {
     let base = ring(c);
-    // SAFETY: slots seq..seq+nslots are reserved for this thread by the
-    // fetch_add above and free (drained) by the wait loop; indices are
-    // masked into the ring.
+    let mask = c.ring_slots - 1;
+    // SAFETY: slots seq..seq+nslots are reserved for this thread by its
+    // fetch_add and free (drained) by `wait_for_space`; indices are masked
+    // into the ring.
     unsafe {
         for (i, chunk) in data.chunks(SLOT_DATA).enumerate() {
             let s = base.add(((seq + 1 + i as u64) & mask) as usize) as *mut u8;
@@ -301,14 +430,14 @@ fn log_one(c: &ControlHeader, ev: Ev, data: &[u8]) -> u64 {
         s.kind = ev.kind as u16;
         s.nslots = nslots as u16;
         s.process = process() as u16;
+        s.alt_kind = alt_kind;
         s.thread = thread();
         s.data_len = data.len() as u32;
         s.object = ev.object;
         s.arg0 = ev.arg0;
-        s.arg1 = ev.arg1;
+        s.arg1 = if alt_kind != 0 { count } else { ev.arg1 };
         s.result = ev.result;
         s.extra = ev.extra;
         s.commit.store(seq + 1, Ordering::Release);
     }
-    seq
 }

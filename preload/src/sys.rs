@@ -67,50 +67,113 @@ const fn jeq(k: u32, jt: u8, jf: u8) -> libc::sock_filter {
     }
 }
 
-const FILTER_LEN: usize = 9 + RECORDED.len() + OUTPUT.len() + 1 + 6 + 1;
+/// Jump targets while the filter is assembled.
+#[derive(Clone, Copy, PartialEq)]
+enum L {
+    Next,
+    Allow,
+    CheckNr,
+    Trap,
+    Out,
+    SigAction,
+}
+
+const MAX_FILTER: usize = 64;
+
+/// A filter program assembled with symbolic jumps.
+struct Asm {
+    ins: [(libc::sock_filter, L, L); MAX_FILTER],
+    labels: [(L, usize); 6],
+    n: usize,
+    nl: usize,
+}
+
+impl Asm {
+    fn label(&mut self, l: L) {
+        self.labels[self.nl] = (l, self.n);
+        self.nl += 1;
+    }
+    fn ld(&mut self, off: u32) {
+        self.ins[self.n] = (stmt(BPF_LD_W_ABS, off), L::Next, L::Next);
+        self.n += 1;
+    }
+    fn ret(&mut self, k: u32) {
+        self.ins[self.n] = (stmt(BPF_RET_K, k), L::Next, L::Next);
+        self.n += 1;
+    }
+    fn jeq(&mut self, k: u32, t: L, f: L) {
+        self.ins[self.n] = (jeq(k, 0, 0), t, f);
+        self.n += 1;
+    }
+    fn finish(mut self) -> ([libc::sock_filter; MAX_FILTER], usize) {
+        let at = |labels: &[(L, usize)], l: L| {
+            labels.iter().find(|x| x.0 == l).map(|x| x.1).unwrap_or(0)
+        };
+        let mut out = [stmt(0, 0); MAX_FILTER];
+        for pc in 0..self.n {
+            let (mut ins, t, f) = self.ins[pc];
+            // Labels lie ahead of their jumps (checked by the tests below).
+            if t != L::Next {
+                ins.jt = at(&self.labels[..self.nl], t).wrapping_sub(pc + 1) as u8;
+            }
+            if f != L::Next {
+                ins.jf = at(&self.labels[..self.nl], f).wrapping_sub(pc + 1) as u8;
+            }
+            out[pc] = ins;
+        }
+        self.ins = [(stmt(0, 0), L::Next, L::Next); MAX_FILTER];
+        (out, self.n)
+    }
+}
 
 /// Builds the filter: allow everything from the agent's syscall page and
-/// from other architectures, trap the recorded syscalls.
-fn build_filter(sys: bool) -> ([libc::sock_filter; FILTER_LEN], usize) {
-    let recorded: &[i64] = if sys { &RECORDED } else { &[] };
-    let len = FILTER_LEN - RECORDED.len() + recorded.len();
+/// from other architectures; trap the recorded syscalls (at `sys`), writes
+/// to stdout and stderr, and the calls that could block or take SIGSYS
+/// away from the agent (a blocked SIGSYS would make the kernel kill the
+/// process at the next trap).
+fn build_filter(sys: bool) -> ([libc::sock_filter; MAX_FILTER], usize) {
     let ip = raw::SYSCALL_RETURN_IP;
-    let mut f = [stmt(0, 0); FILTER_LEN];
-    let mut i = 0;
-    let mut put = |ins: libc::sock_filter| {
-        f[i] = ins;
-        i += 1;
+    let mut a = Asm {
+        ins: [(stmt(0, 0), L::Next, L::Next); MAX_FILTER],
+        labels: [(L::Next, 0); 6],
+        n: 0,
+        nl: 0,
     };
-    put(stmt(BPF_LD_W_ABS, OFF_ARCH)); // 0
-    put(jeq(AUDIT_ARCH_X86_64, 1, 0)); // 1
-    put(stmt(BPF_RET_K, SECCOMP_RET_ALLOW)); // 2
-    put(stmt(BPF_LD_W_ABS, OFF_IP)); // 3
-    put(jeq(ip as u32, 0, 3)); // 4: -> 5 or 8
-    put(stmt(BPF_LD_W_ABS, OFF_IP + 4)); // 5
-    put(jeq((ip >> 32) as u32, 0, 1)); // 6: -> 7 or 8
-    put(stmt(BPF_RET_K, SECCOMP_RET_ALLOW)); // 7
-    put(stmt(BPF_LD_W_ABS, OFF_NR)); // 8
-    let trap = len - 1;
-    let out_check = 9 + recorded.len() + OUTPUT.len() + 1;
-    for (k, nr) in recorded.iter().enumerate() {
-        let pc = 9 + k;
-        put(jeq(*nr as u32, (trap - pc - 1) as u8, 0));
+    a.ld(OFF_ARCH);
+    a.jeq(AUDIT_ARCH_X86_64, L::Next, L::Allow);
+    a.ld(OFF_IP);
+    a.jeq(ip as u32, L::Next, L::CheckNr);
+    a.ld(OFF_IP + 4);
+    a.jeq((ip >> 32) as u32, L::Allow, L::CheckNr);
+    a.label(L::CheckNr);
+    a.ld(OFF_NR);
+    if sys {
+        for nr in RECORDED {
+            a.jeq(nr as u32, L::Trap, L::Next);
+        }
     }
-    for (k, nr) in OUTPUT.iter().enumerate() {
-        let pc = 9 + recorded.len() + k;
-        put(jeq(*nr as u32, (out_check - pc - 1) as u8, 0));
+    a.jeq(libc::SYS_rt_sigprocmask as u32, L::Trap, L::Next);
+    for nr in OUTPUT {
+        a.jeq(nr as u32, L::Out, L::Next);
     }
-    put(stmt(BPF_RET_K, SECCOMP_RET_ALLOW)); // out_check - 1
-                                             // out_check: fd (args[0]) must be 1 or 2, high word 0.
-    put(stmt(BPF_LD_W_ABS, OFF_ARG0 + 4));
-    put(jeq(0, 0, 3));
-    put(stmt(BPF_LD_W_ABS, OFF_ARG0));
-    put(jeq(1, 2, 0));
-    put(jeq(2, 1, 0));
-    put(stmt(BPF_RET_K, SECCOMP_RET_ALLOW));
-    put(stmt(BPF_RET_K, SECCOMP_RET_TRAP)); // trap
-    debug_assert_eq!(i, len);
-    (f, len)
+    a.jeq(libc::SYS_rt_sigaction as u32, L::SigAction, L::Allow);
+    // Output: fd (args[0]) is 1 or 2.
+    a.label(L::Out);
+    a.ld(OFF_ARG0 + 4);
+    a.jeq(0, L::Next, L::Allow);
+    a.ld(OFF_ARG0);
+    a.jeq(1, L::Trap, L::Next);
+    a.jeq(2, L::Trap, L::Allow);
+    // sigaction(SIGSYS, ...)
+    a.label(L::SigAction);
+    a.ld(OFF_ARG0);
+    a.jeq(libc::SIGSYS as u32, L::Trap, L::Allow);
+    // Every jump goes forward (classic BPF has no backward jumps).
+    a.label(L::Allow);
+    a.ret(SECCOMP_RET_ALLOW);
+    a.label(L::Trap);
+    a.ret(SECCOMP_RET_TRAP);
+    a.finish()
 }
 
 /// Installs the SIGSYS handler and the filter: output writes at every
@@ -129,6 +192,7 @@ pub fn install(sys: bool) -> bool {
             return false;
         }
         let (filter, len) = build_filter(sys);
+        let filter = &filter[..len];
         let prog = libc::sock_fprog {
             len: len as u16,
             filter: filter.as_ptr() as *mut _,
@@ -168,9 +232,45 @@ extern "C" fn on_sigsys(_sig: c_int, info: *mut libc::siginfo_t, uc: *mut c_void
             g[libc::REG_R9 as usize] as u64,
         ];
         let saved = raw::errno();
-        g[libc::REG_RAX as usize] = record_syscall(nr, a);
+        g[libc::REG_RAX as usize] = match nr {
+            libc::SYS_rt_sigprocmask => sigprocmask_keeping_sigsys(&mut *uc, a),
+            // The agent keeps SIGSYS: the program's handler is not installed.
+            libc::SYS_rt_sigaction => {
+                if a[2] != 0 {
+                    core::ptr::write_bytes(a[2] as *mut u8, 0, a[3].min(256) as usize + 24);
+                }
+                0
+            }
+            _ => record_syscall(nr, a),
+        };
         raw::set_errno(saved);
     }
+}
+
+/// `rt_sigprocmask(how, set, oldset, size)` applied to the mask the thread
+/// returns to from the SIGSYS handler (a real call would be undone by the
+/// handler's return), never blocking SIGSYS.
+unsafe fn sigprocmask_keeping_sigsys(uc: &mut libc::ucontext_t, a: [u64; 6]) -> i64 {
+    if a[3] != 8 {
+        return -(libc::EINVAL as i64);
+    }
+    let mask = &mut uc.uc_sigmask as *mut libc::sigset_t as *mut u64;
+    let cur = *mask;
+    if a[2] != 0 {
+        *(a[2] as *mut u64) = cur;
+    }
+    if a[1] != 0 {
+        let set = *(a[1] as *const u64);
+        let new = match a[0] as i32 {
+            libc::SIG_BLOCK => cur | set,
+            libc::SIG_UNBLOCK => cur & !set,
+            libc::SIG_SETMASK => set,
+            _ => return -(libc::EINVAL as i64),
+        };
+        let never = [libc::SIGSYS, libc::SIGKILL, libc::SIGSTOP];
+        *mask = never.iter().fold(new, |m, s| m & !(1u64 << (s - 1)));
+    }
+    0
 }
 
 /// Bytes at `addr..addr+len` of our own memory.
@@ -215,6 +315,9 @@ unsafe fn log_iov(ev: Ev, iov: u64, cnt: u64, done: i64) {
 
 /// Performs syscall `nr` for real and logs it. Returns the kernel's value.
 pub fn record_syscall(nr: i64, a: [u64; 6]) -> i64 {
+    if crate::replay::on() {
+        return crate::replay::syscall(nr, a);
+    }
     let r = raw::syscall6(nr, a);
     if !ctl::active() {
         return r;
@@ -289,6 +392,10 @@ fn recording_sys() -> bool {
 
 #[no_mangle]
 pub unsafe extern "C" fn clock_gettime(clk: libc::clockid_t, ts: *mut libc::timespec) -> c_int {
+    if crate::replay::on() && recording_sys() {
+        let a = [clk as u64, ts as u64, 0, 0, 0, 0];
+        return raw::to_libc(crate::replay::syscall(libc::SYS_clock_gettime, a)) as c_int;
+    }
     let f = real!(clock_gettime: fn(libc::clockid_t, *mut libc::timespec) -> c_int);
     let r = f(clk, ts);
     if recording_sys() {
@@ -309,6 +416,10 @@ pub unsafe extern "C" fn clock_gettime(clk: libc::clockid_t, ts: *mut libc::time
 
 #[no_mangle]
 pub unsafe extern "C" fn gettimeofday(tv: *mut libc::timeval, tz: *mut c_void) -> c_int {
+    if crate::replay::on() && recording_sys() {
+        let a = [tv as u64, tz as u64, 0, 0, 0, 0];
+        return raw::to_libc(crate::replay::syscall(libc::SYS_gettimeofday, a)) as c_int;
+    }
     let f = real!(gettimeofday: fn(*mut libc::timeval, *mut c_void) -> c_int);
     let r = f(tv, tz);
     if recording_sys() {
@@ -329,6 +440,10 @@ pub unsafe extern "C" fn gettimeofday(tv: *mut libc::timeval, tz: *mut c_void) -
 
 #[no_mangle]
 pub unsafe extern "C" fn time(t: *mut libc::time_t) -> libc::time_t {
+    if crate::replay::on() && recording_sys() {
+        let a = [t as u64, 0, 0, 0, 0, 0];
+        return crate::replay::syscall(libc::SYS_time, a) as libc::time_t;
+    }
     let f = real!(time: fn(*mut libc::time_t) -> libc::time_t);
     let r = f(t);
     if recording_sys() {
@@ -366,4 +481,85 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: usize) -> i
         libc::SYS_write,
         [fd as u64, buf as u64, count as u64, 0, 0, 0],
     )) as isize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs the filter on one syscall, as the kernel would.
+    fn run(f: &[libc::sock_filter], nr: i64, ip: u64, arg0: u64) -> u32 {
+        let mut data = [0u8; 64];
+        data[0..4].copy_from_slice(&(nr as u32).to_le_bytes());
+        data[4..8].copy_from_slice(&AUDIT_ARCH_X86_64.to_le_bytes());
+        data[8..16].copy_from_slice(&ip.to_le_bytes());
+        data[16..24].copy_from_slice(&arg0.to_le_bytes());
+        let mut acc = 0u32;
+        let mut pc = 0usize;
+        loop {
+            let i = f[pc];
+            match i.code {
+                BPF_LD_W_ABS => {
+                    acc =
+                        u32::from_le_bytes(data[i.k as usize..i.k as usize + 4].try_into().unwrap())
+                }
+                BPF_RET_K => return i.k,
+                BPF_JEQ_K => {
+                    pc += if acc == i.k {
+                        i.jt as usize
+                    } else {
+                        i.jf as usize
+                    };
+                }
+                c => panic!("unexpected opcode {c:#x}"),
+            }
+            pc += 1;
+        }
+    }
+
+    #[test]
+    fn filter_traps_what_it_should_and_jumps_only_forward() {
+        for sys in [false, true] {
+            let (f, n) = build_filter(sys);
+            let f = &f[..n];
+            let ip = 0x5555_0000_1234;
+            let expect = |nr, arg0, want| {
+                assert_eq!(run(f, nr, ip, arg0), want, "sys={sys} nr={nr} arg0={arg0}");
+            };
+            expect(libc::SYS_write, 1, SECCOMP_RET_TRAP);
+            expect(libc::SYS_write, 2, SECCOMP_RET_TRAP);
+            expect(libc::SYS_write, 3, SECCOMP_RET_ALLOW);
+            expect(libc::SYS_write, 1 << 32 | 1, SECCOMP_RET_ALLOW);
+            expect(libc::SYS_rt_sigprocmask, 0, SECCOMP_RET_TRAP);
+            expect(
+                libc::SYS_rt_sigaction,
+                libc::SIGSYS as u64,
+                SECCOMP_RET_TRAP,
+            );
+            expect(
+                libc::SYS_rt_sigaction,
+                libc::SIGINT as u64,
+                SECCOMP_RET_ALLOW,
+            );
+            expect(libc::SYS_futex, 0, SECCOMP_RET_ALLOW);
+            expect(
+                libc::SYS_read,
+                0,
+                if sys {
+                    SECCOMP_RET_TRAP
+                } else {
+                    SECCOMP_RET_ALLOW
+                },
+            );
+            // The agent's own syscall instruction is never trapped.
+            assert_eq!(
+                run(f, libc::SYS_read, raw::SYSCALL_RETURN_IP, 0),
+                SECCOMP_RET_ALLOW
+            );
+            assert_eq!(
+                run(f, libc::SYS_write, raw::SYSCALL_RETURN_IP, 1),
+                SECCOMP_RET_ALLOW
+            );
+        }
+    }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use reprise_abi::{
-    control_size, ring_offset, ControlHeader, EventKind, Level, Mode, Slot, ThreadEntry,
+    control_size, ring_offset, run, ControlHeader, EventKind, Level, Mode, Slot, ThreadEntry,
     ABI_VERSION, MAGIC, SLOT_DATA,
 };
 
@@ -23,6 +23,10 @@ pub struct RawEvent {
     pub result: i64,
     pub extra: u64,
     pub data: Vec<u8>,
+    /// More than 1: a run of this many events at `seq..`, kinds alternating
+    /// `kind` and `alt_kind` (see `reprise_abi::ThreadEntry::run`).
+    pub repeat: u64,
+    pub alt_kind: EventKind,
 }
 
 /// A control block: a shared file in /dev/shm mapped into the supervisor
@@ -174,7 +178,7 @@ impl ControlBlock {
                 data.extend_from_slice(std::slice::from_raw_parts(src, n));
                 i += 1;
             }
-            let ev = RawEvent {
+            let mut ev = RawEvent {
                 seq: tail,
                 kind: EventKind::from_u16((*s).kind).unwrap_or(EventKind::DataMore),
                 process: (*s).process,
@@ -185,13 +189,67 @@ impl ControlBlock {
                 result: (*s).result,
                 extra: (*s).extra,
                 data,
+                repeat: 1,
+                alt_kind: EventKind::MutexUnlock,
             };
-            self.cursor.set(tail + nslots);
-            if (tail + nslots) / 4096 != tail / 4096 {
+            let mut advance = nslots;
+            if (*s).alt_kind != 0 {
+                ev.repeat = (*s).arg1.max(1);
+                ev.arg1 = 0;
+                ev.alt_kind =
+                    EventKind::from_u16((*s).alt_kind - 1).unwrap_or(EventKind::MutexUnlock);
+                advance = ev.repeat;
+            }
+            self.cursor.set(tail + advance);
+            if (tail + advance) / 4096 != tail / 4096 {
                 self.publish();
             }
             Some(ev)
         }
+    }
+
+    /// Takes the run that a thread has open at the next sequence number,
+    /// when the drainer has waited for it long enough: the thread may be
+    /// blocked, or dead. Closing it here makes the thread start a new run.
+    pub fn take_open_run(&self) -> Option<RawEvent> {
+        let tail = self.tail();
+        for e in self.threads() {
+            let st = e.run.load(Ordering::Acquire);
+            if !run::is_open(st) || run::start(st) != tail & run::START_MASK {
+                continue;
+            }
+            // Read the run's description before closing it: once closed,
+            // its owner may reuse the fields for its next run.
+            let kinds = e.run_kinds.load(Ordering::Acquire);
+            let object = e.run_object.load(Ordering::Acquire);
+            let process = e.process.load(Ordering::Relaxed) as u16;
+            let thread = e.thread.load(Ordering::Relaxed);
+            if e.run
+                .compare_exchange(st, st | run::CLOSED, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                return None; // its owner closed it; the slot comes soon
+            }
+            let len = run::len(st);
+            self.cursor.set(tail + len);
+            self.publish();
+            return Some(RawEvent {
+                seq: tail,
+                kind: EventKind::from_u16(kinds as u16).unwrap_or(EventKind::MutexLock),
+                process,
+                thread,
+                object,
+                arg0: 0,
+                arg1: 0,
+                result: 0,
+                extra: 0,
+                data: Vec::new(),
+                repeat: len,
+                alt_kind: EventKind::from_u16((kinds >> 16) as u16)
+                    .unwrap_or(EventKind::MutexUnlock),
+            });
+        }
+        None
     }
 
     /// True if the next slot was reserved but never completed, which

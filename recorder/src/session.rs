@@ -188,7 +188,13 @@ struct Drain {
     events: u64,
     disk_error: Option<reprise_schema::TraceError>,
     dropped: u64,
+    /// Since when the next event has been missing.
+    stuck_since: Option<Instant>,
 }
+
+/// How long the drainer waits for a thread to close a run it has open at
+/// the next sequence number before it takes the run itself.
+const RUN_TAKEOVER: Duration = Duration::from_millis(2);
 
 impl Drain {
     fn take(&mut self, ctl: &ControlBlock) -> usize {
@@ -201,6 +207,21 @@ impl Drain {
             }
         }
         ctl.publish();
+        if n > 0 || !ctl.stalled() {
+            self.stuck_since = None;
+        } else {
+            // The next event may be the start of a run its thread keeps
+            // open (it is blocked, or between two lock operations): take
+            // it after a while so that the ring does not fill up behind it.
+            let since = *self.stuck_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= RUN_TAKEOVER {
+                if let Some(ev) = ctl.take_open_run() {
+                    self.push(ev);
+                    n += 1;
+                }
+                self.stuck_since = None;
+            }
+        }
         n
     }
 
@@ -237,6 +258,9 @@ impl Drain {
             self.dropped += 1;
             return;
         }
+        self.events += ev.repeat.max(1) - 1;
+        let repeat = ev.repeat;
+        let alt_kind = ev.alt_kind;
         let rec = EventRecord {
             seq: ev.seq,
             process: ev.process,
@@ -249,12 +273,36 @@ impl Drain {
             extra: ev.extra,
             data: ev.data,
         };
-        if let Err(e) = self.writer.push(rec) {
+        let written = if repeat > 1 {
+            self.push_run(rec, alt_kind, repeat)
+        } else {
+            self.writer.push(rec)
+        };
+        if let Err(e) = written {
             self.dropped += 1;
             if self.disk_error.is_none() {
                 self.disk_error = Some(e);
             }
         }
+    }
+
+    /// Writes a run in pieces small enough for a reader to expand. Pieces
+    /// are of even length, so each starts with the run's first kind.
+    fn push_run(
+        &mut self,
+        mut first: EventRecord,
+        alt: EventKind,
+        count: u64,
+    ) -> Result<(), reprise_schema::TraceError> {
+        const PIECE: u64 = 1 << 16;
+        let mut left = count;
+        while left > 0 {
+            let n = left.min(PIECE);
+            self.writer.push_run(&first, alt, n)?;
+            first.seq += n;
+            left -= n;
+        }
+        Ok(())
     }
 
     fn output_streams(&self) -> Vec<OutputStream> {
@@ -331,6 +379,7 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
         events: 0,
         disk_error: None,
         dropped: 0,
+        stuck_since: None,
     };
     let mut warnings = Vec::new();
     let mut last_flush = Instant::now();
@@ -382,6 +431,11 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
         drain.take(&ctl);
         if !ctl.stalled() {
             break;
+        }
+        // Runs left open by threads that are gone.
+        if let Some(ev) = ctl.take_open_run() {
+            drain.push(ev);
+            continue;
         }
         if Instant::now() > deadline {
             let lost = ctl.skip_rest();
