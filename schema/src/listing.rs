@@ -530,7 +530,11 @@ pub fn format_event(ev: &EventRecord) -> String {
             let _ = write!(s, "fork() -> p{}", ev.arg0);
         }
         EventKind::ProcessStart => {
-            let _ = write!(s, "process_start pid={} parent=p{}", ev.extra, ev.arg0);
+            if ev.arg0 == u32::MAX as u64 {
+                let _ = write!(s, "process_start pid={}", ev.extra);
+            } else {
+                let _ = write!(s, "process_start pid={} parent=p{}", ev.extra, ev.arg0);
+            }
         }
         EventKind::Exec => s.push_str("execve"),
         EventKind::DataMore => s.push_str("data"),
