@@ -3,6 +3,7 @@
 mod cmd_bench;
 mod cmd_eval;
 mod cmd_record;
+mod cmd_replay;
 mod cmd_traces;
 
 use std::process::ExitCode;
@@ -21,6 +22,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Record(cmd_record::RecordArgs),
+    Replay(cmd_replay::ReplayArgs),
     Ls(cmd_traces::LsArgs),
     Dump(cmd_traces::DumpArgs),
     Bench(cmd_bench::BenchArgs),
@@ -31,6 +33,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Record(a) => cmd_record::run(a),
+        Command::Replay(a) => cmd_replay::run(a),
         Command::Ls(a) => cmd_traces::ls(a),
         Command::Dump(a) => cmd_traces::dump(a),
         Command::Eval(a) => cmd_eval::run(a),

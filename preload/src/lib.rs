@@ -14,6 +14,7 @@ mod ctl;
 mod fatal;
 mod raw;
 mod real;
+mod replay;
 mod sync;
 mod sys;
 mod threads;
@@ -47,14 +48,18 @@ extern "C" fn init() {
         .and_then(|c| ctl::process_entry(c, index))
         .map(|e| e.parent.load(core::sync::atomic::Ordering::Relaxed))
         .unwrap_or(u32::MAX);
-    ctl::log(
-        ctl::Ev {
-            arg0: parent as u64,
-            extra: pid as u64,
-            ..ctl::Ev::new(EventKind::ProcessStart, 0)
-        },
-        &[],
-    );
+    if replay::on() {
+        replay::simple(EventKind::ProcessStart);
+    } else {
+        ctl::log(
+            ctl::Ev {
+                arg0: parent as u64,
+                extra: pid as u64,
+                ..ctl::Ev::new(EventKind::ProcessStart, 0)
+            },
+            &[],
+        );
+    }
     fatal::install();
     if !sys::install(ctl::level() >= Level::Sys) {
         say(b"reprise agent: seccomp is unavailable; syscalls made inside libc are not recorded\n");

@@ -16,12 +16,16 @@ use reprise_abi::EventKind as K;
 
 use crate::ctl::{self, Ev};
 use crate::real::real;
+use crate::replay;
 
 /// Runs an acquiring operation `f` on `object` and logs it afterwards.
 #[inline(always)]
 fn acquire(kind: K, object: u64, holds: bool, f: impl FnOnce() -> c_int) -> c_int {
     if !ctl::active() {
         return f();
+    }
+    if replay::on() {
+        return replay::acquire(kind, object, holds, f);
     }
     ctl::set_waiting(object, kind);
     let r = f();
@@ -45,6 +49,9 @@ fn release(kind: K, object: u64, f: impl FnOnce() -> c_int) -> c_int {
     if !ctl::active() {
         return f();
     }
+    if replay::on() {
+        return replay::release(kind, object, f);
+    }
     ctl::held_remove(object);
     ctl::log(Ev::new(kind, object), &[]);
     f()
@@ -55,6 +62,9 @@ fn release(kind: K, object: u64, f: impl FnOnce() -> c_int) -> c_int {
 fn after(kind: K, object: u64, holds: bool, f: impl FnOnce() -> c_int) -> c_int {
     if !ctl::active() {
         return f();
+    }
+    if replay::on() {
+        return replay::after(kind, object, holds, f);
     }
     let r = f();
     if r == 0 && holds {
@@ -106,6 +116,9 @@ unsafe fn cond_wait_common(
 ) -> c_int {
     if !ctl::active() {
         return wait();
+    }
+    if replay::on() {
+        return replay::cond_wait(c as u64, m, wait);
     }
     ctl::held_remove(m as u64);
     ctl::log(

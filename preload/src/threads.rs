@@ -13,6 +13,7 @@ use reprise_abi::EventKind as K;
 use crate::ctl::{self, Ev};
 use crate::raw;
 use crate::real::real;
+use crate::replay;
 
 type StartFn = extern "C" fn(*mut c_void) -> *mut c_void;
 
@@ -32,20 +33,28 @@ extern "C" fn trampoline(p: *mut c_void) -> *mut c_void {
     ctl::register_thread(s.index);
     // SAFETY: allocated with malloc in `pthread_create`.
     unsafe { libc::free(p) };
-    ctl::log(
-        Ev {
-            extra: raw::gettid() as u64,
-            ..Ev::new(K::ThreadStart, 0)
-        },
-        &[],
-    );
+    if replay::on() {
+        replay::simple(K::ThreadStart);
+    } else {
+        ctl::log(
+            Ev {
+                extra: raw::gettid() as u64,
+                ..Ev::new(K::ThreadStart, 0)
+            },
+            &[],
+        );
+    }
     let ret = (s.f)(s.arg);
     thread_exit();
     ret
 }
 
 fn thread_exit() {
-    ctl::log(Ev::new(K::ThreadExit, 0), &[]);
+    if replay::on() {
+        replay::thread_exit();
+    } else {
+        ctl::log(Ev::new(K::ThreadExit, 0), &[]);
+    }
     ctl::thread_exited();
 }
 
@@ -64,16 +73,26 @@ pub unsafe extern "C" fn pthread_create(
     if s.is_null() {
         return libc::EAGAIN;
     }
-    let index = ctl::next_thread_index();
+    let replaying = replay::on();
+    let mut index = ctl::next_thread_index();
+    if replaying {
+        // The recorded index, so that the new thread's events are its own.
+        index = replay::begin_create(K::ThreadCreate) as u32;
+    }
     s.write(Start { f, arg, index });
-    ctl::log(
-        Ev {
-            arg0: index as u64,
-            ..Ev::new(K::ThreadCreate, 0)
-        },
-        &[],
-    );
+    if !replaying {
+        ctl::log(
+            Ev {
+                arg0: index as u64,
+                ..Ev::new(K::ThreadCreate, 0)
+            },
+            &[],
+        );
+    }
     let r = real(th, attr, trampoline, s as *mut c_void);
+    if replaying {
+        replay::end_create();
+    }
     if r != 0 {
         libc::free(s as *mut c_void);
     }
@@ -95,6 +114,9 @@ pub unsafe extern "C" fn pthread_join(th: pthread_t, ret: *mut *mut c_void) -> c
     let real = real!(pthread_join: fn(pthread_t, *mut *mut c_void) -> c_int);
     if !ctl::active() {
         return real(th, ret);
+    }
+    if replay::on() {
+        return replay::acquire(K::ThreadJoin, th as u64, false, || real(th, ret));
     }
     ctl::set_waiting(th as u64, K::ThreadJoin);
     let r = real(th, ret);
@@ -119,13 +141,18 @@ pub unsafe extern "C" fn fork() -> pid_t {
     };
     let parent = ctl::process();
     let child = c.next_process.fetch_add(1, Ordering::AcqRel);
-    ctl::log(
-        Ev {
-            arg0: child as u64,
-            ..Ev::new(K::Fork, 0)
-        },
-        &[],
-    );
+    let replaying = replay::on();
+    if replaying {
+        replay::begin_create(K::Fork);
+    } else {
+        ctl::log(
+            Ev {
+                arg0: child as u64,
+                ..Ev::new(K::Fork, 0)
+            },
+            &[],
+        );
+    }
     let pid = real();
     if pid == 0 {
         let me = raw::getpid();
@@ -139,18 +166,27 @@ pub unsafe extern "C" fn fork() -> pid_t {
         ctl::register_thread(0);
         // Die with the program's parent rather than outlive a killed reprise.
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-        ctl::log(
-            Ev {
-                arg0: parent as u64,
-                extra: me as u64,
-                ..Ev::new(K::ProcessStart, 0)
-            },
-            &[],
-        );
+        if replaying {
+            replay::simple(K::ProcessStart);
+        } else {
+            ctl::log(
+                Ev {
+                    arg0: parent as u64,
+                    extra: me as u64,
+                    ..Ev::new(K::ProcessStart, 0)
+                },
+                &[],
+            );
+        }
     } else if pid > 0 {
         if let Some(e) = ctl::process_entry(c, child) {
             e.pid.store(pid, Ordering::Release);
         }
+        if replaying {
+            replay::end_create();
+        }
+    } else if replaying {
+        replay::end_create();
     }
     pid
 }

@@ -292,3 +292,64 @@ impl Drop for ControlBlock {
         let _ = std::fs::remove_file(&self.path);
     }
 }
+
+/// Replay mode: the supervisor writes the expected events into the ring.
+impl ControlBlock {
+    /// The replay state shared with the agents.
+    pub fn replay(&self) -> &reprise_abi::ReplayState {
+        &self.header().replay
+    }
+
+    /// Writes `ev` (data included) at ring position `pos` and commits it;
+    /// returns the slots it takes. The caller keeps `pos + slots` within
+    /// `turn + ring_slots`.
+    pub fn put_event(&self, pos: u64, ev: &reprise_schema::EventRecord) -> u64 {
+        let h = self.header();
+        let nslots = reprise_abi::slots_for(ev.data.len()) as u64;
+        assert!(nslots <= h.ring_slots, "event larger than the ring");
+        let mask = h.ring_slots - 1;
+        // SAFETY: the slots lie in the ring; the agents read them only
+        // after `commit` says they are written (Release below), and never
+        // once `turn` has passed them, which is what makes them free here.
+        unsafe {
+            let ring = self.base.add(h.ring_offset as usize);
+            for (i, chunk) in ev.data.chunks(SLOT_DATA).enumerate() {
+                let s = ring.add((((pos + 1 + i as u64) & mask) as usize) * SLOT_DATA);
+                std::ptr::copy_nonoverlapping(chunk.as_ptr(), s, chunk.len());
+            }
+            let s = ring.add(((pos & mask) as usize) * SLOT_DATA) as *mut Slot;
+            // Fields not set below are zero (the slot may have held data).
+            std::ptr::write_bytes((s as *mut u8).add(8), 0, reprise_abi::SLOT_SIZE - 8);
+            (*s).kind = ev.kind as u16;
+            (*s).nslots = nslots.min(u16::MAX as u64) as u16;
+            (*s).process = ev.process;
+            (*s).thread = ev.thread;
+            (*s).data_len = ev.data.len() as u32;
+            (*s).object = ev.object;
+            (*s).arg0 = ev.arg0;
+            (*s).arg1 = ev.arg1;
+            (*s).result = ev.result;
+            (*s).extra = ev.extra;
+            (*s).commit.store(pos + 1, Ordering::Release);
+        }
+        nslots
+    }
+
+    /// Wakes the agents waiting for a change of the replay state.
+    pub fn wake_replay(&self) {
+        let r = self.replay();
+        r.epoch.fetch_add(1, Ordering::AcqRel);
+        // SAFETY: FUTEX_WAKE on a word of the shared mapping.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                r.epoch.as_ptr(),
+                libc::FUTEX_WAKE,
+                i32::MAX,
+                0usize,
+                0usize,
+                0usize,
+            );
+        }
+    }
+}

@@ -147,6 +147,18 @@ pub fn spawn(
     env: &[(OsString, OsString)],
     cwd: &Path,
 ) -> Result<Child, RecordError> {
+    spawn_with(program, argv, env, cwd, None)
+}
+
+/// [`spawn`], with the program's stdin, stdout and stderr given (the
+/// replayer keeps each attempt's output apart).
+pub fn spawn_with(
+    program: &Path,
+    argv: &[OsString],
+    env: &[(OsString, OsString)],
+    cwd: &Path,
+    stdio: Option<[std::process::Stdio; 3]>,
+) -> Result<Child, RecordError> {
     let parent = std::process::id() as libc::pid_t;
     let mut cmd = Command::new(program);
     cmd.arg0(&argv[0])
@@ -154,6 +166,9 @@ pub fn spawn(
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k, v)))
         .current_dir(cwd);
+    if let Some([i, o, e]) = stdio {
+        cmd.stdin(i).stdout(o).stderr(e);
+    }
     // SAFETY: the closure runs in the forked child before exec and calls
     // only async-signal-safe functions.
     unsafe {

@@ -1,0 +1,518 @@
+//! Replaying a recorded sketch until the recorded failure reproduces.
+//!
+//! [`Replay::open`] reads a trace and prepares its events for the agent in
+//! replay mode (see `reprise_abi::replay`); [`attempt`] runs the program
+//! once under the sketch, with one schedule (a strategy and a seed), and
+//! tells how it ended: an outcome, built as the recorder builds it
+//! ([`reprise_recorder::outcome::conclude`]), or a divergence with its
+//! reason. [`matches`] compares an outcome with the recorded one.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reprise_abi::{replay as rp, EventKind, Level, Mode};
+use reprise_recorder::control::ControlBlock;
+use reprise_recorder::{launch, outcome};
+use reprise_schema::{EventRecord, HeaderInfo, OutcomeInfo, OutcomeKind, SketchLevel, TraceReader};
+use sha2::{Digest, Sha256};
+
+/// Why a replay cannot start. Each message is one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("the program changed since it was recorded: {} (its SHA-256 differs from the trace's); rebuild the recorded version, or pass --force", .0.display())]
+    ProgramChanged(PathBuf),
+    #[error("the recorded program is gone: {}", .0.display())]
+    ProgramMissing(PathBuf),
+    #[error("cannot replay a {0} sketch yet: record with --sketch sync or sys")]
+    Level(SketchLevel),
+    #[error(transparent)]
+    Trace(#[from] reprise_schema::TraceError),
+    #[error(transparent)]
+    Launch(#[from] reprise_recorder::RecordError),
+    #[error("cannot create the shared control block in /dev/shm: {0}")]
+    Control(std::io::Error),
+    #[error("{0}")]
+    Io(String),
+}
+
+/// A trace prepared for replay: the launch and the expected events, laid
+/// out at their ring positions.
+pub struct Replay {
+    pub dir: PathBuf,
+    pub header: HeaderInfo,
+    /// The recorded outcome (None for a trace cut short).
+    pub recorded: Option<OutcomeInfo>,
+    level: Level,
+    events: Arc<Vec<EventRecord>>,
+    /// Ring position of each event; one more entry: the end.
+    positions: Vec<u64>,
+    ring_slots: u64,
+}
+
+/// How long the ring may get: 64 MiB; longer traces are streamed.
+const MAX_RING_SLOTS: u64 = 1 << 20;
+
+impl Replay {
+    /// Opens `dir` and checks that the recorded program is unchanged
+    /// (unless `force`).
+    pub fn open(dir: &Path, force: bool) -> Result<Replay, ReplayError> {
+        let reader = TraceReader::open(dir)?;
+        let header = reader.header().clone();
+        let level = match header.level {
+            SketchLevel::Sync => Level::Sync,
+            SketchLevel::Sys => Level::Sys,
+            other => return Err(ReplayError::Level(other)),
+        };
+        let path = &header.program_path;
+        let bytes = std::fs::read(path).map_err(|_| ReplayError::ProgramMissing(path.clone()))?;
+        if !force && Sha256::digest(&bytes).as_slice() != header.program_digest.as_slice() {
+            return Err(ReplayError::ProgramChanged(path.clone()));
+        }
+        let recorded = reader.outcome().cloned();
+        let mut events: Vec<EventRecord> = Vec::new();
+        // The last syscall event of each thread, to merge its `DataMore`
+        // continuations into it.
+        let mut last: HashMap<(u16, u32), usize> = HashMap::new();
+        for ev in reader.events() {
+            let ev = ev?;
+            let key = (ev.process, ev.thread);
+            match ev.kind {
+                EventKind::DataMore => {
+                    if let Some(&i) = last.get(&key) {
+                        events[i].data.extend_from_slice(&ev.data);
+                    }
+                    continue;
+                }
+                EventKind::Syscall if rp::UNORDERED_SYSCALLS.contains(&ev.object) => {
+                    last.remove(&key);
+                    continue;
+                }
+                EventKind::Signal | EventKind::Exec | EventKind::ProcessExit => continue,
+                EventKind::Syscall => {
+                    last.insert(key, events.len());
+                }
+                _ => {
+                    last.remove(&key);
+                }
+            }
+            events.push(ev);
+        }
+        let mut positions = Vec::with_capacity(events.len() + 1);
+        let mut pos = 0u64;
+        let mut largest = 1u64;
+        for e in &events {
+            positions.push(pos);
+            let n = reprise_abi::slots_for(e.data.len()) as u64;
+            largest = largest.max(n);
+            pos += n;
+        }
+        positions.push(pos);
+        let ring_slots = (pos + 1)
+            .min(MAX_RING_SLOTS)
+            .max(largest * 2)
+            .max(4096)
+            .next_power_of_two();
+        Ok(Replay {
+            dir: dir.to_path_buf(),
+            header,
+            recorded,
+            level,
+            events: Arc::new(events),
+            positions,
+            ring_slots,
+        })
+    }
+
+    /// Events the replay follows.
+    pub fn event_count(&self) -> usize {
+        self.events.len()
+    }
+
+    /// The event at ring position `pos` (or the last before it).
+    fn event_at(&self, pos: u64) -> Option<(usize, &EventRecord)> {
+        let i = match self.positions.binary_search(&pos) {
+            Ok(i) => i,
+            Err(i) => i.checked_sub(1)?,
+        };
+        self.events.get(i).map(|e| (i, e))
+    }
+
+    fn describe(&self, pos: u64) -> String {
+        match self.event_at(pos) {
+            Some((_, e)) => {
+                let what = if e.kind == EventKind::Syscall {
+                    format!("syscall {}", e.object)
+                } else {
+                    format!("{}({:#x})", e.kind.name(), e.object)
+                };
+                format!("{}, event {}: {}", thread_name(e.process, e.thread), e.seq, what)
+            }
+            None => format!("event at position {pos}"),
+        }
+    }
+}
+
+fn thread_name(process: u16, thread: u32) -> String {
+    if process == 0 {
+        format!("thread {thread}")
+    } else {
+        format!("process {process} thread {thread}")
+    }
+}
+
+/// How the next runner is chosen where the sketch leaves a choice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    /// Uniformly among the candidates, with a seeded PRNG.
+    Random,
+}
+
+impl Strategy {
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Random => "random",
+        }
+    }
+}
+
+/// One attempt's settings.
+#[derive(Clone, Debug)]
+pub struct AttemptOptions {
+    pub strategy: Strategy,
+    pub seed: u64,
+    /// The attempt is killed after this long.
+    pub timeout: Duration,
+    /// No event, no CPU time for this long: the attempt is stuck (or, past
+    /// the end of the recording, hung or deadlocked as recorded).
+    pub hang_timeout: Duration,
+    /// A runner asleep in the kernel between events this long loses the baton.
+    pub revoke_ms: u32,
+    /// Where the program's stdout and stderr go (`stdout`, `stderr` in
+    /// this directory); None: discarded.
+    pub output_dir: Option<PathBuf>,
+}
+
+impl AttemptOptions {
+    pub fn new(seed: u64) -> AttemptOptions {
+        AttemptOptions {
+            strategy: Strategy::Random,
+            seed,
+            timeout: Duration::from_secs(60),
+            hang_timeout: Duration::from_secs(2),
+            revoke_ms: 30,
+            output_dir: None,
+        }
+    }
+}
+
+/// How an attempt ended.
+#[derive(Clone, Debug)]
+pub enum AttemptEnd {
+    /// The program ran to an end (exit, crash, assertion, deadlock...).
+    Outcome(Box<OutcomeInfo>),
+    /// It stopped following the recording.
+    Divergence { reason: String },
+    /// Killed after the attempt's time limit.
+    Timeout,
+}
+
+#[derive(Clone, Debug)]
+pub struct AttemptResult {
+    pub end: AttemptEnd,
+    pub duration: Duration,
+    pub seed: u64,
+    /// Events replayed in order.
+    pub events_replayed: u64,
+    /// Choices the strategy made.
+    pub decisions: u64,
+    /// Events whose object (address) differed from the recording.
+    pub object_mismatches: u64,
+}
+
+impl AttemptResult {
+    pub fn outcome(&self) -> Option<&OutcomeInfo> {
+        match &self.end {
+            AttemptEnd::Outcome(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    /// One line for humans.
+    pub fn summary(&self) -> String {
+        match &self.end {
+            AttemptEnd::Outcome(o) => o.summary.clone(),
+            AttemptEnd::Divergence { reason } => format!("diverged: {reason}"),
+            AttemptEnd::Timeout => "timed out".to_string(),
+        }
+    }
+}
+
+/// The wait status of `pid` if it has ended.
+fn try_wait(pid: i32) -> Option<i32> {
+    let mut status = 0;
+    // SAFETY: waitpid on our own child.
+    let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    if r == pid {
+        Some(status)
+    } else if r < 0 {
+        Some(0)
+    } else {
+        None
+    }
+}
+
+fn cpu_ticks(pid: i32) -> u64 {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    let Some(rest) = s.rfind(')').map(|i| &s[i + 2..]) else {
+        return 0;
+    };
+    let f: Vec<&str> = rest.split(' ').collect();
+    let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    get(11) + get(12)
+}
+
+fn kill_all(ctl: &ControlBlock, pid: i32) {
+    for p in ctl.pids().into_iter().chain([pid]) {
+        // SAFETY: kill(2); a process that is gone gives ESRCH.
+        unsafe { libc::kill(p, libc::SIGKILL) };
+    }
+}
+
+fn wait_blocking(pid: i32) -> i32 {
+    let mut status = 0;
+    // SAFETY: waitpid on our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    status
+}
+
+fn split_env(env: &[OsString]) -> Vec<(OsString, OsString)> {
+    env.iter()
+        .map(|kv| {
+            let b = kv.as_bytes();
+            match b.iter().position(|&c| c == b'=') {
+                Some(i) => (
+                    OsString::from_vec(b[..i].to_vec()),
+                    OsString::from_vec(b[i + 1..].to_vec()),
+                ),
+                None => (kv.clone(), OsString::new()),
+            }
+        })
+        .collect()
+}
+
+/// Runs the program once under the sketch.
+pub fn attempt(replay: &Replay, opts: &AttemptOptions) -> Result<AttemptResult, ReplayError> {
+    let ctl = ControlBlock::create(Mode::Replay, replay.level, replay.ring_slots)
+        .map_err(ReplayError::Control)?;
+    let r = ctl.replay();
+    r.end.store(u64::MAX, Ordering::Release);
+    r.baton.store(rp::key(0, 0), Ordering::Release);
+    r.strategy.store(
+        match opts.strategy {
+            Strategy::Random => rp::STRATEGY_RANDOM,
+        },
+        Ordering::Release,
+    );
+    r.rng.store(opts.seed, Ordering::Release);
+    r.revoke_ms.store(opts.revoke_ms, Ordering::Release);
+    r.first_mismatch.store(u64::MAX, Ordering::Release);
+
+    let events = &replay.events;
+    let positions = &replay.positions;
+    let total = *positions.last().unwrap_or(&0);
+    let mut next = 0usize;
+    let fill = |next: &mut usize| {
+        let turn = r.turn.0.load(Ordering::Acquire);
+        let start = *next;
+        while *next < events.len() {
+            let pos = positions[*next];
+            let end = positions[*next + 1];
+            if end > turn + replay.ring_slots {
+                break;
+            }
+            ctl.put_event(pos, &events[*next]);
+            *next += 1;
+        }
+        if *next == events.len() && r.end.load(Ordering::Acquire) == u64::MAX {
+            r.end.store(total, Ordering::Release);
+            ctl.wake_replay();
+        } else if *next != start {
+            ctl.wake_replay();
+        }
+    };
+    fill(&mut next);
+
+    let agent = launch::find_agent()?;
+    let h = &replay.header;
+    let program = &h.program_path;
+    let env = launch::agent_env(&split_env(&h.env), &agent, ctl.path());
+    let stdio = match &opts.output_dir {
+        Some(d) => {
+            std::fs::create_dir_all(d).map_err(|e| ReplayError::Io(e.to_string()))?;
+            let f = |n: &str| {
+                std::fs::File::create(d.join(n))
+                    .map(Stdio::from)
+                    .map_err(|e| ReplayError::Io(format!("{}: {e}", d.join(n).display())))
+            };
+            [Stdio::null(), f("stdout")?, f("stderr")?]
+        }
+        None => [Stdio::null(), Stdio::null(), Stdio::null()],
+    };
+    let argv = if h.argv.is_empty() {
+        vec![program.as_os_str().to_os_string()]
+    } else {
+        h.argv.clone()
+    };
+    let started = Instant::now();
+    let child = launch::spawn_with(program, &argv, &env, &h.cwd, Some(stdio))?;
+    let pid = child.id() as i32;
+
+    let mut last = (
+        r.epoch.load(Ordering::Acquire),
+        r.turn.0.load(Ordering::Acquire),
+        cpu_ticks(pid),
+        Instant::now(),
+    );
+    let mut last_cpu_check = Instant::now();
+    let mut hang = None;
+    let mut stuck: Option<String> = None;
+    let mut timed_out = false;
+    let status = loop {
+        fill(&mut next);
+        if let Some(st) = try_wait(pid) {
+            break st;
+        }
+        if r.divergence.state.load(Ordering::Acquire) == 2 {
+            kill_all(&ctl, pid);
+            break wait_blocking(pid);
+        }
+        if started.elapsed() > opts.timeout {
+            timed_out = true;
+            kill_all(&ctl, pid);
+            break wait_blocking(pid);
+        }
+        if last_cpu_check.elapsed() >= Duration::from_millis(100) {
+            last_cpu_check = Instant::now();
+            let now = (
+                r.epoch.load(Ordering::Acquire),
+                r.turn.0.load(Ordering::Acquire),
+                cpu_ticks(pid),
+            );
+            if (now.0, now.1, now.2) != (last.0, last.1, last.2) {
+                last = (now.0, now.1, now.2, Instant::now());
+            } else if last.3.elapsed() >= opts.hang_timeout {
+                let turn = now.1;
+                if turn >= r.end.load(Ordering::Acquire) {
+                    // Past the end of the recording, as the recorded run:
+                    // hung or deadlocked, or stopped somewhere else.
+                    let blocked = ctl.threads().any(|t| {
+                        t.state.load(Ordering::Acquire) == 1
+                            && t.waiting_on.load(Ordering::Acquire) != 0
+                    });
+                    if blocked {
+                        hang = Some(outcome::analyse_hang(&ctl, pid));
+                    } else {
+                        stuck = Some(
+                            "the recording ends here, but the program did not: every thread waits at an event it never reached in the recording".to_string(),
+                        );
+                    }
+                } else {
+                    stuck = Some(format!(
+                        "stuck: the next event ({}) did not come in {:.1} s",
+                        replay.describe(turn),
+                        opts.hang_timeout.as_secs_f64()
+                    ));
+                }
+                kill_all(&ctl, pid);
+                break wait_blocking(pid);
+            }
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    };
+    // Other processes of the program end with it.
+    kill_all(&ctl, pid);
+    drop(child);
+    let duration = started.elapsed();
+    let turn = r.turn.0.load(Ordering::Acquire);
+    let events_replayed = match replay.positions.binary_search(&turn) {
+        Ok(i) | Err(i) => i as u64,
+    };
+    let d = &r.divergence;
+    let end = if d.state.load(Ordering::Acquire) == 2 {
+        let text = String::from_utf8_lossy(&d.text[..(d.len as usize).min(d.text.len())]);
+        let place = match replay.event_at(d.pos) {
+            Some((_, e)) => format!("{}, event {}", thread_name(e.process, e.thread), e.seq),
+            None => format!("{}", thread_name(d.process as u16, d.thread)),
+        };
+        AttemptEnd::Divergence {
+            reason: format!("{place}: {text}"),
+        }
+    } else if timed_out {
+        AttemptEnd::Timeout
+    } else if let Some(reason) = stuck {
+        AttemptEnd::Divergence { reason }
+    } else {
+        let mut o = outcome::conclude(&ctl, status, hang);
+        o.duration_ns = duration.as_nanos() as u64;
+        o.event_count = events_replayed;
+        o.summary = outcome::summary_line(&o);
+        AttemptEnd::Outcome(Box::new(o))
+    };
+    Ok(AttemptResult {
+        end,
+        duration,
+        seed: opts.seed,
+        events_replayed,
+        decisions: r.decisions.load(Ordering::Acquire),
+        object_mismatches: r.object_mismatches.load(Ordering::Acquire),
+    })
+}
+
+/// The failing frame of a crash: the first frame with a function name.
+fn place(o: &OutcomeInfo) -> Option<&str> {
+    o.backtrace
+        .iter()
+        .map(|f| f.function.as_str())
+        .find(|f| !f.is_empty())
+}
+
+/// True if `got` is the recorded failure again: same kind and same place
+/// (signal and faulting function or pc; assertion text; the locks of a
+/// deadlock's cycle; exit code).
+pub fn matches(recorded: &OutcomeInfo, got: &OutcomeInfo) -> bool {
+    if recorded.kind != got.kind {
+        return false;
+    }
+    match recorded.kind {
+        OutcomeKind::Exited => recorded.exit_code == got.exit_code,
+        OutcomeKind::Signaled => {
+            recorded.signal == got.signal
+                && match (place(recorded), place(got)) {
+                    (Some(a), Some(b)) => a == b,
+                    _ => recorded.pc == got.pc,
+                }
+        }
+        OutcomeKind::Assertion => recorded.assertion == got.assertion,
+        OutcomeKind::Deadlock => {
+            let mut a = recorded.cycle.clone();
+            let mut b = got.cycle.clone();
+            a.sort_unstable();
+            b.sort_unstable();
+            a == b
+        }
+        OutcomeKind::Hang | OutcomeKind::Interrupted | OutcomeKind::Unknown => true,
+    }
+}
+
+/// True if the recorded run failed (anything but a clean exit).
+pub fn is_failure(o: &OutcomeInfo) -> bool {
+    !(o.kind == OutcomeKind::Exited && o.exit_code == 0)
+}
