@@ -54,6 +54,13 @@ pub struct ReplayArgs {
     no_schedule: bool,
 }
 
+/// `println!` that ignores a closed stdout (`| head`).
+macro_rules! out {
+    ($($t:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 fn secs(v: f64, what: &str) -> Result<Duration> {
     if !(v > 0.0) {
         anyhow::bail!("{what} must be a positive number of seconds");
@@ -118,7 +125,7 @@ pub fn run(a: ReplayArgs) -> Result<u8> {
         None => None,
     };
 
-    eprintln!(
+    eout!(
         "reprise: replaying {} ({} sketch, {} events); recorded: {}",
         dir.display(),
         replay.header.level,
@@ -126,7 +133,7 @@ pub fn run(a: ReplayArgs) -> Result<u8> {
         recorded.summary
     );
     if let Some(s) = &saved {
-        eprintln!(
+        eout!(
             "reprise: trying the saved schedule first ({} seed {:#x})",
             s.strategy, s.seed
         );
@@ -220,17 +227,17 @@ pub fn run(a: ReplayArgs) -> Result<u8> {
             } else {
                 "reproduced the recorded run"
             };
-            println!(
+            out!(
                 "reprise: {what} in attempt {} ({} attempts run, {} diverged, {:.2} s)",
                 i + 1,
                 results.len(),
                 diverged,
                 elapsed
             );
-            println!("  recorded:   {}", recorded.summary);
-            println!("  reproduced: {}", r.summary());
+            out!("  recorded:   {}", recorded.summary);
+            out!("  reproduced: {}", r.summary());
             if r.object_mismatches > 0 {
-                println!(
+                out!(
                     "  note: {} events had another object address than recorded",
                     r.object_mismatches
                 );
@@ -244,7 +251,7 @@ pub fn run(a: ReplayArgs) -> Result<u8> {
                     decisions: Vec::new(),
                 };
                 write_schedule(&dir, &sched)?;
-                println!(
+                out!(
                     "  schedule saved ({} seed {:#x}): the next `reprise replay` starts with it",
                     sched.strategy, sched.seed
                 );
@@ -252,13 +259,13 @@ pub fn run(a: ReplayArgs) -> Result<u8> {
             Ok(0)
         }
         None => {
-            println!(
+            out!(
                 "reprise: not reproduced in {} attempts ({} diverged, {:.2} s)",
                 results.len(),
                 diverged,
                 elapsed
             );
-            println!("  recorded: {}", recorded.summary);
+            out!("  recorded: {}", recorded.summary);
             // The most common endings, to say what happened instead.
             let mut seen: Vec<(String, usize)> = Vec::new();
             for (_, r) in &results {
@@ -270,7 +277,7 @@ pub fn run(a: ReplayArgs) -> Result<u8> {
             }
             seen.sort_by(|x, y| y.1.cmp(&x.1));
             for (s, n) in seen.iter().take(3) {
-                println!("  {n} x {s}");
+                out!("  {n} x {s}");
             }
             Ok(1)
         }

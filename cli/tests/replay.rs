@@ -1,0 +1,204 @@
+//! `reprise replay`: a recorded run is executed again under its sketch,
+//! and a recorded failure reproduces.
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use common::{compile, run_reprise, stderr};
+use reprise_schema::read_schedule;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn record(root: &Path, trace: &Path, prog: &Path, args: &[&str]) -> Output {
+    let mut a = vec!["record", "-o", trace.to_str().unwrap(), prog.to_str().unwrap()];
+    a.extend_from_slice(args);
+    run_reprise(root, &a, None, LIMIT)
+}
+
+fn replay(root: &Path, trace: &Path, extra: &[&str]) -> Output {
+    let mut a = vec!["replay", trace.to_str().unwrap(), "--jobs", "1"];
+    a.extend_from_slice(extra);
+    run_reprise(root, &a, None, LIMIT)
+}
+
+const LOCKS: &str = r#"
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+long counter;
+void *work(void *a) {
+    long k = (long)a;
+    for (long i = 0; i < k; i++) { pthread_mutex_lock(&m); counter++; pthread_mutex_unlock(&m); }
+    return 0;
+}
+int main(int argc, char **argv) {
+    long k = atol(argv[1]);
+    pthread_t t[3];
+    for (long i = 0; i < 3; i++) pthread_create(&t[i], 0, work, (void *)(k * (i + 1)));
+    for (int i = 0; i < 3; i++) pthread_join(t[i], 0);
+    printf("counter=%ld\n", counter);
+    return 7;
+}
+"#;
+
+#[test]
+fn a_deterministic_program_replays_with_the_same_output_and_status() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prog = compile(tmp.path(), "locks", LOCKS, &["-O1", "-g"]);
+    for sketch in ["sync", "sys"] {
+        let trace = tmp.path().join(format!("trace-{sketch}"));
+        let mut a = vec!["record", "--sketch", sketch, "-o", trace.to_str().unwrap()];
+        a.extend_from_slice(&[prog.to_str().unwrap(), "500"]);
+        let o = run_reprise(tmp.path(), &a, None, LIMIT);
+        assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+        for i in 0..10 {
+            let out = tmp.path().join(format!("out-{sketch}-{i}"));
+            let o = replay(
+                tmp.path(),
+                &trace,
+                &[
+                    "--max-attempts",
+                    "1",
+                    "--seed",
+                    &i.to_string(),
+                    "--no-schedule",
+                    "--output-dir",
+                    out.to_str().unwrap(),
+                ],
+            );
+            assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+            assert!(
+                stdout(&o).contains("reproduced: exited with status 7"),
+                "{}",
+                stdout(&o)
+            );
+            let got = std::fs::read_to_string(out.join("attempt-1/stdout")).unwrap();
+            assert_eq!(got, "counter=3000\n", "replay {i} ({sketch})");
+        }
+    }
+}
+
+/// The assertion fails only if `second` takes the lock before `first`;
+/// natively that depends on `first`'s delay, in a replay on the sketch.
+const ORDER: &str = r#"
+#include <assert.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+static pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+static int state;
+static long delay;
+static void *first(void *a) {
+    usleep(delay);
+    pthread_mutex_lock(&m);
+    state = state * 10 + 1;
+    pthread_mutex_unlock(&m);
+    return 0;
+}
+static void *second(void *a) {
+    pthread_mutex_lock(&m);
+    assert(state == 1 && "second ran before first");
+    state = state * 10 + 2;
+    pthread_mutex_unlock(&m);
+    return 0;
+}
+int main(int argc, char **argv) {
+    delay = argc > 1 ? atol(argv[1]) : 0;
+    pthread_t a, b;
+    pthread_create(&a, 0, first, 0);
+    pthread_create(&b, 0, second, 0);
+    pthread_join(a, 0);
+    pthread_join(b, 0);
+    printf("state=%d\n", state);
+    return 0;
+}
+"#;
+
+#[test]
+fn a_recorded_assertion_reproduces_and_its_schedule_reproduces_every_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prog = compile(tmp.path(), "order", ORDER, &["-O1", "-g"]);
+    let trace = tmp.path().join("trace");
+    // Record until the run fails (the delay makes that nearly certain).
+    let mut failed = false;
+    for _ in 0..20 {
+        let _ = std::fs::remove_dir_all(&trace);
+        let o = record(tmp.path(), &trace, &prog, &["20000"]);
+        if stderr(&o).contains("assertion failed") {
+            failed = true;
+            break;
+        }
+    }
+    assert!(failed, "no failing recording in 20 runs");
+    let o = replay(tmp.path(), &trace, &["--max-attempts", "20"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("reproduced: assertion failed: ")
+            && stdout(&o).contains("second ran before first"),
+        "{}",
+        stdout(&o)
+    );
+    let saved = read_schedule(&trace).unwrap().expect("schedule saved");
+    assert_eq!(saved.strategy, "random");
+    for _ in 0..5 {
+        let o = replay(tmp.path(), &trace, &["--max-attempts", "1"]);
+        assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+        assert!(
+            stdout(&o).contains("in attempt 1 "),
+            "{}{}",
+            stdout(&o),
+            stderr(&o)
+        );
+        assert!(stderr(&o).contains("trying the saved schedule first"));
+    }
+}
+
+#[test]
+fn a_changed_program_is_refused_unless_forced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prog = compile(tmp.path(), "locks", LOCKS, &["-O1", "-g"]);
+    let trace = tmp.path().join("trace");
+    let o = record(tmp.path(), &trace, &prog, &["10"]);
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+    compile(
+        tmp.path(),
+        "locks",
+        &LOCKS.replace("counter=%ld", "count=%ld"),
+        &["-O1", "-g"],
+    );
+    let o = replay(tmp.path(), &trace, &["--max-attempts", "1"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("program changed since it was recorded"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    // Forced, the changed output is a divergence, with its reason.
+    let o = replay(tmp.path(), &trace, &["--max-attempts", "1", "--force"]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("stdout differs from the recorded output at byte 5"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn no_trace_is_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = run_reprise(
+        tmp.path(),
+        &["replay", tmp.path().join("nope").to_str().unwrap()],
+        None,
+        LIMIT,
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(stderr(&o).trim().lines().count(), 1, "{}", stderr(&o));
+}
