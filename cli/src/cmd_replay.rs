@@ -125,7 +125,7 @@ pub fn run(a: ReplayArgs) -> Result<u8> {
         None => None,
     };
 
-    eout!(
+    eprintln!(
         "reprise: replaying {} ({} sketch, {} events); recorded: {}",
         dir.display(),
         replay.header.level,
@@ -133,7 +133,7 @@ pub fn run(a: ReplayArgs) -> Result<u8> {
         recorded.summary
     );
     if let Some(s) = &saved {
-        eout!(
+        eprintln!(
             "reprise: trying the saved schedule first ({} seed {:#x})",
             s.strategy, s.seed
         );
