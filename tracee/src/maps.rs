@@ -206,7 +206,10 @@ mod tests {
         assert!(exe.exec && !exe.write);
         assert_eq!(exe.offset, 0x1000);
         assert!(m.module_for(RemotePtr::new(0x7ffff7fc1010)).is_none());
-        assert_eq!(m.find(RemotePtr::new(0x7ffff7fc1010)).unwrap().name, "[vdso]");
+        assert_eq!(
+            m.find(RemotePtr::new(0x7ffff7fc1010)).unwrap().name,
+            "[vdso]"
+        );
         assert!(m.find(RemotePtr::new(0x555555557000)).is_none());
         assert_eq!(m.mappings()[6].name, "");
     }
@@ -217,22 +220,58 @@ mod tests {
         let libc_text = m.module_for(RemotePtr::new(0x7ffff7db1000)).unwrap();
         // A typical libc: text segment at vaddr 0x26000, file offset 0x26000.
         let segs = [
-            LoadSegment { vaddr: 0, offset: 0, filesz: 0x25f10, memsz: 0x25f10, align: 0x1000 },
-            LoadSegment { vaddr: 0x26000, offset: 0x26000, filesz: 0x155000, memsz: 0x155000, align: 0x1000 },
+            LoadSegment {
+                vaddr: 0,
+                offset: 0,
+                filesz: 0x25f10,
+                memsz: 0x25f10,
+                align: 0x1000,
+            },
+            LoadSegment {
+                vaddr: 0x26000,
+                offset: 0x26000,
+                filesz: 0x155000,
+                memsz: 0x155000,
+                align: 0x1000,
+            },
         ];
         assert_eq!(libc_text.load_bias(&segs), Some(0x7ffff7d8a000));
         // Segment whose vaddr differs from its offset (e.g. after a gap).
         let segs = [
-            LoadSegment { vaddr: 0, offset: 0, filesz: 0x1000, memsz: 0x1000, align: 0x1000 },
-            LoadSegment { vaddr: 0x201000, offset: 0x1000, filesz: 0x1000, memsz: 0x1000, align: 0x1000 },
+            LoadSegment {
+                vaddr: 0,
+                offset: 0,
+                filesz: 0x1000,
+                memsz: 0x1000,
+                align: 0x1000,
+            },
+            LoadSegment {
+                vaddr: 0x201000,
+                offset: 0x1000,
+                filesz: 0x1000,
+                memsz: 0x1000,
+                align: 0x1000,
+            },
         ];
         let exe_text = m.module_for(RemotePtr::new(0x555555555000)).unwrap();
         assert_eq!(exe_text.load_bias(&segs), Some(0x555555555000 - 0x201000));
         // Segments sharing a file page (a Rust test binary's layout):
         // mapping at offset 0x1000 belongs to the second segment.
         let segs = [
-            LoadSegment { vaddr: 0, offset: 0, filesz: 0x13e0, memsz: 0x13e0, align: 0x1000 },
-            LoadSegment { vaddr: 0x23e0, offset: 0x13e0, filesz: 0x2000, memsz: 0x2000, align: 0x1000 },
+            LoadSegment {
+                vaddr: 0,
+                offset: 0,
+                filesz: 0x13e0,
+                memsz: 0x13e0,
+                align: 0x1000,
+            },
+            LoadSegment {
+                vaddr: 0x23e0,
+                offset: 0x13e0,
+                filesz: 0x2000,
+                memsz: 0x2000,
+                align: 0x1000,
+            },
         ];
         assert_eq!(exe_text.load_bias(&segs), Some(0x555555555000 - 0x2000));
     }

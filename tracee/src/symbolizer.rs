@@ -52,7 +52,12 @@ pub struct Frame {
 
 impl std::fmt::Display for Frame {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} in {}", self.pc, self.function.as_deref().unwrap_or("??"))?;
+        write!(
+            f,
+            "{} in {}",
+            self.pc,
+            self.function.as_deref().unwrap_or("??")
+        )?;
         if let Some(file) = &self.file {
             write!(f, " at {}", file.display())?;
             if let Some(line) = self.line {
@@ -98,14 +103,14 @@ pub struct UnwoundFrame {
 /// DWARF x86-64 register number to our index.
 fn dwarf_to_idx(reg: Register) -> Option<usize> {
     Some(match reg.0 {
-        0 => 0,  // rax
-        1 => 3,  // rdx
-        2 => 2,  // rcx
-        3 => 1,  // rbx
-        4 => 4,  // rsi
-        5 => 5,  // rdi
-        6 => 6,  // rbp
-        7 => 7,  // rsp
+        0 => 0, // rax
+        1 => 3, // rdx
+        2 => 2, // rcx
+        3 => 1, // rbx
+        4 => 4, // rsi
+        5 => 5, // rdi
+        6 => 6, // rbp
+        7 => 7, // rsp
         8..=15 => reg.0 as usize,
         16 => REG_RIP, // return address column
         _ => return None,
@@ -254,9 +259,7 @@ fn eval_expr(
                 eval.resume_with_memory(Value::Generic(u64::from_le_bytes(b)))
                     .ok()?
             }
-            EvaluationResult::RequiresCallFrameCfa => {
-                eval.resume_with_call_frame_cfa(cfa?).ok()?
-            }
+            EvaluationResult::RequiresCallFrameCfa => eval.resume_with_call_frame_cfa(cfa?).ok()?,
             _ => return None,
         };
     }
@@ -575,7 +578,13 @@ impl Symbolizer {
         };
         let mapping = maps.find(lookup);
         let module_name = |m: Option<&crate::maps::Mapping>| {
-            PathBuf::from(m.map(|m| m.file().map_or(m.name.as_str(), |p| p.to_str().unwrap_or(""))).unwrap_or(""))
+            PathBuf::from(
+                m.map(|m| {
+                    m.file()
+                        .map_or(m.name.as_str(), |p| p.to_str().unwrap_or(""))
+                })
+                .unwrap_or(""),
+            )
         };
         match self.locate(lookup, maps) {
             Some((i, bias)) => {
@@ -604,7 +613,10 @@ impl Symbolizer {
                 line: None,
                 module: module_name(mapping),
                 offset: match mapping {
-                    Some(m) => pc.addr().wrapping_sub(m.start.addr()).wrapping_add(m.offset),
+                    Some(m) => pc
+                        .addr()
+                        .wrapping_sub(m.start.addr())
+                        .wrapping_add(m.offset),
                     None => pc.addr(),
                 },
                 inlined: false,
@@ -639,15 +651,16 @@ impl Symbolizer {
                 is_return_address,
                 method,
             });
-            let lookup = if is_return_address { pc.wrapping_sub(1) } else { pc };
+            let lookup = if is_return_address {
+                pc.wrapping_sub(1)
+            } else {
+                pc
+            };
             let first = out.len() == 1;
             let step = match self.locate(RemotePtr::new(lookup), maps) {
-                Some((i, bias)) => self.modules[i].cfi_step(
-                    &mut self.ctx,
-                    lookup.wrapping_sub(bias),
-                    &cur,
-                    mem,
-                ),
+                Some((i, bias)) => {
+                    self.modules[i].cfi_step(&mut self.ctx, lookup.wrapping_sub(bias), &cur, mem)
+                }
                 None => None,
             };
             let (next, signal, how) = match step {
@@ -767,7 +780,10 @@ mod tests {
         let frames = here();
         assert!(frames.len() >= 3, "{frames:#?}");
         let f0 = frames[0].function.as_deref().unwrap_or("");
-        assert!(f0.contains("unwinds_this_test") && f0.contains("here"), "{frames:#?}");
+        assert!(
+            f0.contains("unwinds_this_test") && f0.contains("here"),
+            "{frames:#?}"
+        );
         let f1 = frames[1].function.as_deref().unwrap_or("");
         assert!(f1.contains("unwinds_this_test"), "{frames:#?}");
     }

@@ -53,11 +53,21 @@ fn run(flags: &[&str], separate_debug: bool) {
     let abort = find(raise + 1, "abort");
     let assert_fail = find(abort + 1, "__assert_fail");
     assert_eq!(names[assert_fail + 1], "check", "{}", dump(&frames));
-    assert_eq!(frames[assert_fail + 1].line, Some(line_of(ASSERT_C, "ASSERT_FAILS")));
+    assert_eq!(
+        frames[assert_fail + 1].line,
+        Some(line_of(ASSERT_C, "ASSERT_FAILS"))
+    );
     assert_eq!(names[assert_fail + 2], "worker", "{}", dump(&frames));
-    assert_eq!(frames[assert_fail + 2].line, Some(line_of(ASSERT_C, "WORKER_CALL")));
+    assert_eq!(
+        frames[assert_fail + 2].line,
+        Some(line_of(ASSERT_C, "WORKER_CALL"))
+    );
     for f in &frames[..=assert_fail] {
-        assert!(f.module.to_str().unwrap().contains("libc.so"), "{}", dump(&frames));
+        assert!(
+            f.module.to_str().unwrap().contains("libc.so"),
+            "{}",
+            dump(&frames)
+        );
     }
 }
 

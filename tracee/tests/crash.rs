@@ -119,7 +119,12 @@ fn check_crash(src: &str, flags: &[&str], caller: &str, caller_marker: &str, fp:
 
     // Frame 0 is the faulting instruction itself.
     assert_eq!(frames[0].pc.addr(), crash.regs[16]);
-    assert_eq!(frames[0].function.as_deref(), Some("leaf"), "{}", dump(&frames));
+    assert_eq!(
+        frames[0].function.as_deref(),
+        Some("leaf"),
+        "{}",
+        dump(&frames)
+    );
     assert_eq!(frames[0].line, Some(line_of(src, "LEAF_FAULT")));
     assert_eq!(file_name(&frames[0]), Some("crash.c"));
     assert_eq!(frames[0].module, exe);
@@ -131,7 +136,11 @@ fn check_crash(src: &str, flags: &[&str], caller: &str, caller_marker: &str, fp:
     assert_eq!(sym.symbolize(frames[0].pc, &maps), frames[0]);
     // How the caller frames were found.
     let raw = sym.unwind(&crash.regs, &crash.stack, &maps);
-    let want = if fp { UnwindMethod::FramePointer } else { UnwindMethod::Cfi };
+    let want = if fp {
+        UnwindMethod::FramePointer
+    } else {
+        UnwindMethod::Cfi
+    };
     assert_eq!(raw[1].method, want);
     assert_eq!(raw[2].method, want);
 }
@@ -148,7 +157,13 @@ fn segv_in_leaf_o2() {
 
 #[test]
 fn segv_in_thread_o0() {
-    check_crash(THREAD_CRASH_C, &["-g", "-O0"], "worker", "WORKER_CALL", false);
+    check_crash(
+        THREAD_CRASH_C,
+        &["-g", "-O0"],
+        "worker",
+        "WORKER_CALL",
+        false,
+    );
 }
 
 #[test]
@@ -156,7 +171,12 @@ fn segv_in_thread_o2_debug_frame_only() {
     // No .eh_frame: gcc puts the CFI into .debug_frame instead.
     check_crash(
         THREAD_CRASH_C,
-        &["-g", "-O2", "-fno-asynchronous-unwind-tables", "-fno-unwind-tables"],
+        &[
+            "-g",
+            "-O2",
+            "-fno-asynchronous-unwind-tables",
+            "-fno-unwind-tables",
+        ],
         "worker",
         "WORKER_CALL",
         false,

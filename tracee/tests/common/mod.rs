@@ -12,9 +12,7 @@ use nix::sys::ptrace;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use reprise_tracee::{
-    Frame, MemoryMap, MemoryReader, ProcessMemory, RemotePtr, StackSnapshot,
-};
+use reprise_tracee::{Frame, MemoryMap, MemoryReader, ProcessMemory, RemotePtr, StackSnapshot};
 
 pub const TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -69,6 +67,8 @@ fn regs_of(tid: Pid) -> [u64; 18] {
 /// thread's registers, up to 128 KiB of its stack from rsp and the maps
 /// text, then kills the program. Only this thread's children are waited
 /// for (`__WNOTHREAD`), so tests can run in parallel.
+// The child is reaped with waitpid below, not through `Child::wait`.
+#[allow(clippy::zombie_processes)]
 pub fn run_until_crash(exe: &Path) -> Crash {
     let mut cmd = Command::new(exe);
     cmd.stdout(Stdio::null()).stderr(Stdio::null());
