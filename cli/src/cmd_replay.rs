@@ -236,6 +236,16 @@ pub fn run(a: ReplayArgs) -> Result<u8> {
             );
             out!("  recorded:   {}", recorded.summary);
             out!("  reproduced: {}", r.summary());
+            out!(
+                "  replayed {} of {} recorded events{}",
+                r.events_replayed,
+                replay.event_count(),
+                if r.completed {
+                    ""
+                } else {
+                    " (the failure came earlier in the sketch than recorded)"
+                }
+            );
             if r.object_mismatches > 0 {
                 out!(
                     "  note: {} events had another object address than recorded",

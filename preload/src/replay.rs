@@ -200,7 +200,16 @@ fn decide(c: &ControlHeader) {
             }
         }
     }
-    let (o, _) = owner(c);
+    let (mut o, _) = owner(c);
+    // An owner blocked in an unordered operation (a barrier) cannot take
+    // the baton; the first thread to arrive while nobody holds it decides
+    // again.
+    let detached = r.threads[..live_entries(c)].iter().any(|t| {
+        t.key.load(Ordering::Relaxed) == o && t.state.load(Ordering::Acquire) == rp::DETACHED
+    });
+    if detached {
+        o = 0;
+    }
     if o != 0 && !cands[..n].contains(&o) && n < cands.len() {
         cands[n] = o;
         n += 1;
@@ -213,13 +222,25 @@ fn decide(c: &ControlHeader) {
             j -= 1;
         }
     }
+    let strategy = r.strategy.load(Ordering::Relaxed);
     let chosen = match n {
         0 => 0,
         1 => cands[0],
         _ => {
             r.decisions.fetch_add(1, Ordering::Relaxed);
-            if r.strategy.load(Ordering::Relaxed) == rp::STRATEGY_RANDOM {
-                cands[(next_random(r) % n as u64) as usize]
+            if strategy & 0xffff == rp::STRATEGY_RANDOM {
+                // The thread that just finished an event keeps running,
+                // except with probability `switch / 65536` (one draw per
+                // choice either way, so a seed gives one schedule).
+                let me = my_key();
+                let x = next_random(r);
+                let switch = (strategy >> 16) as u64;
+                let stay = cands[..n].contains(&me) && (x >> 48) >= switch;
+                if stay {
+                    me
+                } else {
+                    cands[((x & 0xffff_ffff) % n as u64) as usize]
+                }
             } else {
                 // In order: the owner of the next event first.
                 if o != 0 {
@@ -487,7 +508,7 @@ fn arrive(c: &ControlHeader, kind: K, object: u64) -> Option<Turn> {
                 set_state(c, rp::IN_EVENT);
                 break r.turn.0.load(Ordering::Acquire);
             }
-            if b == me && o != 0 {
+            if (b == me && o != 0) || b == 0 {
                 decide(c);
             }
             ep = r.epoch.load(Ordering::Acquire);

@@ -181,6 +181,18 @@ impl Strategy {
     }
 }
 
+/// The random strategy's chance, in 1/65536, that a thread which just
+/// finished an event loses the baton: from 1/2 (every choice a coin toss)
+/// down to 1/1024 (long stretches of one thread), picked by the seed, so
+/// that attempts explore both dense and sparse preemptions.
+pub fn switch_rate(seed: u64) -> u32 {
+    let mut z = seed.wrapping_add(0x2545_f491_4f6c_dd1d);
+    z = (z ^ (z >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+    z ^= z >> 33;
+    let shift = 1 + (z % 10) as u32;
+    (65536u32 >> shift).max(1)
+}
+
 /// One attempt's settings.
 #[derive(Clone, Debug)]
 pub struct AttemptOptions {
@@ -229,6 +241,9 @@ pub struct AttemptResult {
     pub seed: u64,
     /// Events replayed in order.
     pub events_replayed: u64,
+    /// Every recorded event was replayed (the run went as far as the
+    /// recording).
+    pub completed: bool,
     /// Choices the strategy made.
     pub decisions: u64,
     /// Events whose object (address) differed from the recording.
@@ -317,7 +332,7 @@ pub fn attempt(replay: &Replay, opts: &AttemptOptions) -> Result<AttemptResult, 
     r.baton.store(rp::key(0, 0), Ordering::Release);
     r.strategy.store(
         match opts.strategy {
-            Strategy::Random => rp::STRATEGY_RANDOM,
+            Strategy::Random => rp::STRATEGY_RANDOM | (switch_rate(opts.seed) << 16),
         },
         Ordering::Release,
     );
@@ -471,6 +486,7 @@ pub fn attempt(replay: &Replay, opts: &AttemptOptions) -> Result<AttemptResult, 
         duration,
         seed: opts.seed,
         events_replayed,
+        completed: turn >= total,
         decisions: r.decisions.load(Ordering::Acquire),
         object_mismatches: r.object_mismatches.load(Ordering::Acquire),
     })
