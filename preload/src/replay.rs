@@ -251,11 +251,12 @@ fn decide(c: &ControlHeader) {
             }
         }
     };
-    r.baton.store(chosen, Ordering::Release);
-    bump(r);
+    if r.baton.swap(chosen, Ordering::AcqRel) != chosen {
+        bump(r);
+    }
 }
 
-/// True if thread `tid` sleeps in the kernel (state S or D).
+/// True if thread `tid` sleeps in the kernel (state S or D) or is dead.
 fn task_blocked(tid: i32) -> bool {
     let mut path = [0u8; 32];
     let mut n = 0;
@@ -283,7 +284,8 @@ fn task_blocked(tid: i32) -> bool {
         ],
     );
     if fd < 0 {
-        return false;
+        // Gone: a process that exited while holding the baton.
+        return fd == -(libc::ENOENT as i64) || fd == -(libc::ESRCH as i64);
     }
     let mut buf = [0u8; 512];
     let len = raw::syscall3(libc::SYS_read, fd as u64, buf.as_mut_ptr() as u64, 512);
@@ -293,7 +295,7 @@ fn task_blocked(tid: i32) -> bool {
     }
     let b = &buf[..len as usize];
     match b.iter().rposition(|&x| x == b')') {
-        Some(i) if i + 2 < b.len() => matches!(b[i + 2], b'S' | b'D'),
+        Some(i) if i + 2 < b.len() => matches!(b[i + 2], b'S' | b'D' | b'Z' | b'X' | b'x'),
         _ => false,
     }
 }

@@ -230,8 +230,8 @@ pub enum AttemptEnd {
     Outcome(Box<OutcomeInfo>),
     /// It stopped following the recording.
     Divergence { reason: String },
-    /// Killed after the attempt's time limit.
-    Timeout,
+    /// Killed after the attempt's time limit, `at` this point of the sketch.
+    Timeout { at: String },
 }
 
 #[derive(Clone, Debug)]
@@ -263,7 +263,7 @@ impl AttemptResult {
         match &self.end {
             AttemptEnd::Outcome(o) => o.summary.clone(),
             AttemptEnd::Divergence { reason } => format!("diverged: {reason}"),
-            AttemptEnd::Timeout => "timed out".to_string(),
+            AttemptEnd::Timeout { at } => format!("timed out {at}"),
         }
     }
 }
@@ -390,12 +390,8 @@ pub fn attempt(replay: &Replay, opts: &AttemptOptions) -> Result<AttemptResult, 
     let child = launch::spawn_with(program, &argv, &env, &h.cwd, Some(stdio))?;
     let pid = child.id() as i32;
 
-    let mut last = (
-        r.epoch.load(Ordering::Acquire),
-        r.turn.0.load(Ordering::Acquire),
-        cpu_ticks(pid),
-        Instant::now(),
-    );
+    // (turn, CPU ticks, when) at the last progress.
+    let mut last = (r.turn.0.load(Ordering::Acquire), cpu_ticks(pid), Instant::now());
     let mut last_cpu_check = Instant::now();
     let mut hang = None;
     let mut stuck: Option<String> = None;
@@ -416,15 +412,17 @@ pub fn attempt(replay: &Replay, opts: &AttemptOptions) -> Result<AttemptResult, 
         }
         if last_cpu_check.elapsed() >= Duration::from_millis(100) {
             last_cpu_check = Instant::now();
-            let now = (
-                r.epoch.load(Ordering::Acquire),
-                r.turn.0.load(Ordering::Acquire),
-                cpu_ticks(pid),
-            );
-            if (now.0, now.1, now.2) != (last.0, last.1, last.2) {
-                last = (now.0, now.1, now.2, Instant::now());
-            } else if last.3.elapsed() >= opts.hang_timeout {
-                let turn = now.1;
+            let turn = r.turn.0.load(Ordering::Acquire);
+            let elapsed = last.2.elapsed();
+            // Progress is a new event, or a program busy computing (more
+            // than a fifth of a CPU; waiting threads poll a little).
+            let busy = || {
+                let ticks = cpu_ticks(pid).saturating_sub(last.1);
+                ticks as f64 / 100.0 > 0.2 * elapsed.as_secs_f64()
+            };
+            if turn != last.0 || (elapsed >= opts.hang_timeout && busy()) {
+                last = (turn, cpu_ticks(pid), Instant::now());
+            } else if elapsed >= opts.hang_timeout {
                 if turn >= r.end.load(Ordering::Acquire) {
                     // Past the end of the recording, as the recorded run:
                     // hung or deadlocked, or stopped somewhere else.
@@ -471,7 +469,13 @@ pub fn attempt(replay: &Replay, opts: &AttemptOptions) -> Result<AttemptResult, 
             reason: format!("{place}: {text}"),
         }
     } else if timed_out {
-        AttemptEnd::Timeout
+        AttemptEnd::Timeout {
+            at: if turn >= total {
+                "past the end of the recording".to_string()
+            } else {
+                format!("waiting for {}", replay.describe(turn))
+            },
+        }
     } else if let Some(reason) = stuck {
         AttemptEnd::Divergence { reason }
     } else {
