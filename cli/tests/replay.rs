@@ -202,3 +202,68 @@ fn no_trace_is_one_line() {
     assert_eq!(o.status.code(), Some(2));
     assert_eq!(stderr(&o).trim().lines().count(), 1, "{}", stderr(&o));
 }
+
+/// Takes one of two global locks, as a file says.
+const PICK: &str = r#"
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <unistd.h>
+static pthread_mutex_t m[2] = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER };
+int main(int argc, char **argv) {
+    char c = '0';
+    int fd = open(argv[1], O_RDONLY);
+    if (fd < 0 || read(fd, &c, 1) != 1) return 9;
+    close(fd);
+    int i = c == '1';
+    pthread_mutex_lock(&m[i]);
+    printf("took %d\n", i);
+    pthread_mutex_unlock(&m[i]);
+    return 0;
+}
+"#;
+
+#[test]
+fn inputs_are_replayed_at_sys_and_another_global_lock_is_a_divergence() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prog = compile(tmp.path(), "pick", PICK, &["-O1", "-g"]);
+    let input = tmp.path().join("input");
+    std::fs::write(&input, "0").unwrap();
+    for sketch in ["sync", "sys"] {
+        let trace = tmp.path().join(format!("trace-{sketch}"));
+        let a = [
+            "record",
+            "--sketch",
+            sketch,
+            "-o",
+            trace.to_str().unwrap(),
+            prog.to_str().unwrap(),
+            input.to_str().unwrap(),
+        ];
+        let o = run_reprise(tmp.path(), &a, None, LIMIT);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+    std::fs::write(&input, "1").unwrap();
+    // The sys sketch holds the byte read: the replay takes lock 0 again.
+    let out = tmp.path().join("out");
+    let o = replay(
+        tmp.path(),
+        &tmp.path().join("trace-sys"),
+        &["--max-attempts", "1", "--output-dir", out.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(out.join("attempt-1/stdout")).unwrap(),
+        "took 0\n"
+    );
+    // The sync sketch does not: the program reads "1" and locks the other
+    // global mutex.
+    let o = replay(tmp.path(), &tmp.path().join("trace-sync"), &["--max-attempts", "1"]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    let s = stdout(&o);
+    assert!(
+        s.contains("thread 0, event ") && s.contains(": expected pthread_mutex_lock(0x"),
+        "{s}"
+    );
+    assert!(s.contains(") got pthread_mutex_lock(0x"), "{s}");
+}

@@ -19,7 +19,7 @@
 //! panics; waits are futex waits on the shared epoch word.
 
 use core::ffi::c_int;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use libc::pthread_mutex_t;
 use reprise_abi::{
@@ -537,6 +537,13 @@ fn arrive(c: &ControlHeader, kind: K, object: u64) -> Option<Turn> {
             .op(kind as u16, object);
         diverge(c, turn, &m);
     }
+    if kind != K::Syscall && t.object != object && (is_static(t.object) || is_static(object)) {
+        // A global object is at the same address in every run (ASLR is
+        // off): another one is another operation.
+        let mut m = Text::new();
+        m.s(b"expected ").op(t.kind, t.object).s(b" got ").op(kind as u16, object);
+        diverge(c, turn, &m);
+    }
     if kind != K::Syscall && t.object != object {
         r.object_mismatches.fetch_add(1, Ordering::Relaxed);
         let _ =
@@ -544,6 +551,49 @@ fn arrive(c: &ControlHeader, kind: K, object: u64) -> Option<Turn> {
                 .compare_exchange(u64::MAX, turn, Ordering::Relaxed, Ordering::Relaxed);
     }
     Some(t)
+}
+
+static STATIC_LO: AtomicU64 = AtomicU64::new(0);
+static STATIC_HI: AtomicU64 = AtomicU64::new(0);
+
+/// True if `addr` lies in the main executable's own data (its loaded
+/// segments), where objects do not move between runs.
+fn is_static(addr: u64) -> bool {
+    if STATIC_HI.load(Ordering::Relaxed) == 0 {
+        let (lo, hi) = executable_range();
+        STATIC_LO.store(lo, Ordering::Relaxed);
+        STATIC_HI.store(hi.max(1), Ordering::Relaxed);
+    }
+    addr >= STATIC_LO.load(Ordering::Relaxed) && addr < STATIC_HI.load(Ordering::Relaxed)
+}
+
+/// The address range of the main executable's PT_LOAD segments.
+fn executable_range() -> (u64, u64) {
+    // SAFETY: getauxval is async-signal-safe; AT_PHDR points to AT_PHNUM
+    // program headers mapped for the life of the process.
+    unsafe {
+        let phdr = libc::getauxval(libc::AT_PHDR);
+        let n = libc::getauxval(libc::AT_PHNUM) as usize;
+        if phdr == 0 || n == 0 {
+            return (0, 0);
+        }
+        let phs = core::slice::from_raw_parts(phdr as *const libc::Elf64_Phdr, n);
+        let bias = phs
+            .iter()
+            .find(|p| p.p_type == libc::PT_PHDR)
+            .map(|p| phdr.wrapping_sub(p.p_vaddr))
+            .unwrap_or(0);
+        let mut lo = u64::MAX;
+        let mut hi = 0u64;
+        for p in phs.iter().filter(|p| p.p_type == libc::PT_LOAD) {
+            lo = lo.min(p.p_vaddr);
+            hi = hi.max(p.p_vaddr + p.p_memsz);
+        }
+        if hi == 0 {
+            return (0, 0);
+        }
+        (lo.wrapping_add(bias), hi.wrapping_add(bias))
+    }
 }
 
 /// The event is done: the next one may go.
