@@ -186,39 +186,26 @@ pub fn reset_thread() {
 }
 
 pub fn set_waiting(object: u64, kind: EventKind) {
-    if let Some(e) = thread_entry() {
-        e.wait_kind.store(kind as u32, Ordering::Relaxed);
-        e.waiting_on.store(object, Ordering::Release);
+    if let Some(h) = here() {
+        h.set_waiting(object, kind);
     }
 }
 
 pub fn clear_waiting() {
-    if let Some(e) = thread_entry() {
-        e.waiting_on.store(0, Ordering::Release);
+    if let Some(h) = here() {
+        h.clear_waiting();
     }
 }
 
 pub fn held_add(object: u64) {
-    if let Some(e) = thread_entry() {
-        let n = e.held_count.load(Ordering::Relaxed) as usize;
-        if n < MAX_HELD {
-            e.held[n].store(object, Ordering::Relaxed);
-        }
-        e.held_count.store(n as u32 + 1, Ordering::Release);
+    if let Some(h) = here() {
+        h.held_add(object);
     }
 }
 
 pub fn held_remove(object: u64) {
-    if let Some(e) = thread_entry() {
-        let n = (e.held_count.load(Ordering::Relaxed) as usize).min(MAX_HELD);
-        for i in (0..n).rev() {
-            if e.held[i].load(Ordering::Relaxed) == object {
-                let last = e.held[n - 1].load(Ordering::Relaxed);
-                e.held[i].store(last, Ordering::Relaxed);
-                e.held_count.store(n as u32 - 1, Ordering::Release);
-                return;
-            }
-        }
+    if let Some(h) = here() {
+        h.held_remove(object);
     }
 }
 
@@ -255,21 +242,94 @@ impl Ev {
 /// Logs one event and returns its sequence number. `data` is copied into
 /// the ring (split into `DataMore` events beyond `MAX_EVENT_DATA`).
 pub fn log(ev: Ev, data: &[u8]) -> u64 {
-    let Some(c) = control() else { return 0 };
-    if data.is_empty() && ev.result == 0 {
-        if let Some(kinds) = run_kinds(ev.kind) {
-            return log_in_run(c, ev, kinds);
+    match here() {
+        Some(h) => h.log(ev, data),
+        None => 0,
+    }
+}
+
+/// The control block and the calling thread's entry, looked up once per
+/// intercepted call: in a preloaded library each thread-local access is a
+/// call to `__tls_get_addr`, and a lock operation needs the entry several
+/// times.
+#[derive(Clone, Copy)]
+pub struct Here {
+    pub c: &'static ControlHeader,
+    pub e: Option<&'static ThreadEntry>,
+}
+
+pub fn here() -> Option<Here> {
+    let c = control()?;
+    let slot = ENTRY.with(|x| x.get());
+    Some(Here {
+        c,
+        e: c.threads.get(slot as usize),
+    })
+}
+
+impl Here {
+    // The supervisor reads these only after the program made no progress
+    // for seconds (a hang), so relaxed stores are enough.
+    pub fn set_waiting(self, object: u64, kind: EventKind) {
+        if let Some(e) = self.e {
+            e.wait_kind.store(kind as u32, Ordering::Relaxed);
+            e.waiting_on.store(object, Ordering::Relaxed);
         }
     }
-    let first = data.len().min(MAX_EVENT_DATA);
-    let seq = log_one(c, ev, &data[..first]);
-    let mut rest = &data[first..];
-    while !rest.is_empty() {
-        let n = rest.len().min(MAX_EVENT_DATA);
-        log_one(c, Ev::new(EventKind::DataMore, ev.object), &rest[..n]);
-        rest = &rest[n..];
+
+    pub fn clear_waiting(self) {
+        if let Some(e) = self.e {
+            e.waiting_on.store(0, Ordering::Relaxed);
+        }
     }
-    seq
+
+    pub fn held_add(self, object: u64) {
+        if let Some(e) = self.e {
+            let n = e.held_count.load(Ordering::Relaxed) as usize;
+            if n < MAX_HELD {
+                e.held[n].store(object, Ordering::Relaxed);
+            }
+            e.held_count.store(n as u32 + 1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn held_remove(self, object: u64) {
+        if let Some(e) = self.e {
+            let n = (e.held_count.load(Ordering::Relaxed) as usize).min(MAX_HELD);
+            for i in (0..n).rev() {
+                if e.held[i].load(Ordering::Relaxed) == object {
+                    let last = e.held[n - 1].load(Ordering::Relaxed);
+                    e.held[i].store(last, Ordering::Relaxed);
+                    e.held_count.store(n as u32 - 1, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Logs one event, see [`log`].
+    pub fn log(self, ev: Ev, data: &[u8]) -> u64 {
+        let c = self.c;
+        if data.is_empty() && ev.result == 0 {
+            if let (Some(kinds), Some(e)) = (run_kinds(ev.kind), self.e) {
+                return log_in_run(c, e, ev, kinds);
+            }
+        }
+        let first = data.len().min(MAX_EVENT_DATA);
+        let seq = log_one(c, self.e, ev, &data[..first]);
+        let mut rest = &data[first..];
+        while !rest.is_empty() {
+            let n = rest.len().min(MAX_EVENT_DATA);
+            log_one(
+                c,
+                self.e,
+                Ev::new(EventKind::DataMore, ev.object),
+                &rest[..n],
+            );
+            rest = &rest[n..];
+        }
+        seq
+    }
 }
 
 /// The (acquire, release) kinds of the runs an event can belong to.
@@ -288,10 +348,7 @@ fn run_kinds(kind: EventKind) -> Option<(EventKind, EventKind)> {
 /// (same object, alternating kinds, and no other event took a sequence
 /// number in between): then it costs one `fetch_add` and a store to the
 /// thread's own cache line, not a ring slot the supervisor must read.
-fn log_in_run(c: &ControlHeader, ev: Ev, kinds: (EventKind, EventKind)) -> u64 {
-    let Some(e) = thread_entry() else {
-        return log_one(c, ev, &[]);
-    };
+fn log_in_run(c: &ControlHeader, e: &ThreadEntry, ev: Ev, kinds: (EventKind, EventKind)) -> u64 {
     let seq = c.head.0.fetch_add(1, Ordering::AcqRel);
     let st = e.run.load(Ordering::Acquire);
     if run::is_open(st) {
@@ -368,10 +425,10 @@ fn first_seq_of(c: &ControlHeader, start: u64) -> u64 {
     s
 }
 
-fn log_one(c: &ControlHeader, ev: Ev, data: &[u8]) -> u64 {
+fn log_one(c: &ControlHeader, e: Option<&ThreadEntry>, ev: Ev, data: &[u8]) -> u64 {
     let nslots = slots_for(data.len()) as u64;
     let seq = c.head.0.fetch_add(nslots, Ordering::AcqRel);
-    if let Some(e) = thread_entry() {
+    if let Some(e) = e {
         close_run(c, e);
     }
     if !wait_for_space(c, seq, nslots) {

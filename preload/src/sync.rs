@@ -27,13 +27,14 @@ fn acquire(kind: K, object: u64, holds: bool, f: impl FnOnce() -> c_int) -> c_in
     if replay::on() {
         return replay::acquire(kind, object, holds, f);
     }
-    ctl::set_waiting(object, kind);
+    let Some(h) = ctl::here() else { return f() };
+    h.set_waiting(object, kind);
     let r = f();
-    ctl::clear_waiting();
+    h.clear_waiting();
     if r == 0 && holds {
-        ctl::held_add(object);
+        h.held_add(object);
     }
-    ctl::log(
+    h.log(
         Ev {
             result: r as i64,
             ..Ev::new(kind, object)
@@ -52,8 +53,10 @@ fn release(kind: K, object: u64, f: impl FnOnce() -> c_int) -> c_int {
     if replay::on() {
         return replay::release(kind, object, f);
     }
-    ctl::held_remove(object);
-    ctl::log(Ev::new(kind, object), &[]);
+    if let Some(h) = ctl::here() {
+        h.held_remove(object);
+        h.log(Ev::new(kind, object), &[]);
+    }
     f()
 }
 
@@ -67,10 +70,11 @@ fn after(kind: K, object: u64, holds: bool, f: impl FnOnce() -> c_int) -> c_int 
         return replay::after(kind, object, holds, f);
     }
     let r = f();
+    let Some(h) = ctl::here() else { return r };
     if r == 0 && holds {
-        ctl::held_add(object);
+        h.held_add(object);
     }
-    ctl::log(
+    h.log(
         Ev {
             result: r as i64,
             ..Ev::new(kind, object)
@@ -83,6 +87,25 @@ fn after(kind: K, object: u64, holds: bool, f: impl FnOnce() -> c_int) -> c_int 
 #[no_mangle]
 pub unsafe extern "C" fn pthread_mutex_lock(m: *mut pthread_mutex_t) -> c_int {
     let f = real!(pthread_mutex_lock: fn(*mut pthread_mutex_t) -> c_int);
+    if ctl::active() && !replay::on() {
+        // Uncontended: no need to advertise a wait that cannot hang.
+        let t = real!(pthread_mutex_trylock: fn(*mut pthread_mutex_t) -> c_int);
+        let r = t(m);
+        // EOWNERDEAD: a robust mutex acquired from a dead owner.
+        if r == 0 || r == libc::EOWNERDEAD {
+            if let Some(h) = ctl::here() {
+                h.held_add(m as u64);
+                h.log(
+                    Ev {
+                        result: r as i64,
+                        ..Ev::new(K::MutexLock, m as u64)
+                    },
+                    &[],
+                );
+            }
+            return r;
+        }
+    }
     acquire(K::MutexLock, m as u64, true, || unsafe { f(m) })
 }
 
