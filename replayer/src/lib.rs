@@ -536,3 +536,71 @@ pub fn matches(recorded: &OutcomeInfo, got: &OutcomeInfo) -> bool {
 pub fn is_failure(o: &OutcomeInfo) -> bool {
     !(o.kind == OutcomeKind::Exited && o.exit_code == 0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reprise_schema::Frame;
+
+    fn frame(function: &str) -> Frame {
+        Frame {
+            function: function.into(),
+            ..Frame::default()
+        }
+    }
+
+    #[test]
+    fn matches_compares_kind_and_place() {
+        let exit = |code| OutcomeInfo {
+            kind: OutcomeKind::Exited,
+            exit_code: code,
+            ..OutcomeInfo::default()
+        };
+        assert!(matches(&exit(2), &exit(2)));
+        assert!(!matches(&exit(2), &exit(0)));
+
+        let segv = |f: &str, pc| OutcomeInfo {
+            kind: OutcomeKind::Signaled,
+            signal: libc::SIGSEGV,
+            pc,
+            backtrace: vec![frame(""), frame(f)],
+            ..OutcomeInfo::default()
+        };
+        assert!(matches(&segv("a", 1), &segv("a", 2)));
+        assert!(!matches(&segv("a", 1), &segv("b", 1)));
+        let mut abrt = segv("a", 1);
+        abrt.signal = libc::SIGABRT;
+        assert!(!matches(&segv("a", 1), &abrt));
+        // Without symbols, the pc decides.
+        let bare = |pc| OutcomeInfo {
+            backtrace: Vec::new(),
+            ..segv("", pc)
+        };
+        assert!(matches(&bare(5), &bare(5)));
+        assert!(!matches(&bare(5), &bare(6)));
+
+        let assertion = |t: &str| OutcomeInfo {
+            kind: OutcomeKind::Assertion,
+            assertion: t.into(),
+            ..OutcomeInfo::default()
+        };
+        assert!(matches(&assertion("x"), &assertion("x")));
+        assert!(!matches(&assertion("x"), &assertion("y")));
+        assert!(!matches(&assertion("x"), &exit(134)));
+
+        let deadlock = |cycle: Vec<u64>| OutcomeInfo {
+            kind: OutcomeKind::Deadlock,
+            cycle,
+            ..OutcomeInfo::default()
+        };
+        assert!(matches(&deadlock(vec![1, 2]), &deadlock(vec![2, 1])));
+        assert!(!matches(&deadlock(vec![1, 2]), &deadlock(vec![1, 3])));
+    }
+
+    #[test]
+    fn switch_rates_span_dense_to_sparse() {
+        let rates: std::collections::BTreeSet<u32> = (0..200).map(switch_rate).collect();
+        assert!(rates.contains(&32768) && rates.contains(&64), "{rates:?}");
+        assert!(rates.iter().all(|&r| (64..=32768).contains(&r)));
+    }
+}
