@@ -248,16 +248,43 @@ fn disk_full_completes_the_trace_with_what_was_written() {
     // Reading 4 MB of random bytes records them: far more than 256 KiB.
     let input = tmp.path().join("random.bin");
     let mut x: u64 = 7;
-    let bytes: Vec<u8> = (0..4 << 20).map(|_| { x ^= x << 13; x ^= x >> 7; x ^= x << 17; x as u8 }).collect();
+    let bytes: Vec<u8> = (0..4 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
     std::fs::write(&input, &bytes).unwrap();
     let out_dir = mnt.join("trace");
-    let o = run_reprise(tmp.path(), &["record", "-o", out_dir.to_str().unwrap(), "md5sum", input.to_str().unwrap()], None, LIMIT);
+    let o = run_reprise(
+        tmp.path(),
+        &[
+            "record",
+            "-o",
+            out_dir.to_str().unwrap(),
+            "md5sum",
+            input.to_str().unwrap(),
+        ],
+        None,
+        LIMIT,
+    );
     let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(0), "the program still runs to its end: {err}");
-    assert!(String::from_utf8_lossy(&o.stdout).contains("random.bin"), "its output is intact");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "the program still runs to its end: {err}"
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("random.bin"),
+        "its output is intact"
+    );
     assert!(err.contains("disk full"), "{err}");
     let r = TraceReader::open(&out_dir).expect("the trace opens");
-    let oc = r.outcome().expect("the trace was completed with an outcome");
+    let oc = r
+        .outcome()
+        .expect("the trace was completed with an outcome");
     assert_eq!(oc.kind, OutcomeKind::Exited);
     assert!(oc.dropped_events > 0, "the outcome counts the events lost");
     assert!(r.events().all(|e| e.is_ok()), "what was written reads back");
