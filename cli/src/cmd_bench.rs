@@ -262,20 +262,6 @@ fn dir_size(p: &Path) -> u64 {
     total
 }
 
-fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
 
 fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
@@ -1021,7 +1007,7 @@ fn print_table(rows: &[Row], quick: bool, rounds: u32, size_mb: u64, elapsed: Du
             (
                 format!("{:.3}", r.recorded),
                 format!("{:.3}", r.ratio()),
-                human_size(r.trace_bytes),
+                reprise_schema::listing::human_size(r.trace_bytes),
             )
         };
         println!(

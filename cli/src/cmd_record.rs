@@ -36,20 +36,6 @@ fn parse_level(s: &str) -> Result<SketchLevel, String> {
     s.parse()
 }
 
-fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
 
 pub fn run(a: RecordArgs) -> Result<u8> {
     if !(a.hang_timeout > 0.0) {
@@ -91,7 +77,7 @@ pub fn run(a: RecordArgs) -> Result<u8> {
         result.summary.path.display(),
         a.sketch,
         result.summary.events,
-        human_size(result.summary.bytes),
+        reprise_schema::listing::human_size(result.summary.bytes),
         result.outcome.summary
     );
     Ok(result.exit_status.clamp(0, 255) as u8)
