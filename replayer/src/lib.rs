@@ -496,12 +496,21 @@ pub fn attempt(replay: &Replay, opts: &AttemptOptions) -> Result<AttemptResult, 
     })
 }
 
-/// The failing frame of a crash: the first frame with a function name.
+/// The failing frame of a crash: the first named frame in the program's
+/// own code (libc's and the agent's frames above it may differ between
+/// runs: the agent emulates some calls), else the first named frame.
 fn place(o: &OutcomeInfo) -> Option<&str> {
+    let named = |f: &&reprise_schema::Frame| !f.function.is_empty();
+    let shared = |f: &reprise_schema::Frame| {
+        let m = f.module.to_string_lossy();
+        m.ends_with(".so") || m.contains(".so.")
+    };
     o.backtrace
         .iter()
+        .filter(named)
+        .find(|f| !shared(f))
+        .or_else(|| o.backtrace.iter().find(named))
         .map(|f| f.function.as_str())
-        .find(|f| !f.is_empty())
 }
 
 /// True if `got` is the recorded failure again: same kind and same place
@@ -568,6 +577,17 @@ mod tests {
         };
         assert!(matches(&segv("a", 1), &segv("a", 2)));
         assert!(!matches(&segv("a", 1), &segv("b", 1)));
+        // A libc frame on top does not hide the program's frame.
+        let mut libc_top = segv("a", 1);
+        libc_top.backtrace.insert(
+            0,
+            Frame {
+                function: "___pthread_mutex_trylock".into(),
+                module: "/usr/lib/x86_64-linux-gnu/libc.so.6".into(),
+                ..Frame::default()
+            },
+        );
+        assert!(matches(&libc_top, &segv("a", 2)));
         let mut abrt = segv("a", 1);
         abrt.signal = libc::SIGABRT;
         assert!(!matches(&segv("a", 1), &abrt));
