@@ -419,6 +419,10 @@ pub mod replay {
 
     /// Strategies in [`super::ReplayState::strategy`].
     pub const STRATEGY_RANDOM: u32 = 1;
+    /// Flag: also preempt a running thread between two events, after a
+    /// random time slice (a timer signal), so that races between two
+    /// events can happen. Not deterministic.
+    pub const STRATEGY_PREEMPT: u32 = 0x8000;
 
     /// Syscall numbers (x86-64) whose recorded events are not replayed in
     /// order: they run for real (mmap, pid queries).

@@ -27,8 +27,11 @@ pub struct ReplayArgs {
     /// Attempts run at once (default: the number of CPUs).
     #[arg(long, short = 'j')]
     jobs: Option<usize>,
-    /// How the schedule is explored.
-    #[arg(long, default_value = "random", value_parser = ["random"])]
+    /// How the schedule is explored: `random` (a seeded choice wherever the
+    /// sketch leaves one; a seed is one schedule) or `preempt` (random, and
+    /// threads are also preempted between events, after random time
+    /// slices: finds races between two events, but is not deterministic).
+    #[arg(long, default_value = "random", value_parser = ["random", "preempt"])]
     strategy: String,
     /// The first attempt's seed (the next ones take the following seeds).
     #[arg(long)]
@@ -82,7 +85,7 @@ pub fn run(a: ReplayArgs) -> Result<u8> {
     if a.max_attempts == 0 {
         anyhow::bail!("--max-attempts must be at least 1");
     }
-    let strategy = Strategy::Random;
+    let strategy = Strategy::from_name(&a.strategy).unwrap_or(Strategy::Random);
     let root = location::trace_root().context("cannot find the trace directory")?;
     let dir = location::resolve_trace(&root, a.trace.as_deref())?;
     let replay = Replay::open(&dir, a.force)?;
@@ -103,6 +106,12 @@ pub fn run(a: ReplayArgs) -> Result<u8> {
             Some(s) if i == 0 => s.seed,
             Some(_) => base.wrapping_add(i as u64 - 1),
             None => base.wrapping_add(i as u64),
+        }
+    };
+    let strategy_of = |i: u32| -> Strategy {
+        match &saved {
+            Some(s) if i == 0 => Strategy::from_name(&s.strategy).unwrap_or(strategy),
+            _ => strategy,
         }
     };
     let jobs = a
@@ -164,7 +173,7 @@ pub fn run(a: ReplayArgs) -> Result<u8> {
                     return;
                 }
                 let mut opts = AttemptOptions::new(seed_of(i));
-                opts.strategy = strategy;
+                opts.strategy = strategy_of(i);
                 opts.timeout = timeout;
                 opts.hang_timeout = hang_timeout;
                 opts.output_dir = a
@@ -179,7 +188,10 @@ pub fn run(a: ReplayArgs) -> Result<u8> {
                         if ok {
                             done.store(true, Ordering::Release);
                         }
-                        results.lock().unwrap_or_else(|e| e.into_inner()).push((i, r));
+                        results
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push((i, r));
                     }
                     Err(e) => {
                         errors
@@ -255,7 +267,7 @@ pub fn run(a: ReplayArgs) -> Result<u8> {
             let already = saved.as_ref().is_some_and(|s| s.seed == r.seed);
             if !a.no_schedule && !already {
                 let sched = ScheduleInfo {
-                    strategy: strategy.name().to_string(),
+                    strategy: strategy_of(*i).name().to_string(),
                     seed: r.seed,
                     attempts: i + 1,
                     decisions: Vec::new(),
@@ -263,7 +275,8 @@ pub fn run(a: ReplayArgs) -> Result<u8> {
                 write_schedule(&dir, &sched)?;
                 out!(
                     "  schedule saved ({} seed {:#x}): the next `reprise replay` starts with it",
-                    sched.strategy, sched.seed
+                    sched.strategy,
+                    sched.seed
                 );
             }
             Ok(0)

@@ -18,7 +18,8 @@
 //! Same rules as the rest of the agent: no allocation, no std locks, no
 //! panics; waits are futex waits on the shared epoch word.
 
-use core::ffi::c_int;
+use core::cell::Cell;
+use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use libc::pthread_mutex_t;
@@ -228,14 +229,15 @@ fn decide(c: &ControlHeader) {
         1 => cands[0],
         _ => {
             r.decisions.fetch_add(1, Ordering::Relaxed);
-            if strategy & 0xffff == rp::STRATEGY_RANDOM {
+            if strategy & 0x7fff == rp::STRATEGY_RANDOM {
                 // The thread that just finished an event keeps running,
                 // except with probability `switch / 65536` (one draw per
                 // choice either way, so a seed gives one schedule).
                 let me = my_key();
                 let x = next_random(r);
                 let switch = (strategy >> 16) as u64;
-                let stay = cands[..n].contains(&me) && (x >> 48) >= switch;
+                let preempting = PREEMPTING.with(|p| p.get());
+                let stay = !preempting && cands[..n].contains(&me) && (x >> 48) >= switch;
                 if stay {
                     me
                 } else {
@@ -541,7 +543,10 @@ fn arrive(c: &ControlHeader, kind: K, object: u64) -> Option<Turn> {
         // A global object is at the same address in every run (ASLR is
         // off): another one is another operation.
         let mut m = Text::new();
-        m.s(b"expected ").op(t.kind, t.object).s(b" got ").op(kind as u16, object);
+        m.s(b"expected ")
+            .op(t.kind, t.object)
+            .s(b" got ")
+            .op(kind as u16, object);
         diverge(c, turn, &m);
     }
     if kind != K::Syscall && t.object != object {
@@ -612,12 +617,18 @@ fn advance(c: &ControlHeader, t: &Turn) {
 /// candidates, and waits until it is chosen.
 fn yield_baton(c: &ControlHeader) {
     let r = st(c);
-    let me = my_key();
     {
         let _g = lock(r);
         set_state(c, rp::PENDING);
         decide(c);
     }
+    wait_for_baton(c);
+}
+
+/// Waits (pending) until the strategy gives this thread the baton.
+fn wait_for_baton(c: &ControlHeader) {
+    let r = st(c);
+    let me = my_key();
     let mut idle = 0u64;
     loop {
         let ep;
@@ -625,6 +636,7 @@ fn yield_baton(c: &ControlHeader) {
             let _g = lock(r);
             if r.baton.load(Ordering::Acquire) == me {
                 set_state(c, rp::RUNNING);
+                arm_preemption(c);
                 return;
             }
             ep = r.epoch.load(Ordering::Acquire);
@@ -667,6 +679,7 @@ fn park(c: &ControlHeader) -> ! {
 /// An event with no operation of its own to order (process and thread
 /// start): arrive, advance, yield.
 pub fn simple(kind: K) {
+    let _busy = Busy::enter();
     let c = ctl_ok();
     match arrive(c, kind, 0) {
         Some(t) => {
@@ -680,6 +693,10 @@ pub fn simple(kind: K) {
 /// The parent side of `pthread_create` / `fork`: the event comes before
 /// the operation. Returns the recorded `arg0` (the new thread's index).
 pub fn begin_create(kind: K) -> u64 {
+    let _busy = Busy::enter();
+    // Not preempted until `end_create`: the new thread's first event may
+    // be next, and it cannot come before the creation returns.
+    IN_AGENT.with(|b| b.set(b.get() + 1));
     let c = ctl_ok();
     match arrive(c, kind, 0) {
         Some(t) => {
@@ -692,11 +709,14 @@ pub fn begin_create(kind: K) -> u64 {
 
 /// After the operation that followed [`begin_create`].
 pub fn end_create() {
+    let _busy = Busy::enter();
+    IN_AGENT.with(|b| b.set(b.get().saturating_sub(1)));
     yield_baton(ctl_ok());
 }
 
 /// `thread_exit`: the last event of a thread.
 pub fn thread_exit() {
+    let _busy = Busy::enter();
     let c = ctl_ok();
     match arrive(c, K::ThreadExit, 0) {
         Some(t) => {
@@ -713,6 +733,7 @@ fn is_timed(kind: K) -> bool {
 
 /// A blocking acquiring operation (logged after it completes).
 pub fn acquire(kind: K, object: u64, holds: bool, f: impl FnOnce() -> c_int) -> c_int {
+    let _busy = Busy::enter();
     let c = ctl_ok();
     if matches!(kind, K::BarrierWait | K::Once) {
         // Not ordered by the baton: every party of a barrier must be in it
@@ -775,6 +796,7 @@ pub fn acquire(kind: K, object: u64, holds: bool, f: impl FnOnce() -> c_int) -> 
 
 /// A releasing operation (logged before it runs).
 pub fn release(kind: K, object: u64, f: impl FnOnce() -> c_int) -> c_int {
+    let _busy = Busy::enter();
     let c = ctl_ok();
     match arrive(c, kind, object) {
         Some(t) => {
@@ -791,6 +813,7 @@ pub fn release(kind: K, object: u64, f: impl FnOnce() -> c_int) -> c_int {
 /// A non-blocking operation (trylock): a recorded failure is returned as
 /// recorded; a recorded success must succeed again.
 pub fn after(kind: K, object: u64, holds: bool, f: impl FnOnce() -> c_int) -> c_int {
+    let _busy = Busy::enter();
     let c = ctl_ok();
     match arrive(c, kind, object) {
         Some(t) => {
@@ -827,6 +850,7 @@ pub fn after(kind: K, object: u64, holds: bool, f: impl FnOnce() -> c_int) -> c_
 /// result; the real condition variable is not waited on (its signals are
 /// ordered by the recording instead).
 pub fn cond_wait(cond: u64, m: *mut pthread_mutex_t, wait: impl FnOnce() -> c_int) -> c_int {
+    let _busy = Busy::enter();
     let c = ctl_ok();
     let unlock = real!(pthread_mutex_unlock: fn(*mut pthread_mutex_t) -> c_int);
     let lockf = real!(pthread_mutex_lock: fn(*mut pthread_mutex_t) -> c_int);
@@ -971,6 +995,7 @@ fn check_output(c: &ControlHeader, t: &Turn, fd: u64, mut next: impl FnMut(usize
 /// recorded result and memory; output to stdout/stderr runs and is
 /// compared; everything else runs for real, unordered.
 pub fn syscall(nr: i64, a: [u64; 6]) -> i64 {
+    let _busy = Busy::enter();
     let c = ctl_ok();
     let output = matches!(nr, libc::SYS_write | libc::SYS_writev) && (1..=2).contains(&a[0]);
     let level_sys = c.level >= reprise_abi::Level::Sys as u32;
@@ -1063,4 +1088,129 @@ pub fn syscall(nr: i64, a: [u64; 6]) -> i64 {
     advance(c, &t);
     yield_baton(c);
     result
+}
+
+// ---------------------------------------------------------------------------
+// Preemption between events (the `STRATEGY_PREEMPT` flag).
+
+thread_local! {
+    /// Nonzero while this thread runs agent code (never preempted there).
+    static IN_AGENT: Cell<u32> = const { Cell::new(0) };
+    /// This thread's kernel timer, -1 until created.
+    static TIMER: Cell<i32> = const { Cell::new(-1) };
+    /// Set while a preempted thread gives the baton away: the choice is
+    /// uniform (the thread does not keep running by preference).
+    static PREEMPTING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks agent code for the preemption signal's handler.
+struct Busy;
+
+impl Busy {
+    fn enter() -> Busy {
+        IN_AGENT.with(|b| b.set(b.get() + 1));
+        Busy
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        IN_AGENT.with(|b| b.set(b.get().saturating_sub(1)));
+    }
+}
+
+fn preempt_signal() -> c_int {
+    libc::SIGRTMAX() - 3
+}
+
+/// Arms this thread's one-shot timer for a random slice (10 us .. 1.3 ms
+/// of wall time, the thread running alone). Called under the lock, when
+/// the thread takes the baton.
+fn arm_preemption(c: &ControlHeader) {
+    let r = st(c);
+    if r.strategy.load(Ordering::Relaxed) & rp::STRATEGY_PREEMPT == 0 {
+        return;
+    }
+    let mut id = TIMER.with(|t| t.get());
+    if id < 0 {
+        // SAFETY: a handler that only touches this thread's state and the
+        // shared block; a timer that signals this thread only.
+        unsafe {
+            let mut sa: libc::sigaction = core::mem::zeroed();
+            sa.sa_sigaction = on_preempt as *const () as usize;
+            sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(preempt_signal(), &sa, core::ptr::null_mut());
+            let mut sev: libc::sigevent = core::mem::zeroed();
+            sev.sigev_notify = libc::SIGEV_THREAD_ID;
+            sev.sigev_signo = preempt_signal();
+            sev.sigev_notify_thread_id = raw::gettid();
+            let mut kid: c_int = -1;
+            let rc = raw::syscall6(
+                libc::SYS_timer_create,
+                [
+                    libc::CLOCK_MONOTONIC as u64,
+                    &sev as *const libc::sigevent as u64,
+                    &mut kid as *mut c_int as u64,
+                    0,
+                    0,
+                    0,
+                ],
+            );
+            if rc != 0 {
+                return;
+            }
+            id = kid;
+        }
+        TIMER.with(|t| t.set(id));
+    }
+    let us = 10u64 << (next_random(r) % 8);
+    let spec = libc::itimerspec {
+        it_interval: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+        it_value: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: (us * 1000) as libc::c_long,
+        },
+    };
+    raw::syscall6(
+        libc::SYS_timer_settime,
+        [
+            id as u64,
+            0,
+            &spec as *const libc::itimerspec as u64,
+            0,
+            0,
+            0,
+        ],
+    );
+}
+
+extern "C" fn on_preempt(_sig: c_int, _info: *mut libc::siginfo_t, _uc: *mut c_void) {
+    if IN_AGENT.with(|b| b.get()) != 0 {
+        return;
+    }
+    let Some(c) = ctl::control() else { return };
+    let r = st(c);
+    let Some(t) = my_entry(c) else { return };
+    if t.state.load(Ordering::Acquire) != rp::RUNNING
+        || r.baton.load(Ordering::Acquire) != my_key()
+        || r.divergence.state.load(Ordering::Acquire) != 0
+    {
+        return;
+    }
+    let saved = raw::errno();
+    let _busy = Busy::enter();
+    // Between two events: let the strategy pick who runs now.
+    PREEMPTING.with(|p| p.set(true));
+    {
+        let _g = lock(r);
+        set_state(c, rp::PENDING);
+        decide(c);
+    }
+    PREEMPTING.with(|p| p.set(false));
+    wait_for_baton(c);
+    raw::set_errno(saved);
 }

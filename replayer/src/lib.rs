@@ -171,12 +171,26 @@ fn thread_name(process: u16, thread: u32) -> String {
 pub enum Strategy {
     /// Uniformly among the candidates, with a seeded PRNG.
     Random,
+    /// Random, and a running thread is also preempted between two events
+    /// after a random time slice, so that races between events can happen.
+    /// A seed does not give one schedule: a saved one reproduces often,
+    /// not always.
+    Preempt,
 }
 
 impl Strategy {
     pub fn name(self) -> &'static str {
         match self {
             Strategy::Random => "random",
+            Strategy::Preempt => "preempt",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Strategy> {
+        match s {
+            "random" => Some(Strategy::Random),
+            "preempt" => Some(Strategy::Preempt),
+            _ => None,
         }
     }
 }
@@ -333,6 +347,9 @@ pub fn attempt(replay: &Replay, opts: &AttemptOptions) -> Result<AttemptResult, 
     r.strategy.store(
         match opts.strategy {
             Strategy::Random => rp::STRATEGY_RANDOM | (switch_rate(opts.seed) << 16),
+            Strategy::Preempt => {
+                rp::STRATEGY_RANDOM | rp::STRATEGY_PREEMPT | (switch_rate(opts.seed) << 16)
+            }
         },
         Ordering::Release,
     );
