@@ -65,7 +65,7 @@ macro_rules! out {
 }
 
 fn secs(v: f64, what: &str) -> Result<Duration> {
-    if !(v > 0.0) {
+    if v.is_nan() || v <= 0.0 {
         anyhow::bail!("{what} must be a positive number of seconds");
     }
     Ok(Duration::from_secs_f64(v))
@@ -298,7 +298,7 @@ pub fn run(a: ReplayArgs) -> Result<u8> {
                     None => seen.push((s, 1)),
                 }
             }
-            seen.sort_by(|x, y| y.1.cmp(&x.1));
+            seen.sort_by_key(|x| std::cmp::Reverse(x.1));
             for (s, n) in seen.iter().take(3) {
                 out!("  {n} x {s}");
             }

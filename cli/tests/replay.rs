@@ -17,7 +17,12 @@ fn stdout(o: &Output) -> String {
 }
 
 fn record(root: &Path, trace: &Path, prog: &Path, args: &[&str]) -> Output {
-    let mut a = vec!["record", "-o", trace.to_str().unwrap(), prog.to_str().unwrap()];
+    let mut a = vec![
+        "record",
+        "-o",
+        trace.to_str().unwrap(),
+        prog.to_str().unwrap(),
+    ];
     a.extend_from_slice(args);
     run_reprise(root, &a, None, LIMIT)
 }
@@ -178,7 +183,10 @@ fn a_changed_program_is_refused_unless_forced() {
     let o = replay(tmp.path(), &trace, &["--max-attempts", "1"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let err = stderr(&o);
-    assert!(err.contains("program changed since it was recorded"), "{err}");
+    assert!(
+        err.contains("program changed since it was recorded"),
+        "{err}"
+    );
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     // Forced, the changed output is a divergence, with its reason.
     let o = replay(tmp.path(), &trace, &["--max-attempts", "1", "--force"]);
@@ -258,7 +266,11 @@ fn inputs_are_replayed_at_sys_and_another_global_lock_is_a_divergence() {
     );
     // The sync sketch does not: the program reads "1" and locks the other
     // global mutex.
-    let o = replay(tmp.path(), &tmp.path().join("trace-sync"), &["--max-attempts", "1"]);
+    let o = replay(
+        tmp.path(),
+        &tmp.path().join("trace-sync"),
+        &["--max-attempts", "1"],
+    );
     assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
     let s = stdout(&o);
     assert!(

@@ -379,7 +379,7 @@ impl Text {
         let mut buf = [0u8; 20];
         let n = dec_len(v, &mut buf);
         let start = buf.len() - n;
-        self.s(&buf.clone()[start..])
+        self.s(&buf[start..])
     }
     fn x(&mut self, v: u64) -> &mut Text {
         const H: &[u8; 16] = b"0123456789abcdef";
@@ -398,7 +398,7 @@ impl Text {
         buf[i] = b'x';
         i -= 1;
         buf[i] = b'0';
-        self.s(&buf.clone()[i..])
+        self.s(&buf[i..])
     }
     /// `kind(object)` as a user reads it.
     fn op(&mut self, kind: u16, object: u64) -> &mut Text {

@@ -116,7 +116,7 @@ pub unsafe extern "C" fn pthread_join(th: pthread_t, ret: *mut *mut c_void) -> c
         return real(th, ret);
     }
     if replay::on() {
-        return replay::acquire(K::ThreadJoin, th as u64, false, || real(th, ret));
+        return replay::acquire(K::ThreadJoin, th, false, || real(th, ret));
     }
     ctl::set_waiting(th as u64, K::ThreadJoin);
     let r = real(th, ret);

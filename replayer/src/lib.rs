@@ -151,7 +151,12 @@ impl Replay {
                 } else {
                     format!("{}({:#x})", e.kind.name(), e.object)
                 };
-                format!("{}, event {}: {}", thread_name(e.process, e.thread), e.seq, what)
+                format!(
+                    "{}, event {}: {}",
+                    thread_name(e.process, e.thread),
+                    e.seq,
+                    what
+                )
             }
             None => format!("event at position {pos}"),
         }
@@ -408,7 +413,11 @@ pub fn attempt(replay: &Replay, opts: &AttemptOptions) -> Result<AttemptResult, 
     let pid = child.id() as i32;
 
     // (turn, CPU ticks, when) at the last progress.
-    let mut last = (r.turn.0.load(Ordering::Acquire), cpu_ticks(pid), Instant::now());
+    let mut last = (
+        r.turn.0.load(Ordering::Acquire),
+        cpu_ticks(pid),
+        Instant::now(),
+    );
     let mut last_cpu_check = Instant::now();
     let mut hang = None;
     let mut stuck: Option<String> = None;
@@ -480,7 +489,7 @@ pub fn attempt(replay: &Replay, opts: &AttemptOptions) -> Result<AttemptResult, 
         let text = String::from_utf8_lossy(&d.text[..(d.len as usize).min(d.text.len())]);
         let place = match replay.event_at(d.pos) {
             Some((_, e)) => format!("{}, event {}", thread_name(e.process, e.thread), e.seq),
-            None => format!("{}", thread_name(d.process as u16, d.thread)),
+            None => thread_name(d.process as u16, d.thread),
         };
         AttemptEnd::Divergence {
             reason: format!("{place}: {text}"),
