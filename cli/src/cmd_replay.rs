@@ -253,9 +253,12 @@ pub fn run(a: ReplayArgs) -> Result<u8> {
                 r.events_replayed,
                 replay.event_count(),
                 if r.completed {
-                    ""
+                    String::new()
                 } else {
-                    " (the failure came earlier in the sketch than recorded)"
+                    format!(
+                        " (the run ended {} events before the recording did)",
+                        replay.event_count() as u64 - r.events_replayed
+                    )
                 }
             );
             if r.object_mismatches > 0 {
