@@ -1,0 +1,195 @@
+//! `reprise replay` on real multithreaded tools: a recorded non-failing run
+//! replays with byte-identical stdout and the same exit status, every time.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{run_reprise, stderr};
+
+/// One `reprise` command may take this long.
+const LIMIT: Duration = Duration::from_secs(60);
+/// A whole test (one tool, both sketches, 10 replays each) may take this long.
+const TEST_LIMIT: Duration = Duration::from_secs(150);
+const REPLAYS: u32 = 10;
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// `reprise ARGS` with `TMPDIR` set, killed after `LIMIT`.
+fn run_with_tmpdir(root: &Path, args: &[&str], tmpdir: &Path) -> Output {
+    let child = Command::new(common::reprise())
+        .args(args)
+        .env("REPRISE_TRACE_DIR", root)
+        .env("TMPDIR", tmpdir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run reprise");
+    let pid = child.id() as i32;
+    let start = Instant::now();
+    let watchdog = std::thread::spawn(move || {
+        while start.elapsed() < LIMIT {
+            std::thread::sleep(Duration::from_millis(20));
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                return;
+            }
+        }
+        // SAFETY: killing our own child that overstayed.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    });
+    let out = child.wait_with_output().unwrap();
+    let _ = watchdog;
+    out
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A few MB of text that compresses and sorts non-trivially.
+fn sample(dir: &Path) -> PathBuf {
+    let mut s = String::new();
+    let mut x: u64 = 12345;
+    for i in 0..200_000 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        s.push_str(&format!(
+            "{:08x} line {} {}\n",
+            x >> 32,
+            i,
+            (x >> 20) % 1000
+        ));
+    }
+    let p = dir.join("sample.txt");
+    std::fs::write(&p, s).unwrap();
+    p
+}
+
+/// Records `tool args FILE` at each sketch in `sketches`, then replays each
+/// trace `REPLAYS` times (one attempt each, another seed each time): every
+/// replay must reproduce the recorded exit and write the native stdout.
+fn replays_identically(tool: &str, args: &[&str], sketches: &[&str]) {
+    let started = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let input = sample(tmp.path());
+    // Temporary files (sort's) stay in the test's directory, also when a
+    // replay is killed; the replay runs with the recorded environment.
+    let tmpdir = tmp.path().join("tmp");
+    std::fs::create_dir(&tmpdir).unwrap();
+    let mut full: Vec<&str> = args.to_vec();
+    full.push(input.to_str().unwrap());
+    let native = Command::new(tool)
+        .args(&full)
+        .env("TMPDIR", &tmpdir)
+        .output()
+        .unwrap();
+    assert!(native.status.success(), "{tool} fails natively");
+    for sketch in sketches {
+        let trace = tmp.path().join(format!("trace-{sketch}"));
+        let mut rargs = vec![
+            "record",
+            "--sketch",
+            sketch,
+            "-o",
+            trace.to_str().unwrap(),
+            tool,
+        ];
+        rargs.extend(full.iter());
+        // The trace keeps the environment, TMPDIR included.
+        let rec = run_with_tmpdir(tmp.path(), &rargs, &tmpdir);
+        assert_eq!(rec.status.code(), Some(0), "{}", stderr(&rec));
+        assert!(
+            rec.stdout == native.stdout,
+            "{tool} output differs under record ({sketch})"
+        );
+        let mut times = Vec::new();
+        for i in 0..REPLAYS {
+            let out = tmp.path().join(format!("out-{sketch}-{i}"));
+            let t = Instant::now();
+            let o = run_reprise(
+                tmp.path(),
+                &[
+                    "replay",
+                    trace.to_str().unwrap(),
+                    "--jobs",
+                    "1",
+                    "--max-attempts",
+                    "1",
+                    "--no-schedule",
+                    "--seed",
+                    &i.to_string(),
+                    "--output-dir",
+                    out.to_str().unwrap(),
+                ],
+                None,
+                LIMIT,
+            );
+            times.push(t.elapsed().as_secs_f64());
+            assert_eq!(
+                o.status.code(),
+                Some(0),
+                "{tool} ({sketch}) replay {i} (seed {i}) did not reproduce the run:\n{}{}",
+                stdout(&o),
+                stderr(&o)
+            );
+            assert!(
+                stdout(&o).contains("reproduced: exited with status 0"),
+                "{}",
+                stdout(&o)
+            );
+            let got = std::fs::read(out.join("attempt-1/stdout")).unwrap();
+            assert!(
+                got == native.stdout,
+                "{tool} ({sketch}) replay {i}: stdout differs ({} bytes, native {})",
+                got.len(),
+                native.stdout.len()
+            );
+            let _ = std::fs::remove_dir_all(&out);
+            assert!(
+                started.elapsed() < TEST_LIMIT,
+                "{tool}: over {TEST_LIMIT:?}"
+            );
+        }
+        times.sort_by(f64::total_cmp);
+        eprintln!(
+            "{tool} ({sketch}): {REPLAYS}/{REPLAYS} replays identical, median {:.2} s, max {:.2} s",
+            times[times.len() / 2],
+            times[times.len() - 1]
+        );
+    }
+}
+
+#[test]
+fn pigz_replays_identically() {
+    if !have("pigz") {
+        eprintln!("SKIPPED: pigz is not installed (the test script installs it)");
+        return;
+    }
+    replays_identically("pigz", &["-p", "2", "-c"], &["sys", "sync"]);
+}
+
+/// sort spills to temporary files (`-S 1M`), named by glibc's mkostemp. Its
+/// random suffix comes from `clock_gettime(CLOCK_MONOTONIC)` called inside
+/// glibc (vDSO: neither a syscall nor an interposable symbol, so not
+/// recorded), and when a draw falls in the biased range (~4.5% per file)
+/// glibc calls `getrandom` instead. Whether a run makes extra `getrandom`
+/// calls, and where, depends on unrecorded clock values: about half the
+/// replays diverge ("expected pthread_mutex_lock got getrandom()" or the
+/// reverse).
+#[test]
+#[ignore = "sort's temp-file names use glibc-internal vDSO clock reads (not recorded); a draw rejected by glibc's tempname calls getrandom at a place the recording did not: about half the replays diverge"]
+fn parallel_sort_replays_identically() {
+    replays_identically("sort", &["--parallel=2", "-S", "1M"], &["sys", "sync"]);
+}
