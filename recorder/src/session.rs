@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::control::{ControlBlock, RawEvent};
 use crate::outcome::{self, Ending};
 use crate::{launch, RecordError};
+use reprise_tracee::process::{cpu_ticks, try_wait};
 
 /// What to record.
 #[derive(Debug, Clone)]
@@ -471,33 +472,6 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
         exit_status,
         warnings,
     })
-}
-
-/// The program's wait status if it has ended.
-fn try_wait(pid: i32) -> Option<i32> {
-    let mut status = 0;
-    // SAFETY: waitpid on our own child.
-    let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-    if r == pid {
-        Some(status)
-    } else if r < 0 {
-        Some(0)
-    } else {
-        None
-    }
-}
-
-/// User + system CPU ticks of a process (all its threads).
-fn cpu_ticks(pid: i32) -> u64 {
-    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0;
-    };
-    let Some(rest) = s.rfind(')').map(|i| &s[i + 2..]) else {
-        return 0;
-    };
-    let f: Vec<&str> = rest.split(' ').collect();
-    let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    get(11) + get(12)
 }
 
 /// SIGKILLs the processes the agents registered; the program itself

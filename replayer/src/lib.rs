@@ -20,6 +20,7 @@ use reprise_abi::{replay as rp, EventKind, Level, Mode};
 use reprise_recorder::control::ControlBlock;
 use reprise_recorder::{launch, outcome};
 use reprise_schema::{EventRecord, HeaderInfo, OutcomeInfo, OutcomeKind, SketchLevel, TraceReader};
+use reprise_tracee::process::{cpu_ticks, try_wait, wait_blocking};
 use sha2::{Digest, Sha256};
 
 /// Why a replay cannot start. Each message is one line.
@@ -287,44 +288,11 @@ impl AttemptResult {
     }
 }
 
-/// The wait status of `pid` if it has ended.
-fn try_wait(pid: i32) -> Option<i32> {
-    let mut status = 0;
-    // SAFETY: waitpid on our own child.
-    let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-    if r == pid {
-        Some(status)
-    } else if r < 0 {
-        Some(0)
-    } else {
-        None
-    }
-}
-
-fn cpu_ticks(pid: i32) -> u64 {
-    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0;
-    };
-    let Some(rest) = s.rfind(')').map(|i| &s[i + 2..]) else {
-        return 0;
-    };
-    let f: Vec<&str> = rest.split(' ').collect();
-    let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    get(11) + get(12)
-}
-
 fn kill_all(ctl: &ControlBlock, pid: i32) {
     for p in ctl.pids().into_iter().chain([pid]) {
         // SAFETY: kill(2); a process that is gone gives ESRCH.
         unsafe { libc::kill(p, libc::SIGKILL) };
     }
-}
-
-fn wait_blocking(pid: i32) -> i32 {
-    let mut status = 0;
-    // SAFETY: waitpid on our own child.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
-    status
 }
 
 fn split_env(env: &[OsString]) -> Vec<(OsString, OsString)> {

@@ -11,6 +11,7 @@ mod error;
 mod live;
 mod maps;
 mod memory;
+pub mod process;
 mod remote_ptr;
 mod symbolizer;
 
