@@ -1,4 +1,6 @@
 //! `reprise bench record`: how much recording slows programs down.
+//! `reprise bench replay`: how much replaying slows them down (see
+//! [`run_replay`]).
 //!
 //! Runs each workload natively and under `reprise record` (the same `reprise`
 //! executable), alternating, for several rounds, and prints the median wall
@@ -39,15 +41,16 @@ const GENERATOR_VERSION: u32 = 1;
 /// size on compressors and microbenchmarks.
 #[derive(Args)]
 pub struct BenchArgs {
-    /// What to benchmark (only `record` for now).
-    #[arg(value_parser = ["record"])]
+    /// What to benchmark: `record` (recording overhead) or `replay`
+    /// (replay time of a recorded non-failing `pigz -p 2` run).
+    #[arg(value_parser = ["record", "replay"])]
     what: String,
     /// Timed rounds per workload; each round runs it natively and recorded
     /// at each sketch level, in alternating order [default: 5, 2 with --quick].
     #[arg(long)]
     rounds: Option<u32>,
     /// Size in MB of the generated file the compressors compress
-    /// [default: 100, 2 with --quick].
+    /// [default: 100 for record, 20 for replay; 2 with --quick].
     #[arg(long)]
     size_mb: Option<u64>,
     /// Smoke test: small inputs and 2 rounds (the goals are not meaningful).
@@ -261,7 +264,6 @@ fn dir_size(p: &Path) -> u64 {
     }
     total
 }
-
 
 fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
@@ -597,7 +599,9 @@ impl Row {
 }
 
 pub fn run(a: BenchArgs) -> Result<u8> {
-    debug_assert_eq!(a.what, "record");
+    if a.what == "replay" {
+        return run_replay(&a);
+    }
     let rounds = a.rounds.unwrap_or(if a.quick { 2 } else { 5 });
     let size_mb = a.size_mb.unwrap_or(if a.quick { 2 } else { 100 });
     if rounds == 0 {
@@ -1063,4 +1067,185 @@ fn print_table(rows: &[Row], quick: bool, rounds: u32, size_mb: u64, elapsed: Du
             );
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// `bench replay`
+
+const GOAL_REPLAY_PIGZ: f64 = 3.0;
+
+/// `reprise bench replay`: records one non-failing `pigz -p 2 -c` run of the
+/// generated input at `sys`, then, for several rounds, runs pigz natively
+/// and `reprise replay` of the trace (one attempt), alternating the order;
+/// prints the medians and the median of the per-round ratios. Every
+/// replay must reproduce the run and write the native output, byte for
+/// byte. Goal: replay ≤ 3× native.
+fn run_replay(a: &BenchArgs) -> Result<u8> {
+    let rounds = a.rounds.unwrap_or(if a.quick { 2 } else { 5 });
+    let size_mb = a.size_mb.unwrap_or(if a.quick { 2 } else { 20 });
+    if rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
+    if size_mb == 0 {
+        bail!("--size-mb must be at least 1");
+    }
+    if a.timeout.is_nan() || a.timeout <= 0.0 {
+        bail!("--timeout must be a positive number of seconds");
+    }
+    if a.only.iter().any(|o| o != "pigz") {
+        bail!("--only: `bench replay` has one workload: pigz");
+    }
+    install_signal_handlers();
+    let reprise = std::env::current_exe().context("cannot find the reprise executable")?;
+    println!("{}", machine_description());
+    if find_in_path("pigz").is_none() {
+        if a.no_install {
+            bail!("missing pigz (--no-install given)");
+        }
+        eprintln!("reprise bench: pigz not installed; installing with apt-get");
+        apt_install(&["pigz"])?;
+    }
+    let program = find_in_path("pigz").ok_or_else(|| anyhow!("pigz is not installed"))?;
+    let cache = a.cache_dir.clone().unwrap_or_else(default_cache_dir);
+    fs::create_dir_all(&cache).with_context(|| format!("cannot create {}", cache.display()))?;
+    let input = ensure_input(&cache, size_mb)?;
+    let w = Workload {
+        key: "pigz",
+        label: "pigz -p 2".to_string(),
+        program,
+        args: vec!["-p".into(), "2".into(), "-c".into(), input.into_os_string()],
+        sketches: vec![("sys", GOAL_REPLAY_PIGZ)],
+        compressor: false,
+    };
+    let tmp = TempDir::new(&std::env::temp_dir(), "reprise-bench")?;
+    let timeout = Duration::from_secs_f64(a.timeout);
+    let reference = tmp.path().join("pigz.reference");
+    let out = tmp.path().join("pigz.out");
+    let err = tmp.path().join("pigz.err");
+    let started = Instant::now();
+    let warm = native_run(&w, &reference, &err, timeout, None)?;
+    eprintln!(
+        "reprise bench: {}: warm-up native {:.3} s",
+        w.label,
+        warm.as_secs_f64()
+    );
+    // The trace stays for all rounds.
+    let trace = tmp.path().join("trace");
+    let mut c = Command::new(&reprise);
+    c.env("REPRISE_TRACE_DIR", tmp.path())
+        .arg("record")
+        .arg("--sketch")
+        .arg("sys")
+        .arg("-o")
+        .arg(&trace)
+        .arg(&w.program)
+        .args(&w.args);
+    let (t, status) = run_timed(&mut c, &out, &err, timeout)?;
+    if !status.success() || !files_equal(&out, &reference)? {
+        bail!(
+            "the recorded run failed or changed the output ({status}): {}",
+            tail(&err, 1000)
+        );
+    }
+    let trace_bytes = dir_size(&trace);
+    eprintln!(
+        "reprise bench: {}: recorded in {:.3} s ({})",
+        w.label,
+        t.as_secs_f64(),
+        reprise_schema::listing::human_size(trace_bytes)
+    );
+    let replay_out = tmp.path().join("replay-output");
+    let replayed = |round: u32| -> Result<Duration> {
+        let _ = fs::remove_dir_all(&replay_out);
+        let mut c = Command::new(&reprise);
+        c.env("REPRISE_TRACE_DIR", tmp.path())
+            .arg("replay")
+            .arg(&trace)
+            .args(["--jobs", "1", "--max-attempts", "1", "--no-schedule"])
+            .arg("--seed")
+            .arg(round.to_string())
+            .arg("--output-dir")
+            .arg(&replay_out);
+        let (t, status) = run_timed(&mut c, &out, &err, timeout)?;
+        if !status.success() {
+            bail!(
+                "the replay did not reproduce the run ({status}): {} {}",
+                tail(&out, 1000),
+                tail(&err, 1000)
+            );
+        }
+        if !files_equal(&replay_out.join("attempt-1/stdout"), &reference)? {
+            bail!("OUTPUT DIFFERS: the replay wrote another output than the native run");
+        }
+        Ok(t)
+    };
+    let mut native_times = Vec::new();
+    let mut replay_times = Vec::new();
+    for round in 0..rounds {
+        let mut line = format!("reprise bench: {}: round {}/{rounds}:", w.label, round + 1);
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for slot in order {
+            if slot == 0 {
+                let t = native_run(&w, &out, &err, timeout, Some(&reference))?;
+                native_times.push(t.as_secs_f64());
+                line.push_str(&format!(" native {:.3}s", t.as_secs_f64()));
+            } else {
+                let t = replayed(round)?;
+                replay_times.push(t.as_secs_f64());
+                line.push_str(&format!(" replay {:.3}s", t.as_secs_f64()));
+            }
+            let _ = fs::remove_file(&out);
+        }
+        eprintln!("{line}");
+    }
+    drop(tmp);
+    let native = median(&native_times);
+    let replay = median(&replay_times);
+    let ratio = median(
+        &replay_times
+            .iter()
+            .zip(&native_times)
+            .map(|(r, n)| r / n)
+            .collect::<Vec<f64>>(),
+    );
+    let spread = (native_times.iter().copied().fold(f64::NAN, f64::max)
+        - native_times.iter().copied().fold(f64::NAN, f64::min))
+        / native;
+    let met = ratio <= GOAL_REPLAY_PIGZ;
+    println!();
+    println!(
+        "replay time: medians of {rounds} rounds, input {size_mb} MB; ratio = median over rounds of replay/native in the same round{}",
+        if a.quick {
+            " (--quick: input too small for the goal to mean much)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "{:<18} {:<6} {:>9} {:>10} {:>7} {:>10}  {:<10} met",
+        "workload", "sketch", "native s", "replay s", "ratio", "trace", "goal"
+    );
+    println!(
+        "{:<18} {:<6} {:>9.3} {:>10.3} {:>7.3} {:>10}  {:<10} {}",
+        w.label,
+        "sys",
+        native,
+        replay,
+        ratio,
+        reprise_schema::listing::human_size(trace_bytes),
+        format!("<={GOAL_REPLAY_PIGZ:.2}"),
+        if met { "yes" } else { "no" }
+    );
+    println!(
+        "(every replay reproduced the run with the native output; total {:.0} s)",
+        started.elapsed().as_secs_f64()
+    );
+    if spread > 0.2 {
+        println!(
+            "NOISY: native times vary by {:.0}% across rounds; the machine is loaded ({}): the ratio is unreliable",
+            spread * 100.0,
+            loadavg()
+        );
+    }
+    Ok(if a.check && !met { 1 } else { 0 })
 }
