@@ -428,3 +428,100 @@ fn stdin_passes_through_and_traces_are_listed() {
     assert!(text.contains("read(fd=0"), "{text}");
     assert!(text.contains("through the pipe"), "{text}");
 }
+
+const SIGNALS_EXEC: &str = r#"
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+volatile sig_atomic_t got;
+void on_usr(int s) { got++; }
+int main(int argc, char **argv) {
+    if (argc > 2) {            /* the exec'd image: copy a file to stdout */
+        char buf[64];
+        int fd = open(argv[2], O_RDONLY);
+        int n = read(fd, buf, sizeof buf);
+        write(1, buf, n);
+        return 0;
+    }
+    signal(SIGUSR1, on_usr);
+    raise(SIGUSR1);
+    struct sigaction sa = {0}, old;
+    sa.sa_handler = on_usr;
+    sigaction(SIGUSR2, &sa, 0);
+    kill(getpid(), SIGUSR2);
+    sigaction(SIGUSR1, 0, &old);                 /* the program sees its own handler */
+    printf("got=%d same=%d\n", got, old.sa_handler == on_usr);
+    fflush(stdout);
+    pid_t p = fork();
+    if (p == 0) {
+        execl("/proc/self/exe", "child", "exec", argv[1], (char *)0);
+        _exit(127);
+    }
+    int st;
+    waitpid(p, &st, 0);
+    return WEXITSTATUS(st);
+}
+"#;
+
+#[test]
+fn signals_forks_and_execs_are_followed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prog = compile(tmp.path(), "sigexec", SIGNALS_EXEC, &["-O1", "-g"]);
+    let file = tmp.path().join("note.txt");
+    std::fs::write(&file, "read by the exec'd image\n").unwrap();
+    let out_dir = tmp.path().join("trace");
+    let o = run_reprise(
+        tmp.path(),
+        &[
+            "record",
+            "-o",
+            out_dir.to_str().unwrap(),
+            prog.to_str().unwrap(),
+            file.to_str().unwrap(),
+        ],
+        None,
+        LIMIT,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "got=2 same=1\nread by the exec'd image\n"
+    );
+    let (_, evs) = events(&out_dir);
+    let signals: Vec<u64> = evs
+        .iter()
+        .filter(|e| e.kind == EventKind::Signal)
+        .map(|e| e.object)
+        .collect();
+    assert_eq!(
+        signals,
+        vec![libc::SIGUSR1 as u64, libc::SIGUSR2 as u64],
+        "both deliveries are recorded"
+    );
+    let fork = evs
+        .iter()
+        .find(|e| e.kind == EventKind::Fork)
+        .expect("fork recorded");
+    let child = fork.arg0 as u16;
+    let starts = evs
+        .iter()
+        .filter(|e| e.kind == EventKind::ProcessStart && e.process == child)
+        .count();
+    assert_eq!(
+        starts, 2,
+        "the child starts once after fork and once more after exec"
+    );
+    let read: Vec<u8> = evs
+        .iter()
+        .filter(|e| {
+            e.process == child && e.kind == EventKind::Syscall && e.object == libc::SYS_read as u64
+        })
+        .flat_map(|e| e.data.clone())
+        .collect();
+    assert_eq!(
+        read, b"read by the exec'd image\n",
+        "the exec'd image's input is recorded"
+    );
+}

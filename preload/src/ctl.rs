@@ -67,7 +67,7 @@ pub fn attach(path: *const libc::c_char) -> bool {
             libc::close(fd);
             return false;
         }
-        let p = libc::mmap(
+        let p = raw::mmap(
             core::ptr::null_mut(),
             st.st_size as usize,
             libc::PROT_READ | libc::PROT_WRITE,

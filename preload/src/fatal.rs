@@ -32,7 +32,7 @@ pub fn install() {
         sa.sa_flags = libc::SA_SIGINFO;
         libc::sigemptyset(&mut sa.sa_mask);
         for s in FATAL_SIGNALS {
-            libc::sigaction(s, &sa, core::ptr::null_mut());
+            crate::signals::real_sigaction(s, &sa, core::ptr::null_mut());
         }
     }
 }
@@ -55,7 +55,7 @@ extern "C" fn on_fatal(sig: c_int, info: *mut libc::siginfo_t, uc: *mut c_void) 
         // Die of the same signal, as without reprise.
         let mut sa: libc::sigaction = core::mem::zeroed();
         sa.sa_sigaction = libc::SIG_DFL;
-        libc::sigaction(sig, &sa, core::ptr::null_mut());
+        crate::signals::real_sigaction(sig, &sa, core::ptr::null_mut());
         if (*info).si_code <= 0 {
             // Sent by kill/raise/abort: send it again; it is delivered
             // (with the default action) when this handler returns.

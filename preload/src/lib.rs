@@ -15,6 +15,7 @@ mod fatal;
 mod raw;
 mod real;
 mod replay;
+mod signals;
 mod sync;
 mod sys;
 mod threads;

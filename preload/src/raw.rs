@@ -32,6 +32,14 @@ const STUB: [u8; 26] = [
 /// the instruction pointer of a syscall made by the stub.
 pub const SYSCALL_RETURN_IP: u64 = (SYSCALL_PAGE + 25) as u64;
 
+/// `rt_sigreturn`, the restorer of the handlers the agent installs itself
+/// (glibc's own restorer is not exported).
+const RESTORER: [u8; 9] = [
+    0x48, 0xc7, 0xc0, 0x0f, 0x00, 0x00, 0x00, // mov rax, 15 (rt_sigreturn)
+    0x0f, 0x05, // syscall
+];
+pub const RESTORER_ADDR: usize = SYSCALL_PAGE + 32;
+
 static READY: AtomicBool = AtomicBool::new(false);
 
 type StubFn = unsafe extern "C" fn(i64, u64, u64, u64, u64, u64, u64) -> i64;
@@ -44,7 +52,7 @@ pub fn map_syscall_page() -> bool {
     // SAFETY: a fresh anonymous mapping at an address we then check; the
     // kernel refuses (EEXIST) rather than replace an existing mapping.
     unsafe {
-        let p = libc::mmap(
+        let p = mmap(
             SYSCALL_PAGE as *mut libc::c_void,
             4096,
             libc::PROT_READ | libc::PROT_WRITE,
@@ -56,6 +64,7 @@ pub fn map_syscall_page() -> bool {
             return false;
         }
         core::ptr::copy_nonoverlapping(STUB.as_ptr(), p as *mut u8, STUB.len());
+        core::ptr::copy_nonoverlapping(RESTORER.as_ptr(), (p as *mut u8).add(32), RESTORER.len());
         if libc::mprotect(p, 4096, libc::PROT_READ | libc::PROT_EXEC) != 0 {
             return false;
         }
@@ -108,6 +117,58 @@ pub fn to_libc(r: i64) -> i64 {
     } else {
         r
     }
+}
+
+/// Installs `handler` (SA_SIGINFO) for `sig` with a raw `rt_sigaction`
+/// from the syscall page: in a process that inherited the agent's filter
+/// through `execve`, libc's `sigaction(SIGSYS)` would itself be trapped,
+/// and kill the process, before the handler exists.
+pub fn install_handler(sig: i32, handler: usize, flags: u64) -> bool {
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+    const SA_RESTORER: u64 = 0x0400_0000;
+    if !READY.load(Ordering::Acquire) {
+        return false;
+    }
+    let ksa = KernelSigaction {
+        handler,
+        flags: flags | SA_RESTORER,
+        restorer: RESTORER_ADDR,
+        mask: 0,
+    };
+    syscall6(
+        libc::SYS_rt_sigaction,
+        [
+            sig as u64,
+            &ksa as *const KernelSigaction as u64,
+            0,
+            8,
+            0,
+            0,
+        ],
+    ) == 0
+}
+
+/// `mmap` without going through libc's symbol, which the agent interposes
+/// (recording the agent's own mappings would give the trace events before
+/// the process and thread are known).
+///
+/// # Safety
+/// As for mmap(2).
+pub unsafe fn mmap(
+    addr: *mut libc::c_void,
+    len: usize,
+    prot: i32,
+    flags: i32,
+    fd: i32,
+    off: i64,
+) -> *mut libc::c_void {
+    libc::syscall(libc::SYS_mmap, addr, len, prot, flags, fd, off) as *mut libc::c_void
 }
 
 pub fn gettid() -> i32 {

@@ -1140,7 +1140,7 @@ fn arm_preemption(c: &ControlHeader) {
             sa.sa_sigaction = on_preempt as *const () as usize;
             sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
             libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(preempt_signal(), &sa, core::ptr::null_mut());
+            crate::signals::real_sigaction(preempt_signal(), &sa, core::ptr::null_mut());
             let mut sev: libc::sigevent = core::mem::zeroed();
             sev.sigev_notify = libc::SIGEV_THREAD_ID;
             sev.sigev_signo = preempt_signal();

@@ -17,7 +17,7 @@ use crate::raw;
 use crate::real::real;
 
 /// Syscalls whose results are recorded whatever their arguments.
-pub const RECORDED: [i64; 14] = [
+pub const RECORDED: [i64; 13] = [
     libc::SYS_read,
     libc::SYS_pread64,
     libc::SYS_readv,
@@ -31,7 +31,6 @@ pub const RECORDED: [i64; 14] = [
     libc::SYS_getpid,
     libc::SYS_getppid,
     libc::SYS_gettid,
-    libc::SYS_mmap,
 ];
 
 /// Syscalls recorded only when they write to stdout or stderr: the output
@@ -41,6 +40,7 @@ pub const OUTPUT: [i64; 2] = [libc::SYS_write, libc::SYS_writev];
 // Classic BPF, as the kernel's seccomp interface takes it.
 const BPF_LD_W_ABS: u16 = 0x20;
 const BPF_JEQ_K: u16 = 0x15;
+const BPF_JGE_K: u16 = 0x35;
 const BPF_RET_K: u16 = 0x06;
 const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
 const SECCOMP_RET_TRAP: u32 = 0x0003_0000;
@@ -72,6 +72,7 @@ const fn jeq(k: u32, jt: u8, jf: u8) -> libc::sock_filter {
 enum L {
     Next,
     Allow,
+    CheckLoader,
     CheckNr,
     Trap,
     Out,
@@ -83,7 +84,7 @@ const MAX_FILTER: usize = 64;
 /// A filter program assembled with symbolic jumps.
 struct Asm {
     ins: [(libc::sock_filter, L, L); MAX_FILTER],
-    labels: [(L, usize); 6],
+    labels: [(L, usize); 7],
     n: usize,
     nl: usize,
 }
@@ -103,6 +104,19 @@ impl Asm {
     }
     fn jeq(&mut self, k: u32, t: L, f: L) {
         self.ins[self.n] = (jeq(k, 0, 0), t, f);
+        self.n += 1;
+    }
+    fn jge(&mut self, k: u32, t: L, f: L) {
+        self.ins[self.n] = (
+            libc::sock_filter {
+                code: BPF_JGE_K,
+                jt: 0,
+                jf: 0,
+                k,
+            },
+            t,
+            f,
+        );
         self.n += 1;
     }
     fn finish(mut self) -> ([libc::sock_filter; MAX_FILTER], usize) {
@@ -132,19 +146,68 @@ impl Asm {
 /// away from the agent (a blocked SIGSYS would make the kernel kill the
 /// process at the next trap).
 fn build_filter(sys: bool) -> ([libc::sock_filter; MAX_FILTER], usize) {
+    build_filter_with(sys, loader_text())
+}
+
+/// The dynamic loader's code: [start, end). Its syscalls are never
+/// trapped. After an `execve` the filter stays but the agent's SIGSYS
+/// handler is gone until the new image's agent is loaded, by this very
+/// loader (at the same address: ASLR is off); a trap then would kill the
+/// process. The loader's own reads (of shared libraries) are not program
+/// input, and they run for real in a replay too.
+fn loader_text() -> Option<(u64, u64)> {
+    // SAFETY: AT_BASE is where the kernel mapped the loader; its ELF and
+    // program headers are mapped readable there.
+    unsafe {
+        let base = libc::getauxval(libc::AT_BASE);
+        if base == 0 {
+            return None;
+        }
+        let eh = &*(base as *const libc::Elf64_Ehdr);
+        if &eh.e_ident[..4] != b"\x7fELF" {
+            return None;
+        }
+        let ph = (base + eh.e_phoff) as *const libc::Elf64_Phdr;
+        for i in 0..eh.e_phnum as usize {
+            let p = &*ph.add(i);
+            if p.p_type == libc::PT_LOAD && p.p_flags & libc::PF_X != 0 {
+                let start = base + p.p_vaddr;
+                let end = start + p.p_memsz;
+                // One 4 GiB window (the filter compares 32-bit halves).
+                if start >> 32 == (end - 1) >> 32 {
+                    return Some((start, end));
+                }
+            }
+        }
+        None
+    }
+}
+
+fn build_filter_with(
+    sys: bool,
+    loader: Option<(u64, u64)>,
+) -> ([libc::sock_filter; MAX_FILTER], usize) {
     let ip = raw::SYSCALL_RETURN_IP;
     let mut a = Asm {
         ins: [(stmt(0, 0), L::Next, L::Next); MAX_FILTER],
-        labels: [(L::Next, 0); 6],
+        labels: [(L::Next, 0); 7],
         n: 0,
         nl: 0,
     };
     a.ld(OFF_ARCH);
     a.jeq(AUDIT_ARCH_X86_64, L::Next, L::Allow);
     a.ld(OFF_IP);
-    a.jeq(ip as u32, L::Next, L::CheckNr);
+    a.jeq(ip as u32, L::Next, L::CheckLoader);
     a.ld(OFF_IP + 4);
-    a.jeq((ip >> 32) as u32, L::Allow, L::CheckNr);
+    a.jeq((ip >> 32) as u32, L::Allow, L::CheckLoader);
+    a.label(L::CheckLoader);
+    if let Some((start, end)) = loader {
+        a.ld(OFF_IP + 4);
+        a.jeq((start >> 32) as u32, L::Next, L::CheckNr);
+        a.ld(OFF_IP);
+        a.jge(start as u32, L::Next, L::CheckNr);
+        a.jge(end as u32, L::CheckNr, L::Allow);
+    }
     a.label(L::CheckNr);
     a.ld(OFF_NR);
     if sys {
@@ -184,11 +247,8 @@ pub fn install(sys: bool) -> bool {
     // filter program that lives on the stack only during the call (the
     // kernel copies it).
     unsafe {
-        let mut sa: libc::sigaction = core::mem::zeroed();
-        sa.sa_sigaction = on_sigsys as *const () as usize;
-        sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
-        libc::sigemptyset(&mut sa.sa_mask);
-        if libc::sigaction(libc::SIGSYS, &sa, core::ptr::null_mut()) != 0 {
+        let flags = (libc::SA_SIGINFO | libc::SA_RESTART) as u64;
+        if !raw::install_handler(libc::SIGSYS, on_sigsys as *const () as usize, flags) {
             return false;
         }
         let (filter, len) = build_filter(sys);
@@ -562,4 +622,37 @@ mod tests {
             );
         }
     }
+}
+
+/// Mappings the program asks for through libc's `mmap` are recorded
+/// (where the kernel put them). `mmap` is not in the seccomp filter: libc
+/// maps memory (for malloc) while a freshly exec'd image is still being
+/// loaded, before its agent can handle a trap; mappings made inside libc
+/// (malloc's arenas) are therefore not recorded.
+#[no_mangle]
+pub unsafe extern "C" fn mmap(
+    addr: *mut c_void,
+    len: usize,
+    prot: c_int,
+    flags: c_int,
+    fd: c_int,
+    off: libc::off_t,
+) -> *mut c_void {
+    let f = real!(mmap: fn(*mut c_void, usize, c_int, c_int, c_int, libc::off_t) -> *mut c_void);
+    let r = f(addr, len, prot, flags, fd, off);
+    if recording_sys() && !crate::replay::on() {
+        let ev = Ev {
+            arg0: addr as u64,
+            arg1: len as u64,
+            extra: (prot as u64) << 32 | (flags as u32 as u64),
+            result: if r == libc::MAP_FAILED {
+                -(raw::errno() as i64)
+            } else {
+                r as i64
+            },
+            ..Ev::new(K::Syscall, libc::SYS_mmap as u64)
+        };
+        ctl::log(ev, &[]);
+    }
+    r
 }
