@@ -193,6 +193,11 @@ struct Drain {
     stuck_since: Option<Instant>,
 }
 
+const IDLE_SLEEP_MIN: Duration = Duration::from_micros(200);
+const IDLE_SLEEP_MAX: Duration = Duration::from_millis(5);
+/// How often the hang watch looks at the program's CPU time.
+const HANG_CHECK: Duration = Duration::from_millis(100);
+
 /// How long the drainer waits for a thread to close a run it has open at
 /// the next sequence number before it takes the run itself.
 const RUN_TAKEOVER: Duration = Duration::from_millis(2);
@@ -386,6 +391,8 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
     let mut last_flush = Instant::now();
     let mut last_progress = (ctl.head(), cpu_ticks(pid), Instant::now());
     let mut hang: Option<Ending> = None;
+    let mut idle_sleep = IDLE_SLEEP_MIN;
+    let mut last_check = Instant::now();
     let status = loop {
         let n = drain.take(&ctl);
         if let (Some(e), true) = (&drain.disk_error, drain.accepting) {
@@ -405,7 +412,18 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
             }
             last_flush = Instant::now();
         }
-        if n == 0 {
+        if n > 0 {
+            idle_sleep = IDLE_SLEEP_MIN;
+        } else {
+            // The supervisor shares the cores with the program: when there
+            // is nothing to drain it sleeps longer and longer, and reads
+            // /proc only every HANG_CHECK.
+            std::thread::sleep(idle_sleep);
+            idle_sleep = (idle_sleep * 2).min(IDLE_SLEEP_MAX);
+            if last_check.elapsed() < HANG_CHECK {
+                continue;
+            }
+            last_check = Instant::now();
             // Hang watch: no event and no CPU time, while every thread
             // waits in a recorded operation.
             let now = (ctl.head(), cpu_ticks(pid));
@@ -419,7 +437,6 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
                 kill_all(&ctl, pid, true);
                 continue;
             }
-            std::thread::sleep(Duration::from_micros(300));
         }
     };
     FORWARD_TO.store(0, Ordering::Relaxed);
