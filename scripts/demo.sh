@@ -17,7 +17,7 @@ trap 'rm -rf "$work"' EXIT
 export REPRISE_TRACE_DIR="$work/traces"
 g++ -g -O1 -pthread testbugs/programs/jubatus_180_mixer.cpp -o "$work/jubatus_180_mixer"
 
-for try in 1 2 3; do
+for try in 1 2 3 4 5 6 7 8 9 10; do
     echo "== recording runs of jubatus_180_mixer until one fails (at most 200)"
     failed=""
     for i in $(seq 1 200); do
