@@ -20,29 +20,9 @@ fn have(tool: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// A few MB of text that compresses and sorts non-trivially.
-fn sample(dir: &std::path::Path) -> std::path::PathBuf {
-    let mut s = String::new();
-    let mut x: u64 = 12345;
-    for i in 0..200_000 {
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        s.push_str(&format!(
-            "{:08x} line {} {}\n",
-            x >> 32,
-            i,
-            (x >> 20) % 1000
-        ));
-    }
-    let p = dir.join("sample.txt");
-    std::fs::write(&p, s).unwrap();
-    p
-}
-
 fn same_output_as_native(tool: &str, args: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
-    let input = sample(tmp.path());
+    let input = common::sample(tmp.path());
     let mut full: Vec<&str> = args.to_vec();
     full.push(input.to_str().unwrap());
     let native = Command::new(tool).args(&full).output().unwrap();

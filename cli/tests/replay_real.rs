@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -36,45 +36,11 @@ fn run_with_tmpdir(root: &Path, args: &[&str], tmpdir: &Path) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run reprise");
-    let pid = child.id() as i32;
-    let start = Instant::now();
-    let watchdog = std::thread::spawn(move || {
-        while start.elapsed() < LIMIT {
-            std::thread::sleep(Duration::from_millis(20));
-            if !Path::new(&format!("/proc/{pid}")).exists() {
-                return;
-            }
-        }
-        // SAFETY: killing our own child that overstayed.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-    });
-    let out = child.wait_with_output().unwrap();
-    let _ = watchdog;
-    out
+    common::wait_with_limit(child, LIMIT)
 }
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// A few MB of text that compresses and sorts non-trivially.
-fn sample(dir: &Path) -> PathBuf {
-    let mut s = String::new();
-    let mut x: u64 = 12345;
-    for i in 0..200_000 {
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        s.push_str(&format!(
-            "{:08x} line {} {}\n",
-            x >> 32,
-            i,
-            (x >> 20) % 1000
-        ));
-    }
-    let p = dir.join("sample.txt");
-    std::fs::write(&p, s).unwrap();
-    p
 }
 
 /// Records `tool args FILE` at each sketch in `sketches`, then replays each
@@ -83,7 +49,7 @@ fn sample(dir: &Path) -> PathBuf {
 fn replays_identically(tool: &str, args: &[&str], sketches: &[&str]) {
     let started = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
-    let input = sample(tmp.path());
+    let input = common::sample(tmp.path());
     // Temporary files (sort's) stay in the test's directory, also when a
     // replay is killed; the replay runs with the recorded environment.
     let tmpdir = tmp.path().join("tmp");

@@ -41,21 +41,7 @@ fn reprise(root: &Path, args: &[&str], stdin: Stdio) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run reprise");
-    let pid = child.id() as i32;
-    let start = Instant::now();
-    let watchdog = std::thread::spawn(move || {
-        while start.elapsed() < COMMAND_LIMIT {
-            std::thread::sleep(Duration::from_millis(20));
-            if !Path::new(&format!("/proc/{pid}")).exists() {
-                return;
-            }
-        }
-        // SAFETY: killing our own child that overstayed.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-    });
-    let out = child.wait_with_output().unwrap();
-    let _ = watchdog;
-    out
+    common::wait_with_limit(child, COMMAND_LIMIT)
 }
 
 fn text(o: &Output) -> String {

@@ -44,25 +44,49 @@ pub fn run_reprise(root: &Path, args: &[&str], stdin: Option<&[u8]>, limit: Dura
         let mut s = child.stdin.take().unwrap();
         s.write_all(input).unwrap();
     }
-    // Read the pipes while waiting, or a program writing much output blocks.
+    wait_with_limit(child, limit)
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Waits for `child`, reading its pipes meanwhile (a program writing much
+/// output would block otherwise); SIGKILLs it after `limit`.
+pub fn wait_with_limit(child: std::process::Child, limit: Duration) -> Output {
     let pid = child.id() as i32;
+    let start = Instant::now();
     let watchdog = std::thread::spawn(move || {
-        let start = Instant::now();
         while start.elapsed() < limit {
             std::thread::sleep(Duration::from_millis(20));
             if !Path::new(&format!("/proc/{pid}")).exists() {
-                return false;
+                return;
             }
         }
         // SAFETY: killing our own child that overstayed.
         unsafe { libc::kill(pid, libc::SIGKILL) };
-        true
     });
     let out = child.wait_with_output().unwrap();
     let _ = watchdog;
     out
 }
 
-pub fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+/// A few MB of text that compresses and sorts non-trivially.
+pub fn sample(dir: &Path) -> PathBuf {
+    let mut s = String::new();
+    let mut x: u64 = 12345;
+    for i in 0..200_000 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        s.push_str(&format!(
+            "{:08x} line {} {}\n",
+            x >> 32,
+            i,
+            (x >> 20) % 1000
+        ));
+    }
+    let p = dir.join("sample.txt");
+    std::fs::write(&p, s).unwrap();
+    p
 }
