@@ -379,9 +379,16 @@ pub fn record_syscall(nr: i64, a: [u64; 6]) -> i64 {
         return crate::replay::syscall(nr, a);
     }
     let r = raw::syscall6(nr, a);
-    if !ctl::active() {
-        return r;
+    if ctl::active() {
+        log_syscall(nr, a, r);
     }
+    r
+}
+
+/// Logs syscall `nr` with arguments `a` that returned `r`, with the memory
+/// it wrote. Shared by the SIGSYS path and the interposed libc symbols
+/// (whose calls the vDSO may answer without a syscall).
+fn log_syscall(nr: i64, a: [u64; 6], r: i64) {
     let ev = Ev {
         arg0: a[0],
         arg1: a[1],
@@ -443,7 +450,6 @@ pub fn record_syscall(nr: i64, a: [u64; 6]) -> i64 {
             }
         };
     }
-    r
 }
 
 fn recording_sys() -> bool {
@@ -459,17 +465,12 @@ pub unsafe extern "C" fn clock_gettime(clk: libc::clockid_t, ts: *mut libc::time
     let f = real!(clock_gettime: fn(libc::clockid_t, *mut libc::timespec) -> c_int);
     let r = f(clk, ts);
     if recording_sys() {
-        let n = if r == 0 {
-            core::mem::size_of::<libc::timespec>() as i64
-        } else {
-            0
-        };
-        let ev = Ev {
-            arg0: clk as u64,
-            result: r as i64,
-            ..Ev::new(K::Syscall, libc::SYS_clock_gettime as u64)
-        };
-        ctl::log(ev, bytes(ts as u64, n));
+        let a = [clk as u64, ts as u64, 0, 0, 0, 0];
+        log_syscall(
+            libc::SYS_clock_gettime,
+            a,
+            if r == 0 { 0 } else { -(raw::errno() as i64) },
+        );
     }
     r
 }
@@ -483,17 +484,12 @@ pub unsafe extern "C" fn gettimeofday(tv: *mut libc::timeval, tz: *mut c_void) -
     let f = real!(gettimeofday: fn(*mut libc::timeval, *mut c_void) -> c_int);
     let r = f(tv, tz);
     if recording_sys() {
-        let n = if r == 0 {
-            core::mem::size_of::<libc::timeval>() as i64
-        } else {
-            0
-        };
-        let ev = Ev {
-            arg0: tv as u64,
-            result: r as i64,
-            ..Ev::new(K::Syscall, libc::SYS_gettimeofday as u64)
-        };
-        ctl::log(ev, bytes(tv as u64, n));
+        let a = [tv as u64, tz as u64, 0, 0, 0, 0];
+        log_syscall(
+            libc::SYS_gettimeofday,
+            a,
+            if r == 0 { 0 } else { -(raw::errno() as i64) },
+        );
     }
     r
 }
