@@ -20,31 +20,10 @@ fn events(dir: &Path) -> (TraceReader, Vec<EventRecord>) {
     (r, evs)
 }
 
-const LOCKS: &str = r#"
-#include <pthread.h>
-#include <stdio.h>
-#include <stdlib.h>
-pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
-long counter;
-void *work(void *a) {
-    long k = (long)a;
-    for (long i = 0; i < k; i++) { pthread_mutex_lock(&m); counter++; pthread_mutex_unlock(&m); }
-    return 0;
-}
-int main(int argc, char **argv) {
-    long k = atol(argv[1]);
-    pthread_t t[3];
-    for (long i = 0; i < 3; i++) pthread_create(&t[i], 0, work, (void *)(k * (i + 1)));
-    for (int i = 0; i < 3; i++) pthread_join(t[i], 0);
-    printf("counter=%ld\n", counter);
-    return 7;
-}
-"#;
-
 #[test]
 fn lock_acquisitions_per_thread_match_the_program() {
     let tmp = tempfile::tempdir().unwrap();
-    let prog = compile(tmp.path(), "locks", LOCKS, &["-O1", "-g"]);
+    let prog = compile(tmp.path(), "locks", common::LOCKS, &["-O1", "-g"]);
     for sketch in ["sync", "sys"] {
         let out_dir = tmp.path().join(format!("trace-{sketch}"));
         let o = run_reprise(

@@ -33,31 +33,10 @@ fn replay(root: &Path, trace: &Path, extra: &[&str]) -> Output {
     run_reprise(root, &a, None, LIMIT)
 }
 
-const LOCKS: &str = r#"
-#include <pthread.h>
-#include <stdio.h>
-#include <stdlib.h>
-pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
-long counter;
-void *work(void *a) {
-    long k = (long)a;
-    for (long i = 0; i < k; i++) { pthread_mutex_lock(&m); counter++; pthread_mutex_unlock(&m); }
-    return 0;
-}
-int main(int argc, char **argv) {
-    long k = atol(argv[1]);
-    pthread_t t[3];
-    for (long i = 0; i < 3; i++) pthread_create(&t[i], 0, work, (void *)(k * (i + 1)));
-    for (int i = 0; i < 3; i++) pthread_join(t[i], 0);
-    printf("counter=%ld\n", counter);
-    return 7;
-}
-"#;
-
 #[test]
 fn a_deterministic_program_replays_with_the_same_output_and_status() {
     let tmp = tempfile::tempdir().unwrap();
-    let prog = compile(tmp.path(), "locks", LOCKS, &["-O1", "-g"]);
+    let prog = compile(tmp.path(), "locks", common::LOCKS, &["-O1", "-g"]);
     for sketch in ["sync", "sys"] {
         let trace = tmp.path().join(format!("trace-{sketch}"));
         let mut a = vec!["record", "--sketch", sketch, "-o", trace.to_str().unwrap()];
@@ -170,14 +149,14 @@ fn a_recorded_assertion_reproduces_and_its_schedule_reproduces_every_time() {
 #[test]
 fn a_changed_program_is_refused_unless_forced() {
     let tmp = tempfile::tempdir().unwrap();
-    let prog = compile(tmp.path(), "locks", LOCKS, &["-O1", "-g"]);
+    let prog = compile(tmp.path(), "locks", common::LOCKS, &["-O1", "-g"]);
     let trace = tmp.path().join("trace");
     let o = record(tmp.path(), &trace, &prog, &["10"]);
     assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
     compile(
         tmp.path(),
         "locks",
-        &LOCKS.replace("counter=%ld", "count=%ld"),
+        &common::LOCKS.replace("counter=%ld", "count=%ld"),
         &["-O1", "-g"],
     );
     let o = replay(tmp.path(), &trace, &["--max-attempts", "1"]);

@@ -90,3 +90,26 @@ pub fn sample(dir: &Path) -> PathBuf {
     std::fs::write(&p, s).unwrap();
     p
 }
+
+/// Three threads taking one mutex k, 2k and 3k times; prints the total and
+/// exits 7.
+pub const LOCKS: &str = r#"
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+long counter;
+void *work(void *a) {
+    long k = (long)a;
+    for (long i = 0; i < k; i++) { pthread_mutex_lock(&m); counter++; pthread_mutex_unlock(&m); }
+    return 0;
+}
+int main(int argc, char **argv) {
+    long k = atol(argv[1]);
+    pthread_t t[3];
+    for (long i = 0; i < 3; i++) pthread_create(&t[i], 0, work, (void *)(k * (i + 1)));
+    for (int i = 0; i < 3; i++) pthread_join(t[i], 0);
+    printf("counter=%ld\n", counter);
+    return 7;
+}
+"#;
