@@ -161,6 +161,22 @@ struct Schedule {
   seed @1 :UInt64;
   attempts @2 :UInt32;           # attempts it took to find
   decisions @3 :List(Decision);
+  flips @4 :List(Flip);          # races flipped (feedback strategy)
+  preemptRate @5 :UInt32;        # random strategy: preemption chance at an access, /65536
+}
+
+struct Flip {
+  # Thread `held` waits before its `heldN`-th access at `heldPc` (ELF
+  # address of the instruction) until thread `until` made its `untilN`-th
+  # access at `untilPc`. Occurrences count accesses off the thread's stack.
+  heldProcess @0 :UInt16;
+  heldThread @1 :UInt32;
+  heldPc @2 :UInt64;
+  heldN @3 :UInt32;
+  untilProcess @4 :UInt16;
+  untilThread @5 :UInt32;
+  untilPc @6 :UInt64;
+  untilN @7 :UInt32;
 }
 
 struct Decision {

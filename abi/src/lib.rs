@@ -19,6 +19,8 @@
 
 use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64};
 
+pub mod observe;
+
 /// Environment variable holding the path of the control block.
 pub const ENV_CONTROL: &str = "REPRISE_CONTROL";
 /// Environment variable the supervisor sets to the agent's own path, so a
@@ -27,7 +29,7 @@ pub const ENV_AGENT: &str = "REPRISE_AGENT";
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"REPRISE1");
 /// Bumped whenever a layout below changes.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 pub const SLOT_SIZE: usize = 64;
 /// Bytes of payload in one continuation slot.
@@ -416,9 +418,15 @@ pub mod replay {
     /// Left the schedule: exited, or blocked in an operation that is not
     /// ordered (a barrier, past the end of the recording).
     pub const DETACHED: u32 = 5;
+    /// Stopped before an access until another thread's access (a flip).
+    pub const HELD: u32 = 6;
 
     /// Strategies in [`super::ReplayState::strategy`].
     pub const STRATEGY_RANDOM: u32 = 1;
+    /// The thread that just finished an event runs on to its next one if
+    /// it can, else the owner of the next event (deterministic; the
+    /// feedback strategy's base schedule).
+    pub const STRATEGY_STAY: u32 = 2;
     /// Flag: also preempt a running thread between two events, after a
     /// random time slice (a timer signal), so that races between two
     /// events can happen. Not deterministic.

@@ -3,17 +3,17 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use reprise_replayer::{
-    attempt, is_failure, matches, AttemptOptions, AttemptResult, Replay, Strategy,
-};
-use reprise_schema::{location, read_schedule, write_schedule, ScheduleInfo};
+use reprise_replayer::explain::explain;
+use reprise_replayer::search::{search, Role, Run, SearchOptions};
+use reprise_replayer::{is_failure, AttemptOptions, Replay, Strategy};
+use reprise_schema::{location, read_schedule, write_schedule};
 
 /// Re-execute a recorded program under its sketch until the recorded
 /// failure reproduces; save the reproducing schedule into the trace.
@@ -27,12 +27,16 @@ pub struct ReplayArgs {
     /// Attempts run at once (default: the number of CPUs).
     #[arg(long, short = 'j')]
     jobs: Option<usize>,
-    /// How the schedule is explored: `random` (a seeded choice wherever the
-    /// sketch leaves one; a seed is one schedule) or `preempt` (random, and
-    /// threads are also preempted between events, after random time
-    /// slices: finds races between two events, but is not deterministic).
-    #[arg(long, default_value = "random", value_parser = ["random", "preempt"])]
+    /// How the schedule is explored: `feedback` (observe the races of a
+    /// failed attempt and flip them, nearest the failure first), `random`
+    /// (seeded choices at sketch events and random preemptions at memory
+    /// accesses; a seed is one schedule) or `preempt` (random choices, and
+    /// threads preempted after random time slices: not deterministic).
+    #[arg(long, default_value = "feedback", value_parser = ["feedback", "random", "preempt"])]
     strategy: String,
+    /// Print the root-cause report as JSON.
+    #[arg(long)]
+    json: bool,
     /// The first attempt's seed (the next ones take the following seeds).
     #[arg(long)]
     seed: Option<u64>,
@@ -85,7 +89,7 @@ pub fn run(a: ReplayArgs) -> Result<u8> {
     if a.max_attempts == 0 {
         anyhow::bail!("--max-attempts must be at least 1");
     }
-    let strategy = Strategy::from_name(&a.strategy).unwrap_or(Strategy::Random);
+    let strategy = Strategy::from_name(&a.strategy).unwrap_or(Strategy::Feedback);
     let root = location::trace_root().context("cannot find the trace directory")?;
     let dir = location::resolve_trace(&root, a.trace.as_deref())?;
     let replay = Replay::open(&dir, a.force)?;
@@ -100,20 +104,6 @@ pub fn run(a: ReplayArgs) -> Result<u8> {
     } else {
         read_schedule(&dir)?
     };
-    let base = a.seed.unwrap_or_else(default_seed);
-    let seed_of = |i: u32| -> u64 {
-        match &saved {
-            Some(s) if i == 0 => s.seed,
-            Some(_) => base.wrapping_add(i as u64 - 1),
-            None => base.wrapping_add(i as u64),
-        }
-    };
-    let strategy_of = |i: u32| -> Strategy {
-        match &saved {
-            Some(s) if i == 0 => Strategy::from_name(&s.strategy).unwrap_or(strategy),
-            _ => strategy,
-        }
-    };
     let jobs = a
         .jobs
         .unwrap_or_else(|| {
@@ -123,14 +113,14 @@ pub fn run(a: ReplayArgs) -> Result<u8> {
         })
         .clamp(1, 64)
         .min(a.max_attempts as usize);
-    let mut log = match &a.attempt_log {
-        Some(p) => Some(
+    let log = match &a.attempt_log {
+        Some(p) => Some(Mutex::new(
             std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(p)
                 .with_context(|| format!("cannot open {}", p.display()))?,
-        ),
+        )),
         None => None,
     };
 
@@ -143,8 +133,13 @@ pub fn run(a: ReplayArgs) -> Result<u8> {
     );
     if let Some(s) = &saved {
         eprintln!(
-            "reprise: trying the saved schedule first ({} seed {:#x})",
-            s.strategy, s.seed
+            "reprise: trying the saved schedule first ({} seed {:#x}{})",
+            s.strategy,
+            s.seed,
+            match s.flips.len() {
+                0 => String::new(),
+                n => format!(", {n} flipped race(s)"),
+            }
         );
     }
     let bar = ProgressBar::new(a.max_attempts as u64);
@@ -155,131 +150,101 @@ pub fn run(a: ReplayArgs) -> Result<u8> {
     if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-
-    let started = Instant::now();
-    let next = AtomicU32::new(0);
-    let done = AtomicBool::new(false);
-    // (attempt number, result) of every finished attempt.
-    let results: Mutex<Vec<(u32, AttemptResult)>> = Mutex::new(Vec::new());
-    let errors: Mutex<Vec<String>> = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..jobs {
-            s.spawn(|| loop {
-                if done.load(Ordering::Acquire) {
-                    return;
-                }
-                let i = next.fetch_add(1, Ordering::AcqRel);
-                if i >= a.max_attempts {
-                    return;
-                }
-                let mut opts = AttemptOptions::new(seed_of(i));
-                opts.strategy = strategy_of(i);
-                opts.timeout = timeout;
-                opts.hang_timeout = hang_timeout;
-                opts.output_dir = a
-                    .output_dir
-                    .as_ref()
-                    .map(|d| d.join(format!("attempt-{}", i + 1)));
-                match attempt(&replay, &opts) {
-                    Ok(r) => {
-                        let ok = r.outcome().is_some_and(|o| matches(&recorded, o));
-                        bar.inc(1);
-                        bar.set_message(r.summary());
-                        if ok {
-                            done.store(true, Ordering::Release);
-                        }
-                        results
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push((i, r));
-                    }
-                    Err(e) => {
-                        errors
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push(e.to_string());
-                        done.store(true, Ordering::Release);
-                    }
-                }
-            });
+    let mut base = AttemptOptions::new(0);
+    base.timeout = timeout;
+    base.hang_timeout = hang_timeout;
+    base.output_dir = a.output_dir.clone();
+    let opts = SearchOptions {
+        strategy,
+        max_attempts: a.max_attempts,
+        seed: a.seed.unwrap_or_else(default_seed),
+        jobs,
+        base,
+        saved: saved.clone(),
+        max_depth: 4,
+    };
+    let divergences = AtomicU32::new(0);
+    let on_run = |r: &Run| {
+        if r.role == Role::Attempt {
+            bar.inc(1);
+            if r.result.outcome().is_none() {
+                divergences.fetch_add(1, Ordering::Relaxed);
+            }
         }
-    });
+        bar.set_message(format!(
+            "{} diverged; last: {}",
+            divergences.load(Ordering::Relaxed),
+            r.result.summary()
+        ));
+        if let Some(f) = &log {
+            let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = writeln!(f, "{}", run_line(r));
+        }
+    };
+    let result = search(&replay, &opts, &on_run)?;
     bar.finish_and_clear();
-    if let Some(e) = errors.into_inner().unwrap_or_default().into_iter().next() {
-        anyhow::bail!("{e}");
-    }
-    let mut results = results.into_inner().unwrap_or_default();
-    results.sort_by_key(|(i, _)| *i);
-    if let Some(f) = log.as_mut() {
-        for (i, r) in &results {
-            writeln!(
-                f,
-                "attempt {} seed {:#x} {:.3}s events {} decisions {}: {}",
-                i + 1,
-                r.seed,
-                r.duration.as_secs_f64(),
-                r.events_replayed,
-                r.decisions,
-                r.summary()
-            )?;
-        }
-    }
-    let found = results
-        .iter()
-        .find(|(_, r)| r.outcome().is_some_and(|o| matches(&recorded, o)));
-    let diverged = results
-        .iter()
-        .filter(|(_, r)| r.outcome().is_none())
-        .count();
-    let elapsed = started.elapsed().as_secs_f64();
-    match found {
-        Some((i, r)) => {
+    let elapsed = result.elapsed.as_secs_f64();
+    let diverged = result.divergences();
+    match result.reproducing() {
+        Some(r) => {
             let what = if is_failure(&recorded) {
                 "reproduced the recorded failure"
             } else {
                 "reproduced the recorded run"
             };
             out!(
-                "reprise: {what} in attempt {} ({} attempts run, {} diverged, {:.2} s)",
-                i + 1,
-                results.len(),
+                "reprise: {what} in attempt {} ({} attempts, {} diverged, {} observed runs, {:.2} s)",
+                r.attempt,
+                result.attempts,
                 diverged,
+                result.observed_runs(),
                 elapsed
             );
             out!("  recorded:   {}", recorded.summary);
-            out!("  reproduced: {}", r.summary());
+            out!("  reproduced: {}", r.result.summary());
+            let res = &r.result;
             out!(
                 "  replayed {} of {} recorded events{}",
-                r.events_replayed,
+                res.events_replayed,
                 replay.event_count(),
-                if r.completed {
+                if res.completed {
                     String::new()
                 } else {
                     format!(
                         " (the run ended {} events before the recording did)",
-                        replay.event_count() as u64 - r.events_replayed
+                        replay.event_count() as u64 - res.events_replayed
                     )
                 }
             );
-            if r.object_mismatches > 0 {
+            if res.object_mismatches > 0 {
                 out!(
                     "  note: {} events had another object address than recorded",
-                    r.object_mismatches
+                    res.object_mismatches
                 );
             }
-            let already = saved.as_ref().is_some_and(|s| s.seed == r.seed);
-            if !a.no_schedule && !already {
-                let sched = ScheduleInfo {
-                    strategy: strategy_of(*i).name().to_string(),
-                    seed: r.seed,
-                    attempts: i + 1,
-                    decisions: Vec::new(),
-                };
+            if let Some(rc) = &result.root_cause {
+                match explain(&replay, rc) {
+                    Ok(report) => {
+                        if a.json {
+                            out!("{}", serde_json::to_string_pretty(&report)?);
+                        } else {
+                            out!("{}", report.render());
+                        }
+                    }
+                    Err(e) => out!("  (no root-cause report: {e})"),
+                }
+            } else if is_failure(&recorded) {
+                out!("  root cause: the sketch's own order decides this failure (no unrecorded race was flipped)");
+            }
+            let sched = result.schedule.clone();
+            let already = saved.as_ref() == sched.as_ref();
+            if let (false, false, Some(sched)) = (a.no_schedule, already, sched) {
                 write_schedule(&dir, &sched)?;
                 out!(
-                    "  schedule saved ({} seed {:#x}): the next `reprise replay` starts with it",
+                    "  schedule saved ({} seed {:#x}, {} flip(s)): the next `reprise replay` starts with it",
                     sched.strategy,
-                    sched.seed
+                    sched.seed,
+                    sched.flips.len()
                 );
             }
             Ok(0)
@@ -287,15 +252,15 @@ pub fn run(a: ReplayArgs) -> Result<u8> {
         None => {
             out!(
                 "reprise: not reproduced in {} attempts ({} diverged, {:.2} s)",
-                results.len(),
+                result.attempts,
                 diverged,
                 elapsed
             );
             out!("  recorded: {}", recorded.summary);
             // The most common endings, to say what happened instead.
             let mut seen: Vec<(String, usize)> = Vec::new();
-            for (_, r) in &results {
-                let s = r.summary();
+            for r in result.runs.iter().filter(|r| r.role == Role::Attempt) {
+                let s = r.result.summary();
                 match seen.iter_mut().find(|(k, _)| *k == s) {
                     Some((_, n)) => *n += 1,
                     None => seen.push((s, 1)),
@@ -308,4 +273,33 @@ pub fn run(a: ReplayArgs) -> Result<u8> {
             Ok(1)
         }
     }
+}
+
+/// One line of `--attempt-log`.
+fn run_line(r: &Run) -> String {
+    let role = match r.role {
+        Role::Attempt => "attempt",
+        Role::Observe => "observe",
+        Role::Minimize => "minimize",
+    };
+    let flips = match r.schedule.flips.len() {
+        0 => String::new(),
+        n => format!(" flips {n}"),
+    };
+    let note = if r.note.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", r.note)
+    };
+    let res = &r.result;
+    format!(
+        "{role} {} {} seed {:#x}{flips} {:.3}s events {} decisions {}: {}{note}",
+        r.attempt,
+        r.schedule.strategy,
+        r.schedule.seed,
+        res.duration.as_secs_f64(),
+        res.events_replayed,
+        res.decisions,
+        res.summary()
+    )
 }

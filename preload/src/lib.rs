@@ -12,6 +12,7 @@
 
 mod ctl;
 mod fatal;
+mod observe;
 mod raw;
 mod real;
 mod replay;
@@ -62,6 +63,9 @@ extern "C" fn init() {
         );
     }
     fatal::install();
+    if replay::on() {
+        observe::install();
+    }
     if !sys::install(ctl::level() >= Level::Sys) {
         say(b"reprise agent: seccomp is unavailable; syscalls made inside libc are not recorded\n");
     }

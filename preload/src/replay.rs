@@ -208,7 +208,12 @@ fn decide(c: &ControlHeader) {
     let detached = r.threads[..live_entries(c)].iter().any(|t| {
         t.key.load(Ordering::Relaxed) == o && t.state.load(Ordering::Acquire) == rp::DETACHED
     });
-    if detached {
+    let held = |k: u32| {
+        r.threads[..live_entries(c)].iter().any(|t| {
+            t.key.load(Ordering::Relaxed) == k && t.state.load(Ordering::Acquire) == rp::HELD
+        })
+    };
+    if detached || held(o) {
         o = 0;
     }
     if o != 0 && !cands[..n].contains(&o) && n < cands.len() {
@@ -225,7 +230,19 @@ fn decide(c: &ControlHeader) {
     }
     let strategy = r.strategy.load(Ordering::Relaxed);
     let chosen = match n {
-        0 => 0,
+        // Nobody else can run while a thread is held for a flip: the flip
+        // cannot happen, the held thread runs on.
+        0 => match r.threads[..live_entries(c)]
+            .iter()
+            .find(|t| t.state.load(Ordering::Acquire) == rp::HELD)
+        {
+            Some(t) => {
+                let k = t.key.load(Ordering::Relaxed);
+                crate::observe::flip_infeasible(k);
+                k
+            }
+            None => 0,
+        },
         1 => cands[0],
         _ => {
             r.decisions.fetch_add(1, Ordering::Relaxed);
@@ -243,6 +260,8 @@ fn decide(c: &ControlHeader) {
                 } else {
                     cands[((x & 0xffff_ffff) % n as u64) as usize]
                 }
+            } else if strategy & 0x7fff == rp::STRATEGY_STAY && cands[..n].contains(&my_key()) {
+                my_key()
             } else {
                 // In order: the owner of the next event first.
                 if o != 0 {
@@ -609,6 +628,7 @@ fn advance(c: &ControlHeader, t: &Turn) {
         t.pos + slots_for(t.data_len as usize) as u64,
         Ordering::Release,
     );
+    LAST_EVENT.with(|l| l.set(t.pos + 1));
     set_state(c, rp::RUNNING);
     bump(r);
 }
@@ -1101,6 +1121,8 @@ thread_local! {
     /// Set while a preempted thread gives the baton away: the choice is
     /// uniform (the thread does not keep running by preference).
     static PREEMPTING: Cell<bool> = const { Cell::new(false) };
+    /// Ring position + 1 of the last event this thread performed.
+    static LAST_EVENT: Cell<u64> = const { Cell::new(0) };
 }
 
 /// Marks agent code for the preemption signal's handler.
@@ -1213,4 +1235,86 @@ extern "C" fn on_preempt(_sig: c_int, _info: *mut libc::siginfo_t, _uc: *mut c_v
     PREEMPTING.with(|p| p.set(false));
     wait_for_baton(c);
     raw::set_errno(saved);
+}
+
+// ---------------------------------------------------------------------------
+// Hooks for the access breakpoints (`observe`).
+
+/// This thread's baton key.
+pub fn current_key() -> u32 {
+    my_key()
+}
+
+/// (`turn`, ring position + 1 of this thread's last event).
+pub fn positions() -> (u64, u64) {
+    let turn = ctl::control().map_or(0, |c| st(c).turn.0.load(Ordering::Acquire));
+    (turn, LAST_EVENT.with(|l| l.get()))
+}
+
+/// True if this thread holds the baton outside agent code.
+fn may_switch(c: &ControlHeader) -> bool {
+    IN_AGENT.with(|b| b.get()) == 0
+        && st(c).baton.load(Ordering::Acquire) == my_key()
+        && my_entry(c).is_some_and(|t| t.state.load(Ordering::Acquire) == rp::RUNNING)
+        && st(c).divergence.state.load(Ordering::Acquire) == 0
+}
+
+/// Stops this thread before an access (the first half of a flip) until
+/// the other half hands the baton back, or nobody else can run.
+pub fn hold_for_flip() {
+    let Some(c) = ctl::control() else { return };
+    if !may_switch(c) {
+        if let Some(t) = my_entry(c) {
+            crate::observe::flip_infeasible(t.key.load(Ordering::Relaxed));
+        }
+        return;
+    }
+    let _busy = Busy::enter();
+    {
+        let _g = lock(st(c));
+        set_state(c, rp::HELD);
+        decide(c);
+    }
+    wait_for_baton(c);
+}
+
+/// A preemption point of the `random` strategy: with probability
+/// `rate / 65536` (one draw from the seeded generator per point) the
+/// strategy picks who runs next. Returns true if it drew a preemption.
+pub fn maybe_preempt(rate: u32) -> bool {
+    let Some(c) = ctl::control() else {
+        return false;
+    };
+    if !may_switch(c) {
+        return false;
+    }
+    let r = st(c);
+    let _busy = Busy::enter();
+    {
+        let _g = lock(r);
+        if (next_random(r) >> 48) >= rate as u64 {
+            return false;
+        }
+        PREEMPTING.with(|p| p.set(true));
+        set_state(c, rp::PENDING);
+        decide(c);
+        PREEMPTING.with(|p| p.set(false));
+    }
+    wait_for_baton(c);
+    true
+}
+
+/// The second half of a flip: the held thread `key` runs now; this one
+/// waits (pending) for the baton.
+pub fn hand_baton_to(key: u32) {
+    let Some(c) = ctl::control() else { return };
+    let r = st(c);
+    let _busy = Busy::enter();
+    {
+        let _g = lock(r);
+        set_state(c, rp::PENDING);
+        r.baton.store(key, Ordering::Release);
+        bump(r);
+    }
+    wait_for_baton(c);
 }

@@ -327,7 +327,9 @@ unsafe fn sigprocmask_keeping_sigsys(uc: &mut libc::ucontext_t, a: [u64; 6]) -> 
             libc::SIG_SETMASK => set,
             _ => return -(libc::EINVAL as i64),
         };
-        let never = [libc::SIGSYS, libc::SIGKILL, libc::SIGSTOP];
+        // SIGTRAP: the replay's access breakpoints (a blocked synchronous
+        // trap kills the process).
+        let never = [libc::SIGSYS, libc::SIGTRAP, libc::SIGKILL, libc::SIGSTOP];
         *mask = never.iter().fold(new, |m, s| m & !(1u64 << (s - 1)));
     }
     0

@@ -1,10 +1,10 @@
 //! The supervisor's side of the control block shared with the agent.
 
-use std::ffi::CString;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 
+use crate::shm::SharedFile;
 use reprise_abi::{
     control_size, ring_offset, run, ControlHeader, EventKind, Level, Mode, Slot, ThreadEntry,
     ABI_VERSION, MAGIC, SLOT_DATA,
@@ -32,9 +32,9 @@ pub struct RawEvent {
 /// A control block: a shared file in /dev/shm mapped into the supervisor
 /// and, by the agent, into every traced process.
 pub struct ControlBlock {
-    path: PathBuf,
+    file: SharedFile,
+    /// `file.base()`.
     base: *mut u8,
-    size: usize,
     /// The next slot to drain; published to the agents as `tail` in
     /// batches, so that the shared cache line does not bounce per event.
     cursor: std::cell::Cell<u64>,
@@ -49,59 +49,8 @@ impl ControlBlock {
     /// power of two).
     pub fn create(mode: Mode, level: Level, ring_slots: u64) -> io::Result<ControlBlock> {
         assert!(ring_slots.is_power_of_two());
-        let dir = Path::new("/dev/shm");
-        let dir = if dir.is_dir() {
-            dir.to_path_buf()
-        } else {
-            std::env::temp_dir()
-        };
-        let mut n = 0u32;
-        let (path, fd) = loop {
-            let path = dir.join(format!("reprise-{}-{}", std::process::id(), n));
-            let c = CString::new(path.as_os_str().as_encoded_bytes()).expect("no NUL in path");
-            // SAFETY: plain open(2) of a new file, private to this user.
-            let fd = unsafe {
-                libc::open(
-                    c.as_ptr(),
-                    libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
-                    0o600,
-                )
-            };
-            if fd >= 0 {
-                break (path, fd);
-            }
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EEXIST) || n > 1000 {
-                return Err(e);
-            }
-            n += 1;
-        };
-        let size = control_size(ring_slots);
-        // SAFETY: sizing and mapping the file we just created; the mapping
-        // is checked before use.
-        let base = unsafe {
-            if libc::ftruncate(fd, size as libc::off_t) != 0 {
-                let e = io::Error::last_os_error();
-                libc::close(fd);
-                let _ = std::fs::remove_file(&path);
-                return Err(e);
-            }
-            let p = libc::mmap(
-                std::ptr::null_mut(),
-                size,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            );
-            libc::close(fd);
-            if p == libc::MAP_FAILED {
-                let e = io::Error::last_os_error();
-                let _ = std::fs::remove_file(&path);
-                return Err(e);
-            }
-            p as *mut u8
-        };
+        let file = SharedFile::create("control", control_size(ring_slots))?;
+        let base = file.base();
         // SAFETY: the file is zero-filled (all-zero is a valid state for
         // every field); the plain fields are set before any agent maps it.
         unsafe {
@@ -114,15 +63,14 @@ impl ControlBlock {
             (*h).ring_offset = ring_offset() as u64;
         }
         Ok(ControlBlock {
-            path,
+            file,
             base,
-            size,
             cursor: std::cell::Cell::new(0),
         })
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 
     pub fn header(&self) -> &ControlHeader {
@@ -282,14 +230,6 @@ impl ControlBlock {
             .map(|p| p.pid.load(Ordering::Acquire))
             .filter(|&p| p > 0)
             .collect()
-    }
-}
-
-impl Drop for ControlBlock {
-    fn drop(&mut self) {
-        // SAFETY: unmapping our own mapping; no references outlive self.
-        unsafe { libc::munmap(self.base as *mut libc::c_void, self.size) };
-        let _ = std::fs::remove_file(&self.path);
     }
 }
 

@@ -13,6 +13,7 @@ pub mod control;
 pub mod launch;
 pub mod outcome;
 mod session;
+pub mod shm;
 
 use std::ffi::OsString;
 use std::path::PathBuf;

@@ -21,6 +21,12 @@ use reprise_recorder::control::ControlBlock;
 use reprise_recorder::{launch, outcome};
 use reprise_schema::{EventRecord, HeaderInfo, OutcomeInfo, OutcomeKind, SketchLevel, TraceReader};
 use reprise_tracee::process::{cpu_ticks, try_wait, wait_blocking};
+
+pub mod explain;
+pub mod observe;
+pub mod races;
+pub mod search;
+use observe::{ObserveBlock, ObservePlan, Observation};
 use sha2::{Digest, Sha256};
 
 /// Why a replay cannot start. Each message is one line.
@@ -40,6 +46,8 @@ pub enum ReplayError {
     Control(std::io::Error),
     #[error("{0}")]
     Io(String),
+    #[error("cannot decode the program's instructions: {0}")]
+    Decode(String),
 }
 
 /// A trace prepared for replay: the launch and the expected events, laid
@@ -54,6 +62,8 @@ pub struct Replay {
     /// Ring position of each event; one more entry: the end.
     positions: Vec<u64>,
     ring_slots: u64,
+    /// The executable's access points, decoded on first use.
+    points: std::sync::OnceLock<Result<Arc<Vec<reprise_abi::observe::AccessPoint>>, String>>,
 }
 
 /// How long the ring may get: 64 MiB; longer traces are streamed.
@@ -127,10 +137,26 @@ impl Replay {
             events: Arc::new(events),
             positions,
             ring_slots,
+            points: std::sync::OnceLock::new(),
         })
     }
 
     /// Events the replay follows.
+    /// The program's memory-access instructions (see
+    /// `reprise_tracee::access_points`), decoded once.
+    pub fn access_points(
+        &self,
+    ) -> Result<Arc<Vec<reprise_abi::observe::AccessPoint>>, ReplayError> {
+        self.points
+            .get_or_init(|| {
+                reprise_tracee::access_points::access_points(&self.header.program_path)
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
+            .map_err(ReplayError::Decode)
+    }
+
     pub fn event_count(&self) -> usize {
         self.events.len()
     }
@@ -182,6 +208,9 @@ pub enum Strategy {
     /// A seed does not give one schedule: a saved one reproduces often,
     /// not always.
     Preempt,
+    /// Deterministic base schedule (a thread runs on to its next event),
+    /// with the races of failed attempts flipped (see [`search`]).
+    Feedback,
 }
 
 impl Strategy {
@@ -189,6 +218,7 @@ impl Strategy {
         match self {
             Strategy::Random => "random",
             Strategy::Preempt => "preempt",
+            Strategy::Feedback => "feedback",
         }
     }
 
@@ -196,6 +226,7 @@ impl Strategy {
         match s {
             "random" => Some(Strategy::Random),
             "preempt" => Some(Strategy::Preempt),
+            "feedback" => Some(Strategy::Feedback),
             _ => None,
         }
     }
@@ -228,6 +259,9 @@ pub struct AttemptOptions {
     /// Where the program's stdout and stderr go (`stdout`, `stderr` in
     /// this directory); None: discarded.
     pub output_dir: Option<PathBuf>,
+    /// Breakpoints on the executable's accesses: observation, preemption
+    /// points, flips. None: none set (the attempt runs at full speed).
+    pub observe: Option<ObservePlan>,
 }
 
 impl AttemptOptions {
@@ -239,6 +273,7 @@ impl AttemptOptions {
             hang_timeout: Duration::from_secs(2),
             revoke_ms: 30,
             output_dir: None,
+            observe: None,
         }
     }
 }
@@ -268,6 +303,11 @@ pub struct AttemptResult {
     pub decisions: u64,
     /// Events whose object (address) differed from the recording.
     pub object_mismatches: u64,
+    /// What the access breakpoints saw (with [`AttemptOptions::observe`]).
+    pub observation: Option<Observation>,
+    /// Ring position where the attempt stopped: the divergence's event,
+    /// else the next expected event at the end.
+    pub stopped_at: u64,
 }
 
 impl AttemptResult {
@@ -323,6 +363,7 @@ pub fn attempt(replay: &Replay, opts: &AttemptOptions) -> Result<AttemptResult, 
             Strategy::Preempt => {
                 rp::STRATEGY_RANDOM | rp::STRATEGY_PREEMPT | (switch_rate(opts.seed) << 16)
             }
+            Strategy::Feedback => rp::STRATEGY_STAY,
         },
         Ordering::Release,
     );
@@ -358,7 +399,19 @@ pub fn attempt(replay: &Replay, opts: &AttemptOptions) -> Result<AttemptResult, 
     let agent = launch::find_agent()?;
     let h = &replay.header;
     let program = &h.program_path;
-    let env = launch::agent_env(&split_env(&h.env), &agent, ctl.path());
+    let mut env = launch::agent_env(&split_env(&h.env), &agent, ctl.path());
+    let observe = match &opts.observe {
+        Some(plan) => {
+            let points = replay.access_points()?;
+            let block = ObserveBlock::create(&points, plan).map_err(ReplayError::Control)?;
+            env.push((
+                reprise_abi::observe::ENV_OBSERVE.into(),
+                block.path().as_os_str().to_os_string(),
+            ));
+            Some(block)
+        }
+        None => None,
+    };
     let stdio = match &opts.output_dir {
         Some(d) => {
             std::fs::create_dir_all(d).map_err(|e| ReplayError::Io(e.to_string()))?;
@@ -487,6 +540,12 @@ pub fn attempt(replay: &Replay, opts: &AttemptOptions) -> Result<AttemptResult, 
         completed: turn >= total,
         decisions: r.decisions.load(Ordering::Acquire),
         object_mismatches: r.object_mismatches.load(Ordering::Acquire),
+        observation: observe.map(|b| b.observation()),
+        stopped_at: if d.state.load(Ordering::Acquire) == 2 {
+            d.pos
+        } else {
+            turn
+        },
     })
 }
 

@@ -290,7 +290,7 @@ pub(crate) fn schedule_to_bytes(s: &ScheduleInfo) -> Vec<u8> {
         b.set_strategy(s.strategy.as_str());
         b.set_seed(s.seed);
         b.set_attempts(s.attempts);
-        let mut l = b.init_decisions(s.decisions.len() as u32);
+        let mut l = b.reborrow().init_decisions(s.decisions.len() as u32);
         for (i, d) in s.decisions.iter().enumerate() {
             let mut db = l.reborrow().get(i as u32);
             db.set_before_seq(d.before_seq);
@@ -298,6 +298,19 @@ pub(crate) fn schedule_to_bytes(s: &ScheduleInfo) -> Vec<u8> {
             db.set_thread(d.thread);
             db.set_pc(d.pc);
             db.set_occurrence(d.occurrence);
+        }
+        b.set_preempt_rate(s.preempt_rate);
+        let mut l = b.init_flips(s.flips.len() as u32);
+        for (i, f) in s.flips.iter().enumerate() {
+            let mut fb = l.reborrow().get(i as u32);
+            fb.set_held_process(f.held_process);
+            fb.set_held_thread(f.held_thread);
+            fb.set_held_pc(f.held_pc);
+            fb.set_held_n(f.held_n);
+            fb.set_until_process(f.until_process);
+            fb.set_until_thread(f.until_thread);
+            fb.set_until_pc(f.until_pc);
+            fb.set_until_n(f.until_n);
         }
     }
     serialize(&msg)
@@ -319,6 +332,21 @@ pub(crate) fn schedule_from_capnp(r: tc::schedule::Reader<'_>) -> capnp::Result<
                 occurrence: d.get_occurrence(),
             })
             .collect(),
+        flips: r
+            .get_flips()?
+            .iter()
+            .map(|f| FlipInfo {
+                held_process: f.get_held_process(),
+                held_thread: f.get_held_thread(),
+                held_pc: f.get_held_pc(),
+                held_n: f.get_held_n(),
+                until_process: f.get_until_process(),
+                until_thread: f.get_until_thread(),
+                until_pc: f.get_until_pc(),
+                until_n: f.get_until_n(),
+            })
+            .collect(),
+        preempt_rate: r.get_preempt_rate(),
     })
 }
 

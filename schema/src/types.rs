@@ -283,6 +283,23 @@ pub struct ScheduleInfo {
     /// Attempts it took to find.
     pub attempts: u32,
     pub decisions: Vec<Decision>,
+    /// Races flipped (the feedback strategy).
+    pub flips: Vec<FlipInfo>,
+    /// The random strategy's preemption chance at an access, in 1/65536.
+    pub preempt_rate: u32,
+}
+
+/// One flipped race of a schedule (see `Flip` in trace.capnp).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize)]
+pub struct FlipInfo {
+    pub held_process: u16,
+    pub held_thread: u32,
+    pub held_pc: u64,
+    pub held_n: u32,
+    pub until_process: u16,
+    pub until_thread: u32,
+    pub until_pc: u64,
+    pub until_n: u32,
 }
 
 /// What `TraceWriter::finish` reports.

@@ -231,6 +231,7 @@ fn fuzzed_traces_never_panic() {
             seed: 1,
             attempts: 2,
             decisions: vec![Decision::default(); 3],
+            ..Default::default()
         },
     )
     .unwrap();

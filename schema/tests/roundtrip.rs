@@ -53,6 +53,17 @@ fn header_events_outcome_schedule_round_trip() {
                 occurrence: 5,
             },
         ],
+        flips: vec![FlipInfo {
+            held_process: 0,
+            held_thread: 1,
+            held_pc: 0x1234,
+            held_n: 7,
+            until_process: 0,
+            until_thread: 2,
+            until_pc: 0x1250,
+            until_n: 3,
+        }],
+        preempt_rate: 512,
     };
     write_schedule(&dir, &sched).unwrap();
     assert_eq!(read_schedule(&dir).unwrap(), Some(sched.clone()));

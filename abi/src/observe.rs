@@ -1,0 +1,155 @@
+//! The observation block: breakpoints on the main executable's memory
+//! accesses, used in replay to observe races, to preempt between sketch
+//! events (the `random` strategy) and to flip races (the `feedback`
+//! strategy).
+//!
+//! The supervisor decodes the executable (iced-x86), writes the table of
+//! [`AccessPoint`]s, the flips of the schedule and the options into a
+//! second shared file whose path it passes in [`ENV_OBSERVE`]. The agent
+//! writes an `int3` over the first byte of every access point. Each hit
+//! traps to the agent's SIGTRAP handler (a few µs, no ptrace): it computes
+//! the effective address from the saved registers, may hold the thread
+//! (a flip) or pass the baton (a preemption), then single-steps the
+//! original instruction (the byte restored, TF set) and logs an [`Access`]
+//! with the value before and after. Only one thread runs at a time in a
+//! replay, so restoring the byte for one step is safe.
+//!
+//! Accesses near the thread's own stack pointer are its locals: they are
+//! neither logged nor counted, the same way in every attempt.
+
+use core::sync::atomic::{AtomicU32, AtomicU64};
+
+/// Environment variable holding the path of the observation block.
+pub const ENV_OBSERVE: &str = "REPRISE_OBSERVE";
+
+pub const MAGIC: u64 = u64::from_le_bytes(*b"REPROBS1");
+
+/// `AccessPoint::base`/`index`: no register.
+pub const REG_NONE: u8 = 0xff;
+/// `AccessPoint::base`: RIP-relative (the address of the next instruction).
+pub const REG_RIP: u8 = 16;
+
+/// `AccessPoint::flags` and `Access::flags`.
+pub const ACCESS_READ: u8 = 1;
+pub const ACCESS_WRITE: u8 = 2;
+
+/// Options in [`ObserveHeader::options`].
+/// Log accesses into the log.
+pub const OPT_LOG: u32 = 1;
+/// Preempt at access points with probability `preempt_rate / 65536`.
+pub const OPT_PREEMPT: u32 = 2;
+
+/// Accesses within this many bytes above the stack pointer (or in the red
+/// zone below it) are locals of the running thread.
+pub const STACK_WINDOW: u64 = 256 * 1024;
+pub const RED_ZONE: u64 = 128;
+
+pub const MAX_FLIPS: usize = 32;
+
+/// One instruction of the executable that accesses memory through a
+/// register other than RSP (globals, heap, other threads' objects).
+/// Registers are numbered as in `ucontext_t::uc_mcontext.gregs`
+/// (R8 = 0 ... R15 = 7, RDI = 8, RSI, RBP, RBX, RDX, RAX, RCX, RSP = 15).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AccessPoint {
+    /// Address in the ELF file's virtual address space (add the load bias).
+    pub vaddr: u64,
+    /// Displacement; for [`REG_RIP`], relative to the next instruction.
+    pub disp: i64,
+    /// Instruction length in bytes.
+    pub len: u8,
+    /// The instruction's first byte in the file (checked before patching).
+    pub first_byte: u8,
+    pub base: u8,
+    pub index: u8,
+    /// 1, 2, 4 or 8.
+    pub scale: u8,
+    /// Bytes accessed (values are logged up to 8 of them).
+    pub size: u8,
+    /// [`ACCESS_READ`] | [`ACCESS_WRITE`].
+    pub flags: u8,
+    pub _pad: u8,
+}
+
+/// One flip of a race: thread `held` stops before its `held_n`-th logged
+/// access at `held_pc` until thread `until` has made its `until_n`-th
+/// logged access at `until_pc`; then `held` runs on at once. Occurrences
+/// count from 1, per thread, logged (non-stack) accesses only.
+#[repr(C)]
+#[derive(Default)]
+pub struct Flip {
+    pub held: u32,
+    pub until: u32,
+    pub held_pc: u64,
+    pub until_pc: u64,
+    pub held_n: u32,
+    pub until_n: u32,
+    /// Counts of the two accesses so far (agent).
+    pub held_seen: AtomicU32,
+    pub until_seen: AtomicU32,
+    /// [`FLIP_ARMED`], ...
+    pub state: AtomicU32,
+    pub _pad: u32,
+}
+
+pub const FLIP_ARMED: u32 = 0;
+/// `held` waits at its access.
+pub const FLIP_HOLDING: u32 = 1;
+/// `until` made its access while `held` waited: flipped.
+pub const FLIP_DONE: u32 = 2;
+/// Nobody else could run while `held` waited: released without the flip.
+pub const FLIP_INFEASIBLE: u32 = 3;
+/// `until` made its access before `held` got there: nothing to do.
+pub const FLIP_ALREADY: u32 = 4;
+
+/// One observed access (written when the instruction has executed).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Access {
+    /// The thread's baton key ([`crate::replay::key`]).
+    pub key: u32,
+    pub flags: u8,
+    pub size: u8,
+    pub _pad: u16,
+    /// ELF virtual address of the instruction.
+    pub pc: u64,
+    /// Effective address (runtime).
+    pub addr: u64,
+    /// Value at `addr` before and after the instruction (first `size`
+    /// bytes, at most 8, little-endian).
+    pub before: u64,
+    pub after: u64,
+    /// Ring position of the next expected event (`turn`) at the access.
+    pub turn: u64,
+    /// Ring position + 1 of the last event this thread performed; 0 none.
+    pub last_event: u64,
+}
+
+/// Start of the observation block; the access points follow at
+/// `points_offset`, the log at `log_offset`.
+#[repr(C)]
+pub struct ObserveHeader {
+    pub magic: u64,
+    pub version: u32,
+    pub options: u32,
+    pub points_offset: u64,
+    pub npoints: u64,
+    pub log_offset: u64,
+    pub log_capacity: u64,
+    /// Accesses logged (may exceed `log_capacity`: the rest was dropped).
+    pub log_len: AtomicU64,
+    /// Probability (/65536) of a preemption at an access point.
+    pub preempt_rate: u32,
+    pub nflips: u32,
+    pub flips: [Flip; MAX_FLIPS],
+    /// Written by the agent: the executable's load bias, breakpoints set,
+    /// breakpoint hits, preemptions made.
+    pub bias: AtomicU64,
+    pub installed: AtomicU64,
+    pub hits: AtomicU64,
+    pub preemptions: AtomicU64,
+    /// Set by the agent when the table did not match the executable.
+    pub mismatch: AtomicU32,
+    pub _pad: u32,
+}

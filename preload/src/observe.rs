@@ -1,0 +1,415 @@
+//! Breakpoints on the executable's memory accesses, in replay (see
+//! `reprise_abi::observe` for the contract with the supervisor).
+//!
+//! Each access point holds an `int3`. A hit (SIGTRAP, si_code SI_KERNEL)
+//! computes the effective address from the saved registers; if it is not
+//! the thread's own stack, the hit counts: it may hold the thread (the
+//! first half of a flip) or preempt it (the `random` strategy). Then the
+//! original byte goes back, TF is set, and the handler returns: the CPU
+//! executes the one instruction and traps again (si_code TRAP_TRACE), where
+//! the `int3` is put back, the access is logged with the value before and
+//! after, and a flip whose second half this was hands the baton back.
+//!
+//! One thread runs at a time in a replay, so the byte restored for one
+//! step is not seen by another thread; a thread outside the schedule that
+//! runs meanwhile at worst misses one hit.
+
+use core::cell::Cell;
+use core::ffi::{c_int, c_void};
+use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+
+use reprise_abi::observe::{
+    self as ob, Access, AccessPoint, ObserveHeader, ACCESS_WRITE, OPT_LOG, OPT_PREEMPT, REG_NONE,
+    REG_RIP,
+};
+
+use crate::raw;
+use crate::replay;
+
+static HEADER: AtomicPtr<ObserveHeader> = AtomicPtr::new(core::ptr::null_mut());
+/// The executable's load bias (runtime address - ELF address).
+static BIAS: AtomicU64 = AtomicU64::new(0);
+
+const INT3: u8 = 0xcc;
+const TRAP_TRACE: c_int = 2;
+const SI_KERNEL: c_int = 0x80;
+const EFLAGS_TF: i64 = 0x100;
+
+/// The access being single-stepped by this thread.
+#[derive(Clone, Copy)]
+struct Step {
+    /// Runtime address of the instruction; 0 = none.
+    pc: u64,
+    point: usize,
+    addr: u64,
+    before: u64,
+    /// Counted and logged (not a local of the thread).
+    shared: bool,
+}
+
+thread_local! {
+    static STEP: Cell<Step> = const {
+        Cell::new(Step { pc: 0, point: 0, addr: 0, before: 0, shared: false })
+    };
+}
+
+fn header() -> Option<&'static ObserveHeader> {
+    let p = HEADER.load(Ordering::Acquire);
+    // SAFETY: set once to a mapping that lives as long as the process.
+    unsafe { p.as_ref() }
+}
+
+fn points(h: &ObserveHeader) -> &[AccessPoint] {
+    // SAFETY: the supervisor wrote `npoints` points at `points_offset`,
+    // inside the mapping (checked in `install`).
+    unsafe {
+        let base = (h as *const ObserveHeader as *const u8).add(h.points_offset as usize);
+        core::slice::from_raw_parts(base as *const AccessPoint, h.npoints as usize)
+    }
+}
+
+fn log_slot(h: &ObserveHeader, i: u64) -> *mut Access {
+    // SAFETY: callers check `i < log_capacity`; the log lies in the mapping.
+    unsafe {
+        (h as *const ObserveHeader as *const u8)
+            .add(h.log_offset as usize)
+            .cast::<Access>()
+            .cast_mut()
+            .add(i as usize)
+    }
+}
+
+/// The executable's loadable segments: bias, and the executable ones'
+/// page ranges (at most 8).
+fn exe_segments() -> (u64, [(u64, u64); 8], usize) {
+    let mut out = [(0u64, 0u64); 8];
+    let mut n = 0;
+    // SAFETY: getauxval is async-signal-safe; AT_PHDR points to AT_PHNUM
+    // program headers mapped for the life of the process.
+    unsafe {
+        let phdr = libc::getauxval(libc::AT_PHDR);
+        let count = libc::getauxval(libc::AT_PHNUM) as usize;
+        if phdr == 0 || count == 0 {
+            return (0, out, 0);
+        }
+        let phs = core::slice::from_raw_parts(phdr as *const libc::Elf64_Phdr, count);
+        let bias = phs
+            .iter()
+            .find(|p| p.p_type == libc::PT_PHDR)
+            .map(|p| phdr.wrapping_sub(p.p_vaddr))
+            .unwrap_or(0);
+        for p in phs.iter() {
+            if p.p_type == libc::PT_LOAD && p.p_flags & libc::PF_X != 0 && n < out.len() {
+                let lo = (p.p_vaddr.wrapping_add(bias)) & !4095;
+                let hi = (p.p_vaddr.wrapping_add(bias) + p.p_memsz + 4095) & !4095;
+                out[n] = (lo, hi);
+                n += 1;
+            }
+        }
+        (bias, out, n)
+    }
+}
+
+/// Maps the observation block named in the environment and sets the
+/// breakpoints. Called from the constructor of a replaying process; the
+/// breakpoints of a forked child are inherited with its memory.
+pub fn install() {
+    let name = b"REPRISE_OBSERVE\0";
+    debug_assert_eq!(&name[..name.len() - 1], ob::ENV_OBSERVE.as_bytes());
+    // SAFETY: getenv with a NUL-terminated name, in the constructor; the
+    // mapping is checked (magic, version, sizes) before use; the text is
+    // patched only where the table's first byte matches the file's.
+    unsafe {
+        let path = libc::getenv(name.as_ptr() as *const libc::c_char);
+        if path.is_null() {
+            return;
+        }
+        let fd = libc::open(path, libc::O_RDWR | libc::O_CLOEXEC);
+        if fd < 0 {
+            return;
+        }
+        let mut st: libc::stat = core::mem::zeroed();
+        if libc::fstat(fd, &mut st) != 0 {
+            libc::close(fd);
+            return;
+        }
+        let size = st.st_size as usize;
+        let p = raw::mmap(
+            core::ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        );
+        libc::close(fd);
+        if p == libc::MAP_FAILED || size < core::mem::size_of::<ObserveHeader>() {
+            return;
+        }
+        let h = &*(p as *const ObserveHeader);
+        let point_bytes = h.npoints as usize * core::mem::size_of::<AccessPoint>();
+        let log_bytes = h.log_capacity as usize * core::mem::size_of::<Access>();
+        if h.magic != ob::MAGIC
+            || h.version != reprise_abi::ABI_VERSION
+            || h.points_offset as usize + point_bytes > size
+            || h.log_offset as usize + log_bytes > size
+        {
+            libc::munmap(p, size);
+            return;
+        }
+        let (bias, segs, nsegs) = exe_segments();
+        let in_text = |a: u64| segs[..nsegs].iter().any(|&(lo, hi)| a >= lo && a < hi);
+        let pts = points(h);
+        // Another image (after execve): its code is not the table's.
+        let matches = pts.iter().all(|pt| {
+            let a = pt.vaddr.wrapping_add(bias);
+            in_text(a) && *(a as *const u8) == pt.first_byte
+        });
+        if !matches {
+            if h.installed.load(Ordering::Relaxed) == 0 {
+                h.mismatch.store(1, Ordering::Release);
+            }
+            return;
+        }
+        for &(lo, hi) in &segs[..nsegs] {
+            let prot = libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC;
+            if libc::mprotect(lo as *mut c_void, (hi - lo) as usize, prot) != 0 {
+                h.mismatch.store(2, Ordering::Release);
+                return;
+            }
+        }
+        let flags = (libc::SA_SIGINFO | libc::SA_RESTART) as u64;
+        if !raw::install_handler(libc::SIGTRAP, on_trap as *const () as usize, flags) {
+            h.mismatch.store(3, Ordering::Release);
+            return;
+        }
+        BIAS.store(bias, Ordering::Relaxed);
+        h.bias.store(bias, Ordering::Relaxed);
+        for pt in pts {
+            *(pt.vaddr.wrapping_add(bias) as *mut u8) = INT3;
+        }
+        h.installed
+            .fetch_add(pts.len().max(1) as u64, Ordering::Release);
+        HEADER.store(p as *mut ObserveHeader, Ordering::Release);
+    }
+}
+
+fn find_point(pts: &[AccessPoint], vaddr: u64) -> Option<usize> {
+    pts.binary_search_by(|p| p.vaddr.cmp(&vaddr)).ok()
+}
+
+/// Reads `size` (at most 8) bytes at `addr` without faulting: 0 if they
+/// are not mapped.
+fn peek(addr: u64, size: u8) -> u64 {
+    let n = (size as usize).clamp(1, 8);
+    let mut v = 0u64;
+    let local = libc::iovec {
+        iov_base: &mut v as *mut u64 as *mut c_void,
+        iov_len: n,
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut c_void,
+        iov_len: n,
+    };
+    raw::syscall6(
+        libc::SYS_process_vm_readv,
+        [
+            raw::getpid() as u64,
+            &local as *const libc::iovec as u64,
+            1,
+            &remote as *const libc::iovec as u64,
+            1,
+            0,
+        ],
+    );
+    v
+}
+
+fn effective_address(pt: &AccessPoint, g: &[i64; 23], next_ip: u64) -> u64 {
+    let reg = |r: u8| -> u64 {
+        match r {
+            REG_NONE => 0,
+            REG_RIP => next_ip,
+            r if (r as usize) < 16 => g[r as usize] as u64,
+            _ => 0,
+        }
+    };
+    reg(pt.base)
+        .wrapping_add(reg(pt.index).wrapping_mul(pt.scale.max(1) as u64))
+        .wrapping_add(pt.disp as u64)
+}
+
+/// A local of the running thread: near (above, or in the red zone below)
+/// its stack pointer.
+fn is_local(addr: u64, rsp: u64) -> bool {
+    addr.wrapping_add(ob::RED_ZONE) >= rsp && addr < rsp.wrapping_add(ob::STACK_WINDOW)
+}
+
+extern "C" fn on_trap(_sig: c_int, info: *mut libc::siginfo_t, uc: *mut c_void) {
+    let Some(h) = header() else { return };
+    // SAFETY: the kernel passes a valid siginfo and ucontext to an
+    // SA_SIGINFO handler; the text is writable (made so in `install`) and
+    // every address patched comes from the checked table.
+    unsafe {
+        let uc = &mut *(uc as *mut libc::ucontext_t);
+        let g = &mut uc.uc_mcontext.gregs;
+        let code = (*info).si_code;
+        let saved = raw::errno();
+        let step = STEP.with(|s| s.get());
+        if step.pc != 0 && code == TRAP_TRACE {
+            finish_step(h, step, g);
+        } else if code == SI_KERNEL || code == 0 {
+            let pc = (g[libc::REG_RIP as usize] as u64).wrapping_sub(1);
+            begin_step(h, pc, g);
+        }
+        raw::set_errno(saved);
+    }
+}
+
+/// At the `int3` before an access: count it, maybe hold or preempt, then
+/// arrange for the original instruction to run once under TF.
+///
+/// # Safety
+/// `g` is the interrupted thread's saved registers; the text is writable.
+unsafe fn begin_step(h: &ObserveHeader, pc: u64, g: &mut [i64; 23]) {
+    let bias = BIAS.load(Ordering::Relaxed);
+    let pts = points(h);
+    let Some(i) = find_point(pts, pc.wrapping_sub(bias)) else {
+        if *(pc as *const u8) != INT3 {
+            // Another thread put the byte back meanwhile: run it.
+            g[libc::REG_RIP as usize] = pc as i64;
+        } else {
+            // The program's own int3: what it would get without us.
+            raw::install_handler(libc::SIGTRAP, libc::SIG_DFL, 0);
+        }
+        return;
+    };
+    let pt = &pts[i];
+    let next_ip = pc + pt.len as u64;
+    let addr = effective_address(pt, g, next_ip);
+    let shared = !is_local(addr, g[libc::REG_RSP as usize] as u64);
+    h.hits.fetch_add(1, Ordering::Relaxed);
+    if shared {
+        let me = replay::current_key();
+        let mut held = false;
+        for f in &h.flips[..(h.nflips as usize).min(ob::MAX_FLIPS)] {
+            if f.held == me && f.held_pc == pt.vaddr {
+                let n = f.held_seen.fetch_add(1, Ordering::AcqRel) + 1;
+                if n == f.held_n
+                    && f
+                        .state
+                        .compare_exchange(
+                            ob::FLIP_ARMED,
+                            ob::FLIP_HOLDING,
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                        )
+                        .is_ok()
+                {
+                    held = true;
+                }
+            }
+        }
+        if held {
+            replay::hold_for_flip();
+        } else if h.options & OPT_PREEMPT != 0 {
+            if replay::maybe_preempt(h.preempt_rate) {
+                h.preemptions.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    let before = if shared { peek(addr, pt.size) } else { 0 };
+    *(pc as *mut u8) = pt.first_byte;
+    g[libc::REG_RIP as usize] = pc as i64;
+    g[libc::REG_EFL as usize] |= EFLAGS_TF;
+    STEP.with(|s| {
+        s.set(Step {
+            pc,
+            point: i,
+            addr,
+            before,
+            shared,
+        })
+    });
+}
+
+/// After the one instruction: put the `int3` back, log the access, and
+/// complete a flip whose second half it was.
+///
+/// # Safety
+/// As [`begin_step`].
+unsafe fn finish_step(h: &ObserveHeader, step: Step, g: &mut [i64; 23]) {
+    *(step.pc as *mut u8) = INT3;
+    g[libc::REG_EFL as usize] &= !EFLAGS_TF;
+    STEP.with(|s| s.set(Step { pc: 0, ..step }));
+    if !step.shared {
+        return;
+    }
+    let pt = &points(h)[step.point];
+    let me = replay::current_key();
+    if h.options & OPT_LOG != 0 {
+        let i = h.log_len.fetch_add(1, Ordering::AcqRel);
+        if i < h.log_capacity {
+            let after = if pt.flags & ACCESS_WRITE != 0 {
+                peek(step.addr, pt.size)
+            } else {
+                step.before
+            };
+            let (turn, last_event) = replay::positions();
+            *log_slot(h, i) = Access {
+                key: me,
+                flags: pt.flags,
+                size: pt.size,
+                _pad: 0,
+                pc: pt.vaddr,
+                addr: step.addr,
+                before: step.before,
+                after,
+                turn,
+                last_event,
+            };
+        }
+    }
+    for f in &h.flips[..(h.nflips as usize).min(ob::MAX_FLIPS)] {
+        if f.until == me && f.until_pc == pt.vaddr {
+            let n = f.until_seen.fetch_add(1, Ordering::AcqRel) + 1;
+            if n == f.until_n {
+                if f
+                    .state
+                    .compare_exchange(
+                        ob::FLIP_HOLDING,
+                        ob::FLIP_DONE,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    )
+                    .is_ok()
+                {
+                    replay::hand_baton_to(f.held);
+                } else {
+                    let _ = f.state.compare_exchange(
+                        ob::FLIP_ARMED,
+                        ob::FLIP_ALREADY,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Called by the scheduler when nobody can run while `key` is held: the
+/// flip it waits for cannot happen; it runs on.
+pub fn flip_infeasible(key: u32) {
+    let Some(h) = header() else { return };
+    for f in &h.flips[..(h.nflips as usize).min(ob::MAX_FLIPS)] {
+        if f.held == key {
+            let _ = f.state.compare_exchange(
+                ob::FLIP_HOLDING,
+                ob::FLIP_INFEASIBLE,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! The root-cause report: for each race whose flip the failure needs,
+//! both accesses — thread, instruction, function, source line, variable —
+//! and the values they read and wrote in the failing and in the passing
+//! order.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use reprise_abi::observe::ACCESS_WRITE;
+use reprise_abi::replay as rp;
+use reprise_tracee::access_points::Disassembler;
+use reprise_tracee::variables::Variables;
+use serde::Serialize;
+
+use crate::observe::Observation;
+use crate::races;
+use crate::search::RootCause;
+use crate::{Replay, ReplayError};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub races: Vec<RaceReport>,
+}
+
+/// One race: `first` came first in the passing run; the failing run needs
+/// `second` first.
+#[derive(Clone, Debug, Serialize)]
+pub struct RaceReport {
+    pub variable: String,
+    pub first: AccessReport,
+    pub second: AccessReport,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct AccessReport {
+    pub thread: String,
+    pub write: bool,
+    /// ELF address of the instruction.
+    pub pc: u64,
+    pub instruction: String,
+    pub function: String,
+    pub file: String,
+    pub line: u32,
+    pub address: u64,
+    /// Value before and after the access, in the failing and the passing
+    /// run (None: that run did not make this access).
+    pub failing: Option<Values>,
+    pub passing: Option<Values>,
+}
+
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Values {
+    pub before: u64,
+    pub after: u64,
+}
+
+fn thread_name(key: u32) -> String {
+    let (p, t) = (rp::key_process(key), rp::key_thread(key));
+    if p == 0 {
+        format!("thread {t}")
+    } else {
+        format!("process {p} thread {t}")
+    }
+}
+
+/// Where an instruction is in the source.
+struct Source {
+    loader: Option<addr2line::Loader>,
+}
+
+impl Source {
+    fn open(path: &Path) -> Source {
+        Source {
+            loader: addr2line::Loader::new(path).ok(),
+        }
+    }
+
+    fn locate(&self, pc: u64) -> (String, String, u32) {
+        let Some(l) = &self.loader else {
+            return (String::new(), String::new(), 0);
+        };
+        let mut function = String::new();
+        if let Ok(mut frames) = l.find_frames(pc) {
+            // The innermost frame: the function the instruction is in
+            // (inlined functions included).
+            if let Ok(Some(f)) = frames.next() {
+                if let Some(name) = f.function.as_ref().and_then(|n| n.demangle().ok()) {
+                    function = name.into_owned();
+                }
+            }
+        }
+        if function.is_empty() {
+            function = l.find_symbol(pc).unwrap_or_default().to_string();
+        }
+        let (file, line) = match l.find_location(pc) {
+            Ok(Some(loc)) => (
+                loc.file
+                    .map(|f| {
+                        Path::new(f)
+                            .file_name()
+                            .map_or(f.to_string(), |n| n.to_string_lossy().into_owned())
+                    })
+                    .unwrap_or_default(),
+                loc.line.unwrap_or(0),
+            ),
+            _ => (String::new(), 0),
+        };
+        (function, file, line)
+    }
+}
+
+/// Builds the report of a root cause.
+pub fn explain(replay: &Replay, rc: &RootCause) -> Result<Report, ReplayError> {
+    let program = &replay.header.program_path;
+    let dis = Disassembler::open(program).map_err(|e| ReplayError::Decode(e.to_string()))?;
+    let vars = Variables::load(program).ok();
+    let source = Source::open(program);
+    let bias = rc.failing.bias;
+    let values = |obs: &Observation, key: u32, pc: u64, n: u32| {
+        races::find(obs, key, pc, n).map(|o| Values {
+            before: o.access.before,
+            after: o.access.after,
+        })
+    };
+    let mut out = Vec::new();
+    for (k, f) in rc.flips.iter().enumerate() {
+        let passing = rc.passing.get(k);
+        let access = |key: u32, pc: u64, n: u32| -> AccessReport {
+            let failing = races::find(&rc.failing, key, pc, n);
+            let in_passing = passing.and_then(|p| races::find(p, key, pc, n));
+            let seen = failing.or(in_passing).map(|o| o.access);
+            let (function, file, line) = source.locate(pc);
+            AccessReport {
+                thread: thread_name(key),
+                write: seen.is_some_and(|a| a.flags & ACCESS_WRITE != 0),
+                pc,
+                instruction: dis.text_at(pc).unwrap_or_default(),
+                function,
+                file,
+                line,
+                address: seen.map_or(0, |a| a.addr),
+                failing: values(&rc.failing, key, pc, n),
+                passing: passing.and_then(|p| values(p, key, pc, n)),
+            }
+        };
+        let first = access(f.held, f.held_pc, f.held_n);
+        let second = access(f.until, f.until_pc, f.until_n);
+        let addr = if first.address != 0 {
+            first.address
+        } else {
+            second.address
+        };
+        let variable = vars
+            .as_ref()
+            .and_then(|v| v.describe(addr.wrapping_sub(bias)))
+            .unwrap_or_else(|| format!("{addr:#x} (heap)"));
+        out.push(RaceReport {
+            variable,
+            first,
+            second,
+        });
+    }
+    Ok(Report { races: out })
+}
+
+fn value(v: u64) -> String {
+    if v < 1 << 20 {
+        v.to_string()
+    } else {
+        format!("{v:#x}")
+    }
+}
+
+fn effect(a: &AccessReport, v: Option<Values>) -> String {
+    match v {
+        None => "did not run".to_string(),
+        Some(v) if a.write => format!("wrote {} (was {})", value(v.after), value(v.before)),
+        Some(v) => format!("read {}", value(v.after)),
+    }
+}
+
+impl AccessReport {
+    fn place(&self) -> String {
+        let mut s = format!("{} {}", self.thread, if self.write { "writes" } else { "reads " });
+        if !self.file.is_empty() {
+            let _ = write!(s, " at {}:{}", self.file, self.line);
+        }
+        if !self.function.is_empty() {
+            let _ = write!(s, " in {}", self.function);
+        }
+        let _ = write!(s, "  [{:#x}: {}]", self.pc, self.instruction);
+        s
+    }
+}
+
+impl Report {
+    /// The report as text for a terminal.
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "  root cause: {} race{} the sketch did not order; the failure needs {}:",
+            self.races.len(),
+            if self.races.len() == 1 { "" } else { "s" },
+            if self.races.len() == 1 { "it flipped" } else { "all of them flipped" }
+        );
+        for (i, r) in self.races.iter().enumerate() {
+            let _ = write!(s, "\n  race {} on {}", i + 1, r.variable);
+            let _ = write!(s, "\n    {}", r.first.place());
+            let _ = write!(s, "\n    {}", r.second.place());
+            let _ = write!(
+                s,
+                "\n    passing order: {} {}, then {} {}",
+                r.first.thread,
+                effect(&r.first, r.first.passing),
+                r.second.thread,
+                effect(&r.second, r.second.passing)
+            );
+            let _ = write!(
+                s,
+                "\n    failing order: {} {}, then {} {}",
+                r.second.thread,
+                effect(&r.second, r.second.failing),
+                r.first.thread,
+                effect(&r.first, r.first.failing)
+            );
+        }
+        s
+    }
+}

@@ -1,0 +1,536 @@
+//! Searching for a schedule that reproduces the recorded failure.
+//!
+//! Both strategies start with one plain attempt (no breakpoints): when the
+//! sketch alone decides the failure, it reproduces at full speed.
+//!
+//! - `random`: attempts with seeded random choices at sketch events and,
+//!   from the second attempt on, random preemptions at the program's
+//!   memory accesses (a seed is one schedule); `jobs` at once.
+//! - `feedback`: the failed attempt is run again, observed (its shared
+//!   accesses logged); its races that the sketch left unordered are ranked,
+//!   nearest the recorded failure (or the divergence) first, and the next
+//!   attempt flips the first one not tried yet. An attempt that ran without
+//!   failing and without diverging is explored further (depth first, its
+//!   flips kept, its own races next); one that diverged, or whose flip
+//!   could not happen, or that read the same values as an earlier one,
+//!   gives way to the next race. When the failure reproduces, its flips are
+//!   reduced to a minimal set (dropping one at a time while it still
+//!   fails), and the races that remain are the root cause.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use reprise_abi::replay as rp;
+use reprise_schema::{FlipInfo, OutcomeInfo, ScheduleInfo};
+
+use crate::observe::{FlipSpec, FlipState, ObservePlan, Observation};
+use crate::races::{self, Race};
+use crate::{attempt, matches, AttemptOptions, AttemptResult, Replay, ReplayError, Strategy};
+
+/// Settings of a search.
+#[derive(Clone, Debug)]
+pub struct SearchOptions {
+    pub strategy: Strategy,
+    /// Attempts (schedules tried) before giving up; observation re-runs
+    /// and minimisation runs are not attempts.
+    pub max_attempts: u32,
+    /// The first attempt's seed (random: the next ones take the next seeds).
+    pub seed: u64,
+    /// Random attempts run at once.
+    pub jobs: usize,
+    /// Timeouts and output capture of each run.
+    pub base: AttemptOptions,
+    /// A saved schedule to try first.
+    pub saved: Option<ScheduleInfo>,
+    /// Flips kept at once (feedback).
+    pub max_depth: usize,
+}
+
+/// Why a run was made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// A schedule tried.
+    Attempt,
+    /// A failed attempt again, observed (feedback).
+    Observe,
+    /// Reducing the flips of the reproducing schedule.
+    Minimize,
+}
+
+/// One run of the program.
+#[derive(Clone, Debug)]
+pub struct Run {
+    /// The attempt number (1-based) for attempts; the attempt it belongs
+    /// to for other runs.
+    pub attempt: u32,
+    pub role: Role,
+    pub schedule: ScheduleInfo,
+    pub result: AttemptResult,
+    pub reproduced: bool,
+    /// Feedback: what became of the last flip, and why the search moved on.
+    pub note: String,
+}
+
+/// One race of the root cause: the flip, and the failing run's and the
+/// passing run's observations to describe it (see [`crate::explain`]).
+#[derive(Clone, Debug)]
+pub struct RootCause {
+    pub flips: Vec<FlipSpec>,
+    /// The failing run with exactly these flips, observed.
+    pub failing: Observation,
+    /// For each flip, a run without it (that did not fail), observed.
+    pub passing: Vec<Observation>,
+}
+
+#[derive(Debug)]
+pub struct SearchResult {
+    pub runs: Vec<Run>,
+    pub attempts: u32,
+    /// Index into `runs` of the first attempt that reproduced.
+    pub found: Option<usize>,
+    /// The schedule to save: the reproducing one, its flips minimised.
+    pub schedule: Option<ScheduleInfo>,
+    /// Attempts that turned out to be an execution already seen (same
+    /// reads-from relation).
+    pub duplicates: u32,
+    pub root_cause: Option<RootCause>,
+    pub elapsed: Duration,
+}
+
+impl SearchResult {
+    pub fn reproducing(&self) -> Option<&Run> {
+        self.found.map(|i| &self.runs[i])
+    }
+
+    pub fn divergences(&self) -> usize {
+        self.runs
+            .iter()
+            .filter(|r| r.role == Role::Attempt && r.result.outcome().is_none())
+            .count()
+    }
+
+    /// Time spent in observed runs and in plain ones (for the cost of
+    /// observation).
+    pub fn observed_runs(&self) -> usize {
+        self.runs
+            .iter()
+            .filter(|r| r.result.observation.is_some())
+            .count()
+    }
+}
+
+pub fn flip_to_info(f: &FlipSpec) -> FlipInfo {
+    FlipInfo {
+        held_process: rp::key_process(f.held) as u16,
+        held_thread: rp::key_thread(f.held),
+        held_pc: f.held_pc,
+        held_n: f.held_n,
+        until_process: rp::key_process(f.until) as u16,
+        until_thread: rp::key_thread(f.until),
+        until_pc: f.until_pc,
+        until_n: f.until_n,
+    }
+}
+
+pub fn flip_from_info(f: &FlipInfo) -> FlipSpec {
+    FlipSpec {
+        held: rp::key(f.held_process as u32, f.held_thread),
+        held_pc: f.held_pc,
+        held_n: f.held_n,
+        until: rp::key(f.until_process as u32, f.until_thread),
+        until_pc: f.until_pc,
+        until_n: f.until_n,
+    }
+}
+
+/// The random strategy's preemption chance at an access for a seed, in
+/// 1/65536: from 1/16 to 1/8192, so that attempts explore both dense and
+/// sparse preemptions.
+pub fn preempt_rate(seed: u64) -> u32 {
+    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 31)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z ^= z >> 29;
+    65536 >> (4 + (z % 10) as u32)
+}
+
+/// The options of one run of `schedule`; `log`: observe it.
+pub fn run_options(schedule: &ScheduleInfo, base: &AttemptOptions, log: bool) -> AttemptOptions {
+    let mut o = base.clone();
+    o.strategy = Strategy::from_name(&schedule.strategy).unwrap_or(Strategy::Random);
+    o.seed = schedule.seed;
+    let flips: Vec<FlipSpec> = schedule.flips.iter().map(flip_from_info).collect();
+    o.observe = (log || !flips.is_empty() || schedule.preempt_rate > 0).then(|| ObservePlan {
+        log,
+        preempt_rate: schedule.preempt_rate,
+        flips,
+    });
+    o
+}
+
+fn schedule(strategy: Strategy, seed: u64, preempt_rate: u32, flips: &[FlipSpec]) -> ScheduleInfo {
+    ScheduleInfo {
+        strategy: strategy.name().to_string(),
+        seed,
+        attempts: 0,
+        decisions: Vec::new(),
+        flips: flips.iter().map(flip_to_info).collect(),
+        preempt_rate,
+    }
+}
+
+/// Runs the search; `on_run` sees every run as it ends.
+pub fn search(
+    replay: &Replay,
+    opts: &SearchOptions,
+    on_run: &(dyn Fn(&Run) + Sync),
+) -> Result<SearchResult, ReplayError> {
+    let started = Instant::now();
+    let recorded = replay
+        .recorded
+        .clone()
+        .ok_or_else(|| ReplayError::Io("the trace has no outcome".into()))?;
+    let mut s = Searcher {
+        replay,
+        opts,
+        recorded,
+        on_run,
+        runs: Vec::new(),
+        attempts: 0,
+    };
+    let mut result = SearchResult {
+        runs: Vec::new(),
+        attempts: 0,
+        found: None,
+        schedule: None,
+        duplicates: 0,
+        root_cause: None,
+        elapsed: Duration::ZERO,
+    };
+    // A saved schedule first: it reproduced before.
+    if let Some(saved) = &opts.saved {
+        let log = !saved.flips.is_empty();
+        let i = s.run(saved.clone(), Role::Attempt, log, String::new())?;
+        if s.runs[i].reproduced {
+            result.found = Some(i);
+            result.schedule = Some(saved.clone());
+            if log {
+                result.root_cause = s.explain_flips(saved)?;
+            }
+        }
+    }
+    if result.found.is_none() {
+        match opts.strategy {
+            Strategy::Feedback => s.feedback(&mut result)?,
+            _ => s.random(&mut result)?,
+        }
+    }
+    result.attempts = s.attempts;
+    result.runs = s.runs;
+    result.elapsed = started.elapsed();
+    if let Some(sc) = result.schedule.as_mut() {
+        sc.attempts = result.attempts;
+    }
+    Ok(result)
+}
+
+struct Searcher<'a> {
+    replay: &'a Replay,
+    opts: &'a SearchOptions,
+    recorded: OutcomeInfo,
+    on_run: &'a (dyn Fn(&Run) + Sync),
+    runs: Vec<Run>,
+    attempts: u32,
+}
+
+/// A node of the feedback search: a schedule that ran without failing,
+/// and its races still to try.
+struct Node {
+    flips: Vec<FlipSpec>,
+    races: Vec<Race>,
+    next: usize,
+}
+
+impl Searcher<'_> {
+    fn reproduced(&self, r: &AttemptResult) -> bool {
+        r.outcome().is_some_and(|o| matches(&self.recorded, o))
+    }
+
+    /// Runs one schedule; returns its index in `runs`.
+    fn run(
+        &mut self,
+        sc: ScheduleInfo,
+        role: Role,
+        log: bool,
+        note: String,
+    ) -> Result<usize, ReplayError> {
+        if role == Role::Attempt {
+            self.attempts += 1;
+        }
+        let o = run_options(&sc, &self.opts.base, log);
+        let result = attempt(self.replay, &o)?;
+        let run = Run {
+            attempt: self.attempts,
+            role,
+            reproduced: self.reproduced(&result),
+            schedule: sc,
+            result,
+            note,
+        };
+        (self.on_run)(&run);
+        self.runs.push(run);
+        Ok(self.runs.len() - 1)
+    }
+
+    fn random(&mut self, result: &mut SearchResult) -> Result<(), ReplayError> {
+        let max = self.opts.max_attempts.saturating_sub(self.attempts);
+        let first = self.attempts;
+        let next = AtomicU32::new(0);
+        let done = AtomicBool::new(false);
+        let runs: Mutex<Vec<Run>> = Mutex::new(Vec::new());
+        let error: Mutex<Option<ReplayError>> = Mutex::new(None);
+        let jobs = self.opts.jobs.clamp(1, 64).min(max.max(1) as usize);
+        let strategy = self.opts.strategy;
+        std::thread::scope(|scope| {
+            for _ in 0..jobs {
+                scope.spawn(|| loop {
+                    if done.load(Ordering::Acquire) {
+                        return;
+                    }
+                    let i = next.fetch_add(1, Ordering::AcqRel);
+                    if i >= max {
+                        return;
+                    }
+                    let number = first + i + 1;
+                    let seed = self.opts.seed.wrapping_add(i as u64);
+                    // The first attempt plain; then preemptions at accesses.
+                    let rate = if number == 1 || strategy == Strategy::Preempt {
+                        0
+                    } else {
+                        preempt_rate(seed)
+                    };
+                    let sc = schedule(strategy, seed, rate, &[]);
+                    let o = run_options(&sc, &self.opts.base, false);
+                    match attempt(self.replay, &o) {
+                        Ok(r) => {
+                            let run = Run {
+                                attempt: number,
+                                role: Role::Attempt,
+                                reproduced: self.reproduced(&r),
+                                schedule: sc,
+                                result: r,
+                                note: String::new(),
+                            };
+                            if run.reproduced {
+                                done.store(true, Ordering::Release);
+                            }
+                            (self.on_run)(&run);
+                            runs.lock().unwrap_or_else(|e| e.into_inner()).push(run);
+                        }
+                        Err(e) => {
+                            *error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                            done.store(true, Ordering::Release);
+                        }
+                    }
+                });
+            }
+        });
+        if let Some(e) = error.into_inner().unwrap_or(None) {
+            return Err(e);
+        }
+        let mut runs = runs.into_inner().unwrap_or_default();
+        runs.sort_by_key(|r| r.attempt);
+        self.attempts += runs.len() as u32;
+        let base = self.runs.len();
+        if let Some(i) = runs.iter().position(|r| r.reproduced) {
+            result.found = Some(base + i);
+            result.schedule = Some(runs[i].schedule.clone());
+        }
+        self.runs.extend(runs);
+        Ok(())
+    }
+
+    /// Where the races that matter are: where the attempt diverged, else
+    /// the end of the recording (where the recorded run failed).
+    fn focus(&self, r: &AttemptResult) -> u64 {
+        match r.outcome() {
+            None => r.stopped_at,
+            Some(_) => *self.replay.positions.last().unwrap_or(&0),
+        }
+    }
+
+    fn feedback(&mut self, result: &mut SearchResult) -> Result<(), ReplayError> {
+        let seed = self.opts.seed;
+        let strategy = Strategy::Feedback;
+        let plain = self.run(schedule(strategy, seed, 0, &[]), Role::Attempt, false, String::new())?;
+        if self.runs[plain].reproduced {
+            result.found = Some(plain);
+            result.schedule = Some(self.runs[plain].schedule.clone());
+            return Ok(());
+        }
+        let obs = self.run(
+            schedule(strategy, seed, 0, &[]),
+            Role::Observe,
+            true,
+            String::new(),
+        )?;
+        if self.runs[obs].reproduced {
+            // Observation changed nothing but the timing: take it.
+            result.found = Some(obs);
+            result.schedule = Some(self.runs[obs].schedule.clone());
+            return Ok(());
+        }
+        let Some(root_obs) = self.runs[obs].result.observation.clone() else {
+            return Ok(());
+        };
+        let mut seen_rf: HashSet<u64> = HashSet::from([races::reads_from_digest(&root_obs)]);
+        let mut tried_pairs: HashSet<(u64, u64)> = HashSet::new();
+        let focus = self.focus(&self.runs[obs].result);
+        let mut stack = vec![Node {
+            flips: Vec::new(),
+            races: races::races(self.replay, &root_obs, focus),
+            next: 0,
+        }];
+        while self.attempts < self.opts.max_attempts {
+            let Some(node) = stack.last_mut() else { break };
+            let Some(race) = node.races[node.next..]
+                .iter()
+                .find(|r| !tried_pairs.contains(&r.static_pair()))
+                .copied()
+            else {
+                stack.pop();
+                continue;
+            };
+            node.next = node
+                .races
+                .iter()
+                .position(|r| r.first.index == race.first.index && r.second.index == race.second.index)
+                .map_or(node.races.len(), |i| i + 1);
+            tried_pairs.insert(race.static_pair());
+            let mut flips = node.flips.clone();
+            flips.push(race.flip());
+            let depth_ok = flips.len() < self.opts.max_depth;
+            let i = self.run(schedule(strategy, seed, 0, &flips), Role::Attempt, true, String::new())?;
+            if self.runs[i].reproduced {
+                result.found = Some(i);
+                self.minimize(result, flips)?;
+                return Ok(());
+            }
+            let r = &self.runs[i].result;
+            let state = r
+                .observation
+                .as_ref()
+                .and_then(|o| o.flips.last().copied())
+                .unwrap_or(FlipState::NotReached);
+            let note = match (&r.end, state) {
+                (_, FlipState::Infeasible) => "the flip could not happen under the sketch",
+                (_, FlipState::NotReached) => "the flip's first access did not come",
+                (_, FlipState::Already) => "the flip's second access came first anyway",
+                (_, FlipState::Holding) => "the flip's second access did not come",
+                (crate::AttemptEnd::Outcome(_), FlipState::Done) => "flipped; did not fail",
+                (_, FlipState::Done) => "flipped; left the sketch",
+            };
+            let mut note = note.to_string();
+            let obs = r.observation.clone();
+            let ran = r.outcome().is_some() && state == FlipState::Done;
+            if let (true, Some(obs)) = (ran, obs) {
+                if !seen_rf.insert(races::reads_from_digest(&obs)) {
+                    result.duplicates += 1;
+                    note.push_str("; the same execution as an earlier attempt");
+                } else if depth_ok {
+                    let focus = self.focus(&self.runs[i].result);
+                    stack.push(Node {
+                        flips,
+                        races: races::races(self.replay, &obs, focus),
+                        next: 0,
+                    });
+                }
+            }
+            self.runs[i].note = note;
+        }
+        Ok(())
+    }
+
+    /// Drops the flips of a reproducing schedule one at a time while it
+    /// still reproduces; the rest is the root cause.
+    fn minimize(
+        &mut self,
+        result: &mut SearchResult,
+        mut flips: Vec<FlipSpec>,
+    ) -> Result<(), ReplayError> {
+        let seed = self.opts.seed;
+        let strategy = Strategy::Feedback;
+        let mut k = 0;
+        while flips.len() > 1 && k < flips.len() {
+            let mut fewer = flips.clone();
+            fewer.remove(k);
+            let i = self.run(
+                schedule(strategy, seed, 0, &fewer),
+                Role::Minimize,
+                true,
+                String::new(),
+            )?;
+            if self.runs[i].reproduced {
+                self.runs[i].note = "still fails without this flip: dropped".into();
+                flips = fewer;
+            } else {
+                self.runs[i].note = "does not fail without this flip: kept".into();
+                k += 1;
+            }
+        }
+        let sc = schedule(strategy, seed, 0, &flips);
+        result.root_cause = self.explain_flips(&sc)?;
+        result.schedule = Some(sc);
+        Ok(())
+    }
+
+    /// The observations that describe the flips of `sc`: a failing run
+    /// with all of them, and for each a run without it.
+    fn explain_flips(&mut self, sc: &ScheduleInfo) -> Result<Option<RootCause>, ReplayError> {
+        let flips: Vec<FlipSpec> = sc.flips.iter().map(flip_from_info).collect();
+        if flips.is_empty() {
+            return Ok(None);
+        }
+        let failing = match observed(&self.runs, &flips) {
+            Some(r) if r.reproduced => r.result.observation.clone(),
+            _ => {
+                let i = self.run(sc.clone(), Role::Minimize, true, "observed".into())?;
+                self.runs[i].result.observation.clone()
+            }
+        };
+        let Some(failing) = failing else {
+            return Ok(None);
+        };
+        let mut passing = Vec::new();
+        for k in 0..flips.len() {
+            let mut fewer = flips.clone();
+            fewer.remove(k);
+            let obs = match observed(&self.runs, &fewer) {
+                Some(r) => r.result.observation.clone(),
+                None => {
+                    let s2 = ScheduleInfo {
+                        flips: fewer.iter().map(flip_to_info).collect(),
+                        ..sc.clone()
+                    };
+                    let i = self.run(s2, Role::Minimize, true, "observed without one flip".into())?;
+                    self.runs[i].result.observation.clone()
+                }
+            };
+            passing.push(obs.unwrap_or_default());
+        }
+        Ok(Some(RootCause {
+            flips,
+            failing,
+            passing,
+        }))
+    }
+}
+
+/// The last observed run with exactly these flips.
+fn observed<'r>(runs: &'r [Run], flips: &[FlipSpec]) -> Option<&'r Run> {
+    runs.iter().rev().find(|r| {
+        r.result.observation.is_some()
+            && r.schedule.flips.iter().map(flip_from_info).collect::<Vec<_>>() == flips
+    })
+}
