@@ -60,6 +60,12 @@ pub enum TraceeError {
     #[error("{}: bad ELF file: {msg}", path.display())]
     Elf { path: PathBuf, msg: String },
 
+    #[error(
+        "{}: no instruction at {vaddr:#x} (outside the executable sections, or undecodable)",
+        path.display()
+    )]
+    Decode { path: PathBuf, vaddr: u64 },
+
     #[error("DWARF: {0}")]
     Dwarf(#[from] gimli::Error),
 }

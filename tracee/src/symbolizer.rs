@@ -22,7 +22,7 @@ use crate::RemotePtr;
 /// Deepest backtrace produced.
 pub const MAX_FRAMES: usize = 64;
 
-type R = EndianArcSlice<RunTimeEndian>;
+pub(crate) type R = EndianArcSlice<RunTimeEndian>;
 
 /// One symbolised frame of a backtrace.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -282,7 +282,7 @@ struct Module {
     symbols: Vec<Sym>,
 }
 
-fn elf_err(path: &Path, e: impl std::fmt::Display) -> TraceeError {
+pub(crate) fn elf_err(path: &Path, e: impl std::fmt::Display) -> TraceeError {
     TraceeError::Elf {
         path: path.to_path_buf(),
         msg: e.to_string(),
@@ -307,13 +307,53 @@ pub(crate) fn load_segments(path: &Path, data: &[u8]) -> Result<Vec<LoadSegment>
         .collect())
 }
 
-fn section_reader(file: &object::File<'_>, name: &str, endian: RunTimeEndian) -> Option<R> {
+pub(crate) fn section_reader(
+    file: &object::File<'_>,
+    name: &str,
+    endian: RunTimeEndian,
+) -> Option<R> {
     let s = file.section_by_name(name)?;
     if s.kind() == object::SectionKind::UninitializedData {
         return None;
     }
     let data = s.uncompressed_data().ok()?;
     Some(EndianArcSlice::new(Arc::from(&*data), endian))
+}
+
+pub(crate) fn endian_of(file: &object::File<'_>) -> RunTimeEndian {
+    if file.is_little_endian() {
+        RunTimeEndian::Little
+    } else {
+        RunTimeEndian::Big
+    }
+}
+
+/// The contents of the separate debug file of `file` found by its build id
+/// under /usr/lib/debug/.build-id (e.g. Debian's `-dbgsym` packages).
+pub(crate) fn separate_debug_data(file: &object::File<'_>) -> Option<Vec<u8>> {
+    let id = file.build_id().ok().flatten().filter(|id| id.len() > 1)?;
+    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::read(format!(
+        "/usr/lib/debug/.build-id/{}/{}.debug",
+        &hex[..2],
+        &hex[2..]
+    ))
+    .ok()
+}
+
+/// The DWARF sections of `file`, or `None` when it has no `.debug_info`.
+pub(crate) fn load_dwarf(
+    file: &object::File<'_>,
+    endian: RunTimeEndian,
+) -> Result<Option<gimli::Dwarf<R>>> {
+    if file.section_by_name(".debug_info").is_none() {
+        return Ok(None);
+    }
+    let empty = EndianArcSlice::new(Arc::from(&[][..]), endian);
+    let d = gimli::Dwarf::load(|id| -> std::result::Result<R, gimli::Error> {
+        Ok(section_reader(file, id.name(), endian).unwrap_or_else(|| empty.clone()))
+    })?;
+    Ok(Some(d))
 }
 
 fn collect_symbols(file: &object::File<'_>, out: &mut Vec<Sym>) {
@@ -346,11 +386,7 @@ impl Module {
     fn load(path: &Path, separate_debug: bool) -> Result<Module> {
         let data = std::fs::read(path).map_err(|e| TraceeError::io(path, e))?;
         let file = object::File::parse(&*data).map_err(|e| elf_err(path, e))?;
-        let endian = if file.is_little_endian() {
-            RunTimeEndian::Little
-        } else {
-            RunTimeEndian::Big
-        };
+        let endian = endian_of(&file);
         let segments = load_segments(path, &data)?;
 
         let addr_of = |name: &str| file.section_by_name(name).map(|s| s.address());
@@ -375,21 +411,11 @@ impl Module {
 
         // Debug info from a separate file found by build id, when
         // installed (e.g. Debian's libc6-dbg), else from the file itself.
-        let debug_data = file
-            .build_id()
-            .ok()
-            .filter(|_| separate_debug)
-            .flatten()
-            .filter(|id| id.len() > 1)
-            .and_then(|id| {
-                let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
-                std::fs::read(format!(
-                    "/usr/lib/debug/.build-id/{}/{}.debug",
-                    &hex[..2],
-                    &hex[2..]
-                ))
-                .ok()
-            });
+        let debug_data = if separate_debug {
+            separate_debug_data(&file)
+        } else {
+            None
+        };
         let debug_file = debug_data
             .as_deref()
             .and_then(|d| object::File::parse(d).ok());
@@ -399,12 +425,10 @@ impl Module {
         let mut dwarf = None;
         let mut debug_frame = None;
         for f in debug_file.iter().chain(std::iter::once(&file)) {
-            if dwarf.is_none() && f.section_by_name(".debug_info").is_some() {
-                let empty = EndianArcSlice::new(Arc::from(&[][..]), endian);
-                let d = gimli::Dwarf::load(|id| -> std::result::Result<R, gimli::Error> {
-                    Ok(section_reader(f, id.name(), endian).unwrap_or_else(|| empty.clone()))
-                })?;
-                dwarf = addr2line::Context::from_dwarf(d).ok();
+            if dwarf.is_none() {
+                if let Some(d) = load_dwarf(f, endian)? {
+                    dwarf = addr2line::Context::from_dwarf(d).ok();
+                }
             }
             if debug_frame.is_none() {
                 debug_frame = section_reader(f, ".debug_frame", endian).map(|r| {
