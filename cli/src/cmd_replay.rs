@@ -176,13 +176,15 @@ pub fn run(a: ReplayArgs) -> Result<u8> {
             divergences.load(Ordering::Relaxed),
             r.result.summary()
         ));
-        if let Some(f) = &log {
-            let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = writeln!(f, "{}", run_line(r));
-        }
     };
     let result = search(&replay, &opts, &on_run)?;
     bar.finish_and_clear();
+    if let Some(f) = &log {
+        let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
+        for r in &result.runs {
+            writeln!(f, "{}", run_line(r))?;
+        }
+    }
     let elapsed = result.elapsed.as_secs_f64();
     let diverged = result.divergences();
     match result.reproducing() {

@@ -308,6 +308,8 @@ pub struct AttemptResult {
     /// Ring position where the attempt stopped: the divergence's event,
     /// else the next expected event at the end.
     pub stopped_at: u64,
+    /// The baton key of the thread that diverged.
+    pub diverging_thread: Option<u32>,
 }
 
 impl AttemptResult {
@@ -467,9 +469,25 @@ pub fn attempt(replay: &Replay, opts: &AttemptOptions) -> Result<AttemptResult, 
                 let ticks = cpu_ticks(pid).saturating_sub(last.1);
                 ticks as f64 / 100.0 > 0.2 * elapsed.as_secs_f64()
             };
-            if turn != last.0 || (elapsed >= opts.hang_timeout && busy()) {
+            // Past the end of the recording with every thread parked at an
+            // event it never reached in the recording (or blocked outside
+            // the schedule), nothing more will happen: no need to wait
+            // the whole hang timeout.
+            let parked = turn >= r.end.load(Ordering::Acquire)
+                && r.threads.iter().all(|t| {
+                    matches!(
+                        t.state.load(Ordering::Acquire),
+                        rp::FREE | rp::WAITING | rp::DETACHED
+                    )
+                });
+            let limit = if parked {
+                opts.hang_timeout.min(Duration::from_millis(300))
+            } else {
+                opts.hang_timeout
+            };
+            if turn != last.0 || (elapsed >= limit && busy()) {
                 last = (turn, cpu_ticks(pid), Instant::now());
-            } else if elapsed >= opts.hang_timeout {
+            } else if elapsed >= limit {
                 if turn >= r.end.load(Ordering::Acquire) {
                     // Past the end of the recording, as the recorded run:
                     // hung or deadlocked, or stopped somewhere else.
@@ -546,6 +564,8 @@ pub fn attempt(replay: &Replay, opts: &AttemptOptions) -> Result<AttemptResult, 
         } else {
             turn
         },
+        diverging_thread: (d.state.load(Ordering::Acquire) == 2)
+            .then(|| rp::key(d.process, d.thread)),
     })
 }
 

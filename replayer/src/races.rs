@@ -37,6 +37,17 @@ pub struct Race {
     /// How far (in ring positions) from the point of interest (the
     /// recorded failure, or where the attempt diverged).
     pub distance: u64,
+    /// Rank: smaller is more suspect (see [`races`]).
+    pub score: u64,
+}
+
+/// Where the races that matter are: a ring position (where the recorded
+/// run failed, or where the attempt diverged) and the thread that failed
+/// or diverged there.
+#[derive(Clone, Copy, Debug)]
+pub struct Focus {
+    pub pos: u64,
+    pub thread: Option<u32>,
 }
 
 impl Race {
@@ -60,6 +71,21 @@ impl Race {
 
 fn is_write(a: &Access) -> bool {
     a.flags & ACCESS_WRITE != 0
+}
+
+/// True if swapping `x` (first) and `y` changes a value read or left in
+/// memory: a read would see another write, or the last write would be
+/// another value. Swapping two writes of one value, or a read with a
+/// write that does not change the value, is no flip at all.
+fn changes_values(x: &Access, y: &Access) -> bool {
+    match (is_write(x), is_write(y)) {
+        // x would read y's value instead of the one before y.
+        (false, true) => y.after != y.before,
+        // y would read what was there before x.
+        (true, false) => x.after != x.before,
+        (true, true) => x.after != y.after,
+        (false, false) => false,
+    }
 }
 
 /// Every access of the log with its occurrence number.
@@ -91,20 +117,25 @@ fn event_positions(replay: &Replay) -> HashMap<u32, Vec<u64>> {
     m
 }
 
-/// The races of an observed attempt that a flip could reverse, nearest to
-/// ring position `focus` first. One race per pair of instances of the same
-/// memory granule (8 bytes) and threads: the nearest earlier access of the
-/// other thread.
-pub fn races(replay: &Replay, obs: &Observation, focus: u64) -> Vec<Race> {
+/// Accesses remembered per granule and thread, and races kept per other
+/// thread.
+const KEEP_PER_THREAD: usize = 4;
+const PER_THREAD: u32 = 2;
+/// Rank penalties, in ring positions of distance.
+const SCORE_OTHER_READ: u64 = 8;
+const SCORE_WRITES: u64 = 16;
+
+/// The races of an observed attempt that a flip could reverse, the most
+/// suspect first: nearest to the focus, and among those, the ones that
+/// change what the failing thread reads.
+pub fn races(replay: &Replay, obs: &Observation, focus: Focus) -> Vec<Race> {
     let events = event_positions(replay);
     let occ = occurrences(obs);
-    // Per granule: the last write, and the last read of each thread since.
-    #[derive(Default)]
-    struct Cell {
-        write: Option<usize>,
-        reads: Vec<usize>,
-    }
-    let mut cells: HashMap<u64, Cell> = HashMap::new();
+    // Per 8-byte granule, the last accesses of each thread (log indices).
+    // A race pairs an access with the last two conflicting accesses of
+    // every other thread: not only the nearest, which is often hidden
+    // behind the thread's own accesses.
+    let mut history: HashMap<u64, std::collections::VecDeque<usize>> = HashMap::new();
     let mut out = Vec::new();
     let feasible = |x: &Occurrence, y: &Occurrence| -> bool {
         // The held thread's next event: its first not yet performed.
@@ -116,42 +147,59 @@ pub fn races(replay: &Replay, obs: &Observation, focus: u64) -> Vec<Race> {
     };
     for (j, y) in occ.iter().enumerate() {
         let a = &y.access;
-        let granule = a.addr & !7;
-        let cell = cells.entry(granule).or_default();
-        let mut firsts: Vec<usize> = Vec::new();
-        if let Some(w) = cell.write {
-            if occ[w].access.key != a.key {
-                firsts.push(w);
-            }
-        }
-        if is_write(a) {
-            firsts.extend(
-                cell.reads
-                    .iter()
-                    .copied()
-                    .filter(|&r| occ[r].access.key != a.key),
-            );
-            cell.write = Some(j);
-            cell.reads.clear();
-        } else {
-            cell.reads.retain(|&r| occ[r].access.key != a.key);
-            cell.reads.push(j);
-        }
-        for i in firsts {
+        let h = history.entry(a.addr & !7).or_default();
+        let mut per_thread: Vec<(u32, u32)> = Vec::new();
+        for &i in h.iter().rev() {
             let x = &occ[i];
-            if !feasible(x, y) {
+            if x.access.key == a.key || !(is_write(a) || is_write(&x.access)) {
                 continue;
             }
+            let seen = match per_thread.iter_mut().find(|(k, _)| *k == x.access.key) {
+                Some((_, n)) => n,
+                None => {
+                    per_thread.push((x.access.key, 0));
+                    &mut per_thread.last_mut().expect("just pushed").1
+                }
+            };
+            if *seen >= PER_THREAD || !feasible(x, y) || !changes_values(&x.access, a) {
+                continue;
+            }
+            *seen += 1;
+            let distance = y.access.turn.abs_diff(focus.pos);
+            // Flips that change what the failing thread reads come first;
+            // then those that change any read; swapping two writes last.
+            let reads = |o: &Occurrence| !is_write(&o.access);
+            let failing = |o: &Occurrence| focus.thread == Some(o.access.key);
+            let penalty = if (reads(x) && failing(x)) || (reads(y) && failing(y)) {
+                0
+            } else if reads(x) || reads(y) {
+                SCORE_OTHER_READ
+            } else {
+                SCORE_WRITES
+            };
             out.push(Race {
                 first: *x,
                 second: *y,
-                distance: y.access.turn.abs_diff(focus),
+                distance,
+                score: distance + penalty,
             });
         }
+        // Keep each thread's last accesses only: one busy thread must not
+        // push the others' out of the history.
+        let mine: Vec<usize> = h
+            .iter()
+            .copied()
+            .filter(|&i| occ[i].access.key == a.key)
+            .collect();
+        if mine.len() >= KEEP_PER_THREAD {
+            let oldest = mine[0];
+            h.retain(|&i| i != oldest);
+        }
+        h.push_back(j);
     }
     out.sort_by(|p, q| {
-        p.distance
-            .cmp(&q.distance)
+        p.score
+            .cmp(&q.score)
             .then(q.second.index.cmp(&p.second.index))
     });
     out

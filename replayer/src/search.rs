@@ -17,7 +17,8 @@
 //!   reduced to a minimal set (dropping one at a time while it still
 //!   fails), and the races that remain are the root cause.
 
-use std::collections::HashSet;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -26,7 +27,7 @@ use reprise_abi::replay as rp;
 use reprise_schema::{FlipInfo, OutcomeInfo, ScheduleInfo};
 
 use crate::observe::{FlipSpec, FlipState, ObservePlan, Observation};
-use crate::races::{self, Race};
+use crate::races::{self, Focus, Race};
 use crate::{attempt, matches, AttemptOptions, AttemptResult, Replay, ReplayError, Strategy};
 
 /// Settings of a search.
@@ -244,12 +245,87 @@ struct Searcher<'a> {
     attempts: u32,
 }
 
-/// A node of the feedback search: a schedule that ran without failing,
-/// and its races still to try.
+/// A node of the feedback search: a schedule that ran (without failing),
+/// and its races still to try — one per pair of instructions, the
+/// instance nearest the point of interest, none already flipped on the
+/// way here.
 struct Node {
     flips: Vec<FlipSpec>,
     races: Vec<Race>,
-    next: usize,
+    stopped_at: u64,
+}
+
+/// Races tried per node at most, and the cost of one more flip in the
+/// best-first order (in ranks).
+const BRANCH: usize = 8;
+const DEPTH_COST: usize = 2;
+
+impl Node {
+    fn new(
+        replay: &Replay,
+        flips: Vec<FlipSpec>,
+        obs: &Observation,
+        r: &AttemptResult,
+        focus: Focus,
+    ) -> Node {
+        let path: HashSet<(u64, u64)> = flips.iter().map(|f| (f.held_pc, f.until_pc)).collect();
+        let mut pairs = HashSet::new();
+        let races: Vec<Race> = races::races(replay, obs, focus)
+            .into_iter()
+            .filter(|r| !path.contains(&r.static_pair()) && pairs.insert(r.static_pair()))
+            .collect();
+        if let Some(path) = std::env::var_os("REPRISE_DEBUG_ACCESSES") {
+            use std::io::Write;
+            if let Ok(mut f) = std::fs::File::create(format!(
+                "{}.{}",
+                path.to_string_lossy(),
+                flips.len()
+            )) {
+                for o in races::occurrences(obs) {
+                    let a = o.access;
+                    let _ = writeln!(
+                        f,
+                        "t{} {:#x}#{} {} {:#x} {:#x}->{:#x} turn {} last {}",
+                        rp::key_thread(a.key),
+                        a.pc,
+                        o.n,
+                        a.flags,
+                        a.addr,
+                        a.before,
+                        a.after,
+                        a.turn,
+                        a.last_event
+                    );
+                }
+            }
+        }
+        if std::env::var_os("REPRISE_DEBUG_RACES").is_some() {
+            eprintln!(
+                "races after {} flip(s), focus {focus:?}, stopped at {}:",
+                flips.len(),
+                r.stopped_at
+            );
+            for x in races.iter().take(12) {
+                eprintln!(
+                    "  {:#x}#{} t{} {:#x} -> {:#x}#{} t{} (score {}, addr {:#x})",
+                    x.first.access.pc,
+                    x.first.n,
+                    rp::key_thread(x.first.access.key),
+                    x.first.access.flags,
+                    x.second.access.pc,
+                    x.second.n,
+                    rp::key_thread(x.second.access.key),
+                    x.score,
+                    x.second.access.addr
+                );
+            }
+        }
+        Node {
+            flips,
+            races,
+            stopped_at: r.stopped_at,
+        }
+    }
 }
 
 impl Searcher<'_> {
@@ -353,10 +429,16 @@ impl Searcher<'_> {
 
     /// Where the races that matter are: where the attempt diverged, else
     /// the end of the recording (where the recorded run failed).
-    fn focus(&self, r: &AttemptResult) -> u64 {
+    fn focus(&self, r: &AttemptResult) -> Focus {
         match r.outcome() {
-            None => r.stopped_at,
-            Some(_) => *self.replay.positions.last().unwrap_or(&0),
+            None => Focus {
+                pos: r.stopped_at,
+                thread: r.diverging_thread,
+            },
+            Some(_) => Focus {
+                pos: *self.replay.positions.last().unwrap_or(&0),
+                thread: Some(rp::key(self.recorded.process as u32, self.recorded.thread)),
+            },
         }
     }
 
@@ -385,32 +467,29 @@ impl Searcher<'_> {
             return Ok(());
         };
         let mut seen_rf: HashSet<u64> = HashSet::from([races::reads_from_digest(&root_obs)]);
-        let mut tried_pairs: HashSet<(u64, u64)> = HashSet::new();
-        let focus = self.focus(&self.runs[obs].result);
-        let mut stack = vec![Node {
-            flips: Vec::new(),
-            races: races::races(self.replay, &root_obs, focus),
-            next: 0,
-        }];
+        let root = &self.runs[obs].result;
+        let mut nodes = vec![Node::new(self.replay, Vec::new(), &root_obs, root, self.focus(root))];
+        // Best first: a node's k-th race costs k, plus DEPTH_COST per flip
+        // already made (deeper is more promising only while its own races
+        // are the most suspect).
+        let mut frontier: BinaryHeap<Reverse<(usize, usize, usize)>> = BinaryHeap::new();
+        let push = |frontier: &mut BinaryHeap<Reverse<(usize, usize, usize)>>, nodes: &[Node], n: usize| {
+            let node = &nodes[n];
+            for k in 0..node.races.len().min(BRANCH) {
+                frontier.push(Reverse((node.flips.len() * DEPTH_COST + k, n, k)));
+            }
+        };
+        push(&mut frontier, &nodes, 0);
+        let mut tried: HashSet<Vec<FlipSpec>> = HashSet::new();
         while self.attempts < self.opts.max_attempts {
-            let Some(node) = stack.last_mut() else { break };
-            let Some(race) = node.races[node.next..]
-                .iter()
-                .find(|r| !tried_pairs.contains(&r.static_pair()))
-                .copied()
-            else {
-                stack.pop();
-                continue;
-            };
-            node.next = node
-                .races
-                .iter()
-                .position(|r| r.first.index == race.first.index && r.second.index == race.second.index)
-                .map_or(node.races.len(), |i| i + 1);
-            tried_pairs.insert(race.static_pair());
-            let mut flips = node.flips.clone();
+            let Some(Reverse((_, n, k))) = frontier.pop() else { break };
+            let race = nodes[n].races[k];
+            let mut flips = nodes[n].flips.clone();
             flips.push(race.flip());
-            let depth_ok = flips.len() < self.opts.max_depth;
+            if !tried.insert(flips.clone()) {
+                continue;
+            }
+            let parent_stop = nodes[n].stopped_at;
             let i = self.run(schedule(strategy, seed, 0, &flips), Role::Attempt, true, String::new())?;
             if self.runs[i].reproduced {
                 result.found = Some(i);
@@ -432,22 +511,28 @@ impl Searcher<'_> {
                 (_, FlipState::Done) => "flipped; left the sketch",
             };
             let mut note = note.to_string();
-            let obs = r.observation.clone();
-            let ran = r.outcome().is_some() && state == FlipState::Done;
-            if let (true, Some(obs)) = (ran, obs) {
+            // Explored further: an attempt whose flip happened and that
+            // got at least as far along the sketch (a divergence there is
+            // the failure failing to happen, the nearest miss).
+            let progressed = state == FlipState::Done
+                && (r.outcome().is_some() || r.stopped_at >= parent_stop);
+            if let (true, Some(obs)) = (progressed, r.observation.clone()) {
                 if !seen_rf.insert(races::reads_from_digest(&obs)) {
                     result.duplicates += 1;
                     note.push_str("; the same execution as an earlier attempt");
-                } else if depth_ok {
-                    let focus = self.focus(&self.runs[i].result);
-                    stack.push(Node {
-                        flips,
-                        races: races::races(self.replay, &obs, focus),
-                        next: 0,
-                    });
+                } else if flips.len() < self.opts.max_depth {
+                    let r = &self.runs[i].result;
+                    let focus = self.focus(r);
+                    nodes.push(Node::new(self.replay, flips, &obs, r, focus));
+                    push(&mut frontier, &nodes, nodes.len() - 1);
                 }
             }
             self.runs[i].note = note;
+        }
+        // Every race tried: the rest of the budget goes to random
+        // preemptions on the same base schedule.
+        if self.attempts < self.opts.max_attempts {
+            self.random(result)?;
         }
         Ok(())
     }
