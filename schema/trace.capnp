@@ -177,6 +177,7 @@ struct Flip {
   untilThread @5 :UInt32;
   untilPc @6 :UInt64;
   untilN @7 :UInt32;
+  defer @8 :Bool;                # `held` resumes at `until`'s next event, not at once
 }
 
 struct Decision {

@@ -74,8 +74,9 @@ pub struct AccessPoint {
 
 /// One flip of a race: thread `held` stops before its `held_n`-th logged
 /// access at `held_pc` until thread `until` has made its `until_n`-th
-/// logged access at `until_pc`; then `held` runs on at once. Occurrences
-/// count from 1, per thread, logged (non-stack) accesses only.
+/// logged access at `until_pc`; then `held` runs on at once — or, with
+/// `defer`, when `until` next gives the baton away (at its next event).
+/// Occurrences count from 1, per thread, logged (non-stack) accesses only.
 #[repr(C)]
 #[derive(Default)]
 pub struct Flip {
@@ -90,7 +91,8 @@ pub struct Flip {
     pub until_seen: AtomicU32,
     /// [`FLIP_ARMED`], ...
     pub state: AtomicU32,
-    pub _pad: u32,
+    /// 1: release `held` when `until` gives the baton away, not at once.
+    pub defer: u32,
 }
 
 pub const FLIP_ARMED: u32 = 0;
@@ -102,6 +104,8 @@ pub const FLIP_DONE: u32 = 2;
 pub const FLIP_INFEASIBLE: u32 = 3;
 /// `until` made its access before `held` got there: nothing to do.
 pub const FLIP_ALREADY: u32 = 4;
+/// `until` made its access; `held` runs when `until` gives the baton away.
+pub const FLIP_DEFERRED: u32 = 5;
 
 /// One observed access (written when the instruction has executed).
 #[repr(C)]

@@ -374,17 +374,19 @@ unsafe fn finish_step(h: &ObserveHeader, step: Step, g: &mut [i64; 23]) {
         if f.until == me && f.until_pc == pt.vaddr {
             let n = f.until_seen.fetch_add(1, Ordering::AcqRel) + 1;
             if n == f.until_n {
+                let next = if f.defer != 0 {
+                    ob::FLIP_DEFERRED
+                } else {
+                    ob::FLIP_DONE
+                };
                 if f
                     .state
-                    .compare_exchange(
-                        ob::FLIP_HOLDING,
-                        ob::FLIP_DONE,
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    )
+                    .compare_exchange(ob::FLIP_HOLDING, next, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
                 {
-                    replay::hand_baton_to(f.held);
+                    if f.defer == 0 {
+                        replay::hand_baton_to(f.held);
+                    }
                 } else {
                     let _ = f.state.compare_exchange(
                         ob::FLIP_ARMED,
@@ -412,4 +414,25 @@ pub fn flip_infeasible(key: u32) {
             );
         }
     }
+}
+
+/// A deferred flip whose second access came: the held thread to run now
+/// that the other one gives the baton away (called by the scheduler).
+pub fn deferred_release() -> Option<u32> {
+    let h = header()?;
+    for f in &h.flips[..(h.nflips as usize).min(ob::MAX_FLIPS)] {
+        if f
+            .state
+            .compare_exchange(
+                ob::FLIP_DEFERRED,
+                ob::FLIP_DONE,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+        {
+            return Some(f.held);
+        }
+    }
+    None
 }

@@ -272,6 +272,12 @@ fn decide(c: &ControlHeader) {
             }
         }
     };
+    // A deferred flip: the held thread runs as soon as the other one
+    // gives the baton away.
+    let chosen = match crate::observe::deferred_release() {
+        Some(k) => k,
+        None => chosen,
+    };
     if r.baton.swap(chosen, Ordering::AcqRel) != chosen {
         bump(r);
     }

@@ -22,6 +22,9 @@ pub struct FlipSpec {
     pub until: u32,
     pub until_pc: u64,
     pub until_n: u32,
+    /// `held` runs on when `until` gives the baton away (its stretch
+    /// finished), not right after the access.
+    pub defer: bool,
 }
 
 /// What happened to a flip in an attempt.
@@ -36,6 +39,9 @@ pub enum FlipState {
     Infeasible,
     /// The other access came first anyway.
     Already,
+    /// Deferred: the other access came, its thread has not yet given the
+    /// baton away.
+    Deferred,
 }
 
 impl FlipState {
@@ -45,6 +51,7 @@ impl FlipState {
             ob::FLIP_DONE => FlipState::Done,
             ob::FLIP_INFEASIBLE => FlipState::Infeasible,
             ob::FLIP_ALREADY => FlipState::Already,
+            ob::FLIP_DEFERRED => FlipState::Deferred,
             _ => FlipState::NotReached,
         }
     }
@@ -114,6 +121,7 @@ impl ObserveBlock {
                 f.until = s.until;
                 f.until_pc = s.until_pc;
                 f.until_n = s.until_n;
+                f.defer = s.defer as u32;
             }
             std::ptr::copy_nonoverlapping(
                 points.as_ptr(),

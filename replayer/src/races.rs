@@ -51,9 +51,11 @@ pub struct Focus {
 }
 
 impl Race {
-    /// The flip that reverses this race.
-    pub fn flip(&self) -> FlipSpec {
+    /// The flip that reverses this race; `defer`: the second access's
+    /// thread also finishes its stretch before the first one resumes.
+    pub fn flip(&self, defer: bool) -> FlipSpec {
         FlipSpec {
+            defer,
             held: self.first.access.key,
             held_pc: self.first.access.pc,
             held_n: self.first.n,

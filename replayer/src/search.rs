@@ -132,6 +132,7 @@ pub fn flip_to_info(f: &FlipSpec) -> FlipInfo {
         until_thread: rp::key_thread(f.until),
         until_pc: f.until_pc,
         until_n: f.until_n,
+        defer: f.defer,
     }
 }
 
@@ -143,6 +144,7 @@ pub fn flip_from_info(f: &FlipInfo) -> FlipSpec {
         until: rp::key(f.until_process as u32, f.until_thread),
         until_pc: f.until_pc,
         until_n: f.until_n,
+        defer: f.defer,
     }
 }
 
@@ -259,6 +261,7 @@ struct Node {
 /// best-first order (in ranks).
 const BRANCH: usize = 8;
 const DEPTH_COST: usize = 2;
+const DEFER_COST: usize = 1;
 
 impl Node {
     fn new(
@@ -472,20 +475,26 @@ impl Searcher<'_> {
         // Best first: a node's k-th race costs k, plus DEPTH_COST per flip
         // already made (deeper is more promising only while its own races
         // are the most suspect).
-        let mut frontier: BinaryHeap<Reverse<(usize, usize, usize)>> = BinaryHeap::new();
-        let push = |frontier: &mut BinaryHeap<Reverse<(usize, usize, usize)>>, nodes: &[Node], n: usize| {
+        // Each race two ways: swapped (the held thread resumes right after
+        // the other access), then deferred (after the other thread's
+        // stretch), DEFER_COST ranks later.
+        type Frontier = BinaryHeap<Reverse<(usize, usize, usize, bool)>>;
+        let mut frontier: Frontier = BinaryHeap::new();
+        let push = |frontier: &mut Frontier, nodes: &[Node], n: usize| {
             let node = &nodes[n];
             for k in 0..node.races.len().min(BRANCH) {
-                frontier.push(Reverse((node.flips.len() * DEPTH_COST + k, n, k)));
+                let cost = node.flips.len() * DEPTH_COST + k;
+                frontier.push(Reverse((cost, n, k, false)));
+                frontier.push(Reverse((cost + DEFER_COST, n, k, true)));
             }
         };
         push(&mut frontier, &nodes, 0);
         let mut tried: HashSet<Vec<FlipSpec>> = HashSet::new();
         while self.attempts < self.opts.max_attempts {
-            let Some(Reverse((_, n, k))) = frontier.pop() else { break };
+            let Some(Reverse((_, n, k, defer))) = frontier.pop() else { break };
             let race = nodes[n].races[k];
             let mut flips = nodes[n].flips.clone();
-            flips.push(race.flip());
+            flips.push(race.flip(defer));
             if !tried.insert(flips.clone()) {
                 continue;
             }
@@ -507,6 +516,7 @@ impl Searcher<'_> {
                 (_, FlipState::NotReached) => "the flip's first access did not come",
                 (_, FlipState::Already) => "the flip's second access came first anyway",
                 (_, FlipState::Holding) => "the flip's second access did not come",
+                (_, FlipState::Deferred) => "the flip's second thread did not give the baton back",
                 (crate::AttemptEnd::Outcome(_), FlipState::Done) => "flipped; did not fail",
                 (_, FlipState::Done) => "flipped; left the sketch",
             };

@@ -311,6 +311,7 @@ pub(crate) fn schedule_to_bytes(s: &ScheduleInfo) -> Vec<u8> {
             fb.set_until_thread(f.until_thread);
             fb.set_until_pc(f.until_pc);
             fb.set_until_n(f.until_n);
+            fb.set_defer(f.defer);
         }
     }
     serialize(&msg)
@@ -344,6 +345,7 @@ pub(crate) fn schedule_from_capnp(r: tc::schedule::Reader<'_>) -> capnp::Result<
                 until_thread: f.get_until_thread(),
                 until_pc: f.get_until_pc(),
                 until_n: f.get_until_n(),
+                defer: f.get_defer(),
             })
             .collect(),
         preempt_rate: r.get_preempt_rate(),

@@ -300,6 +300,8 @@ pub struct FlipInfo {
     pub until_thread: u32,
     pub until_pc: u64,
     pub until_n: u32,
+    /// `held` resumes when `until` gives the baton away, not at once.
+    pub defer: bool,
 }
 
 /// What `TraceWriter::finish` reports.

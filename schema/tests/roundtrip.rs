@@ -62,6 +62,7 @@ fn header_events_outcome_schedule_round_trip() {
             until_thread: 2,
             until_pc: 0x1250,
             until_n: 3,
+            defer: true,
         }],
         preempt_rate: 512,
     };
