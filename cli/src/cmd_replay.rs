@@ -13,7 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use reprise_replayer::explain::explain;
 use reprise_replayer::search::{search, Role, Run, SearchOptions};
 use reprise_replayer::{is_failure, AttemptOptions, Replay, Strategy};
-use reprise_schema::{location, read_schedule, write_schedule};
+use reprise_schema::{location, read_schedule, write_schedule, ScheduleInfo};
 
 /// Re-execute a recorded program under its sketch until the recorded
 /// failure reproduces; save the reproducing schedule into the trace.
@@ -34,7 +34,8 @@ pub struct ReplayArgs {
     /// threads preempted after random time slices: not deterministic).
     #[arg(long, default_value = "feedback", value_parser = ["feedback", "random", "preempt"])]
     strategy: String,
-    /// Print the root-cause report as JSON.
+    /// Print the result (outcome, schedule, root-cause report) as one JSON
+    /// object instead of text.
     #[arg(long)]
     json: bool,
     /// The first attempt's seed (the next ones take the following seeds).
@@ -187,6 +188,49 @@ pub fn run(a: ReplayArgs) -> Result<u8> {
     }
     let elapsed = result.elapsed.as_secs_f64();
     let diverged = result.divergences();
+    let report = match &result.root_cause {
+        Some(rc) => Some(explain(&replay, rc).map_err(|e| e.to_string())),
+        None => None,
+    };
+    let sched = result.schedule.clone();
+    // The same schedule found again (the saved one) is not saved again.
+    let same = |x: &ScheduleInfo, y: &ScheduleInfo| {
+        (&x.strategy, x.seed, &x.flips, x.preempt_rate)
+            == (&y.strategy, y.seed, &y.flips, y.preempt_rate)
+    };
+    let save = match (&saved, &sched) {
+        (_, None) => false,
+        (Some(x), Some(y)) => !a.no_schedule && !same(x, y),
+        (None, Some(_)) => !a.no_schedule,
+    };
+    if save {
+        if let Some(s) = &sched {
+            write_schedule(&dir, s)?;
+        }
+    }
+    if a.json {
+        let r = result.reproducing();
+        let v = serde_json::json!({
+            "trace": dir,
+            "reproduced": r.is_some(),
+            "attempt": r.map(|r| r.attempt),
+            "attempts": result.attempts,
+            "divergences": diverged,
+            "observed_runs": result.observed_runs(),
+            "seconds": elapsed,
+            "recorded": recorded.summary,
+            "outcome": r.map(|r| r.result.summary()),
+            "schedule": sched,
+            "schedule_saved": save,
+            "root_cause": match &report {
+                Some(Ok(rep)) => serde_json::to_value(rep)?,
+                Some(Err(e)) => serde_json::json!({ "error": e }),
+                None => serde_json::Value::Null,
+            },
+        });
+        out!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(if r.is_some() { 0 } else { 1 });
+    }
     match result.reproducing() {
         Some(r) => {
             let what = if is_failure(&recorded) {
@@ -224,24 +268,15 @@ pub fn run(a: ReplayArgs) -> Result<u8> {
                     res.object_mismatches
                 );
             }
-            if let Some(rc) = &result.root_cause {
-                match explain(&replay, rc) {
-                    Ok(report) => {
-                        if a.json {
-                            out!("{}", serde_json::to_string_pretty(&report)?);
-                        } else {
-                            out!("{}", report.render());
-                        }
-                    }
-                    Err(e) => out!("  (no root-cause report: {e})"),
-                }
-            } else if is_failure(&recorded) {
-                out!("  root cause: the sketch's own order decides this failure (no unrecorded race was flipped)");
+            match &report {
+                Some(Ok(rep)) => out!("{}", rep.render()),
+                Some(Err(e)) => out!("  (no root-cause report: {e})"),
+                None if is_failure(&recorded) => out!(
+                    "  root cause: the sketch's own order decides this failure (no unrecorded race was flipped)"
+                ),
+                None => {}
             }
-            let sched = result.schedule.clone();
-            let already = saved.as_ref() == sched.as_ref();
-            if let (false, false, Some(sched)) = (a.no_schedule, already, sched) {
-                write_schedule(&dir, &sched)?;
+            if let (true, Some(sched)) = (save, &sched) {
                 out!(
                     "  schedule saved ({} seed {:#x}, {} flip(s)): the next `reprise replay` starts with it",
                     sched.strategy,

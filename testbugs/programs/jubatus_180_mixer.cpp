@@ -26,7 +26,7 @@ struct linear_mixer {
     long mixed = 0;
     void updated() {
         std::lock_guard<std::mutex> g(mixer_mutex);            /* RACE */
-        counter = counter + 1;
+        counter = counter + 1;                                 /* RACE */
     }
     void mix() {
         std::lock_guard<std::mutex> g(mixer_mutex);

@@ -1,0 +1,158 @@
+//! The feedback strategy on a few testbugs programs: a recorded failure
+//! whose race the sketch does not order reproduces within 10 attempts, the
+//! root-cause report names the racing lines the manifest lists, and the
+//! saved schedule (with its flips) reproduces the failure every time.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use reprise_schema::{OutcomeKind, TraceReader};
+use reprise_testbugs::{build_manifest, corpus_dir, load_manifest, Bug};
+use serde_json::Value;
+
+/// Atomicity violation (crash), order violation on a counter (deadlock),
+/// use of a freed cache entry (assertion).
+const PROGRAMS: [&str; 3] = [
+    "mysql_3596_procinfo",
+    "jubatus_180_mixer",
+    "mozilla_js_propcache",
+];
+const SAVED_REPLAYS: usize = 5;
+const COMMAND_LIMIT: Duration = Duration::from_secs(120);
+
+fn reprise(root: &Path, args: &[&str]) -> Output {
+    let child = Command::new(common::reprise())
+        .args(args)
+        .env("REPRISE_TRACE_DIR", root)
+        .current_dir(corpus_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run reprise");
+    common::wait_with_limit(child, COMMAND_LIMIT)
+}
+
+/// Records `bug` at its frequent arguments until the run fails (a crash,
+/// assertion, deadlock...), at most 40 runs.
+fn record_failure(root: &Path, bug: &Bug, exe: &Path, trace: &Path) -> Option<u32> {
+    for n in 1..=40 {
+        let _ = std::fs::remove_dir_all(trace);
+        let mut args = vec![
+            "record",
+            "--hang-timeout",
+            "2",
+            "-o",
+            trace.to_str().unwrap(),
+            exe.to_str().unwrap(),
+        ];
+        args.extend(bug.frequent_args.iter().map(String::as_str));
+        let o = reprise(root, &args);
+        let r = TraceReader::open(trace).unwrap_or_else(|e| {
+            panic!("{}: no trace ({e}): {}", bug.name, common::stderr(&o))
+        });
+        let outcome = r.outcome().expect("the trace has an outcome");
+        if !(outcome.kind == OutcomeKind::Exited && outcome.exit_code == 0) {
+            return Some(n);
+        }
+    }
+    None
+}
+
+fn replay_json(root: &Path, trace: &Path, max_attempts: &str) -> Value {
+    let o = reprise(
+        root,
+        &[
+            "replay",
+            trace.to_str().unwrap(),
+            "--json",
+            "--jobs",
+            "1",
+            "--max-attempts",
+            max_attempts,
+        ],
+    );
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "replay --json printed no JSON ({e}): {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            common::stderr(&o)
+        )
+    })
+}
+
+/// "file.c:LINE" of one access of the report.
+fn place(access: &Value) -> String {
+    format!(
+        "{}:{}",
+        access["file"].as_str().unwrap_or(""),
+        access["line"].as_u64().unwrap_or(0)
+    )
+}
+
+#[test]
+fn feedback_reproduces_and_names_the_racing_lines() {
+    let started = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut m = load_manifest().unwrap();
+    m.bugs.retain(|b| PROGRAMS.contains(&b.name.as_str()));
+    assert_eq!(m.bugs.len(), PROGRAMS.len(), "programs missing from the manifest");
+    let built = build_manifest(&m, &corpus_dir(), &tmp.path().join("bin")).unwrap();
+    let root = tmp.path();
+    for bug in &m.bugs {
+        let exe = &built.iter().find(|b| b.name == bug.name).unwrap().exe;
+        let trace = root.join(format!("{}-trace", bug.name));
+        let runs = record_failure(root, bug, exe, &trace)
+            .unwrap_or_else(|| panic!("{}: no failing run in 40 recordings", bug.name));
+
+        let v = replay_json(root, &trace, "10");
+        assert_eq!(
+            v["reproduced"], true,
+            "{}: not reproduced within 10 attempts: {v:#}",
+            bug.name
+        );
+        let attempt = v["attempt"].as_u64().unwrap();
+        let races = v["root_cause"]["races"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{}: no root cause: {v:#}", bug.name));
+        let named = races.iter().any(|r| {
+            bug.race_lines.contains(&place(&r["first"]))
+                && bug.race_lines.contains(&place(&r["second"]))
+        });
+        assert!(
+            named,
+            "{}: the root cause names {:?}, the manifest's racing lines are {:?}",
+            bug.name,
+            races
+                .iter()
+                .map(|r| (place(&r["first"]), place(&r["second"])))
+                .collect::<Vec<_>>(),
+            bug.race_lines
+        );
+        assert_eq!(v["schedule_saved"], true, "{}: {v:#}", bug.name);
+
+        // The saved schedule, flips included, reproduces every time.
+        for i in 0..SAVED_REPLAYS {
+            let again = replay_json(root, &trace, "1");
+            assert_eq!(
+                (again["reproduced"].clone(), again["attempt"].clone()),
+                (Value::Bool(true), Value::from(1)),
+                "{}: saved schedule, replay {}: {again:#}",
+                bug.name,
+                i + 1
+            );
+        }
+        eprintln!(
+            "{}: recorded in run {runs}, reproduced in attempt {attempt}, root cause {:?}, saved schedule {SAVED_REPLAYS}/{SAVED_REPLAYS}",
+            bug.name,
+            races
+                .iter()
+                .map(|r| format!("{} / {}", place(&r["first"]), place(&r["second"])))
+                .collect::<Vec<_>>()
+        );
+    }
+    eprintln!("total {:.1} s", started.elapsed().as_secs_f64());
+}
