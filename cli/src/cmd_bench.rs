@@ -1247,5 +1247,117 @@ fn run_replay(a: &BenchArgs) -> Result<u8> {
             loadavg()
         );
     }
+    observation_cost(a, &reprise)?;
     Ok(if a.check && !met { 1 } else { 0 })
+}
+
+/// Programs of the corpus whose observed replay is timed, at their
+/// default arguments (runs that pass).
+const OBSERVED_PROGRAMS: [&str; 3] = [
+    "mysql_3596_procinfo",
+    "mozilla_js_propcache",
+    "uros_377_freestacks",
+];
+
+/// The cost of observation (the feedback strategy's access breakpoints
+/// and log): the same schedule replayed plain and observed, alternating,
+/// for a recorded passing run of a few corpus programs.
+fn observation_cost(a: &BenchArgs, reprise: &Path) -> Result<()> {
+    use reprise_replayer::observe::ObservePlan;
+    use reprise_replayer::{attempt, matches, AttemptOptions, Replay, Strategy};
+    let rounds = a.rounds.unwrap_or(if a.quick { 2 } else { 5 });
+    let m = reprise_testbugs::load_manifest()?;
+    let tmp = TempDir::new(&std::env::temp_dir(), "reprise-bench-observe")?;
+    let built = reprise_testbugs::build_manifest(
+        &m,
+        &reprise_testbugs::corpus_dir(),
+        &tmp.path().join("bin"),
+    )?;
+    println!();
+    println!("observation cost: the same schedule replayed plain and observed (access breakpoints, log), medians of {rounds} rounds");
+    println!(
+        "{:<22} {:>9} {:>9} {:>10} {:>11} {:>7}",
+        "program", "accesses", "plain s", "observed s", "per access", "ratio"
+    );
+    for name in OBSERVED_PROGRAMS {
+        let bug = m
+            .bugs
+            .iter()
+            .find(|b| b.name == name)
+            .ok_or_else(|| anyhow!("{name} is not in the corpus"))?;
+        let exe = &built
+            .iter()
+            .find(|b| b.name == name)
+            .ok_or_else(|| anyhow!("{name} was not built"))?
+            .exe;
+        // A passing run: observation costs the same whether it fails.
+        let trace = tmp.path().join(name);
+        let mut recorded = None;
+        for _ in 0..20 {
+            let _ = fs::remove_dir_all(&trace);
+            let status = Command::new(reprise)
+                .env("REPRISE_TRACE_DIR", tmp.path())
+                .current_dir(reprise_testbugs::corpus_dir())
+                .args(["record", "--sketch", "sys", "-o"])
+                .arg(&trace)
+                .arg(exe)
+                .args(&bug.args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()?;
+            if status.success() {
+                recorded = Some(Replay::open(&trace, false)?);
+                break;
+            }
+        }
+        let Some(replay) = recorded else {
+            println!("{name:<22} no passing run recorded in 20 tries");
+            continue;
+        };
+        let expected = replay
+            .recorded
+            .clone()
+            .ok_or_else(|| anyhow!("{name}: the trace has no outcome"))?;
+        let run = |observe: bool| -> Result<(f64, u64)> {
+            let mut o = AttemptOptions::new(1);
+            o.strategy = Strategy::Feedback;
+            o.timeout = Duration::from_secs(120);
+            o.observe = observe.then(|| ObservePlan {
+                log: true,
+                ..ObservePlan::default()
+            });
+            let r = attempt(&replay, &o)?;
+            if !r.outcome().is_some_and(|got| matches(&expected, got)) {
+                bail!("{name}: the replay did not reproduce the run: {}", r.summary());
+            }
+            let n = r.observation.as_ref().map_or(0, |ob| ob.hits);
+            Ok((r.duration.as_secs_f64(), n))
+        };
+        let (mut plain, mut observed, mut ratios, mut hits) = (vec![], vec![], vec![], 0);
+        for round in 0..rounds {
+            let (p, o) = if round % 2 == 0 {
+                let p = run(false)?;
+                (p, run(true)?)
+            } else {
+                let o = run(true)?;
+                (run(false)?, o)
+            };
+            plain.push(p.0);
+            observed.push(o.0);
+            ratios.push(o.0 / p.0);
+            hits = o.1;
+        }
+        let (p, o) = (median(&plain), median(&observed));
+        println!(
+            "{:<22} {:>9} {:>9.3} {:>10.3} {:>9.1}us {:>7.1}",
+            name,
+            hits,
+            p,
+            o,
+            if hits > 0 { (o - p) * 1e6 / hits as f64 } else { 0.0 },
+            median(&ratios)
+        );
+    }
+    println!("(accesses: breakpoint hits in the executable's code; per access: (observed - plain) / accesses)");
+    Ok(())
 }

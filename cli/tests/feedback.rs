@@ -37,9 +37,9 @@ fn reprise(root: &Path, args: &[&str]) -> Output {
 }
 
 /// Records `bug` at its frequent arguments until the run fails (a crash,
-/// assertion, deadlock...), at most 40 runs.
+/// assertion, deadlock...), at most 80 runs.
 fn record_failure(root: &Path, bug: &Bug, exe: &Path, trace: &Path) -> Option<u32> {
-    for n in 1..=40 {
+    for n in 1..=80 {
         let _ = std::fs::remove_dir_all(trace);
         let mut args = vec![
             "record",
@@ -106,7 +106,7 @@ fn feedback_reproduces_and_names_the_racing_lines() {
         let exe = &built.iter().find(|b| b.name == bug.name).unwrap().exe;
         let trace = root.join(format!("{}-trace", bug.name));
         let runs = record_failure(root, bug, exe, &trace)
-            .unwrap_or_else(|| panic!("{}: no failing run in 40 recordings", bug.name));
+            .unwrap_or_else(|| panic!("{}: no failing run in 80 recordings", bug.name));
 
         let v = replay_json(root, &trace, "10");
         assert_eq!(

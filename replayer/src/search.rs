@@ -347,7 +347,13 @@ impl Searcher<'_> {
         if role == Role::Attempt {
             self.attempts += 1;
         }
-        let o = run_options(&sc, &self.opts.base, log);
+        let mut o = run_options(&sc, &self.opts.base, log);
+        let name = match role {
+            Role::Attempt => format!("attempt-{}", self.attempts),
+            Role::Observe => format!("observe-{}", self.attempts),
+            Role::Minimize => format!("minimize-{}", self.runs.len() + 1),
+        };
+        o.output_dir = o.output_dir.map(|d| d.join(name));
         let result = attempt(self.replay, &o)?;
         let run = Run {
             attempt: self.attempts,
@@ -390,7 +396,8 @@ impl Searcher<'_> {
                         preempt_rate(seed)
                     };
                     let sc = schedule(strategy, seed, rate, &[]);
-                    let o = run_options(&sc, &self.opts.base, false);
+                    let mut o = run_options(&sc, &self.opts.base, false);
+                    o.output_dir = o.output_dir.map(|d| d.join(format!("attempt-{number}")));
                     match attempt(self.replay, &o) {
                         Ok(r) => {
                             let run = Run {
