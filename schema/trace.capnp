@@ -178,6 +178,7 @@ struct Flip {
   untilPc @6 :UInt64;
   untilN @7 :UInt32;
   defer @8 :Bool;                # `held` resumes at `until`'s next event, not at once
+  untilEvent @9 :UInt64;         # nonzero: the flip completes when replay reaches this ring position (after a fork)
 }
 
 struct Decision {

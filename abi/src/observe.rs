@@ -93,6 +93,10 @@ pub struct Flip {
     pub state: AtomicU32,
     /// 1: release `held` when `until` gives the baton away, not at once.
     pub defer: u32,
+    /// Nonzero: the flip completes when the replay's `turn` reaches this
+    /// ring position (an event performed: the fork that creates the
+    /// process of the other access), not at an access.
+    pub until_event: u64,
 }
 
 pub const FLIP_ARMED: u32 = 0;

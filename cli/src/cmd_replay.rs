@@ -319,10 +319,25 @@ fn run_line(r: &Run) -> String {
         Role::Observe => "observe",
         Role::Minimize => "minimize",
     };
-    let flips = match r.schedule.flips.len() {
-        0 => String::new(),
-        n => format!(" flips {n}"),
-    };
+    // Each flip: the held access, `<` the access it waits for (`<<` when
+    // deferred to the end of that thread's stretch).
+    let flips: String = r
+        .schedule
+        .flips
+        .iter()
+        .map(|f| {
+            format!(
+                " [t{}:{:#x}#{} {} t{}:{:#x}#{}]",
+                f.held_thread,
+                f.held_pc,
+                f.held_n,
+                if f.defer { "<<" } else { "<" },
+                f.until_thread,
+                f.until_pc,
+                f.until_n
+            )
+        })
+        .collect();
     let note = if r.note.is_empty() {
         String::new()
     } else {

@@ -371,7 +371,7 @@ unsafe fn finish_step(h: &ObserveHeader, step: Step, g: &mut [i64; 23]) {
         }
     }
     for f in &h.flips[..(h.nflips as usize).min(ob::MAX_FLIPS)] {
-        if f.until == me && f.until_pc == pt.vaddr {
+        if f.until == me && f.until_pc == pt.vaddr && f.until_event == 0 {
             let n = f.until_seen.fetch_add(1, Ordering::AcqRel) + 1;
             if n == f.until_n {
                 let next = if f.defer != 0 {
@@ -435,4 +435,21 @@ pub fn deferred_release() -> Option<u32> {
         }
     }
     None
+}
+
+/// After an event: a flip waiting for the replay to reach a position
+/// (the fork of the other access's process) completes; its held thread
+/// runs when this one gives the baton away.
+pub fn event_done(turn: u64) {
+    let Some(h) = header() else { return };
+    for f in &h.flips[..(h.nflips as usize).min(ob::MAX_FLIPS)] {
+        if f.until_event != 0 && turn >= f.until_event {
+            let _ = f.state.compare_exchange(
+                ob::FLIP_HOLDING,
+                ob::FLIP_DEFERRED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
+    }
 }

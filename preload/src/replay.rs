@@ -635,6 +635,7 @@ fn advance(c: &ControlHeader, t: &Turn) {
         Ordering::Release,
     );
     LAST_EVENT.with(|l| l.set(t.pos + 1));
+    crate::observe::event_done(t.pos + slots_for(t.data_len as usize) as u64);
     set_state(c, rp::RUNNING);
     bump(r);
 }
@@ -731,6 +732,12 @@ pub fn begin_create(kind: K) -> u64 {
         }
         None => park(c),
     }
+}
+
+/// A forked child starts outside agent code (the parent was inside
+/// [`begin_create`] when its memory was copied).
+pub fn forked_child() {
+    IN_AGENT.with(|b| b.set(0));
 }
 
 /// After the operation that followed [`begin_create`].

@@ -167,6 +167,7 @@ pub unsafe extern "C" fn fork() -> pid_t {
         // Die with the program's parent rather than outlive a killed reprise.
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
         if replaying {
+            replay::forked_child();
             replay::simple(K::ProcessStart);
         } else {
             ctl::log(

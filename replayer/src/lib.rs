@@ -463,6 +463,26 @@ pub fn attempt(replay: &Replay, opts: &AttemptOptions) -> Result<AttemptResult, 
             last_cpu_check = Instant::now();
             let turn = r.turn.0.load(Ordering::Acquire);
             let elapsed = last.2.elapsed();
+            // The next event's process has exited without it: it will
+            // never come (a forked child that did not fail this time).
+            if turn == last.0 && elapsed >= Duration::from_millis(100) {
+                if let Some((_, e)) = replay.event_at(turn) {
+                    let owner = ctl
+                        .header()
+                        .processes
+                        .get(e.process as usize)
+                        .map_or(0, |p| p.pid.load(Ordering::Acquire));
+                    if owner > 0 && reprise_tracee::process::exited(owner) {
+                        stuck = Some(format!(
+                            "process {} exited before its next event ({})",
+                            e.process,
+                            replay.describe(turn)
+                        ));
+                        kill_all(&ctl, pid);
+                        break wait_blocking(pid);
+                    }
+                }
+            }
             // Progress is a new event, or a program busy computing (more
             // than a fifth of a CPU; waiting threads poll a little).
             let busy = || {

@@ -25,6 +25,9 @@ pub struct FlipSpec {
     /// `held` runs on when `until` gives the baton away (its stretch
     /// finished), not right after the access.
     pub defer: bool,
+    /// Nonzero: the flip completes when the replay reaches this ring
+    /// position (right after the fork that creates `until`'s process).
+    pub until_event: u64,
 }
 
 /// What happened to a flip in an attempt.
@@ -122,6 +125,7 @@ impl ObserveBlock {
                 f.until_pc = s.until_pc;
                 f.until_n = s.until_n;
                 f.defer = s.defer as u32;
+                f.until_event = s.until_event;
             }
             std::ptr::copy_nonoverlapping(
                 points.as_ptr(),

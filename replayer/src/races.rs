@@ -39,6 +39,9 @@ pub struct Race {
     pub distance: u64,
     /// Rank: smaller is more suspect (see [`races`]).
     pub score: u64,
+    /// `second` is in a process forked after `first`: the flip moves that
+    /// fork before `first` (it completes at this ring position).
+    pub fork_done_at: u64,
 }
 
 /// Where the races that matter are: a ring position (where the recorded
@@ -62,6 +65,7 @@ impl Race {
             until: self.second.access.key,
             until_pc: self.second.access.pc,
             until_n: self.second.n,
+            until_event: self.fork_done_at,
         }
     }
 
@@ -122,6 +126,8 @@ fn event_positions(replay: &Replay) -> HashMap<u32, Vec<u64>> {
 /// Accesses remembered per granule and thread, and races kept per other
 /// thread.
 const KEEP_PER_THREAD: usize = 4;
+/// Accesses looked at before a fork for a child's first access.
+const FORK_SCAN: usize = 20_000;
 const PER_THREAD: u32 = 2;
 /// Rank penalties, in ring positions of distance.
 const SCORE_OTHER_READ: u64 = 8;
@@ -139,19 +145,71 @@ pub fn races(replay: &Replay, obs: &Observation, focus: Focus) -> Vec<Race> {
     // behind the thread's own accesses.
     let mut history: HashMap<u64, std::collections::VecDeque<usize>> = HashMap::new();
     let mut out = Vec::new();
-    let feasible = |x: &Occurrence, y: &Occurrence| -> bool {
+    // Where each process is forked (the ring position after its Fork
+    // event). After a fork, parent and child do not share memory: an
+    // access of the parent races with one of the child only if it came
+    // before the fork in this attempt, and the flip moves the fork (not
+    // the child's access) before it.
+    let forked: HashMap<u32, u64> = replay
+        .events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.kind == reprise_abi::EventKind::Fork)
+        .map(|(i, e)| (e.arg0 as u32, replay.positions[i + 1]))
+        .collect();
+    // The ring position the flip completes at (0: at `y` itself), or
+    // None if the sketch orders `x` before `y` (or they share no memory).
+    let flip_point = |x: &Occurrence, y: &Occurrence| -> Option<u64> {
         // The held thread's next event: its first not yet performed.
         let next = events
             .get(&x.access.key)
             .and_then(|v| v.iter().find(|&&p| p >= x.access.turn).copied())
             .unwrap_or(u64::MAX);
-        y.access.last_event == 0 || y.access.last_event - 1 < next
+        let (px, py) = (rp::key_process(x.access.key), rp::key_process(y.access.key));
+        if px == py {
+            (y.access.last_event == 0 || y.access.last_event - 1 < next).then_some(0)
+        } else {
+            // The fork must still be ahead of `x`, and before x's thread's
+            // next event.
+            let fork = *forked.get(&py)?;
+            (fork > x.access.turn && fork <= next).then_some(fork)
+        }
     };
+    let mut child_granules: std::collections::HashSet<(u32, u64)> = Default::default();
     for (j, y) in occ.iter().enumerate() {
         let a = &y.access;
-        let h = history.entry(a.addr & !7).or_default();
+        let granule = a.addr & !7;
+        // A forked child's first access to a granule: what the parent's
+        // threads did to it just before the fork (the history has moved
+        // on since).
+        let py = rp::key_process(a.key);
+        let mut before_fork: Vec<usize> = Vec::new();
+        if let Some(&fork) = forked.get(&py) {
+            if child_granules.insert((py, granule)) {
+                let end = occ.partition_point(|o| o.access.turn < fork);
+                let mut kept: Vec<(u32, usize)> = Vec::new();
+                for i in (end.saturating_sub(FORK_SCAN)..end).rev() {
+                    let x = &occ[i].access;
+                    if x.addr & !7 != granule || rp::key_process(x.key) == py {
+                        continue;
+                    }
+                    let n = kept.iter().filter(|(k, _)| *k == x.key).count();
+                    if n < KEEP_PER_THREAD {
+                        kept.push((x.key, i));
+                    }
+                }
+                before_fork = kept.into_iter().map(|(_, i)| i).collect();
+                before_fork.sort_unstable();
+            }
+        }
+        let h = history.entry(granule).or_default();
         let mut per_thread: Vec<(u32, u32)> = Vec::new();
-        for &i in h.iter().rev() {
+        let candidates: Vec<usize> = before_fork
+            .iter()
+            .copied()
+            .chain(h.iter().copied())
+            .collect();
+        for &i in candidates.iter().rev() {
             let x = &occ[i];
             if x.access.key == a.key || !(is_write(a) || is_write(&x.access)) {
                 continue;
@@ -163,9 +221,12 @@ pub fn races(replay: &Replay, obs: &Observation, focus: Focus) -> Vec<Race> {
                     &mut per_thread.last_mut().expect("just pushed").1
                 }
             };
-            if *seen >= PER_THREAD || !feasible(x, y) || !changes_values(&x.access, a) {
+            if *seen >= PER_THREAD || !changes_values(&x.access, a) {
                 continue;
             }
+            let Some(fork_done_at) = flip_point(x, y) else {
+                continue;
+            };
             *seen += 1;
             let distance = y.access.turn.abs_diff(focus.pos);
             // Flips that change what the failing thread reads come first;
@@ -184,6 +245,7 @@ pub fn races(replay: &Replay, obs: &Observation, focus: Focus) -> Vec<Race> {
                 second: *y,
                 distance,
                 score: distance + penalty,
+                fork_done_at,
             });
         }
         // Keep each thread's last accesses only: one busy thread must not

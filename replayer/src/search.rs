@@ -133,6 +133,7 @@ pub fn flip_to_info(f: &FlipSpec) -> FlipInfo {
         until_pc: f.until_pc,
         until_n: f.until_n,
         defer: f.defer,
+        until_event: f.until_event,
     }
 }
 
@@ -145,6 +146,7 @@ pub fn flip_from_info(f: &FlipInfo) -> FlipSpec {
         until_pc: f.until_pc,
         until_n: f.until_n,
         defer: f.defer,
+        until_event: f.until_event,
     }
 }
 

@@ -312,6 +312,7 @@ pub(crate) fn schedule_to_bytes(s: &ScheduleInfo) -> Vec<u8> {
             fb.set_until_pc(f.until_pc);
             fb.set_until_n(f.until_n);
             fb.set_defer(f.defer);
+            fb.set_until_event(f.until_event);
         }
     }
     serialize(&msg)
@@ -346,6 +347,7 @@ pub(crate) fn schedule_from_capnp(r: tc::schedule::Reader<'_>) -> capnp::Result<
                 until_pc: f.get_until_pc(),
                 until_n: f.get_until_n(),
                 defer: f.get_defer(),
+                until_event: f.get_until_event(),
             })
             .collect(),
         preempt_rate: r.get_preempt_rate(),

@@ -302,6 +302,9 @@ pub struct FlipInfo {
     pub until_n: u32,
     /// `held` resumes when `until` gives the baton away, not at once.
     pub defer: bool,
+    /// Nonzero: the flip completes when the replay reaches this ring
+    /// position (the one after a fork event), not at an access.
+    pub until_event: u64,
 }
 
 /// What `TraceWriter::finish` reports.

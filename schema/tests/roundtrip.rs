@@ -63,6 +63,7 @@ fn header_events_outcome_schedule_round_trip() {
             until_pc: 0x1250,
             until_n: 3,
             defer: true,
+            until_event: 12,
         }],
         preempt_rate: 512,
     };

@@ -58,3 +58,14 @@ mod tests {
         assert_eq!(cpu_ticks(pid), 0, "a reaped process has no /proc entry");
     }
 }
+
+/// True if process `pid` has exited (gone, or a zombie not yet reaped).
+pub fn exited(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|state| matches!(state, 'Z' | 'X' | 'x')),
+    }
+}
