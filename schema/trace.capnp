@@ -179,6 +179,7 @@ struct Flip {
   untilN @7 :UInt32;
   defer @8 :Bool;                # `held` resumes at `until`'s next event, not at once
   untilEvent @9 :UInt64;         # nonzero: the flip completes when replay reaches this ring position (after a fork)
+  untilAddr @10 :UInt64;         # nonzero: the flip completes at another thread's write to these 8 bytes
 }
 
 struct Decision {

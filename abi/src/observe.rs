@@ -97,6 +97,10 @@ pub struct Flip {
     /// ring position (an event performed: the fork that creates the
     /// process of the other access), not at an access.
     pub until_event: u64,
+    /// Nonzero: the flip completes at the first write by another thread
+    /// to the 8 bytes at this (runtime) address — the held read is
+    /// delayed until the value changes.
+    pub until_addr: u64,
 }
 
 pub const FLIP_ARMED: u32 = 0;

@@ -326,6 +326,12 @@ fn run_line(r: &Run) -> String {
         .flips
         .iter()
         .map(|f| {
+            if f.until_addr != 0 {
+                return format!(
+                    " [t{}:{:#x}#{} waits for a write to {:#x}]",
+                    f.held_thread, f.held_pc, f.held_n, f.until_addr
+                );
+            }
             format!(
                 " [t{}:{:#x}#{} {} t{}:{:#x}#{}]",
                 f.held_thread,

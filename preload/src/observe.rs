@@ -371,8 +371,17 @@ unsafe fn finish_step(h: &ObserveHeader, step: Step, g: &mut [i64; 23]) {
         }
     }
     for f in &h.flips[..(h.nflips as usize).min(ob::MAX_FLIPS)] {
-        if f.until == me && f.until_pc == pt.vaddr && f.until_event == 0 {
-            let n = f.until_seen.fetch_add(1, Ordering::AcqRel) + 1;
+        let by_access = f.until == me && f.until_pc == pt.vaddr && f.until_event == 0;
+        let by_write = f.until_addr != 0
+            && f.held != me
+            && pt.flags & ACCESS_WRITE != 0
+            && step.addr & !7 == f.until_addr & !7;
+        if (by_access && f.until_addr == 0) || by_write {
+            let n = if by_write {
+                f.until_n
+            } else {
+                f.until_seen.fetch_add(1, Ordering::AcqRel) + 1
+            };
             if n == f.until_n {
                 let next = if f.defer != 0 {
                     ob::FLIP_DEFERRED

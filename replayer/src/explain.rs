@@ -144,7 +144,27 @@ pub fn explain(replay: &Replay, rc: &RootCause) -> Result<Report, ReplayError> {
             }
         };
         let first = access(f.held, f.held_pc, f.held_n);
-        let second = access(f.until, f.until_pc, f.until_n);
+        // A delayed read: the other access is the write it waited for, the
+        // last other thread's write there before it in the failing run.
+        let (until, until_pc, until_n) = if f.until_addr != 0 {
+            let occ = races::occurrences(&rc.failing);
+            let held = occ
+                .iter()
+                .position(|o| o.access.key == f.held && o.access.pc == f.held_pc && o.n == f.held_n)
+                .unwrap_or(occ.len());
+            occ[..held]
+                .iter()
+                .rev()
+                .find(|o| {
+                    o.access.key != f.held
+                        && o.access.flags & ACCESS_WRITE != 0
+                        && o.access.addr & !7 == f.until_addr & !7
+                })
+                .map_or((f.until, f.until_pc, f.until_n), |o| (o.access.key, o.access.pc, o.n))
+        } else {
+            (f.until, f.until_pc, f.until_n)
+        };
+        let second = access(until, until_pc, until_n);
         let addr = if first.address != 0 {
             first.address
         } else {

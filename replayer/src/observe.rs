@@ -28,6 +28,9 @@ pub struct FlipSpec {
     /// Nonzero: the flip completes when the replay reaches this ring
     /// position (right after the fork that creates `until`'s process).
     pub until_event: u64,
+    /// Nonzero: the flip completes at another thread's first write to the
+    /// 8 bytes at this address (the held read is delayed until then).
+    pub until_addr: u64,
 }
 
 /// What happened to a flip in an attempt.
@@ -126,6 +129,7 @@ impl ObserveBlock {
                 f.until_n = s.until_n;
                 f.defer = s.defer as u32;
                 f.until_event = s.until_event;
+                f.until_addr = s.until_addr;
             }
             std::ptr::copy_nonoverlapping(
                 points.as_ptr(),

@@ -42,6 +42,9 @@ pub struct Race {
     /// `second` is in a process forked after `first`: the flip moves that
     /// fork before `first` (it completes at this ring position).
     pub fork_done_at: u64,
+    /// Not a pair: `first` is a read of the failing thread to delay until
+    /// another thread writes there (`second` is `first`).
+    pub delay: bool,
 }
 
 /// Where the races that matter are: a ring position (where the recorded
@@ -66,6 +69,7 @@ impl Race {
             until_pc: self.second.access.pc,
             until_n: self.second.n,
             until_event: self.fork_done_at,
+            until_addr: if self.delay { self.first.access.addr } else { 0 },
         }
     }
 
@@ -126,12 +130,15 @@ fn event_positions(replay: &Replay) -> HashMap<u32, Vec<u64>> {
 /// Accesses remembered per granule and thread, and races kept per other
 /// thread.
 const KEEP_PER_THREAD: usize = 4;
+/// Reads of the failing thread tried as delays.
+const DELAYS: usize = 4;
 /// Accesses looked at before a fork for a child's first access.
 const FORK_SCAN: usize = 20_000;
 const PER_THREAD: u32 = 2;
 /// Rank penalties, in ring positions of distance.
 const SCORE_OTHER_READ: u64 = 8;
 const SCORE_WRITES: u64 = 16;
+const SCORE_DELAY: u64 = 6;
 
 /// The races of an observed attempt that a flip could reverse, the most
 /// suspect first: nearest to the focus, and among those, the ones that
@@ -246,6 +253,7 @@ pub fn races(replay: &Replay, obs: &Observation, focus: Focus) -> Vec<Race> {
                 distance,
                 score: distance + penalty,
                 fork_done_at,
+                delay: false,
             });
         }
         // Keep each thread's last accesses only: one busy thread must not
@@ -261,6 +269,7 @@ pub fn races(replay: &Replay, obs: &Observation, focus: Focus) -> Vec<Race> {
         }
         h.push_back(j);
     }
+    out.extend(delays(&occ, focus));
     out.sort_by(|p, q| {
         p.score
             .cmp(&q.score)
@@ -304,4 +313,43 @@ pub fn find(obs: &Observation, key: u32, pc: u64, n: u32) -> Option<Occurrence> 
     occurrences(obs)
         .into_iter()
         .find(|o| o.access.key == key && o.access.pc == pc && o.n == n)
+}
+
+/// Reads to delay: the failing thread's last reads (of different places)
+/// before the focus, of memory some other thread writes in this attempt —
+/// a check that passed because the other thread's write came too late or
+/// too early. Ranked like the nearest races.
+fn delays(occ: &[Occurrence], focus: Focus) -> Vec<Race> {
+    let Some(me) = focus.thread else {
+        return Vec::new();
+    };
+    let written_by_others: std::collections::HashSet<u64> = occ
+        .iter()
+        .filter(|o| is_write(&o.access) && o.access.key != me)
+        .map(|o| o.access.addr & !7)
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for o in occ.iter().rev() {
+        if out.len() >= DELAYS {
+            break;
+        }
+        let a = &o.access;
+        if a.key != me || is_write(a) || a.turn > focus.pos {
+            continue;
+        }
+        let g = a.addr & !7;
+        if !written_by_others.contains(&g) || !seen.insert(g) {
+            continue;
+        }
+        out.push(Race {
+            first: *o,
+            second: *o,
+            distance: a.turn.abs_diff(focus.pos),
+            score: a.turn.abs_diff(focus.pos) + SCORE_DELAY + out.len() as u64,
+            fork_done_at: 0,
+            delay: true,
+        });
+    }
+    out
 }

@@ -134,6 +134,7 @@ pub fn flip_to_info(f: &FlipSpec) -> FlipInfo {
         until_n: f.until_n,
         defer: f.defer,
         until_event: f.until_event,
+        until_addr: f.until_addr,
     }
 }
 
@@ -147,6 +148,7 @@ pub fn flip_from_info(f: &FlipInfo) -> FlipSpec {
         until_n: f.until_n,
         defer: f.defer,
         until_event: f.until_event,
+        until_addr: f.until_addr,
     }
 }
 
@@ -263,7 +265,7 @@ struct Node {
 /// best-first order (in ranks).
 const BRANCH: usize = 8;
 const DEPTH_COST: usize = 2;
-const DEFER_COST: usize = 1;
+const DEFER_COST: usize = 3;
 
 impl Node {
     fn new(
@@ -273,7 +275,11 @@ impl Node {
         r: &AttemptResult,
         focus: Focus,
     ) -> Node {
-        let path: HashSet<(u64, u64)> = flips.iter().map(|f| (f.held_pc, f.until_pc)).collect();
+        // Neither a flip already made nor its reversal (which would undo it).
+        let path: HashSet<(u64, u64)> = flips
+            .iter()
+            .flat_map(|f| [(f.held_pc, f.until_pc), (f.until_pc, f.held_pc)])
+            .collect();
         let mut pairs = HashSet::new();
         let races: Vec<Race> = races::races(replay, obs, focus)
             .into_iter()

@@ -305,6 +305,9 @@ pub struct FlipInfo {
     /// Nonzero: the flip completes when the replay reaches this ring
     /// position (the one after a fork event), not at an access.
     pub until_event: u64,
+    /// Nonzero: the flip completes at the first write by another thread to
+    /// the 8 bytes at this address (the held read waits for a new value).
+    pub until_addr: u64,
 }
 
 /// What `TraceWriter::finish` reports.

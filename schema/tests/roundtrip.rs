@@ -64,6 +64,7 @@ fn header_events_outcome_schedule_round_trip() {
             until_n: 3,
             defer: true,
             until_event: 12,
+            until_addr: 0,
         }],
         preempt_rate: 512,
     };
