@@ -13,11 +13,11 @@ use reprise_schema::{OutcomeKind, TraceReader};
 use reprise_testbugs::{build_manifest, corpus_dir, load_manifest, Bug};
 use serde_json::Value;
 
-/// Atomicity violation (crash), order violation on a counter (deadlock),
-/// use of a freed cache entry (assertion).
+/// Atomicity violation (crash), use before initialisation (crash), use of
+/// a freed cache entry (assertion).
 const PROGRAMS: [&str; 3] = [
     "mysql_3596_procinfo",
-    "jubatus_180_mixer",
+    "mozilla_nsthread_init",
     "mozilla_js_propcache",
 ];
 const SAVED_REPLAYS: usize = 5;

@@ -19,6 +19,11 @@ use crate::{Replay, ReplayError};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
+    /// `flips`: the failure needs these races flipped (each race's
+    /// `second` access first). `reads-from`: a base schedule failed where
+    /// another passed; each race is a read (`second`) that saw another
+    /// write (`first`) than in the passing run.
+    pub how: &'static str,
     pub races: Vec<RaceReport>,
 }
 
@@ -123,6 +128,61 @@ pub fn explain(replay: &Replay, rc: &RootCause) -> Result<Report, ReplayError> {
         })
     };
     let mut out = Vec::new();
+    if rc.flips.is_empty() {
+        // A base schedule failed where the other passed: the first read
+        // that saw another thread's write than in the passing run.
+        let Some(passing) = rc.passing.first() else {
+            return Ok(Report {
+                how: "reads-from",
+                races: out,
+            });
+        };
+        if let Some(d) = races::reads_from_diff(&rc.failing, passing).last() {
+            let r = d.read.access;
+            let w = match (d.writer, d.passing_writer) {
+                (Some(w), _) if w.access.key != r.key => w,
+                (_, Some(w)) => w,
+                (Some(w), None) => w,
+                (None, None) => {
+                    return Ok(Report {
+                        how: "reads-from",
+                        races: out,
+                    })
+                }
+            };
+            let a = |key: u32, pc: u64, n: u32| -> AccessReport {
+                let seen = races::find(&rc.failing, key, pc, n)
+                    .or_else(|| races::find(passing, key, pc, n))
+                    .map(|o| o.access);
+                let (function, file, line) = source.locate(pc);
+                AccessReport {
+                    thread: thread_name(key),
+                    write: seen.is_some_and(|a| a.flags & ACCESS_WRITE != 0),
+                    pc,
+                    instruction: dis.text_at(pc).unwrap_or_default(),
+                    function,
+                    file,
+                    line,
+                    address: seen.map_or(0, |a| a.addr),
+                    failing: values(&rc.failing, key, pc, n),
+                    passing: values(passing, key, pc, n),
+                }
+            };
+            let variable = vars
+                .as_ref()
+                .and_then(|v| v.describe(r.addr.wrapping_sub(bias)))
+                .unwrap_or_else(|| format!("{:#x} (heap)", r.addr));
+            out.push(RaceReport {
+                variable,
+                first: a(w.access.key, w.access.pc, w.n),
+                second: a(r.key, r.pc, d.read.n),
+            });
+        }
+        return Ok(Report {
+            how: "reads-from",
+            races: out,
+        });
+    }
     for (k, f) in rc.flips.iter().enumerate() {
         let passing = rc.passing.get(k);
         let access = |key: u32, pc: u64, n: u32| -> AccessReport {
@@ -180,7 +240,10 @@ pub fn explain(replay: &Replay, rc: &RootCause) -> Result<Report, ReplayError> {
             second,
         });
     }
-    Ok(Report { races: out })
+    Ok(Report {
+        how: "flips",
+        races: out,
+    })
 }
 
 fn value(v: u64) -> String {
@@ -216,6 +279,23 @@ impl AccessReport {
 impl Report {
     /// The report as text for a terminal.
     pub fn render(&self) -> String {
+        if self.how == "reads-from" {
+            let mut s = "  root cause: a read the sketch does not order saw another write than in a passing run:".to_string();
+            for (i, r) in self.races.iter().enumerate() {
+                let _ = write!(s, "\n  race {} on {}", i + 1, r.variable);
+                let _ = write!(s, "\n    {}", r.first.place());
+                let _ = write!(s, "\n    {}", r.second.place());
+                let _ = write!(
+                    s,
+                    "\n    failing run: {} {}; passing run: {} {}",
+                    r.second.thread,
+                    effect(&r.second, r.second.failing),
+                    r.second.thread,
+                    effect(&r.second, r.second.passing)
+                );
+            }
+            return s;
+        }
         let mut s = format!(
             "  root cause: {} race{} the sketch did not order; the failure needs {}:",
             self.races.len(),

@@ -211,6 +211,9 @@ pub enum Strategy {
     /// Deterministic base schedule (a thread runs on to its next event),
     /// with the races of failed attempts flipped (see [`search`]).
     Feedback,
+    /// Feedback's other base: the owner of the next event runs first (a
+    /// thread runs its code up to an event as late as it can).
+    FeedbackLazy,
 }
 
 impl Strategy {
@@ -219,6 +222,7 @@ impl Strategy {
             Strategy::Random => "random",
             Strategy::Preempt => "preempt",
             Strategy::Feedback => "feedback",
+            Strategy::FeedbackLazy => "feedback-lazy",
         }
     }
 
@@ -227,6 +231,7 @@ impl Strategy {
             "random" => Some(Strategy::Random),
             "preempt" => Some(Strategy::Preempt),
             "feedback" => Some(Strategy::Feedback),
+            "feedback-lazy" => Some(Strategy::FeedbackLazy),
             _ => None,
         }
     }
@@ -366,6 +371,8 @@ pub fn attempt(replay: &Replay, opts: &AttemptOptions) -> Result<AttemptResult, 
                 rp::STRATEGY_RANDOM | rp::STRATEGY_PREEMPT | (switch_rate(opts.seed) << 16)
             }
             Strategy::Feedback => rp::STRATEGY_STAY,
+            // In order: the owner of the next event first.
+            Strategy::FeedbackLazy => 0,
         },
         Ordering::Release,
     );

@@ -353,3 +353,64 @@ fn delays(occ: &[Occurrence], focus: Focus) -> Vec<Race> {
     }
     out
 }
+
+/// A read whose writer differs between two runs of the same program.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadsFromDiff {
+    pub read: Occurrence,
+    /// The write it saw in the failing run (None: the initial value).
+    pub writer: Option<Occurrence>,
+    /// The same read in the passing run, and the write it saw there.
+    pub passing_read: Option<Occurrence>,
+    pub passing_writer: Option<Occurrence>,
+}
+
+/// For each read of `failing`, the last write to its granule before it.
+fn writers(obs: &Observation) -> Vec<(Occurrence, Option<Occurrence>)> {
+    let occ = occurrences(obs);
+    let mut last: HashMap<u64, usize> = HashMap::new();
+    let mut out = Vec::new();
+    for (j, o) in occ.iter().enumerate() {
+        let g = o.access.addr & !7;
+        if is_write(&o.access) {
+            last.insert(g, j);
+        } else {
+            out.push((*o, last.get(&g).map(|&w| occ[w])));
+        }
+    }
+    out
+}
+
+/// The reads that saw another thread's write in the failing run than in
+/// the passing one (or another value), latest first: what made the
+/// failing run fail, when no single flip did.
+pub fn reads_from_diff(failing: &Observation, passing: &Observation) -> Vec<ReadsFromDiff> {
+    let id = |o: &Occurrence| (o.access.key, o.access.pc, o.n);
+    let wid = |w: &Option<Occurrence>| w.map(|w| id(&w));
+    let pass: HashMap<(u32, u64, u32), (Occurrence, Option<Occurrence>)> =
+        writers(passing).into_iter().map(|(r, w)| (id(&r), (r, w))).collect();
+    let mut out: Vec<ReadsFromDiff> = writers(failing)
+        .into_iter()
+        .filter_map(|(r, w)| {
+            let (pr, pw) = match pass.get(&id(&r)) {
+                Some(&(pr, pw)) => (Some(pr), pw),
+                None => (None, None),
+            };
+            // Another writer thread, and another value read.
+            let other_thread = w.map(|w| w.access.key) != pw.map(|w| w.access.key);
+            let other_value = pr.is_none_or(|pr| pr.access.after != r.access.after);
+            let cross = w.is_some_and(|w| w.access.key != r.access.key)
+                || pw.is_some_and(|w| w.access.key != r.access.key);
+            (wid(&w) != wid(&pw) && other_thread && other_value && cross).then_some(
+                ReadsFromDiff {
+                    read: r,
+                    writer: w,
+                    passing_read: pr,
+                    passing_writer: pw,
+                },
+            )
+        })
+        .collect();
+    out.reverse();
+    out
+}

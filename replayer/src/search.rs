@@ -78,10 +78,14 @@ pub struct Run {
 /// passing run's observations to describe it (see [`crate::explain`]).
 #[derive(Clone, Debug)]
 pub struct RootCause {
+    /// The flips the failure needs; empty when a base schedule alone
+    /// fails and the other base passes: then the root cause is the reads
+    /// that saw another write in the failing run than in the passing one.
     pub flips: Vec<FlipSpec>,
     /// The failing run with exactly these flips, observed.
     pub failing: Observation,
-    /// For each flip, a run without it (that did not fail), observed.
+    /// For each flip, a run without it (that did not fail), observed; with
+    /// no flips, the passing base's run.
     pub passing: Vec<Observation>,
 }
 
@@ -256,6 +260,8 @@ struct Searcher<'a> {
 /// instance nearest the point of interest, none already flipped on the
 /// way here.
 struct Node {
+    /// The base schedule (`Feedback` or `FeedbackLazy`).
+    base: Strategy,
     flips: Vec<FlipSpec>,
     races: Vec<Race>,
     stopped_at: u64,
@@ -270,20 +276,31 @@ const DEFER_COST: usize = 3;
 impl Node {
     fn new(
         replay: &Replay,
+        base: Strategy,
         flips: Vec<FlipSpec>,
         obs: &Observation,
         r: &AttemptResult,
         focus: Focus,
     ) -> Node {
-        // Neither a flip already made nor its reversal (which would undo it).
-        let path: HashSet<(u64, u64)> = flips
+        // Neither a flip already made nor its reversal (which would undo
+        // it); the same instructions at other instances may come again (a
+        // loop whose every iteration races).
+        let path: HashSet<(u64, u32, u64, u32)> = flips
             .iter()
-            .flat_map(|f| [(f.held_pc, f.until_pc), (f.until_pc, f.held_pc)])
+            .flat_map(|f| {
+                [
+                    (f.held_pc, f.held_n, f.until_pc, f.until_n),
+                    (f.until_pc, f.until_n, f.held_pc, f.held_n),
+                ]
+            })
             .collect();
         let mut pairs = HashSet::new();
         let races: Vec<Race> = races::races(replay, obs, focus)
             .into_iter()
-            .filter(|r| !path.contains(&r.static_pair()) && pairs.insert(r.static_pair()))
+            .filter(|r| {
+                let key = (r.first.access.pc, r.first.n, r.second.access.pc, r.second.n);
+                !path.contains(&key) && pairs.insert(r.static_pair())
+            })
             .collect();
         if let Some(path) = std::env::var_os("REPRISE_DEBUG_ACCESSES") {
             use std::io::Write;
@@ -332,6 +349,7 @@ impl Node {
             }
         }
         Node {
+            base,
             flips,
             races,
             stopped_at: r.stopped_at,
@@ -462,31 +480,41 @@ impl Searcher<'_> {
 
     fn feedback(&mut self, result: &mut SearchResult) -> Result<(), ReplayError> {
         let seed = self.opts.seed;
-        let strategy = Strategy::Feedback;
-        let plain = self.run(schedule(strategy, seed, 0, &[]), Role::Attempt, false, String::new())?;
-        if self.runs[plain].reproduced {
-            result.found = Some(plain);
-            result.schedule = Some(self.runs[plain].schedule.clone());
-            return Ok(());
+        // Two base schedules, each tried plain first: threads run on from
+        // an event to their next one as early as they can (`feedback`), or
+        // as late as they can (`feedback-lazy`: the owner of the next event
+        // first). A race the recorded run won one way in every iteration
+        // of a loop is a single base away rather than a flip per iteration.
+        let bases = [Strategy::Feedback, Strategy::FeedbackLazy];
+        for (b, base) in bases.into_iter().enumerate() {
+            let plain = self.run(schedule(base, seed, 0, &[]), Role::Attempt, false, String::new())?;
+            if self.runs[plain].reproduced {
+                result.found = Some(plain);
+                result.schedule = Some(self.runs[plain].schedule.clone());
+                result.root_cause = self.explain_base(base, bases[1 - b])?;
+                return Ok(());
+            }
         }
-        let obs = self.run(
-            schedule(strategy, seed, 0, &[]),
-            Role::Observe,
-            true,
-            String::new(),
-        )?;
-        if self.runs[obs].reproduced {
-            // Observation changed nothing but the timing: take it.
-            result.found = Some(obs);
-            result.schedule = Some(self.runs[obs].schedule.clone());
-            return Ok(());
+        let mut roots = Vec::new();
+        for base in bases {
+            let obs = self.run(schedule(base, seed, 0, &[]), Role::Observe, true, String::new())?;
+            if self.runs[obs].reproduced {
+                // Observation changed nothing but the timing: take it.
+                result.found = Some(obs);
+                result.schedule = Some(self.runs[obs].schedule.clone());
+                return Ok(());
+            }
+            if let Some(o) = self.runs[obs].result.observation.clone() {
+                roots.push((base, obs, o));
+            }
         }
-        let Some(root_obs) = self.runs[obs].result.observation.clone() else {
-            return Ok(());
-        };
-        let mut seen_rf: HashSet<u64> = HashSet::from([races::reads_from_digest(&root_obs)]);
-        let root = &self.runs[obs].result;
-        let mut nodes = vec![Node::new(self.replay, Vec::new(), &root_obs, root, self.focus(root))];
+        let mut seen_rf: HashSet<u64> = HashSet::new();
+        let mut nodes = Vec::new();
+        for (base, obs, o) in &roots {
+            seen_rf.insert(races::reads_from_digest(o));
+            let r = &self.runs[*obs].result;
+            nodes.push(Node::new(self.replay, *base, Vec::new(), o, r, self.focus(r)));
+        }
         // Best first: a node's k-th race costs k, plus DEPTH_COST per flip
         // already made (deeper is more promising only while its own races
         // are the most suspect).
@@ -503,7 +531,9 @@ impl Searcher<'_> {
                 frontier.push(Reverse((cost + DEFER_COST, n, k, true)));
             }
         };
-        push(&mut frontier, &nodes, 0);
+        for n in 0..nodes.len() {
+            push(&mut frontier, &nodes, n);
+        }
         let mut tried: HashSet<Vec<FlipSpec>> = HashSet::new();
         while self.attempts < self.opts.max_attempts {
             let Some(Reverse((_, n, k, defer))) = frontier.pop() else { break };
@@ -514,10 +544,11 @@ impl Searcher<'_> {
                 continue;
             }
             let parent_stop = nodes[n].stopped_at;
-            let i = self.run(schedule(strategy, seed, 0, &flips), Role::Attempt, true, String::new())?;
+            let base = nodes[n].base;
+            let i = self.run(schedule(base, seed, 0, &flips), Role::Attempt, true, String::new())?;
             if self.runs[i].reproduced {
                 result.found = Some(i);
-                self.minimize(result, flips)?;
+                self.minimize(result, base, flips)?;
                 return Ok(());
             }
             let r = &self.runs[i].result;
@@ -548,7 +579,7 @@ impl Searcher<'_> {
                 } else if flips.len() < self.opts.max_depth {
                     let r = &self.runs[i].result;
                     let focus = self.focus(r);
-                    nodes.push(Node::new(self.replay, flips, &obs, r, focus));
+                    nodes.push(Node::new(self.replay, base, flips, &obs, r, focus));
                     push(&mut frontier, &nodes, nodes.len() - 1);
                 }
             }
@@ -567,10 +598,10 @@ impl Searcher<'_> {
     fn minimize(
         &mut self,
         result: &mut SearchResult,
+        strategy: Strategy,
         mut flips: Vec<FlipSpec>,
     ) -> Result<(), ReplayError> {
         let seed = self.opts.seed;
-        let strategy = Strategy::Feedback;
         let mut k = 0;
         while flips.len() > 1 && k < flips.len() {
             let mut fewer = flips.clone();
@@ -593,6 +624,32 @@ impl Searcher<'_> {
         result.root_cause = self.explain_flips(&sc)?;
         result.schedule = Some(sc);
         Ok(())
+    }
+
+    /// When base `failing` reproduces without flips: if base `other`
+    /// passes, both observed, to tell which reads differ.
+    fn explain_base(
+        &mut self,
+        failing: Strategy,
+        other: Strategy,
+    ) -> Result<Option<RootCause>, ReplayError> {
+        let seed = self.opts.seed;
+        let f = self.run(schedule(failing, seed, 0, &[]), Role::Minimize, true, "observed".into())?;
+        let p = self.run(schedule(other, seed, 0, &[]), Role::Minimize, true, "observed".into())?;
+        if !self.runs[f].reproduced || self.runs[p].reproduced {
+            return Ok(None);
+        }
+        let (Some(failing), Some(passing)) = (
+            self.runs[f].result.observation.clone(),
+            self.runs[p].result.observation.clone(),
+        ) else {
+            return Ok(None);
+        };
+        Ok(Some(RootCause {
+            flips: Vec::new(),
+            failing,
+            passing: vec![passing],
+        }))
     }
 
     /// The observations that describe the flips of `sc`: a failing run
