@@ -178,7 +178,7 @@ struct Flip {
   untilPc @6 :UInt64;
   untilN @7 :UInt32;
   defer @8 :Bool;                # `held` resumes at `until`'s next event, not at once
-  untilEvent @9 :UInt64;         # nonzero: the flip completes when replay reaches this ring position (after a fork)
+  untilFork @9 :UInt64;          # nonzero: process + 1; the flip completes when the parent has forked it
   untilAddr @10 :UInt64;         # nonzero: the flip completes at another thread's write to these 8 bytes
 }
 

@@ -504,5 +504,8 @@ pub struct ReplayState {
     pub object_mismatches: AtomicU64,
     pub first_mismatch: AtomicU64,
     pub divergence: DivergenceInfo,
+    /// Writes whose bytes differed from the recorded output only in runs
+    /// of digits (a pid, a time): accepted, counted.
+    pub output_numbers: AtomicU64,
     pub threads: [ReplayThread; MAX_THREADS],
 }

@@ -32,6 +32,9 @@ pub const REG_RIP: u8 = 16;
 /// `AccessPoint::flags` and `Access::flags`.
 pub const ACCESS_READ: u8 = 1;
 pub const ACCESS_WRITE: u8 = 2;
+/// `Access::flags` of a marker, not an access: the parent forked process
+/// `Access::addr` here.
+pub const ACCESS_FORK: u8 = 4;
 
 /// Options in [`ObserveHeader::options`].
 /// Log accesses into the log.
@@ -93,13 +96,13 @@ pub struct Flip {
     pub state: AtomicU32,
     /// 1: release `held` when `until` gives the baton away, not at once.
     pub defer: u32,
-    /// Nonzero: the flip completes when the replay's `turn` reaches this
-    /// ring position (an event performed: the fork that creates the
-    /// process of the other access), not at an access.
-    pub until_event: u64,
+    /// Nonzero: process index + 1; the flip completes when the parent has
+    /// really forked that process (the other access is the child's: it
+    /// sees the memory as it was at the fork).
+    pub until_fork: u64,
     /// Nonzero: the flip completes at the first write by another thread
-    /// to the 8 bytes at this (runtime) address — the held read is
-    /// delayed until the value changes.
+    /// that covers this (runtime) address — the held read is delayed
+    /// until the value changes.
     pub until_addr: u64,
 }
 

@@ -262,6 +262,12 @@ pub fn run(a: ReplayArgs) -> Result<u8> {
                     )
                 }
             );
+            if res.output_numbers > 0 {
+                out!(
+                    "  note: {} writes printed other numbers than recorded (a pid or a time), accepted",
+                    res.output_numbers
+                );
+            }
             if res.object_mismatches > 0 {
                 out!(
                     "  note: {} events had another object address than recorded",

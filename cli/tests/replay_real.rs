@@ -146,16 +146,11 @@ fn pigz_replays_identically() {
     replays_identically("pigz", &["-p", "2", "-c"], &["sys", "sync"]);
 }
 
-/// sort spills to temporary files (`-S 1M`), named by glibc's mkostemp. Its
-/// random suffix comes from `clock_gettime(CLOCK_MONOTONIC)` called inside
-/// glibc (vDSO: neither a syscall nor an interposable symbol, so not
-/// recorded), and when a draw falls in the biased range (~4.5% per file)
-/// glibc calls `getrandom` instead. Whether a run makes extra `getrandom`
-/// calls, and where, depends on unrecorded clock values: about half the
-/// replays diverge ("expected pthread_mutex_lock got getrandom()" or the
-/// reverse).
+/// sort spills to temporary files (`-S 1M`), named by glibc's mkostemp
+/// from a clock read inside glibc (and `getrandom` when a draw falls in the
+/// biased range). At `sys` the vDSO is hidden from the program, so those
+/// clock reads are syscalls the agent records and replays.
 #[test]
-#[ignore = "sort's temp-file names use glibc-internal vDSO clock reads (not recorded); a draw rejected by glibc's tempname calls getrandom at a place the recording did not: about half the replays diverge"]
 fn parallel_sort_replays_identically() {
     replays_identically("sort", &["--parallel=2", "-S", "1M"], &["sys", "sync"]);
 }

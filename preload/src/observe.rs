@@ -371,11 +371,12 @@ unsafe fn finish_step(h: &ObserveHeader, step: Step, g: &mut [i64; 23]) {
         }
     }
     for f in &h.flips[..(h.nflips as usize).min(ob::MAX_FLIPS)] {
-        let by_access = f.until == me && f.until_pc == pt.vaddr && f.until_event == 0;
+        let by_access = f.until == me && f.until_pc == pt.vaddr && f.until_fork == 0;
         let by_write = f.until_addr != 0
             && f.held != me
             && pt.flags & ACCESS_WRITE != 0
-            && step.addr & !7 == f.until_addr & !7;
+            && step.addr <= f.until_addr
+            && f.until_addr < step.addr + pt.size.max(1) as u64;
         if (by_access && f.until_addr == 0) || by_write {
             let n = if by_write {
                 f.until_n
@@ -446,19 +447,37 @@ pub fn deferred_release() -> Option<u32> {
     None
 }
 
-/// After an event: a flip waiting for the replay to reach a position
-/// (the fork of the other access's process) completes; its held thread
-/// runs when this one gives the baton away.
-pub fn event_done(turn: u64) {
+/// The parent has really forked process `child`: flips waiting for that
+/// complete (their held thread runs when this one gives the baton away),
+/// and the log gets a marker (what the parent's threads did before it, the
+/// child sees).
+pub fn forked(child: u32) {
     let Some(h) = header() else { return };
     for f in &h.flips[..(h.nflips as usize).min(ob::MAX_FLIPS)] {
-        if f.until_event != 0 && turn >= f.until_event {
+        if f.until_fork == child as u64 + 1 {
             let _ = f.state.compare_exchange(
                 ob::FLIP_HOLDING,
                 ob::FLIP_DEFERRED,
                 Ordering::AcqRel,
                 Ordering::Acquire,
             );
+        }
+    }
+    if h.options & OPT_LOG != 0 {
+        let i = h.log_len.fetch_add(1, Ordering::AcqRel);
+        if i < h.log_capacity {
+            let (turn, last_event) = replay::positions();
+            // SAFETY: `i` is below the capacity.
+            unsafe {
+                *log_slot(h, i) = Access {
+                    key: replay::current_key(),
+                    flags: ob::ACCESS_FORK,
+                    addr: child as u64,
+                    turn,
+                    last_event,
+                    ..Access::default()
+                };
+            }
         }
     }
 }

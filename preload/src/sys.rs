@@ -464,17 +464,15 @@ pub unsafe extern "C" fn clock_gettime(clk: libc::clockid_t, ts: *mut libc::time
         let a = [clk as u64, ts as u64, 0, 0, 0, 0];
         return raw::to_libc(crate::replay::syscall(libc::SYS_clock_gettime, a)) as c_int;
     }
-    let f = real!(clock_gettime: fn(libc::clockid_t, *mut libc::timespec) -> c_int);
-    let r = f(clk, ts);
     if recording_sys() {
-        let a = [clk as u64, ts as u64, 0, 0, 0, 0];
-        log_syscall(
-            libc::SYS_clock_gettime,
-            a,
-            if r == 0 { 0 } else { -(raw::errno() as i64) },
-        );
+        // The vDSO is hidden at `sys` (see reprise_recorder::launch): the
+        // call is a syscall either way; made here, untrapped, and logged.
+        let r = raw::syscall6(libc::SYS_clock_gettime, [clk as u64, ts as u64, 0, 0, 0, 0]);
+        log_syscall(libc::SYS_clock_gettime, [clk as u64, ts as u64, 0, 0, 0, 0], r);
+        return raw::to_libc(r) as c_int;
     }
-    r
+    let f = real!(clock_gettime: fn(libc::clockid_t, *mut libc::timespec) -> c_int);
+    f(clk, ts)
 }
 
 #[no_mangle]
@@ -483,17 +481,14 @@ pub unsafe extern "C" fn gettimeofday(tv: *mut libc::timeval, tz: *mut c_void) -
         let a = [tv as u64, tz as u64, 0, 0, 0, 0];
         return raw::to_libc(crate::replay::syscall(libc::SYS_gettimeofday, a)) as c_int;
     }
-    let f = real!(gettimeofday: fn(*mut libc::timeval, *mut c_void) -> c_int);
-    let r = f(tv, tz);
     if recording_sys() {
         let a = [tv as u64, tz as u64, 0, 0, 0, 0];
-        log_syscall(
-            libc::SYS_gettimeofday,
-            a,
-            if r == 0 { 0 } else { -(raw::errno() as i64) },
-        );
+        let r = raw::syscall6(libc::SYS_gettimeofday, a);
+        log_syscall(libc::SYS_gettimeofday, a, r);
+        return raw::to_libc(r) as c_int;
     }
-    r
+    let f = real!(gettimeofday: fn(*mut libc::timeval, *mut c_void) -> c_int);
+    f(tv, tz)
 }
 
 #[no_mangle]
@@ -502,9 +497,13 @@ pub unsafe extern "C" fn time(t: *mut libc::time_t) -> libc::time_t {
         let a = [t as u64, 0, 0, 0, 0, 0];
         return crate::replay::syscall(libc::SYS_time, a) as libc::time_t;
     }
-    let f = real!(time: fn(*mut libc::time_t) -> libc::time_t);
-    let r = f(t);
-    if recording_sys() {
+    if !recording_sys() {
+        let f = real!(time: fn(*mut libc::time_t) -> libc::time_t);
+        return f(t);
+    }
+    // Untrapped (glibc's own would trap: the vDSO is hidden at `sys`).
+    let r = raw::syscall3(libc::SYS_time, t as u64, 0, 0);
+    {
         let ev = Ev {
             arg0: t as u64,
             result: r as i64,

@@ -144,6 +144,7 @@ pub unsafe extern "C" fn fork() -> pid_t {
     let replaying = replay::on();
     if replaying {
         replay::begin_create(K::Fork);
+        replay::before_fork();
     } else {
         ctl::log(
             Ev {
@@ -184,6 +185,7 @@ pub unsafe extern "C" fn fork() -> pid_t {
             e.pid.store(pid, Ordering::Release);
         }
         if replaying {
+            crate::observe::forked(child);
             replay::end_create();
         }
     } else if replaying {

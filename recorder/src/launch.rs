@@ -140,14 +140,15 @@ pub fn agent_env(
 }
 
 /// Starts `program` with `argv` (argv[0] included) and exactly `env`, ASLR
-/// off, dying with reprise if reprise dies.
+/// off, dying with reprise if reprise dies. `hide_vdso`: see [`hide_vdso`].
 pub fn spawn(
     program: &Path,
     argv: &[OsString],
     env: &[(OsString, OsString)],
     cwd: &Path,
+    hide_vdso: bool,
 ) -> Result<Child, RecordError> {
-    spawn_with(program, argv, env, cwd, None)
+    spawn_with(program, argv, env, cwd, None, hide_vdso)
 }
 
 /// [`spawn`], with the program's stdin, stdout and stderr given (the
@@ -158,6 +159,7 @@ pub fn spawn_with(
     env: &[(OsString, OsString)],
     cwd: &Path,
     stdio: Option<[std::process::Stdio; 3]>,
+    hide_vdso: bool,
 ) -> Result<Child, RecordError> {
     let parent = std::process::id() as libc::pid_t;
     let mut cmd = Command::new(program);
@@ -178,11 +180,81 @@ pub fn spawn_with(
             if libc::getppid() != parent {
                 libc::_exit(137);
             }
+            if hide_vdso && libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             Ok(())
         });
     }
-    cmd.spawn().map_err(|e| RecordError::Spawn {
+    let child = cmd.spawn().map_err(|e| RecordError::Spawn {
         path: program.to_path_buf(),
         why: e.to_string(),
-    })
+    })?;
+    if hide_vdso {
+        if let Err(why) = hide_vdso_at_exec(child.id() as libc::pid_t) {
+            // SAFETY: kill(2) of our own child.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
+            return Err(RecordError::Spawn {
+                path: program.to_path_buf(),
+                why: format!("cannot hide the vDSO from it: {why}"),
+            });
+        }
+    }
+    Ok(child)
+}
+
+/// The program stopped right after `execve` (it asked to be traced): its
+/// auxiliary vector loses `AT_SYSINFO_EHDR`, so the dynamic loader does
+/// not use the vDSO and glibc asks the kernel for the time with real
+/// `clock_gettime` syscalls — which the agent traps, records and replays,
+/// even when glibc reads the clock internally (temporary file names).
+/// Then the program runs on, untraced. One ptrace stop per program.
+fn hide_vdso_at_exec(pid: libc::pid_t) -> Result<(), String> {
+    const AT_NULL: u64 = 0;
+    const AT_IGNORE: u64 = 1;
+    const AT_SYSINFO_EHDR: u64 = 33;
+    let mut status = 0;
+    // SAFETY: waitpid/ptrace on our own traced child; memory is read and
+    // written with PEEKDATA/POKEDATA at addresses inside its stack,
+    // walking the layout the kernel builds at exec (argc, argv, NULL,
+    // envp, NULL, auxv pairs up to AT_NULL).
+    unsafe {
+        if libc::waitpid(pid, &mut status, 0) != pid {
+            return Err(std::io::Error::last_os_error().to_string());
+        }
+        if !libc::WIFSTOPPED(status) {
+            return Err("it did not stop at exec".into());
+        }
+        let mut regs: libc::user_regs_struct = std::mem::zeroed();
+        if libc::ptrace(libc::PTRACE_GETREGS, pid, 0, &mut regs as *mut _) != 0 {
+            return Err(std::io::Error::last_os_error().to_string());
+        }
+        let peek = |addr: u64| -> u64 {
+            *libc::__errno_location() = 0;
+            libc::ptrace(libc::PTRACE_PEEKDATA, pid, addr, 0) as u64
+        };
+        let mut p = regs.rsp;
+        let argc = peek(p);
+        p += 8 * (argc + 2);
+        while peek(p) != 0 {
+            p += 8;
+        }
+        p += 8;
+        for _ in 0..64 {
+            let kind = peek(p);
+            if kind == AT_NULL {
+                break;
+            }
+            if kind == AT_SYSINFO_EHDR
+                && libc::ptrace(libc::PTRACE_POKEDATA, pid, p, AT_IGNORE) != 0
+            {
+                return Err(std::io::Error::last_os_error().to_string());
+            }
+            p += 16;
+        }
+        if libc::ptrace(libc::PTRACE_DETACH, pid, 0, 0) != 0 {
+            return Err(std::io::Error::last_os_error().to_string());
+        }
+    }
+    Ok(())
 }

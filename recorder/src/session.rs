@@ -373,7 +373,7 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
 
     install_signal_handlers();
     let started = Instant::now();
-    let child = launch::spawn(&program, &argv, &env, &cwd)?;
+    let child = launch::spawn(&program, &argv, &env, &cwd, level == Level::Sys)?;
     let pid = child.id() as i32;
     FORWARD_TO.store(pid, Ordering::Relaxed);
 

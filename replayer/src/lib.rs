@@ -308,6 +308,9 @@ pub struct AttemptResult {
     pub decisions: u64,
     /// Events whose object (address) differed from the recording.
     pub object_mismatches: u64,
+    /// Writes whose output differed from the recorded only in numbers (a
+    /// pid, a time), accepted.
+    pub output_numbers: u64,
     /// What the access breakpoints saw (with [`AttemptOptions::observe`]).
     pub observation: Option<Observation>,
     /// Ring position where the attempt stopped: the divergence's event,
@@ -439,7 +442,7 @@ pub fn attempt(replay: &Replay, opts: &AttemptOptions) -> Result<AttemptResult, 
         h.argv.clone()
     };
     let started = Instant::now();
-    let child = launch::spawn_with(program, &argv, &env, &h.cwd, Some(stdio))?;
+    let child = launch::spawn_with(program, &argv, &env, &h.cwd, Some(stdio), replay.level == Level::Sys)?;
     let pid = child.id() as i32;
 
     // (turn, CPU ticks, when) at the last progress.
@@ -585,6 +588,7 @@ pub fn attempt(replay: &Replay, opts: &AttemptOptions) -> Result<AttemptResult, 
         completed: turn >= total,
         decisions: r.decisions.load(Ordering::Acquire),
         object_mismatches: r.object_mismatches.load(Ordering::Acquire),
+        output_numbers: r.output_numbers.load(Ordering::Acquire),
         observation: observe.map(|b| b.observation()),
         stopped_at: if d.state.load(Ordering::Acquire) == 2 {
             d.pos

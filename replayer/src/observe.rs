@@ -25,9 +25,9 @@ pub struct FlipSpec {
     /// `held` runs on when `until` gives the baton away (its stretch
     /// finished), not right after the access.
     pub defer: bool,
-    /// Nonzero: the flip completes when the replay reaches this ring
-    /// position (right after the fork that creates `until`'s process).
-    pub until_event: u64,
+    /// Nonzero: process index + 1; the flip completes when the parent has
+    /// really forked that process (`until` is the child's access).
+    pub until_fork: u64,
     /// Nonzero: the flip completes at another thread's first write to the
     /// 8 bytes at this address (the held read is delayed until then).
     pub until_addr: u64,
@@ -128,7 +128,7 @@ impl ObserveBlock {
                 f.until_pc = s.until_pc;
                 f.until_n = s.until_n;
                 f.defer = s.defer as u32;
-                f.until_event = s.until_event;
+                f.until_fork = s.until_fork;
                 f.until_addr = s.until_addr;
             }
             std::ptr::copy_nonoverlapping(

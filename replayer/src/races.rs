@@ -11,7 +11,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
-use reprise_abi::observe::{Access, ACCESS_WRITE};
+use reprise_abi::observe::{Access, ACCESS_FORK, ACCESS_WRITE};
 use reprise_abi::replay as rp;
 
 use crate::observe::{FlipSpec, Observation};
@@ -39,9 +39,10 @@ pub struct Race {
     pub distance: u64,
     /// Rank: smaller is more suspect (see [`races`]).
     pub score: u64,
-    /// `second` is in a process forked after `first`: the flip moves that
-    /// fork before `first` (it completes at this ring position).
-    pub fork_done_at: u64,
+    /// Nonzero: `second` is in a process (index + 1) forked after `first`:
+    /// the flip moves the fork before `first` (it completes when the
+    /// parent has forked).
+    pub until_fork: u64,
     /// Not a pair: `first` is a read of the failing thread to delay until
     /// another thread writes there (`second` is `first`).
     pub delay: bool,
@@ -68,7 +69,7 @@ impl Race {
             until: self.second.access.key,
             until_pc: self.second.access.pc,
             until_n: self.second.n,
-            until_event: self.fork_done_at,
+            until_fork: self.until_fork,
             until_addr: if self.delay { self.first.access.addr } else { 0 },
         }
     }
@@ -81,6 +82,13 @@ impl Race {
 
 fn is_write(a: &Access) -> bool {
     a.flags & ACCESS_WRITE != 0
+}
+
+/// The two accesses touch a common byte (same granule is not enough: two
+/// `int`s side by side do not race).
+fn overlap(x: &Access, y: &Access) -> bool {
+    let end = |a: &Access| a.addr + (a.size.max(1) as u64);
+    x.addr < end(y) && y.addr < end(x)
 }
 
 /// True if swapping `x` (first) and `y` changes a value read or left in
@@ -104,6 +112,7 @@ pub fn occurrences(obs: &Observation) -> Vec<Occurrence> {
     obs.accesses
         .iter()
         .enumerate()
+        .filter(|(_, a)| a.flags & ACCESS_FORK == 0)
         .map(|(index, a)| {
             let n = count.entry((a.key, a.pc)).or_insert(0);
             *n += 1;
@@ -152,21 +161,30 @@ pub fn races(replay: &Replay, obs: &Observation, focus: Focus) -> Vec<Race> {
     // behind the thread's own accesses.
     let mut history: HashMap<u64, std::collections::VecDeque<usize>> = HashMap::new();
     let mut out = Vec::new();
-    // Where each process is forked (the ring position after its Fork
-    // event). After a fork, parent and child do not share memory: an
-    // access of the parent races with one of the child only if it came
-    // before the fork in this attempt, and the flip moves the fork (not
+    // Where each process is forked: its `Fork` event's ring position, and
+    // where in this attempt's log the parent really forked (the copy can
+    // come later than the event). After a fork, parent and child do not
+    // share memory: an access of the parent races with one of the child
+    // only if it came before the copy, and the flip moves the copy (not
     // the child's access) before it.
-    let forked: HashMap<u32, u64> = replay
+    let fork_event: HashMap<u32, u64> = replay
         .events
         .iter()
-        .enumerate()
-        .filter(|(_, e)| e.kind == reprise_abi::EventKind::Fork)
-        .map(|(i, e)| (e.arg0 as u32, replay.positions[i + 1]))
+        .zip(&replay.positions)
+        .filter(|(e, _)| e.kind == reprise_abi::EventKind::Fork)
+        .map(|(e, &pos)| (e.arg0 as u32, pos))
         .collect();
-    // The ring position the flip completes at (0: at `y` itself), or
-    // None if the sketch orders `x` before `y` (or they share no memory).
-    let flip_point = |x: &Occurrence, y: &Occurrence| -> Option<u64> {
+    let fork_mark: HashMap<u32, usize> = obs
+        .accesses
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| a.flags & ACCESS_FORK != 0)
+        .map(|(i, a)| (a.addr as u32, occ.partition_point(|o| o.index < i)))
+        .collect();
+    // What the flip waits for (0: `y` itself; else the fork of y's process
+    // + 1), or None if the sketch orders `x` before `y` (or they share no
+    // memory).
+    let flip_point = |i: usize, x: &Occurrence, y: &Occurrence| -> Option<u64> {
         // The held thread's next event: its first not yet performed.
         let next = events
             .get(&x.access.key)
@@ -176,10 +194,10 @@ pub fn races(replay: &Replay, obs: &Observation, focus: Focus) -> Vec<Race> {
         if px == py {
             (y.access.last_event == 0 || y.access.last_event - 1 < next).then_some(0)
         } else {
-            // The fork must still be ahead of `x`, and before x's thread's
-            // next event.
-            let fork = *forked.get(&py)?;
-            (fork > x.access.turn && fork <= next).then_some(fork)
+            // Before the copy, and the held thread's next event after the
+            // Fork event (the parent can fork while it waits).
+            let (&mark, &event) = (fork_mark.get(&py)?, fork_event.get(&py)?);
+            (i < mark && next > event).then_some(py as u64 + 1)
         }
     };
     let mut child_granules: std::collections::HashSet<(u32, u64)> = Default::default();
@@ -191,9 +209,8 @@ pub fn races(replay: &Replay, obs: &Observation, focus: Focus) -> Vec<Race> {
         // on since).
         let py = rp::key_process(a.key);
         let mut before_fork: Vec<usize> = Vec::new();
-        if let Some(&fork) = forked.get(&py) {
+        if let Some(&end) = fork_mark.get(&py) {
             if child_granules.insert((py, granule)) {
-                let end = occ.partition_point(|o| o.access.turn < fork);
                 let mut kept: Vec<(u32, usize)> = Vec::new();
                 for i in (end.saturating_sub(FORK_SCAN)..end).rev() {
                     let x = &occ[i].access;
@@ -218,7 +235,10 @@ pub fn races(replay: &Replay, obs: &Observation, focus: Focus) -> Vec<Race> {
             .collect();
         for &i in candidates.iter().rev() {
             let x = &occ[i];
-            if x.access.key == a.key || !(is_write(a) || is_write(&x.access)) {
+            if x.access.key == a.key
+                || !(is_write(a) || is_write(&x.access))
+                || !overlap(&x.access, a)
+            {
                 continue;
             }
             let seen = match per_thread.iter_mut().find(|(k, _)| *k == x.access.key) {
@@ -231,7 +251,7 @@ pub fn races(replay: &Replay, obs: &Observation, focus: Focus) -> Vec<Race> {
             if *seen >= PER_THREAD || !changes_values(&x.access, a) {
                 continue;
             }
-            let Some(fork_done_at) = flip_point(x, y) else {
+            let Some(until_fork) = flip_point(i, x, y) else {
                 continue;
             };
             *seen += 1;
@@ -252,7 +272,7 @@ pub fn races(replay: &Replay, obs: &Observation, focus: Focus) -> Vec<Race> {
                 second: *y,
                 distance,
                 score: distance + penalty,
-                fork_done_at,
+                until_fork,
                 delay: false,
             });
         }
@@ -316,9 +336,9 @@ pub fn find(obs: &Observation, key: u32, pc: u64, n: u32) -> Option<Occurrence> 
 }
 
 /// Reads to delay: the failing thread's last reads (of different places)
-/// before the focus, of memory some other thread writes in this attempt —
-/// a check that passed because the other thread's write came too late or
-/// too early. Ranked like the nearest races.
+/// before the focus, of memory some other thread writes in this attempt or
+/// that nobody has written yet — a check that passed because the other
+/// thread's write came too late. Ranked like the nearest races.
 fn delays(occ: &[Occurrence], focus: Focus) -> Vec<Race> {
     let Some(me) = focus.thread else {
         return Vec::new();
@@ -326,7 +346,7 @@ fn delays(occ: &[Occurrence], focus: Focus) -> Vec<Race> {
     let written_by_others: std::collections::HashSet<u64> = occ
         .iter()
         .filter(|o| is_write(&o.access) && o.access.key != me)
-        .map(|o| o.access.addr & !7)
+        .map(|o| o.access.addr)
         .collect();
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
@@ -338,8 +358,11 @@ fn delays(occ: &[Occurrence], focus: Focus) -> Vec<Race> {
         if a.key != me || is_write(a) || a.turn > focus.pos {
             continue;
         }
-        let g = a.addr & !7;
-        if !written_by_others.contains(&g) || !seen.insert(g) {
+        // Memory another thread wrote in this attempt, or that nobody
+        // wrote yet (the write may come only after the attempt stopped).
+        let g = a.addr;
+        let written = occ.iter().any(|w| is_write(&w.access) && overlap(&w.access, a));
+        if (written && !written_by_others.contains(&g)) || !seen.insert(g) {
             continue;
         }
         out.push(Race {
@@ -347,7 +370,7 @@ fn delays(occ: &[Occurrence], focus: Focus) -> Vec<Race> {
             second: *o,
             distance: a.turn.abs_diff(focus.pos),
             score: a.turn.abs_diff(focus.pos) + SCORE_DELAY + out.len() as u64,
-            fork_done_at: 0,
+            until_fork: 0,
             delay: true,
         });
     }

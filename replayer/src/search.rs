@@ -137,7 +137,7 @@ pub fn flip_to_info(f: &FlipSpec) -> FlipInfo {
         until_pc: f.until_pc,
         until_n: f.until_n,
         defer: f.defer,
-        until_event: f.until_event,
+        until_fork: f.until_fork,
         until_addr: f.until_addr,
     }
 }
@@ -151,7 +151,7 @@ pub fn flip_from_info(f: &FlipInfo) -> FlipSpec {
         until_pc: f.until_pc,
         until_n: f.until_n,
         defer: f.defer,
-        until_event: f.until_event,
+        until_fork: f.until_fork,
         until_addr: f.until_addr,
     }
 }
@@ -491,7 +491,9 @@ impl Searcher<'_> {
             if self.runs[plain].reproduced {
                 result.found = Some(plain);
                 result.schedule = Some(self.runs[plain].schedule.clone());
-                result.root_cause = self.explain_base(base, bases[1 - b])?;
+                if crate::is_failure(&self.recorded) {
+                    result.root_cause = self.explain_base(base, bases[1 - b])?;
+                }
                 return Ok(());
             }
         }

@@ -312,7 +312,7 @@ pub(crate) fn schedule_to_bytes(s: &ScheduleInfo) -> Vec<u8> {
             fb.set_until_pc(f.until_pc);
             fb.set_until_n(f.until_n);
             fb.set_defer(f.defer);
-            fb.set_until_event(f.until_event);
+            fb.set_until_fork(f.until_fork);
             fb.set_until_addr(f.until_addr);
         }
     }
@@ -348,7 +348,7 @@ pub(crate) fn schedule_from_capnp(r: tc::schedule::Reader<'_>) -> capnp::Result<
                 until_pc: f.get_until_pc(),
                 until_n: f.get_until_n(),
                 defer: f.get_defer(),
-                until_event: f.get_until_event(),
+                until_fork: f.get_until_fork(),
                 until_addr: f.get_until_addr(),
             })
             .collect(),

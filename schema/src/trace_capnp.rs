@@ -4143,7 +4143,7 @@ pub mod flip {
             self.reader.get_bool_field(288)
         }
         #[inline]
-        pub fn get_until_event(self) -> u64 {
+        pub fn get_until_fork(self) -> u64 {
             self.reader.get_data_field::<u64>(5)
         }
         #[inline]
@@ -4277,11 +4277,11 @@ pub mod flip {
             self.builder.set_bool_field(288, value);
         }
         #[inline]
-        pub fn get_until_event(self) -> u64 {
+        pub fn get_until_fork(self) -> u64 {
             self.builder.get_data_field::<u64>(5)
         }
         #[inline]
-        pub fn set_until_event(&mut self, value: u64)  {
+        pub fn set_until_fork(&mut self, value: u64)  {
             self.builder.set_data_field::<u64>(5, value);
         }
         #[inline]
@@ -4387,7 +4387,7 @@ pub mod flip {
             ::capnp::word(9, 0, 0, 0, 5, 0, 0, 0),
             ::capnp::word(0, 0, 1, 0, 9, 0, 0, 0),
             ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-            ::capnp::word(89, 1, 0, 0, 90, 0, 0, 0),
+            ::capnp::word(89, 1, 0, 0, 82, 0, 0, 0),
             ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
             ::capnp::word(88, 1, 0, 0, 3, 0, 1, 0),
             ::capnp::word(100, 1, 0, 0, 2, 0, 1, 0),
@@ -4474,8 +4474,8 @@ pub mod flip {
             ::capnp::word(1, 0, 0, 0, 0, 0, 0, 0),
             ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
             ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-            ::capnp::word(117, 110, 116, 105, 108, 69, 118, 101),
-            ::capnp::word(110, 116, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(117, 110, 116, 105, 108, 70, 111, 114),
+            ::capnp::word(107, 0, 0, 0, 0, 0, 0, 0),
             ::capnp::word(9, 0, 0, 0, 0, 0, 0, 0),
             ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
             ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),

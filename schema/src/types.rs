@@ -302,9 +302,9 @@ pub struct FlipInfo {
     pub until_n: u32,
     /// `held` resumes when `until` gives the baton away, not at once.
     pub defer: bool,
-    /// Nonzero: the flip completes when the replay reaches this ring
-    /// position (the one after a fork event), not at an access.
-    pub until_event: u64,
+    /// Nonzero: process index + 1; the flip completes when the parent has
+    /// really forked that process (the other access is the child's).
+    pub until_fork: u64,
     /// Nonzero: the flip completes at the first write by another thread to
     /// the 8 bytes at this address (the held read waits for a new value).
     pub until_addr: u64,

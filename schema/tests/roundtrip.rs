@@ -63,7 +63,7 @@ fn header_events_outcome_schedule_round_trip() {
             until_pc: 0x1250,
             until_n: 3,
             defer: true,
-            until_event: 12,
+            until_fork: 3,
             until_addr: 0,
         }],
         preempt_rate: 512,
