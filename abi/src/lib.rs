@@ -450,6 +450,7 @@ pub mod replay {
 }
 
 pub const DIVERGENCE_TEXT_BYTES: usize = 512;
+pub const MAX_RECORDED_IDS: usize = 256;
 
 /// One thread in a replay, indexed like [`ControlHeader::threads`].
 #[repr(C)]
@@ -504,8 +505,13 @@ pub struct ReplayState {
     pub object_mismatches: AtomicU64,
     pub first_mismatch: AtomicU64,
     pub divergence: DivergenceInfo,
-    /// Writes whose bytes differed from the recorded output only in runs
-    /// of digits (a pid, a time): accepted, counted.
+    /// Writes whose bytes differed from the recorded output only where
+    /// the recording printed one of the recorded pids or tids: accepted,
+    /// counted.
     pub output_numbers: AtomicU64,
+    /// The pids and tids of the recorded run (0: unused), set by the
+    /// supervisor: a number the recording printed that is one of these
+    /// may differ in replay (pids are not replayed).
+    pub recorded_ids: [AtomicU32; MAX_RECORDED_IDS],
     pub threads: [ReplayThread; MAX_THREADS],
 }

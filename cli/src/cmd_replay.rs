@@ -264,7 +264,7 @@ pub fn run(a: ReplayArgs) -> Result<u8> {
             );
             if res.output_numbers > 0 {
                 out!(
-                    "  note: {} writes printed other numbers than recorded (a pid or a time), accepted",
+                    "  note: {} writes printed another pid than the recording did, accepted",
                     res.output_numbers
                 );
             }

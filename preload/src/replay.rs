@@ -1007,23 +1007,31 @@ unsafe fn scatter(c: &ControlHeader, t: &Turn, iov: u64, cnt: u64) {
     }
 }
 
-/// True if two byte strings are equal once every run of decimal digits
-/// in each is taken as equal to any other run.
-fn same_but_numbers(
+/// True if two byte strings are equal except where the recorded one (`b`)
+/// has a number that `is_id` accepts (a recorded pid or tid) and the
+/// program's (`a`) has another number.
+fn same_but_ids(
     a: &mut impl FnMut(usize) -> u8,
     alen: usize,
     b: impl Fn(usize) -> u8,
     blen: usize,
+    is_id: impl Fn(u64) -> bool,
 ) -> bool {
     let (mut i, mut j) = (0, 0);
     while i < alen && j < blen {
         let (x, y) = (a(i), b(j));
         if x.is_ascii_digit() && y.is_ascii_digit() {
+            let (mut u, mut v) = (0u64, 0u64);
             while i < alen && a(i).is_ascii_digit() {
+                u = u.saturating_mul(10).saturating_add((a(i) - b'0') as u64);
                 i += 1;
             }
             while j < blen && b(j).is_ascii_digit() {
+                v = v.saturating_mul(10).saturating_add((b(j) - b'0') as u64);
                 j += 1;
+            }
+            if u != v && !is_id(v) {
+                return false;
             }
         } else if x == y {
             i += 1;
@@ -1043,7 +1051,13 @@ fn check_output(c: &ControlHeader, t: &Turn, fd: u64, mut next: impl FnMut(usize
     let kept = (t.data_len as usize).min(n);
     if (0..kept).any(|i| next(i) != data_byte(c, t.pos, i))
         && t.data_len as i64 == t.result
-        && same_but_numbers(&mut next, n, |j| data_byte(c, t.pos, j), t.data_len as usize)
+        && same_but_ids(
+            &mut next,
+            n,
+            |j| data_byte(c, t.pos, j),
+            t.data_len as usize,
+            |v| r.recorded_ids.iter().any(|id| v != 0 && id.load(Ordering::Relaxed) as u64 == v),
+        )
     {
         // A pid or a time printed: not what the sketch orders.
         r.output_numbers.fetch_add(1, Ordering::Relaxed);

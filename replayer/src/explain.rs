@@ -22,7 +22,9 @@ pub struct Report {
     /// `flips`: the failure needs these races flipped (each race's
     /// `second` access first). `reads-from`: a base schedule failed where
     /// another passed; each race is a read (`second`) that saw another
-    /// write (`first`) than in the passing run.
+    /// write (`first`) than in the passing run. `last-writer`: no passing
+    /// run was found; the failing thread's last read of another thread's
+    /// write.
     pub how: &'static str,
     pub races: Vec<RaceReport>,
 }
@@ -131,24 +133,23 @@ pub fn explain(replay: &Replay, rc: &RootCause) -> Result<Report, ReplayError> {
     if rc.flips.is_empty() {
         // A base schedule failed where the other passed: the first read
         // that saw another thread's write than in the passing run.
-        let Some(passing) = rc.passing.first() else {
-            return Ok(Report {
-                how: "reads-from",
-                races: out,
-            });
+        let empty = Observation::default();
+        let (passing, how, diff) = match rc.passing.first() {
+            Some(p) => (p, "reads-from", races::reads_from_diff(&rc.failing, p).last().copied()),
+            None => (
+                &empty,
+                "last-writer",
+                rc.failing_thread
+                    .and_then(|t| races::last_writers(&rc.failing, t).first().copied()),
+            ),
         };
-        if let Some(d) = races::reads_from_diff(&rc.failing, passing).last() {
+        if let Some(d) = diff {
             let r = d.read.access;
             let w = match (d.writer, d.passing_writer) {
                 (Some(w), _) if w.access.key != r.key => w,
                 (_, Some(w)) => w,
                 (Some(w), None) => w,
-                (None, None) => {
-                    return Ok(Report {
-                        how: "reads-from",
-                        races: out,
-                    })
-                }
+                (None, None) => return Ok(Report { how, races: out }),
             };
             let a = |key: u32, pc: u64, n: u32| -> AccessReport {
                 let seen = races::find(&rc.failing, key, pc, n)
@@ -178,10 +179,7 @@ pub fn explain(replay: &Replay, rc: &RootCause) -> Result<Report, ReplayError> {
                 second: a(r.key, r.pc, d.read.n),
             });
         }
-        return Ok(Report {
-            how: "reads-from",
-            races: out,
-        });
+        return Ok(Report { how, races: out });
     }
     for (k, f) in rc.flips.iter().enumerate() {
         let passing = rc.passing.get(k);
@@ -279,6 +277,23 @@ impl AccessReport {
 impl Report {
     /// The report as text for a terminal.
     pub fn render(&self) -> String {
+        if self.how == "last-writer" {
+            let mut s = "  root cause: the sketch's order decides this failure (no passing schedule found); the failing thread last read another thread's write:".to_string();
+            for (i, r) in self.races.iter().enumerate() {
+                let _ = write!(s, "\n  race {} on {}", i + 1, r.variable);
+                let _ = write!(s, "\n    {}", r.first.place());
+                let _ = write!(s, "\n    {}", r.second.place());
+                let _ = write!(
+                    s,
+                    "\n    failing run: {} {}, then {} {}",
+                    r.first.thread,
+                    effect(&r.first, r.first.failing),
+                    r.second.thread,
+                    effect(&r.second, r.second.failing)
+                );
+            }
+            return s;
+        }
         if self.how == "reads-from" {
             let mut s = "  root cause: a read the sketch does not order saw another write than in a passing run:".to_string();
             for (i, r) in self.races.iter().enumerate() {

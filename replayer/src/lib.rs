@@ -308,8 +308,8 @@ pub struct AttemptResult {
     pub decisions: u64,
     /// Events whose object (address) differed from the recording.
     pub object_mismatches: u64,
-    /// Writes whose output differed from the recorded only in numbers (a
-    /// pid, a time), accepted.
+    /// Writes whose output differed from the recorded only where the
+    /// recording printed a pid or tid, accepted.
     pub output_numbers: u64,
     /// What the access breakpoints saw (with [`AttemptOptions::observe`]).
     pub observation: Option<Observation>,
@@ -380,6 +380,12 @@ pub fn attempt(replay: &Replay, opts: &AttemptOptions) -> Result<AttemptResult, 
         Ordering::Release,
     );
     r.rng.store(opts.seed, Ordering::Release);
+    // The recorded pids and tids: printed, they may differ in replay.
+    for (slot, id) in r.recorded_ids.iter().zip(replay.events.iter().filter_map(|e| {
+        matches!(e.kind, EventKind::ProcessStart | EventKind::ThreadStart).then_some(e.extra as u32)
+    })) {
+        slot.store(id, Ordering::Release);
+    }
     r.revoke_ms.store(opts.revoke_ms, Ordering::Release);
     r.first_mismatch.store(u64::MAX, Ordering::Release);
 

@@ -437,3 +437,22 @@ pub fn reads_from_diff(failing: &Observation, passing: &Observation) -> Vec<Read
     out.reverse();
     out
 }
+
+/// The failing thread's last reads of memory another thread wrote last,
+/// with that write, latest first: the data the failure was computed from.
+pub fn last_writers(obs: &Observation, thread: u32) -> Vec<ReadsFromDiff> {
+    let mut out: Vec<ReadsFromDiff> = writers(obs)
+        .into_iter()
+        .filter(|(r, w)| {
+            r.access.key == thread && w.is_some_and(|w| w.access.key != thread)
+        })
+        .map(|(read, writer)| ReadsFromDiff {
+            read,
+            writer,
+            passing_read: None,
+            passing_writer: None,
+        })
+        .collect();
+    out.reverse();
+    out
+}

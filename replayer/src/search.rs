@@ -85,8 +85,12 @@ pub struct RootCause {
     /// The failing run with exactly these flips, observed.
     pub failing: Observation,
     /// For each flip, a run without it (that did not fail), observed; with
-    /// no flips, the passing base's run.
+    /// no flips, the passing base's run — or none: no passing run was
+    /// found, and the report gives what the failing thread last read from
+    /// other threads.
     pub passing: Vec<Observation>,
+    /// The thread that failed (its baton key).
+    pub failing_thread: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -272,6 +276,9 @@ struct Node {
 const BRANCH: usize = 8;
 const DEPTH_COST: usize = 2;
 const DEFER_COST: usize = 3;
+/// Races flipped, one at a time, to find the one whose flip prevents a
+/// failure that the sketch alone reproduces.
+const PREVENTION_TRIES: usize = 6;
 
 impl Node {
     fn new(
@@ -628,8 +635,10 @@ impl Searcher<'_> {
         Ok(())
     }
 
-    /// When base `failing` reproduces without flips: if base `other`
-    /// passes, both observed, to tell which reads differ.
+    /// When base `failing` reproduces without flips: a passing run to
+    /// compare it with, both observed, to tell which reads differ — base
+    /// `other` if it passes, else the failing base with one of its races
+    /// flipped, nearest the failure first.
     fn explain_base(
         &mut self,
         failing: Strategy,
@@ -637,20 +646,62 @@ impl Searcher<'_> {
     ) -> Result<Option<RootCause>, ReplayError> {
         let seed = self.opts.seed;
         let f = self.run(schedule(failing, seed, 0, &[]), Role::Minimize, true, "observed".into())?;
-        let p = self.run(schedule(other, seed, 0, &[]), Role::Minimize, true, "observed".into())?;
-        if !self.runs[f].reproduced || self.runs[p].reproduced {
+        if !self.runs[f].reproduced {
             return Ok(None);
         }
-        let (Some(failing), Some(passing)) = (
-            self.runs[f].result.observation.clone(),
-            self.runs[p].result.observation.clone(),
-        ) else {
+        let Some(failing_obs) = self.runs[f].result.observation.clone() else {
             return Ok(None);
         };
+        let p = self.run(schedule(other, seed, 0, &[]), Role::Minimize, true, "observed".into())?;
+        let mut passing = (!self.runs[p].reproduced)
+            .then(|| self.runs[p].result.observation.clone())
+            .flatten();
+        // Both bases fail: the failure follows from the sketch's order and
+        // its own races. Flip those nearest the failure, one at a time, until
+        // one makes it go away: that race is what the failure needs.
+        if passing.is_none() {
+            let focus = Focus {
+                pos: *self.replay.positions.last().unwrap_or(&0),
+                thread: Some(rp::key(self.recorded.process as u32, self.recorded.thread)),
+            };
+            let candidates: Vec<Race> = races::races(self.replay, &failing_obs, focus)
+                .into_iter()
+                .filter(|x| !x.delay)
+                .take(PREVENTION_TRIES)
+                .collect();
+            if std::env::var_os("REPRISE_DEBUG_RACES").is_some() {
+                eprintln!("prevention candidates: {}", candidates.len());
+                for x in &candidates {
+                    eprintln!(
+                        "  {:#x}#{} -> {:#x}#{} score {}",
+                        x.first.access.pc, x.first.n, x.second.access.pc, x.second.n, x.score
+                    );
+                }
+            }
+            for race in candidates {
+                let i = self.run(
+                    schedule(failing, seed, 0, &[race.flip(false)]),
+                    Role::Minimize,
+                    true,
+                    "does flipping this race prevent the failure?".into(),
+                )?;
+                let r = &self.runs[i].result;
+                let flipped = r
+                    .observation
+                    .as_ref()
+                    .and_then(|o| o.flips.last().copied())
+                    == Some(FlipState::Done);
+                if flipped && !self.runs[i].reproduced && r.outcome().is_some() {
+                    passing = r.observation.clone();
+                    break;
+                }
+            }
+        }
         Ok(Some(RootCause {
             flips: Vec::new(),
-            failing,
-            passing: vec![passing],
+            failing: failing_obs,
+            passing: passing.into_iter().collect(),
+            failing_thread: Some(rp::key(self.recorded.process as u32, self.recorded.thread)),
         }))
     }
 
@@ -692,6 +743,7 @@ impl Searcher<'_> {
             flips,
             failing,
             passing,
+            failing_thread: Some(rp::key(self.recorded.process as u32, self.recorded.thread)),
         }))
     }
 }

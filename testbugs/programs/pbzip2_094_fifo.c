@@ -44,10 +44,10 @@ static void *consumer(void *arg)
         pthread_mutex_lock(fifo->mut);                  /* RACE */
         while (fifo->count == 0) {
             if (fifo->all_done) {
-                pthread_mutex_unlock(fifo->mut);
+                pthread_mutex_unlock(fifo->mut);     /* RACE */
                 return NULL;
             }
-            pthread_cond_wait(&fifo->not_empty, fifo->mut);
+            pthread_cond_wait(&fifo->not_empty, fifo->mut); /* RACE */
         }
         int b = fifo->buf[fifo->head];
         fifo->head = (fifo->head + 1) % QSIZE;

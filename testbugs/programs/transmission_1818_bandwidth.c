@@ -35,7 +35,7 @@ static int tr_isBandwidth(const struct tr_bandwidth *b)
 
 static void tr_bandwidthAllocate(struct tr_bandwidth *b)
 {
-    assert(tr_isBandwidth(b) && "tr_isBandwidth( b )");
+    assert(tr_isBandwidth(b) && "tr_isBandwidth( b )"); /* RACE */
     b->bytes_left = 1024;
 }
 
@@ -64,7 +64,7 @@ int main(int argc, char **argv)
         pthread_create(&ev, NULL, event_thread, s);     /* tr_eventInit */
         spin(init_work);                                /* loads settings */
         struct tr_bandwidth *b = malloc(sizeof *b);
-        b->magic = BANDWIDTH_MAGIC;
+        b->magic = BANDWIDTH_MAGIC;                     /* RACE */
         b->bytes_left = 0;
         s->bandwidth = b;                               /* RACE */
         pthread_join(ev, NULL);                         /* tr_sessionClose */
