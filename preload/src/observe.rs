@@ -225,6 +225,20 @@ fn peek(addr: u64, size: u8) -> u64 {
     v
 }
 
+/// Reads `size` (at most 8) bytes at `addr`, which the interrupted
+/// instruction has just accessed (so they are mapped), byte by byte (not
+/// past them, into a page that may not be).
+///
+/// # Safety
+/// `addr..addr+size` must be readable.
+unsafe fn read_now(addr: u64, size: u8) -> u64 {
+    let mut v = 0u64;
+    for i in 0..(size as usize).clamp(1, 8) {
+        v |= (core::ptr::read_volatile((addr as *const u8).add(i)) as u64) << (8 * i);
+    }
+    v
+}
+
 fn effective_address(pt: &AccessPoint, g: &[i64; 23], next_ip: u64) -> u64 {
     let reg = |r: u8| -> u64 {
         match r {
@@ -318,7 +332,13 @@ unsafe fn begin_step(h: &ObserveHeader, pc: u64, g: &mut [i64; 23]) {
             }
         }
     }
-    let before = if shared { peek(addr, pt.size) } else { 0 };
+    // A write's old value, read without faulting (the instruction itself
+    // may be about to fault); a read's value is read after it.
+    let before = if shared && pt.flags & ACCESS_WRITE != 0 {
+        peek(addr, pt.size)
+    } else {
+        0
+    };
     *(pc as *mut u8) = pt.first_byte;
     g[libc::REG_RIP as usize] = pc as i64;
     g[libc::REG_EFL as usize] |= EFLAGS_TF;
@@ -350,10 +370,12 @@ unsafe fn finish_step(h: &ObserveHeader, step: Step, g: &mut [i64; 23]) {
     if h.options & OPT_LOG != 0 {
         let i = h.log_len.fetch_add(1, Ordering::AcqRel);
         if i < h.log_capacity {
-            let after = if pt.flags & ACCESS_WRITE != 0 {
-                peek(step.addr, pt.size)
-            } else {
+            // The instruction just accessed these bytes: they are mapped.
+            let after = read_now(step.addr, pt.size);
+            let before = if pt.flags & ACCESS_WRITE != 0 {
                 step.before
+            } else {
+                after
             };
             let (turn, last_event) = replay::positions();
             *log_slot(h, i) = Access {
@@ -363,7 +385,7 @@ unsafe fn finish_step(h: &ObserveHeader, step: Step, g: &mut [i64; 23]) {
                 _pad: 0,
                 pc: pt.vaddr,
                 addr: step.addr,
-                before: step.before,
+                before,
                 after,
                 turn,
                 last_event,
