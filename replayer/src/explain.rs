@@ -116,99 +116,124 @@ impl Source {
     }
 }
 
+/// What the report needs of the program: instructions, source lines,
+/// variables.
+struct Explainer {
+    dis: Disassembler,
+    vars: Option<Variables>,
+    source: Source,
+    /// The executable's load bias in the runs.
+    bias: u64,
+}
+
+impl Explainer {
+    /// Thread `key`'s `n`-th access at `pc`, with what it read or wrote in
+    /// the failing run and in the passing one.
+    fn access(
+        &self,
+        failing: &Observation,
+        passing: Option<&Observation>,
+        (key, pc, n): (u32, u64, u32),
+    ) -> AccessReport {
+        let values = |obs: &Observation| {
+            races::find(obs, key, pc, n).map(|o| Values {
+                before: o.access.before,
+                after: o.access.after,
+            })
+        };
+        let seen = races::find(failing, key, pc, n)
+            .or_else(|| passing.and_then(|p| races::find(p, key, pc, n)))
+            .map(|o| o.access);
+        let (function, file, line) = self.source.locate(pc);
+        AccessReport {
+            thread: thread_name(key),
+            write: seen.is_some_and(|a| a.flags & ACCESS_WRITE != 0),
+            pc,
+            instruction: self.dis.text_at(pc).unwrap_or_default(),
+            function,
+            file,
+            line,
+            address: seen.map_or(0, |a| a.addr),
+            failing: values(failing),
+            passing: passing.and_then(values),
+        }
+    }
+
+    /// A race between two accesses, named after the variable they touch.
+    fn race(&self, first: AccessReport, second: AccessReport) -> RaceReport {
+        let addr = if first.address != 0 {
+            first.address
+        } else {
+            second.address
+        };
+        let variable = self
+            .vars
+            .as_ref()
+            .and_then(|v| v.describe(addr.wrapping_sub(self.bias)))
+            .unwrap_or_else(|| format!("{addr:#x} (heap)"));
+        RaceReport {
+            variable,
+            first,
+            second,
+        }
+    }
+}
+
 /// Builds the report of a root cause.
 pub fn explain(replay: &Replay, rc: &RootCause) -> Result<Report, ReplayError> {
     let program = &replay.header.program_path;
-    let dis = Disassembler::open(program).map_err(|e| ReplayError::Decode(e.to_string()))?;
-    let vars = Variables::load(program).ok();
-    let source = Source::open(program);
-    let bias = rc.failing.bias;
-    let values = |obs: &Observation, key: u32, pc: u64, n: u32| {
-        races::find(obs, key, pc, n).map(|o| Values {
-            before: o.access.before,
-            after: o.access.after,
-        })
+    let x = Explainer {
+        dis: Disassembler::open(program).map_err(|e| ReplayError::Decode(e.to_string()))?,
+        vars: Variables::load(program).ok(),
+        source: Source::open(program),
+        bias: rc.failing.bias,
     };
-    let mut out = Vec::new();
+    let id = |o: &races::Occurrence| (o.access.key, o.access.pc, o.n);
     if rc.flips.is_empty() {
-        // A base schedule failed where the other passed: the first read
-        // that saw another thread's write than in the passing run.
-        let empty = Observation::default();
+        // No flip: the first read that saw another thread's write than in
+        // the passing run, or without one, the failing thread's last read
+        // of another thread's write.
         let (passing, how, diff) = match rc.passing.first() {
-            Some(p) => (p, "reads-from", races::reads_from_diff(&rc.failing, p).last().copied()),
+            Some(p) => (
+                Some(p),
+                "reads-from",
+                races::reads_from_diff(&rc.failing, p).last().copied(),
+            ),
             None => (
-                &empty,
+                None,
                 "last-writer",
                 rc.failing_thread
                     .and_then(|t| races::last_writers(&rc.failing, t).first().copied()),
             ),
         };
+        let mut races = Vec::new();
         if let Some(d) = diff {
-            let r = d.read.access;
-            let w = match (d.writer, d.passing_writer) {
-                (Some(w), _) if w.access.key != r.key => w,
-                (_, Some(w)) => w,
-                (Some(w), None) => w,
-                (None, None) => return Ok(Report { how, races: out }),
+            let key = d.read.access.key;
+            let writer = match (d.writer, d.passing_writer) {
+                (Some(w), _) if w.access.key != key => Some(w),
+                (_, Some(w)) => Some(w),
+                (w, None) => w,
             };
-            let a = |key: u32, pc: u64, n: u32| -> AccessReport {
-                let seen = races::find(&rc.failing, key, pc, n)
-                    .or_else(|| races::find(passing, key, pc, n))
-                    .map(|o| o.access);
-                let (function, file, line) = source.locate(pc);
-                AccessReport {
-                    thread: thread_name(key),
-                    write: seen.is_some_and(|a| a.flags & ACCESS_WRITE != 0),
-                    pc,
-                    instruction: dis.text_at(pc).unwrap_or_default(),
-                    function,
-                    file,
-                    line,
-                    address: seen.map_or(0, |a| a.addr),
-                    failing: values(&rc.failing, key, pc, n),
-                    passing: values(passing, key, pc, n),
-                }
-            };
-            let variable = vars
-                .as_ref()
-                .and_then(|v| v.describe(r.addr.wrapping_sub(bias)))
-                .unwrap_or_else(|| format!("{:#x} (heap)", r.addr));
-            out.push(RaceReport {
-                variable,
-                first: a(w.access.key, w.access.pc, w.n),
-                second: a(r.key, r.pc, d.read.n),
-            });
+            if let Some(w) = writer {
+                races.push(x.race(
+                    x.access(&rc.failing, passing, id(&w)),
+                    x.access(&rc.failing, passing, id(&d.read)),
+                ));
+            }
         }
-        return Ok(Report { how, races: out });
+        return Ok(Report { how, races });
     }
+    let mut races = Vec::new();
     for (k, f) in rc.flips.iter().enumerate() {
         let passing = rc.passing.get(k);
-        let access = |key: u32, pc: u64, n: u32| -> AccessReport {
-            let failing = races::find(&rc.failing, key, pc, n);
-            let in_passing = passing.and_then(|p| races::find(p, key, pc, n));
-            let seen = failing.or(in_passing).map(|o| o.access);
-            let (function, file, line) = source.locate(pc);
-            AccessReport {
-                thread: thread_name(key),
-                write: seen.is_some_and(|a| a.flags & ACCESS_WRITE != 0),
-                pc,
-                instruction: dis.text_at(pc).unwrap_or_default(),
-                function,
-                file,
-                line,
-                address: seen.map_or(0, |a| a.addr),
-                failing: values(&rc.failing, key, pc, n),
-                passing: passing.and_then(|p| values(p, key, pc, n)),
-            }
-        };
-        let first = access(f.held, f.held_pc, f.held_n);
+        let first = x.access(&rc.failing, passing, (f.held, f.held_pc, f.held_n));
         // A delayed read: the other access is the write it waited for, the
         // last other thread's write there before it in the failing run.
-        let (until, until_pc, until_n) = if f.until_addr != 0 {
+        let until = if f.until_addr != 0 {
             let occ = races::occurrences(&rc.failing);
             let held = occ
                 .iter()
-                .position(|o| o.access.key == f.held && o.access.pc == f.held_pc && o.n == f.held_n)
+                .position(|o| id(o) == (f.held, f.held_pc, f.held_n))
                 .unwrap_or(occ.len());
             occ[..held]
                 .iter()
@@ -216,31 +241,19 @@ pub fn explain(replay: &Replay, rc: &RootCause) -> Result<Report, ReplayError> {
                 .find(|o| {
                     o.access.key != f.held
                         && o.access.flags & ACCESS_WRITE != 0
-                        && o.access.addr & !7 == f.until_addr & !7
+                        && o.access.addr <= f.until_addr
+                        && f.until_addr < o.access.addr + o.access.size.max(1) as u64
                 })
-                .map_or((f.until, f.until_pc, f.until_n), |o| (o.access.key, o.access.pc, o.n))
+                .map_or((f.until, f.until_pc, f.until_n), id)
         } else {
             (f.until, f.until_pc, f.until_n)
         };
-        let second = access(until, until_pc, until_n);
-        let addr = if first.address != 0 {
-            first.address
-        } else {
-            second.address
-        };
-        let variable = vars
-            .as_ref()
-            .and_then(|v| v.describe(addr.wrapping_sub(bias)))
-            .unwrap_or_else(|| format!("{addr:#x} (heap)"));
-        out.push(RaceReport {
-            variable,
-            first,
-            second,
-        });
+        let second = x.access(&rc.failing, passing, until);
+        races.push(x.race(first, second));
     }
     Ok(Report {
         how: "flips",
-        races: out,
+        races,
     })
 }
 
@@ -277,66 +290,50 @@ impl AccessReport {
 impl Report {
     /// The report as text for a terminal.
     pub fn render(&self) -> String {
-        if self.how == "last-writer" {
-            let mut s = "  root cause: the sketch's order decides this failure (no passing schedule found); the failing thread last read another thread's write:".to_string();
-            for (i, r) in self.races.iter().enumerate() {
-                let _ = write!(s, "\n  race {} on {}", i + 1, r.variable);
-                let _ = write!(s, "\n    {}", r.first.place());
-                let _ = write!(s, "\n    {}", r.second.place());
-                let _ = write!(
+        let n = self.races.len();
+        let mut s = match self.how {
+            "last-writer" => "  root cause: the sketch's order decides this failure (no passing schedule found); the failing thread last read another thread's write:".to_string(),
+            "reads-from" => "  root cause: a read the sketch does not order saw another write than in a passing run:".to_string(),
+            _ => format!(
+                "  root cause: {n} race{} the sketch did not order; the failure needs {}:",
+                if n == 1 { "" } else { "s" },
+                if n == 1 { "it flipped" } else { "all of them flipped" }
+            ),
+        };
+        for (i, r) in self.races.iter().enumerate() {
+            let (a, b) = (&r.first, &r.second);
+            let _ = write!(s, "\n  race {} on {}", i + 1, r.variable);
+            let _ = write!(s, "\n    {}\n    {}", a.place(), b.place());
+            let _ = match self.how {
+                "last-writer" => write!(
                     s,
                     "\n    failing run: {} {}, then {} {}",
-                    r.first.thread,
-                    effect(&r.first, r.first.failing),
-                    r.second.thread,
-                    effect(&r.second, r.second.failing)
-                );
-            }
-            return s;
-        }
-        if self.how == "reads-from" {
-            let mut s = "  root cause: a read the sketch does not order saw another write than in a passing run:".to_string();
-            for (i, r) in self.races.iter().enumerate() {
-                let _ = write!(s, "\n  race {} on {}", i + 1, r.variable);
-                let _ = write!(s, "\n    {}", r.first.place());
-                let _ = write!(s, "\n    {}", r.second.place());
-                let _ = write!(
+                    a.thread,
+                    effect(a, a.failing),
+                    b.thread,
+                    effect(b, b.failing)
+                ),
+                "reads-from" => write!(
                     s,
                     "\n    failing run: {} {}; passing run: {} {}",
-                    r.second.thread,
-                    effect(&r.second, r.second.failing),
-                    r.second.thread,
-                    effect(&r.second, r.second.passing)
-                );
-            }
-            return s;
-        }
-        let mut s = format!(
-            "  root cause: {} race{} the sketch did not order; the failure needs {}:",
-            self.races.len(),
-            if self.races.len() == 1 { "" } else { "s" },
-            if self.races.len() == 1 { "it flipped" } else { "all of them flipped" }
-        );
-        for (i, r) in self.races.iter().enumerate() {
-            let _ = write!(s, "\n  race {} on {}", i + 1, r.variable);
-            let _ = write!(s, "\n    {}", r.first.place());
-            let _ = write!(s, "\n    {}", r.second.place());
-            let _ = write!(
-                s,
-                "\n    passing order: {} {}, then {} {}",
-                r.first.thread,
-                effect(&r.first, r.first.passing),
-                r.second.thread,
-                effect(&r.second, r.second.passing)
-            );
-            let _ = write!(
-                s,
-                "\n    failing order: {} {}, then {} {}",
-                r.second.thread,
-                effect(&r.second, r.second.failing),
-                r.first.thread,
-                effect(&r.first, r.first.failing)
-            );
+                    b.thread,
+                    effect(b, b.failing),
+                    b.thread,
+                    effect(b, b.passing)
+                ),
+                _ => write!(
+                    s,
+                    "\n    passing order: {} {}, then {} {}\n    failing order: {} {}, then {} {}",
+                    a.thread,
+                    effect(a, a.passing),
+                    b.thread,
+                    effect(b, b.passing),
+                    b.thread,
+                    effect(b, b.failing),
+                    a.thread,
+                    effect(a, a.failing)
+                ),
+            };
         }
         s
     }
