@@ -213,14 +213,16 @@ fn decide(c: &ControlHeader) {
             t.key.load(Ordering::Relaxed) == k && t.state.load(Ordering::Acquire) == rp::HELD
         })
     };
-    // Nor can an owner that does not exist yet (a child not yet forked):
-    // it takes the baton when it arrives and nobody holds it.
+    // An owner that does not exist yet is waited for (a thread just
+    // created arrives soon), unless someone else can run: a child not yet
+    // forked needs its parent, pending between its `Fork` event and the
+    // copy, to run.
     let exists = |k: u32| {
         r.threads[..live_entries(c)]
             .iter()
             .any(|t| t.key.load(Ordering::Relaxed) == k)
     };
-    if detached || held(o) || !exists(o) {
+    if detached || held(o) || (n > 0 && !exists(o)) {
         o = 0;
     }
     if o != 0 && !cands[..n].contains(&o) && n < cands.len() {
