@@ -178,8 +178,14 @@ pub fn run(a: ReplayArgs) -> Result<u8> {
             r.result.summary()
         ));
     };
-    let result = search(&replay, &opts, &on_run)?;
+    reprise_replayer::stop_on_interrupt();
+    let result = search(&replay, &opts, &on_run);
     bar.finish_and_clear();
+    if let Err(reprise_replayer::ReplayError::Interrupted) = result {
+        eprintln!("reprise: interrupted: the running attempt was killed; nothing was saved");
+        return Ok(130);
+    }
+    let result = result?;
     if let Some(f) = &log {
         let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
         for r in &result.runs {

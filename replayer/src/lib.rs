@@ -48,6 +48,29 @@ pub enum ReplayError {
     Io(String),
     #[error("cannot decode the program's instructions: {0}")]
     Decode(String),
+    #[error("interrupted: the attempt running was killed; nothing was saved")]
+    Interrupted,
+}
+
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_sig: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::Release);
+}
+
+/// Makes SIGINT, SIGTERM and SIGHUP end the running attempt (its program
+/// killed, the shared files removed) with [`ReplayError::Interrupted`].
+pub fn stop_on_interrupt() {
+    // SAFETY: a handler that only stores an atomic flag.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_interrupt as *const () as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaction(s, &sa, std::ptr::null_mut());
+        }
+    }
 }
 
 /// A trace prepared for replay: the launch and the expected events, laid
@@ -462,6 +485,11 @@ pub fn attempt(replay: &Replay, opts: &AttemptOptions) -> Result<AttemptResult, 
     let mut stuck: Option<String> = None;
     let mut timed_out = false;
     let status = loop {
+        if INTERRUPTED.load(Ordering::Acquire) {
+            kill_all(&ctl, pid);
+            wait_blocking(pid);
+            return Err(ReplayError::Interrupted);
+        }
         fill(&mut next);
         if let Some(st) = try_wait(pid) {
             break st;
