@@ -258,3 +258,55 @@ fn inputs_are_replayed_at_sys_and_another_global_lock_is_a_divergence() {
     );
     assert!(s.contains(") got pthread_mutex_lock(0x"), "{s}");
 }
+
+/// A program that computes for a second or two between two events, so
+/// that an attempt is running when Ctrl-C comes.
+const SLOW: &str = r#"
+#include <pthread.h>
+static void *spin(void *a) { (void)a; for (volatile long i = 0; i < 1500000000L; i++) ; return 0; }
+int main(void) {
+    pthread_t t;
+    pthread_create(&t, 0, spin, 0);
+    pthread_join(t, 0);
+    return 0;
+}
+"#;
+
+#[test]
+fn ctrl_c_ends_the_replay_in_one_line_and_leaves_nothing_behind() {
+    use std::process::{Command, Stdio};
+    use std::time::Instant;
+    let tmp = tempfile::tempdir().unwrap();
+    let prog = compile(tmp.path(), "slow", SLOW, &["-O1", "-g", "-pthread"]);
+    let trace = tmp.path().join("trace");
+    let started = Instant::now();
+    let o = record(tmp.path(), &trace, &prog, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let recorded = started.elapsed();
+    let child = Command::new(common::reprise())
+        .args(["replay", trace.to_str().unwrap(), "--jobs", "1"])
+        .env("REPRISE_TRACE_DIR", tmp.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    // Well inside the attempt (as long as the recorded run).
+    std::thread::sleep((recorded / 3).max(Duration::from_millis(300)));
+    // SAFETY: kill(2) of our own child.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let o = common::wait_with_limit(child, Duration::from_secs(20));
+    assert_eq!(o.status.code(), Some(130), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).lines().last().unwrap_or("").contains("interrupted"),
+        "{}",
+        stderr(&o)
+    );
+    // The attempt's program is gone.
+    let ps = Command::new("pgrep")
+        .args(["-f", prog.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(ps.stdout.is_empty(), "left behind: {}", stdout(&ps));
+}
