@@ -24,7 +24,8 @@ pub struct Report {
     /// another passed; each race is a read (`second`) that saw another
     /// write (`first`) than in the passing run. `last-writer`: no passing
     /// run was found; the failing thread's last read of another thread's
-    /// write.
+    /// write. `last-race`: a hang with no passing run found; the last race
+    /// before it, in the order it happened.
     pub how: &'static str,
     pub races: Vec<RaceReport>,
 }
@@ -193,18 +194,31 @@ pub fn explain(replay: &Replay, rc: &RootCause) -> Result<Report, ReplayError> {
         // No flip: the first read that saw another thread's write than in
         // the passing run, or without one, the failing thread's last read
         // of another thread's write.
-        let (passing, how, diff) = match rc.passing.first() {
-            Some(p) => (
-                Some(p),
-                "reads-from",
-                races::reads_from_diff(&rc.failing, p).last().copied(),
-            ),
-            None => (
-                None,
-                "last-writer",
-                rc.failing_thread
-                    .and_then(|t| races::last_writers(&rc.failing, t).first().copied()),
-            ),
+        let last_writer = || races::last_writers(&rc.failing, rc.failing_thread).first().copied();
+        let (passing, how, diff) = match rc
+            .passing
+            .first()
+            .and_then(|p| Some((p, races::reads_from_diff(&rc.failing, p).last().copied()?)))
+        {
+            Some((p, d)) => (Some(p), "reads-from", Some(d)),
+            None if rc.hang => {
+                // A hang: the last race before it (a wake-up written after
+                // the read that needed it).
+                let end = *replay.positions.last().unwrap_or(&0);
+                let focus = races::Focus { pos: end, thread: None };
+                let mut races = Vec::new();
+                if let Some(r) = races::races(replay, &rc.failing, focus)
+                    .into_iter()
+                    .find(|r| !r.delay)
+                {
+                    races.push(x.race(
+                        x.access(&rc.failing, None, id(&r.first)),
+                        x.access(&rc.failing, None, id(&r.second)),
+                    ));
+                }
+                return Ok(Report { how: "last-race", races });
+            }
+            None => (None, "last-writer", last_writer()),
         };
         let mut races = Vec::new();
         if let Some(d) = diff {
@@ -293,6 +307,7 @@ impl Report {
         let n = self.races.len();
         let mut s = match self.how {
             "last-writer" => "  root cause: the sketch's order decides this failure (no passing schedule found); the failing thread last read another thread's write:".to_string(),
+            "last-race" => "  root cause: the sketch's order decides this hang (no passing schedule found); the last race before it:".to_string(),
             "reads-from" => "  root cause: a read the sketch does not order saw another write than in a passing run:".to_string(),
             _ => format!(
                 "  root cause: {n} race{} the sketch did not order; the failure needs {}:",
@@ -300,12 +315,15 @@ impl Report {
                 if n == 1 { "it flipped" } else { "all of them flipped" }
             ),
         };
+        if self.races.is_empty() {
+            s.push_str("\n    (none found in the observed accesses)");
+        }
         for (i, r) in self.races.iter().enumerate() {
             let (a, b) = (&r.first, &r.second);
             let _ = write!(s, "\n  race {} on {}", i + 1, r.variable);
             let _ = write!(s, "\n    {}\n    {}", a.place(), b.place());
             let _ = match self.how {
-                "last-writer" => write!(
+                "last-writer" | "last-race" => write!(
                     s,
                     "\n    failing run: {} {}, then {} {}",
                     a.thread,

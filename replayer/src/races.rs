@@ -438,13 +438,15 @@ pub fn reads_from_diff(failing: &Observation, passing: &Observation) -> Vec<Read
     out
 }
 
-/// The failing thread's last reads of memory another thread wrote last,
-/// with that write, latest first: the data the failure was computed from.
-pub fn last_writers(obs: &Observation, thread: u32) -> Vec<ReadsFromDiff> {
+/// The failing thread's (any thread's, for a deadlock or a hang) last
+/// reads of memory another thread wrote last, with that write, latest
+/// first: the data the failure was computed from.
+pub fn last_writers(obs: &Observation, thread: Option<u32>) -> Vec<ReadsFromDiff> {
     let mut out: Vec<ReadsFromDiff> = writers(obs)
         .into_iter()
         .filter(|(r, w)| {
-            r.access.key == thread && w.is_some_and(|w| w.access.key != thread)
+            thread.is_none_or(|t| r.access.key == t)
+                && w.is_some_and(|w| w.access.key != r.access.key)
         })
         .map(|(read, writer)| ReadsFromDiff {
             read,

@@ -89,8 +89,12 @@ pub struct RootCause {
     /// found, and the report gives what the failing thread last read from
     /// other threads.
     pub passing: Vec<Observation>,
-    /// The thread that failed (its baton key).
+    /// The thread that failed (its baton key); none for a deadlock or a
+    /// hang.
     pub failing_thread: Option<u32>,
+    /// The recorded failure is a hang (a lost wake-up: the race is a write
+    /// that came after the read that needed it).
+    pub hang: bool,
 }
 
 #[derive(Debug)]
@@ -472,6 +476,16 @@ impl Searcher<'_> {
 
     /// Where the races that matter are: where the attempt diverged, else
     /// the end of the recording (where the recorded run failed).
+    /// The thread that failed; none for a deadlock or a hang (every
+    /// thread of the cycle, or all of them, failed).
+    fn failing_thread(&self) -> Option<u32> {
+        use reprise_schema::OutcomeKind as O;
+        match self.recorded.kind {
+            O::Deadlock | O::Hang => None,
+            _ => Some(rp::key(self.recorded.process as u32, self.recorded.thread)),
+        }
+    }
+
     fn focus(&self, r: &AttemptResult) -> Focus {
         match r.outcome() {
             None => Focus {
@@ -701,7 +715,8 @@ impl Searcher<'_> {
             flips: Vec::new(),
             failing: failing_obs,
             passing: passing.into_iter().collect(),
-            failing_thread: Some(rp::key(self.recorded.process as u32, self.recorded.thread)),
+            failing_thread: self.failing_thread(),
+            hang: self.recorded.kind == reprise_schema::OutcomeKind::Hang,
         }))
     }
 
@@ -743,7 +758,8 @@ impl Searcher<'_> {
             flips,
             failing,
             passing,
-            failing_thread: Some(rp::key(self.recorded.process as u32, self.recorded.thread)),
+            failing_thread: self.failing_thread(),
+            hang: self.recorded.kind == reprise_schema::OutcomeKind::Hang,
         }))
     }
 }
