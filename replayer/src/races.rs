@@ -343,36 +343,67 @@ fn delays(occ: &[Occurrence], focus: Focus) -> Vec<Race> {
     let Some(me) = focus.thread else {
         return Vec::new();
     };
+    let written: std::collections::HashSet<u64> = occ
+        .iter()
+        .filter(|o| is_write(&o.access))
+        .map(|o| o.access.addr)
+        .collect();
     let written_by_others: std::collections::HashSet<u64> = occ
         .iter()
         .filter(|o| is_write(&o.access) && o.access.key != me)
         .map(|o| o.access.addr)
         .collect();
-    let mut seen = std::collections::HashSet::new();
+    // Memory another thread wrote in this attempt, or that nobody wrote
+    // yet (the write may come only after the attempt stopped).
+    let candidate = |a: &Access| {
+        a.key == me
+            && !is_write(a)
+            && a.turn <= focus.pos
+            && (!written.contains(&a.addr) || written_by_others.contains(&a.addr))
+    };
+    let delay = |o: &Occurrence, rank: usize| Race {
+        first: *o,
+        second: *o,
+        distance: o.access.turn.abs_diff(focus.pos),
+        score: o.access.turn.abs_diff(focus.pos) + SCORE_DELAY + rank as u64,
+        until_fork: 0,
+        delay: true,
+    };
     let mut out = Vec::new();
-    for o in occ.iter().rev() {
+    // The last reads of each place before the focus...
+    let mut seen = std::collections::HashSet::new();
+    for o in occ.iter().rev().filter(|o| candidate(&o.access)) {
         if out.len() >= DELAYS {
             break;
         }
-        let a = &o.access;
-        if a.key != me || is_write(a) || a.turn > focus.pos {
-            continue;
+        if seen.insert(o.access.addr) {
+            out.push(delay(o, out.len()));
         }
-        // Memory another thread wrote in this attempt, or that nobody
-        // wrote yet (the write may come only after the attempt stopped).
-        let g = a.addr;
-        let written = occ.iter().any(|w| is_write(&w.access) && overlap(&w.access, a));
-        if (written && !written_by_others.contains(&g)) || !seen.insert(g) {
-            continue;
+    }
+    // ...and the first ones of the thread's last stretch: a thread that
+    // ran on past where the recording had it stop (a loop that read a flag
+    // too early) went astray at its first read there.
+    let stretch = occ
+        .iter()
+        .rev()
+        .find(|o| o.access.key == me && o.access.turn <= focus.pos)
+        .map(|o| o.access.last_event);
+    let mut seen = std::collections::HashSet::new();
+    let mut firsts = 0;
+    for o in occ
+        .iter()
+        .filter(|o| Some(o.access.last_event) == stretch && candidate(&o.access))
+    {
+        if firsts >= DELAYS {
+            break;
         }
-        out.push(Race {
-            first: *o,
-            second: *o,
-            distance: a.turn.abs_diff(focus.pos),
-            score: a.turn.abs_diff(focus.pos) + SCORE_DELAY + out.len() as u64,
-            until_fork: 0,
-            delay: true,
-        });
+        let dup = out
+            .iter()
+            .any(|r: &Race| (r.first.access.pc, r.first.n) == (o.access.pc, o.n));
+        if seen.insert(o.access.addr) && !dup {
+            out.push(delay(o, firsts));
+            firsts += 1;
+        }
     }
     out
 }
