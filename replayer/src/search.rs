@@ -280,6 +280,8 @@ struct Node {
 const BRANCH: usize = 8;
 const DEPTH_COST: usize = 2;
 const DEFER_COST: usize = 3;
+/// One attempt in this many (from the fifth) is random preemptions.
+const RANDOM_EVERY: u32 = 3;
 /// Races flipped, one at a time, to find the one whose flip prevents a
 /// failure that the sketch alone reproduces.
 const PREVENTION_TRIES: usize = 6;
@@ -558,7 +560,33 @@ impl Searcher<'_> {
             push(&mut frontier, &nodes, n);
         }
         let mut tried: HashSet<Vec<FlipSpec>> = HashSet::new();
+        let passing_root = roots.first().map(|(_, _, o)| o.clone());
         while self.attempts < self.opts.max_attempts {
+            // Every third attempt from the fifth on: random preemptions at
+            // accesses on the base schedule, observed — what the ranked
+            // races miss (several races at once) it sometimes hits.
+            if self.attempts >= 4 && (self.attempts + 1) % RANDOM_EVERY == 0 {
+                let s = seed.wrapping_add(self.attempts as u64);
+                let sc = schedule(Strategy::Feedback, s, preempt_rate(s), &[]);
+                let i = self.run(sc, Role::Attempt, true, "random preemptions".into())?;
+                if self.runs[i].reproduced {
+                    result.found = Some(i);
+                    result.schedule = Some(self.runs[i].schedule.clone());
+                    if let (Some(f), Some(p)) =
+                        (self.runs[i].result.observation.clone(), passing_root.clone())
+                    {
+                        result.root_cause = Some(RootCause {
+                            flips: Vec::new(),
+                            failing: f,
+                            passing: vec![p],
+                            failing_thread: self.failing_thread(),
+                            hang: self.recorded.kind == reprise_schema::OutcomeKind::Hang,
+                        });
+                    }
+                    return Ok(());
+                }
+                continue;
+            }
             let Some(Reverse((_, n, k, defer))) = frontier.pop() else { break };
             let race = nodes[n].races[k];
             let mut flips = nodes[n].flips.clone();
