@@ -487,5 +487,20 @@ pub fn last_writers(obs: &Observation, thread: Option<u32>) -> Vec<ReadsFromDiff
         })
         .collect();
     out.reverse();
+    // Values written once (configuration set up before the threads ran)
+    // after the ones the threads keep changing.
+    let writes: HashMap<(u32, u64), u32> =
+        occurrences(obs)
+            .iter()
+            .filter(|o| is_write(&o.access))
+            .fold(HashMap::new(), |mut m, o| {
+                *m.entry((o.access.key, o.access.pc)).or_insert(0) += 1;
+                m
+            });
+    out.sort_by_key(|d| {
+        d.writer
+            .map_or(0, |w| writes.get(&(w.access.key, w.access.pc)).copied().unwrap_or(0))
+            <= 1
+    });
     out
 }
