@@ -130,6 +130,7 @@ enum OutcomeKind {
   hang @4;        # no progress for the hang timeout, no lock cycle
   interrupted @5; # reprise was interrupted (Ctrl-C) and the program stopped
   unknown @6;
+  wrongOutput @7; # exited, but stdout differs from the expected output given at record
 }
 
 # The failure signature of a run.
@@ -152,6 +153,9 @@ struct Outcome {
   durationNs @15 :UInt64;
   droppedEvents @16 :UInt64;
   summary @17 :Text;              # one line for humans
+  expectedOutput @18 :Data;       # the correct stdout (record --expect-output); empty if none given
+  outputLine @19 :UInt32;         # wrongOutput: 1-based line of stdout that first differs from it
+  outputLineStart @20 :UInt64;    # wrongOutput: byte offset in stdout where that line starts
 }
 
 # A reproducing schedule: everything an attempt's interleaving depends on

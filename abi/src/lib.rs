@@ -29,7 +29,7 @@ pub const ENV_AGENT: &str = "REPRISE_AGENT";
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"REPRISE1");
 /// Bumped whenever a layout below changes.
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 
 pub const SLOT_SIZE: usize = 64;
 /// Bytes of payload in one continuation slot.
@@ -513,5 +513,9 @@ pub struct ReplayState {
     /// supervisor: a number the recording printed that is one of these
     /// may differ in replay (pids are not replayed).
     pub recorded_ids: [AtomicU32; MAX_RECORDED_IDS],
+    /// stdout from this byte on is not compared with the recorded output:
+    /// the recording printed a wrong line there (a wrong-output failure),
+    /// which an attempt may print differently. `u64::MAX`: compare all.
+    pub stdout_free_from: AtomicU64,
     pub threads: [ReplayThread; MAX_THREADS],
 }

@@ -228,7 +228,7 @@ fn outcome_matches_expected(bug: &Bug, o: &OutcomeInfo, stdout: &str) -> bool {
                     && s.length > 0
                     && (s.length != stdout.len() as u64 || s.digest != fnv1a(stdout.as_bytes()))
             });
-            o.kind == OutcomeKind::Exited
+            matches!(o.kind, OutcomeKind::Exited | OutcomeKind::WrongOutput)
                 && o.exit_code == 0
                 && wrong_output(bug, stdout)
                 && same_stream
@@ -255,14 +255,26 @@ fn record_until_failure(
     };
     let start = Instant::now();
     let budget = Duration::from_secs_f64(a.budget);
+    // A wrong-output bug is recorded with the correct output, as a user
+    // would: a trace of a run that printed something else then says so.
+    let expected = if bug.expect.kind == ExpectKind::WrongOutput {
+        Some(correct_output(bug, built, args, dir)?)
+    } else {
+        None
+    };
     let mut n = 0;
     while n < a.runs && start.elapsed() < budget {
         n += 1;
         let trace = dir.join(format!("{}-{sketch}-{n}", bug.name));
-        let mut full: Vec<String> = ["record", "--sketch", sketch, "--hang-timeout", "2", "-o"]
+        let mut full: Vec<String> = ["record", "--sketch", sketch, "--hang-timeout", "2"]
             .iter()
             .map(|s| s.to_string())
             .collect();
+        if let Some(e) = &expected {
+            full.push("--expect-output".into());
+            full.push(e.to_string_lossy().into_owned());
+        }
+        full.push("-o".into());
         full.push(trace.to_string_lossy().into_owned());
         full.push(built.exe.to_string_lossy().into_owned());
         full.extend(args.iter().cloned());
@@ -286,6 +298,25 @@ fn record_until_failure(
         let _ = std::fs::remove_dir_all(&trace);
     }
     Ok((n, None))
+}
+
+/// The correct stdout of a wrong-output bug with `args`: that of a native
+/// run that printed the manifest's correct line (written into `dir`).
+fn correct_output(bug: &Bug, built: &Built, args: &[String], dir: &Path) -> Result<PathBuf> {
+    let corpus = corpus_dir();
+    for _ in 0..200 {
+        let r = run_native_in(bug, built, args, RUN_TIMEOUT, &corpus)?;
+        if r.passed() && !wrong_output(bug, &r.stdout) {
+            let path = dir.join(format!("{}-{}.expected", bug.name, args.join("-")));
+            std::fs::write(&path, r.stdout.as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            return Ok(path);
+        }
+    }
+    anyhow::bail!(
+        "{}: no native run printed the correct output in 200 runs",
+        bug.name
+    )
 }
 
 /// Records under `sketch`: default arguments first, the frequent ones if

@@ -24,6 +24,11 @@ pub struct RecordArgs {
     /// deadlocked) and killed.
     #[arg(long, default_value_t = 10.0)]
     hang_timeout: f64,
+    /// A file holding the program's correct stdout: a run that exits
+    /// normally but prints something else is recorded as a wrong-output
+    /// failure, placed at the first line that differs.
+    #[arg(long, value_name = "FILE")]
+    expect_output: Option<PathBuf>,
     /// The program to run.
     #[arg(required = true)]
     program: OsString,
@@ -41,6 +46,12 @@ pub fn run(a: RecordArgs) -> Result<u8> {
     if !(a.hang_timeout > 0.0) {
         anyhow::bail!("--hang-timeout must be a positive number of seconds");
     }
+    let expect_output = match &a.expect_output {
+        Some(f) => Some(std::fs::read(f).with_context(|| {
+            format!("cannot read the expected output {}: give a readable file", f.display())
+        })?),
+        None => None,
+    };
     let name = std::path::Path::new(&a.program)
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -56,6 +67,7 @@ pub fn run(a: RecordArgs) -> Result<u8> {
     let mut opts = RecordOptions::new(a.program.clone(), a.args.clone(), dir.clone());
     opts.level = a.sketch;
     opts.hang_timeout = Duration::from_secs_f64(a.hang_timeout);
+    opts.expect_output = expect_output;
     let result = match record(&opts) {
         Ok(r) => r,
         Err(e) => {

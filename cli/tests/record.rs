@@ -504,3 +504,83 @@ fn signals_forks_and_execs_are_followed() {
         "the exec'd image's input is recorded"
     );
 }
+
+const TOTAL: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+int main(int argc, char **argv) {
+    int n = atoi(argv[1]);
+    printf("items=3\n");
+    printf("total=%d\n", n);
+    printf("done\n");
+    return 0;
+}
+"#;
+
+/// `--expect-output`: a run that exits 0 but prints another line than the
+/// correct output is a wrong-output failure placed at that line; replay
+/// reproduces it; a correct run is a clean exit; a missing file is one
+/// clear line.
+#[test]
+fn wrong_output_against_the_expected_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prog = compile(tmp.path(), "total", TOTAL, &["-O1", "-g"]);
+    let expected = tmp.path().join("expected");
+    std::fs::write(&expected, "items=3\ntotal=42\ndone\n").unwrap();
+    let record = |arg: &str, name: &str, expect: &Path| {
+        let dir = tmp.path().join(name);
+        let o = run_reprise(
+            tmp.path(),
+            &[
+                "record",
+                "--expect-output",
+                expect.to_str().unwrap(),
+                "-o",
+                dir.to_str().unwrap(),
+                prog.to_str().unwrap(),
+                arg,
+            ],
+            None,
+            LIMIT,
+        );
+        (dir, o)
+    };
+
+    let (wrong, o) = record("41", "wrong", &expected);
+    // The program's own exit status, like any recording.
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(
+            r#"wrong output: stdout line 2 differs from the expected output (exit status 0) (got "total=41", expected "total=42")"#
+        ),
+        "{}",
+        stderr(&o)
+    );
+    let oc = TraceReader::open(&wrong).unwrap().outcome().unwrap().clone();
+    assert_eq!((oc.kind, oc.output_line, oc.output_line_start), (OutcomeKind::WrongOutput, 2, 8));
+    assert_eq!(oc.expected_output, b"items=3\ntotal=42\ndone\n");
+
+    let (right, o) = record("42", "right", &expected);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let oc = TraceReader::open(&right).unwrap().outcome().unwrap().clone();
+    assert_eq!(oc.kind, OutcomeKind::Exited, "{}", oc.summary);
+
+    // Replay reproduces the wrong line (the program is deterministic).
+    let o = run_reprise(
+        tmp.path(),
+        &["replay", wrong.to_str().unwrap(), "--max-attempts", "3", "--jobs", "1"],
+        None,
+        LIMIT,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let all = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert!(all.contains("reproduced the recorded failure in attempt 1"), "{all}");
+
+    let (_, o) = record("42", "missing", &tmp.path().join("no-such-file"));
+    assert_ne!(o.status.code(), Some(0));
+    let err = stderr(&o);
+    assert!(
+        err.contains("cannot read the expected output") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+}

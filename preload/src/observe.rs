@@ -419,7 +419,9 @@ unsafe fn finish_step(h: &ObserveHeader, step: Step, g: &mut [i64; 23]) {
                     if f.defer == 0 {
                         replay::hand_baton_to(f.held);
                     }
-                } else {
+                } else if !by_write {
+                    // A delay waits for the next write after the hold:
+                    // earlier ones do not settle it.
                     let _ = f.state.compare_exchange(
                         ob::FLIP_ARMED,
                         ob::FLIP_ALREADY,

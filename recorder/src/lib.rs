@@ -10,6 +10,7 @@
 //! ptrace is used only to take a hung program's thread stacks.
 
 pub mod control;
+pub mod expected;
 pub mod launch;
 pub mod outcome;
 mod session;

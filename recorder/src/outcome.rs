@@ -302,6 +302,10 @@ pub fn summary_line(o: &OutcomeInfo) -> String {
         }
         OutcomeKind::Interrupted => "interrupted (SIGINT)".to_string(),
         OutcomeKind::Unknown => "unknown".to_string(),
+        OutcomeKind::WrongOutput => format!(
+            "wrong output: stdout line {} differs from the expected output (exit status {})",
+            o.output_line, o.exit_code
+        ),
     };
     if o.summary.is_empty() {
         s

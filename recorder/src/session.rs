@@ -11,6 +11,7 @@ use reprise_schema::{
 };
 use sha2::{Digest, Sha256};
 
+use crate::expected::OutputCheck;
 use crate::control::{ControlBlock, RawEvent};
 use crate::outcome::{self, Ending};
 use crate::{launch, RecordError};
@@ -28,6 +29,9 @@ pub struct RecordOptions {
     pub hang_timeout: Duration,
     /// Slots in the shared ring (a power of two); 64 bytes each.
     pub ring_slots: u64,
+    /// The correct stdout: a run that exits normally but prints something
+    /// else is a wrong-output failure.
+    pub expect_output: Option<Vec<u8>>,
 }
 
 impl RecordOptions {
@@ -39,6 +43,7 @@ impl RecordOptions {
             trace_dir,
             hang_timeout: crate::DEFAULT_HANG_TIMEOUT,
             ring_slots: 1 << 20,
+            expect_output: None,
         }
     }
 }
@@ -183,6 +188,8 @@ struct Drain {
     /// False once the writer failed (disk full): events are counted, not kept.
     accepting: bool,
     output: [OutputTally; 2],
+    /// stdout against the expected output, if the user gave one.
+    check: Option<OutputCheck>,
     /// The fd of the last output event of each (process, thread), so that
     /// its `DataMore` continuations count as output too.
     last_output_fd: std::collections::HashMap<(u16, u32), usize>,
@@ -253,6 +260,9 @@ impl Drain {
             let t = &mut self.output[s];
             let before = t.len;
             t.add(&ev.data);
+            if let (0, Some(c)) = (s, self.check.as_mut()) {
+                c.feed(&ev.data);
+            }
             if before >= OUTPUT_KEEP_BYTES {
                 ev.data.clear();
             } else if before + ev.data.len() as u64 > OUTPUT_KEEP_BYTES {
@@ -381,6 +391,7 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
         writer,
         accepting: true,
         output: Default::default(),
+        check: opts.expect_output.clone().map(OutputCheck::new),
         last_output_fd: Default::default(),
         events: 0,
         disk_error: None,
@@ -473,6 +484,9 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
         outcome.kind = reprise_schema::OutcomeKind::Interrupted;
     }
     outcome.output = drain.output_streams();
+    if let Some(c) = &drain.check {
+        c.judge(&mut outcome);
+    }
     outcome.event_count = drain.events;
     outcome.duration_ns = started.elapsed().as_nanos() as u64;
     outcome.dropped_events = drain.dropped + ctl.header().dropped.load(Ordering::Relaxed);

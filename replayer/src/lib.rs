@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use reprise_abi::{replay as rp, EventKind, Level, Mode};
 use reprise_recorder::control::ControlBlock;
+use reprise_recorder::expected::OutputCheck;
 use reprise_recorder::{launch, outcome};
 use reprise_schema::{EventRecord, HeaderInfo, OutcomeInfo, OutcomeKind, SketchLevel, TraceReader};
 use reprise_tracee::process::{cpu_ticks, try_wait, wait_blocking};
@@ -410,6 +411,16 @@ pub fn attempt(replay: &Replay, opts: &AttemptOptions) -> Result<AttemptResult, 
         slot.store(id, Ordering::Release);
     }
     r.revoke_ms.store(opts.revoke_ms, Ordering::Release);
+    // A wrong-output recording: its output is compared up to the line it
+    // got wrong; from there the attempt's stdout is judged at the end.
+    let wrong_output = replay
+        .recorded
+        .as_ref()
+        .filter(|o| o.kind == OutcomeKind::WrongOutput);
+    r.stdout_free_from.store(
+        wrong_output.map_or(u64::MAX, |o| o.output_line_start),
+        Ordering::Release,
+    );
     r.first_mismatch.store(u64::MAX, Ordering::Release);
 
     let events = &replay.events;
@@ -464,6 +475,17 @@ pub fn attempt(replay: &Replay, opts: &AttemptOptions) -> Result<AttemptResult, 
             [Stdio::null(), f("stdout")?, f("stderr")?]
         }
         None => [Stdio::null(), Stdio::null(), Stdio::null()],
+    };
+    let (stdio, stdout_copy) = match (wrong_output, &opts.output_dir) {
+        (Some(_), None) => {
+            let f = unlinked_file().map_err(|e| ReplayError::Io(format!("temporary file: {e}")))?;
+            let [i, _, e] = stdio;
+            let out = f
+                .try_clone()
+                .map_err(|e| ReplayError::Io(format!("temporary file: {e}")))?;
+            ([i, Stdio::from(out), e], Some(f))
+        }
+        _ => (stdio, None),
     };
     let argv = if h.argv.is_empty() {
         vec![program.as_os_str().to_os_string()]
@@ -609,6 +631,11 @@ pub fn attempt(replay: &Replay, opts: &AttemptOptions) -> Result<AttemptResult, 
         AttemptEnd::Divergence { reason }
     } else {
         let mut o = outcome::conclude(&ctl, status, hang);
+        if let Some(rec) = wrong_output {
+            let mut check = OutputCheck::new(rec.expected_output.clone());
+            check.feed(&attempt_stdout(stdout_copy, opts.output_dir.as_deref()));
+            check.judge(&mut o);
+        }
         o.duration_ns = duration.as_nanos() as u64;
         o.event_count = events_replayed;
         o.summary = outcome::summary_line(&o);
@@ -676,7 +703,42 @@ pub fn matches(recorded: &OutcomeInfo, got: &OutcomeInfo) -> bool {
             a == b
         }
         OutcomeKind::Hang | OutcomeKind::Interrupted | OutcomeKind::Unknown => true,
+        // The same line wrong (a lost update loses another amount).
+        OutcomeKind::WrongOutput => recorded.output_line == got.output_line,
     }
+}
+
+/// A temporary file that is already unlinked: the attempt's stdout, read
+/// back at its end.
+fn unlinked_file() -> std::io::Result<std::fs::File> {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "reprise-stdout-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    std::fs::remove_file(&path)?;
+    Ok(f)
+}
+
+/// What an attempt wrote to stdout: from the unlinked copy, or from the
+/// output directory's `stdout` file. Unreadable: empty (judged wrong).
+fn attempt_stdout(copy: Option<std::fs::File>, dir: Option<&Path>) -> Vec<u8> {
+    use std::io::{Read, Seek};
+    let mut bytes = Vec::new();
+    match (copy, dir) {
+        (Some(mut f), _) => {
+            let _ = f.rewind().and_then(|_| f.read_to_end(&mut bytes));
+        }
+        (None, Some(d)) => bytes = std::fs::read(d.join("stdout")).unwrap_or_default(),
+        (None, None) => {}
+    }
+    bytes
 }
 
 /// True if the recorded run failed (anything but a clean exit).
@@ -753,6 +815,16 @@ mod tests {
         };
         assert!(matches(&deadlock(vec![1, 2]), &deadlock(vec![2, 1])));
         assert!(!matches(&deadlock(vec![1, 2]), &deadlock(vec![1, 3])));
+
+        // A wrong output is the same line wrong, whatever it printed there.
+        let wrong = |line| OutcomeInfo {
+            kind: OutcomeKind::WrongOutput,
+            output_line: line,
+            ..OutcomeInfo::default()
+        };
+        assert!(matches(&wrong(2), &wrong(2)));
+        assert!(!matches(&wrong(2), &wrong(1)));
+        assert!(!matches(&wrong(1), &exit(0)));
     }
 
     #[test]

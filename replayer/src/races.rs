@@ -143,6 +143,8 @@ const KEEP_PER_THREAD: usize = 4;
 const DELAYS: usize = 4;
 /// Accesses looked at before a fork for a child's first access.
 const FORK_SCAN: usize = 20_000;
+/// Accesses looked at after a read-modify-write for another thread's write.
+const SPLIT_SCAN: usize = 20_000;
 const PER_THREAD: u32 = 2;
 /// Rank penalties, in ring positions of distance.
 const SCORE_OTHER_READ: u64 = 8;
@@ -289,7 +291,8 @@ pub fn races(replay: &Replay, obs: &Observation, focus: Focus) -> Vec<Race> {
         }
         h.push_back(j);
     }
-    out.extend(delays(&occ, focus));
+    out.extend(delays(&occ, focus, &events));
+    out.extend(split_updates(&occ, focus, &events));
     out.sort_by(|p, q| {
         p.score
             .cmp(&q.score)
@@ -339,7 +342,7 @@ pub fn find(obs: &Observation, key: u32, pc: u64, n: u32) -> Option<Occurrence> 
 /// before the focus, of memory some other thread writes in this attempt or
 /// that nobody has written yet — a check that passed because the other
 /// thread's write came too late. Ranked like the nearest races.
-fn delays(occ: &[Occurrence], focus: Focus) -> Vec<Race> {
+fn delays(occ: &[Occurrence], focus: Focus, events: &HashMap<u32, Vec<u64>>) -> Vec<Race> {
     let Some(me) = focus.thread else {
         return Vec::new();
     };
@@ -348,18 +351,28 @@ fn delays(occ: &[Occurrence], focus: Focus) -> Vec<Race> {
         .filter(|o| is_write(&o.access))
         .map(|o| o.access.addr)
         .collect();
-    let written_by_others: std::collections::HashSet<u64> = occ
-        .iter()
-        .filter(|o| is_write(&o.access) && o.access.key != me)
-        .map(|o| o.access.addr)
-        .collect();
-    // Memory another thread wrote in this attempt, or that nobody wrote
-    // yet (the write may come only after the attempt stopped).
-    let candidate = |a: &Access| {
+    // Another thread's write there after the read, that the sketch lets
+    // come before the reading thread's next event.
+    let later_write = |o: &Occurrence| {
+        let x = &o.access;
+        let next = next_event(events, x);
+        occ[occ.partition_point(|p| p.index <= o.index)..].iter().take(SPLIT_SCAN).any(|y| {
+            let y = &y.access;
+            y.key != me
+                && rp::key_process(y.key) == rp::key_process(me)
+                && is_write(y)
+                && y.addr == x.addr
+                && (y.last_event == 0 || y.last_event - 1 < next)
+        })
+    };
+    // Memory another thread can still write, or that nobody wrote yet
+    // (the write may come only after the attempt stopped).
+    let candidate = |o: &Occurrence| {
+        let a = &o.access;
         a.key == me
             && !is_write(a)
             && a.turn <= focus.pos
-            && (!written.contains(&a.addr) || written_by_others.contains(&a.addr))
+            && (!written.contains(&a.addr) || later_write(o))
     };
     let delay = |o: &Occurrence, rank: usize| Race {
         first: *o,
@@ -372,7 +385,7 @@ fn delays(occ: &[Occurrence], focus: Focus) -> Vec<Race> {
     let mut out = Vec::new();
     // The last reads of each place before the focus...
     let mut seen = std::collections::HashSet::new();
-    for o in occ.iter().rev().filter(|o| candidate(&o.access)) {
+    for o in occ.iter().rev().filter(|o| candidate(o)) {
         if out.len() >= DELAYS {
             break;
         }
@@ -392,7 +405,7 @@ fn delays(occ: &[Occurrence], focus: Focus) -> Vec<Race> {
     let mut firsts = 0;
     for o in occ
         .iter()
-        .filter(|o| Some(o.access.last_event) == stretch && candidate(&o.access))
+        .filter(|o| Some(o.access.last_event) == stretch && candidate(o))
     {
         if firsts >= DELAYS {
             break;
@@ -406,6 +419,81 @@ fn delays(occ: &[Occurrence], focus: Focus) -> Vec<Race> {
         }
     }
     out
+}
+
+/// Ring position of the first event `x`'s thread had not performed yet
+/// when it made `x`.
+fn next_event(events: &HashMap<u32, Vec<u64>>, x: &Access) -> u64 {
+    events
+        .get(&x.key)
+        .and_then(|v| v.iter().find(|&&p| p >= x.turn).copied())
+        .unwrap_or(u64::MAX)
+}
+
+/// Writes to delay: a thread's write to a place it read earlier in the
+/// same stretch (`b = x; ...; x = b + d`, a read-modify-write the sketch
+/// does not protect) where another thread writes later in this attempt.
+/// Held before its write until the other thread has written there, the
+/// thread writes back a stale value: the other update is lost. The last
+/// such write of each instruction before the focus, nearest first.
+fn split_updates(occ: &[Occurrence], focus: Focus, events: &HashMap<u32, Vec<u64>>) -> Vec<Race> {
+    // Writes that close a read-modify-write in one stretch (log indices).
+    let mut read_in: HashMap<(u32, u64), u64> = HashMap::new();
+    let mut candidates: Vec<usize> = Vec::new();
+    for (i, o) in occ.iter().enumerate() {
+        let a = &o.access;
+        if a.turn > focus.pos {
+            break;
+        }
+        let k = (a.key, a.addr);
+        if !is_write(a) {
+            read_in.insert(k, a.last_event);
+        } else if read_in.remove(&k) == Some(a.last_event) {
+            candidates.push(i);
+        }
+    }
+    // Another thread's later write there that the sketch lets come before
+    // the held thread's next event.
+    let can_split = |i: usize| {
+        let x = &occ[i].access;
+        let next = next_event(events, x);
+        occ[i + 1..].iter().take(SPLIT_SCAN).any(|y| {
+            let y = &y.access;
+            y.key != x.key
+                && rp::key_process(y.key) == rp::key_process(x.key)
+                && is_write(y)
+                && overlap(x, y)
+                && (y.last_event == 0 || y.last_event - 1 < next)
+        })
+    };
+    let mut picked: Vec<usize> = Vec::new();
+    let mut done: std::collections::HashSet<(u32, u64)> = Default::default();
+    for &i in candidates.iter().rev() {
+        if picked.len() >= DELAYS {
+            break;
+        }
+        let a = &occ[i].access;
+        if !done.contains(&(a.key, a.pc)) && can_split(i) {
+            done.insert((a.key, a.pc));
+            picked.push(i);
+        }
+    }
+    picked
+        .into_iter()
+        .enumerate()
+        .map(|(rank, i)| {
+            let o = occ[i];
+            let distance = o.access.turn.abs_diff(focus.pos);
+            Race {
+                first: o,
+                second: o,
+                distance,
+                score: distance + SCORE_DELAY + rank as u64,
+                until_fork: 0,
+                delay: true,
+            }
+        })
+        .collect()
 }
 
 /// A read whose writer differs between two runs of the same program.

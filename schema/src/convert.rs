@@ -57,6 +57,7 @@ fn outcome_kind_to_capnp(k: OutcomeKind) -> tc::OutcomeKind {
         OutcomeKind::Hang => tc::OutcomeKind::Hang,
         OutcomeKind::Interrupted => tc::OutcomeKind::Interrupted,
         OutcomeKind::Unknown => tc::OutcomeKind::Unknown,
+        OutcomeKind::WrongOutput => tc::OutcomeKind::WrongOutput,
     }
 }
 
@@ -69,6 +70,7 @@ fn outcome_kind_from_capnp(k: tc::OutcomeKind) -> OutcomeKind {
         tc::OutcomeKind::Hang => OutcomeKind::Hang,
         tc::OutcomeKind::Interrupted => OutcomeKind::Interrupted,
         tc::OutcomeKind::Unknown => OutcomeKind::Unknown,
+        tc::OutcomeKind::WrongOutput => OutcomeKind::WrongOutput,
     }
 }
 
@@ -230,6 +232,9 @@ pub(crate) fn outcome_to_bytes(o: &OutcomeInfo) -> Vec<u8> {
         b.set_duration_ns(o.duration_ns);
         b.set_dropped_events(o.dropped_events);
         b.set_summary(o.summary.as_str());
+        b.set_expected_output(&o.expected_output);
+        b.set_output_line(o.output_line);
+        b.set_output_line_start(o.output_line_start);
     }
     serialize(&msg)
 }
@@ -278,6 +283,9 @@ pub(crate) fn outcome_from_capnp(r: tc::outcome::Reader<'_>) -> capnp::Result<Ou
         duration_ns: r.get_duration_ns(),
         dropped_events: r.get_dropped_events(),
         summary: lossy(r.get_summary()?),
+        expected_output: r.get_expected_output()?.to_vec(),
+        output_line: r.get_output_line(),
+        output_line_start: r.get_output_line_start(),
     })
 }
 

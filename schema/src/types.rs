@@ -214,6 +214,9 @@ pub enum OutcomeKind {
     Interrupted,
     #[default]
     Unknown,
+    /// Exited, but stdout differs from the expected output given at record.
+    #[serde(rename = "wrong-output")]
+    WrongOutput,
 }
 
 impl OutcomeKind {
@@ -226,6 +229,7 @@ impl OutcomeKind {
             OutcomeKind::Hang => "hang",
             OutcomeKind::Interrupted => "interrupted",
             OutcomeKind::Unknown => "unknown",
+            OutcomeKind::WrongOutput => "wrong-output",
         }
     }
 }
@@ -263,6 +267,13 @@ pub struct OutcomeInfo {
     pub dropped_events: u64,
     /// One line for humans.
     pub summary: String,
+    /// The correct stdout (`record --expect-output`); empty if none given.
+    #[serde(skip)]
+    pub expected_output: Vec<u8>,
+    /// Wrong output: the 1-based line of stdout that first differs from
+    /// the expected output (0: none), and the byte offset where it starts.
+    pub output_line: u32,
+    pub output_line_start: u64,
 }
 
 /// One extra ordering decision of a schedule.

@@ -102,6 +102,9 @@ pub fn outcome() -> OutcomeInfo {
         duration_ns: 1_500_000_000,
         dropped_events: 0,
         summary: "deadlock between t1 and t2".into(),
+        expected_output: b"total=42\n".to_vec(),
+        output_line: 1,
+        output_line_start: 0,
     }
 }
 

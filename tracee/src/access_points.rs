@@ -15,7 +15,7 @@ use iced_x86::{
     Decoder, DecoderOptions, Formatter, InstructionInfoFactory, InstructionInfoOptions,
     IntelFormatter, OpAccess, OpKind, Register,
 };
-use object::{Object, ObjectSection, SectionFlags};
+use object::{Object, ObjectSection, ObjectSymbol, SectionFlags};
 use reprise_abi::observe::{AccessPoint, ACCESS_READ, ACCESS_WRITE, REG_NONE, REG_RIP};
 
 use crate::error::{Result, TraceeError};
@@ -24,6 +24,20 @@ use crate::symbolizer::elf_err;
 /// Executable sections whose instructions are never access points: the
 /// PLT stubs (they only jump through the GOT) and the init/fini prologues.
 const SKIPPED_SECTIONS: &[&str] = &[".plt", ".plt.got", ".plt.sec", ".init", ".fini"];
+
+/// The C runtime's start-up and tear-down glue that the compiler links into
+/// every executable: its accesses (the `completed` flag of
+/// `__do_global_dtors_aux`, the GOT) are not the program's shared data.
+const SKIPPED_FUNCTIONS: &[&str] = &[
+    "_start",
+    "_dl_relocate_static_pie",
+    "deregister_tm_clones",
+    "register_tm_clones",
+    "__do_global_dtors_aux",
+    "frame_dummy",
+    "__libc_csu_init",
+    "__libc_csu_fini",
+];
 
 /// One executable section of the file.
 #[derive(Clone, Debug)]
@@ -41,6 +55,8 @@ pub struct Disassembler {
     data: Vec<u8>,
     /// Executable sections, sorted by address.
     sections: Vec<CodeSection>,
+    /// Address ranges of the [`SKIPPED_FUNCTIONS`] the file defines.
+    skipped: Vec<std::ops::Range<u64>>,
 }
 
 impl Disassembler {
@@ -90,10 +106,32 @@ impl Disassembler {
             });
         }
         sections.sort_by_key(|s| s.vaddr);
+        // crtstuff's functions have size 0 in the symbol table: they end
+        // where the next symbol starts.
+        let mut starts: Vec<u64> = file
+            .symbols()
+            .filter(|sym| sym.kind() == object::SymbolKind::Text && sym.address() != 0)
+            .map(|sym| sym.address())
+            .collect();
+        starts.sort_unstable();
+        let skipped = file
+            .symbols()
+            .filter(|sym| sym.name().is_ok_and(|n| SKIPPED_FUNCTIONS.contains(&n)))
+            .map(|sym| {
+                let start = sym.address();
+                let end = if sym.size() > 0 {
+                    start + sym.size()
+                } else {
+                    starts.iter().copied().find(|&a| a > start).unwrap_or(start)
+                };
+                start..end
+            })
+            .collect();
         Ok(Disassembler {
             path: path.to_path_buf(),
             data,
             sections,
+            skipped,
         })
     }
 
@@ -132,7 +170,8 @@ impl Disassembler {
     }
 
     /// The access points of all executable sections but the PLT and
-    /// init/fini ones, sorted by address.
+    /// init/fini ones, and of all functions but the C runtime's glue,
+    /// sorted by address.
     pub fn access_points(&self) -> Vec<AccessPoint> {
         let mut factory = InstructionInfoFactory::new();
         let mut points = Vec::new();
@@ -146,6 +185,9 @@ impl Disassembler {
             while decoder.can_decode() {
                 let offset = decoder.position();
                 decoder.decode_out(&mut instr);
+                if self.skipped.iter().any(|r| r.contains(&instr.ip())) {
+                    continue;
+                }
                 if let Some(p) = access_point(&instr, code[offset], &mut factory) {
                     points.push(p);
                 }
