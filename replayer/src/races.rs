@@ -557,6 +557,16 @@ pub fn reads_from_diff(failing: &Observation, passing: &Observation) -> Vec<Read
     out
 }
 
+/// True if the sketch orders write `w` before read `r` (the writer's
+/// thread reached an event that comes before the reader's last one, as
+/// a value written before `pthread_create`): not a race whatever runs.
+pub fn sketch_orders(replay: &Replay, w: &Access, r: &Access) -> bool {
+    let events = event_positions(replay);
+    rp::key_process(w.key) == rp::key_process(r.key)
+        && r.last_event != 0
+        && next_event(&events, w) < r.last_event
+}
+
 /// The failing thread's (any thread's, for a deadlock or a hang) last
 /// reads of memory another thread wrote last, with that write, latest
 /// first: the data the failure was computed from.
