@@ -198,22 +198,7 @@ pub fn explain(replay: &Replay, rc: &RootCause) -> Result<Report, ReplayError> {
         let (passing, how, diff) = match rc
             .passing
             .first()
-            .and_then(|p| {
-                // The first read that saw another write, made in both
-                // runs, of a write the sketch does not order before it.
-                let diffs = races::reads_from_diff(&rc.failing, p);
-                let racy = |d: &&races::ReadsFromDiff| {
-                    d.writer
-                        .is_none_or(|w| !races::sketch_orders(replay, &w.access, &d.read.access))
-                };
-                let d = diffs
-                    .iter()
-                    .rev()
-                    .filter(racy)
-                    .find(|d| d.passing_read.is_some())
-                    .or_else(|| diffs.iter().rev().find(racy))?;
-                Some((p, *d))
-            })
+            .and_then(|p| Some((p, races::first_racy_diff(replay, &rc.failing, p)?)))
         {
             Some((p, d)) => (Some(p), "reads-from", Some(d)),
             None if rc.hang => {

@@ -557,6 +557,51 @@ pub fn reads_from_diff(failing: &Observation, passing: &Observation) -> Vec<Read
     out
 }
 
+/// The first read of the failing run that saw another write than in the
+/// passing run, made in both runs if any such, of a write the sketch does
+/// not order before it.
+pub fn first_racy_diff(
+    replay: &Replay,
+    failing: &Observation,
+    passing: &Observation,
+) -> Option<ReadsFromDiff> {
+    let diffs = reads_from_diff(failing, passing);
+    let racy = |d: &&ReadsFromDiff| {
+        d.writer
+            .is_none_or(|w| !sketch_orders(replay, &w.access, &d.read.access))
+    };
+    diffs
+        .iter()
+        .rev()
+        .filter(racy)
+        .find(|d| d.passing_read.is_some())
+        .or_else(|| diffs.iter().rev().find(racy))
+        .copied()
+}
+
+/// The flip that keeps the failing run's side of a reads-from difference
+/// (a base schedule that fails only by timing): the read before the write
+/// it saw in the passing run, or after the one it saw in the failing run.
+pub fn pinning_flip(d: &ReadsFromDiff) -> Option<FlipSpec> {
+    let r = &d.read;
+    let (held, until) = match (d.passing_writer, d.writer) {
+        (Some(pw), _) if pw.access.key != r.access.key => (pw, *r),
+        (_, Some(w)) if w.access.key != r.access.key => (*r, w),
+        _ => return None,
+    };
+    Some(FlipSpec {
+        defer: false,
+        held: held.access.key,
+        held_pc: held.access.pc,
+        held_n: held.n,
+        until: until.access.key,
+        until_pc: until.access.pc,
+        until_n: until.n,
+        until_fork: 0,
+        until_addr: 0,
+    })
+}
+
 /// True if the sketch orders write `w` before read `r` (the writer's
 /// thread reached an event that comes before the reader's last one, as
 /// a value written before `pthread_create`): not a race whatever runs.

@@ -511,22 +511,15 @@ impl Searcher<'_> {
         let bases = [Strategy::Feedback, Strategy::FeedbackLazy];
         for (b, base) in bases.into_iter().enumerate() {
             let plain = self.run(schedule(base, seed, 0, &[]), Role::Attempt, false, String::new())?;
-            if self.runs[plain].reproduced {
-                result.found = Some(plain);
-                result.schedule = Some(self.runs[plain].schedule.clone());
-                if crate::is_failure(&self.recorded) {
-                    result.root_cause = self.explain_base(base, bases[1 - b])?;
-                }
+            if self.runs[plain].reproduced && self.confirm_base(base, bases[1 - b], plain, result)? {
                 return Ok(());
             }
         }
         let mut roots = Vec::new();
         for base in bases {
             let obs = self.run(schedule(base, seed, 0, &[]), Role::Observe, true, String::new())?;
-            if self.runs[obs].reproduced {
-                // Observation changed nothing but the timing: take it.
-                result.found = Some(obs);
-                result.schedule = Some(self.runs[obs].schedule.clone());
+            let other = if base == bases[0] { bases[1] } else { bases[0] };
+            if self.runs[obs].reproduced && self.confirm_base(base, other, obs, result)? {
                 return Ok(());
             }
             if let Some(o) = self.runs[obs].result.observation.clone() {
@@ -675,6 +668,62 @@ impl Searcher<'_> {
         result.root_cause = self.explain_flips(&sc)?;
         result.schedule = Some(sc);
         Ok(())
+    }
+
+    /// Base `base` reproduced in run `i` without flips. It is taken if the
+    /// failure is no failure (a clean recorded run), or if it fails again
+    /// observed (then with its root cause, and the race that decided it
+    /// pinned by a flip where one is found). A base that failed once by
+    /// timing alone is no schedule to save: false, and the search goes on.
+    fn confirm_base(
+        &mut self,
+        base: Strategy,
+        other: Strategy,
+        i: usize,
+        result: &mut SearchResult,
+    ) -> Result<bool, ReplayError> {
+        let mut schedule = self.runs[i].schedule.clone();
+        let mut root_cause = None;
+        if crate::is_failure(&self.recorded) {
+            root_cause = self.explain_base(base, other)?;
+            if root_cause.is_none() {
+                return Ok(false);
+            }
+            if let Some(sc) = self.pin_base(base, root_cause.as_ref())? {
+                schedule = sc;
+            }
+        }
+        result.found = Some(i);
+        result.schedule = Some(schedule);
+        result.root_cause = root_cause;
+        Ok(true)
+    }
+
+    /// A base schedule that failed without flips may have failed by
+    /// timing alone: the race its failure needs is not held by any flip.
+    /// The schedule to save then gets the flip that keeps the failing
+    /// side of the first reads-from difference with the passing run, if
+    /// the failure reproduces with it.
+    fn pin_base(
+        &mut self,
+        base: Strategy,
+        rc: Option<&RootCause>,
+    ) -> Result<Option<ScheduleInfo>, ReplayError> {
+        let Some(rc) = rc.filter(|rc| rc.flips.is_empty()) else {
+            return Ok(None);
+        };
+        let Some(passing) = rc.passing.first() else {
+            return Ok(None);
+        };
+        let Some(flip) = races::first_racy_diff(self.replay, &rc.failing, passing)
+            .as_ref()
+            .and_then(races::pinning_flip)
+        else {
+            return Ok(None);
+        };
+        let sc = schedule(base, self.opts.seed, 0, &[flip]);
+        let i = self.run(sc.clone(), Role::Minimize, true, "pinning its race".into())?;
+        Ok(self.runs[i].reproduced.then_some(sc))
     }
 
     /// When base `failing` reproduces without flips: a passing run to
