@@ -43,10 +43,6 @@ impl OutputCheck {
         }
     }
 
-    pub fn expected(&self) -> &[u8] {
-        &self.expected
-    }
-
     /// The next bytes the program wrote to stdout.
     pub fn feed(&mut self, bytes: &[u8]) {
         let mut rest = bytes;

@@ -476,14 +476,14 @@ pub fn attempt(replay: &Replay, opts: &AttemptOptions) -> Result<AttemptResult, 
         }
         None => [Stdio::null(), Stdio::null(), Stdio::null()],
     };
+    // Without an output directory, a wrong-output attempt's stdout goes to
+    // an unlinked temporary file, read back at the end.
     let (stdio, stdout_copy) = match (wrong_output, &opts.output_dir) {
         (Some(_), None) => {
-            let f = unlinked_file().map_err(|e| ReplayError::Io(format!("temporary file: {e}")))?;
+            let tmp = |e: std::io::Error| ReplayError::Io(format!("temporary file: {e}"));
+            let f = tempfile::tempfile().map_err(tmp)?;
             let [i, _, e] = stdio;
-            let out = f
-                .try_clone()
-                .map_err(|e| ReplayError::Io(format!("temporary file: {e}")))?;
-            ([i, Stdio::from(out), e], Some(f))
+            ([i, Stdio::from(f.try_clone().map_err(tmp)?), e], Some(f))
         }
         _ => (stdio, None),
     };
@@ -706,24 +706,6 @@ pub fn matches(recorded: &OutcomeInfo, got: &OutcomeInfo) -> bool {
         // The same line wrong (a lost update loses another amount).
         OutcomeKind::WrongOutput => recorded.output_line == got.output_line,
     }
-}
-
-/// A temporary file that is already unlinked: the attempt's stdout, read
-/// back at its end.
-fn unlinked_file() -> std::io::Result<std::fs::File> {
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let path = std::env::temp_dir().join(format!(
-        "reprise-stdout-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)?;
-    std::fs::remove_file(&path)?;
-    Ok(f)
 }
 
 /// What an attempt wrote to stdout: from the unlinked copy, or from the

@@ -143,8 +143,8 @@ const KEEP_PER_THREAD: usize = 4;
 const DELAYS: usize = 4;
 /// Accesses looked at before a fork for a child's first access.
 const FORK_SCAN: usize = 20_000;
-/// Accesses looked at after a read-modify-write for another thread's write.
-const SPLIT_SCAN: usize = 20_000;
+/// Accesses looked at after an access for another thread's later write.
+const LATER_WRITE_SCAN: usize = 20_000;
 const PER_THREAD: u32 = 2;
 /// Rank penalties, in ring positions of distance.
 const SCORE_OTHER_READ: u64 = 8;
@@ -187,14 +187,10 @@ pub fn races(replay: &Replay, obs: &Observation, focus: Focus) -> Vec<Race> {
     // + 1), or None if the sketch orders `x` before `y` (or they share no
     // memory).
     let flip_point = |i: usize, x: &Occurrence, y: &Occurrence| -> Option<u64> {
-        // The held thread's next event: its first not yet performed.
-        let next = events
-            .get(&x.access.key)
-            .and_then(|v| v.iter().find(|&&p| p >= x.access.turn).copied())
-            .unwrap_or(u64::MAX);
+        let next = next_event(&events, &x.access);
         let (px, py) = (rp::key_process(x.access.key), rp::key_process(y.access.key));
         if px == py {
-            (y.access.last_event == 0 || y.access.last_event - 1 < next).then_some(0)
+            can_come_before(&y.access, next).then_some(0)
         } else {
             // Before the copy, and the held thread's next event after the
             // Fork event (the parent can fork while it waits).
@@ -351,28 +347,16 @@ fn delays(occ: &[Occurrence], focus: Focus, events: &HashMap<u32, Vec<u64>>) -> 
         .filter(|o| is_write(&o.access))
         .map(|o| o.access.addr)
         .collect();
-    // Another thread's write there after the read, that the sketch lets
-    // come before the reading thread's next event.
-    let later_write = |o: &Occurrence| {
-        let x = &o.access;
-        let next = next_event(events, x);
-        occ[occ.partition_point(|p| p.index <= o.index)..].iter().take(SPLIT_SCAN).any(|y| {
-            let y = &y.access;
-            y.key != me
-                && rp::key_process(y.key) == rp::key_process(me)
-                && is_write(y)
-                && y.addr == x.addr
-                && (y.last_event == 0 || y.last_event - 1 < next)
-        })
-    };
     // Memory another thread can still write, or that nobody wrote yet
     // (the write may come only after the attempt stopped).
     let candidate = |o: &Occurrence| {
         let a = &o.access;
+        let after = occ.partition_point(|p| p.index <= o.index);
         a.key == me
             && !is_write(a)
             && a.turn <= focus.pos
-            && (!written.contains(&a.addr) || later_write(o))
+            && (!written.contains(&a.addr)
+                || later_write(occ, after, a, events, |y| y.addr == a.addr))
     };
     let delay = |o: &Occurrence, rank: usize| Race {
         first: *o,
@@ -430,6 +414,33 @@ fn next_event(events: &HashMap<u32, Vec<u64>>, x: &Access) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
+/// True if the sketch lets access `y` come before the event at ring
+/// position `next` (the event before `y` in its thread comes first).
+fn can_come_before(y: &Access, next: u64) -> bool {
+    y.last_event == 0 || y.last_event - 1 < next
+}
+
+/// True if another thread of `x`'s process writes memory that `touches`
+/// accepts in `occ[from..]`, where the sketch lets that write come before
+/// `x`'s thread's next event: a hold at `x` can wait for it.
+fn later_write(
+    occ: &[Occurrence],
+    from: usize,
+    x: &Access,
+    events: &HashMap<u32, Vec<u64>>,
+    touches: impl Fn(&Access) -> bool,
+) -> bool {
+    let next = next_event(events, x);
+    occ[from..].iter().take(LATER_WRITE_SCAN).any(|y| {
+        let y = &y.access;
+        y.key != x.key
+            && rp::key_process(y.key) == rp::key_process(x.key)
+            && is_write(y)
+            && touches(y)
+            && can_come_before(y, next)
+    })
+}
+
 /// Writes to delay: a thread's write to a place it read earlier in the
 /// same stretch (`b = x; ...; x = b + d`, a read-modify-write the sketch
 /// does not protect) where another thread writes later in this attempt.
@@ -452,19 +463,9 @@ fn split_updates(occ: &[Occurrence], focus: Focus, events: &HashMap<u32, Vec<u64
             candidates.push(i);
         }
     }
-    // Another thread's later write there that the sketch lets come before
-    // the held thread's next event.
     let can_split = |i: usize| {
         let x = &occ[i].access;
-        let next = next_event(events, x);
-        occ[i + 1..].iter().take(SPLIT_SCAN).any(|y| {
-            let y = &y.access;
-            y.key != x.key
-                && rp::key_process(y.key) == rp::key_process(x.key)
-                && is_write(y)
-                && overlap(x, y)
-                && (y.last_event == 0 || y.last_event - 1 < next)
-        })
+        later_write(occ, i + 1, x, events, |y| overlap(x, y))
     };
     let mut picked: Vec<usize> = Vec::new();
     let mut done: std::collections::HashSet<(u32, u64)> = Default::default();
@@ -566,9 +567,10 @@ pub fn first_racy_diff(
     passing: &Observation,
 ) -> Option<ReadsFromDiff> {
     let diffs = reads_from_diff(failing, passing);
+    let events = event_positions(replay);
     let racy = |d: &&ReadsFromDiff| {
         d.writer
-            .is_none_or(|w| !sketch_orders(replay, &w.access, &d.read.access))
+            .is_none_or(|w| !sketch_orders(&events, &w.access, &d.read.access))
     };
     diffs
         .iter()
@@ -605,11 +607,10 @@ pub fn pinning_flip(d: &ReadsFromDiff) -> Option<FlipSpec> {
 /// True if the sketch orders write `w` before read `r` (the writer's
 /// thread reached an event that comes before the reader's last one, as
 /// a value written before `pthread_create`): not a race whatever runs.
-pub fn sketch_orders(replay: &Replay, w: &Access, r: &Access) -> bool {
-    let events = event_positions(replay);
+fn sketch_orders(events: &HashMap<u32, Vec<u64>>, w: &Access, r: &Access) -> bool {
     rp::key_process(w.key) == rp::key_process(r.key)
         && r.last_event != 0
-        && next_event(&events, w) < r.last_event
+        && next_event(events, w) < r.last_event
 }
 
 /// The failing thread's (any thread's, for a deadlock or a hang) last
