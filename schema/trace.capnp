@@ -27,6 +27,7 @@ struct Header {
   kernel @10 :Text;            # uname -sr
   cpus @11 :UInt32;
   startTimeUnixNs @12 :UInt64;
+  recordedEvents @13 :UInt32;  # what the agent logged beyond the level: bits of `RecordedEvents` (0 in older traces)
 }
 
 enum SketchLevel {

@@ -29,7 +29,7 @@ pub const ENV_AGENT: &str = "REPRISE_AGENT";
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"REPRISE1");
 /// Bumped whenever a layout below changes.
-pub const ABI_VERSION: u32 = 5;
+pub const ABI_VERSION: u32 = 6;
 
 pub const SLOT_SIZE: usize = 64;
 /// Bytes of payload in one continuation slot.
@@ -336,6 +336,8 @@ pub struct AssertInfo {
     pub process: u32,
     pub thread: u32,
     pub len: u32,
+    /// [`replay::DIVERGED_ORDER`] or [`replay::DIVERGED_MISSING_FILE`].
+    pub kind: u32,
     pub text: [u8; ASSERT_TEXT_BYTES],
 }
 
@@ -436,6 +438,18 @@ pub mod replay {
     /// order: they run for real (mmap, pid queries).
     pub const UNORDERED_SYSCALLS: [u64; 4] = [9, 39, 110, 186];
 
+    /// [`DivergenceInfo::kind`]: the program did something else than the
+    /// recording at this point (another operation, other output).
+    pub const DIVERGED_ORDER: u32 = 0;
+    /// [`DivergenceInfo::kind`]: a file the recording opened is missing at
+    /// replay time: no schedule can help, the user must restore it.
+    pub const DIVERGED_MISSING_FILE: u32 = 1;
+
+    /// [`ReplayState::recorded_events`]: process exits are events.
+    pub const RECORDED_PROCESS_EXIT: u32 = 1;
+    /// [`ReplayState::recorded_events`]: file opens and queries are events.
+    pub const RECORDED_FILES: u32 = 2;
+
     /// The baton's name for thread `thread` of process `process`; 0 is
     /// nobody.
     pub const fn key(process: u32, thread: u32) -> u32 {
@@ -468,6 +482,8 @@ pub struct DivergenceInfo {
     pub process: u32,
     pub thread: u32,
     pub len: u32,
+    /// [`replay::DIVERGED_ORDER`] or [`replay::DIVERGED_MISSING_FILE`].
+    pub kind: u32,
     /// Ring position of the expected event.
     pub pos: u64,
     pub text: [u8; DIVERGENCE_TEXT_BYTES],
@@ -517,5 +533,9 @@ pub struct ReplayState {
     /// the recording printed a wrong line there (a wrong-output failure),
     /// which an attempt may print differently. `u64::MAX`: compare all.
     pub stdout_free_from: AtomicU64,
+    /// What the trace recorded beyond its level (the schema's
+    /// `RecordedEvents` bits): a trace of an older version has no exit
+    /// or file events, and the agent must not wait for them.
+    pub recorded_events: AtomicU32,
     pub threads: [ReplayThread; MAX_THREADS],
 }

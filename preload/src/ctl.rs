@@ -56,20 +56,16 @@ pub fn attach(path: *const libc::c_char) -> bool {
     // SAFETY: `path` is a NUL-terminated string from the environment; the
     // mapping is checked for the magic and version before it is used.
     unsafe {
-        let fd = libc::open(path, libc::O_RDWR | libc::O_CLOEXEC);
-        if fd < 0 {
+        let Some((fd, size)) = raw::open_shared(path) else {
             return false;
-        }
-        let mut st: libc::stat = core::mem::zeroed();
-        if libc::fstat(fd, &mut st) != 0
-            || (st.st_size as usize) < core::mem::size_of::<ControlHeader>()
-        {
+        };
+        if size < core::mem::size_of::<ControlHeader>() {
             libc::close(fd);
             return false;
         }
         let p = raw::mmap(
             core::ptr::null_mut(),
-            st.st_size as usize,
+            size,
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_SHARED,
             fd,
@@ -81,7 +77,7 @@ pub fn attach(path: *const libc::c_char) -> bool {
         }
         let h = p as *mut ControlHeader;
         if (*h).magic != MAGIC || (*h).abi_version != ABI_VERSION {
-            libc::munmap(p, st.st_size as usize);
+            libc::munmap(p, size);
             let msg = b"reprise agent: the agent library and reprise were built from different versions; rebuild both (cargo build --workspace); this run is not recorded\n";
             raw::syscall3(libc::SYS_write, 2, msg.as_ptr() as u64, msg.len() as u64);
             return false;

@@ -124,16 +124,9 @@ pub fn install() {
         if path.is_null() {
             return;
         }
-        let fd = libc::open(path, libc::O_RDWR | libc::O_CLOEXEC);
-        if fd < 0 {
+        let Some((fd, size)) = raw::open_shared(path) else {
             return;
-        }
-        let mut st: libc::stat = core::mem::zeroed();
-        if libc::fstat(fd, &mut st) != 0 {
-            libc::close(fd);
-            return;
-        }
-        let size = st.st_size as usize;
+        };
         let p = raw::mmap(
             core::ptr::null_mut(),
             size,

@@ -99,6 +99,33 @@ pub fn syscall3(nr: i64, a0: u64, a1: u64, a2: u64) -> i64 {
     syscall6(nr, [a0, a1, a2, 0, 0, 0])
 }
 
+/// Opens one of reprise's own shared files read-write and returns the fd
+/// and the file's size, with untrapped syscalls: the agent's files are not
+/// the program's input, and a `sys` recording traps `open` and `fstat`.
+pub fn open_shared(path: *const libc::c_char) -> Option<(i32, usize)> {
+    let fd = syscall6(
+        libc::SYS_openat,
+        [
+            libc::AT_FDCWD as u64,
+            path as u64,
+            (libc::O_RDWR | libc::O_CLOEXEC) as u64,
+            0,
+            0,
+            0,
+        ],
+    );
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: an all-zero `stat` is a valid value; the kernel fills it.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    if syscall3(libc::SYS_fstat, fd as u64, &mut st as *mut libc::stat as u64, 0) != 0 {
+        syscall3(libc::SYS_close, fd as u64, 0, 0);
+        return None;
+    }
+    Some((fd as i32, st.st_size as usize))
+}
+
 pub fn errno() -> i32 {
     // SAFETY: reads this thread's errno.
     unsafe { *libc::__errno_location() }

@@ -33,6 +33,24 @@ pub const RECORDED: [i64; 13] = [
     libc::SYS_gettid,
 ];
 
+/// Syscalls on paths and file metadata, recorded with their results at
+/// `sys`: what the file system told the program (see `replay::files`).
+pub const FILES: [i64; 13] = [
+    libc::SYS_open,
+    libc::SYS_openat,
+    libc::SYS_stat,
+    libc::SYS_lstat,
+    libc::SYS_fstat,
+    libc::SYS_newfstatat,
+    libc::SYS_statx,
+    libc::SYS_access,
+    libc::SYS_faccessat,
+    libc::SYS_faccessat2,
+    libc::SYS_readlink,
+    libc::SYS_readlinkat,
+    libc::SYS_getcwd,
+];
+
 /// Syscalls recorded only when they write to stdout or stderr: the output
 /// the replayer compares.
 pub const OUTPUT: [i64; 2] = [libc::SYS_write, libc::SYS_writev];
@@ -211,11 +229,13 @@ fn build_filter_with(
     a.label(L::CheckNr);
     a.ld(OFF_NR);
     if sys {
-        for nr in RECORDED {
-            a.jeq(nr as u32, L::Trap, L::Next);
+        for nr in RECORDED.iter().chain(FILES.iter()) {
+            a.jeq(*nr as u32, L::Trap, L::Next);
         }
     }
     a.jeq(libc::SYS_rt_sigprocmask as u32, L::Trap, L::Next);
+    // The end of the process is an event at every level.
+    a.jeq(libc::SYS_exit_group as u32, L::Trap, L::Next);
     for nr in OUTPUT {
         a.jeq(nr as u32, L::Out, L::Next);
     }
@@ -301,6 +321,7 @@ extern "C" fn on_sigsys(_sig: c_int, info: *mut libc::siginfo_t, uc: *mut c_void
                 }
                 0
             }
+            libc::SYS_exit_group => crate::threads::exit_group(a[0]),
             _ => record_syscall(nr, a),
         };
         raw::set_errno(saved);
@@ -344,6 +365,27 @@ unsafe fn bytes<'a>(addr: u64, len: i64) -> &'a [u8] {
         return &[];
     }
     core::slice::from_raw_parts(addr as *const u8, len as usize)
+}
+
+const STAT_BYTES: i64 = core::mem::size_of::<libc::stat>() as i64;
+const STATX_BYTES: i64 = 256;
+
+/// The bytes of the NUL-terminated string at `addr` (a path), at most 4 KiB.
+///
+/// # Safety
+/// `addr` is 0 or a string the program passed to a syscall that succeeded
+/// in reading it, or failed with EFAULT (then it is not read here either:
+/// the caller logs only what the kernel could read).
+unsafe fn c_str<'a>(addr: u64) -> &'a [u8] {
+    if addr == 0 {
+        return &[];
+    }
+    let p = addr as *const u8;
+    let mut n = 0;
+    while n < 4096 && *p.add(n) != 0 {
+        n += 1;
+    }
+    core::slice::from_raw_parts(p, n)
 }
 
 /// Logs the `done` bytes scattered over an iovec array: the first piece
@@ -398,8 +440,10 @@ fn log_syscall(nr: i64, a: [u64; 6], r: i64) {
         extra: a[2],
         ..Ev::new(K::Syscall, nr as u64)
     };
+    // A path the kernel could not read is not read here either.
+    let path = |addr: u64| if r == -(libc::EFAULT as i64) { 0 } else { addr };
     // SAFETY: each arm reads only the memory the kernel just wrote for this
-    // syscall, as its result says.
+    // syscall, as its result says, or a path the kernel read.
     unsafe {
         match nr {
             libc::SYS_read | libc::SYS_pread64 | libc::SYS_recvfrom => {
@@ -438,6 +482,30 @@ fn log_syscall(nr: i64, a: [u64; 6], r: i64) {
             }
             libc::SYS_time => {
                 ctl::log(ev, bytes(a[0], 8));
+            }
+            libc::SYS_open | libc::SYS_access => {
+                ctl::log(ev, c_str(path(a[0])));
+            }
+            libc::SYS_openat | libc::SYS_faccessat | libc::SYS_faccessat2 => {
+                ctl::log(ev, c_str(path(a[1])));
+            }
+            libc::SYS_stat | libc::SYS_lstat | libc::SYS_fstat => {
+                ctl::log(ev, bytes(a[1], if r == 0 { STAT_BYTES } else { 0 }));
+            }
+            libc::SYS_newfstatat => {
+                ctl::log(ev, bytes(a[2], if r == 0 { STAT_BYTES } else { 0 }));
+            }
+            libc::SYS_statx => {
+                ctl::log(ev, bytes(a[4], if r == 0 { STATX_BYTES } else { 0 }));
+            }
+            libc::SYS_readlink => {
+                ctl::log(ev, bytes(a[1], r));
+            }
+            libc::SYS_getcwd => {
+                ctl::log(ev, bytes(a[0], r));
+            }
+            libc::SYS_readlinkat => {
+                ctl::log(ev, bytes(a[2], r));
             }
             libc::SYS_mmap => {
                 // Where the kernel put the mapping, with length, prot and flags.
@@ -599,6 +667,7 @@ mod tests {
                 SECCOMP_RET_ALLOW,
             );
             expect(libc::SYS_futex, 0, SECCOMP_RET_ALLOW);
+            expect(libc::SYS_exit_group, 0, SECCOMP_RET_TRAP);
             expect(
                 libc::SYS_read,
                 0,

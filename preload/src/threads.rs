@@ -29,10 +29,13 @@ struct Start {
 extern "C" fn trampoline(p: *mut c_void) -> *mut c_void {
     // SAFETY: `p` is the `Start` written by `pthread_create` below.
     let s = unsafe { core::ptr::read(p as *const Start) };
-    // Known before anything else runs here (free may mmap a new arena).
+    // Known before anything else runs here.
     ctl::register_thread(s.index);
-    // SAFETY: allocated with malloc in `pthread_create`.
-    unsafe { libc::free(p) };
+    // The start event comes before the thread's first call into libc: its
+    // first malloc or free sets up a per-thread cache and arena, which can
+    // make syscalls of its own (glibc reads the number of CPUs once the
+    // process has more arenas than 8): in a replay those must come in the
+    // recorded order, after this thread started, not while it waits to.
     if replay::on() {
         replay::simple(K::ThreadStart);
     } else {
@@ -44,6 +47,8 @@ extern "C" fn trampoline(p: *mut c_void) -> *mut c_void {
             &[],
         );
     }
+    // SAFETY: allocated with malloc in `pthread_create`.
+    unsafe { libc::free(p) };
     let ret = (s.f)(s.arg);
     thread_exit();
     ret
@@ -192,6 +197,34 @@ pub unsafe extern "C" fn fork() -> pid_t {
         replay::end_create();
     }
     pid
+}
+
+/// `exit_group` (from `exit`, `_exit`, or `main` returning): the end of
+/// the process is a sketch event like any other. Recording logs it; a
+/// replay holds it until every event recorded before it has happened, so
+/// `main` cannot end the process while other threads still have recorded
+/// work to do. A `vfork`ed child (it shares the parent's memory and
+/// identity) is not the recorded process: its exit is not an event.
+pub fn exit_group(code: u64) -> ! {
+    let own = ctl::control()
+        .and_then(|c| ctl::process_entry(c, ctl::process()))
+        .is_some_and(|e| e.pid.load(Ordering::Acquire) == raw::getpid());
+    if own {
+        if replay::on() {
+            replay::process_exit();
+        } else {
+            ctl::log(
+                Ev {
+                    result: code as i64,
+                    ..Ev::new(K::ProcessExit, 0)
+                },
+                &[],
+            );
+        }
+    }
+    loop {
+        raw::syscall3(libc::SYS_exit_group, code, 0, 0);
+    }
 }
 
 fn unreachable_exit() -> ! {

@@ -375,6 +375,7 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
             .map(|n| n.get() as u32)
             .unwrap_or(1),
         start_time_unix_ns: now_ns(),
+        recorded_events: reprise_schema::RecordedEvents::CURRENT,
     };
     let ctl =
         ControlBlock::create(Mode::Record, level, opts.ring_slots).map_err(RecordError::Control)?;

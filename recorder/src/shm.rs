@@ -27,7 +27,9 @@ impl SharedFile {
         };
         let mut n = 0u32;
         let (path, fd) = loop {
-            let path = dir.join(format!("reprise-{what}-{}-{n}", std::process::id()));
+            // Fixed width: the path is in the program's environment, and
+            // a recording and its replays should lay out the same stack.
+            let path = dir.join(format!("reprise-{what}-{:010}-{n:04}", std::process::id()));
             let c = CString::new(path.as_os_str().as_encoded_bytes()).expect("no NUL in path");
             // SAFETY: plain open(2) of a new file, private to this user.
             let fd = unsafe {

@@ -49,6 +49,10 @@ pub enum ReplayError {
     Io(String),
     #[error("cannot decode the program's instructions: {0}")]
     Decode(String),
+    /// A file the recording opened cannot be opened now: no schedule
+    /// can replay the run until it is restored.
+    #[error("{0}")]
+    MissingFile(String),
     #[error("interrupted: the attempt running was killed; nothing was saved")]
     Interrupted,
 }
@@ -128,7 +132,7 @@ impl Replay {
                     last.remove(&key);
                     continue;
                 }
-                EventKind::Signal | EventKind::Exec | EventKind::ProcessExit => continue,
+                EventKind::Signal | EventKind::Exec => continue,
                 EventKind::Syscall => {
                     last.insert(key, events.len());
                 }
@@ -138,6 +142,7 @@ impl Replay {
             }
             events.push(ev);
         }
+        let events = without_events_after_exit(events);
         let mut positions = Vec::with_capacity(events.len() + 1);
         let mut pos = 0u64;
         let mut largest = 1u64;
@@ -384,6 +389,26 @@ fn split_env(env: &[OsString]) -> Vec<(OsString, OsString)> {
         .collect()
 }
 
+/// Drops the events a process's threads logged after its `exit_group`
+/// was logged: they raced with the exit in the recording (the kernel
+/// killed those threads a moment later), and a replay, which ends the
+/// process at its exit event, cannot make them happen after it.
+fn without_events_after_exit(events: Vec<EventRecord>) -> Vec<EventRecord> {
+    let mut exited = std::collections::HashSet::new();
+    events
+        .into_iter()
+        .filter(|e| {
+            if exited.contains(&e.process) {
+                return false;
+            }
+            if e.kind == EventKind::ProcessExit {
+                exited.insert(e.process);
+            }
+            true
+        })
+        .collect()
+}
+
 /// Runs the program once under the sketch.
 pub fn attempt(replay: &Replay, opts: &AttemptOptions) -> Result<AttemptResult, ReplayError> {
     let ctl = ControlBlock::create(Mode::Replay, replay.level, replay.ring_slots)
@@ -422,6 +447,16 @@ pub fn attempt(replay: &Replay, opts: &AttemptOptions) -> Result<AttemptResult, 
         Ordering::Release,
     );
     r.first_mismatch.store(u64::MAX, Ordering::Release);
+    let recorded = replay.header.recorded_events;
+    r.recorded_events.store(
+        (recorded & reprise_schema::RecordedEvents::PROCESS_EXIT != 0)
+            .then_some(rp::RECORDED_PROCESS_EXIT)
+            .unwrap_or(0)
+            | (recorded & reprise_schema::RecordedEvents::FILES != 0)
+                .then_some(rp::RECORDED_FILES)
+                .unwrap_or(0),
+        Ordering::Release,
+    );
 
     let events = &replay.events;
     let positions = &replay.positions;
@@ -612,6 +647,17 @@ pub fn attempt(replay: &Replay, opts: &AttemptOptions) -> Result<AttemptResult, 
     let d = &r.divergence;
     let end = if d.state.load(Ordering::Acquire) == 2 {
         let text = String::from_utf8_lossy(&d.text[..(d.len as usize).min(d.text.len())]);
+        if d.kind == rp::DIVERGED_MISSING_FILE {
+            let relative = text.split_once("(\"").is_some_and(|(_, p)| !p.starts_with('/'));
+            let mut text = text.into_owned();
+            if relative {
+                text.push_str(&format!(
+                    " (the path is relative to the recorded working directory {})",
+                    replay.header.cwd.display()
+                ));
+            }
+            return Err(ReplayError::MissingFile(text));
+        }
         let place = match replay.event_at(d.pos) {
             Some((_, e)) => format!("{}, event {}", thread_name(e.process, e.thread), e.seq),
             None => thread_name(d.process as u16, d.thread),
@@ -639,7 +685,10 @@ pub fn attempt(replay: &Replay, opts: &AttemptOptions) -> Result<AttemptResult, 
         o.duration_ns = duration.as_nanos() as u64;
         o.event_count = events_replayed;
         o.summary = outcome::summary_line(&o);
-        AttemptEnd::Outcome(Box::new(o))
+        match ended_early(replay, turn, &o) {
+            Some(reason) => AttemptEnd::Divergence { reason },
+            None => AttemptEnd::Outcome(Box::new(o)),
+        }
     };
     Ok(AttemptResult {
         end,
@@ -659,6 +708,26 @@ pub fn attempt(replay: &Replay, opts: &AttemptOptions) -> Result<AttemptResult, 
         diverging_thread: (d.state.load(Ordering::Acquire) == 2)
             .then(|| rp::key(d.process, d.thread)),
     })
+}
+
+/// An attempt whose program ended before following the whole sketch,
+/// other than with the recorded failure, left the sketch: the reason, with
+/// where it ended and how far the recording goes.
+fn ended_early(replay: &Replay, turn: u64, got: &OutcomeInfo) -> Option<String> {
+    let total = *replay.positions.last()?;
+    if turn >= total || replay.recorded.as_ref().is_some_and(|rec| matches(rec, got)) {
+        return None;
+    }
+    let (i, next) = replay.event_at(turn)?;
+    let last = replay.events.last()?;
+    Some(format!(
+        "the program ended at event {} of {} ({} recorded events not replayed; next: {}): {}",
+        next.seq,
+        last.seq + 1,
+        replay.events.len() - i,
+        replay.describe(turn),
+        got.summary
+    ))
 }
 
 /// The failing frame of a crash: the first named frame in the program's

@@ -107,6 +107,7 @@ pub(crate) fn header_to_bytes(h: &HeaderInfo) -> Vec<u8> {
         b.set_kernel(h.kernel.as_str());
         b.set_cpus(h.cpus);
         b.set_start_time_unix_ns(h.start_time_unix_ns);
+        b.set_recorded_events(h.recorded_events);
     }
     serialize(&msg)
 }
@@ -142,6 +143,7 @@ pub(crate) fn header_from_capnp(r: tc::header::Reader<'_>) -> capnp::Result<Head
         kernel: lossy(r.get_kernel()?),
         cpus: r.get_cpus(),
         start_time_unix_ns: r.get_start_time_unix_ns(),
+        recorded_events: r.get_recorded_events(),
     })
 }
 

@@ -95,6 +95,23 @@ pub struct HeaderInfo {
     pub kernel: String,
     pub cpus: u32,
     pub start_time_unix_ns: u64,
+    /// What the agent logged beyond what the level says (bits of
+    /// [`RecordedEvents`]); 0 in traces of older versions.
+    pub recorded_events: u32,
+}
+
+/// Events an agent version added to the sketch. A replay enforces them
+/// only for traces that have them.
+pub struct RecordedEvents;
+
+impl RecordedEvents {
+    /// The end of each process (`exit_group`) is an event.
+    pub const PROCESS_EXIT: u32 = 1;
+    /// At `sys`: file-system queries and opens (`open`, `openat`, `stat`
+    /// family, `access`, `readlink`) with their results.
+    pub const FILES: u32 = 2;
+    /// Everything this version records.
+    pub const CURRENT: u32 = Self::PROCESS_EXIT | Self::FILES;
 }
 
 impl HeaderInfo {

@@ -27,6 +27,7 @@ pub fn header() -> HeaderInfo {
         kernel: "Linux 6.1".into(),
         cpus: 2,
         start_time_unix_ns: 1_700_000_000_123_456_789,
+        recorded_events: 0,
     }
 }
 

@@ -32,6 +32,8 @@ use crate::ctl;
 use crate::raw;
 use crate::real::real;
 
+mod files;
+
 /// True when this process replays.
 #[inline]
 pub fn on() -> bool {
@@ -438,7 +440,14 @@ impl Text {
     fn op(&mut self, kind: u16, object: u64) -> &mut Text {
         match K::from_u16(kind) {
             Some(K::Syscall) => self.s(syscall_name(object as i64)).s(b"()"),
-            Some(K::ThreadStart | K::ThreadExit | K::ProcessStart | K::ThreadCreate | K::Fork) => {
+            Some(
+                K::ThreadStart
+                | K::ThreadExit
+                | K::ProcessStart
+                | K::ProcessExit
+                | K::ThreadCreate
+                | K::Fork,
+            ) => {
                 self.s(K::from_u16(kind)
                     .map(|k| k.name())
                     .unwrap_or("?")
@@ -485,13 +494,19 @@ fn syscall_name(nr: i64) -> &'static [u8] {
         libc::SYS_write => b"write",
         libc::SYS_writev => b"writev",
         libc::SYS_mmap => b"mmap",
-        _ => b"syscall",
+        libc::SYS_exit_group => b"exit_group",
+        _ => files::name(nr).unwrap_or(b"syscall"),
     }
 }
 
 /// Records why the replay stopped following the recording and kills the
 /// program (every process of it, this one last).
 fn diverge(c: &ControlHeader, pos: u64, t: &Text) -> ! {
+    diverge_as(c, pos, t, rp::DIVERGED_ORDER)
+}
+
+/// [`diverge`], saying why (`rp::DIVERGED_*`).
+fn diverge_as(c: &ControlHeader, pos: u64, t: &Text, kind: u32) -> ! {
     let r = st(c);
     if r.divergence
         .state
@@ -505,6 +520,7 @@ fn diverge(c: &ControlHeader, pos: u64, t: &Text) -> ! {
             d.process = ctl::process();
             d.thread = ctl::thread();
             d.pos = pos;
+            d.kind = kind;
             d.len = t.n as u32;
             d.text[..t.n].copy_from_slice(&t.b[..t.n]);
         }
@@ -772,6 +788,21 @@ pub fn thread_exit() {
             advance(c, &t);
             detach(c);
         }
+        None => park(c),
+    }
+}
+
+/// `exit_group`: the process ends at its recorded place in the order. A
+/// process whose recording ended otherwise (killed by another thread's
+/// failure) waits for that end instead.
+pub fn process_exit() {
+    let _busy = Busy::enter();
+    let c = ctl_ok();
+    if st(c).recorded_events.load(Ordering::Relaxed) & rp::RECORDED_PROCESS_EXIT == 0 {
+        return; // a trace of an older version
+    }
+    match arrive(c, K::ProcessExit, 0) {
+        Some(t) => advance(c, &t),
         None => park(c),
     }
 }
@@ -1108,7 +1139,9 @@ pub fn syscall(nr: i64, a: [u64; 6]) -> i64 {
     let c = ctl_ok();
     let output = matches!(nr, libc::SYS_write | libc::SYS_writev) && (1..=2).contains(&a[0]);
     let level_sys = c.level >= reprise_abi::Level::Sys as u32;
-    if !(output || (level_sys && is_input(nr))) {
+    let file = files::is_file_syscall(nr)
+        && st(c).recorded_events.load(Ordering::Relaxed) & rp::RECORDED_FILES != 0;
+    if !(output || (level_sys && (is_input(nr) || file))) {
         return raw::syscall6(nr, a);
     }
     let Some(t) = arrive(c, K::Syscall, nr as u64) else {
@@ -1191,6 +1224,7 @@ pub fn syscall(nr: i64, a: [u64; 6]) -> i64 {
                 }
                 result = t.result;
             }
+            _ if files::is_file_syscall(nr) => result = files::emulate(c, &t, nr, a),
             _ => result = raw::syscall6(nr, a),
         }
     }
