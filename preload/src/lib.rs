@@ -33,10 +33,17 @@ extern "C" fn init() {
     debug_assert_eq!(&name[..name.len() - 1], ENV_CONTROL.as_bytes());
     // SAFETY: getenv with a NUL-terminated name, before any thread exists.
     let path = unsafe { libc::getenv(name.as_ptr() as *const libc::c_char) };
-    if path.is_null() || !ctl::attach(path) {
+    if path.is_null() {
         return;
     }
-    if !raw::map_syscall_page() {
+    // The untrapped syscall page first: in an image `exec`'d by a recorded
+    // process the inherited filter traps `openat` and `fstat` (at `sys`),
+    // and no SIGSYS handler is installed yet: a trap would kill it.
+    let page = raw::map_syscall_page();
+    if !ctl::attach(path) {
+        return;
+    }
+    if !page {
         say(b"reprise agent: address 0x70000000 is taken; recording the sync sketch only\n");
     }
     let pid = raw::getpid();
