@@ -5,12 +5,10 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use reprise_schema::{OutcomeKind, TraceReader};
-use reprise_testbugs::{build_manifest, corpus_dir, load_manifest, Bug, ExpectKind};
+use common::corpus::{correct_output, record_failure, replay_json};
+use reprise_testbugs::{build_manifest, corpus_dir, load_manifest, ExpectKind};
 use serde_json::Value;
 
 /// Atomicity violation (crash), use before initialisation (crash), use of
@@ -21,72 +19,7 @@ const PROGRAMS: [&str; 3] = [
     "mozilla_js_propcache",
 ];
 const SAVED_REPLAYS: usize = 5;
-const COMMAND_LIMIT: Duration = Duration::from_secs(120);
-
-fn reprise(root: &Path, args: &[&str]) -> Output {
-    let child = Command::new(common::reprise())
-        .args(args)
-        .env("REPRISE_TRACE_DIR", root)
-        .current_dir(corpus_dir())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run reprise");
-    common::wait_with_limit(child, COMMAND_LIMIT)
-}
-
-/// Records `bug` at its frequent arguments until the run fails (a crash,
-/// assertion, deadlock, a wrong output against `expected`...), at most 80
-/// runs.
-fn record_failure(
-    root: &Path,
-    bug: &Bug,
-    exe: &Path,
-    trace: &Path,
-    expected: Option<&Path>,
-) -> Option<u32> {
-    for n in 1..=80 {
-        let _ = std::fs::remove_dir_all(trace);
-        let mut args = vec!["record", "--hang-timeout", "2"];
-        if let Some(e) = expected {
-            args.extend(["--expect-output", e.to_str().unwrap()]);
-        }
-        args.extend(["-o", trace.to_str().unwrap(), exe.to_str().unwrap()]);
-        args.extend(bug.frequent_args.iter().map(String::as_str));
-        let o = reprise(root, &args);
-        let r = TraceReader::open(trace).unwrap_or_else(|e| {
-            panic!("{}: no trace ({e}): {}", bug.name, common::stderr(&o))
-        });
-        let outcome = r.outcome().expect("the trace has an outcome");
-        if !(outcome.kind == OutcomeKind::Exited && outcome.exit_code == 0) {
-            return Some(n);
-        }
-    }
-    None
-}
-
-fn replay_json(root: &Path, trace: &Path, max_attempts: &str) -> Value {
-    let o = reprise(
-        root,
-        &[
-            "replay",
-            trace.to_str().unwrap(),
-            "--json",
-            "--jobs",
-            "1",
-            "--max-attempts",
-            max_attempts,
-        ],
-    );
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!(
-            "replay --json printed no JSON ({e}): {}{}",
-            String::from_utf8_lossy(&o.stdout),
-            common::stderr(&o)
-        )
-    })
-}
+const SKETCH: &str = "sys";
 
 /// "file.c:LINE" of one access of the report.
 fn place(access: &Value) -> String {
@@ -95,29 +28,6 @@ fn place(access: &Value) -> String {
         access["file"].as_str().unwrap_or(""),
         access["line"].as_u64().unwrap_or(0)
     )
-}
-
-/// The correct stdout of a wrong-output bug at its frequent arguments:
-/// that of a native run that printed the manifest's correct line.
-fn correct_output(bug: &Bug, exe: &Path, into: &Path) -> std::path::PathBuf {
-    let line = bug.expect.output.as_deref().expect("a wrong-output bug names its correct line");
-    for _ in 0..200 {
-        let child = Command::new(exe)
-            .args(&bug.frequent_args)
-            .current_dir(corpus_dir())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("run the program");
-        let o = common::wait_with_limit(child, COMMAND_LIMIT);
-        if String::from_utf8_lossy(&o.stdout).lines().any(|l| l == line) {
-            let path = into.join(format!("{}.expected", bug.name));
-            std::fs::write(&path, &o.stdout).unwrap();
-            return path;
-        }
-    }
-    panic!("{}: no native run printed {line:?} in 200 runs", bug.name);
 }
 
 #[test]
@@ -150,7 +60,7 @@ fn check_feedback(programs: &[&str]) {
         // failing run recorded: up to three of them.
         let mut tries = Vec::new();
         let (runs, v) = loop {
-            let runs = record_failure(root, bug, exe, &trace, expected.as_deref())
+            let runs = record_failure(root, bug, exe, &trace, expected.as_deref(), SKETCH)
                 .unwrap_or_else(|| panic!("{}: no failing run in 80 recordings", bug.name));
             let v = replay_json(root, &trace, "10");
             if v["reproduced"] == true {

@@ -309,6 +309,8 @@ fn syscall_info(nr: u64) -> Option<(&'static str, A, A)> {
         234 => ("tgkill", Int("tgid"), Int("tid")),
         257 => ("openat", Int("dirfd"), Ptr("path")),
         262 => ("newfstatat", Int("dirfd"), Ptr("path")),
+        267 => ("readlinkat", Int("dirfd"), Ptr("path")),
+        269 => ("faccessat", Int("dirfd"), Ptr("path")),
         270 => ("pselect6", Int("nfds"), Ptr("readfds")),
         271 => ("ppoll", Ptr("fds"), Int("nfds")),
         273 => ("set_robust_list", Ptr("head"), Int("len")),
@@ -327,6 +329,7 @@ fn syscall_info(nr: u64) -> Option<(&'static str, A, A)> {
         332 => ("statx", Int("dirfd"), Ptr("path")),
         334 => ("rseq", Ptr("rseq"), Int("len")),
         435 => ("clone3", Ptr("args"), Int("size")),
+        439 => ("faccessat2", Int("dirfd"), Ptr("path")),
         _ => return None,
     })
 }
@@ -445,6 +448,10 @@ fn signal_code_name(sig: i32, code: i32) -> Option<&'static str> {
 fn fmt_arg(s: &mut String, a: A, v: u64) -> bool {
     match a {
         A::No => false,
+        A::Int("dirfd") if v as u32 as i32 == -100 => {
+            s.push_str("dirfd=AT_FDCWD");
+            true
+        }
         A::Int(n) => {
             let _ = write!(s, "{n}={}", v as i64);
             true

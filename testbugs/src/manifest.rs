@@ -74,11 +74,18 @@ pub enum BugKind {
     InputDependent,
     ThreeThread,
     Fork,
+    /// The process exits (exit handlers run) while threads still run.
+    ExitWhileRunning,
+    /// Many threads (about 20), each doing its own I/O.
+    ManyThreads,
+    /// Behaviour depends on the file system and on argv (a config file found
+    /// from argv[0], created when missing, reloaded when it changes).
+    FsAndArgv,
 }
 
 impl BugKind {
     /// Every kind; the corpus must cover all of them.
-    pub const ALL: [BugKind; 10] = [
+    pub const ALL: [BugKind; 13] = [
         BugKind::AtomicitySingle,
         BugKind::AtomicityMulti,
         BugKind::OrderUseBeforeInit,
@@ -89,6 +96,9 @@ impl BugKind {
         BugKind::InputDependent,
         BugKind::ThreeThread,
         BugKind::Fork,
+        BugKind::ExitWhileRunning,
+        BugKind::ManyThreads,
+        BugKind::FsAndArgv,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -103,6 +113,9 @@ impl BugKind {
             BugKind::InputDependent => "input-dependent",
             BugKind::ThreeThread => "three-thread",
             BugKind::Fork => "fork",
+            BugKind::ExitWhileRunning => "exit-while-running",
+            BugKind::ManyThreads => "many-threads",
+            BugKind::FsAndArgv => "fs-and-argv",
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Helpers for tests that run the `reprise` binary on real programs.
 #![allow(dead_code)]
 
+pub mod corpus;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};

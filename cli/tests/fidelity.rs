@@ -1,0 +1,282 @@
+//! Replay fidelity: attempts follow the whole sketch on programs whose
+//! recorded run depended on when the process ended, on many threads
+//! starting in some order, and on the file system; an attempt that leaves
+//! the sketch says where; a file missing at replay time is one line.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::corpus::{correct_output, record_failure, replay_json};
+use common::{compile, run_reprise, stderr};
+use reprise_testbugs::{build_manifest, corpus_dir, load_manifest, ExpectKind};
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// One testbugs program per fidelity class: the process exits while
+/// threads still run (an exit handler tears down what a worker uses),
+/// twenty threads that each read a file, and a config file that the
+/// program creates, rewrites and reloads (its `access`/`stat` answers).
+const PROGRAMS: [&str; 3] = [
+    "glog_363_exit_logger",
+    "arkime_3974_many_sessions",
+    "carbon_300_config_reload",
+];
+
+#[test]
+fn fidelity_bugs_reproduce_within_ten_attempts_at_sys_and_sync() {
+    let started = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut m = load_manifest().unwrap();
+    m.bugs.retain(|b| PROGRAMS.contains(&b.name.as_str()));
+    assert_eq!(m.bugs.len(), PROGRAMS.len(), "programs missing from the manifest");
+    let built = build_manifest(&m, &corpus_dir(), &tmp.path().join("bin")).unwrap();
+    let root = tmp.path();
+    for bug in &m.bugs {
+        let exe = &built.iter().find(|b| b.name == bug.name).unwrap().exe;
+        let expected = (bug.expect.kind == ExpectKind::WrongOutput)
+            .then(|| correct_output(bug, exe, root));
+        for sketch in ["sys", "sync"] {
+            let trace = root.join(format!("{}-{sketch}", bug.name));
+            // The search may miss from one recording: up to three.
+            let mut misses = Vec::new();
+            let v = loop {
+                record_failure(root, bug, exe, &trace, expected.as_deref(), sketch)
+                    .unwrap_or_else(|| panic!("{}: no failing run in 80 recordings", bug.name));
+                let v = replay_json(root, &trace, "10");
+                if v["reproduced"] == true {
+                    break v;
+                }
+                misses.push(v);
+                assert!(
+                    misses.len() < 3,
+                    "{} ({sketch}): not reproduced within 10 attempts from 3 recordings: {:#}",
+                    bug.name,
+                    misses[2]
+                );
+            };
+            eprintln!(
+                "{} ({sketch}): reproduced in attempt {} ({} recordings missed)",
+                bug.name,
+                v["attempt"],
+                misses.len()
+            );
+        }
+    }
+    eprintln!("total {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// Creates threads, unless the mapped file's first byte says otherwise:
+/// `x` makes `main` exit at once, `s` crashes it. The byte is read from a
+/// mapping, which no sketch records: a replay after the file changed takes
+/// another path.
+const MODE: &str = r#"
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
+pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+long n;
+void *work(void *a) {
+    for (int i = 0; i < 3; i++) { pthread_mutex_lock(&m); n++; pthread_mutex_unlock(&m); }
+    return 0;
+}
+int main(int argc, char **argv) {
+    int fd = open(argv[1], O_RDONLY);
+    const char *mode = mmap(0, 1, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (mode[0] == 'x') exit(0);
+    if (mode[0] == 's') *(volatile int *)0 = 1;
+    pthread_t t[3];
+    for (long i = 0; i < 3; i++) pthread_create(&t[i], 0, work, 0);
+    for (int i = 0; i < 3; i++) pthread_join(t[i], 0);
+    printf("n=%ld\n", n);
+    return 0;
+}
+"#;
+
+/// An attempt whose process ends before the sketch does is a divergence
+/// that names the event it ended at and how far the recording goes; one
+/// that exits where the recording went on is a divergence at
+/// that event.
+#[test]
+fn an_attempt_that_ends_early_is_a_divergence_with_event_numbers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prog = compile(tmp.path(), "mode", MODE, &["-O1", "-g"]);
+    let mode = tmp.path().join("mode.txt");
+    std::fs::write(&mode, "threads").unwrap();
+    let trace = tmp.path().join("trace");
+    let args = ["record", "-o", trace.to_str().unwrap(), prog.to_str().unwrap()];
+    let o = run_reprise(tmp.path(), &[&args[..], &[mode.to_str().unwrap()]].concat(), None, LIMIT);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+
+    for (byte, want) in [
+        ("s", "the program ended at event"),
+        ("x", " got exit"),
+    ] {
+        std::fs::write(&mode, byte).unwrap();
+        let log = tmp.path().join(format!("attempts-{byte}"));
+        let o = run_reprise(
+            tmp.path(),
+            &[
+                "replay",
+                trace.to_str().unwrap(),
+                "--max-attempts",
+                "1",
+                "--json",
+                "--attempt-log",
+                log.to_str().unwrap(),
+            ],
+            None,
+            LIMIT,
+        );
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        let v: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("no JSON ({e}): {text}{}", stderr(&o)));
+        assert_eq!(v["reproduced"], false, "{v:#}");
+        assert_eq!(v["divergences"], 1, "mode {byte}: {v:#}");
+        let d = std::fs::read_to_string(&log).unwrap();
+        assert!(d.contains(want), "mode {byte}: {d}");
+        assert!(
+            d.contains("event ") && d.chars().any(|c| c.is_ascii_digit()),
+            "mode {byte}: the divergence names its event: {d}"
+        );
+        if byte == "s" {
+            assert!(d.contains(" of "), "and how far the recording goes: {d}");
+            assert!(d.contains("SIGSEGV"), "and how the attempt ended: {d}");
+        }
+    }
+}
+
+/// Twenty threads that each open and read a file, their totals under a
+/// lock: every attempt follows the whole sketch, whatever order the
+/// threads started in (their first `malloc` reads the number of CPUs once
+/// glibc has more than 8 arenas: it must happen after the thread started,
+/// as recorded).
+const MANY: &str = r#"
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <unistd.h>
+#define N 20
+const char *path;
+long total;
+pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+void *scan(void *a) {
+    char buf[256];
+    int fd = open(path, O_RDONLY);
+    long n, mine = 0;
+    while ((n = read(fd, buf, sizeof buf)) > 0) mine += n;
+    close(fd);
+    pthread_mutex_lock(&m); total += mine; pthread_mutex_unlock(&m);
+    return 0;
+}
+int main(int argc, char **argv) {
+    path = argv[1];
+    pthread_t t[N];
+    for (int i = 0; i < N; i++) pthread_create(&t[i], 0, scan, 0);
+    for (int i = 0; i < N; i++) pthread_join(t[i], 0);
+    printf("total=%ld\n", total);
+    return 0;
+}
+"#;
+
+#[test]
+fn many_threads_follow_the_whole_sketch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prog = compile(tmp.path(), "many", MANY, &["-O1", "-g"]);
+    let input = tmp.path().join("input");
+    std::fs::write(&input, "x".repeat(3000)).unwrap();
+    for round in 0..3 {
+        let trace = tmp.path().join(format!("trace-{round}"));
+        let o = run_reprise(
+            tmp.path(),
+            &["record", "-o", trace.to_str().unwrap(), prog.to_str().unwrap(), input.to_str().unwrap()],
+            None,
+            LIMIT,
+        );
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "total=60000\n", "{}", stderr(&o));
+        let v = replay_json(tmp.path(), &trace, "2");
+        assert_eq!(v["reproduced"], true, "round {round}: {v:#}");
+        assert_eq!(v["divergences"], 0, "round {round}: {v:#}");
+    }
+}
+
+/// Creates its config file when `access` says it is missing, and rewrites
+/// it before exiting: at replay time the file exists, with other contents.
+const CONFIG: &str = r#"
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    const char *p = argv[1];
+    if (access(p, F_OK) != 0) {
+        FILE *f = fopen(p, "w"); fputs("threads=4\n", f); fclose(f);
+        printf("created default config\n");
+    }
+    struct stat st;
+    stat(p, &st);
+    FILE *f = fopen(p, "r");
+    char line[64] = "";
+    fgets(line, sizeof line, f);
+    fclose(f);
+    printf("%ld bytes: %s", (long)st.st_size, line);
+    f = fopen(p, "w"); fputs("threads=16 # rewritten by the admin command\n", f); fclose(f);
+    return 0;
+}
+"#;
+
+/// What the file system told the recorded run is what the replay sees; a
+/// file the recording read that is gone is one line naming it.
+#[test]
+fn file_queries_are_replayed_and_a_missing_file_is_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prog = compile(tmp.path(), "config", CONFIG, &["-O1", "-g"]);
+    let conf = tmp.path().join("app.conf");
+    let trace = tmp.path().join("trace");
+    let o = run_reprise(
+        tmp.path(),
+        &["record", "-o", trace.to_str().unwrap(), prog.to_str().unwrap(), conf.to_str().unwrap()],
+        None,
+        LIMIT,
+    );
+    let printed = "created default config\n10 bytes: threads=4\n";
+    assert_eq!(String::from_utf8_lossy(&o.stdout), printed, "{}", stderr(&o));
+    assert!(conf.exists());
+
+    // The file exists now, rewritten: the replay still takes the recorded path.
+    let v = replay_json(tmp.path(), &trace, "1");
+    assert_eq!(v["reproduced"], true, "{v:#}");
+    assert_eq!(v["divergences"], 0, "{v:#}");
+
+    // A file the recording read, removed: one line that names it, exit 2.
+    std::fs::remove_file(&conf).unwrap();
+    let reader = tmp.path().join("kept.txt");
+    let read_prog = compile(
+        tmp.path(),
+        "reader",
+        "#include <stdio.h>\nint main(int c, char **v) { FILE *f = fopen(v[1], \"r\"); char b[64]; if (f && fgets(b, 64, f)) fputs(b, stdout); return 0; }\n",
+        &["-O1"],
+    );
+    std::fs::write(&reader, "kept\n").unwrap();
+    let trace2 = tmp.path().join("trace2");
+    let o = run_reprise(
+        tmp.path(),
+        &["record", "-o", trace2.to_str().unwrap(), read_prog.to_str().unwrap(), reader.to_str().unwrap()],
+        None,
+        LIMIT,
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "kept\n", "{}", stderr(&o));
+    std::fs::remove_file(&reader).unwrap();
+    let o = run_reprise(tmp.path(), &["replay", trace2.to_str().unwrap()], None, LIMIT);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    let last = err.lines().last().unwrap_or("");
+    assert!(last.starts_with("reprise: error: "), "{err}");
+    assert!(last.contains(reader.to_str().unwrap()) && last.contains("ENOENT"), "{err}");
+    assert!(last.contains("restore it"), "{err}");
+    assert!(!Path::new(&reader).exists(), "the replay does not create the file");
+}
