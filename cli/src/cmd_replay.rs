@@ -2,7 +2,7 @@
 //! the recorded failure reproduces.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -10,10 +10,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use reprise_replayer::explain::explain;
-use reprise_replayer::search::{search, Role, Run, SearchOptions};
+use reprise_replayer::explain::{explain, Report};
+use reprise_replayer::search::{search, Role, Run, SearchOptions, SearchResult};
 use reprise_replayer::{is_failure, AttemptOptions, Replay, Strategy};
-use reprise_schema::{location, read_schedule, write_schedule, ScheduleInfo};
+use reprise_schema::{location, read_schedule, write_schedule, OutcomeInfo, ScheduleInfo};
 
 /// Re-execute a recorded program under its sketch until the recorded
 /// failure reproduces; save the reproducing schedule into the trace.
@@ -34,10 +34,16 @@ pub struct ReplayArgs {
     /// threads preempted after random time slices: not deterministic).
     #[arg(long, default_value = "feedback", value_parser = ["feedback", "random", "preempt"])]
     strategy: String,
-    /// Print the result (outcome, schedule, root-cause report) as one JSON
+    /// Print the result (outcome, attempt counts, schedule, root-cause
+    /// report, the reproducing attempt's stdout and stderr) as one JSON
     /// object instead of text.
     #[arg(long)]
     json: bool,
+    /// Do not show the reproducing attempt's stdout and stderr (by default
+    /// printed to reprise's stdout and stderr before the report; with
+    /// --json, in the object).
+    #[arg(long)]
+    no_program_output: bool,
     /// The first attempt's seed (the next ones take the following seeds).
     #[arg(long)]
     seed: Option<u64>,
@@ -51,7 +57,9 @@ pub struct ReplayArgs {
     /// Append one line per attempt to this file.
     #[arg(long)]
     attempt_log: Option<PathBuf>,
-    /// Keep each attempt's stdout and stderr in DIR/attempt-N/.
+    /// Keep each run's stdout and stderr in DIR/attempt-N/ (observation
+    /// and minimisation re-runs in DIR/observe-N-STRATEGY/ and
+    /// DIR/minimize-K/).
     #[arg(long)]
     output_dir: Option<PathBuf>,
     /// Replay even if the program changed since it was recorded.
@@ -124,37 +132,26 @@ pub fn run(a: ReplayArgs) -> Result<u8> {
         )),
         None => None,
     };
-
-    eprintln!(
-        "reprise: replaying {} ({} sketch, {} events); recorded: {}",
-        dir.display(),
-        replay.header.level,
-        replay.event_count(),
-        recorded.summary
-    );
-    if let Some(s) = &saved {
-        eprintln!(
-            "reprise: trying the saved schedule first ({} seed {:#x}{})",
-            s.strategy,
-            s.seed,
-            match s.flips.len() {
-                0 => String::new(),
-                n => format!(", {n} flipped race(s)"),
-            }
-        );
-    }
-    let bar = ProgressBar::new(a.max_attempts as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} attempt {pos}/{len} {elapsed} {wide_msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
+    announce(&dir, &replay, &recorded, saved.as_ref());
+    let bar = progress_bar(a.max_attempts);
     let mut base = AttemptOptions::new(0);
     base.timeout = timeout;
     base.hang_timeout = hang_timeout;
-    base.output_dir = a.output_dir.clone();
+    // The runs' output is kept to show the reproducing one's: in
+    // --output-dir, else in a directory removed at the end.
+    let scratch = match (&a.output_dir, a.no_program_output) {
+        (None, false) => Some(
+            tempfile::Builder::new()
+                .prefix("reprise-replay-")
+                .tempdir()
+                .context("cannot create a temporary directory for the attempts' output")?,
+        ),
+        _ => None,
+    };
+    base.output_dir = a
+        .output_dir
+        .clone()
+        .or_else(|| scratch.as_ref().map(|d| d.path().to_path_buf()));
     let opts = SearchOptions {
         strategy,
         max_attempts: a.max_attempts,
@@ -166,6 +163,10 @@ pub fn run(a: ReplayArgs) -> Result<u8> {
     };
     let divergences = AtomicU32::new(0);
     let on_run = |r: &Run| {
+        // Only the reproducing run's output is shown: the others' go.
+        if let (Some(_), Some(d), false) = (&scratch, &r.output_dir, r.reproduced) {
+            let _ = std::fs::remove_dir_all(d);
+        }
         if r.role == Role::Attempt {
             bar.inc(1);
             if r.result.outcome().is_none() {
@@ -192,113 +193,151 @@ pub fn run(a: ReplayArgs) -> Result<u8> {
             writeln!(f, "{}", run_line(r))?;
         }
     }
-    let elapsed = result.elapsed.as_secs_f64();
-    let diverged = result.divergences();
-    let report = match &result.root_cause {
-        Some(rc) => Some(explain(&replay, rc).map_err(|e| e.to_string())),
-        None => None,
-    };
-    let sched = result.schedule.clone();
+    let report = result
+        .root_cause
+        .as_ref()
+        .map(|rc| explain(&replay, rc).map_err(|e| e.to_string()));
     // The same schedule found again (the saved one) is not saved again.
     let same = |x: &ScheduleInfo, y: &ScheduleInfo| {
         (&x.strategy, x.seed, &x.flips, x.preempt_rate)
             == (&y.strategy, y.seed, &y.flips, y.preempt_rate)
     };
-    let save = match (&saved, &sched) {
+    let save = match (&saved, &result.schedule) {
         (_, None) => false,
         (Some(x), Some(y)) => !a.no_schedule && !same(x, y),
         (None, Some(_)) => !a.no_schedule,
     };
     if save {
-        if let Some(s) = &sched {
+        if let Some(s) = &result.schedule {
             write_schedule(&dir, s)?;
         }
     }
+    let output = if a.no_program_output {
+        None
+    } else {
+        result.reproducing().map(ProgramOutput::of)
+    };
+    drop(scratch);
+    let done = Done {
+        dir: &dir,
+        replay: &replay,
+        recorded: &recorded,
+        result: &result,
+        report: report.as_ref(),
+        saved: save,
+        output: output.as_ref(),
+    };
     if a.json {
-        let r = result.reproducing();
+        done.print_json()?;
+    } else {
+        done.print_text();
+    }
+    Ok(if result.found.is_some() { 0 } else { 1 })
+}
+
+/// The first lines, on stderr: what is replayed, and from which schedule.
+fn announce(dir: &Path, replay: &Replay, recorded: &OutcomeInfo, saved: Option<&ScheduleInfo>) {
+    eprintln!(
+        "reprise: replaying {} ({} sketch, {} events); recorded: {}",
+        dir.display(),
+        replay.header.level,
+        replay.event_count(),
+        recorded.summary
+    );
+    if let Some(s) = saved {
+        eprintln!(
+            "reprise: trying the saved schedule first ({} seed {:#x}{})",
+            s.strategy,
+            s.seed,
+            match s.flips.len() {
+                0 => String::new(),
+                n => format!(", {n} flipped race(s)"),
+            }
+        );
+    }
+}
+
+/// The attempts' progress on a terminal (hidden otherwise).
+fn progress_bar(max_attempts: u32) -> ProgressBar {
+    let bar = ProgressBar::new(max_attempts as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} attempt {pos}/{len} {elapsed} {wide_msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar
+}
+
+/// What the reproducing attempt wrote.
+struct ProgramOutput {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+impl ProgramOutput {
+    /// The run's output files (empty if it kept none).
+    fn of(r: &Run) -> ProgramOutput {
+        let read = |name: &str| {
+            r.output_dir
+                .as_ref()
+                .and_then(|d| std::fs::read(d.join(name)).ok())
+                .unwrap_or_default()
+        };
+        ProgramOutput {
+            stdout: read("stdout"),
+            stderr: read("stderr"),
+        }
+    }
+}
+
+/// A finished search, to print.
+struct Done<'a> {
+    dir: &'a Path,
+    replay: &'a Replay,
+    recorded: &'a OutcomeInfo,
+    result: &'a SearchResult,
+    report: Option<&'a std::result::Result<Report, String>>,
+    saved: bool,
+    output: Option<&'a ProgramOutput>,
+}
+
+impl Done<'_> {
+    fn print_json(&self) -> Result<()> {
+        let (result, r) = (self.result, self.result.reproducing());
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        // What each count counts: see README, `reprise replay`, --json.
         let v = serde_json::json!({
-            "trace": dir,
+            "trace": self.dir,
             "reproduced": r.is_some(),
             "attempt": r.map(|r| r.attempt),
             "attempts": result.attempts,
-            "divergences": diverged,
+            "attempts_after": result.attempts_after(),
+            "divergences": result.divergences(),
             "observed_runs": result.observed_runs(),
-            "seconds": elapsed,
-            "recorded": recorded.summary,
+            "seconds": result.elapsed.as_secs_f64(),
+            "recorded": self.recorded.summary,
             "outcome": r.map(|r| r.result.summary()),
-            "schedule": sched,
-            "schedule_saved": save,
-            "root_cause": match &report {
+            "schedule": result.schedule,
+            "schedule_saved": self.saved,
+            "root_cause": match self.report {
                 Some(Ok(rep)) => serde_json::to_value(rep)?,
                 Some(Err(e)) => serde_json::json!({ "error": e }),
                 None => serde_json::Value::Null,
             },
+            "stdout": self.output.map(|o| text(&o.stdout)),
+            "stderr": self.output.map(|o| text(&o.stderr)),
         });
         out!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(if r.is_some() { 0 } else { 1 });
+        Ok(())
     }
-    match result.reproducing() {
-        Some(r) => {
-            let what = if is_failure(&recorded) {
-                "reproduced the recorded failure"
-            } else {
-                "reproduced the recorded run"
-            };
-            out!(
-                "reprise: {what} in attempt {} ({} attempts, {} diverged, {} observed runs, {:.2} s)",
-                r.attempt,
-                result.attempts,
-                diverged,
-                result.observed_runs(),
-                elapsed
-            );
-            out!("  recorded:   {}", recorded.summary);
-            out!("  reproduced: {}", r.result.summary());
-            let res = &r.result;
-            out!(
-                "  replayed {} of {} recorded events{}",
-                res.events_replayed,
-                replay.event_count(),
-                if res.completed {
-                    String::new()
-                } else {
-                    format!(
-                        " (the run ended {} events before the recording did)",
-                        replay.event_count() as u64 - res.events_replayed
-                    )
-                }
-            );
-            if res.output_numbers > 0 {
-                out!(
-                    "  note: {} writes printed another pid than the recording did, accepted",
-                    res.output_numbers
-                );
-            }
-            if res.object_mismatches > 0 {
-                out!(
-                    "  note: {} events had another object address than recorded",
-                    res.object_mismatches
-                );
-            }
-            match &report {
-                Some(Ok(rep)) => out!("{}", rep.render()),
-                Some(Err(e)) => out!("  (no root-cause report: {e})"),
-                None if is_failure(&recorded) => out!(
-                    "  root cause: the sketch's own order decides this failure (no unrecorded race was flipped)"
-                ),
-                None => {}
-            }
-            if let (true, Some(sched)) = (save, &sched) {
-                out!(
-                    "  schedule saved ({} seed {:#x}, {} flip(s)): the next `reprise replay` starts with it",
-                    sched.strategy,
-                    sched.seed,
-                    sched.flips.len()
-                );
-            }
-            Ok(0)
-        }
-        None => {
+
+    fn print_text(&self) {
+        let (result, recorded) = (self.result, self.recorded);
+        let elapsed = result.elapsed.as_secs_f64();
+        let diverged = result.divergences();
+        let Some(r) = result.reproducing() else {
             out!(
                 "reprise: not reproduced in {} attempts ({} diverged, {:.2} s)",
                 result.attempts,
@@ -319,7 +358,87 @@ pub fn run(a: ReplayArgs) -> Result<u8> {
             for (s, n) in seen.iter().take(3) {
                 out!("  {n} x {s}");
             }
-            Ok(1)
+            return;
+        };
+        // The program's own output first, as `reprise record` shows it.
+        if let Some(o) = self.output {
+            let _ = std::io::stdout().write_all(&o.stdout);
+            let _ = std::io::stdout().flush();
+            let _ = std::io::stderr().write_all(&o.stderr);
+            let _ = std::io::stderr().flush();
+        }
+        let what = if is_failure(recorded) {
+            "reproduced the recorded failure"
+        } else {
+            "reproduced the recorded run"
+        };
+        let after = match result.attempts_after() {
+            0 => String::new(),
+            n => format!(" run, {n} of them in parallel after it"),
+        };
+        let observed = result.observed_runs();
+        out!(
+            "reprise: {what} in attempt {} ({} attempt{}{after}, {} diverged, {} observed run{}, {:.2} s)",
+            r.attempt,
+            result.attempts,
+            if result.attempts == 1 { "" } else { "s" },
+            diverged,
+            observed,
+            if observed == 1 { "" } else { "s" },
+            elapsed
+        );
+        out!("  recorded:   {}", recorded.summary);
+        out!("  reproduced: {}", r.result.summary());
+        let res = &r.result;
+        let total = self.replay.event_count();
+        out!(
+            "  replayed {} of {} recorded events{}",
+            res.events_replayed,
+            total,
+            if res.completed {
+                String::new()
+            } else {
+                format!(
+                    " (the run ended {} events before the recording did)",
+                    total as u64 - res.events_replayed
+                )
+            }
+        );
+        if res.output_numbers > 0 {
+            out!(
+                "  note: {} writes printed another pid than the recording did, accepted",
+                res.output_numbers
+            );
+        }
+        if res.object_mismatches > 0 {
+            out!(
+                "  note: {} events had another object address than recorded",
+                res.object_mismatches
+            );
+        }
+        let random = matches!(
+            Strategy::from_name(&r.schedule.strategy),
+            Some(Strategy::Random | Strategy::Preempt)
+        );
+        match self.report {
+            Some(Ok(rep)) => out!("{}", rep.render()),
+            Some(Err(e)) => out!("  (no root-cause report: {e})"),
+            None if is_failure(recorded) && random => out!(
+                "  root cause: not analysed (the {} strategy does not observe accesses; replay with --strategy feedback for a report)",
+                r.schedule.strategy
+            ),
+            None if is_failure(recorded) => out!(
+                "  root cause: the sketch's own order decides this failure (no unrecorded race was flipped)"
+            ),
+            None => {}
+        }
+        if let (true, Some(sched)) = (self.saved, &result.schedule) {
+            out!(
+                "  schedule saved ({} seed {:#x}, {} flip(s)): the next `reprise replay` starts with it",
+                sched.strategy,
+                sched.seed,
+                sched.flips.len()
+            );
         }
     }
 }

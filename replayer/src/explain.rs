@@ -24,10 +24,31 @@ pub struct Report {
     /// another passed; each race is a read (`second`) that saw another
     /// write (`first`) than in the passing run. `last-writer`: no passing
     /// run was found; the failing thread's last read of another thread's
-    /// write. `last-race`: a hang with no passing run found; the last race
-    /// before it, in the order it happened.
+    /// write that the sketch does not order before the read (or a race of
+    /// that write with another thread's write). `last-race`: a hang with
+    /// no passing run found; the last race before it, in the order it
+    /// happened. `no-race`: no passing run, and every value the failing
+    /// thread read from another thread was written before the read in the
+    /// sketch's order: the failure needs no race (`races` is empty).
     pub how: &'static str,
     pub races: Vec<RaceReport>,
+    /// `no-race`: the failing thread's last read of another thread's
+    /// write, and the recorded events that order the two (no race).
+    pub ordered: Option<OrderedReport>,
+}
+
+/// A write and a read of another thread that the sketch orders: `after`
+/// (the writer's first event after the write) comes, in the recorded
+/// order every attempt follows, no later than `before` (the reader's last
+/// event before the read).
+#[derive(Clone, Debug, Serialize)]
+pub struct OrderedReport {
+    pub variable: String,
+    pub write: AccessReport,
+    pub read: AccessReport,
+    /// `thread 1, event 5: thread_exit(0x0)`.
+    pub after: String,
+    pub before: String,
 }
 
 /// One race: `first` came first in the passing run; the failing run needs
@@ -180,7 +201,16 @@ impl Explainer {
     }
 }
 
-/// Builds the report of a root cause.
+type AccessId = (u32, u64, u32);
+
+fn id(o: &races::Occurrence) -> AccessId {
+    (o.access.key, o.access.pc, o.n)
+}
+
+/// Builds the report of a root cause. Two accesses that the sketch's
+/// happens-before orders (thread create, join, fork, a lock, or any two
+/// events in their recorded order, which every attempt follows) are
+/// never reported as a race.
 pub fn explain(replay: &Replay, rc: &RootCause) -> Result<Report, ReplayError> {
     let program = &replay.header.program_path;
     let x = Explainer {
@@ -189,86 +219,138 @@ pub fn explain(replay: &Replay, rc: &RootCause) -> Result<Report, ReplayError> {
         source: Source::open(program),
         bias: rc.failing.bias,
     };
-    let id = |o: &races::Occurrence| (o.access.key, o.access.pc, o.n);
-    if rc.flips.is_empty() {
-        // No flip: the first read that saw another thread's write than in
-        // the passing run, or without one, the failing thread's last read
-        // of another thread's write.
-        let last_writer = || races::last_writers(&rc.failing, rc.failing_thread).first().copied();
-        let (passing, how, diff) = match rc
+    let order = races::SketchOrder::new(replay);
+    Ok(if rc.flips.is_empty() {
+        x.without_flips(replay, rc, &order)
+    } else {
+        x.with_flips(rc, &order)
+    })
+}
+
+impl Explainer {
+    /// No flip: the first read that saw another thread's write than in the
+    /// passing run; without one, the last race on what the failing thread
+    /// read (before a hang: the last race); without any race, none.
+    fn without_flips(&self, replay: &Replay, rc: &RootCause, order: &races::SketchOrder) -> Report {
+        let no_race = |ordered| Report {
+            how: "no-race",
+            races: Vec::new(),
+            ordered,
+        };
+        let pair = |passing: Option<&Observation>, a: AccessId, b: AccessId| {
+            self.race(
+                self.access(&rc.failing, passing, a),
+                self.access(&rc.failing, passing, b),
+            )
+        };
+        if let Some((p, d)) = rc
             .passing
             .first()
             .and_then(|p| Some((p, races::first_racy_diff(replay, &rc.failing, p)?)))
         {
-            Some((p, d)) => (Some(p), "reads-from", Some(d)),
-            None if rc.hang => {
-                // A hang: the last race before it (a wake-up written after
-                // the read that needed it).
-                let end = *replay.positions.last().unwrap_or(&0);
-                let focus = races::Focus { pos: end, thread: None };
-                let mut races = Vec::new();
-                if let Some(r) = races::races(replay, &rc.failing, focus)
-                    .into_iter()
-                    .find(|r| !r.delay)
-                {
-                    races.push(x.race(
-                        x.access(&rc.failing, None, id(&r.first)),
-                        x.access(&rc.failing, None, id(&r.second)),
-                    ));
-                }
-                return Ok(Report { how: "last-race", races });
-            }
-            None => (None, "last-writer", last_writer()),
-        };
-        let mut races = Vec::new();
-        if let Some(d) = diff {
-            let key = d.read.access.key;
-            let writer = match (d.writer, d.passing_writer) {
-                (Some(w), _) if w.access.key != key => Some(w),
-                (_, Some(w)) => Some(w),
-                (w, None) => w,
+            return Report {
+                how: "reads-from",
+                races: vec![pair(Some(p), id(&d.writer), id(&d.diff.read))],
+                ordered: None,
             };
-            if let Some(w) = writer {
-                races.push(x.race(
-                    x.access(&rc.failing, passing, id(&w)),
-                    x.access(&rc.failing, passing, id(&d.read)),
-                ));
-            }
         }
-        return Ok(Report { how, races });
+        if rc.hang {
+            // A hang: the last race before it (a wake-up written after the
+            // read that needed it).
+            let end = *replay.positions.last().unwrap_or(&0);
+            let focus = races::Focus { pos: end, thread: None };
+            let run = order.run(&rc.failing);
+            return match races::races(replay, &rc.failing, focus)
+                .into_iter()
+                .find(|r| !r.delay && run.race(&r.first, &r.second))
+            {
+                Some(r) => Report {
+                    how: "last-race",
+                    races: vec![pair(None, id(&r.first), id(&r.second))],
+                    ordered: None,
+                },
+                None => no_race(None),
+            };
+        }
+        match races::last_race(replay, &rc.failing, rc.failing_thread) {
+            races::LastRace::Race(a, b) => Report {
+                how: "last-writer",
+                races: vec![pair(None, id(&a), id(&b))],
+                ordered: None,
+            },
+            races::LastRace::Ordered { write, read } => {
+                no_race(self.ordered(replay, order, &rc.failing, &write, &read))
+            }
+            races::LastRace::None => no_race(None),
+        }
     }
-    let mut races = Vec::new();
-    for (k, f) in rc.flips.iter().enumerate() {
-        let passing = rc.passing.get(k);
-        let first = x.access(&rc.failing, passing, (f.held, f.held_pc, f.held_n));
-        // A delayed read: the other access is the write it waited for, the
-        // last other thread's write there before it in the failing run.
-        let until = if f.until_addr != 0 {
-            let occ = races::occurrences(&rc.failing);
-            let held = occ
-                .iter()
-                .position(|o| id(o) == (f.held, f.held_pc, f.held_n))
-                .unwrap_or(occ.len());
-            occ[..held]
-                .iter()
-                .rev()
-                .find(|o| {
-                    o.access.key != f.held
-                        && o.access.flags & ACCESS_WRITE != 0
-                        && o.access.addr <= f.until_addr
-                        && f.until_addr < o.access.addr + o.access.size.max(1) as u64
-                })
-                .map_or((f.until, f.until_pc, f.until_n), id)
-        } else {
-            (f.until, f.until_pc, f.until_n)
-        };
-        let second = x.access(&rc.failing, passing, until);
-        races.push(x.race(first, second));
+
+    /// A write and a read the sketch orders, with the events that do.
+    fn ordered(
+        &self,
+        replay: &Replay,
+        order: &races::SketchOrder,
+        obs: &Observation,
+        write: &races::Occurrence,
+        read: &races::Occurrence,
+    ) -> Option<OrderedReport> {
+        let (after, before) = order.ordering(&write.access, &read.access)?;
+        let r = self.race(
+            self.access(obs, None, id(write)),
+            self.access(obs, None, id(read)),
+        );
+        Some(OrderedReport {
+            variable: r.variable,
+            write: r.first,
+            read: r.second,
+            after: replay.describe(after),
+            before: replay.describe(before),
+        })
     }
-    Ok(Report {
-        how: "flips",
-        races,
-    })
+
+    /// Each flip the failure needs: the held access and the one it waited
+    /// for.
+    fn with_flips(&self, rc: &RootCause, order: &races::SketchOrder) -> Report {
+        let run = order.run(&rc.failing);
+        let occ = races::occurrences(&rc.failing);
+        let mut races = Vec::new();
+        for (k, f) in rc.flips.iter().enumerate() {
+            let passing = rc.passing.get(k);
+            let held = (f.held, f.held_pc, f.held_n);
+            let held_occ = occ.iter().find(|o| id(o) == held);
+            // A delayed read: the other access is the write it waited for,
+            // the last other thread's write there before it in the failing
+            // run that the sketch does not order before it.
+            let until = match held_occ {
+                Some(h) if f.until_addr != 0 => occ[..occ.partition_point(|o| o.index < h.index)]
+                    .iter()
+                    .rev()
+                    .find(|o| {
+                        o.access.key != f.held
+                            && o.access.flags & ACCESS_WRITE != 0
+                            && o.access.addr <= f.until_addr
+                            && f.until_addr < o.access.addr + o.access.size.max(1) as u64
+                            && run.race(o, h)
+                    })
+                    .map_or((f.until, f.until_pc, f.until_n), id),
+                _ => (f.until, f.until_pc, f.until_n),
+            };
+            let until_occ = occ.iter().find(|o| id(o) == until);
+            if let (Some(a), Some(b)) = (held_occ, until_occ) {
+                if !run.race(a, b) {
+                    continue;
+                }
+            }
+            let first = self.access(&rc.failing, passing, held);
+            let second = self.access(&rc.failing, passing, until);
+            races.push(self.race(first, second));
+        }
+        Report {
+            how: "flips",
+            races,
+            ordered: None,
+        }
+    }
 }
 
 fn value(v: u64) -> String {
@@ -302,12 +384,36 @@ impl AccessReport {
 }
 
 impl Report {
+    fn render_no_race(&self) -> String {
+        let mut s = "  root cause: no race: the sketch's recorded order alone decides this failure \
+             (every value the failing thread read from another thread was written before the read \
+             in that order: thread create, join, fork, a lock, or another recorded event)"
+            .to_string();
+        if let Some(o) = &self.ordered {
+            let _ = write!(
+                s,
+                "\n  the failing thread's last read of another thread's write, on {} (ordered, no race):\n    {}\n    {}\n    {} {}, then {} {}\n    ordered by: {}\n          before: {}",
+                o.variable,
+                o.write.place(),
+                o.read.place(),
+                o.write.thread,
+                effect(&o.write, o.write.failing),
+                o.read.thread,
+                effect(&o.read, o.read.failing),
+                o.after,
+                o.before
+            );
+        }
+        s
+    }
+
     /// The report as text for a terminal.
     pub fn render(&self) -> String {
         let n = self.races.len();
         let mut s = match self.how {
-            "last-writer" => "  root cause: the sketch's order decides this failure (no passing schedule found); the failing thread last read another thread's write:".to_string(),
-            "last-race" => "  root cause: the sketch's order decides this hang (no passing schedule found); the last race before it:".to_string(),
+            "no-race" => return self.render_no_race(),
+            "last-writer" => "  root cause: no passing schedule found; the last race the sketch does not order on what the failing thread read:".to_string(),
+            "last-race" => "  root cause: no passing schedule found for this hang; the last race the sketch does not order before it:".to_string(),
             "reads-from" => "  root cause: a read the sketch does not order saw another write than in a passing run:".to_string(),
             _ => format!(
                 "  root cause: {n} race{} the sketch did not order; the failure needs {}:",

@@ -17,6 +17,9 @@ use reprise_abi::replay as rp;
 use crate::observe::{FlipSpec, Observation};
 use crate::Replay;
 
+mod order;
+pub use order::{RunOrder, SketchOrder};
+
 /// One access of an observed attempt, with its occurrence number (how many
 /// times its thread had made an access at this instruction, itself
 /// included).
@@ -125,17 +128,6 @@ pub fn occurrences(obs: &Observation) -> Vec<Occurrence> {
         .collect()
 }
 
-/// Ring positions of each thread's events, in order.
-fn event_positions(replay: &Replay) -> HashMap<u32, Vec<u64>> {
-    let mut m: HashMap<u32, Vec<u64>> = HashMap::new();
-    for (e, &pos) in replay.events.iter().zip(&replay.positions) {
-        m.entry(rp::key(e.process as u32, e.thread))
-            .or_default()
-            .push(pos);
-    }
-    m
-}
-
 /// Accesses remembered per granule and thread, and races kept per other
 /// thread.
 const KEEP_PER_THREAD: usize = 4;
@@ -145,6 +137,9 @@ const DELAYS: usize = 4;
 const FORK_SCAN: usize = 20_000;
 /// Accesses looked at after an access for another thread's later write.
 const LATER_WRITE_SCAN: usize = 20_000;
+/// The failing thread's last reads looked at for a later write they race
+/// with (the root cause without a passing run).
+const LATER_READS: usize = 256;
 const PER_THREAD: u32 = 2;
 /// Rank penalties, in ring positions of distance.
 const SCORE_OTHER_READ: u64 = 8;
@@ -155,7 +150,7 @@ const SCORE_DELAY: u64 = 6;
 /// suspect first: nearest to the focus, and among those, the ones that
 /// change what the failing thread reads.
 pub fn races(replay: &Replay, obs: &Observation, focus: Focus) -> Vec<Race> {
-    let events = event_positions(replay);
+    let events = SketchOrder::new(replay);
     let occ = occurrences(obs);
     // Per 8-byte granule, the last accesses of each thread (log indices).
     // A race pairs an access with the last two conflicting accesses of
@@ -169,13 +164,6 @@ pub fn races(replay: &Replay, obs: &Observation, focus: Focus) -> Vec<Race> {
     // share memory: an access of the parent races with one of the child
     // only if it came before the copy, and the flip moves the copy (not
     // the child's access) before it.
-    let fork_event: HashMap<u32, u64> = replay
-        .events
-        .iter()
-        .zip(&replay.positions)
-        .filter(|(e, _)| e.kind == reprise_abi::EventKind::Fork)
-        .map(|(e, &pos)| (e.arg0 as u32, pos))
-        .collect();
     let fork_mark: HashMap<u32, usize> = obs
         .accesses
         .iter()
@@ -187,14 +175,14 @@ pub fn races(replay: &Replay, obs: &Observation, focus: Focus) -> Vec<Race> {
     // + 1), or None if the sketch orders `x` before `y` (or they share no
     // memory).
     let flip_point = |i: usize, x: &Occurrence, y: &Occurrence| -> Option<u64> {
-        let next = next_event(&events, &x.access);
+        let next = events.next_event(&x.access);
         let (px, py) = (rp::key_process(x.access.key), rp::key_process(y.access.key));
         if px == py {
             can_come_before(&y.access, next).then_some(0)
         } else {
             // Before the copy, and the held thread's next event after the
             // Fork event (the parent can fork while it waits).
-            let (&mark, &event) = (fork_mark.get(&py)?, fork_event.get(&py)?);
+            let (&mark, event) = (fork_mark.get(&py)?, events.fork_event(py)?);
             (i < mark && next > event).then_some(py as u64 + 1)
         }
     };
@@ -338,7 +326,7 @@ pub fn find(obs: &Observation, key: u32, pc: u64, n: u32) -> Option<Occurrence> 
 /// before the focus, of memory some other thread writes in this attempt or
 /// that nobody has written yet — a check that passed because the other
 /// thread's write came too late. Ranked like the nearest races.
-fn delays(occ: &[Occurrence], focus: Focus, events: &HashMap<u32, Vec<u64>>) -> Vec<Race> {
+fn delays(occ: &[Occurrence], focus: Focus, events: &SketchOrder) -> Vec<Race> {
     let Some(me) = focus.thread else {
         return Vec::new();
     };
@@ -405,15 +393,6 @@ fn delays(occ: &[Occurrence], focus: Focus, events: &HashMap<u32, Vec<u64>>) -> 
     out
 }
 
-/// Ring position of the first event `x`'s thread had not performed yet
-/// when it made `x`.
-fn next_event(events: &HashMap<u32, Vec<u64>>, x: &Access) -> u64 {
-    events
-        .get(&x.key)
-        .and_then(|v| v.iter().find(|&&p| p >= x.turn).copied())
-        .unwrap_or(u64::MAX)
-}
-
 /// True if the sketch lets access `y` come before the event at ring
 /// position `next` (the event before `y` in its thread comes first).
 fn can_come_before(y: &Access, next: u64) -> bool {
@@ -427,10 +406,10 @@ fn later_write(
     occ: &[Occurrence],
     from: usize,
     x: &Access,
-    events: &HashMap<u32, Vec<u64>>,
+    events: &SketchOrder,
     touches: impl Fn(&Access) -> bool,
 ) -> bool {
-    let next = next_event(events, x);
+    let next = events.next_event(x);
     occ[from..].iter().take(LATER_WRITE_SCAN).any(|y| {
         let y = &y.access;
         y.key != x.key
@@ -447,7 +426,7 @@ fn later_write(
 /// Held before its write until the other thread has written there, the
 /// thread writes back a stale value: the other update is lost. The last
 /// such write of each instruction before the focus, nearest first.
-fn split_updates(occ: &[Occurrence], focus: Focus, events: &HashMap<u32, Vec<u64>>) -> Vec<Race> {
+fn split_updates(occ: &[Occurrence], focus: Focus, events: &SketchOrder) -> Vec<Race> {
     // Writes that close a read-modify-write in one stretch (log indices).
     let mut read_in: HashMap<(u32, u64), u64> = HashMap::new();
     let mut candidates: Vec<usize> = Vec::new();
@@ -558,40 +537,68 @@ pub fn reads_from_diff(failing: &Observation, passing: &Observation) -> Vec<Read
     out
 }
 
+/// A reads-from difference whose read races with the write it saw in one
+/// of the runs: the sketch does not order that write before the read.
+#[derive(Clone, Copy, Debug)]
+pub struct RacyDiff {
+    pub diff: ReadsFromDiff,
+    /// The racing write: the failing run's writer if it races with the
+    /// read, else the passing run's.
+    pub writer: Occurrence,
+    /// `writer` is the failing run's.
+    pub in_failing: bool,
+}
+
+/// The write of `d` that races with its read (the failing run's first),
+/// if any: another thread's write to the same bytes that the sketch does
+/// not order before the read in that run.
+fn racing_writer(d: &ReadsFromDiff, failing: &RunOrder, passing: &RunOrder) -> Option<RacyDiff> {
+    let races = |w: &Occurrence, r: &Occurrence, order: &RunOrder| {
+        w.access.key != r.access.key && overlap(&w.access, &r.access) && order.race(w, r)
+    };
+    let racy = |writer, in_failing| {
+        Some(RacyDiff {
+            diff: *d,
+            writer,
+            in_failing,
+        })
+    };
+    match (d.writer, d.passing_writer, d.passing_read) {
+        (Some(w), _, _) if races(&w, &d.read, failing) => racy(w, true),
+        (_, Some(pw), Some(pr)) if races(&pw, &pr, passing) => racy(pw, false),
+        _ => None,
+    }
+}
+
 /// The first read of the failing run that saw another write than in the
-/// passing run, made in both runs if any such, of a write the sketch does
-/// not order before it.
+/// passing run, made in both runs if any such, with a write it races
+/// with: differences the sketch's order explains are no race.
 pub fn first_racy_diff(
     replay: &Replay,
     failing: &Observation,
     passing: &Observation,
-) -> Option<ReadsFromDiff> {
+) -> Option<RacyDiff> {
     let diffs = reads_from_diff(failing, passing);
-    let events = event_positions(replay);
-    let racy = |d: &&ReadsFromDiff| {
-        d.writer
-            .is_none_or(|w| !sketch_orders(&events, &w.access, &d.read.access))
-    };
-    diffs
+    let order = SketchOrder::new(replay);
+    let (fo, po) = (order.run(failing), order.run(passing));
+    let racy: Vec<RacyDiff> = diffs
         .iter()
         .rev()
-        .filter(racy)
-        .find(|d| d.passing_read.is_some())
-        .or_else(|| diffs.iter().rev().find(racy))
+        .filter_map(|d| racing_writer(d, &fo, &po))
+        .collect();
+    racy.iter()
+        .find(|r| r.diff.passing_read.is_some())
+        .or_else(|| racy.first())
         .copied()
 }
 
 /// The flip that keeps the failing run's side of a reads-from difference
 /// (a base schedule that fails only by timing): the read before the write
 /// it saw in the passing run, or after the one it saw in the failing run.
-pub fn pinning_flip(d: &ReadsFromDiff) -> Option<FlipSpec> {
-    let r = &d.read;
-    let (held, until) = match (d.passing_writer, d.writer) {
-        (Some(pw), _) if pw.access.key != r.access.key => (pw, *r),
-        (_, Some(w)) if w.access.key != r.access.key => (*r, w),
-        _ => return None,
-    };
-    Some(FlipSpec {
+pub fn pinning_flip(d: &RacyDiff) -> FlipSpec {
+    let (r, w) = (&d.diff.read, &d.writer);
+    let (held, until) = if d.in_failing { (r, w) } else { (w, r) };
+    FlipSpec {
         defer: false,
         held: held.access.key,
         held_pc: held.access.pc,
@@ -601,16 +608,85 @@ pub fn pinning_flip(d: &ReadsFromDiff) -> Option<FlipSpec> {
         until_n: until.n,
         until_fork: 0,
         until_addr: 0,
-    })
+    }
 }
 
-/// True if the sketch orders write `w` before read `r` (the writer's
-/// thread reached an event that comes before the reader's last one, as
-/// a value written before `pthread_create`): not a race whatever runs.
-fn sketch_orders(events: &HashMap<u32, Vec<u64>>, w: &Access, r: &Access) -> bool {
-    rp::key_process(w.key) == rp::key_process(r.key)
-        && r.last_event != 0
-        && next_event(events, w) < r.last_event
+/// What [`last_race`] found.
+#[derive(Clone, Copy, Debug)]
+pub enum LastRace {
+    /// A race, its two accesses in the order the run made them.
+    Race(Occurrence, Occurrence),
+    /// No race; the failing thread's last read of another thread's write,
+    /// which the sketch orders before the read.
+    Ordered { write: Occurrence, read: Occurrence },
+    /// No race, and no read of another thread's write.
+    None,
+}
+
+/// The last race on what the failing thread (any thread, for a deadlock
+/// or a hang) read, in the order the run made them: its last read of
+/// another thread's write that the sketch does not order before it; or,
+/// where the sketch does order that write before the read, a race of the
+/// write itself with another thread's earlier write there of another
+/// value (the value read was decided by that race); else its last read
+/// that another thread's later write races with (the write came too
+/// late). Else no race: the sketch's order decides every value it read,
+/// and the failure needs none.
+pub fn last_race(replay: &Replay, obs: &Observation, thread: Option<u32>) -> LastRace {
+    let order = SketchOrder::new(replay);
+    let run = order.run(obs);
+    let occ = occurrences(obs);
+    let mut ordered = None;
+    for d in last_writers(obs, thread) {
+        let (r, Some(w)) = (d.read, d.writer) else {
+            continue;
+        };
+        if !overlap(&w.access, &r.access) {
+            continue;
+        }
+        if run.race(&w, &r) {
+            return LastRace::Race(w, r);
+        }
+        // The one nearest the failure: the latest read.
+        if ordered.is_none_or(|(_, o): (Occurrence, Occurrence)| o.index < r.index) {
+            ordered = Some((w, r));
+        }
+        let at = occ.partition_point(|o| o.index < w.index);
+        let other = occ[at.saturating_sub(LATER_WRITE_SCAN)..at].iter().rev().find(|o| {
+            o.access.key != w.access.key
+                && is_write(&o.access)
+                && overlap(&o.access, &w.access)
+                && o.access.after != w.access.after
+                && run.race(o, &w)
+        });
+        if let Some(o) = other {
+            return LastRace::Race(*o, w);
+        }
+    }
+    // A read that saw an older value because another thread's write came
+    // after it (a flag not set yet), latest read first.
+    let reads = occ
+        .iter()
+        .enumerate()
+        .rev()
+        .filter(|(_, o)| !is_write(&o.access) && thread.is_none_or(|t| o.access.key == t))
+        .take(LATER_READS);
+    for (i, r) in reads {
+        let later = occ[i + 1..].iter().take(LATER_WRITE_SCAN).find(|o| {
+            o.access.key != r.access.key
+                && is_write(&o.access)
+                && overlap(&o.access, &r.access)
+                && o.access.after != r.access.after
+                && run.race(r, o)
+        });
+        if let Some(w) = later {
+            return LastRace::Race(*r, *w);
+        }
+    }
+    match ordered {
+        Some((write, read)) => LastRace::Ordered { write, read },
+        None => LastRace::None,
+    }
 }
 
 /// The failing thread's (any thread's, for a deadlock or a hang) last

@@ -28,6 +28,9 @@ use reprise_schema::{FlipInfo, OutcomeInfo, ScheduleInfo};
 
 use crate::observe::{FlipSpec, FlipState, ObservePlan, Observation};
 use crate::races::{self, Focus, Race};
+
+mod node;
+use node::Node;
 use crate::{attempt, matches, AttemptOptions, AttemptResult, Replay, ReplayError, Strategy};
 
 /// Settings of a search.
@@ -72,6 +75,12 @@ pub struct Run {
     pub reproduced: bool,
     /// Feedback: what became of the last flip, and why the search moved on.
     pub note: String,
+    /// The run logged its memory accesses (an observation; random
+    /// preemptions alone set breakpoints but log nothing).
+    pub observed: bool,
+    /// Where its stdout and stderr are (`stdout`, `stderr`), with
+    /// [`AttemptOptions::output_dir`].
+    pub output_dir: Option<std::path::PathBuf>,
 }
 
 /// One race of the root cause: the flip, and the failing run's and the
@@ -100,6 +109,10 @@ pub struct RootCause {
 #[derive(Debug)]
 pub struct SearchResult {
     pub runs: Vec<Run>,
+    /// Attempts run (schedules tried; observation and minimisation runs
+    /// are not attempts). With `jobs` > 1 it can exceed the reproducing
+    /// attempt's number: attempts already running when it reproduced
+    /// still end, and count.
     pub attempts: u32,
     /// Index into `runs` of the first attempt that reproduced.
     pub found: Option<usize>,
@@ -117,6 +130,17 @@ impl SearchResult {
         self.found.map(|i| &self.runs[i])
     }
 
+    /// Attempts numbered after the reproducing one (run in parallel with
+    /// it); 0 if none reproduced.
+    pub fn attempts_after(&self) -> u32 {
+        self.reproducing().map_or(0, |r| {
+            self.runs
+                .iter()
+                .filter(|x| x.role == Role::Attempt && x.attempt > r.attempt)
+                .count() as u32
+        })
+    }
+
     pub fn divergences(&self) -> usize {
         self.runs
             .iter()
@@ -124,13 +148,10 @@ impl SearchResult {
             .count()
     }
 
-    /// Time spent in observed runs and in plain ones (for the cost of
-    /// observation).
+    /// Runs that logged their accesses (feedback's observations), of
+    /// every role.
     pub fn observed_runs(&self) -> usize {
-        self.runs
-            .iter()
-            .filter(|r| r.result.observation.is_some())
-            .count()
+        self.runs.iter().filter(|r| r.observed).count()
     }
 }
 
@@ -180,7 +201,7 @@ pub fn run_options(schedule: &ScheduleInfo, base: &AttemptOptions, log: bool) ->
     o.strategy = Strategy::from_name(&schedule.strategy).unwrap_or(Strategy::Random);
     o.seed = schedule.seed;
     let flips: Vec<FlipSpec> = schedule.flips.iter().map(flip_from_info).collect();
-    o.observe = (log || !flips.is_empty() || schedule.preempt_rate > 0).then(|| ObservePlan {
+    o.observe = (log || !flips.is_empty() || schedule.preempt_rate > 0).then_some(ObservePlan {
         log,
         preempt_rate: schedule.preempt_rate,
         flips,
@@ -248,8 +269,11 @@ pub fn search(
     result.attempts = s.attempts;
     result.runs = s.runs;
     result.elapsed = started.elapsed();
+    // The attempts it took: the reproducing one's number (attempts run
+    // in parallel may have ended after it).
+    let took = result.reproducing().map_or(result.attempts, |r| r.attempt);
     if let Some(sc) = result.schedule.as_mut() {
-        sc.attempts = result.attempts;
+        sc.attempts = took;
     }
     Ok(result)
 }
@@ -263,18 +287,6 @@ struct Searcher<'a> {
     attempts: u32,
 }
 
-/// A node of the feedback search: a schedule that ran (without failing),
-/// and its races still to try — one per pair of instructions, the
-/// instance nearest the point of interest, none already flipped on the
-/// way here.
-struct Node {
-    /// The base schedule (`Feedback` or `FeedbackLazy`).
-    base: Strategy,
-    flips: Vec<FlipSpec>,
-    races: Vec<Race>,
-    stopped_at: u64,
-}
-
 /// Races tried per node at most, and the cost of one more flip in the
 /// best-first order (in ranks).
 const BRANCH: usize = 8;
@@ -285,90 +297,6 @@ const RANDOM_EVERY: u32 = 3;
 /// Races flipped, one at a time, to find the one whose flip prevents a
 /// failure that the sketch alone reproduces.
 const PREVENTION_TRIES: usize = 6;
-
-impl Node {
-    fn new(
-        replay: &Replay,
-        base: Strategy,
-        flips: Vec<FlipSpec>,
-        obs: &Observation,
-        r: &AttemptResult,
-        focus: Focus,
-    ) -> Node {
-        // Neither a flip already made nor its reversal (which would undo
-        // it); the same instructions at other instances may come again (a
-        // loop whose every iteration races).
-        let path: HashSet<(u64, u32, u64, u32)> = flips
-            .iter()
-            .flat_map(|f| {
-                [
-                    (f.held_pc, f.held_n, f.until_pc, f.until_n),
-                    (f.until_pc, f.until_n, f.held_pc, f.held_n),
-                ]
-            })
-            .collect();
-        let mut pairs = HashSet::new();
-        let races: Vec<Race> = races::races(replay, obs, focus)
-            .into_iter()
-            .filter(|r| {
-                let key = (r.first.access.pc, r.first.n, r.second.access.pc, r.second.n);
-                !path.contains(&key) && pairs.insert(r.static_pair())
-            })
-            .collect();
-        if let Some(path) = std::env::var_os("REPRISE_DEBUG_ACCESSES") {
-            use std::io::Write;
-            if let Ok(mut f) = std::fs::File::create(format!(
-                "{}.{}",
-                path.to_string_lossy(),
-                flips.len()
-            )) {
-                for o in races::occurrences(obs) {
-                    let a = o.access;
-                    let _ = writeln!(
-                        f,
-                        "t{} {:#x}#{} {} {:#x} {:#x}->{:#x} turn {} last {}",
-                        rp::key_thread(a.key),
-                        a.pc,
-                        o.n,
-                        a.flags,
-                        a.addr,
-                        a.before,
-                        a.after,
-                        a.turn,
-                        a.last_event
-                    );
-                }
-            }
-        }
-        if std::env::var_os("REPRISE_DEBUG_RACES").is_some() {
-            eprintln!(
-                "races after {} flip(s), focus {focus:?}, stopped at {}:",
-                flips.len(),
-                r.stopped_at
-            );
-            for x in races.iter().take(12) {
-                eprintln!(
-                    "  {:#x}#{} t{} {:#x} -> {:#x}#{} t{} (score {}, addr {:#x})",
-                    x.first.access.pc,
-                    x.first.n,
-                    rp::key_thread(x.first.access.key),
-                    x.first.access.flags,
-                    x.second.access.pc,
-                    x.second.n,
-                    rp::key_thread(x.second.access.key),
-                    x.score,
-                    x.second.access.addr
-                );
-            }
-        }
-        Node {
-            base,
-            flips,
-            races,
-            stopped_at: r.stopped_at,
-        }
-    }
-}
 
 impl Searcher<'_> {
     fn reproduced(&self, r: &AttemptResult) -> bool {
@@ -389,7 +317,7 @@ impl Searcher<'_> {
         let mut o = run_options(&sc, &self.opts.base, log);
         let name = match role {
             Role::Attempt => format!("attempt-{}", self.attempts),
-            Role::Observe => format!("observe-{}", self.attempts),
+            Role::Observe => format!("observe-{}-{}", self.attempts, sc.strategy),
             Role::Minimize => format!("minimize-{}", self.runs.len() + 1),
         };
         o.output_dir = o.output_dir.map(|d| d.join(name));
@@ -401,6 +329,8 @@ impl Searcher<'_> {
             schedule: sc,
             result,
             note,
+            observed: log,
+            output_dir: o.output_dir,
         };
         (self.on_run)(&run);
         self.runs.push(run);
@@ -446,6 +376,8 @@ impl Searcher<'_> {
                                 schedule: sc,
                                 result: r,
                                 note: String::new(),
+                                observed: false,
+                                output_dir: o.output_dir,
                             };
                             if run.reproduced {
                                 done.store(true, Ordering::Release);
@@ -480,11 +412,22 @@ impl Searcher<'_> {
     /// the end of the recording (where the recorded run failed).
     /// The thread that failed; none for a deadlock or a hang (every
     /// thread of the cycle, or all of them, failed).
+    /// For an exit, the thread that called `exit` or returned from `main`
+    /// (the recording's last `ProcessExit` event in the process), or every
+    /// thread if the trace does not say.
     fn failing_thread(&self) -> Option<u32> {
         use reprise_schema::OutcomeKind as O;
+        let p = self.recorded.process;
         match self.recorded.kind {
             O::Deadlock | O::Hang => None,
-            _ => Some(rp::key(self.recorded.process as u32, self.recorded.thread)),
+            O::Exited => self
+                .replay
+                .events
+                .iter()
+                .rev()
+                .find(|e| e.kind == reprise_abi::EventKind::ProcessExit && e.process == p)
+                .map(|e| rp::key(p as u32, e.thread)),
+            _ => Some(rp::key(p as u32, self.recorded.thread)),
         }
     }
 
@@ -510,10 +453,18 @@ impl Searcher<'_> {
         // of a loop is a single base away rather than a flip per iteration.
         let bases = [Strategy::Feedback, Strategy::FeedbackLazy];
         for (b, base) in bases.into_iter().enumerate() {
+            // --max-attempts holds for the bases too (a saved schedule
+            // tried first may have used the budget).
+            if self.attempts >= self.opts.max_attempts {
+                return Ok(());
+            }
             let plain = self.run(schedule(base, seed, 0, &[]), Role::Attempt, false, String::new())?;
             if self.runs[plain].reproduced && self.confirm_base(base, bases[1 - b], plain, result)? {
                 return Ok(());
             }
+        }
+        if self.attempts >= self.opts.max_attempts {
+            return Ok(());
         }
         let mut roots = Vec::new();
         for base in bases {
@@ -558,7 +509,7 @@ impl Searcher<'_> {
             // Every third attempt from the fifth on: random preemptions at
             // accesses on the base schedule, observed — what the ranked
             // races miss (several races at once) it sometimes hits.
-            if self.attempts >= 4 && (self.attempts + 1) % RANDOM_EVERY == 0 {
+            if self.attempts >= 4 && (self.attempts + 1).is_multiple_of(RANDOM_EVERY) {
                 let s = seed.wrapping_add(self.attempts as u64);
                 let sc = schedule(Strategy::Feedback, s, preempt_rate(s), &[]);
                 let i = self.run(sc, Role::Attempt, true, "random preemptions".into())?;
@@ -715,9 +666,8 @@ impl Searcher<'_> {
         let Some(passing) = rc.passing.first() else {
             return Ok(None);
         };
-        let Some(flip) = races::first_racy_diff(self.replay, &rc.failing, passing)
-            .as_ref()
-            .and_then(races::pinning_flip)
+        let Some(flip) =
+            races::first_racy_diff(self.replay, &rc.failing, passing).map(|d| races::pinning_flip(&d))
         else {
             return Ok(None);
         };
