@@ -1,0 +1,393 @@
+//! The query as z3 constraints, and the model back as flips.
+//!
+//! Variables: an integer position `o(a)` per access of the window. The
+//! sketch's events keep their recorded positions (scaled), and an access
+//! lies strictly between its thread's events around it; accesses of one
+//! thread keep their program order. For each read `r` of a location and
+//! each write `w` there, `rf(r, w)` says `r` reads `w`: `w` comes before
+//! `r` and no other write there comes between; `rf(r, init)`: every write
+//! there comes after `r`. Every read reads something. Lock mutual
+//! exclusion, create, join and fork edges need no constraint of their
+//! own: they are edges of the sketch's order, which the event positions
+//! already fix (a critical section is between its lock and unlock
+//! events).
+//!
+//! Asked: the focus reads read values they did not read in any class
+//! tried (for each tried class, one focus read differs). Preferred (soft,
+//! one each): consecutive conflicting accesses of the focus locations
+//! keep the observed order, so the answer changes as little as it can.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+use z3::ast::{Bool, Int};
+use z3::{Optimize, Params, SatResult};
+
+use crate::query::{Access, AccessId, Class, Query};
+
+/// What the solver found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// An order with a class not tried yet: the flips that make it (held
+    /// access, then the access it waits for), and the class asked for.
+    Order {
+        flips: Vec<(AccessId, AccessId)>,
+        class: Class,
+    },
+    /// No order of the window's accesses that the sketch allows gives the
+    /// focus reads a class not tried: `classes` were covered.
+    Exhausted { classes: usize },
+    /// z3 gave up (its time limit).
+    Unknown,
+}
+
+/// The size and cost of one query.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    /// Accesses in the query, and in its window.
+    pub accesses: usize,
+    pub window: usize,
+    pub reads: usize,
+    pub writes: usize,
+    pub focus_reads: usize,
+    /// Reads-from choices (booleans) and soft constraints.
+    pub choices: usize,
+    pub soft: usize,
+    pub millis: u64,
+}
+
+/// z3's time limit per query.
+const TIMEOUT_MS: u32 = 20_000;
+
+/// One read's possible writers in the window (None: the value before
+/// them all).
+struct Reads {
+    read: usize,
+    choices: Vec<(Option<usize>, Bool)>,
+}
+
+/// Answers `q`.
+pub fn solve(q: &Query) -> (Answer, Stats) {
+    let started = Instant::now();
+    let win = q.window();
+    let acc = &win.accesses;
+    let mut stats = Stats {
+        accesses: q.accesses.len(),
+        window: acc.len(),
+        reads: acc.iter().filter(|a| !a.write).count(),
+        writes: acc.iter().filter(|a| a.write).count(),
+        focus_reads: win.focus.len(),
+        ..Stats::default()
+    };
+    if win.focus.is_empty() {
+        stats.millis = started.elapsed().as_millis() as u64;
+        return (Answer::Exhausted { classes: 0 }, stats);
+    }
+    let opt = Optimize::new();
+    let mut params = Params::new();
+    params.set_u32("timeout", TIMEOUT_MS);
+    opt.set_params(&params);
+
+    let pos = positions(&opt, acc);
+    let reads = reads_from(&opt, acc, &pos);
+    stats.choices = reads.iter().map(|r| r.choices.len()).sum();
+    let by_read: HashMap<usize, &Reads> = reads.iter().map(|r| (r.read, r)).collect();
+
+    // A class not tried yet, on the focus reads.
+    let focus_ids: HashMap<AccessId, usize> =
+        win.focus.iter().map(|&i| (acc[i].id, i)).collect();
+    let mut classes = 0;
+    for tried in &q.tried {
+        let shared: Vec<(usize, u64)> = tried
+            .iter()
+            .filter_map(|(id, v)| focus_ids.get(id).map(|&i| (i, *v)))
+            .collect();
+        if shared.is_empty() {
+            continue;
+        }
+        classes += 1;
+        let differs: Vec<Bool> = shared
+            .iter()
+            .filter_map(|&(i, v)| by_read.get(&i).map(|r| reads_other_than(acc, r, v)))
+            .collect();
+        opt.assert(&Bool::or(&differs));
+    }
+
+    // As few changes as possible on the focus locations.
+    let focus_locs: HashSet<u64> = win.focus.iter().map(|&i| acc[i].location).collect();
+    let mut last: HashMap<u64, usize> = HashMap::new();
+    for (i, a) in acc.iter().enumerate() {
+        if !focus_locs.contains(&a.location) {
+            continue;
+        }
+        if let Some(&p) = last.get(&a.location) {
+            let b = &acc[p];
+            if b.id.thread != a.id.thread && (a.write || b.write) {
+                opt.assert_soft(&pos[p].lt(&pos[i]), 1, None);
+                stats.soft += 1;
+            }
+        }
+        last.insert(a.location, i);
+    }
+
+    let answer = match opt.check(&[]) {
+        SatResult::Unsat => Answer::Exhausted { classes },
+        SatResult::Unknown => Answer::Unknown,
+        SatResult::Sat => match opt.get_model() {
+            Some(m) => read_model(q, acc, &win.focus, &pos, &by_read, &m),
+            None => Answer::Unknown,
+        },
+    };
+    stats.millis = started.elapsed().as_millis() as u64;
+    (answer, stats)
+}
+
+/// `o(a)` per access: between its thread's events (scaled positions), in
+/// program order within its thread.
+fn positions(opt: &Optimize, acc: &[Access]) -> Vec<Int> {
+    let scale = acc.len() as i64 + 2;
+    let scaled = |p: u64| -> i64 {
+        if p == u64::MAX {
+            i64::MAX / 4
+        } else {
+            (p as i64).saturating_mul(scale)
+        }
+    };
+    let mut last_of: HashMap<u32, usize> = HashMap::new();
+    let mut pos: Vec<Int> = Vec::with_capacity(acc.len());
+    for (i, a) in acc.iter().enumerate() {
+        let o = Int::new_const(format!("o{i}"));
+        opt.assert(&o.gt(Int::from_i64(scaled(a.after_event))));
+        opt.assert(&o.lt(Int::from_i64(scaled(a.before_event))));
+        if let Some(&p) = last_of.get(&a.id.thread) {
+            opt.assert(&pos[p].lt(&o));
+        }
+        last_of.insert(a.id.thread, i);
+        pos.push(o);
+    }
+    pos
+}
+
+/// The reads-from choices of every read of the window.
+fn reads_from(opt: &Optimize, acc: &[Access], pos: &[Int]) -> Vec<Reads> {
+    let mut writes: HashMap<u64, Vec<usize>> = HashMap::new();
+    for (i, a) in acc.iter().enumerate() {
+        if a.write {
+            writes.entry(a.location).or_default().push(i);
+        }
+    }
+    let mut out = Vec::new();
+    for (r, a) in acc.iter().enumerate() {
+        if a.write {
+            continue;
+        }
+        let ws = writes.get(&a.location).map(Vec::as_slice).unwrap_or(&[]);
+        let mut choices = Vec::with_capacity(ws.len() + 1);
+        for &w in ws {
+            let b = Bool::new_const(format!("rf{r}_{w}"));
+            // w before r, and every other write there outside (w, r).
+            let mut cond = vec![pos[w].lt(&pos[r])];
+            for &w2 in ws.iter().filter(|&&w2| w2 != w) {
+                cond.push(Bool::or(&[pos[w2].lt(&pos[w]), pos[r].lt(&pos[w2])]));
+            }
+            opt.assert(&b.implies(Bool::and(&cond)));
+            choices.push((Some(w), b));
+        }
+        let init = Bool::new_const(format!("rf{r}_init"));
+        let before_all: Vec<Bool> = ws.iter().map(|&w| pos[r].lt(&pos[w])).collect();
+        opt.assert(&init.implies(Bool::and(&before_all)));
+        choices.push((None, init));
+        let any: Vec<Bool> = choices.iter().map(|(_, b)| b.clone()).collect();
+        opt.assert(&Bool::or(&any));
+        out.push(Reads { read: r, choices });
+    }
+    out
+}
+
+/// The value read `r` reads if it reads `choice`.
+fn value_of(acc: &[Access], r: &Reads, choice: Option<usize>) -> u64 {
+    match choice {
+        Some(w) => acc[w].value,
+        // Before every write of the window: what the first of them
+        // replaced, or what the read saw if none wrote there.
+        None => acc
+            .iter()
+            .find(|a| a.write && a.location == acc[r.read].location)
+            .map_or(acc[r.read].value, |w| w.before),
+    }
+}
+
+/// `r` reads something else than `v`.
+fn reads_other_than(acc: &[Access], r: &Reads, v: u64) -> Bool {
+    let not: Vec<Bool> = r
+        .choices
+        .iter()
+        .filter(|(c, _)| value_of(acc, r, *c) == v)
+        .map(|(_, b)| b.not())
+        .collect();
+    Bool::and(&not)
+}
+
+fn read_model(
+    q: &Query,
+    acc: &[Access],
+    focus: &[usize],
+    pos: &[Int],
+    by_read: &HashMap<usize, &Reads>,
+    m: &z3::Model,
+) -> Answer {
+    let at: Vec<i64> = pos
+        .iter()
+        .map(|o| m.eval(o, true).and_then(|v| v.as_i64()).unwrap_or(0))
+        .collect();
+    let mut class = Vec::new();
+    for &f in focus {
+        let Some(r) = by_read.get(&f) else { continue };
+        let chosen = r
+            .choices
+            .iter()
+            .find(|(_, b)| m.eval(b, true).and_then(|v| v.as_bool()) == Some(true))
+            .map(|(c, _)| *c);
+        if let Some(c) = chosen {
+            class.push((acc[f].id, value_of(acc, r, c)));
+        }
+    }
+    // The flips: pairs at a focus read's location, the read one of them,
+    // that the model orders the other way round from the observed run
+    // (observed first is held until the other has been made).
+    let mut flips: Vec<(AccessId, AccessId)> = Vec::new();
+    for &f in focus {
+        let loc = acc[f].location;
+        for (j, b) in acc.iter().enumerate() {
+            if j == f || b.location != loc || !b.write || b.id.thread == acc[f].id.thread {
+                continue;
+            }
+            let (first, second) = if j < f { (j, f) } else { (f, j) };
+            if at[second] < at[first] {
+                let pair = (acc[first].id, acc[second].id);
+                if !flips.contains(&pair) {
+                    flips.push(pair);
+                }
+            }
+        }
+    }
+    flips.truncate(q.limits.max_flips);
+    Answer::Order { flips, class }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::{class_of, Limits};
+
+    fn access(thread: u32, pc: u64, write: bool, value: u64, before: u64, ev: (u64, u64)) -> Access {
+        Access {
+            id: AccessId { thread, pc, n: 1 },
+            location: 0x1000,
+            write,
+            value,
+            before,
+            after_event: ev.0,
+            before_event: ev.1,
+        }
+    }
+
+    /// A lost update: thread 1 reads x=0 and writes 1; thread 2, between
+    /// the same events, reads 1 and writes 2. The failing order has thread
+    /// 2 read 0: hold thread 1's write until thread 2 has read.
+    fn lost_update() -> Query {
+        let accesses = vec![
+            access(1, 0x10, false, 0, 0, (10, 20)),
+            access(1, 0x14, true, 1, 0, (10, 20)),
+            access(2, 0x10, false, 1, 0, (12, 30)),
+            access(2, 0x14, true, 2, 1, (12, 30)),
+        ];
+        Query {
+            tried: vec![class_of(&accesses)],
+            accesses,
+            focus_pos: 30,
+            focus_thread: Some(2),
+            limits: Limits::default(),
+        }
+    }
+
+    #[test]
+    fn a_lost_update_is_found_with_one_flip() {
+        let q = lost_update();
+        let (a, stats) = solve(&q);
+        let Answer::Order { flips, class } = a else {
+            panic!("{a:?}")
+        };
+        assert_eq!(class, vec![(q.accesses[2].id, 0)], "thread 2 reads the value before thread 1's write");
+        assert_eq!(flips, vec![(q.accesses[1].id, q.accesses[2].id)]);
+        assert_eq!(stats.focus_reads, 1);
+        assert!(stats.soft >= 1);
+    }
+
+    #[test]
+    fn every_class_tried_is_exhaustion() {
+        let mut q = lost_update();
+        let first = match solve(&q).0 {
+            Answer::Order { class, .. } => class,
+            a => panic!("{a:?}"),
+        };
+        q.tried.push(first);
+        assert_eq!(solve(&q).0, Answer::Exhausted { classes: 2 });
+    }
+
+    #[test]
+    fn accesses_the_sketch_orders_are_no_question() {
+        // Thread 2's accesses come after an event that follows thread 1's
+        // next event: the sketch orders them, there is nothing to choose.
+        let accesses = vec![
+            access(1, 0x10, false, 0, 0, (10, 20)),
+            access(1, 0x14, true, 1, 0, (10, 20)),
+            access(2, 0x10, false, 1, 0, (25, 30)),
+            access(2, 0x14, true, 2, 1, (25, 30)),
+        ];
+        let q = Query {
+            tried: vec![class_of(&accesses)],
+            accesses,
+            focus_pos: 30,
+            focus_thread: Some(2),
+            limits: Limits::default(),
+        };
+        assert_eq!(solve(&q).0, Answer::Exhausted { classes: 0 });
+    }
+
+    /// Two coordinated changes: thread 2 must read a flag thread 1 has not
+    /// set yet *and* a pointer thread 1 has already cleared. One flip of
+    /// the observed order changes one read; the solver asks for both.
+    #[test]
+    fn two_reads_change_together() {
+        let mut accesses = vec![
+            access(1, 0x20, true, 0, 7, (10, 20)), // ptr = 0 (was 7)
+            access(1, 0x24, true, 1, 0, (10, 20)), // flag = 1
+            access(2, 0x30, false, 1, 0, (12, 30)), // reads flag = 1
+            access(2, 0x34, false, 0, 0, (12, 30)), // reads ptr = 0
+        ];
+        accesses[0].location = 0x2000;
+        accesses[3].location = 0x2000;
+        accesses[1].location = 0x3000;
+        accesses[2].location = 0x3000;
+        let base = class_of(&accesses);
+        // Tried: flag 1 / ptr 0 (observed), flag 0 / ptr 7 (one flip: all of
+        // thread 2 first). Left: flag 0 and ptr 0, or flag 1 and ptr 7.
+        let one_flip = vec![(accesses[2].id, 0), (accesses[3].id, 7)];
+        let q = Query {
+            tried: vec![base, one_flip],
+            accesses,
+            focus_pos: 30,
+            focus_thread: Some(2),
+            limits: Limits::default(),
+        };
+        match solve(&q).0 {
+            Answer::Order { class, flips } => {
+                assert!(!flips.is_empty());
+                let v: Vec<u64> = class.iter().map(|c| c.1).collect();
+                assert!(v == vec![0, 0] || v == vec![1, 7], "{class:?}");
+            }
+            a => panic!("{a:?}"),
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! The problem the solver answers, in plain data: the accesses one
+//! observed attempt made to shared memory, where each lies between its
+//! thread's sketch events, the reads that matter (the focus), and the
+//! reads-from classes already run.
+
+use std::collections::{HashMap, HashSet};
+
+/// An access instance, named as a flip names it: the thread (baton key),
+/// the instruction, and how many times the thread had made an access at
+/// that instruction (itself included).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AccessId {
+    pub thread: u32,
+    pub pc: u64,
+    pub n: u32,
+}
+
+/// One observed access.
+#[derive(Clone, Copy, Debug)]
+pub struct Access {
+    pub id: AccessId,
+    /// The memory it touches (an 8-byte granule, qualified by process).
+    pub location: u64,
+    pub write: bool,
+    /// The value read, or written.
+    pub value: u64,
+    /// For a write: the value it replaced.
+    pub before: u64,
+    /// Ring positions of the thread's last sketch event before the access
+    /// and of its next one (`u64::MAX`: none): every attempt keeps the
+    /// access between them, and the sketch's events in their order.
+    pub after_event: u64,
+    pub before_event: u64,
+}
+
+/// What the focus reads read, one value each: a reads-from class, with
+/// two writes of one value counted as one.
+pub type Class = Vec<(AccessId, u64)>;
+
+/// Limits that keep a query small whatever the run's length.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Accesses to racy locations kept, nearest the focus.
+    pub window: usize,
+    /// Reads of the focus thread whose value the query may change.
+    pub focus_reads: usize,
+    /// Flips a schedule may have.
+    pub max_flips: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            window: 2_000,
+            focus_reads: 8,
+            max_flips: 8,
+        }
+    }
+}
+
+/// A question for the solver.
+#[derive(Clone, Debug)]
+pub struct Query {
+    /// One attempt's accesses, in the order it made them.
+    pub accesses: Vec<Access>,
+    /// Where the failure or the divergence is (a ring position) and the
+    /// thread it concerns (None: every thread, for a hang or deadlock).
+    pub focus_pos: u64,
+    pub focus_thread: Option<u32>,
+    /// Classes already run or asked for: the answer must differ from
+    /// each in the value of at least one focus read they share.
+    pub tried: Vec<Class>,
+    pub limits: Limits,
+}
+
+/// The part of a query the encoding sees.
+#[derive(Debug)]
+pub struct Window {
+    /// Accesses to racy locations near the focus, in observed order.
+    pub accesses: Vec<Access>,
+    /// Indices (into `accesses`) of the focus reads.
+    pub focus: Vec<usize>,
+}
+
+impl Query {
+    /// True if the sketch orders `a` before `b` in every attempt: `a`'s
+    /// thread reaches its next event no later than `b`'s thread reached
+    /// its last one before `b`.
+    pub fn sketch_orders(a: &Access, b: &Access) -> bool {
+        a.before_event <= b.after_event
+    }
+
+    /// Locations two threads touch, one of them writing, in an order the
+    /// sketch leaves open for at least one pair.
+    fn racy_locations(&self) -> HashSet<u64> {
+        let mut by_loc: HashMap<u64, Vec<&Access>> = HashMap::new();
+        for a in &self.accesses {
+            by_loc.entry(a.location).or_default().push(a);
+        }
+        by_loc
+            .into_iter()
+            .filter(|(_, v)| {
+                // Writes near each other in the run are the ones that can
+                // race: compare each access with the next few of other
+                // threads (a full pairwise scan is quadratic).
+                v.iter().enumerate().any(|(i, a)| {
+                    v[i + 1..].iter().take(64).any(|b| {
+                        a.id.thread != b.id.thread
+                            && (a.write || b.write)
+                            && !Query::sketch_orders(a, b)
+                            && !Query::sketch_orders(b, a)
+                    })
+                })
+            })
+            .map(|(l, _)| l)
+            .collect()
+    }
+
+    /// The accesses the encoding looks at: those to racy locations, the
+    /// `window` nearest the focus (three quarters before it), and the
+    /// focus thread's last reads there before the focus.
+    pub fn window(&self) -> Window {
+        let racy = self.racy_locations();
+        let kept: Vec<&Access> = self
+            .accesses
+            .iter()
+            .filter(|a| racy.contains(&a.location))
+            .collect();
+        let cut = kept
+            .iter()
+            .rposition(|a| a.after_event <= self.focus_pos)
+            .map_or(0, |i| i + 1);
+        let w = self.limits.window.max(1);
+        let start = cut.saturating_sub(w * 3 / 4);
+        let end = (start + w).min(kept.len());
+        let accesses: Vec<Access> = kept[start..end].iter().map(|a| **a).collect();
+        let cut = cut - start;
+        let mut focus: Vec<usize> = Vec::new();
+        for pass in [true, false] {
+            // The focus thread's reads first; any thread's if it has none
+            // (a hang, a deadlock).
+            for i in (0..cut.min(accesses.len())).rev() {
+                let a = &accesses[i];
+                let ours = self.focus_thread.is_none_or(|t| t == a.id.thread);
+                if !a.write && (ours || !pass) && focus.len() < self.limits.focus_reads {
+                    focus.push(i);
+                }
+            }
+            if !focus.is_empty() {
+                break;
+            }
+        }
+        focus.sort_unstable();
+        Window { accesses, focus }
+    }
+}
+
+/// The class an observed run produced: what each read read, by id.
+pub fn class_of(accesses: &[Access]) -> Class {
+    accesses
+        .iter()
+        .filter(|a| !a.write)
+        .map(|a| (a.id, a.value))
+        .collect()
+}
