@@ -266,9 +266,10 @@ pub fn run_native_in(bug: &Bug, built: &Built, args: &[String], timeout: Duratio
             Some(m) if sig == libc::SIGABRT => Outcome::Failed(Failure::Assertion(m)),
             _ => Outcome::Failed(Failure::Signal(signal_name(sig))),
         }
-    } else if let Some(m) = assertion_message(&stderr) {
-        // The assertion printed its message, and the process ended before
-        // its abort did (another thread's exit): it failed all the same.
+    } else if let Some(m) = assertion_message(&stderr).filter(|_| status.code() == Some(0)) {
+        // The assertion printed its message, and the process exited 0
+        // before its abort did (another thread's exit): it failed all the
+        // same. (A nonzero status is the program's own verdict.)
         Outcome::Failed(Failure::Assertion(m))
     } else {
         match status.code() {
