@@ -252,23 +252,36 @@ fn read_model(
             class.push((acc[f].id, value_of(acc, r, c)));
         }
     }
-    // The flips: pairs at a focus read's location, the read one of them,
-    // that the model orders the other way round from the observed run
-    // (observed first is held until the other has been made).
+    // The flips: each focus read waits for the write the model has it
+    // read (if another thread makes it), and the next write there (of
+    // another thread) waits for the read. Enforced together, they give
+    // the focus reads the model's values, whatever the base order was.
     let mut flips: Vec<(AccessId, AccessId)> = Vec::new();
+    let mut push = |held: AccessId, until: AccessId| {
+        if !flips.contains(&(held, until)) {
+            flips.push((held, until));
+        }
+    };
     for &f in focus {
-        let loc = acc[f].location;
-        for (j, b) in acc.iter().enumerate() {
-            if j == f || b.location != loc || !b.write || b.id.thread == acc[f].id.thread {
+        let r = &acc[f];
+        let mut prev: Option<usize> = None;
+        let mut next: Option<usize> = None;
+        for (j, w) in acc.iter().enumerate() {
+            if !w.write || w.location != r.location || j == f {
                 continue;
             }
-            let (first, second) = if j < f { (j, f) } else { (f, j) };
-            if at[second] < at[first] {
-                let pair = (acc[first].id, acc[second].id);
-                if !flips.contains(&pair) {
-                    flips.push(pair);
-                }
+            if at[j] < at[f] && prev.is_none_or(|p| at[p] < at[j]) {
+                prev = Some(j);
             }
+            if at[j] > at[f] && next.is_none_or(|n| at[j] < at[n]) {
+                next = Some(j);
+            }
+        }
+        if let Some(p) = prev.filter(|&p| acc[p].id.thread != r.id.thread) {
+            push(r.id, acc[p].id);
+        }
+        if let Some(n) = next.filter(|&n| acc[n].id.thread != r.id.thread) {
+            push(acc[n].id, r.id);
         }
     }
     flips.truncate(q.limits.max_flips);
@@ -389,5 +402,43 @@ mod tests {
             }
             a => panic!("{a:?}"),
         }
+    }
+
+    /// ABA: thread 1 sets x to 1 and back to 0; thread 2 reads x twice and
+    /// fails if it saw 1 then 0. The failing order interleaves both ways
+    /// (w1 r1 w0 r2): two reads change, three flips hold them in place.
+    #[test]
+    fn an_aba_needs_coordinated_flips() {
+        let accesses = vec![
+            access(1, 0x10, true, 1, 0, (10, 20)),
+            access(1, 0x14, true, 0, 1, (10, 20)),
+            access(2, 0x20, false, 0, 0, (12, 30)),
+            access(2, 0x24, false, 0, 0, (12, 30)),
+        ];
+        let mut q = Query {
+            tried: vec![class_of(&accesses)],
+            accesses,
+            focus_pos: 30,
+            focus_thread: Some(2),
+            limits: Limits::default(),
+        };
+        let ids: Vec<AccessId> = q.accesses.iter().map(|a| a.id).collect();
+        for _ in 0..4 {
+            match solve(&q).0 {
+                Answer::Order { class, flips } => {
+                    if class == vec![(ids[2], 1), (ids[3], 0)] {
+                        assert_eq!(
+                            flips,
+                            vec![(ids[2], ids[0]), (ids[1], ids[2]), (ids[3], ids[1])],
+                            "r1 after w1, w0 after r1, r2 after w0"
+                        );
+                        return;
+                    }
+                    q.tried.push(class);
+                }
+                a => panic!("{a:?}"),
+            }
+        }
+        panic!("the failing class was never proposed");
     }
 }
