@@ -10,8 +10,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use reprise_replayer::explain::{explain, Report};
-use reprise_replayer::search::{search, Role, Run, SearchOptions, SearchResult};
+use reprise_feedback::rootcause::{explain, Report};
+use reprise_feedback::search::{search, Role, Run, SearchOptions, SearchResult};
 use reprise_replayer::{is_failure, AttemptOptions, Replay, Strategy};
 use reprise_schema::{location, read_schedule, write_schedule, OutcomeInfo, ScheduleInfo};
 

@@ -23,10 +23,9 @@ use reprise_recorder::{launch, outcome};
 use reprise_schema::{EventRecord, HeaderInfo, OutcomeInfo, OutcomeKind, SketchLevel, TraceReader};
 use reprise_tracee::process::{cpu_ticks, try_wait, wait_blocking};
 
-pub mod explain;
+pub mod accesses;
 pub mod observe;
-pub mod races;
-pub mod search;
+pub mod order;
 use observe::{ObserveBlock, ObservePlan, Observation};
 use sha2::{Digest, Sha256};
 
@@ -170,7 +169,6 @@ impl Replay {
         })
     }
 
-    /// Events the replay follows.
     /// The program's memory-access instructions (see
     /// `reprise_tracee::access_points`), decoded once.
     pub fn access_points(
@@ -190,8 +188,25 @@ impl Replay {
         self.events.len()
     }
 
-    /// The event at ring position `pos` (or the last before it).
-    fn event_at(&self, pos: u64) -> Option<(usize, &EventRecord)> {
+    /// The events the replay follows, in their recorded order.
+    pub fn events(&self) -> &[EventRecord] {
+        &self.events
+    }
+
+    /// The ring position of each event; one more entry: the end (the
+    /// position past the last event).
+    pub fn positions(&self) -> &[u64] {
+        &self.positions
+    }
+
+    /// The ring position past the last event: where the recording ends.
+    pub fn end_position(&self) -> u64 {
+        *self.positions.last().unwrap_or(&0)
+    }
+
+    /// The event at ring position `pos` (or the last before it), with its
+    /// index.
+    pub fn event_at(&self, pos: u64) -> Option<(usize, &EventRecord)> {
         let i = match self.positions.binary_search(&pos) {
             Ok(i) => i,
             Err(i) => i.checked_sub(1)?,
@@ -199,7 +214,9 @@ impl Replay {
         self.events.get(i).map(|e| (i, e))
     }
 
-    fn describe(&self, pos: u64) -> String {
+    /// The event at ring position `pos`, for humans: `thread 1, event 5:
+    /// thread_exit(0x0)`.
+    pub fn describe(&self, pos: u64) -> String {
         match self.event_at(pos) {
             Some((_, e)) => {
                 let what = if e.kind == EventKind::Syscall {
@@ -238,7 +255,7 @@ pub enum Strategy {
     /// not always.
     Preempt,
     /// Deterministic base schedule (a thread runs on to its next event),
-    /// with the races of failed attempts flipped (see [`search`]).
+    /// with the races of failed attempts flipped (see `reprise_feedback`).
     Feedback,
     /// Feedback's other base: the owner of the next event runs first (a
     /// thread runs its code up to an event as late as it can).

@@ -4,7 +4,7 @@
 //! not fail as recorded: the right interleaving between the sketch's
 //! events was not found) — or both, some attempts of each.
 
-use reprise_replayer::search::{Role, Run};
+use reprise_feedback::search::{Role, Run};
 use reprise_replayer::AttemptEnd;
 use serde_json::{json, Value};
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use reprise_replayer::search::{search, Run, SearchOptions, SearchResult};
+use reprise_feedback::search::{search, Run, SearchOptions, SearchResult};
 use reprise_replayer::{AttemptOptions, Replay, Strategy};
 use reprise_schema::{OutcomeInfo, OutcomeKind};
 use reprise_testbugs::run::signal_name;
@@ -419,7 +419,7 @@ fn root_cause_verdict(bug: &Bug, replay: &Replay, res: &SearchResult, cell: &mut
         cell.root_cause = "sketch";
         return;
     };
-    let rep = match reprise_replayer::explain::explain(replay, rc) {
+    let rep = match reprise_feedback::rootcause::explain(replay, rc) {
         Ok(rep) => rep,
         Err(e) => {
             cell.root_cause = "no";

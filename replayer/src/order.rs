@@ -26,7 +26,7 @@ use reprise_abi::observe::{Access, ACCESS_FORK, ACCESS_WRITE};
 use reprise_abi::replay as rp;
 use reprise_abi::EventKind;
 
-use super::Occurrence;
+use crate::accesses::Occurrence;
 use crate::observe::Observation;
 use crate::Replay;
 

@@ -5,9 +5,10 @@ use std::collections::HashSet;
 
 use reprise_abi::replay as rp;
 
-use crate::observe::{FlipSpec, Observation};
+use reprise_replayer::observe::{FlipSpec, Observation};
+use reprise_replayer::{AttemptResult, Replay, Strategy};
+
 use crate::races::{self, Focus, Race};
-use crate::{AttemptResult, Replay, Strategy};
 
 /// A node of the feedback search: a schedule that ran (without failing),
 /// and its races still to try — one per pair of instructions, the

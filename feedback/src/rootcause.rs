@@ -12,10 +12,11 @@ use reprise_tracee::access_points::Disassembler;
 use reprise_tracee::variables::Variables;
 use serde::Serialize;
 
-use crate::observe::Observation;
+use reprise_replayer::observe::Observation;
+use reprise_replayer::{Replay, ReplayError};
+
 use crate::races;
 use crate::search::RootCause;
-use crate::{Replay, ReplayError};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
@@ -257,7 +258,7 @@ impl Explainer {
         if rc.hang {
             // A hang: the last race before it (a wake-up written after the
             // read that needed it).
-            let end = *replay.positions.last().unwrap_or(&0);
+            let end = replay.end_position();
             let focus = races::Focus { pos: end, thread: None };
             let run = order.run(&rc.failing);
             return match races::races(replay, &rc.failing, focus)

@@ -7,29 +7,16 @@
 //! can be swapped (A held at `x` until B made `y`) exactly when B's event
 //! before `y` comes before A's event after `x` in the recorded order.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 
-use reprise_abi::observe::{Access, ACCESS_FORK, ACCESS_WRITE};
+use reprise_abi::observe::{Access, ACCESS_FORK};
 use reprise_abi::replay as rp;
 
-use crate::observe::{FlipSpec, Observation};
-use crate::Replay;
-
-mod order;
-pub use order::{RunOrder, SketchOrder};
-
-/// One access of an observed attempt, with its occurrence number (how many
-/// times its thread had made an access at this instruction, itself
-/// included).
-#[derive(Clone, Copy, Debug)]
-pub struct Occurrence {
-    pub access: Access,
-    pub n: u32,
-    /// Index in the attempt's log.
-    pub index: usize,
-}
+pub use reprise_replayer::accesses::{find, occurrences, reads_from_digest, Occurrence};
+use reprise_replayer::accesses::{is_write, overlap};
+use reprise_replayer::observe::{FlipSpec, Observation};
+pub use reprise_replayer::order::{RunOrder, SketchOrder};
+use reprise_replayer::Replay;
 
 /// A race: `first` happened before `second`; the flip makes `second` come
 /// first.
@@ -83,17 +70,6 @@ impl Race {
     }
 }
 
-fn is_write(a: &Access) -> bool {
-    a.flags & ACCESS_WRITE != 0
-}
-
-/// The two accesses touch a common byte (same granule is not enough: two
-/// `int`s side by side do not race).
-fn overlap(x: &Access, y: &Access) -> bool {
-    let end = |a: &Access| a.addr + (a.size.max(1) as u64);
-    x.addr < end(y) && y.addr < end(x)
-}
-
 /// True if swapping `x` (first) and `y` changes a value read or left in
 /// memory: a read would see another write, or the last write would be
 /// another value. Swapping two writes of one value, or a read with a
@@ -107,25 +83,6 @@ fn changes_values(x: &Access, y: &Access) -> bool {
         (true, true) => x.after != y.after,
         (false, false) => false,
     }
-}
-
-/// Every access of the log with its occurrence number.
-pub fn occurrences(obs: &Observation) -> Vec<Occurrence> {
-    let mut count: HashMap<(u32, u64), u32> = HashMap::new();
-    obs.accesses
-        .iter()
-        .enumerate()
-        .filter(|(_, a)| a.flags & ACCESS_FORK == 0)
-        .map(|(index, a)| {
-            let n = count.entry((a.key, a.pc)).or_insert(0);
-            *n += 1;
-            Occurrence {
-                access: *a,
-                n: *n,
-                index,
-            }
-        })
-        .collect()
 }
 
 /// Accesses remembered per granule and thread, and races kept per other
@@ -283,43 +240,6 @@ pub fn races(replay: &Replay, obs: &Observation, focus: Focus) -> Vec<Race> {
             .then(q.second.index.cmp(&p.second.index))
     });
     out
-}
-
-/// A digest of the attempt's reads-from relation: which write (thread,
-/// instruction, occurrence) each read saw. Two attempts with the same
-/// digest are the same execution as far as shared memory goes.
-pub fn reads_from_digest(obs: &Observation) -> u64 {
-    let occ = occurrences(obs);
-    let mut last_write: HashMap<u64, usize> = HashMap::new();
-    let mut pairs: Vec<(u32, u64, u32, u32, u64, u32)> = Vec::new();
-    for (j, o) in occ.iter().enumerate() {
-        let a = &o.access;
-        let granule = a.addr & !7;
-        if !is_write(a) {
-            let w = last_write.get(&granule).map(|&w| &occ[w]);
-            pairs.push((
-                a.key,
-                a.pc,
-                o.n,
-                w.map_or(0, |w| w.access.key),
-                w.map_or(0, |w| w.access.pc),
-                w.map_or(0, |w| w.n),
-            ));
-        } else {
-            last_write.insert(granule, j);
-        }
-    }
-    pairs.sort_unstable();
-    let mut h = DefaultHasher::new();
-    pairs.hash(&mut h);
-    h.finish()
-}
-
-/// The log entry of `key`'s `n`-th access at `pc`, if the attempt made it.
-pub fn find(obs: &Observation, key: u32, pc: u64, n: u32) -> Option<Occurrence> {
-    occurrences(obs)
-        .into_iter()
-        .find(|o| o.access.key == key && o.access.pc == pc && o.n == n)
 }
 
 /// Reads to delay: the failing thread's last reads (of different places)

@@ -26,12 +26,16 @@ use std::time::{Duration, Instant};
 use reprise_abi::replay as rp;
 use reprise_schema::{FlipInfo, OutcomeInfo, ScheduleInfo};
 
-use crate::observe::{FlipSpec, FlipState, ObservePlan, Observation};
+use reprise_replayer::observe::{FlipSpec, FlipState, ObservePlan, Observation};
+use reprise_replayer::{
+    attempt, is_failure, matches, AttemptEnd, AttemptOptions, AttemptResult, Replay, ReplayError,
+    Strategy,
+};
+
 use crate::races::{self, Focus, Race};
 
 mod node;
 use node::Node;
-use crate::{attempt, matches, AttemptOptions, AttemptResult, Replay, ReplayError, Strategy};
 
 /// Settings of a search.
 #[derive(Clone, Debug)]
@@ -84,7 +88,7 @@ pub struct Run {
 }
 
 /// One race of the root cause: the flip, and the failing run's and the
-/// passing run's observations to describe it (see [`crate::explain`]).
+/// passing run's observations to describe it (see [`crate::rootcause`]).
 #[derive(Clone, Debug)]
 pub struct RootCause {
     /// The flips the failure needs; empty when a base schedule alone
@@ -422,7 +426,7 @@ impl Searcher<'_> {
             O::Deadlock | O::Hang => None,
             O::Exited => self
                 .replay
-                .events
+                .events()
                 .iter()
                 .rev()
                 .find(|e| e.kind == reprise_abi::EventKind::ProcessExit && e.process == p)
@@ -438,7 +442,7 @@ impl Searcher<'_> {
                 thread: r.diverging_thread,
             },
             Some(_) => Focus {
-                pos: *self.replay.positions.last().unwrap_or(&0),
+                pos: self.replay.end_position(),
                 thread: Some(rp::key(self.recorded.process as u32, self.recorded.thread)),
             },
         }
@@ -558,7 +562,7 @@ impl Searcher<'_> {
                 (_, FlipState::Already) => "the flip's second access came first anyway",
                 (_, FlipState::Holding) => "the flip's second access did not come",
                 (_, FlipState::Deferred) => "the flip's second thread did not give the baton back",
-                (crate::AttemptEnd::Outcome(_), FlipState::Done) => "flipped; did not fail",
+                (AttemptEnd::Outcome(_), FlipState::Done) => "flipped; did not fail",
                 (_, FlipState::Done) => "flipped; left the sketch",
             };
             let mut note = note.to_string();
@@ -635,7 +639,7 @@ impl Searcher<'_> {
     ) -> Result<bool, ReplayError> {
         let mut schedule = self.runs[i].schedule.clone();
         let mut root_cause = None;
-        if crate::is_failure(&self.recorded) {
+        if is_failure(&self.recorded) {
             root_cause = self.explain_base(base, other)?;
             if root_cause.is_none() {
                 return Ok(false);
@@ -702,7 +706,7 @@ impl Searcher<'_> {
         // one makes it go away: that race is what the failure needs.
         if passing.is_none() {
             let focus = Focus {
-                pos: *self.replay.positions.last().unwrap_or(&0),
+                pos: self.replay.end_position(),
                 thread: Some(rp::key(self.recorded.process as u32, self.recorded.thread)),
             };
             let candidates: Vec<Race> = races::races(self.replay, &failing_obs, focus)
