@@ -1,30 +1,9 @@
-//! `reprise eval`: the testbugs corpus, measured.
-//!
-//! `--native` runs each program N times natively and reports its failure
-//! rate. `--record` also runs it N times under `reprise record` and reports
-//! the failure rate there beside the native one: a recorder that disturbs
-//! timing makes rare failures vanish, and then they never get recorded.
-//!
-//! `--replay` is the strategy × sketch evaluation: each program is recorded
-//! under each sketch until a run fails, and each failing trace is replayed
-//! with each search strategy; the table says how many recordings the
-//! failure took, in which attempt each strategy reproduced it, whether the
-//! failure is the one the manifest expects, and whether the feedback
-//! search's root cause names the manifest's racing lines.
+//! `reprise eval`: the testbugs corpus, measured (see
+//! `reprise_harness::eval`).
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
-
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
-use reprise_testbugs::{
-    build_manifest, corpus_dir, default_build_dir, load_manifest, run_native_in, Bug, Built,
-    Failure, Outcome, RateRow, RateTable,
-};
-
-mod miss;
-mod replay;
-mod report;
+use reprise_harness::eval::{self, EvalOptions};
 
 /// Measure the testbugs corpus: native failure rates, rates under `record`,
 /// and how each search strategy replays each sketch's failing trace.
@@ -74,164 +53,21 @@ pub struct EvalArgs {
     json: bool,
 }
 
-/// How one run under `reprise record` failed: reprise exits with 128+signal
-/// for a program killed by a signal, and kills a hung program.
-fn classify_recorded(outcome: Outcome, hang_code: i32) -> Outcome {
-    match outcome {
-        Outcome::Failed(Failure::ExitCode(c)) if c == hang_code => Outcome::Failed(Failure::Hang),
-        Outcome::Failed(Failure::ExitCode(c)) if c > 128 && c < 160 => {
-            Outcome::Failed(Failure::Signal(
-                nix::sys::signal::Signal::try_from(c - 128)
-                    .map(|s| s.as_str().to_string())
-                    .unwrap_or_default(),
-            ))
-        }
-        o => o,
-    }
-}
-
-fn measure(
-    bug: &Bug,
-    built: &Built,
-    args: &EvalArgs,
-    argv: &[String],
-    recorded: bool,
-) -> Result<RateRow> {
-    let corpus = corpus_dir();
-    let traces = tempfile::tempdir().context("cannot create a temporary directory")?;
-    let reprise = Built {
-        name: bug.name.clone(),
-        exe: std::env::current_exe()?,
-    };
-    let start = Instant::now();
-    let budget = Duration::from_secs_f64(args.budget);
-    let (mut runs, mut failures, mut matching) = (0, 0, 0);
-    while runs < args.runs && start.elapsed() < budget {
-        let result = if recorded {
-            let dir = traces.path().join(format!("t{runs}"));
-            let mut full: Vec<String> = [
-                "record",
-                "--sketch",
-                &args.sketch,
-                "--hang-timeout",
-                "2",
-                "-o",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-            full.push(dir.to_string_lossy().into_owned());
-            full.push(built.exe.to_string_lossy().into_owned());
-            full.extend(argv.iter().cloned());
-            let mut r = run_native_in(bug, &reprise, &full, Duration::from_secs(20), &corpus)?;
-            r.outcome = classify_recorded(r.outcome, 128 + libc::SIGKILL);
-            let _ = std::fs::remove_dir_all(&dir);
-            r
-        } else {
-            run_native_in(bug, built, argv, Duration::from_secs(5), &corpus)?
-        };
-        runs += 1;
-        if !result.passed() {
-            failures += 1;
-            if result.matches_expected(bug) {
-                matching += 1;
-            }
-        }
-    }
-    Ok(RateRow {
-        name: bug.name.clone(),
-        kind: bug.kind,
-        expected: bug.expect.to_string(),
-        args: argv.to_vec(),
-        runs,
-        failures,
-        matching,
-        cut_by_budget: runs < args.runs,
-        elapsed: start.elapsed(),
-    })
-}
-
 pub fn run(a: EvalArgs) -> Result<u8> {
-    if !a.native && !a.record && !a.replay {
-        bail!("say what to measure: --native (native failure rates), --record (rates under record), --replay (record each sketch until failure, replay with each strategy)");
-    }
-    if a.sketch != "sync" && a.sketch != "sys" {
-        bail!("--sketch must be sync or sys");
-    }
-    let mut m = load_manifest()?;
-    m.validate(&corpus_dir())?;
-    if !a.only.is_empty() {
-        m.bugs.retain(|b| a.only.contains(&b.name));
-        if m.bugs.is_empty() {
-            bail!("no program in the corpus is named {}", a.only.join(", "));
-        }
-    }
-    let build_dir: PathBuf = default_build_dir();
-    eprintln!(
-        "building {} programs into {}",
-        m.bugs.len(),
-        build_dir.display()
-    );
-    let built = build_manifest(&m, &corpus_dir(), &build_dir)?;
-    if a.replay {
-        return replay::run_replay(&a, &m.bugs, &built);
-    }
-    let mut native_rows = Vec::new();
-    let mut record_rows = Vec::new();
-    for bug in &m.bugs {
-        let b = built
-            .iter()
-            .find(|b| b.name == bug.name)
-            .context("program not built")?;
-        let argv = if a.frequent {
-            &bug.frequent_args
-        } else {
-            &bug.args
-        };
-        if a.native {
-            let r = measure(bug, b, &a, argv, false)?;
-            eprintln!(
-                "  {:<28} native   {:>4}/{:<4} failed ({:.2}%)",
-                r.name,
-                r.failures,
-                r.runs,
-                r.rate_percent()
-            );
-            native_rows.push(r);
-        }
-        if a.record {
-            let r = measure(bug, b, &a, argv, true)?;
-            eprintln!(
-                "  {:<28} recorded {:>4}/{:<4} failed ({:.2}%)",
-                r.name,
-                r.failures,
-                r.runs,
-                r.rate_percent()
-            );
-            record_rows.push(r);
-        }
-    }
-    if a.native && a.record {
-        println!("| program | kind | expected | native failures | native % | recorded ({}) failures | recorded % |", a.sketch);
-        println!("|---|---|---|---|---|---|---|");
-        for (n, r) in native_rows.iter().zip(&record_rows) {
-            println!(
-                "| {} | {} | {} | {}/{} | {:.2} | {}/{} | {:.2} |",
-                n.name,
-                n.kind.as_str(),
-                n.expected,
-                n.failures,
-                n.runs,
-                n.rate_percent(),
-                r.failures,
-                r.runs,
-                r.rate_percent()
-            );
-        }
-    } else if a.native {
-        print!("{}", RateTable(&native_rows));
-    } else {
-        print!("{}", RateTable(&record_rows));
-    }
-    Ok(0)
+    let reprise = std::env::current_exe().context("cannot find the reprise executable")?;
+    eval::run(&EvalOptions {
+        native: a.native,
+        record: a.record,
+        sketch: a.sketch,
+        runs: a.runs,
+        budget: a.budget,
+        only: a.only,
+        frequent: a.frequent,
+        replay: a.replay,
+        sketches: a.sketches,
+        strategies: a.strategies,
+        max_attempts: a.max_attempts,
+        json: a.json,
+        reprise,
+    })
 }

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use super::miss::{classify, Miss};
 use super::report::{primary_sketch, primary_strategy, print_replay_table, summary_lines};
-use super::{classify_recorded, measure, EvalArgs};
+use super::{classify_recorded, measure, EvalOptions};
 
 /// The seed of the first replay attempt (random: the next ones take the
 /// next seeds).
@@ -192,13 +192,13 @@ fn record_until_failure(
     built: &Built,
     args: &[String],
     sketch: &str,
-    a: &EvalArgs,
+    a: &EvalOptions,
     dir: &Path,
 ) -> Result<(usize, Option<(PathBuf, String)>)> {
     let corpus = corpus_dir();
     let reprise = Built {
         name: bug.name.clone(),
-        exe: std::env::current_exe()?,
+        exe: a.reprise.clone(),
     };
     let start = Instant::now();
     let budget = Duration::from_secs_f64(a.budget);
@@ -277,7 +277,7 @@ fn record_sketch(
     bug: &Bug,
     built: &Built,
     sketch: &str,
-    a: &EvalArgs,
+    a: &EvalOptions,
     dir: &Path,
 ) -> Result<Recording> {
     let mut rec = Recording {
@@ -322,7 +322,7 @@ fn replay_cell(
     bug: &Bug,
     rec: &Recording,
     strategy: &str,
-    a: &EvalArgs,
+    a: &EvalOptions,
     dir: &Path,
 ) -> Result<Cell> {
     let mut cell = Cell {
@@ -457,7 +457,7 @@ fn root_cause_verdict(bug: &Bug, replay: &Replay, res: &SearchResult, cell: &mut
     }));
 }
 
-fn evaluate_replay(bug: &Bug, built: &Built, a: &EvalArgs, dir: &Path) -> Result<ReplayRow> {
+fn evaluate_replay(bug: &Bug, built: &Built, a: &EvalOptions, dir: &Path) -> Result<ReplayRow> {
     let mut recordings = Vec::new();
     for sketch in &a.sketches {
         let t = Instant::now();
@@ -528,7 +528,7 @@ fn evaluate_replay(bug: &Bug, built: &Built, a: &EvalArgs, dir: &Path) -> Result
     })
 }
 
-pub(super) fn run_replay(a: &EvalArgs, bugs: &[Bug], built: &[Built]) -> Result<u8> {
+pub(super) fn run_replay(a: &EvalOptions, bugs: &[Bug], built: &[Built]) -> Result<u8> {
     for s in &a.sketches {
         if s != "sync" && s != "sys" {
             bail!("--sketches: {s:?} is not a sketch level (sync, sys)");

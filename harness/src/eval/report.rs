@@ -2,11 +2,11 @@
 
 use super::miss;
 use super::replay::{matched, Cell, ReplayRow};
-use super::EvalArgs;
+use super::EvalOptions;
 
 /// The sketch whose feedback replay the failure-matched and root-cause
 /// columns describe: sys, else the last one evaluated.
-pub(super) fn primary_sketch(a: &EvalArgs) -> &str {
+pub(super) fn primary_sketch(a: &EvalOptions) -> &str {
     if a.sketches.iter().any(|s| s == "sys") {
         "sys"
     } else {
@@ -15,7 +15,7 @@ pub(super) fn primary_sketch(a: &EvalArgs) -> &str {
 }
 
 /// The strategy of those columns: feedback, else the last one evaluated.
-pub(super) fn primary_strategy(a: &EvalArgs) -> &str {
+pub(super) fn primary_strategy(a: &EvalOptions) -> &str {
     if a.strategies.iter().any(|s| s == "feedback") {
         "feedback"
     } else {
@@ -36,7 +36,7 @@ fn median(v: &mut [u32]) -> Option<f64> {
     })
 }
 
-pub(super) fn print_replay_table(rows: &[ReplayRow], a: &EvalArgs, summary: &[String]) {
+pub(super) fn print_replay_table(rows: &[ReplayRow], a: &EvalOptions, summary: &[String]) {
     let (ps, pst) = (primary_sketch(a), primary_strategy(a));
     let mut head = format!(
         "| program | kind | native % | recorded until failure ({}) |",
@@ -147,7 +147,7 @@ pub(super) fn print_replay_table(rows: &[ReplayRow], a: &EvalArgs, summary: &[St
 }
 
 /// The summary lines: each strategy × sketch against its goal.
-pub(super) fn summary_lines(rows: &[ReplayRow], a: &EvalArgs) -> Vec<String> {
+pub(super) fn summary_lines(rows: &[ReplayRow], a: &EvalOptions) -> Vec<String> {
     let n = rows.len();
     let pct = |x: usize| {
         if n == 0 {

@@ -1,0 +1,479 @@
+//! `reprise bench record`: recording overhead (see [`super`]).
+
+use std::ffi::OsString;
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use super::{
+    build_c, default_cache_dir, dir_size, ensure_input, files_equal, find_in_path, geomean,
+    install_signal_handlers, loadavg, machine_description, median, native_run, one_line,
+    require_tools, run_timed, tail, BenchOptions, TempDir, Workload, INTERRUPTED,
+};
+
+const LOCKS_C: &str = include_str!("../../../bench/locks.c");
+const READS_C: &str = include_str!("../../../bench/reads.c");
+
+const GOAL_COMPRESS_SYNC: f64 = 1.05;
+const GOAL_COMPRESS_SYS: f64 = 1.15;
+const GOAL_LOCKS_SYNC: f64 = 3.0;
+const GOAL_READS_SYS: f64 = 15.0;
+
+struct Row {
+    label: String,
+    sketch: &'static str,
+    native: f64,
+    recorded: f64,
+    /// Median over rounds of recorded / native in the same round: robust
+    /// to the machine's load drifting during the benchmark.
+    paired_ratio: f64,
+    /// (max - min) / median of the native times.
+    native_spread: f64,
+    trace_bytes: u64,
+    goal: f64,
+    compressor: bool,
+    /// Why this row has no measurement: the recorded (or native) run failed.
+    failure: Option<String>,
+}
+
+impl Row {
+    fn ratio(&self) -> f64 {
+        if self.failure.is_some() {
+            f64::NAN
+        } else {
+            self.paired_ratio
+        }
+    }
+}
+
+pub(super) fn run_record(a: &BenchOptions) -> Result<u8> {
+    let rounds = a.rounds.unwrap_or(if a.quick { 2 } else { 5 });
+    let size_mb = a.size_mb.unwrap_or(if a.quick { 2 } else { 100 });
+    if rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
+    if size_mb == 0 {
+        bail!("--size-mb must be at least 1");
+    }
+    if !(a.timeout > 0.0) {
+        bail!("--timeout must be a positive number of seconds");
+    }
+    let known = ["pigz", "pbzip2", "xz", "locks", "reads"];
+    for o in &a.only {
+        if !known.contains(&o.as_str()) {
+            bail!(
+                "--only: unknown workload {o:?} (known: {})",
+                known.join(", ")
+            );
+        }
+    }
+    let wanted = |k: &str| a.only.is_empty() || a.only.iter().any(|o| o == k);
+    let (lock_pairs, reads) = if a.quick {
+        (1_000_000u64, 100_000u64)
+    } else {
+        (10_000_000, 1_000_000)
+    };
+
+    install_signal_handlers();
+    let reprise = a.reprise.clone();
+    println!("{}", machine_description());
+
+    // Compressors: scripts/setup.sh installs them.
+    let compressors_wanted: Vec<&str> = ["pigz", "pbzip2", "xz"]
+        .into_iter()
+        .filter(|t| wanted(t))
+        .collect();
+    require_tools(&compressors_wanted)?;
+
+    let cache = a.cache_dir.clone().unwrap_or_else(default_cache_dir);
+    fs::create_dir_all(&cache).with_context(|| format!("cannot create {}", cache.display()))?;
+    let needs_input = ["pigz", "pbzip2", "xz", "reads"].iter().any(|k| wanted(k));
+    let input = if needs_input {
+        Some(ensure_input(&cache, size_mb)?)
+    } else {
+        None
+    };
+    // reads.c reads a file of at least 64 MB in full mode (its reads do not
+    // wrap around); the compressors' input serves unless it is smaller.
+    let reads_input = match &input {
+        Some(_) if wanted("reads") && !a.quick && size_mb < 64 => Some(ensure_input(&cache, 64)?),
+        other => other.clone(),
+    };
+
+    let mut workloads = Vec::new();
+    let compressors: [(&str, &[&str]); 3] = [
+        ("pigz", &["-p", "2"]),
+        ("pbzip2", &["-p2"]),
+        ("xz", &["-T2"]),
+    ];
+    for (tool, flags) in compressors {
+        if !wanted(tool) {
+            continue;
+        }
+        let program = find_in_path(tool).ok_or_else(|| anyhow!("{tool} is not installed"))?;
+        let mut args: Vec<OsString> = flags.iter().map(OsString::from).collect();
+        args.push("-c".into());
+        args.push(input.clone().unwrap().into_os_string());
+        workloads.push(Workload {
+            key: tool,
+            label: format!("{tool} {}", flags.join(" ")),
+            program,
+            args,
+            sketches: vec![("sync", GOAL_COMPRESS_SYNC), ("sys", GOAL_COMPRESS_SYS)],
+            compressor: true,
+        });
+    }
+    if wanted("locks") {
+        let exe = build_c(&cache, "locks", LOCKS_C, &["-O2", "-pthread"])?;
+        workloads.push(Workload {
+            key: "locks",
+            label: format!("locks 4thr {}M", lock_pairs / 1_000_000),
+            program: exe,
+            args: vec![lock_pairs.to_string().into(), "4".into()],
+            sketches: vec![("sync", GOAL_LOCKS_SYNC)],
+            compressor: false,
+        });
+    }
+    if wanted("reads") {
+        let exe = build_c(&cache, "reads", READS_C, &["-O2"])?;
+        let mut args: Vec<OsString> = vec![reads_input.clone().unwrap().into_os_string()];
+        args.push(reads.to_string().into());
+        args.push("64".into());
+        workloads.push(Workload {
+            key: "reads",
+            label: format!("reads {}k x64B", reads / 1000),
+            program: exe,
+            args,
+            sketches: vec![("sys", GOAL_READS_SYS)],
+            compressor: false,
+        });
+    }
+
+    let tmp = TempDir::new(&std::env::temp_dir(), "reprise-bench")?;
+    eprintln!(
+        "reprise bench: {} workloads, {rounds} rounds, compressor input {size_mb} MB; temporary files in {}",
+        workloads.len(),
+        tmp.path().display()
+    );
+    let started = Instant::now();
+    let mut rows = Vec::new();
+    for w in &workloads {
+        rows.extend(bench_workload(a, &reprise, tmp.path(), w, rounds)?);
+    }
+    drop(tmp);
+
+    print_table(&rows, a.quick, rounds, size_mb, started.elapsed());
+    if rows.iter().any(|r| r.failure.is_some()) {
+        eprintln!("reprise bench: FAILED: some recorded runs failed or changed the program's output (see above)");
+        return Ok(1);
+    }
+    let all_met = goals(&rows).iter().all(|(_, _, _, met)| *met);
+    Ok(if a.check && !all_met { 1 } else { 0 })
+}
+
+
+/// Record the workload at `sketch` into a temporary trace; check its status,
+/// the trace's completeness and that its output equals `reference`. The wall
+/// time and the trace's size.
+#[allow(clippy::too_many_arguments)]
+fn recorded_run(
+    reprise: &Path,
+    tmp: &Path,
+    w: &Workload,
+    sketch: &str,
+    out: &Path,
+    err: &Path,
+    timeout: Duration,
+    reference: &Path,
+) -> Result<(Duration, u64)> {
+    let rec = TempDir::new(tmp, "rec")?;
+    let trace = rec.path().join("trace");
+    let mut c = Command::new(reprise);
+    c.arg("record")
+        .arg("--sketch")
+        .arg(sketch)
+        .arg("-o")
+        .arg(&trace)
+        .arg(&w.program)
+        .args(&w.args);
+    let (t, status) = run_timed(&mut c, out, err, timeout)?;
+    if !status.success() {
+        bail!("recorded run failed ({status}): {}", tail(err, 1000));
+    }
+    if trace.join("incomplete").exists() || !trace.join("header").exists() {
+        bail!("recorded run left an incomplete trace: {}", tail(err, 1000));
+    }
+    if !files_equal(out, reference)? {
+        bail!(
+            "OUTPUT DIFFERS: the recorded run wrote {} bytes, not the native run's {} bytes (or different ones): recording changed the program's result",
+            fs::metadata(out).map(|m| m.len()).unwrap_or(0),
+            fs::metadata(reference).map(|m| m.len()).unwrap_or(0)
+        );
+    }
+    Ok((t, dir_size(&trace)))
+}
+
+/// Warm-up native run (the reference output), then `rounds` rounds each of
+/// one native run and one recorded run per sketch level, the order reversed
+/// every other round. A failed recorded run fails its row (later rounds skip
+/// that sketch level); a failed native run fails the workload's rows.
+fn bench_workload(
+    a: &BenchOptions,
+    reprise: &Path,
+    tmp: &Path,
+    w: &Workload,
+    rounds: u32,
+) -> Result<Vec<Row>> {
+    let reference = tmp.join(format!("{}.reference", w.key));
+    let out = tmp.join(format!("{}.out", w.key));
+    let err = tmp.join(format!("{}.err", w.key));
+    let max_timeout = Duration::from_secs_f64(a.timeout);
+    let n = w.sketches.len();
+    let mut failure: Vec<Option<String>> = vec![None; n];
+    let fatal =
+        |e: &anyhow::Error| INTERRUPTED.load(Ordering::SeqCst) || e.to_string() == "interrupted";
+
+    let rows = |native_times: &[f64],
+                rec: &[Vec<f64>],
+                sizes: &[Vec<f64>],
+                failure: Vec<Option<String>>|
+     -> Vec<Row> {
+        let native = median(native_times);
+        let spread = native_times.iter().copied().fold(f64::NAN, f64::max)
+            - native_times.iter().copied().fold(f64::NAN, f64::min);
+        w.sketches
+            .iter()
+            .zip(failure)
+            .enumerate()
+            .map(|(i, ((sketch, goal), failure))| Row {
+                label: w.label.clone(),
+                sketch,
+                native,
+                recorded: if failure.is_some() {
+                    f64::NAN
+                } else {
+                    median(&rec[i])
+                },
+                paired_ratio: median(
+                    &rec[i]
+                        .iter()
+                        .zip(native_times)
+                        .map(|(r, n)| r / n)
+                        .collect::<Vec<f64>>(),
+                ),
+                native_spread: spread / native,
+                trace_bytes: median(&sizes[i]) as u64,
+                goal: *goal,
+                compressor: w.compressor,
+                failure,
+            })
+            .collect()
+    };
+
+    let warm = match native_run(w, &reference, &err, max_timeout, None) {
+        Ok(t) if fs::metadata(&reference).map(|m| m.len()).unwrap_or(0) > 0 => t,
+        Ok(_) => {
+            let msg = "the native run wrote no output".to_string();
+            eprintln!("reprise bench: {}: FAILED: {msg}", w.label);
+            return Ok(rows(
+                &[],
+                &vec![vec![]; n],
+                &vec![vec![]; n],
+                vec![Some(msg); n],
+            ));
+        }
+        Err(e) if fatal(&e) => return Err(e),
+        Err(e) => {
+            let msg = one_line(&e);
+            eprintln!("reprise bench: {}: FAILED: {msg}", w.label);
+            return Ok(rows(
+                &[],
+                &vec![vec![]; n],
+                &vec![vec![]; n],
+                vec![Some(msg); n],
+            ));
+        }
+    };
+    // Recording is expected within a small factor; do not wait forever.
+    let timeout = max_timeout.min(Duration::from_secs_f64(
+        (warm.as_secs_f64() * 50.0).max(60.0),
+    ));
+    eprintln!(
+        "reprise bench: {}: warm-up native {:.3} s",
+        w.label,
+        warm.as_secs_f64()
+    );
+
+    let mut native_times = Vec::new();
+    let mut rec_times: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut sizes: Vec<Vec<f64>> = vec![Vec::new(); n];
+    // Slot 0: native; slot i: recorded at w.sketches[i - 1].
+    for round in 0..rounds {
+        let order: Vec<usize> = if round % 2 == 0 {
+            (0..=n).collect()
+        } else {
+            (0..=n).rev().collect()
+        };
+        let mut line = format!("reprise bench: {}: round {}/{rounds}:", w.label, round + 1);
+        for slot in order {
+            if slot == 0 {
+                match native_run(w, &out, &err, timeout, Some(&reference)) {
+                    Ok(t) => {
+                        native_times.push(t.as_secs_f64());
+                        line.push_str(&format!(" native {:.3}s", t.as_secs_f64()));
+                    }
+                    Err(e) if fatal(&e) => return Err(e),
+                    Err(e) => {
+                        let msg = one_line(&e);
+                        eprintln!("reprise bench: {}: FAILED: {msg}", w.label);
+                        return Ok(rows(&native_times, &rec_times, &sizes, vec![Some(msg); n]));
+                    }
+                }
+            } else {
+                let i = slot - 1;
+                let sketch = w.sketches[i].0;
+                if failure[i].is_some() {
+                    continue;
+                }
+                match recorded_run(reprise, tmp, w, sketch, &out, &err, timeout, &reference) {
+                    Ok((t, size)) => {
+                        rec_times[i].push(t.as_secs_f64());
+                        sizes[i].push(size as f64);
+                        line.push_str(&format!(" {sketch} {:.3}s", t.as_secs_f64()));
+                    }
+                    Err(e) if fatal(&e) => return Err(e),
+                    Err(e) => {
+                        let msg = one_line(&e);
+                        eprintln!("reprise bench: {} at {sketch}: FAILED: {msg}", w.label);
+                        line.push_str(&format!(" {sketch} FAILED"));
+                        failure[i] = Some(msg);
+                    }
+                }
+            }
+            let _ = fs::remove_file(&out);
+        }
+        eprintln!("{line}");
+    }
+    Ok(rows(&native_times, &rec_times, &sizes, failure))
+}
+
+/// The goals that decide: each microbenchmark's row, and the compressors'
+/// geometric mean per sketch level: (what, ratio, goal, met). A failed row
+/// makes its goal unmet (ratio NaN).
+fn goals(rows: &[Row]) -> Vec<(String, f64, f64, bool)> {
+    let mut g = Vec::new();
+    for (sketch, goal) in [("sync", GOAL_COMPRESS_SYNC), ("sys", GOAL_COMPRESS_SYS)] {
+        let ratios: Vec<f64> = rows
+            .iter()
+            .filter(|r| r.compressor && r.sketch == sketch)
+            .map(Row::ratio)
+            .collect();
+        if !ratios.is_empty() {
+            let gm = geomean(&ratios);
+            g.push((
+                format!("geomean of {} compressors, {sketch}", ratios.len()),
+                gm,
+                goal,
+                gm <= goal,
+            ));
+        }
+    }
+    for r in rows.iter().filter(|r| !r.compressor) {
+        g.push((
+            format!("{}, {}", r.label, r.sketch),
+            r.ratio(),
+            r.goal,
+            r.ratio() <= r.goal,
+        ));
+    }
+    g
+}
+
+fn print_table(rows: &[Row], quick: bool, rounds: u32, size_mb: u64, elapsed: Duration) {
+    println!();
+    println!(
+        "recording overhead: medians of {rounds} rounds, compressor input {size_mb} MB; ratio = median over rounds of recorded/native in the same round{}",
+        if quick {
+            " (--quick: inputs too small for the goals to mean much)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "{:<18} {:<6} {:>9} {:>10} {:>7} {:>10}  {:<10} {}",
+        "workload", "sketch", "native s", "recorded s", "ratio", "trace", "goal", "met"
+    );
+    for r in rows {
+        let goal = if r.compressor {
+            format!("<={:.2} gm", r.goal)
+        } else {
+            format!("<={:.2}", r.goal)
+        };
+        let (rec, ratio, trace) = if r.failure.is_some() {
+            ("-".to_string(), "FAILED".to_string(), "-".to_string())
+        } else {
+            (
+                format!("{:.3}", r.recorded),
+                format!("{:.3}", r.ratio()),
+                reprise_schema::listing::human_size(r.trace_bytes),
+            )
+        };
+        println!(
+            "{:<18} {:<6} {:>9.3} {:>10} {:>7} {:>10}  {:<10} {}",
+            r.label,
+            r.sketch,
+            r.native,
+            rec,
+            ratio,
+            trace,
+            goal,
+            if r.ratio() <= r.goal { "yes" } else { "no" }
+        );
+    }
+    println!();
+    for (what, ratio, goal, met) in goals(rows) {
+        let ratio = if ratio.is_nan() {
+            "n/a".to_string()
+        } else {
+            format!("{ratio:.3}")
+        };
+        println!(
+            "{what:<40} ratio {ratio:>7}  goal <={goal:.2}  met {}",
+            if met { "yes" } else { "no" }
+        );
+    }
+    println!(
+        "(gm: the compressors' goal is on their geometric mean; total {:.0} s)",
+        elapsed.as_secs_f64()
+    );
+    let noisy: std::collections::BTreeSet<String> = rows
+        .iter()
+        .filter(|r| r.native_spread > 0.2)
+        .map(|r| format!("{} ({:.0}%)", r.label, r.native_spread * 100.0))
+        .collect();
+    if !noisy.is_empty() {
+        println!(
+            "NOISY: native times vary by more than 20% across rounds for {}; the machine is loaded ({}): ratios are unreliable",
+            noisy.into_iter().collect::<Vec<_>>().join(", "),
+            loadavg()
+        );
+    }
+    let failures: Vec<&Row> = rows.iter().filter(|r| r.failure.is_some()).collect();
+    if !failures.is_empty() {
+        println!();
+        println!("FAILURES:");
+        for r in failures {
+            println!(
+                "  {} at {}: {}",
+                r.label,
+                r.sketch,
+                r.failure.as_deref().unwrap_or("")
+            );
+        }
+    }
+}
+
