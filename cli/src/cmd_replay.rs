@@ -31,8 +31,11 @@ pub struct ReplayArgs {
     /// failed attempt and flip them, nearest the failure first), `random`
     /// (seeded choices at sketch events and random preemptions at memory
     /// accesses; a seed is one schedule) or `preempt` (random choices, and
-    /// threads preempted after random time slices: not deterministic).
-    #[arg(long, default_value = "feedback", value_parser = ["feedback", "random", "preempt"])]
+    /// threads preempted after random time slices: not deterministic) or
+    /// `solver` (z3 chooses each schedule: one in which the failing
+    /// thread's last shared reads read values no attempt read yet, with
+    /// as few changes as it can; it says when no such schedule is left).
+    #[arg(long, default_value = "feedback", value_parser = ["feedback", "random", "preempt", "solver"])]
     strategy: String,
     /// Print the result (outcome, attempt counts, schedule, root-cause
     /// report, the reproducing attempt's stdout and stderr) as one JSON
@@ -180,7 +183,11 @@ pub fn run(a: ReplayArgs) -> Result<u8> {
         ));
     };
     reprise_replayer::stop_on_interrupt();
-    let result = search(&replay, &opts, &on_run);
+    let result = if a.strategy == "solver" {
+        reprise_solver::search::search(&replay, &opts, &on_run)
+    } else {
+        search(&replay, &opts, &on_run)
+    };
     bar.finish_and_clear();
     if let Err(reprise_replayer::ReplayError::Interrupted) = result {
         eprintln!("reprise: interrupted: the running attempt was killed; nothing was saved");
@@ -321,6 +328,7 @@ impl Done<'_> {
             "outcome": r.map(|r| r.result.summary()),
             "schedule": result.schedule,
             "schedule_saved": self.saved,
+            "conclusion": result.conclusion,
             "root_cause": match self.report {
                 Some(Ok(rep)) => serde_json::to_value(rep)?,
                 Some(Err(e)) => serde_json::json!({ "error": e }),
@@ -357,6 +365,9 @@ impl Done<'_> {
             seen.sort_by_key(|x| std::cmp::Reverse(x.1));
             for (s, n) in seen.iter().take(3) {
                 out!("  {n} x {s}");
+            }
+            if let Some(c) = &result.conclusion {
+                out!("  {c}");
             }
             return;
         };

@@ -125,6 +125,9 @@ pub struct SearchResult {
     /// Attempts that turned out to be an execution already seen (same
     /// reads-from relation).
     pub duplicates: u32,
+    /// Why the search stopped before its budget, when it knows (the
+    /// solver: no untried schedule within what it observed).
+    pub conclusion: Option<String>,
     pub root_cause: Option<RootCause>,
     pub elapsed: Duration,
 }
@@ -249,6 +252,7 @@ pub fn search(
         found: None,
         schedule: None,
         duplicates: 0,
+        conclusion: None,
         root_cause: None,
         elapsed: Duration::ZERO,
     };

@@ -7,10 +7,11 @@
 //! [`query`] holds the problem in plain data (accesses, their place
 //! between sketch events, the reads-from classes already run), independent
 //! of the replayer; [`encode`] turns it into z3 constraints and reads the
-//! model back; the driver that runs attempts lives in the search crates.
+//! model back; [`search`] runs the attempts the answers describe.
 
 pub mod encode;
 pub mod query;
+pub mod search;
 
 pub use encode::{solve, Answer, Stats};
 pub use query::{Access, AccessId, Class, Query, Window};

@@ -51,7 +51,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
-            window: 2_000,
+            window: 256,
             focus_reads: 8,
             max_flips: 8,
         }
@@ -135,19 +135,25 @@ impl Query {
         let end = (start + w).min(kept.len());
         let accesses: Vec<Access> = kept[start..end].iter().map(|a| **a).collect();
         let cut = cut - start;
+        // The reads that decide what happens at the focus: the focus
+        // thread's reads in its last stretch before it (between its last
+        // event and the focus), and the stretch before if that has fewer
+        // than two; any thread's, for a hang or deadlock.
         let mut focus: Vec<usize> = Vec::new();
-        for pass in [true, false] {
-            // The focus thread's reads first; any thread's if it has none
-            // (a hang, a deadlock).
-            for i in (0..cut.min(accesses.len())).rev() {
-                let a = &accesses[i];
-                let ours = self.focus_thread.is_none_or(|t| t == a.id.thread);
-                if !a.write && (ours || !pass) && focus.len() < self.limits.focus_reads {
-                    focus.push(i);
-                }
+        let mut stretches: Vec<u64> = Vec::new();
+        for i in (0..cut.min(accesses.len())).rev() {
+            let a = &accesses[i];
+            if a.write || self.focus_thread.is_some_and(|t| t != a.id.thread) {
+                continue;
             }
-            if !focus.is_empty() {
-                break;
+            if !stretches.contains(&a.after_event) {
+                if stretches.len() == 2 || (stretches.len() == 1 && focus.len() >= 2) {
+                    break;
+                }
+                stretches.push(a.after_event);
+            }
+            if focus.len() < self.limits.focus_reads {
+                focus.push(i);
             }
         }
         focus.sort_unstable();

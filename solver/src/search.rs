@@ -1,0 +1,360 @@
+//! `reprise replay --strategy solver`: attempts chosen by the solver.
+//!
+//! The base schedule runs plain, then observed. From then on each round
+//! asks z3 for schedules whose focus reads (the failing thread's last
+//! reads of shared memory before where the recording failed, or where
+//! the attempt diverged) read a class of values no attempt has read yet,
+//! runs them observed (several at once with `jobs`), and adds what they
+//! read to the classes tried. An attempt that got further along the
+//! sketch than the one the queries are built on becomes their base: its
+//! accesses, and its flips, are where the next queries start. When no
+//! class is left the search says so: within the accesses observed, no
+//! schedule the sketch allows makes the focus reads read anything new.
+
+use std::time::{Duration, Instant};
+
+use reprise_abi::observe::ACCESS_WRITE;
+use reprise_abi::replay as rp;
+use reprise_feedback::search::{
+    flip_to_info, run_options, RootCause, Role, Run, SearchOptions, SearchResult,
+};
+use reprise_replayer::accesses::occurrences;
+use reprise_replayer::observe::{FlipSpec, Observation};
+use reprise_replayer::order::SketchOrder;
+use reprise_replayer::{attempt, matches, AttemptResult, Replay, ReplayError, Strategy};
+use reprise_schema::{OutcomeKind, ScheduleInfo};
+
+use crate::encode::{solve, Answer, Stats};
+use crate::query::{self, Access, AccessId, Class, Limits, Query};
+
+/// The accesses an observed run made, as the solver sees them.
+pub fn query_accesses(order: &SketchOrder, obs: &Observation) -> Vec<Access> {
+    occurrences(obs)
+        .iter()
+        .map(|o| {
+            let a = &o.access;
+            Access {
+                id: AccessId {
+                    thread: a.key,
+                    pc: a.pc,
+                    n: o.n,
+                },
+                // Memory is per process: the process in the top bits.
+                location: ((rp::key_process(a.key) as u64) << 52) ^ (a.addr & !7),
+                write: a.flags & ACCESS_WRITE != 0,
+                value: a.after,
+                before: a.before,
+                after_event: a.last_event.saturating_sub(1),
+                before_event: order.next_event(a),
+            }
+        })
+        .collect()
+}
+
+/// The flip that holds `held` until `until` has been made.
+fn flip(held: AccessId, until: AccessId) -> FlipSpec {
+    FlipSpec {
+        held: held.thread,
+        held_pc: held.pc,
+        held_n: held.n,
+        until: until.thread,
+        until_pc: until.pc,
+        until_n: until.n,
+        defer: false,
+        until_fork: 0,
+        until_addr: 0,
+    }
+}
+
+fn schedule(seed: u64, flips: &[FlipSpec]) -> ScheduleInfo {
+    ScheduleInfo {
+        strategy: Strategy::Feedback.name().to_string(),
+        seed,
+        attempts: 0,
+        decisions: Vec::new(),
+        flips: flips.iter().map(flip_to_info).collect(),
+        preempt_rate: 0,
+    }
+}
+
+/// One line on a query, for the attempt log and the progress output.
+pub fn describe(stats: &Stats, answer: &Answer) -> String {
+    let what = match answer {
+        Answer::Order { flips, .. } => format!("{} flip(s)", flips.len()),
+        Answer::Exhausted { classes } => format!("no untried class ({classes} covered)"),
+        Answer::Unknown => "z3 gave up".to_string(),
+    };
+    format!(
+        "solver: {} accesses, window {} ({} reads, {} writes, {} focus reads), {} choices, {} soft, {} ms -> {what}",
+        stats.accesses,
+        stats.window,
+        stats.reads,
+        stats.writes,
+        stats.focus_reads,
+        stats.choices,
+        stats.soft,
+        stats.millis
+    )
+}
+
+/// The base the queries are built on: an observed run and its flips.
+struct Base {
+    obs: Observation,
+    flips: Vec<FlipSpec>,
+    events: u64,
+    focus_pos: u64,
+    focus_thread: Option<u32>,
+}
+
+struct Solver<'a> {
+    replay: &'a Replay,
+    opts: &'a SearchOptions,
+    on_run: &'a (dyn Fn(&Run) + Sync),
+    order: SketchOrder,
+    runs: Vec<Run>,
+    attempts: u32,
+    tried: Vec<Class>,
+    queries: Vec<Stats>,
+}
+
+/// Runs the solver's search; `on_run` sees every run as it ends.
+pub fn search(
+    replay: &Replay,
+    opts: &SearchOptions,
+    on_run: &(dyn Fn(&Run) + Sync),
+) -> Result<SearchResult, ReplayError> {
+    let started = Instant::now();
+    let recorded = replay
+        .recorded
+        .clone()
+        .ok_or_else(|| ReplayError::Io("the trace has no outcome".into()))?;
+    let mut s = Solver {
+        replay,
+        opts,
+        on_run,
+        order: SketchOrder::new(replay),
+        runs: Vec::new(),
+        attempts: 0,
+        tried: Vec::new(),
+        queries: Vec::new(),
+    };
+    let mut result = SearchResult {
+        runs: Vec::new(),
+        attempts: 0,
+        found: None,
+        schedule: None,
+        duplicates: 0,
+        root_cause: None,
+        elapsed: Duration::ZERO,
+        conclusion: None,
+    };
+    let is_hang = recorded.kind == OutcomeKind::Hang;
+    let failing = match recorded.kind {
+        OutcomeKind::Deadlock | OutcomeKind::Hang => None,
+        _ => Some(rp::key(recorded.process as u32, recorded.thread)),
+    };
+    let end = replay.end_position();
+    s.run_search(&mut result, failing, end)?;
+    // Root cause: the reproducing run against the base run it changed.
+    if let (Some(i), Some(base)) = (result.found, s.runs.iter().find(|r| r.observed && !r.reproduced)) {
+        if let (Some(f), Some(p)) = (&s.runs[i].result.observation, &base.result.observation) {
+            result.root_cause = Some(RootCause {
+                flips: s.runs[i]
+                    .schedule
+                    .flips
+                    .iter()
+                    .map(reprise_feedback::search::flip_from_info)
+                    .collect(),
+                failing: f.clone(),
+                passing: vec![p.clone()],
+                failing_thread: failing,
+                hang: is_hang,
+            });
+        }
+    }
+    result.attempts = s.attempts;
+    result.runs = s.runs;
+    result.elapsed = started.elapsed();
+    let _ = recorded;
+    Ok(result)
+}
+
+impl Solver<'_> {
+    fn reproduced(&self, r: &AttemptResult) -> bool {
+        match (&self.replay.recorded, r.outcome()) {
+            (Some(rec), Some(o)) => matches(rec, o),
+            _ => false,
+        }
+    }
+
+    /// Runs `schedules` (observed), in parallel up to `jobs`.
+    fn run_all(&mut self, schedules: Vec<(ScheduleInfo, String)>) -> Result<Vec<usize>, ReplayError> {
+        let first = self.attempts;
+        let jobs = self.opts.jobs.clamp(1, 16);
+        let mut results: Vec<Option<Result<(AttemptResult, Option<std::path::PathBuf>), ReplayError>>> =
+            (0..schedules.len()).map(|_| None).collect();
+        for chunk in (0..schedules.len()).collect::<Vec<_>>().chunks(jobs) {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = chunk
+                    .iter()
+                    .map(|&k| {
+                        let (sc, _) = &schedules[k];
+                        let mut o = run_options(sc, &self.opts.base, true);
+                        o.output_dir = o
+                            .output_dir
+                            .map(|d| d.join(format!("attempt-{}", first + k as u32 + 1)));
+                        let replay = self.replay;
+                        (k, scope.spawn(move || attempt(replay, &o).map(|r| (r, o.output_dir))))
+                    })
+                    .collect();
+                for (k, h) in handles {
+                    results[k] = Some(h.join().unwrap_or_else(|_| {
+                        Err(ReplayError::Io("an attempt's thread panicked".into()))
+                    }));
+                }
+            });
+        }
+        let mut out = Vec::new();
+        for (k, ((sc, note), r)) in schedules.into_iter().zip(results).enumerate() {
+            let (result, output_dir) = r.expect("every schedule ran")?;
+            self.attempts += 1;
+            let run = Run {
+                attempt: first + k as u32 + 1,
+                role: Role::Attempt,
+                reproduced: self.reproduced(&result),
+                schedule: sc,
+                result,
+                note,
+                observed: true,
+                output_dir,
+            };
+            (self.on_run)(&run);
+            self.runs.push(run);
+            out.push(self.runs.len() - 1);
+        }
+        Ok(out)
+    }
+
+    fn base_of(&self, i: usize, failing: Option<u32>, end: u64) -> Option<Base> {
+        let r = &self.runs[i].result;
+        let obs = r.observation.clone()?;
+        let (focus_pos, focus_thread) = match r.outcome() {
+            // Diverged: what matters is where it left the sketch.
+            None => (r.stopped_at, r.diverging_thread),
+            Some(_) => (end, failing),
+        };
+        Some(Base {
+            obs,
+            flips: self.runs[i]
+                .schedule
+                .flips
+                .iter()
+                .map(reprise_feedback::search::flip_from_info)
+                .collect(),
+            events: r.events_replayed,
+            focus_pos,
+            focus_thread,
+        })
+    }
+
+    fn run_search(
+        &mut self,
+        result: &mut SearchResult,
+        failing: Option<u32>,
+        end: u64,
+    ) -> Result<(), ReplayError> {
+        let seed = self.opts.seed;
+        // A saved schedule first, then the base, observed.
+        let mut first = vec![(schedule(seed, &[]), String::new())];
+        if let Some(saved) = &self.opts.saved {
+            first.insert(0, (saved.clone(), "the saved schedule".into()));
+        }
+        first.truncate(self.opts.max_attempts.max(1) as usize);
+        let mut base: Option<Base> = None;
+        for (sc, note) in first {
+            let i = self.run_all(vec![(sc, note)])?[0];
+            if self.runs[i].reproduced {
+                result.found = Some(i);
+                result.schedule = Some(self.runs[i].schedule.clone());
+                return Ok(());
+            }
+            if let Some(b) = self.base_of(i, failing, end) {
+                self.tried.push(query::class_of(&query_accesses(&self.order, &b.obs)));
+                if base.as_ref().is_none_or(|x| b.events > x.events) {
+                    base = Some(b);
+                }
+            }
+        }
+        let Some(mut base) = base else {
+            result.conclusion = Some("the solver needs observed accesses: the base run logged none".into());
+            return Ok(());
+        };
+        while self.attempts < self.opts.max_attempts {
+            let want = (self.opts.max_attempts - self.attempts).min(self.opts.jobs.max(1) as u32);
+            let mut batch = Vec::new();
+            let accesses = query_accesses(&self.order, &base.obs);
+            for _ in 0..want {
+                let q = Query {
+                    accesses: accesses.clone(),
+                    focus_pos: base.focus_pos,
+                    focus_thread: base.focus_thread,
+                    tried: self.tried.clone(),
+                    limits: Limits::default(),
+                };
+                let (answer, stats) = solve(&q);
+                let line = describe(&stats, &answer);
+                self.queries.push(stats);
+                match answer {
+                    Answer::Order { flips, class } => {
+                        // Asked for: not asked again, whatever the attempt reads.
+                        self.tried.push(class);
+                        let mut all = base.flips.clone();
+                        all.extend(flips.iter().map(|&(h, u)| flip(h, u)));
+                        all.truncate(reprise_abi::observe::MAX_FLIPS);
+                        batch.push((schedule(seed, &all), line));
+                    }
+                    Answer::Exhausted { classes } => {
+                        if batch.is_empty() {
+                            result.conclusion = Some(format!(
+                                "exhausted: no untried schedule within the {} observed accesses and the sketch makes the {} focus reads read anything new ({classes} reads-from classes covered, {} queries)",
+                                stats.window,
+                                stats.focus_reads,
+                                self.queries.len()
+                            ));
+                            return Ok(());
+                        }
+                        break;
+                    }
+                    Answer::Unknown => {
+                        if batch.is_empty() {
+                            result.conclusion = Some(format!("z3 gave up on a query ({line})"));
+                            return Ok(());
+                        }
+                        break;
+                    }
+                }
+            }
+            for i in self.run_all(batch)? {
+                if self.runs[i].reproduced {
+                    result.found = Some(i);
+                    result.schedule = Some(self.runs[i].schedule.clone());
+                    return Ok(());
+                }
+                if let Some(b) = self.base_of(i, failing, end) {
+                    self.tried.push(query::class_of(&query_accesses(&self.order, &b.obs)));
+                    // Further along the sketch: its accesses are the next base.
+                    if b.events > base.events {
+                        base = b;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Statistics of the queries made.
+    #[allow(dead_code)]
+    fn query_stats(&self) -> &[Stats] {
+        &self.queries
+    }
+}
