@@ -338,7 +338,8 @@ fn replay_cell(
         miss: None,
         ordered_on_race_lines: false,
     };
-    let feedback = strategy == "feedback";
+    // The strategies that observe accesses, and so name a root cause.
+    let feedback = strategy == "feedback" || strategy == "solver";
     if feedback {
         cell.root_cause = "—";
     }
@@ -361,8 +362,13 @@ fn replay_cell(
     if wrong {
         base.output_dir = Some(out_dir.clone());
     }
+    let solver = strategy == "solver";
     let opts = SearchOptions {
-        strategy: Strategy::from_name(strategy).context("unknown strategy")?,
+        strategy: if solver {
+            Strategy::Feedback
+        } else {
+            Strategy::from_name(strategy).context("unknown strategy")?
+        },
         max_attempts: a.max_attempts,
         seed: SEARCH_SEED,
         jobs: 1,
@@ -370,8 +376,12 @@ fn replay_cell(
         saved: None,
         max_depth: 4,
     };
-    let res: SearchResult = search(&replay, &opts, &|_run: &Run| {})
-        .with_context(|| format!("{} {} {strategy}: search", bug.name, rec.sketch))?;
+    let res: SearchResult = if solver {
+        reprise_solver::search::search(&replay, &opts, &|_run: &Run| {})
+    } else {
+        search(&replay, &opts, &|_run: &Run| {})
+    }
+    .with_context(|| format!("{} {} {strategy}: search", bug.name, rec.sketch))?;
     cell.attempts = res.attempts;
     cell.secs = res.elapsed.as_secs_f64();
     cell.attempt = res.reproducing().map(|r| r.attempt);
@@ -535,8 +545,8 @@ pub(super) fn run_replay(a: &EvalOptions, bugs: &[Bug], built: &[Built]) -> Resu
         }
     }
     for s in &a.strategies {
-        if Strategy::from_name(s).is_none() {
-            bail!("--strategies: {s:?} is not a strategy (random, feedback, preempt)");
+        if s != "solver" && Strategy::from_name(s).is_none() {
+            bail!("--strategies: {s:?} is not a strategy (random, feedback, preempt, solver)");
         }
     }
     let traces = tempfile::tempdir().context("cannot create a temporary directory")?;
