@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use z3::ast::{Bool, Int};
-use z3::{Optimize, Params, SatResult};
+use z3::{Optimize, Params, SatResult, Solver};
 
 use crate::query::{Access, AccessId, Class, Query};
 
@@ -56,8 +56,9 @@ pub struct Stats {
     pub millis: u64,
 }
 
-/// z3's time limit per query.
+/// z3's time limit per query, and for looking for the fewest changes.
 const TIMEOUT_MS: u32 = 20_000;
+const OPTIMIZE_MS: u32 = 500;
 
 /// One read's possible writers in the window (None: the value before
 /// them all).
@@ -90,13 +91,9 @@ pub fn solve(q: &Query) -> (Answer, Stats) {
         stats.millis = started.elapsed().as_millis() as u64;
         return (Answer::Exhausted { classes: 0 }, stats);
     }
-    let opt = Optimize::new();
-    let mut params = Params::new();
-    params.set_u32("timeout", TIMEOUT_MS);
-    opt.set_params(&params);
-
-    let pos = positions(&opt, acc);
-    let reads = reads_from(&opt, acc, &pos, &win.focus);
+    let mut hard: Vec<Bool> = Vec::new();
+    let pos = positions(&mut hard, acc);
+    let reads = reads_from(&mut hard, acc, &pos, &win.focus);
     stats.choices = reads.iter().map(|r| r.choices.len()).sum();
     let by_read: HashMap<usize, &Reads> = reads.iter().map(|r| (r.read, r)).collect();
 
@@ -117,34 +114,61 @@ pub fn solve(q: &Query) -> (Answer, Stats) {
             .iter()
             .filter_map(|&(i, v)| by_read.get(&i).map(|r| reads_other_than(acc, r, v)))
             .collect();
-        opt.assert(&Bool::or(&differs));
+        hard.push(Bool::or(&differs));
     }
 
     // As few changes as possible: each focus read keeps its place
     // between the writes of other threads observed right before and right
     // after it at its location.
+    let mut soft: Vec<Bool> = Vec::new();
     for &f in &win.focus {
         let r = &acc[f];
         let other = |a: &&Access| a.write && a.location == r.location && a.id.thread != r.id.thread;
         let before = acc[..f].iter().enumerate().rev().find(|(_, a)| other(a)).map(|(i, _)| i);
         let after = acc[f + 1..].iter().enumerate().find(|(_, a)| other(a)).map(|(i, _)| f + 1 + i);
         if let Some(b) = before {
-            opt.assert_soft(&pos[b].lt(&pos[f]), 1, None);
-            stats.soft += 1;
+            soft.push(pos[b].lt(&pos[f]));
         }
         if let Some(a) = after {
-            opt.assert_soft(&pos[f].lt(&pos[a]), 1, None);
-            stats.soft += 1;
+            soft.push(pos[f].lt(&pos[a]));
         }
     }
+    stats.soft = soft.len();
 
-    let answer = match opt.check(&[]) {
+    // Satisfiable at all (a plain solver answers that fastest), then the
+    // fewest changes within a shorter limit, else the first model.
+    let solver = Solver::new();
+    let mut params = Params::new();
+    params.set_u32("timeout", TIMEOUT_MS);
+    solver.set_params(&params);
+    for h in &hard {
+        solver.assert(h);
+    }
+    let answer = match solver.check() {
         SatResult::Unsat => Answer::Exhausted { classes },
         SatResult::Unknown => Answer::Unknown,
-        SatResult::Sat => match opt.get_model() {
-            Some(m) => read_model(q, acc, &win.focus, &pos, &by_read, &m),
-            None => Answer::Unknown,
-        },
+        SatResult::Sat => {
+            let best = (!soft.is_empty()).then(|| {
+                let opt = Optimize::new();
+                let mut params = Params::new();
+                params.set_u32("timeout", OPTIMIZE_MS);
+                opt.set_params(&params);
+                for h in &hard {
+                    opt.assert(h);
+                }
+                for s in &soft {
+                    opt.assert_soft(s, 1, None);
+                }
+                match opt.check(&[]) {
+                    SatResult::Sat => opt.get_model(),
+                    _ => None,
+                }
+            });
+            match best.flatten().or_else(|| solver.get_model()) {
+                Some(m) => read_model(q, acc, &win.focus, &pos, &by_read, &m),
+                None => Answer::Unknown,
+            }
+        }
     };
     stats.millis = started.elapsed().as_millis() as u64;
     (answer, stats)
@@ -152,23 +176,22 @@ pub fn solve(q: &Query) -> (Answer, Stats) {
 
 /// `o(a)` per access: between its thread's events (scaled positions), in
 /// program order within its thread.
-fn positions(opt: &Optimize, acc: &[Access]) -> Vec<Int> {
+fn positions(hard: &mut Vec<Bool>, acc: &[Access]) -> Vec<Int> {
     let scale = acc.len() as i64 + 2;
-    let scaled = |p: u64| -> i64 {
-        if p == u64::MAX {
-            i64::MAX / 4
-        } else {
-            (p as i64).saturating_mul(scale)
-        }
-    };
+    // "No next event": just past the last event any access lies after
+    // (small constants keep z3's arithmetic cheap).
+    let end = acc.iter().map(|a| a.after_event).max().unwrap_or(0)
+        .max(acc.iter().filter(|a| a.before_event != u64::MAX).map(|a| a.before_event).max().unwrap_or(0))
+        + 2;
+    let scaled = |p: u64| -> i64 { (p.min(end) as i64).saturating_mul(scale) };
     let mut last_of: HashMap<u32, usize> = HashMap::new();
     let mut pos: Vec<Int> = Vec::with_capacity(acc.len());
     for (i, a) in acc.iter().enumerate() {
         let o = Int::new_const(format!("o{i}"));
-        opt.assert(&o.gt(Int::from_i64(scaled(a.after_event))));
-        opt.assert(&o.lt(Int::from_i64(scaled(a.before_event))));
+        hard.push(o.gt(Int::from_i64(scaled(a.after_event))));
+        hard.push(o.lt(Int::from_i64(scaled(a.before_event))));
         if let Some(&p) = last_of.get(&a.id.thread) {
-            opt.assert(&pos[p].lt(&o));
+            hard.push(pos[p].lt(&o));
         }
         last_of.insert(a.id.thread, i);
         pos.push(o);
@@ -178,7 +201,7 @@ fn positions(opt: &Optimize, acc: &[Access]) -> Vec<Int> {
 
 /// The reads-from choices of the focus reads (the others' values are not
 /// asked about: their choices would only cost time).
-fn reads_from(opt: &Optimize, acc: &[Access], pos: &[Int], focus: &[usize]) -> Vec<Reads> {
+fn reads_from(hard: &mut Vec<Bool>, acc: &[Access], pos: &[Int], focus: &[usize]) -> Vec<Reads> {
     let mut writes: HashMap<u64, Vec<usize>> = HashMap::new();
     for (i, a) in acc.iter().enumerate() {
         if a.write {
@@ -197,15 +220,15 @@ fn reads_from(opt: &Optimize, acc: &[Access], pos: &[Int], focus: &[usize]) -> V
             for &w2 in ws.iter().filter(|&&w2| w2 != w) {
                 cond.push(Bool::or(&[pos[w2].lt(&pos[w]), pos[r].lt(&pos[w2])]));
             }
-            opt.assert(&b.implies(Bool::and(&cond)));
+            hard.push(b.implies(Bool::and(&cond)));
             choices.push((Some(w), b));
         }
         let init = Bool::new_const(format!("rf{r}_init"));
         let before_all: Vec<Bool> = ws.iter().map(|&w| pos[r].lt(&pos[w])).collect();
-        opt.assert(&init.implies(Bool::and(&before_all)));
+        hard.push(init.implies(Bool::and(&before_all)));
         choices.push((None, init));
         let any: Vec<Bool> = choices.iter().map(|(_, b)| b.clone()).collect();
-        opt.assert(&Bool::or(&any));
+        hard.push(Bool::or(&any));
         out.push(Reads { read: r, choices });
     }
     out
@@ -259,38 +282,27 @@ fn read_model(
             class.push((acc[f].id, value_of(acc, r, c)));
         }
     }
-    // The flips: each focus read waits for the write the model has it
-    // read (if another thread makes it), and the next write there (of
-    // another thread) waits for the read. Enforced together, they give
-    // the focus reads the model's values, whatever the base order was.
+    // The flips: at each focus read's location, the accesses next to it
+    // in the model's order (two on each side) keep that order: of two
+    // neighbours of different threads, one of them writing, the later
+    // waits for the earlier. Enforced together, they give the focus
+    // reads the model's values, whatever the base order was.
     let mut flips: Vec<(AccessId, AccessId)> = Vec::new();
-    let mut push = |held: AccessId, until: AccessId| {
-        if !flips.contains(&(held, until)) {
-            flips.push((held, until));
-        }
-    };
-    // The latest reads first: they are nearest the focus, and kept if the
-    // flips are too many.
     for &f in focus.iter().rev() {
-        let r = &acc[f];
-        let mut prev: Option<usize> = None;
-        let mut next: Option<usize> = None;
-        for (j, w) in acc.iter().enumerate() {
-            if !w.write || w.location != r.location || j == f {
-                continue;
+        let loc = acc[f].location;
+        let mut line: Vec<usize> = (0..acc.len()).filter(|&j| acc[j].location == loc).collect();
+        line.sort_by_key(|&j| at[j]);
+        let Some(k) = line.iter().position(|&j| j == f) else { continue };
+        let lo = k.saturating_sub(2);
+        let hi = (k + 2).min(line.len() - 1);
+        for w in line[lo..=hi].windows(2) {
+            let (p, n) = (&acc[w[0]], &acc[w[1]]);
+            if p.id.thread != n.id.thread && (p.write || n.write) {
+                let pair = (n.id, p.id);
+                if !flips.contains(&pair) {
+                    flips.push(pair);
+                }
             }
-            if at[j] < at[f] && prev.is_none_or(|p| at[p] < at[j]) {
-                prev = Some(j);
-            }
-            if at[j] > at[f] && next.is_none_or(|n| at[j] < at[n]) {
-                next = Some(j);
-            }
-        }
-        if let Some(p) = prev.filter(|&p| acc[p].id.thread != r.id.thread) {
-            push(r.id, acc[p].id);
-        }
-        if let Some(n) = next.filter(|&n| acc[n].id.thread != r.id.thread) {
-            push(acc[n].id, r.id);
         }
     }
     flips.truncate(q.limits.max_flips);
@@ -334,14 +346,14 @@ mod tests {
     }
 
     #[test]
-    fn a_lost_update_is_found_with_one_flip() {
+    fn a_lost_update_is_found() {
         let q = lost_update();
         let (a, stats) = solve(&q);
         let Answer::Order { flips, class } = a else {
             panic!("{a:?}")
         };
         assert_eq!(class, vec![(q.accesses[2].id, 0)], "thread 2 reads the value before thread 1's write");
-        assert_eq!(flips, vec![(q.accesses[1].id, q.accesses[2].id)]);
+        assert!(flips.contains(&(q.accesses[1].id, q.accesses[2].id)), "thread 1's write waits for thread 2's read: {flips:?}");
         assert_eq!(stats.focus_reads, 1);
         assert!(stats.soft >= 1);
     }

@@ -116,33 +116,27 @@ impl Query {
             .collect()
     }
 
-    /// The accesses the encoding looks at: those to racy locations, the
-    /// `window` nearest the focus (three quarters before it), and the
-    /// focus thread's last reads there before the focus.
+    /// The accesses the encoding looks at. First the focus reads: the
+    /// focus thread's reads of racy locations in its last stretch before
+    /// the focus (between its last event and the focus), and the stretch
+    /// before if that has fewer than two; any thread's for a hang or a
+    /// deadlock. Then, for each, the writes it could read: of other
+    /// threads, those the sketch leaves unordered with it (the nearest
+    /// `window / 8` on each side) and the last one the sketch orders
+    /// before it; of its own thread, the one before and the one after.
     pub fn window(&self) -> Window {
         let racy = self.racy_locations();
-        let kept: Vec<&Access> = self
-            .accesses
-            .iter()
-            .filter(|a| racy.contains(&a.location))
+        let kept: Vec<usize> = (0..self.accesses.len())
+            .filter(|&i| racy.contains(&self.accesses[i].location))
             .collect();
         let cut = kept
             .iter()
-            .rposition(|a| a.after_event <= self.focus_pos)
-            .map_or(0, |i| i + 1);
-        let w = self.limits.window.max(1);
-        let start = cut.saturating_sub(w * 3 / 4);
-        let end = (start + w).min(kept.len());
-        let accesses: Vec<Access> = kept[start..end].iter().map(|a| **a).collect();
-        let cut = cut - start;
-        // The reads that decide what happens at the focus: the focus
-        // thread's reads in its last stretch before it (between its last
-        // event and the focus), and the stretch before if that has fewer
-        // than two; any thread's, for a hang or deadlock.
+            .rposition(|&i| self.accesses[i].after_event <= self.focus_pos)
+            .map_or(0, |k| k + 1);
         let mut focus: Vec<usize> = Vec::new();
         let mut stretches: Vec<u64> = Vec::new();
-        for i in (0..cut.min(accesses.len())).rev() {
-            let a = &accesses[i];
+        for &i in kept[..cut].iter().rev() {
+            let a = &self.accesses[i];
             if a.write || self.focus_thread.is_some_and(|t| t != a.id.thread) {
                 continue;
             }
@@ -156,8 +150,52 @@ impl Query {
                 focus.push(i);
             }
         }
+        let side = (self.limits.window / 8).max(2);
+        let mut chosen: Vec<usize> = focus.clone();
+        for &f in &focus {
+            chosen.extend(self.writers(f, &kept, side));
+        }
+        chosen.sort_unstable();
+        chosen.dedup();
+        let accesses: Vec<Access> = chosen.iter().map(|&i| self.accesses[i]).collect();
+        let focus = focus
+            .iter()
+            .filter_map(|f| chosen.binary_search(f).ok())
+            .collect::<Vec<_>>();
+        let mut focus = focus;
         focus.sort_unstable();
         Window { accesses, focus }
+    }
+
+    /// The writes read `f` could read (indices into `accesses`).
+    fn writers(&self, f: usize, kept: &[usize], side: usize) -> Vec<usize> {
+        let r = &self.accesses[f];
+        let same = |i: &usize| self.accesses[*i].write && self.accesses[*i].location == r.location;
+        let mut out = Vec::new();
+        let at = kept.partition_point(|&i| i < f);
+        // Other threads' writes the sketch leaves unordered with the read.
+        let open = |i: &usize| {
+            let w = &self.accesses[*i];
+            w.id.thread != r.id.thread
+                && !Query::sketch_orders(w, r)
+                && !Query::sketch_orders(r, w)
+        };
+        out.extend(kept[..at].iter().rev().copied().filter(|i| same(i) && open(i)).take(side));
+        out.extend(kept[at..].iter().copied().filter(|i| same(i) && open(i)).take(side));
+        // The last write the sketch orders before it (what it reads if
+        // none of the others comes between), and its own neighbours.
+        if let Some(&i) = kept[..at].iter().rev().find(|i| {
+            same(i) && (self.accesses[**i].id.thread == r.id.thread || Query::sketch_orders(&self.accesses[**i], r))
+        }) {
+            out.push(i);
+        }
+        if let Some(&i) = kept[at..]
+            .iter()
+            .find(|i| same(i) && self.accesses[**i].id.thread == r.id.thread)
+        {
+            out.push(i);
+        }
+        out
     }
 }
 

@@ -294,14 +294,24 @@ impl Solver<'_> {
             let mut batch = Vec::new();
             let accesses = query_accesses(&self.order, &base.obs);
             for _ in 0..want {
-                let q = Query {
+                let mut q = Query {
                     accesses: accesses.clone(),
                     focus_pos: base.focus_pos,
                     focus_thread: base.focus_thread,
                     tried: self.tried.clone(),
                     limits: Limits::default(),
                 };
-                let (answer, stats) = solve(&q);
+                let (mut answer, mut stats) = solve(&q);
+                if matches!(answer, Answer::Exhausted { .. }) && q.focus_thread.is_some() {
+                    // Nothing left in what the failing thread read: the
+                    // race may be between other threads (a lost update
+                    // that the failing thread only prints). Every
+                    // thread's last reads before the focus, then.
+                    q.focus_thread = None;
+                    let (a, s) = solve(&q);
+                    self.queries.push(stats);
+                    (answer, stats) = (a, s);
+                }
                 let line = describe(&stats, &answer);
                 self.queries.push(stats);
                 match answer {
