@@ -42,8 +42,11 @@ pub type Class = Vec<(AccessId, u64)>;
 pub struct Limits {
     /// Accesses to racy locations kept, nearest the focus.
     pub window: usize,
-    /// Reads of the focus thread whose value the query may change.
+    /// Reads of the focus thread whose value the query may change, and
+    /// from how many of its stretches between events (the last ones
+    /// before the focus).
     pub focus_reads: usize,
+    pub stretches: usize,
     /// Flips a schedule may have.
     pub max_flips: usize,
 }
@@ -53,6 +56,7 @@ impl Default for Limits {
         Limits {
             window: 256,
             focus_reads: 8,
+            stretches: 2,
             max_flips: 8,
         }
     }
@@ -141,7 +145,8 @@ impl Query {
                 continue;
             }
             if !stretches.contains(&a.after_event) {
-                if stretches.len() == 2 || (stretches.len() == 1 && focus.len() >= 2) {
+                let enough = self.limits.stretches.max(1);
+                if stretches.len() >= enough || (stretches.len() + 1 >= enough && focus.len() >= 2 && enough <= 2) {
                     break;
                 }
                 stretches.push(a.after_event);

@@ -97,6 +97,9 @@ pub fn describe(stats: &Stats, answer: &Answer) -> String {
     )
 }
 
+/// Levels of focus deepening: the last 2, 4, ... 2^(DEPTHS+1) stretches.
+const DEPTHS: usize = 4;
+
 /// The base the queries are built on: an observed run and its flips.
 struct Base {
     obs: Observation,
@@ -285,6 +288,7 @@ impl Solver<'_> {
                 }
             }
         }
+        let mut depth = 0;
         let Some(mut base) = base else {
             result.conclusion = Some("the solver needs observed accesses: the base run logged none".into());
             return Ok(());
@@ -294,26 +298,8 @@ impl Solver<'_> {
             let mut batch = Vec::new();
             let accesses = query_accesses(&self.order, &base.obs);
             for _ in 0..want {
-                let mut q = Query {
-                    accesses: accesses.clone(),
-                    focus_pos: base.focus_pos,
-                    focus_thread: base.focus_thread,
-                    tried: self.tried.clone(),
-                    limits: Limits::default(),
-                };
-                let (mut answer, mut stats) = solve(&q);
-                if matches!(answer, Answer::Exhausted { .. }) && q.focus_thread.is_some() {
-                    // Nothing left in what the failing thread read: the
-                    // race may be between other threads (a lost update
-                    // that the failing thread only prints). Every
-                    // thread's last reads before the focus, then.
-                    q.focus_thread = None;
-                    let (a, s) = solve(&q);
-                    self.queries.push(stats);
-                    (answer, stats) = (a, s);
-                }
+                let (answer, stats) = self.ask(&accesses, &base, &mut depth);
                 let line = describe(&stats, &answer);
-                self.queries.push(stats);
                 match answer {
                     Answer::Order { flips, class } => {
                         // Asked for: not asked again, whatever the attempt reads.
@@ -352,14 +338,45 @@ impl Solver<'_> {
                 }
                 if let Some(b) = self.base_of(i, failing, end) {
                     self.tried.push(query::class_of(&query_accesses(&self.order, &b.obs)));
-                    // Further along the sketch: its accesses are the next base.
-                    if b.events > base.events {
+                    // As far along the sketch or further: its accesses
+                    // (objects its flips moved, new reads) and its flips
+                    // are where the next queries start, near its end.
+                    if b.events >= base.events {
                         base = b;
+                        depth = 0;
                     }
                 }
             }
         }
         Ok(())
+    }
+
+    /// One answer on `base`: from its focus thread's last stretches, then
+    /// from more of them (`depth` grows as each level is exhausted), then
+    /// from every thread's.
+    fn ask(&mut self, accesses: &[Access], base: &Base, depth: &mut usize) -> (Answer, Stats) {
+        loop {
+            let stretches = 2usize << (*depth).min(DEPTHS);
+            let everyone = *depth > DEPTHS;
+            let q = Query {
+                accesses: accesses.to_vec(),
+                focus_pos: base.focus_pos,
+                focus_thread: if everyone { None } else { base.focus_thread },
+                tried: self.tried.clone(),
+                limits: Limits {
+                    stretches,
+                    focus_reads: 4 * stretches,
+                    ..Limits::default()
+                },
+            };
+            let (answer, stats) = solve(&q);
+            self.queries.push(stats);
+            let last = everyone || (*depth == DEPTHS && base.focus_thread.is_none());
+            match answer {
+                Answer::Exhausted { .. } if !last => *depth += 1,
+                _ => return (answer, stats),
+            }
+        }
     }
 
     /// Statistics of the queries made.
