@@ -11,9 +11,10 @@ use reprise_harness::bench::{self, BenchOptions, What};
 /// size on compressors and microbenchmarks.
 #[derive(Args)]
 pub struct BenchArgs {
-    /// What to benchmark: `record` (recording overhead) or `replay`
-    /// (replay time of a recorded non-failing `pigz -p 2` run).
-    #[arg(value_parser = ["record", "replay"])]
+    /// What to benchmark: `record` (recording overhead), `replay`
+    /// (replay time of a recorded non-failing `pigz -p 2` run) or `solver`
+    /// (one solver query's time on runs of 1k, 10k and 100k accesses).
+    #[arg(value_parser = ["record", "replay", "solver"])]
     what: String,
     /// Timed rounds per workload; each round runs it natively and recorded
     /// at each sketch level, in alternating order [default: 5, 2 with --quick].
@@ -49,10 +50,10 @@ pub fn run(a: BenchArgs) -> Result<u8> {
     let _ = a.no_install;
     let reprise = std::env::current_exe().context("cannot find the reprise executable")?;
     bench::run(&BenchOptions {
-        what: if a.what == "replay" {
-            What::Replay
-        } else {
-            What::Record
+        what: match a.what.as_str() {
+            "replay" => What::Replay,
+            "solver" => What::Solver,
+            _ => What::Record,
         },
         rounds: a.rounds,
         size_mb: a.size_mb,

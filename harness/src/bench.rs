@@ -35,6 +35,7 @@ use anyhow::{anyhow, bail, Context, Result};
 
 mod record;
 mod replay;
+mod solver;
 
 /// Seed of the generated input; part of its cache file name.
 const SEED: u64 = 0x7265_7072_6973_6521;
@@ -49,6 +50,8 @@ pub enum What {
     Record,
     /// Replay time of a recorded non-failing `pigz -p 2` run.
     Replay,
+    /// Time of one solver query as the observed run grows.
+    Solver,
 }
 
 /// Settings of a benchmark.
@@ -83,6 +86,7 @@ pub fn run(a: &BenchOptions) -> Result<u8> {
     match a.what {
         What::Record => record::run_record(a),
         What::Replay => replay::run_replay(a),
+        What::Solver => solver::run_solver(a.quick),
     }
 }
 
