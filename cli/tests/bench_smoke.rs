@@ -1,6 +1,6 @@
-//! Smoke test of `reprise bench record --quick`: every workload gets a row
-//! with a numeric ratio (the goals are not checked: --quick inputs are too
-//! small for them to mean anything).
+//! Smoke tests of `reprise bench record --quick` (every workload gets a row
+//! with a numeric ratio; the goals are not checked: --quick inputs are too
+//! small for them to mean anything) and `reprise bench solver --quick`.
 
 use std::path::Path;
 use std::process::Command;
@@ -105,4 +105,20 @@ fn bench_record_quick_has_every_row() {
         took < Duration::from_secs(60),
         "--quick took {took:?}, over a minute\n{context}"
     );
+}
+
+/// `reprise bench solver --quick` times one query at 1k and 10k accesses
+/// and says whether the 10k goal is met.
+#[test]
+fn bench_solver_quick_times_each_size() {
+    let o = Command::new(env!("CARGO_BIN_EXE_reprise"))
+        .args(["bench", "solver", "--quick"])
+        .output()
+        .expect("run reprise");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}{}", String::from_utf8_lossy(&o.stderr));
+    for n in ["1000", "10000"] {
+        assert!(out.lines().any(|l| l.trim_start().starts_with(n)), "no row for {n}: {out}");
+    }
+    assert!(out.contains("one query at 10k accesses: "), "{out}");
 }
