@@ -158,18 +158,33 @@ pub fn search(
     };
     let end = replay.end_position();
     s.run_search(&mut result, failing, end)?;
-    // Root cause: the reproducing run against the base run it changed.
-    if let (Some(i), Some(base)) = (result.found, s.runs.iter().find(|r| r.observed && !r.reproduced)) {
-        if let (Some(f), Some(p)) = (&s.runs[i].result.observation, &base.result.observation) {
-            result.root_cause = Some(RootCause {
-                flips: s.runs[i]
-                    .schedule
-                    .flips
+    // Root cause: the reproducing schedule's flips, fewest first; for each
+    // flip kept, the run without it (which did not fail).
+    if let Some(i) = result.found {
+        let (best, passing) = s.minimize(i)?;
+        result.schedule = Some(s.runs[best].schedule.clone());
+        if let Some(f) = &s.runs[best].result.observation {
+            let flips: Vec<FlipSpec> = s.runs[best]
+                .schedule
+                .flips
+                .iter()
+                .map(reprise_feedback::search::flip_from_info)
+                .collect();
+            // Without flips: the base run is the one that passed.
+            let passing = if flips.is_empty() {
+                s.runs
                     .iter()
-                    .map(reprise_feedback::search::flip_from_info)
-                    .collect(),
+                    .find(|r| r.observed && !r.reproduced)
+                    .and_then(|r| r.result.observation.clone())
+                    .into_iter()
+                    .collect()
+            } else {
+                passing
+            };
+            result.root_cause = Some(RootCause {
+                flips,
                 failing: f.clone(),
-                passing: vec![p.clone()],
+                passing,
                 failing_thread: failing,
                 hang: is_hang,
             });
@@ -192,7 +207,18 @@ impl Solver<'_> {
 
     /// Runs `schedules` (observed), in parallel up to `jobs`.
     fn run_all(&mut self, schedules: Vec<(ScheduleInfo, String)>) -> Result<Vec<usize>, ReplayError> {
+        self.run_as(schedules, Role::Attempt)
+    }
+
+    /// [`Self::run_all`] for runs of another role (not attempts: they
+    /// belong to the last attempt, and do not count).
+    fn run_as(&mut self, schedules: Vec<(ScheduleInfo, String)>, role: Role) -> Result<Vec<usize>, ReplayError> {
         let first = self.attempts;
+        let counted = role == Role::Attempt;
+        let name = |k: usize| match role {
+            Role::Attempt => format!("attempt-{}", first + k as u32 + 1),
+            _ => format!("minimize-{}-{}", first, k + 1),
+        };
         let jobs = self.opts.jobs.clamp(1, 16);
         let mut results: Vec<Option<Result<(AttemptResult, Option<std::path::PathBuf>), ReplayError>>> =
             (0..schedules.len()).map(|_| None).collect();
@@ -203,9 +229,7 @@ impl Solver<'_> {
                     .map(|&k| {
                         let (sc, _) = &schedules[k];
                         let mut o = run_options(sc, &self.opts.base, true);
-                        o.output_dir = o
-                            .output_dir
-                            .map(|d| d.join(format!("attempt-{}", first + k as u32 + 1)));
+                        o.output_dir = o.output_dir.map(|d| d.join(name(k)));
                         let replay = self.replay;
                         (k, scope.spawn(move || attempt(replay, &o).map(|r| (r, o.output_dir))))
                     })
@@ -220,10 +244,12 @@ impl Solver<'_> {
         let mut out = Vec::new();
         for (k, ((sc, note), r)) in schedules.into_iter().zip(results).enumerate() {
             let (result, output_dir) = r.expect("every schedule ran")?;
-            self.attempts += 1;
+            if counted {
+                self.attempts += 1;
+            }
             let run = Run {
-                attempt: first + k as u32 + 1,
-                role: Role::Attempt,
+                attempt: if counted { first + k as u32 + 1 } else { first },
+                role,
                 reproduced: self.reproduced(&result),
                 schedule: sc,
                 result,
@@ -349,6 +375,30 @@ impl Solver<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Drops the reproducing schedule's flips one at a time while it still
+    /// fails; returns the run of the smallest schedule and, for each flip
+    /// it keeps, the observation of the run without it.
+    fn minimize(&mut self, found: usize) -> Result<(usize, Vec<Observation>), ReplayError> {
+        let mut best = found;
+        let mut passing = Vec::new();
+        let mut k = 0;
+        loop {
+            let flips = self.runs[best].schedule.flips.clone();
+            if k >= flips.len() {
+                return Ok((best, passing));
+            }
+            let mut fewer = self.runs[best].schedule.clone();
+            fewer.flips.remove(k);
+            let i = self.run_as(vec![(fewer, format!("without flip {}", k + 1))], Role::Minimize)?[0];
+            if self.runs[i].reproduced {
+                best = i;
+            } else {
+                passing.push(self.runs[i].result.observation.clone().unwrap_or_default());
+                k += 1;
+            }
+        }
     }
 
     /// One answer on `base`: from its focus thread's last stretches, then
