@@ -338,9 +338,10 @@ impl Solver<'_> {
                     Answer::Exhausted { classes } => {
                         if batch.is_empty() {
                             result.conclusion = Some(format!(
-                                "exhausted: no untried schedule within the {} observed accesses and the sketch makes the {} focus reads read anything new ({classes} reads-from classes covered, {} queries)",
+                                "exhausted: no untried schedule: within the {} observed accesses around {} focus read{}, no order the sketch allows makes them read anything not read before ({classes} reads-from classes covered, {} queries); this is a proof within what was observed, not beyond",
                                 stats.window,
                                 stats.focus_reads,
+                                if stats.focus_reads == 1 { "" } else { "s" },
                                 self.queries.len()
                             ));
                             return Ok(());
