@@ -57,7 +57,7 @@ pub struct Stats {
 }
 
 /// z3's time limit per query, and for looking for the fewest changes.
-const TIMEOUT_MS: u32 = 20_000;
+const TIMEOUT_MS: u32 = 5_000;
 const OPTIMIZE_MS: u32 = 500;
 
 /// One read's possible writers in the window (None: the value before

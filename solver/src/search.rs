@@ -404,11 +404,15 @@ impl Solver<'_> {
 
     /// One answer on `base`: from its focus thread's last stretches, then
     /// from more of them (`depth` grows as each level is exhausted), then
-    /// from every thread's.
+    /// the same from every thread's reads.
     fn ask(&mut self, accesses: &[Access], base: &Base, depth: &mut usize) -> (Answer, Stats) {
+        let levels = DEPTHS + 1;
+        if base.focus_thread.is_none() {
+            *depth = (*depth).max(levels);
+        }
         loop {
-            let stretches = 2usize << (*depth).min(DEPTHS);
-            let everyone = *depth > DEPTHS;
+            let everyone = *depth >= levels;
+            let stretches = 2usize << (*depth % levels);
             let q = Query {
                 accesses: accesses.to_vec(),
                 focus_pos: base.focus_pos,
@@ -422,7 +426,7 @@ impl Solver<'_> {
             };
             let (answer, stats) = solve(&q);
             self.queries.push(stats);
-            let last = everyone || (*depth == DEPTHS && base.focus_thread.is_none());
+            let last = *depth + 1 >= 2 * levels;
             match answer {
                 Answer::Exhausted { .. } if !last => *depth += 1,
                 _ => return (answer, stats),
