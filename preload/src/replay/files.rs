@@ -19,7 +19,8 @@
 use reprise_abi::replay as rp;
 use reprise_abi::ControlHeader;
 
-use super::{copy_data, data_byte, diverge, diverge_as, Text, Turn};
+use super::divergence::{diverge, diverge_as, Text};
+use super::{copy_data, data_byte, Turn};
 use crate::raw;
 
 /// `struct stat` on x86-64.

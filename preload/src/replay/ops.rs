@@ -1,0 +1,261 @@
+//! The operations the wrappers order: thread and process start and end,
+//! creation and fork, acquiring and releasing operations, trylocks and
+//! condition waits. Each arrives at its event, runs (or returns the
+//! recorded result) and yields the baton.
+
+use core::ffi::c_int;
+use core::sync::atomic::Ordering;
+
+use libc::pthread_mutex_t;
+use reprise_abi::{replay as rp, EventKind as K};
+
+use super::baton::{advance, arrive, detach, park, yield_baton};
+use super::divergence::{diverge, Text};
+use super::preempt::{Busy, IN_AGENT};
+use super::{ctl_ok, st};
+use crate::ctl;
+use crate::raw;
+use crate::real::real;
+
+/// An event with no operation of its own to order (process and thread
+/// start): arrive, advance, yield.
+pub fn simple(kind: K) {
+    let _busy = Busy::enter();
+    let c = ctl_ok();
+    match arrive(c, kind, 0) {
+        Some(t) => {
+            advance(c, &t);
+            yield_baton(c);
+        }
+        None => park(c),
+    }
+}
+
+/// The parent side of `pthread_create` / `fork`: the event comes before
+/// the operation. Returns the recorded `arg0` (the new thread's index).
+pub fn begin_create(kind: K) -> u64 {
+    let _busy = Busy::enter();
+    // Not preempted until `end_create`: the new thread's first event may
+    // be next, and it cannot come before the creation returns.
+    IN_AGENT.with(|b| b.set(b.get() + 1));
+    let c = ctl_ok();
+    match arrive(c, kind, 0) {
+        Some(t) => {
+            advance(c, &t);
+            t.arg0
+        }
+        None => park(c),
+    }
+}
+
+/// Between the `Fork` event and the real fork: the copy may happen later
+/// than the event (it did in the recording: other threads ran between
+/// the call and the copy), so the strategy may let others run first.
+pub fn before_fork() {
+    let _busy = Busy::enter();
+    yield_baton(ctl_ok());
+}
+
+/// A forked child starts outside agent code (the parent was inside
+/// [`begin_create`] when its memory was copied).
+pub fn forked_child() {
+    IN_AGENT.with(|b| b.set(0));
+}
+
+/// After the operation that followed [`begin_create`].
+pub fn end_create() {
+    let _busy = Busy::enter();
+    IN_AGENT.with(|b| b.set(b.get().saturating_sub(1)));
+    yield_baton(ctl_ok());
+}
+
+/// `thread_exit`: the last event of a thread.
+pub fn thread_exit() {
+    let _busy = Busy::enter();
+    let c = ctl_ok();
+    match arrive(c, K::ThreadExit, 0) {
+        Some(t) => {
+            advance(c, &t);
+            detach(c);
+        }
+        None => park(c),
+    }
+}
+
+/// `exit_group`: the process ends at its recorded place in the order. A
+/// process whose recording ended otherwise (killed by another thread's
+/// failure) waits for that end instead.
+pub fn process_exit() {
+    let _busy = Busy::enter();
+    let c = ctl_ok();
+    if st(c).recorded_events.load(Ordering::Relaxed) & rp::RECORDED_PROCESS_EXIT == 0 {
+        return; // a trace of an older version
+    }
+    match arrive(c, K::ProcessExit, 0) {
+        Some(t) => advance(c, &t),
+        None => park(c),
+    }
+}
+
+fn is_timed(kind: K) -> bool {
+    matches!(kind, K::MutexTimedlock | K::SemWait)
+}
+
+/// A blocking acquiring operation (logged after it completes).
+pub fn acquire(kind: K, object: u64, holds: bool, f: impl FnOnce() -> c_int) -> c_int {
+    let _busy = Busy::enter();
+    let c = ctl_ok();
+    if matches!(kind, K::BarrierWait | K::Once) {
+        // Not ordered by the baton: every party of a barrier must be in it
+        // before any returns; `pthread_once` runs events of its own.
+        detach(c);
+        ctl::set_waiting(object, kind);
+        let r = f();
+        ctl::clear_waiting();
+        match arrive(c, kind, object) {
+            Some(t) => {
+                advance(c, &t);
+                yield_baton(c);
+            }
+            None => park(c),
+        }
+        return r;
+    }
+    match arrive(c, kind, object) {
+        Some(t) => {
+            if t.result != 0 && is_timed(kind) {
+                // A timeout: no need to wait for it.
+                advance(c, &t);
+                yield_baton(c);
+                if kind == K::SemWait {
+                    raw::set_errno(libc::ETIMEDOUT);
+                }
+                return t.result as c_int;
+            }
+            ctl::set_waiting(object, kind);
+            let r = f();
+            ctl::clear_waiting();
+            if r == 0 && holds {
+                ctl::held_add(object);
+            }
+            if r as i64 != t.result {
+                let mut m = Text::new();
+                m.op(kind as u16, object)
+                    .s(b" returned ")
+                    .d(r as u32 as u64)
+                    .s(b", the recording says ")
+                    .d(t.result as u32 as u64);
+                diverge(c, t.pos, &m);
+            }
+            advance(c, &t);
+            yield_baton(c);
+            r
+        }
+        None => {
+            detach(c);
+            ctl::set_waiting(object, kind);
+            let r = f();
+            ctl::clear_waiting();
+            if r == 0 && holds {
+                ctl::held_add(object);
+            }
+            r
+        }
+    }
+}
+
+/// A releasing operation (logged before it runs).
+pub fn release(kind: K, object: u64, f: impl FnOnce() -> c_int) -> c_int {
+    let _busy = Busy::enter();
+    let c = ctl_ok();
+    match arrive(c, kind, object) {
+        Some(t) => {
+            ctl::held_remove(object);
+            let r = f();
+            advance(c, &t);
+            yield_baton(c);
+            r
+        }
+        None => park(c),
+    }
+}
+
+/// A non-blocking operation (trylock): a recorded failure is returned as
+/// recorded; a recorded success must succeed again.
+pub fn after(kind: K, object: u64, holds: bool, f: impl FnOnce() -> c_int) -> c_int {
+    let _busy = Busy::enter();
+    let c = ctl_ok();
+    match arrive(c, kind, object) {
+        Some(t) => {
+            if t.result != 0 {
+                advance(c, &t);
+                yield_baton(c);
+                if kind == K::SemTrywait {
+                    raw::set_errno(libc::EAGAIN);
+                }
+                return t.result as c_int;
+            }
+            let r = f();
+            if r != 0 {
+                let mut m = Text::new();
+                m.op(kind as u16, object)
+                    .s(b" failed (")
+                    .d(r as u32 as u64)
+                    .s(b"); it succeeded in the recording");
+                diverge(c, t.pos, &m);
+            }
+            if holds {
+                ctl::held_add(object);
+            }
+            advance(c, &t);
+            yield_baton(c);
+            r
+        }
+        None => park(c),
+    }
+}
+
+/// `pthread_cond_wait`/`timedwait`: release the mutex at the `CondWait`
+/// event, reacquire it at the `CondWake` event and return the recorded
+/// result; the real condition variable is not waited on (its signals are
+/// ordered by the recording instead).
+pub fn cond_wait(cond: u64, m: *mut pthread_mutex_t, wait: impl FnOnce() -> c_int) -> c_int {
+    let _busy = Busy::enter();
+    let c = ctl_ok();
+    let unlock = real!(pthread_mutex_unlock: fn(*mut pthread_mutex_t) -> c_int);
+    let lockf = real!(pthread_mutex_lock: fn(*mut pthread_mutex_t) -> c_int);
+    match arrive(c, K::CondWait, cond) {
+        Some(t) => {
+            ctl::held_remove(m as u64);
+            // SAFETY: the caller holds `m`, as pthread_cond_wait requires.
+            unsafe { unlock(m) };
+            advance(c, &t);
+            yield_baton(c);
+        }
+        None => park(c),
+    }
+    match arrive(c, K::CondWake, cond) {
+        Some(t) => {
+            ctl::set_waiting(m as u64, K::MutexLock);
+            // SAFETY: relocking the mutex released above.
+            unsafe { lockf(m) };
+            ctl::clear_waiting();
+            ctl::held_add(m as u64);
+            advance(c, &t);
+            yield_baton(c);
+            t.result as c_int
+        }
+        None => {
+            // The recorded run never woke up: wait for real (a lost wakeup
+            // hangs here as it did).
+            detach(c);
+            // SAFETY: as above.
+            unsafe { lockf(m) };
+            ctl::set_waiting(cond, K::CondWait);
+            let r = wait();
+            ctl::clear_waiting();
+            ctl::held_add(m as u64);
+            r
+        }
+    }
+}
