@@ -28,12 +28,12 @@ use reprise_schema::{FlipInfo, OutcomeInfo, ScheduleInfo};
 
 use reprise_replayer::observe::{FlipSpec, FlipState, ObservePlan, Observation};
 use reprise_replayer::{
-    attempt, is_failure, matches, AttemptEnd, AttemptOptions, AttemptResult, Replay, ReplayError,
-    Strategy,
+    attempt, matches, AttemptEnd, AttemptOptions, AttemptResult, Replay, ReplayError, Strategy,
 };
 
-use crate::races::{self, Focus, Race};
+use crate::races::{self, Focus};
 
+mod evidence;
 mod node;
 use node::Node;
 
@@ -302,9 +302,6 @@ const DEPTH_COST: usize = 2;
 const DEFER_COST: usize = 3;
 /// One attempt in this many (from the fifth) is random preemptions.
 const RANDOM_EVERY: u32 = 3;
-/// Races flipped, one at a time, to find the one whose flip prevents a
-/// failure that the sketch alone reproduces.
-const PREVENTION_TRIES: usize = 6;
 
 impl Searcher<'_> {
     fn reproduced(&self, r: &AttemptResult) -> bool {
@@ -416,8 +413,6 @@ impl Searcher<'_> {
         Ok(())
     }
 
-    /// Where the races that matter are: where the attempt diverged, else
-    /// the end of the recording (where the recorded run failed).
     /// The thread that failed; none for a deadlock or a hang (every
     /// thread of the cycle, or all of them, failed).
     /// For an exit, the thread that called `exit` or returned from `main`
@@ -439,6 +434,8 @@ impl Searcher<'_> {
         }
     }
 
+    /// Where the races that matter are: where the attempt diverged, else
+    /// the end of the recording (where the recorded run failed).
     fn focus(&self, r: &AttemptResult) -> Focus {
         match r.outcome() {
             None => Focus {
@@ -628,181 +625,4 @@ impl Searcher<'_> {
         result.schedule = Some(sc);
         Ok(())
     }
-
-    /// Base `base` reproduced in run `i` without flips. It is taken if the
-    /// failure is no failure (a clean recorded run), or if it fails again
-    /// observed (then with its root cause, and the race that decided it
-    /// pinned by a flip where one is found). A base that failed once by
-    /// timing alone is no schedule to save: false, and the search goes on.
-    fn confirm_base(
-        &mut self,
-        base: Strategy,
-        other: Strategy,
-        i: usize,
-        result: &mut SearchResult,
-    ) -> Result<bool, ReplayError> {
-        let mut schedule = self.runs[i].schedule.clone();
-        let mut root_cause = None;
-        if is_failure(&self.recorded) {
-            root_cause = self.explain_base(base, other)?;
-            if root_cause.is_none() {
-                return Ok(false);
-            }
-            if let Some(sc) = self.pin_base(base, root_cause.as_ref())? {
-                schedule = sc;
-            }
-        }
-        result.found = Some(i);
-        result.schedule = Some(schedule);
-        result.root_cause = root_cause;
-        Ok(true)
-    }
-
-    /// A base schedule that failed without flips may have failed by
-    /// timing alone: the race its failure needs is not held by any flip.
-    /// The schedule to save then gets the flip that keeps the failing
-    /// side of the first reads-from difference with the passing run, if
-    /// the failure reproduces with it.
-    fn pin_base(
-        &mut self,
-        base: Strategy,
-        rc: Option<&RootCause>,
-    ) -> Result<Option<ScheduleInfo>, ReplayError> {
-        let Some(rc) = rc.filter(|rc| rc.flips.is_empty()) else {
-            return Ok(None);
-        };
-        let Some(passing) = rc.passing.first() else {
-            return Ok(None);
-        };
-        let Some(flip) =
-            races::first_racy_diff(self.replay, &rc.failing, passing).map(|d| races::pinning_flip(&d))
-        else {
-            return Ok(None);
-        };
-        let sc = schedule(base, self.opts.seed, 0, &[flip]);
-        let i = self.run(sc.clone(), Role::Minimize, true, "pinning its race".into())?;
-        Ok(self.runs[i].reproduced.then_some(sc))
-    }
-
-    /// When base `failing` reproduces without flips: a passing run to
-    /// compare it with, both observed, to tell which reads differ — base
-    /// `other` if it passes, else the failing base with one of its races
-    /// flipped, nearest the failure first.
-    fn explain_base(
-        &mut self,
-        failing: Strategy,
-        other: Strategy,
-    ) -> Result<Option<RootCause>, ReplayError> {
-        let seed = self.opts.seed;
-        let f = self.run(schedule(failing, seed, 0, &[]), Role::Minimize, true, "observed".into())?;
-        if !self.runs[f].reproduced {
-            return Ok(None);
-        }
-        let Some(failing_obs) = self.runs[f].result.observation.clone() else {
-            return Ok(None);
-        };
-        let p = self.run(schedule(other, seed, 0, &[]), Role::Minimize, true, "observed".into())?;
-        let mut passing = (!self.runs[p].reproduced)
-            .then(|| self.runs[p].result.observation.clone())
-            .flatten();
-        // Both bases fail: the failure follows from the sketch's order and
-        // its own races. Flip those nearest the failure, one at a time, until
-        // one makes it go away: that race is what the failure needs.
-        if passing.is_none() {
-            let focus = Focus {
-                pos: self.replay.end_position(),
-                thread: Some(rp::key(self.recorded.process as u32, self.recorded.thread)),
-            };
-            let candidates: Vec<Race> = races::races(self.replay, &failing_obs, focus)
-                .into_iter()
-                .filter(|x| !x.delay)
-                .take(PREVENTION_TRIES)
-                .collect();
-            if std::env::var_os("REPRISE_DEBUG_RACES").is_some() {
-                eprintln!("prevention candidates: {}", candidates.len());
-                for x in &candidates {
-                    eprintln!(
-                        "  {:#x}#{} -> {:#x}#{} score {}",
-                        x.first.access.pc, x.first.n, x.second.access.pc, x.second.n, x.score
-                    );
-                }
-            }
-            for race in candidates {
-                let i = self.run(
-                    schedule(failing, seed, 0, &[race.flip(false)]),
-                    Role::Minimize,
-                    true,
-                    "does flipping this race prevent the failure?".into(),
-                )?;
-                let r = &self.runs[i].result;
-                let flipped = r
-                    .observation
-                    .as_ref()
-                    .and_then(|o| o.flips.last().copied())
-                    == Some(FlipState::Done);
-                if flipped && !self.runs[i].reproduced && r.outcome().is_some() {
-                    passing = r.observation.clone();
-                    break;
-                }
-            }
-        }
-        Ok(Some(RootCause {
-            flips: Vec::new(),
-            failing: failing_obs,
-            passing: passing.into_iter().collect(),
-            failing_thread: self.failing_thread(),
-            hang: self.recorded.kind == reprise_schema::OutcomeKind::Hang,
-        }))
-    }
-
-    /// The observations that describe the flips of `sc`: a failing run
-    /// with all of them, and for each a run without it.
-    fn explain_flips(&mut self, sc: &ScheduleInfo) -> Result<Option<RootCause>, ReplayError> {
-        let flips: Vec<FlipSpec> = sc.flips.iter().map(flip_from_info).collect();
-        if flips.is_empty() {
-            return Ok(None);
-        }
-        let failing = match observed(&self.runs, &flips) {
-            Some(r) if r.reproduced => r.result.observation.clone(),
-            _ => {
-                let i = self.run(sc.clone(), Role::Minimize, true, "observed".into())?;
-                self.runs[i].result.observation.clone()
-            }
-        };
-        let Some(failing) = failing else {
-            return Ok(None);
-        };
-        let mut passing = Vec::new();
-        for k in 0..flips.len() {
-            let mut fewer = flips.clone();
-            fewer.remove(k);
-            let obs = match observed(&self.runs, &fewer) {
-                Some(r) => r.result.observation.clone(),
-                None => {
-                    let s2 = ScheduleInfo {
-                        flips: fewer.iter().map(flip_to_info).collect(),
-                        ..sc.clone()
-                    };
-                    let i = self.run(s2, Role::Minimize, true, "observed without one flip".into())?;
-                    self.runs[i].result.observation.clone()
-                }
-            };
-            passing.push(obs.unwrap_or_default());
-        }
-        Ok(Some(RootCause {
-            flips,
-            failing,
-            passing,
-            failing_thread: self.failing_thread(),
-            hang: self.recorded.kind == reprise_schema::OutcomeKind::Hang,
-        }))
-    }
-}
-
-/// The last observed run with exactly these flips.
-fn observed<'r>(runs: &'r [Run], flips: &[FlipSpec]) -> Option<&'r Run> {
-    runs.iter().rev().find(|r| {
-        r.result.observation.is_some()
-            && r.schedule.flips.iter().map(flip_from_info).collect::<Vec<_>>() == flips
-    })
 }
