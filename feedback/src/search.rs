@@ -128,6 +128,9 @@ pub struct SearchResult {
     /// Why the search stopped before its budget, when it knows (the
     /// solver: no untried schedule within what it observed).
     pub conclusion: Option<String>,
+    /// The solver: each query's time, in milliseconds (empty for the
+    /// other strategies).
+    pub query_millis: Vec<u64>,
     pub root_cause: Option<RootCause>,
     pub elapsed: Duration,
 }
@@ -253,6 +256,7 @@ pub fn search(
         schedule: None,
         duplicates: 0,
         conclusion: None,
+        query_millis: Vec::new(),
         root_cause: None,
         elapsed: Duration::ZERO,
     };

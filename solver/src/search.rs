@@ -150,6 +150,7 @@ pub fn search(
         root_cause: None,
         elapsed: Duration::ZERO,
         conclusion: None,
+        query_millis: Vec::new(),
     };
     let is_hang = recorded.kind == OutcomeKind::Hang;
     let failing = match recorded.kind {
@@ -190,6 +191,7 @@ pub fn search(
             });
         }
     }
+    result.query_millis = s.queries.iter().map(|q| q.millis).collect();
     result.attempts = s.attempts;
     result.runs = s.runs;
     result.elapsed = started.elapsed();
@@ -432,11 +434,5 @@ impl Solver<'_> {
                 _ => return (answer, stats),
             }
         }
-    }
-
-    /// Statistics of the queries made.
-    #[allow(dead_code)]
-    fn query_stats(&self) -> &[Stats] {
-        &self.queries
     }
 }

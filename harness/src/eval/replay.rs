@@ -59,6 +59,8 @@ pub(super) struct Cell {
     /// Root cause `sketch` from a `no-race` report whose ordered write and
     /// read are on the manifest's racing lines.
     pub(super) ordered_on_race_lines: bool,
+    /// The solver's query times (ms).
+    pub(super) query_millis: Vec<u64>,
 }
 
 impl Cell {
@@ -337,6 +339,7 @@ fn replay_cell(
         note: String::new(),
         miss: None,
         ordered_on_race_lines: false,
+        query_millis: Vec::new(),
     };
     // The strategies that observe accesses, and so name a root cause.
     let feedback = strategy == "feedback" || strategy == "solver";
@@ -383,6 +386,7 @@ fn replay_cell(
     }
     .with_context(|| format!("{} {} {strategy}: search", bug.name, rec.sketch))?;
     cell.attempts = res.attempts;
+    cell.query_millis = res.query_millis.clone();
     cell.secs = res.elapsed.as_secs_f64();
     cell.attempt = res.reproducing().map(|r| r.attempt);
     if let (true, Some(r)) = (wrong, res.reproducing()) {

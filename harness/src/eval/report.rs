@@ -189,8 +189,18 @@ pub(super) fn summary_lines(rows: &[ReplayRow], a: &EvalOptions) -> Vec<String> 
             rows.iter()
                 .filter_map(|r| r.cell(st, sk).and_then(|c| c.miss.as_ref())),
         );
+        let mut ms: Vec<u32> = rows
+            .iter()
+            .filter_map(|r| r.cell(st, sk))
+            .flat_map(|c| c.query_millis.iter().map(|&m| m.min(u32::MAX as u64) as u32))
+            .collect();
+        let queries = ms.len();
+        let per_query = match median(&mut ms) {
+            Some(m) => format!("; solver time per query: median {m} ms over {queries} queries"),
+            None => String::new(),
+        };
         out.push(format!(
-            "{st}, {sk}: {x}/{n} programs reproduced within {} attempts ({:.0}%), median attempts {med}{goal}{}",
+            "{st}, {sk}: {x}/{n} programs reproduced within {} attempts ({:.0}%), median attempts {med}{goal}{}{per_query}",
             a.max_attempts,
             pct(x),
             if misses.is_empty() { String::new() } else { format!("; {misses}") }
