@@ -31,13 +31,17 @@ fn fidelity_bugs_reproduce_within_ten_attempts_at_sys_and_sync() {
     let tmp = tempfile::tempdir().unwrap();
     let mut m = load_manifest().unwrap();
     m.bugs.retain(|b| PROGRAMS.contains(&b.name.as_str()));
-    assert_eq!(m.bugs.len(), PROGRAMS.len(), "programs missing from the manifest");
+    assert_eq!(
+        m.bugs.len(),
+        PROGRAMS.len(),
+        "programs missing from the manifest"
+    );
     let built = build_manifest(&m, &corpus_dir(), &tmp.path().join("bin")).unwrap();
     let root = tmp.path();
     for bug in &m.bugs {
         let exe = &built.iter().find(|b| b.name == bug.name).unwrap().exe;
-        let expected = (bug.expect.kind == ExpectKind::WrongOutput)
-            .then(|| correct_output(bug, exe, root));
+        let expected =
+            (bug.expect.kind == ExpectKind::WrongOutput).then(|| correct_output(bug, exe, root));
         for sketch in ["sys", "sync"] {
             let trace = root.join(format!("{}-{sketch}", bug.name));
             // The search may miss from one recording: up to three.
@@ -109,14 +113,21 @@ fn an_attempt_that_ends_early_is_a_divergence_with_event_numbers() {
     let mode = tmp.path().join("mode.txt");
     std::fs::write(&mode, "threads").unwrap();
     let trace = tmp.path().join("trace");
-    let args = ["record", "-o", trace.to_str().unwrap(), prog.to_str().unwrap()];
-    let o = run_reprise(tmp.path(), &[&args[..], &[mode.to_str().unwrap()]].concat(), None, LIMIT);
+    let args = [
+        "record",
+        "-o",
+        trace.to_str().unwrap(),
+        prog.to_str().unwrap(),
+    ];
+    let o = run_reprise(
+        tmp.path(),
+        &[&args[..], &[mode.to_str().unwrap()]].concat(),
+        None,
+        LIMIT,
+    );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 
-    for (byte, want) in [
-        ("s", "the program ended at event"),
-        ("x", " got exit"),
-    ] {
+    for (byte, want) in [("s", "the program ended at event"), ("x", " got exit")] {
         std::fs::write(&mode, byte).unwrap();
         let log = tmp.path().join(format!("attempts-{byte}"));
         let o = run_reprise(
@@ -194,11 +205,22 @@ fn many_threads_follow_the_whole_sketch() {
         let trace = tmp.path().join(format!("trace-{round}"));
         let o = run_reprise(
             tmp.path(),
-            &["record", "-o", trace.to_str().unwrap(), prog.to_str().unwrap(), input.to_str().unwrap()],
+            &[
+                "record",
+                "-o",
+                trace.to_str().unwrap(),
+                prog.to_str().unwrap(),
+                input.to_str().unwrap(),
+            ],
             None,
             LIMIT,
         );
-        assert_eq!(String::from_utf8_lossy(&o.stdout), "total=60000\n", "{}", stderr(&o));
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            "total=60000\n",
+            "{}",
+            stderr(&o)
+        );
         let v = replay_json(tmp.path(), &trace, "2");
         assert_eq!(v["reproduced"], true, "round {round}: {v:#}");
         assert_eq!(v["divergences"], 0, "round {round}: {v:#}");
@@ -239,12 +261,23 @@ fn file_queries_are_replayed_and_a_missing_file_is_one_line() {
     let trace = tmp.path().join("trace");
     let o = run_reprise(
         tmp.path(),
-        &["record", "-o", trace.to_str().unwrap(), prog.to_str().unwrap(), conf.to_str().unwrap()],
+        &[
+            "record",
+            "-o",
+            trace.to_str().unwrap(),
+            prog.to_str().unwrap(),
+            conf.to_str().unwrap(),
+        ],
         None,
         LIMIT,
     );
     let printed = "created default config\n10 bytes: threads=4\n";
-    assert_eq!(String::from_utf8_lossy(&o.stdout), printed, "{}", stderr(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        printed,
+        "{}",
+        stderr(&o)
+    );
     assert!(conf.exists());
 
     // The file exists now, rewritten: the replay still takes the recorded path.
@@ -265,18 +298,40 @@ fn file_queries_are_replayed_and_a_missing_file_is_one_line() {
     let trace2 = tmp.path().join("trace2");
     let o = run_reprise(
         tmp.path(),
-        &["record", "-o", trace2.to_str().unwrap(), read_prog.to_str().unwrap(), reader.to_str().unwrap()],
+        &[
+            "record",
+            "-o",
+            trace2.to_str().unwrap(),
+            read_prog.to_str().unwrap(),
+            reader.to_str().unwrap(),
+        ],
         None,
         LIMIT,
     );
-    assert_eq!(String::from_utf8_lossy(&o.stdout), "kept\n", "{}", stderr(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "kept\n",
+        "{}",
+        stderr(&o)
+    );
     std::fs::remove_file(&reader).unwrap();
-    let o = run_reprise(tmp.path(), &["replay", trace2.to_str().unwrap()], None, LIMIT);
+    let o = run_reprise(
+        tmp.path(),
+        &["replay", trace2.to_str().unwrap()],
+        None,
+        LIMIT,
+    );
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let err = stderr(&o);
     let last = err.lines().last().unwrap_or("");
     assert!(last.starts_with("reprise: error: "), "{err}");
-    assert!(last.contains(reader.to_str().unwrap()) && last.contains("ENOENT"), "{err}");
+    assert!(
+        last.contains(reader.to_str().unwrap()) && last.contains("ENOENT"),
+        "{err}"
+    );
     assert!(last.contains("restore it"), "{err}");
-    assert!(!Path::new(&reader).exists(), "the replay does not create the file");
+    assert!(
+        !Path::new(&reader).exists(),
+        "the replay does not create the file"
+    );
 }

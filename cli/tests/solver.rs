@@ -64,7 +64,11 @@ fn replay_json(root: &Path, trace: &Path, extra: &[&str]) -> Value {
     args.extend_from_slice(extra);
     let o = run_reprise(root, &args, None, LIMIT);
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!("no JSON ({e}): {}{}", String::from_utf8_lossy(&o.stdout), stderr(&o))
+        panic!(
+            "no JSON ({e}): {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            stderr(&o)
+        )
     })
 }
 
@@ -72,7 +76,12 @@ fn replay_json(root: &Path, trace: &Path, extra: &[&str]) -> Value {
 fn record_failure(root: &Path, trace: &Path, prog: &Path, args: &[&str], tries: u32) -> bool {
     for _ in 0..tries {
         let _ = std::fs::remove_dir_all(trace);
-        let mut a = vec!["record", "-o", trace.to_str().unwrap(), prog.to_str().unwrap()];
+        let mut a = vec![
+            "record",
+            "-o",
+            trace.to_str().unwrap(),
+            prog.to_str().unwrap(),
+        ];
         a.extend_from_slice(args);
         run_reprise(root, &a, None, LIMIT);
         let r = TraceReader::open(trace).unwrap();
@@ -101,21 +110,37 @@ fn solver_reproduces_a_failure_that_needs_coordinated_flips() {
         let v = replay_json(
             tmp.path(),
             &trace,
-            &["--strategy", "solver", "--max-attempts", "10", "--attempt-log", log.to_str().unwrap()],
+            &[
+                "--strategy",
+                "solver",
+                "--max-attempts",
+                "10",
+                "--attempt-log",
+                log.to_str().unwrap(),
+            ],
         );
         if v["reproduced"] == true {
             break v;
         }
         misses.push(v);
-        assert!(misses.len() < 3, "not reproduced from 3 recordings: {:#}", misses[2]);
+        assert!(
+            misses.len() < 3,
+            "not reproduced from 3 recordings: {:#}",
+            misses[2]
+        );
     };
     assert!(v["attempt"].as_u64().unwrap() <= 10, "{v:#}");
     let flips = v["schedule"]["flips"].as_array().map_or(0, Vec::len);
-    assert!(flips >= 2, "the schedule holds several accesses in place: {v:#}");
+    assert!(
+        flips >= 2,
+        "the schedule holds several accesses in place: {v:#}"
+    );
     // Each query's size and time are in the attempt log.
     let lines = std::fs::read_to_string(&log).unwrap();
     assert!(
-        lines.lines().any(|l| l.contains("solver: ") && l.contains(" ms -> ") && l.contains("accesses")),
+        lines
+            .lines()
+            .any(|l| l.contains("solver: ") && l.contains(" ms -> ") && l.contains("accesses")),
         "{lines}"
     );
     // The saved schedule reproduces every time.
@@ -170,10 +195,20 @@ fn a_racy_but_correct_program_ends_in_exhaustion() {
     let mode = tmp.path().join("mode.txt");
     std::fs::write(&mode, "f").unwrap();
     let trace = tmp.path().join("trace");
-    assert!(record_failure(tmp.path(), &trace, &prog, &[mode.to_str().unwrap()], 1));
+    assert!(record_failure(
+        tmp.path(),
+        &trace,
+        &prog,
+        &[mode.to_str().unwrap()],
+        1
+    ));
     std::fs::write(&mode, "o").unwrap();
     let started = Instant::now();
-    let v = replay_json(tmp.path(), &trace, &["--strategy", "solver", "--max-attempts", "30"]);
+    let v = replay_json(
+        tmp.path(),
+        &trace,
+        &["--strategy", "solver", "--max-attempts", "30"],
+    );
     assert_eq!(v["reproduced"], false, "{v:#}");
     let c = v["conclusion"].as_str().unwrap_or("");
     assert!(c.starts_with("exhausted: no untried schedule"), "{v:#}");
@@ -186,6 +221,9 @@ fn a_racy_but_correct_program_ends_in_exhaustion() {
         .unwrap_or(0);
     assert!(covered >= 2, "{c}");
     assert!(!c.contains(" 0 focus reads"), "{c}");
-    assert!(v["attempts"].as_u64().unwrap() < 30, "stopped before its budget: {v:#}");
+    assert!(
+        v["attempts"].as_u64().unwrap() < 30,
+        "stopped before its budget: {v:#}"
+    );
     assert!(started.elapsed() < Duration::from_secs(60), "bounded time");
 }

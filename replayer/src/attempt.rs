@@ -107,15 +107,14 @@ pub fn attempt(replay: &Replay, opts: &AttemptOptions) -> Result<AttemptResult, 
     );
     r.first_mismatch.store(u64::MAX, Ordering::Release);
     let recorded = replay.header.recorded_events;
-    r.recorded_events.store(
-        (recorded & reprise_schema::RecordedEvents::PROCESS_EXIT != 0)
-            .then_some(rp::RECORDED_PROCESS_EXIT)
-            .unwrap_or(0)
-            | (recorded & reprise_schema::RecordedEvents::FILES != 0)
-                .then_some(rp::RECORDED_FILES)
-                .unwrap_or(0),
-        Ordering::Release,
-    );
+    let mut recorded_events = 0;
+    if recorded & reprise_schema::RecordedEvents::PROCESS_EXIT != 0 {
+        recorded_events |= rp::RECORDED_PROCESS_EXIT;
+    }
+    if recorded & reprise_schema::RecordedEvents::FILES != 0 {
+        recorded_events |= rp::RECORDED_FILES;
+    }
+    r.recorded_events.store(recorded_events, Ordering::Release);
 
     let events = &replay.events;
     let positions = &replay.positions;

@@ -81,11 +81,24 @@ pub fn solve(q: &Query) -> (Answer, Stats) {
         ..Stats::default()
     };
     if std::env::var_os("REPRISE_SOLVER_DEBUG").is_some() {
-        eprintln!("focus_pos {} thread {:?} window {}", q.focus_pos, q.focus_thread, acc.len());
+        eprintln!(
+            "focus_pos {} thread {:?} window {}",
+            q.focus_pos,
+            q.focus_thread,
+            acc.len()
+        );
         for &f in &win.focus {
-            eprintln!("  focus {:?} value {} ev ({}, {})", acc[f].id, acc[f].value, acc[f].after_event, acc[f].before_event);
+            eprintln!(
+                "  focus {:?} value {} ev ({}, {})",
+                acc[f].id, acc[f].value, acc[f].after_event, acc[f].before_event
+            );
         }
-        if let Some(l) = acc.last() { eprintln!("  last {:?} ev ({}, {})", l.id, l.after_event, l.before_event); }
+        if let Some(l) = acc.last() {
+            eprintln!(
+                "  last {:?} ev ({}, {})",
+                l.id, l.after_event, l.before_event
+            );
+        }
     }
     if win.focus.is_empty() {
         stats.millis = started.elapsed().as_millis() as u64;
@@ -98,8 +111,7 @@ pub fn solve(q: &Query) -> (Answer, Stats) {
     let by_read: HashMap<usize, &Reads> = reads.iter().map(|r| (r.read, r)).collect();
 
     // A class not tried yet, on the focus reads.
-    let focus_ids: HashMap<AccessId, usize> =
-        win.focus.iter().map(|&i| (acc[i].id, i)).collect();
+    let focus_ids: HashMap<AccessId, usize> = win.focus.iter().map(|&i| (acc[i].id, i)).collect();
     let mut classes = 0;
     for tried in &q.tried {
         let shared: Vec<(usize, u64)> = tried
@@ -124,8 +136,17 @@ pub fn solve(q: &Query) -> (Answer, Stats) {
     for &f in &win.focus {
         let r = &acc[f];
         let other = |a: &&Access| a.write && a.location == r.location && a.id.thread != r.id.thread;
-        let before = acc[..f].iter().enumerate().rev().find(|(_, a)| other(a)).map(|(i, _)| i);
-        let after = acc[f + 1..].iter().enumerate().find(|(_, a)| other(a)).map(|(i, _)| f + 1 + i);
+        let before = acc[..f]
+            .iter()
+            .enumerate()
+            .rev()
+            .find(|(_, a)| other(a))
+            .map(|(i, _)| i);
+        let after = acc[f + 1..]
+            .iter()
+            .enumerate()
+            .find(|(_, a)| other(a))
+            .map(|(i, _)| f + 1 + i);
         if let Some(b) = before {
             soft.push(pos[b].lt(&pos[f]));
         }
@@ -180,9 +201,13 @@ fn positions(hard: &mut Vec<Bool>, acc: &[Access]) -> Vec<Int> {
     let scale = acc.len() as i64 + 2;
     // "No next event": just past the last event any access lies after
     // (small constants keep z3's arithmetic cheap).
-    let end = acc.iter().map(|a| a.after_event).max().unwrap_or(0)
-        .max(acc.iter().filter(|a| a.before_event != u64::MAX).map(|a| a.before_event).max().unwrap_or(0))
-        + 2;
+    let end = acc.iter().map(|a| a.after_event).max().unwrap_or(0).max(
+        acc.iter()
+            .filter(|a| a.before_event != u64::MAX)
+            .map(|a| a.before_event)
+            .max()
+            .unwrap_or(0),
+    ) + 2;
     let scaled = |p: u64| -> i64 { (p.min(end) as i64).saturating_mul(scale) };
     let mut last_of: HashMap<u32, usize> = HashMap::new();
     let mut pos: Vec<Int> = Vec::with_capacity(acc.len());
@@ -292,7 +317,9 @@ fn read_model(
         let loc = acc[f].location;
         let mut line: Vec<usize> = (0..acc.len()).filter(|&j| acc[j].location == loc).collect();
         line.sort_by_key(|&j| at[j]);
-        let Some(k) = line.iter().position(|&j| j == f) else { continue };
+        let Some(k) = line.iter().position(|&j| j == f) else {
+            continue;
+        };
         let lo = k.saturating_sub(2);
         let hi = (k + 2).min(line.len() - 1);
         for w in line[lo..=hi].windows(2) {
@@ -314,7 +341,14 @@ mod tests {
     use super::*;
     use crate::query::{class_of, Limits};
 
-    fn access(thread: u32, pc: u64, write: bool, value: u64, before: u64, ev: (u64, u64)) -> Access {
+    fn access(
+        thread: u32,
+        pc: u64,
+        write: bool,
+        value: u64,
+        before: u64,
+        ev: (u64, u64),
+    ) -> Access {
         Access {
             id: AccessId { thread, pc, n: 1 },
             location: 0x1000,
@@ -352,8 +386,15 @@ mod tests {
         let Answer::Order { flips, class } = a else {
             panic!("{a:?}")
         };
-        assert_eq!(class, vec![(q.accesses[2].id, 0)], "thread 2 reads the value before thread 1's write");
-        assert!(flips.contains(&(q.accesses[1].id, q.accesses[2].id)), "thread 1's write waits for thread 2's read: {flips:?}");
+        assert_eq!(
+            class,
+            vec![(q.accesses[2].id, 0)],
+            "thread 2 reads the value before thread 1's write"
+        );
+        assert!(
+            flips.contains(&(q.accesses[1].id, q.accesses[2].id)),
+            "thread 1's write waits for thread 2's read: {flips:?}"
+        );
         assert_eq!(stats.focus_reads, 1);
         assert!(stats.soft >= 1);
     }
@@ -395,8 +436,8 @@ mod tests {
     #[test]
     fn two_reads_change_together() {
         let mut accesses = vec![
-            access(1, 0x20, true, 0, 7, (10, 20)), // ptr = 0 (was 7)
-            access(1, 0x24, true, 1, 0, (10, 20)), // flag = 1
+            access(1, 0x20, true, 0, 7, (10, 20)),  // ptr = 0 (was 7)
+            access(1, 0x24, true, 1, 0, (10, 20)),  // flag = 1
             access(2, 0x30, false, 1, 0, (12, 30)), // reads flag = 1
             access(2, 0x34, false, 0, 0, (12, 30)), // reads ptr = 0
         ];
@@ -452,11 +493,7 @@ mod tests {
                         flips.sort();
                         let mut want = vec![(ids[2], ids[0]), (ids[1], ids[2]), (ids[3], ids[1])];
                         want.sort();
-                        assert_eq!(
-                            flips,
-                            want,
-                            "r1 after w1, w0 after r1, r2 after w0"
-                        );
+                        assert_eq!(flips, want, "r1 after w1, w0 after r1, r2 after w0");
                         return;
                     }
                     q.tried.push(class);

@@ -146,7 +146,9 @@ impl Query {
             }
             if !stretches.contains(&a.after_event) {
                 let enough = self.limits.stretches.max(1);
-                if stretches.len() >= enough || (stretches.len() + 1 >= enough && focus.len() >= 2 && enough <= 2) {
+                if stretches.len() >= enough
+                    || (stretches.len() + 1 >= enough && focus.len() >= 2 && enough <= 2)
+                {
                     break;
                 }
                 stretches.push(a.after_event);
@@ -181,16 +183,29 @@ impl Query {
         // Other threads' writes the sketch leaves unordered with the read.
         let open = |i: &usize| {
             let w = &self.accesses[*i];
-            w.id.thread != r.id.thread
-                && !Query::sketch_orders(w, r)
-                && !Query::sketch_orders(r, w)
+            w.id.thread != r.id.thread && !Query::sketch_orders(w, r) && !Query::sketch_orders(r, w)
         };
-        out.extend(kept[..at].iter().rev().copied().filter(|i| same(i) && open(i)).take(side));
-        out.extend(kept[at..].iter().copied().filter(|i| same(i) && open(i)).take(side));
+        out.extend(
+            kept[..at]
+                .iter()
+                .rev()
+                .copied()
+                .filter(|i| same(i) && open(i))
+                .take(side),
+        );
+        out.extend(
+            kept[at..]
+                .iter()
+                .copied()
+                .filter(|i| same(i) && open(i))
+                .take(side),
+        );
         // The last write the sketch orders before it (what it reads if
         // none of the others comes between), and its own neighbours.
         if let Some(&i) = kept[..at].iter().rev().find(|i| {
-            same(i) && (self.accesses[**i].id.thread == r.id.thread || Query::sketch_orders(&self.accesses[**i], r))
+            same(i)
+                && (self.accesses[**i].id.thread == r.id.thread
+                    || Query::sketch_orders(&self.accesses[**i], r))
         }) {
             out.push(i);
         }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use reprise_abi::observe::ACCESS_WRITE;
 use reprise_abi::replay as rp;
 use reprise_feedback::search::{
-    flip_to_info, run_options, RootCause, Role, Run, SearchOptions, SearchResult,
+    flip_to_info, run_options, Role, RootCause, Run, SearchOptions, SearchResult,
 };
 use reprise_replayer::accesses::occurrences;
 use reprise_replayer::observe::{FlipSpec, Observation};
@@ -96,6 +96,9 @@ pub fn describe(stats: &Stats, answer: &Answer) -> String {
         stats.millis
     )
 }
+
+/// One run's result and where its output is.
+type RunResult = Result<(AttemptResult, Option<std::path::PathBuf>), ReplayError>;
 
 /// Levels of focus deepening: the last 2, 4, ... 2^(DEPTHS+1) stretches.
 const DEPTHS: usize = 4;
@@ -208,13 +211,20 @@ impl Solver<'_> {
     }
 
     /// Runs `schedules` (observed), in parallel up to `jobs`.
-    fn run_all(&mut self, schedules: Vec<(ScheduleInfo, String)>) -> Result<Vec<usize>, ReplayError> {
+    fn run_all(
+        &mut self,
+        schedules: Vec<(ScheduleInfo, String)>,
+    ) -> Result<Vec<usize>, ReplayError> {
         self.run_as(schedules, Role::Attempt)
     }
 
     /// [`Self::run_all`] for runs of another role (not attempts: they
     /// belong to the last attempt, and do not count).
-    fn run_as(&mut self, schedules: Vec<(ScheduleInfo, String)>, role: Role) -> Result<Vec<usize>, ReplayError> {
+    fn run_as(
+        &mut self,
+        schedules: Vec<(ScheduleInfo, String)>,
+        role: Role,
+    ) -> Result<Vec<usize>, ReplayError> {
         let first = self.attempts;
         let counted = role == Role::Attempt;
         let name = |k: usize| match role {
@@ -222,8 +232,7 @@ impl Solver<'_> {
             _ => format!("minimize-{}-{}", first, k + 1),
         };
         let jobs = self.opts.jobs.clamp(1, 16);
-        let mut results: Vec<Option<Result<(AttemptResult, Option<std::path::PathBuf>), ReplayError>>> =
-            (0..schedules.len()).map(|_| None).collect();
+        let mut results: Vec<Option<RunResult>> = (0..schedules.len()).map(|_| None).collect();
         for chunk in (0..schedules.len()).collect::<Vec<_>>().chunks(jobs) {
             std::thread::scope(|scope| {
                 let handles: Vec<_> = chunk
@@ -233,7 +242,10 @@ impl Solver<'_> {
                         let mut o = run_options(sc, &self.opts.base, true);
                         o.output_dir = o.output_dir.map(|d| d.join(name(k)));
                         let replay = self.replay;
-                        (k, scope.spawn(move || attempt(replay, &o).map(|r| (r, o.output_dir))))
+                        (
+                            k,
+                            scope.spawn(move || attempt(replay, &o).map(|r| (r, o.output_dir))),
+                        )
                     })
                     .collect();
                 for (k, h) in handles {
@@ -310,7 +322,8 @@ impl Solver<'_> {
                 return Ok(());
             }
             if let Some(b) = self.base_of(i, failing, end) {
-                self.tried.push(query::class_of(&query_accesses(&self.order, &b.obs)));
+                self.tried
+                    .push(query::class_of(&query_accesses(&self.order, &b.obs)));
                 if base.as_ref().is_none_or(|x| b.events > x.events) {
                     base = Some(b);
                 }
@@ -318,7 +331,8 @@ impl Solver<'_> {
         }
         let mut depth = 0;
         let Some(mut base) = base else {
-            result.conclusion = Some("the solver needs observed accesses: the base run logged none".into());
+            result.conclusion =
+                Some("the solver needs observed accesses: the base run logged none".into());
             return Ok(());
         };
         while self.attempts < self.opts.max_attempts {
@@ -366,7 +380,8 @@ impl Solver<'_> {
                     return Ok(());
                 }
                 if let Some(b) = self.base_of(i, failing, end) {
-                    self.tried.push(query::class_of(&query_accesses(&self.order, &b.obs)));
+                    self.tried
+                        .push(query::class_of(&query_accesses(&self.order, &b.obs)));
                     // As far along the sketch or further: its accesses
                     // (objects its flips moved, new reads) and its flips
                     // are where the next queries start, near its end.
@@ -394,7 +409,10 @@ impl Solver<'_> {
             }
             let mut fewer = self.runs[best].schedule.clone();
             fewer.flips.remove(k);
-            let i = self.run_as(vec![(fewer, format!("without flip {}", k + 1))], Role::Minimize)?[0];
+            let i = self.run_as(
+                vec![(fewer, format!("without flip {}", k + 1))],
+                Role::Minimize,
+            )?[0];
             if self.runs[i].reproduced {
                 best = i;
             } else {

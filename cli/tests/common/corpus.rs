@@ -46,9 +46,8 @@ pub fn record_failure(
         args.extend(["-o", trace.to_str().unwrap(), exe.to_str().unwrap()]);
         args.extend(bug.frequent_args.iter().map(String::as_str));
         let o = reprise(root, &args);
-        let r = TraceReader::open(trace).unwrap_or_else(|e| {
-            panic!("{}: no trace ({e}): {}", bug.name, super::stderr(&o))
-        });
+        let r = TraceReader::open(trace)
+            .unwrap_or_else(|e| panic!("{}: no trace ({e}): {}", bug.name, super::stderr(&o)));
         let outcome = r.outcome().expect("the trace has an outcome");
         if !(outcome.kind == OutcomeKind::Exited && outcome.exit_code == 0) {
             return Some(n);
@@ -84,7 +83,11 @@ pub fn replay_json(root: &Path, trace: &Path, max_attempts: &str) -> Value {
 /// printed the manifest's correct line, at its frequent arguments, else at
 /// its default ones (whose output differs only in how often it is wrong).
 pub fn correct_output(bug: &Bug, exe: &Path, into: &Path) -> PathBuf {
-    let line = bug.expect.output.as_deref().expect("a wrong-output bug names its correct line");
+    let line = bug
+        .expect
+        .output
+        .as_deref()
+        .expect("a wrong-output bug names its correct line");
     for args in [&bug.frequent_args, &bug.args] {
         for _ in 0..100 {
             let child = Command::new(exe)
@@ -96,7 +99,10 @@ pub fn correct_output(bug: &Bug, exe: &Path, into: &Path) -> PathBuf {
                 .spawn()
                 .expect("run the program");
             let o = super::wait_with_limit(child, COMMAND_LIMIT);
-            if String::from_utf8_lossy(&o.stdout).lines().any(|l| l == line) {
+            if String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l == line)
+            {
                 let path = into.join(format!("{}.expected", bug.name));
                 std::fs::write(&path, &o.stdout).unwrap();
                 return path;

@@ -46,7 +46,11 @@ pub fn synthetic_run(n: usize, seed: u64) -> Vec<Access> {
             let n = count.entry((thread, pc)).or_insert(0u32);
             *n += 1;
             let before_value = memory[loc as usize];
-            let value = if write { next(&mut rng) % 1000 } else { before_value };
+            let value = if write {
+                next(&mut rng) % 1000
+            } else {
+                before_value
+            };
             memory[loc as usize] = value;
             out.push(Access {
                 id: AccessId { thread, pc, n: *n },
@@ -78,9 +82,16 @@ pub fn query(n: usize) -> Query {
 }
 
 pub(super) fn run_solver(quick: bool) -> Result<u8> {
-    let sizes: &[usize] = if quick { &[1_000, 10_000] } else { &[1_000, 10_000, 100_000] };
+    let sizes: &[usize] = if quick {
+        &[1_000, 10_000]
+    } else {
+        &[1_000, 10_000, 100_000]
+    };
     println!("solver query time: synthetic runs of {THREADS} threads, {LOCATIONS} shared locations, {STRETCH} accesses per stretch between events");
-    println!("{:>9} {:>7} {:>6} {:>8} {:>5} {:>9} {:>9}  answer", "accesses", "window", "focus", "choices", "soft", "query ms", "total ms");
+    println!(
+        "{:>9} {:>7} {:>6} {:>8} {:>5} {:>9} {:>9}  answer",
+        "accesses", "window", "focus", "choices", "soft", "query ms", "total ms"
+    );
     let mut at_10k = None;
     for &n in sizes {
         let q = query(n);

@@ -191,7 +191,10 @@ fn quoted_recorded(m: &mut Text, c: &ControlHeader, t: &Turn, nr: i64) {
     for (i, b) in buf[..n].iter_mut().enumerate() {
         *b = data_byte(c, t.pos, i);
     }
-    m.s(name(nr).unwrap_or(b"open")).s(b"(\"").s(&buf[..n]).s(b"\")");
+    m.s(name(nr).unwrap_or(b"open"))
+        .s(b"(\"")
+        .s(&buf[..n])
+        .s(b"\")");
 }
 
 fn errno_name(e: i64) -> Option<&'static [u8]> {
