@@ -4,6 +4,7 @@ mod cmd_bench;
 mod cmd_eval;
 mod cmd_record;
 mod cmd_replay;
+mod cmd_report;
 mod cmd_traces;
 
 use std::process::ExitCode;
@@ -23,6 +24,7 @@ struct Cli {
 enum Command {
     Record(cmd_record::RecordArgs),
     Replay(cmd_replay::ReplayArgs),
+    Report(cmd_report::ReportArgs),
     Ls(cmd_traces::LsArgs),
     Dump(cmd_traces::DumpArgs),
     Bench(cmd_bench::BenchArgs),
@@ -34,6 +36,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Record(a) => cmd_record::run(a),
         Command::Replay(a) => cmd_replay::run(a),
+        Command::Report(a) => cmd_report::run(a),
         Command::Ls(a) => cmd_traces::ls(a),
         Command::Dump(a) => cmd_traces::dump(a),
         Command::Eval(a) => cmd_eval::run(a),
