@@ -104,9 +104,12 @@ fn failure_block(s: &mut String, reader: &TraceReader, a: &Analysis) {
         s.push_str("<div id=\"failure\" class=\"none\"><b>no recorded outcome</b> (the recording was cut short)</div>");
         return;
     };
+    let failed = reprise_replayer::is_failure(o);
     let _ = write!(
         s,
-        "<div id=\"failure\"><div class=\"label\">recorded failure</div><div class=\"what\">{}</div>",
+        "<div id=\"failure\" class=\"{}\"><div class=\"label\">{}</div><div class=\"what\">{}</div>",
+        if failed { "failed" } else { "passed" },
+        if failed { "recorded failure" } else { "recorded outcome (not a failure)" },
         esc(&outcome_summary(o))
     );
     let frames: Vec<String> = o
@@ -167,7 +170,7 @@ fn run_block(s: &mut String, a: &Analysis) {
         None => s.push_str("<div id=\"no-schedule\"><span class=\"label\">no reproducing schedule saved yet</span>: run <code>reprise replay</code> first; the recorded sketch is drawn alone</div>"),
     }
     s.push_str(READING);
-    if let Some(n) = &a.note {
+    if let (Some(n), Some(_)) = (&a.note, &a.schedule) {
         let _ = write!(s, "<div class=\"note\">{}</div>", esc(n));
     }
     s.push_str("</div>");

@@ -81,6 +81,9 @@ pub struct FailureMark {
     pub lanes: Vec<usize>,
     pub short: String,
     pub summary: String,
+    /// The recorded outcome is a failure (else the run ended as it
+    /// should, and the mark is neutral).
+    pub failed: bool,
 }
 
 /// Interns strings into a table.
@@ -441,5 +444,6 @@ fn failure(reader: &TraceReader, lanes: &HashMap<String, usize>) -> Option<Failu
         lanes: marked,
         short,
         summary: reprise_schema::listing::outcome_summary(o),
+        failed: reprise_replayer::is_failure(o),
     })
 }

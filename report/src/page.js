@@ -36,11 +36,11 @@
   // A lock and its unlock (same lane and object), for the held spans.
   const PAIR = new Int32Array(N).fill(-1);
   {
-    const open = new Map();
+    const open = new Map(), S = D.strings.length;
+    const paired = D.names.map((n, k) => (D.cats[k] === 0 || D.cats[k] === 1) && /lock/.test(n));
     for (let i = 0, k = 0; i < N; i++, k += F) {
-      const c = cat(i);
-      if ((c !== 0 && c !== 1) || !/lock/.test(D.names[NAME[i]])) continue;
-      const key = LANE[i] + ':' + D.ev[k + 3];
+      if (!paired[NAME[i]]) continue;
+      const c = cat(i), key = LANE[i] * S + D.ev[k + 3];
       if (c === 0 && D.ev[k + 4] === 0) {
         const st = open.get(key); if (st) st.push(i); else open.set(key, [i]);
       } else if (c === 1) {
@@ -52,7 +52,7 @@
     for (const st of open.values()) for (const i of st) PAIR[i] = -2;
   }
   const procOf = (l) => D.lanes[l].split(' ')[0];
-  const failing = new Set(D.failure ? D.failure.lanes : []);
+  const failing = new Set(D.failure && D.failure.failed ? D.failure.lanes : []);
   const accOf = (race) => D.acc.map((a, m) => [a, m]).filter(([a]) => a.race === race);
 
   // The view: x0 is the event position at the plot's left edge.
@@ -120,9 +120,10 @@
       let end = px;
       counts.fill(0);
       while (k < b && sx(X[ev[k]]) - end < GAP) { end = sx(X[ev[k]]); counts[cat(ev[k])]++; k++; }
+      const n = k - start;
+      if (n > 1) { counts[0] += counts[1]; counts[1] = 0; }
       let dom = 0;
       for (let c = 1; c < CATS.length; c++) if (counts[c] > counts[dom]) dom = c;
-      const n = k - start;
       if (n === 1) {
         const h = HEIGHT[dom];
         out.push(`<rect class="ev c${dom}" data-i="${ev[start]}" x="${f1(px - 1.5)}" y="${mid - h / 2}" width="3" height="${h}"/>`);
@@ -161,7 +162,7 @@
     out.push(`<line class="end-line" x1="${f1(x)}" y1="${TOP - 4}" x2="${f1(x)}" y2="${H}"/>`);
     for (const l of D.failure.lanes) {
       const y = TOP + l * LH + LH / 2;
-      out.push(`<g class="failure-mark" transform="translate(${f1(x)},${y})"><circle r="9"/><path d="M-4 -4 L4 4 M4 -4 L-4 4"/>` +
+      out.push(`<g class="failure-mark${D.failure.failed ? '' : ' ok'}" transform="translate(${f1(x)},${y})"><circle r="9"/><path d="M-4 -4 L4 4 M4 -4 L-4 4"/>` +
         `<text x="13" y="4">${esc(D.failure.short)}</text></g>`);
     }
   }
@@ -169,17 +170,19 @@
   // The overview: the whole run, small, once; the brush is the view.
   const OV = { lh: Math.max(3, Math.min(9, Math.floor(90 / Math.max(1, L)))), top: 4 };
   const ovsvg = $('overview');
-  const ovX = (x) => LABEL + (x + 1) * (plotW() / (XN + 2));
+  let ovS = 1;
+  const ovX = (x) => LABEL + (x + 1) * ovS;
   function overview() {
     const W = wrap.clientWidth, H = OV.top * 2 + L * OV.lh;
+    ovS = plotW() / (XN + 2);
     const out = [];
     for (let l = 0; l < L; l++) {
       const ev = BY[l], y = OV.top + l * OV.lh;
       out.push(`<text class="ov-label" x="8" y="${y + OV.lh - 1}">${L <= 24 ? esc(D.lanes[l]) : ''}</text>`);
       for (let k = 0; k < ev.length;) {
         const px = ovX(X[ev[k]]);
-        let end = px, c = cat(ev[k]);
-        while (k < ev.length && ovX(X[ev[k]]) - end < 2) { end = ovX(X[ev[k]]); k++; }
+        let end = px, c = cat(ev[k]), q;
+        while (k < ev.length && (q = LABEL + (X[ev[k]] + 1) * ovS) - end < 2) { end = q; k++; }
         out.push(`<rect class="c${c}" x="${f1(px - 0.5)}" y="${y + 1}" width="${f1(end - px + 1.5)}" height="${OV.lh - 2}"/>`);
       }
     }
@@ -295,7 +298,7 @@
       const f = D.flips[+el.dataset.flip];
       return `<b>${esc(f.text)}</b><br>held: ${esc(D.acc[f.held].text)}<br>waited for: ${esc(D.acc[f.until].text)}`;
     }
-    return `<b>the recorded failure</b><br>${esc(D.failure.summary)}`;
+    return `<b>${D.failure.failed ? 'the recorded failure' : 'the recorded end'}</b><br>${esc(D.failure.summary)}`;
   }
 
   // Legend.
