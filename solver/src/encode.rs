@@ -372,6 +372,7 @@ mod tests {
         ];
         Query {
             tried: vec![class_of(&accesses)],
+            locations: Vec::new(),
             accesses,
             focus_pos: 30,
             focus_thread: Some(2),
@@ -422,6 +423,7 @@ mod tests {
         ];
         let q = Query {
             tried: vec![class_of(&accesses)],
+            locations: Vec::new(),
             accesses,
             focus_pos: 30,
             focus_thread: Some(2),
@@ -451,6 +453,7 @@ mod tests {
         let one_flip = vec![(accesses[2].id, 0), (accesses[3].id, 7)];
         let q = Query {
             tried: vec![base, one_flip],
+            locations: Vec::new(),
             accesses,
             focus_pos: 30,
             focus_thread: Some(2),
@@ -479,6 +482,7 @@ mod tests {
         ];
         let mut q = Query {
             tried: vec![class_of(&accesses)],
+            locations: Vec::new(),
             accesses,
             focus_pos: 30,
             focus_thread: Some(2),

@@ -74,6 +74,12 @@ pub struct Query {
     /// Classes already run or asked for: the answer must differ from
     /// each in the value of at least one focus read they share.
     pub tried: Vec<Class>,
+    /// When not empty, the focus reads are any thread's reads of these
+    /// locations that another thread's write could still precede, the
+    /// latest first (`focus_thread` and the stretches are not used): the
+    /// updates that lead to a value the failing thread read, wherever in
+    /// the run they raced (a lost update printed at the end).
+    pub locations: Vec<u64>,
     pub limits: Limits,
 }
 
@@ -139,7 +145,24 @@ impl Query {
             .map_or(0, |k| k + 1);
         let mut focus: Vec<usize> = Vec::new();
         let mut stretches: Vec<u64> = Vec::new();
-        for &i in kept[..cut].iter().rev() {
+        if !self.locations.is_empty() {
+            let side = 2;
+            for &i in kept[..cut].iter().rev() {
+                let a = &self.accesses[i];
+                if a.write || !self.locations.contains(&a.location) {
+                    continue;
+                }
+                let open = self.writers(i, &kept, side).iter().any(|&w| {
+                    self.accesses[w].id.thread != a.id.thread
+                        && !Query::sketch_orders(&self.accesses[w], a)
+                });
+                if open && focus.len() < self.limits.focus_reads {
+                    focus.push(i);
+                }
+            }
+        }
+        let by_stretch = if self.locations.is_empty() { cut } else { 0 };
+        for &i in kept[..by_stretch].iter().rev() {
             let a = &self.accesses[i];
             if a.write || self.focus_thread.is_some_and(|t| t != a.id.thread) {
                 continue;

@@ -422,31 +422,53 @@ impl Solver<'_> {
         }
     }
 
-    /// One answer on `base`: from its focus thread's last stretches, then
-    /// from more of them (`depth` grows as each level is exhausted), then
-    /// the same from every thread's reads.
+    /// One answer on `base`. Levels, each tried when the one before is
+    /// exhausted (`depth`): the focus thread's last 2 .. 32 stretches;
+    /// then any thread's reads of the locations those reads read (the
+    /// updates behind a value it read, wherever they raced: a lost update
+    /// printed at the end); then every thread's last 2 .. 32 stretches.
     fn ask(&mut self, accesses: &[Access], base: &Base, depth: &mut usize) -> (Answer, Stats) {
         let levels = DEPTHS + 1;
         if base.focus_thread.is_none() {
-            *depth = (*depth).max(levels);
+            *depth = (*depth).max(levels + 1);
         }
+        let mut locations: Vec<u64> = Vec::new();
         loop {
-            let everyone = *depth >= levels;
-            let stretches = 2usize << (*depth % levels);
+            let by_location = *depth == levels;
+            let everyone = *depth > levels;
+            let level = if everyone {
+                *depth - levels - 1
+            } else {
+                *depth
+            };
+            let stretches = 2usize << level.min(DEPTHS);
             let q = Query {
                 accesses: accesses.to_vec(),
                 focus_pos: base.focus_pos,
                 focus_thread: if everyone { None } else { base.focus_thread },
                 tried: self.tried.clone(),
+                locations: if by_location {
+                    locations.clone()
+                } else {
+                    Vec::new()
+                },
                 limits: Limits {
                     stretches,
-                    focus_reads: 4 * stretches,
+                    focus_reads: if by_location { 16 } else { 4 * stretches },
                     ..Limits::default()
                 },
             };
+            if *depth + 1 == levels {
+                // The deepest look at the focus thread: the locations it
+                // read are the next level's.
+                let w = q.window();
+                locations = w.focus.iter().map(|&f| w.accesses[f].location).collect();
+                locations.sort_unstable();
+                locations.dedup();
+            }
             let (answer, stats) = solve(&q);
             self.queries.push(stats);
-            let last = *depth + 1 >= 2 * levels;
+            let last = *depth + 1 >= 2 * levels + 1;
             match answer {
                 Answer::Exhausted { .. } if !last => *depth += 1,
                 _ => return (answer, stats),
