@@ -338,4 +338,26 @@ fn report_of_100k_events_renders_in_under_3_seconds() {
         ms < 3000.0,
         "the page took {ms} ms to render {events} events"
     );
+
+    // The search: `#find=N` zooms in on event N (each event its own mark).
+    let at = dump_dom(Path::new(&format!("{}#find=60000", page.display())));
+    assert!(
+        at.contains("data-found=\"60000\""),
+        "the search did not find event 60000"
+    );
+    assert!(
+        at.contains("class=\"hit\"") && at.contains("class=\"ev c"),
+        "event 60000 is not shown"
+    );
+    let at = dump_dom(Path::new(&format!("{}#find=pthread_join", page.display())));
+    let found = at.find("id=\"found\"").expect("no #found");
+    assert!(
+        at[found..].starts_with("id=\"found\" class=\"status\">event #")
+            && at[found..]
+                .split("</span>")
+                .next()
+                .unwrap()
+                .contains("pthread_join"),
+        "the search did not find a pthread_join"
+    );
 }

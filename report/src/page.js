@@ -187,7 +187,7 @@
       }
     }
     for (const m of D.acc) out.push(`<rect class="ov-acc" x="${f1(ovX(m.X) - 1)}" y="0" width="2" height="${H}"/>`);
-    if (D.failure) for (const l of D.failure.lanes) out.push(`<circle class="ov-fail" cx="${f1(ovX(XN))}" cy="${OV.top + l * OV.lh + OV.lh / 2}" r="${Math.max(2.5, OV.lh / 2)}"/>`);
+    if (D.failure) for (const l of D.failure.lanes) out.push(`<circle class="ov-fail${D.failure.failed ? '' : ' ok'}" cx="${f1(ovX(XN))}" cy="${OV.top + l * OV.lh + OV.lh / 2}" r="${Math.max(2.5, OV.lh / 2)}"/>`);
     out.push(`<rect id="brush" x="0" y="0" width="0" height="${H}"/>`);
     ovsvg.setAttribute('width', W);
     ovsvg.setAttribute('height', H);
@@ -375,6 +375,9 @@
     x0 = lo;
   }
   render();
+  // `page.html#find=pthread_join` or `#find=1234`: that event, found.
+  const q = /^#find=(.*)$/.exec(location.hash);
+  if (q) { $('search').value = decodeURIComponent(q[1]); search(); }
   const ms = performance.now();
   document.body.dataset.renderMs = ms.toFixed(0);
   $('render-ms').textContent = ms.toFixed(0);
