@@ -42,6 +42,10 @@ pub struct ReplayArgs {
     /// object instead of text.
     #[arg(long)]
     json: bool,
+    /// When the failure reproduces, also write the picture of the
+    /// reproduced interleaving (`reprise report`) to TRACE/report.html.
+    #[arg(long)]
+    report: bool,
     /// Do not show the reproducing attempt's stdout and stderr (by default
     /// printed to reprise's stdout and stderr before the report; with
     /// --json, in the object).
@@ -238,6 +242,13 @@ pub fn run(a: ReplayArgs) -> Result<u8> {
         done.print_json()?;
     } else {
         done.print_text();
+    }
+    if a.report && result.found.is_some() {
+        let analysis = reprise_report::Analysis::from_search(&result, report.clone());
+        let path = dir.join("report.html");
+        reprise_report::write(&dir, Some(&replay), &analysis, &path)
+            .with_context(|| format!("cannot write the report {}", path.display()))?;
+        eprintln!("reprise: report written to {}", path.display());
     }
     Ok(if result.found.is_some() { 0 } else { 1 })
 }

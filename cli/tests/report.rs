@@ -244,6 +244,20 @@ fn report_of_a_reproduced_race_shows_lanes_race_flip_and_failure() {
     if let Some(keep) = std::env::var_os("REPRISE_REPORT_SCREENSHOT") {
         std::fs::copy(&png, keep).unwrap();
     }
+    // `reprise replay --report` writes the same picture into the trace.
+    let o = run_reprise(
+        root,
+        &["replay", trace.to_str().unwrap(), "--report", "--max-attempts", "3"],
+        None,
+        LIMIT,
+    );
+    let written = trace.join("report.html");
+    assert!(
+        stderr(&o).contains(&format!("reprise: report written to {}", written.display())),
+        "{}",
+        stderr(&o)
+    );
+    assert!(std::fs::read_to_string(&written).unwrap().contains("class=\"race"));
     eprintln!(
         "report: {} lanes, {} race(s), screenshot {size} bytes",
         lanes,
