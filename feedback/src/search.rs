@@ -110,7 +110,7 @@ pub struct RootCause {
     pub hang: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct SearchResult {
     pub runs: Vec<Run>,
     /// Attempts run (schedules tried; observation and minimisation runs
@@ -249,17 +249,7 @@ pub fn search(
         runs: Vec::new(),
         attempts: 0,
     };
-    let mut result = SearchResult {
-        runs: Vec::new(),
-        attempts: 0,
-        found: None,
-        schedule: None,
-        duplicates: 0,
-        conclusion: None,
-        query_millis: Vec::new(),
-        root_cause: None,
-        elapsed: Duration::ZERO,
-    };
+    let mut result = SearchResult::default();
     // A saved schedule first: it reproduced before.
     if let Some(saved) = &opts.saved {
         let log = !saved.flips.is_empty();

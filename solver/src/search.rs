@@ -11,7 +11,7 @@
 //! class is left the search says so: within the accesses observed, no
 //! schedule the sketch allows makes the focus reads read anything new.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use reprise_abi::observe::ACCESS_WRITE;
 use reprise_abi::replay as rp;
@@ -144,17 +144,7 @@ pub fn search(
         tried: Vec::new(),
         queries: Vec::new(),
     };
-    let mut result = SearchResult {
-        runs: Vec::new(),
-        attempts: 0,
-        found: None,
-        schedule: None,
-        duplicates: 0,
-        root_cause: None,
-        elapsed: Duration::ZERO,
-        conclusion: None,
-        query_millis: Vec::new(),
-    };
+    let mut result = SearchResult::default();
     let is_hang = recorded.kind == OutcomeKind::Hang;
     let failing = match recorded.kind {
         OutcomeKind::Deadlock | OutcomeKind::Hang => None,
@@ -278,6 +268,24 @@ impl Solver<'_> {
         Ok(out)
     }
 
+    /// True if run `i` reproduced: then it is the result.
+    fn found(&self, result: &mut SearchResult, i: usize) -> bool {
+        if self.runs[i].reproduced {
+            result.found = Some(i);
+            result.schedule = Some(self.runs[i].schedule.clone());
+        }
+        self.runs[i].reproduced
+    }
+
+    /// What run `i` read joins the classes tried; it is returned as a
+    /// possible base for the next queries (None: it observed nothing).
+    fn learn(&mut self, i: usize, failing: Option<u32>, end: u64) -> Option<Base> {
+        let b = self.base_of(i, failing, end)?;
+        self.tried
+            .push(query::class_of(&query_accesses(&self.order, &b.obs)));
+        Some(b)
+    }
+
     fn base_of(&self, i: usize, failing: Option<u32>, end: u64) -> Option<Base> {
         let r = &self.runs[i].result;
         let obs = r.observation.clone()?;
@@ -316,14 +324,10 @@ impl Solver<'_> {
         let mut base: Option<Base> = None;
         for (sc, note) in first {
             let i = self.run_all(vec![(sc, note)])?[0];
-            if self.runs[i].reproduced {
-                result.found = Some(i);
-                result.schedule = Some(self.runs[i].schedule.clone());
+            if self.found(result, i) {
                 return Ok(());
             }
-            if let Some(b) = self.base_of(i, failing, end) {
-                self.tried
-                    .push(query::class_of(&query_accesses(&self.order, &b.obs)));
+            if let Some(b) = self.learn(i, failing, end) {
                 if base.as_ref().is_none_or(|x| b.events > x.events) {
                     base = Some(b);
                 }
@@ -374,14 +378,10 @@ impl Solver<'_> {
                 }
             }
             for i in self.run_all(batch)? {
-                if self.runs[i].reproduced {
-                    result.found = Some(i);
-                    result.schedule = Some(self.runs[i].schedule.clone());
+                if self.found(result, i) {
                     return Ok(());
                 }
-                if let Some(b) = self.base_of(i, failing, end) {
-                    self.tried
-                        .push(query::class_of(&query_accesses(&self.order, &b.obs)));
+                if let Some(b) = self.learn(i, failing, end) {
                     // As far along the sketch or further: its accesses
                     // (objects its flips moved, new reads) and its flips
                     // are where the next queries start, near its end.
