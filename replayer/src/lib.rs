@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reprise_abi::{replay as rp, EventKind, Level};
-use reprise_schema::{EventRecord, HeaderInfo, OutcomeInfo, SketchLevel, TraceReader};
+use reprise_schema::{EventRecord, HeaderInfo, OutcomeInfo, OutcomeKind, SketchLevel, TraceReader};
 
 pub mod accesses;
 mod attempt;
@@ -117,7 +117,11 @@ impl Replay {
             }
             events.push(ev);
         }
-        let events = without_events_after_exit(events);
+        let died = recorded
+            .as_ref()
+            .filter(|o| o.kind != OutcomeKind::Exited && o.kind != OutcomeKind::WrongOutput)
+            .map(|o| o.process);
+        let events = without_events_after_exit(events, died);
         let mut positions = Vec::with_capacity(events.len() + 1);
         let mut pos = 0u64;
         let mut largest = 1u64;
@@ -363,8 +367,12 @@ impl AttemptResult {
 /// Drops the events a process's threads logged after its `exit_group`
 /// was logged: they raced with the exit in the recording (the kernel
 /// killed those threads a moment later), and a replay, which ends the
-/// process at its exit event, cannot make them happen after it.
-fn without_events_after_exit(events: Vec<EventRecord>) -> Vec<EventRecord> {
+/// process at its exit event, cannot make them happen after it. The
+/// process that `died` in the recording (a crash, an abort, a hang) never
+/// completed an exit it logged (another thread's crash came first): its
+/// exit event is dropped too, so that the replay parks there instead of
+/// exiting before the crash.
+fn without_events_after_exit(events: Vec<EventRecord>, died: Option<u16>) -> Vec<EventRecord> {
     let mut exited = std::collections::HashSet::new();
     events
         .into_iter()
@@ -374,6 +382,7 @@ fn without_events_after_exit(events: Vec<EventRecord>) -> Vec<EventRecord> {
             }
             if e.kind == EventKind::ProcessExit {
                 exited.insert(e.process);
+                return Some(e.process) != died;
             }
             true
         })
