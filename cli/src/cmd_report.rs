@@ -36,6 +36,8 @@ pub fn run(a: ReportArgs) -> Result<u8> {
     let root = location::trace_root().context("cannot find the trace directory")?;
     let dir = location::resolve_trace(&root, a.trace.as_deref())?;
     let out = a.output.clone().unwrap_or_else(|| dir.join("report.html"));
+    // A damaged or foreign directory is one error line, before anything else.
+    reprise_schema::TraceReader::open(&dir)?;
     let (replay, analysis) = match read_schedule(&dir)? {
         None => {
             let note = "no reproducing schedule saved yet: run `reprise replay` first; drawing the recorded sketch alone";
