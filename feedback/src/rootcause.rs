@@ -7,13 +7,12 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use reprise_abi::observe::ACCESS_WRITE;
-use reprise_abi::replay as rp;
 use reprise_tracee::access_points::Disassembler;
 use reprise_tracee::variables::Variables;
 use serde::Serialize;
 
 use reprise_replayer::observe::Observation;
-use reprise_replayer::{Replay, ReplayError};
+use reprise_replayer::{key_name, Replay, ReplayError};
 
 use crate::races;
 use crate::search::RootCause;
@@ -82,15 +81,6 @@ pub struct AccessReport {
 pub struct Values {
     pub before: u64,
     pub after: u64,
-}
-
-fn thread_name(key: u32) -> String {
-    let (p, t) = (rp::key_process(key), rp::key_thread(key));
-    if p == 0 {
-        format!("thread {t}")
-    } else {
-        format!("process {p} thread {t}")
-    }
 }
 
 /// Where an instruction is in the source.
@@ -169,7 +159,7 @@ impl Explainer {
             .map(|o| o.access);
         let (function, file, line) = self.source.locate(pc);
         AccessReport {
-            thread: thread_name(key),
+            thread: key_name(key),
             write: seen.is_some_and(|a| a.flags & ACCESS_WRITE != 0),
             pc,
             instruction: self.dis.text_at(pc).unwrap_or_default(),
@@ -354,7 +344,9 @@ impl Explainer {
     }
 }
 
-fn value(v: u64) -> String {
+/// A value as the report shows it: decimal when small, else hexadecimal
+/// (an address).
+pub fn value(v: u64) -> String {
     if v < 1 << 20 {
         v.to_string()
     } else {

@@ -179,6 +179,14 @@ impl Replay {
         &self.positions
     }
 
+    /// The recorded outcome: the failure a search reproduces (an error
+    /// for a trace cut short, which has none).
+    pub fn outcome(&self) -> Result<&OutcomeInfo, ReplayError> {
+        self.recorded
+            .as_ref()
+            .ok_or_else(|| ReplayError::Io("the trace has no outcome".into()))
+    }
+
     /// The ring position past the last event: where the recording ends.
     pub fn end_position(&self) -> u64 {
         *self.positions.last().unwrap_or(&0)
@@ -216,12 +224,19 @@ impl Replay {
     }
 }
 
-fn thread_name(process: u16, thread: u32) -> String {
+/// `thread 1`, or `process 1 thread 2` outside the first process: how
+/// divergences and reports name a thread.
+pub fn thread_name(process: u16, thread: u32) -> String {
     if process == 0 {
         format!("thread {thread}")
     } else {
         format!("process {process} thread {thread}")
     }
+}
+
+/// [`thread_name`] of a baton key.
+pub fn key_name(key: u32) -> String {
+    thread_name(rp::key_process(key) as u16, rp::key_thread(key))
 }
 
 /// How the next runner is chosen where the sketch leaves a choice.

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use reprise_feedback::rootcause::{AccessReport, RaceReport, Report, Values};
+use reprise_feedback::rootcause::{value, AccessReport, RaceReport, Report, Values};
 use reprise_schema::listing::{format_time_utc, outcome_summary};
 use reprise_schema::TraceReader;
 
@@ -307,14 +307,6 @@ fn access_line(s: &mut String, a: &AccessReport, which: &str) {
         a.pc,
         esc(&a.instruction)
     );
-}
-
-fn value(v: u64) -> String {
-    if v < 1 << 20 {
-        v.to_string()
-    } else {
-        format!("{v:#x}")
-    }
 }
 
 fn effect(a: &AccessReport, v: Option<Values>) -> String {

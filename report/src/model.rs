@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use reprise_abi::observe::{Access, ACCESS_WRITE};
 use reprise_abi::{replay as rp, EventKind};
 use reprise_feedback::races;
-use reprise_feedback::rootcause::AccessReport;
+use reprise_feedback::rootcause::{value, AccessReport};
 use reprise_feedback::search::flip_from_info;
 use reprise_replayer::observe::Observation;
-use reprise_replayer::Replay;
+use reprise_replayer::{key_name, Replay};
 use reprise_schema::listing::{format_event, syscall_name};
 use reprise_schema::{EventRecord, OutcomeKind, TraceReader};
 use serde::Serialize;
@@ -132,17 +132,6 @@ fn category(k: EventKind) -> u8 {
 
 fn lane_name(process: u32, thread: u32) -> String {
     format!("p{process} t{thread}")
-}
-
-/// `thread 1` / `process 1 thread 2`, as the root-cause report names a
-/// thread.
-fn report_thread_name(key: u32) -> String {
-    let (p, t) = (rp::key_process(key), rp::key_thread(key));
-    if p == 0 {
-        format!("thread {t}")
-    } else {
-        format!("process {p} thread {t}")
-    }
 }
 
 impl Picture {
@@ -339,7 +328,7 @@ fn find_reported(obs: &Observation, a: &AccessReport) -> Option<usize> {
     obs.accesses.iter().rposition(|x| {
         x.pc == a.pc
             && (a.address == 0 || x.addr == a.address)
-            && report_thread_name(x.key) == a.thread
+            && key_name(x.key) == a.thread
             && !matches!(a.failing, Some(v) if v.before != x.before || v.after != x.after)
     })
 }
@@ -355,16 +344,8 @@ fn last_write_before(obs: &Observation, held: u32, addr: u64, before: usize) -> 
     })
 }
 
-fn value(v: u64) -> String {
-    if v < 1 << 20 {
-        v.to_string()
-    } else {
-        format!("{v:#x}")
-    }
-}
-
 fn access_text(a: &Access, variable: &str) -> String {
-    let thread = report_thread_name(a.key);
+    let thread = key_name(a.key);
     let what = if a.flags & ACCESS_WRITE != 0 {
         format!("writes {} (was {})", value(a.after), value(a.before))
     } else {
