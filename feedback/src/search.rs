@@ -219,7 +219,9 @@ pub fn run_options(schedule: &ScheduleInfo, base: &AttemptOptions, log: bool) ->
     o
 }
 
-fn schedule(strategy: Strategy, seed: u64, preempt_rate: u32, flips: &[FlipSpec]) -> ScheduleInfo {
+/// The schedule of a strategy (the agent's base order), a seed, a
+/// preemption rate and flips.
+pub fn schedule(strategy: Strategy, seed: u64, preempt_rate: u32, flips: &[FlipSpec]) -> ScheduleInfo {
     ScheduleInfo {
         strategy: strategy.name().to_string(),
         seed,
@@ -237,10 +239,7 @@ pub fn search(
     on_run: &(dyn Fn(&Run) + Sync),
 ) -> Result<SearchResult, ReplayError> {
     let started = Instant::now();
-    let recorded = replay
-        .recorded
-        .clone()
-        .ok_or_else(|| ReplayError::Io("the trace has no outcome".into()))?;
+    let recorded = replay.outcome()?.clone();
     let mut s = Searcher {
         replay,
         opts,

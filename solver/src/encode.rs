@@ -80,26 +80,6 @@ pub fn solve(q: &Query) -> (Answer, Stats) {
         focus_reads: win.focus.len(),
         ..Stats::default()
     };
-    if std::env::var_os("REPRISE_SOLVER_DEBUG").is_some() {
-        eprintln!(
-            "focus_pos {} thread {:?} window {}",
-            q.focus_pos,
-            q.focus_thread,
-            acc.len()
-        );
-        for &f in &win.focus {
-            eprintln!(
-                "  focus {:?} value {} ev ({}, {})",
-                acc[f].id, acc[f].value, acc[f].after_event, acc[f].before_event
-            );
-        }
-        if let Some(l) = acc.last() {
-            eprintln!(
-                "  last {:?} ev ({}, {})",
-                l.id, l.after_event, l.before_event
-            );
-        }
-    }
     if win.focus.is_empty() {
         stats.millis = started.elapsed().as_millis() as u64;
         return (Answer::Exhausted { classes: 0 }, stats);
@@ -360,6 +340,19 @@ mod tests {
         }
     }
 
+    /// A query on `accesses` about thread 2's reads before event 30, the
+    /// observed run's class tried.
+    fn query(accesses: Vec<Access>) -> Query {
+        Query {
+            tried: vec![class_of(&accesses)],
+            locations: Vec::new(),
+            accesses,
+            focus_pos: 30,
+            focus_thread: Some(2),
+            limits: Limits::default(),
+        }
+    }
+
     /// A lost update: thread 1 reads x=0 and writes 1; thread 2, between
     /// the same events, reads 1 and writes 2. The failing order has thread
     /// 2 read 0: hold thread 1's write until thread 2 has read.
@@ -370,14 +363,7 @@ mod tests {
             access(2, 0x10, false, 1, 0, (12, 30)),
             access(2, 0x14, true, 2, 1, (12, 30)),
         ];
-        Query {
-            tried: vec![class_of(&accesses)],
-            locations: Vec::new(),
-            accesses,
-            focus_pos: 30,
-            focus_thread: Some(2),
-            limits: Limits::default(),
-        }
+        query(accesses)
     }
 
     #[test]
@@ -421,14 +407,7 @@ mod tests {
             access(2, 0x10, false, 1, 0, (25, 30)),
             access(2, 0x14, true, 2, 1, (25, 30)),
         ];
-        let q = Query {
-            tried: vec![class_of(&accesses)],
-            locations: Vec::new(),
-            accesses,
-            focus_pos: 30,
-            focus_thread: Some(2),
-            limits: Limits::default(),
-        };
+        let q = query(accesses);
         assert_eq!(solve(&q).0, Answer::Exhausted { classes: 0 });
     }
 
@@ -453,11 +432,7 @@ mod tests {
         let one_flip = vec![(accesses[2].id, 0), (accesses[3].id, 7)];
         let q = Query {
             tried: vec![base, one_flip],
-            locations: Vec::new(),
-            accesses,
-            focus_pos: 30,
-            focus_thread: Some(2),
-            limits: Limits::default(),
+            ..query(accesses)
         };
         match solve(&q).0 {
             Answer::Order { class, flips } => {
@@ -480,14 +455,7 @@ mod tests {
             access(2, 0x20, false, 0, 0, (12, 30)),
             access(2, 0x24, false, 0, 0, (12, 30)),
         ];
-        let mut q = Query {
-            tried: vec![class_of(&accesses)],
-            locations: Vec::new(),
-            accesses,
-            focus_pos: 30,
-            focus_thread: Some(2),
-            limits: Limits::default(),
-        };
+        let mut q = query(accesses);
         let ids: Vec<AccessId> = q.accesses.iter().map(|a| a.id).collect();
         for _ in 0..4 {
             match solve(&q).0 {

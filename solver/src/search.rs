@@ -16,7 +16,7 @@ use std::time::Instant;
 use reprise_abi::observe::ACCESS_WRITE;
 use reprise_abi::replay as rp;
 use reprise_feedback::search::{
-    flip_to_info, run_options, Role, RootCause, Run, SearchOptions, SearchResult,
+    run_options, schedule, Role, RootCause, Run, SearchOptions, SearchResult,
 };
 use reprise_replayer::accesses::occurrences;
 use reprise_replayer::observe::{FlipSpec, Observation};
@@ -66,17 +66,6 @@ fn flip(held: AccessId, until: AccessId) -> FlipSpec {
     }
 }
 
-fn schedule(seed: u64, flips: &[FlipSpec]) -> ScheduleInfo {
-    ScheduleInfo {
-        strategy: Strategy::Feedback.name().to_string(),
-        seed,
-        attempts: 0,
-        decisions: Vec::new(),
-        flips: flips.iter().map(flip_to_info).collect(),
-        preempt_rate: 0,
-    }
-}
-
 /// One line on a query, for the attempt log and the progress output.
 pub fn describe(stats: &Stats, answer: &Answer) -> String {
     let what = match answer {
@@ -105,7 +94,8 @@ const DEPTHS: usize = 4;
 
 /// The base the queries are built on: an observed run and its flips.
 struct Base {
-    obs: Observation,
+    /// The run's accesses, as queries see them.
+    accesses: Vec<Access>,
     flips: Vec<FlipSpec>,
     events: u64,
     focus_pos: u64,
@@ -130,10 +120,7 @@ pub fn search(
     on_run: &(dyn Fn(&Run) + Sync),
 ) -> Result<SearchResult, ReplayError> {
     let started = Instant::now();
-    let recorded = replay
-        .recorded
-        .clone()
-        .ok_or_else(|| ReplayError::Io("the trace has no outcome".into()))?;
+    let recorded = replay.outcome()?.clone();
     let mut s = Solver {
         replay,
         opts,
@@ -188,7 +175,6 @@ pub fn search(
     result.attempts = s.attempts;
     result.runs = s.runs;
     result.elapsed = started.elapsed();
-    let _ = recorded;
     Ok(result)
 }
 
@@ -282,20 +268,20 @@ impl Solver<'_> {
     fn learn(&mut self, i: usize, failing: Option<u32>, end: u64) -> Option<Base> {
         let b = self.base_of(i, failing, end)?;
         self.tried
-            .push(query::class_of(&query_accesses(&self.order, &b.obs)));
+            .push(query::class_of(&b.accesses));
         Some(b)
     }
 
     fn base_of(&self, i: usize, failing: Option<u32>, end: u64) -> Option<Base> {
         let r = &self.runs[i].result;
-        let obs = r.observation.clone()?;
+        let accesses = query_accesses(&self.order, r.observation.as_ref()?);
         let (focus_pos, focus_thread) = match r.outcome() {
             // Diverged: what matters is where it left the sketch.
             None => (r.stopped_at, r.diverging_thread),
             Some(_) => (end, failing),
         };
         Some(Base {
-            obs,
+            accesses,
             flips: self.runs[i]
                 .schedule
                 .flips
@@ -316,7 +302,7 @@ impl Solver<'_> {
     ) -> Result<(), ReplayError> {
         let seed = self.opts.seed;
         // A saved schedule first, then the base, observed.
-        let mut first = vec![(schedule(seed, &[]), String::new())];
+        let mut first = vec![(schedule(Strategy::Feedback, seed, 0, &[]), String::new())];
         if let Some(saved) = &self.opts.saved {
             first.insert(0, (saved.clone(), "the saved schedule".into()));
         }
@@ -342,9 +328,8 @@ impl Solver<'_> {
         while self.attempts < self.opts.max_attempts {
             let want = (self.opts.max_attempts - self.attempts).min(self.opts.jobs.max(1) as u32);
             let mut batch = Vec::new();
-            let accesses = query_accesses(&self.order, &base.obs);
             for _ in 0..want {
-                let (answer, stats) = self.ask(&accesses, &base, &mut depth);
+                let (answer, stats) = self.ask(&base, &mut depth);
                 let line = describe(&stats, &answer);
                 match answer {
                     Answer::Order { flips, class } => {
@@ -353,7 +338,7 @@ impl Solver<'_> {
                         let mut all = base.flips.clone();
                         all.extend(flips.iter().map(|&(h, u)| flip(h, u)));
                         all.truncate(reprise_abi::observe::MAX_FLIPS);
-                        batch.push((schedule(seed, &all), line));
+                        batch.push((schedule(Strategy::Feedback, seed, 0, &all), line));
                     }
                     Answer::Exhausted { classes } => {
                         if batch.is_empty() {
@@ -427,7 +412,7 @@ impl Solver<'_> {
     /// then any thread's reads of the locations those reads read (the
     /// updates behind a value it read, wherever they raced: a lost update
     /// printed at the end); then every thread's last 2 .. 32 stretches.
-    fn ask(&mut self, accesses: &[Access], base: &Base, depth: &mut usize) -> (Answer, Stats) {
+    fn ask(&mut self, base: &Base, depth: &mut usize) -> (Answer, Stats) {
         let levels = DEPTHS + 1;
         if base.focus_thread.is_none() {
             *depth = (*depth).max(levels + 1);
@@ -443,7 +428,7 @@ impl Solver<'_> {
             };
             let stretches = 2usize << level.min(DEPTHS);
             let q = Query {
-                accesses: accesses.to_vec(),
+                accesses: base.accesses.clone(),
                 focus_pos: base.focus_pos,
                 focus_thread: if everyone { None } else { base.focus_thread },
                 tried: self.tried.clone(),
