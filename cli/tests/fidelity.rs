@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::corpus::{correct_output, record_failure, replay_json};
-use common::{compile, run_reprise, stderr};
+use common::{compile, record, run_reprise, stderr};
 use reprise_testbugs::{build_manifest, corpus_dir, load_manifest, ExpectKind};
 use serde_json::Value;
 
@@ -113,18 +113,7 @@ fn an_attempt_that_ends_early_is_a_divergence_with_event_numbers() {
     let mode = tmp.path().join("mode.txt");
     std::fs::write(&mode, "threads").unwrap();
     let trace = tmp.path().join("trace");
-    let args = [
-        "record",
-        "-o",
-        trace.to_str().unwrap(),
-        prog.to_str().unwrap(),
-    ];
-    let o = run_reprise(
-        tmp.path(),
-        &[&args[..], &[mode.to_str().unwrap()]].concat(),
-        None,
-        LIMIT,
-    );
+    let o = record(tmp.path(), &trace, &prog, &[mode.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 
     for (byte, want) in [("s", "the program ended at event"), ("x", " got exit")] {
@@ -203,18 +192,7 @@ fn many_threads_follow_the_whole_sketch() {
     std::fs::write(&input, "x".repeat(3000)).unwrap();
     for round in 0..3 {
         let trace = tmp.path().join(format!("trace-{round}"));
-        let o = run_reprise(
-            tmp.path(),
-            &[
-                "record",
-                "-o",
-                trace.to_str().unwrap(),
-                prog.to_str().unwrap(),
-                input.to_str().unwrap(),
-            ],
-            None,
-            LIMIT,
-        );
+        let o = record(tmp.path(), &trace, &prog, &[input.to_str().unwrap()]);
         assert_eq!(
             String::from_utf8_lossy(&o.stdout),
             "total=60000\n",
@@ -259,18 +237,7 @@ fn file_queries_are_replayed_and_a_missing_file_is_one_line() {
     let prog = compile(tmp.path(), "config", CONFIG, &["-O1", "-g"]);
     let conf = tmp.path().join("app.conf");
     let trace = tmp.path().join("trace");
-    let o = run_reprise(
-        tmp.path(),
-        &[
-            "record",
-            "-o",
-            trace.to_str().unwrap(),
-            prog.to_str().unwrap(),
-            conf.to_str().unwrap(),
-        ],
-        None,
-        LIMIT,
-    );
+    let o = record(tmp.path(), &trace, &prog, &[conf.to_str().unwrap()]);
     let printed = "created default config\n10 bytes: threads=4\n";
     assert_eq!(
         String::from_utf8_lossy(&o.stdout),
@@ -296,18 +263,7 @@ fn file_queries_are_replayed_and_a_missing_file_is_one_line() {
     );
     std::fs::write(&reader, "kept\n").unwrap();
     let trace2 = tmp.path().join("trace2");
-    let o = run_reprise(
-        tmp.path(),
-        &[
-            "record",
-            "-o",
-            trace2.to_str().unwrap(),
-            read_prog.to_str().unwrap(),
-            reader.to_str().unwrap(),
-        ],
-        None,
-        LIMIT,
-    );
+    let o = record(tmp.path(), &trace2, &read_prog, &[reader.to_str().unwrap()]);
     assert_eq!(
         String::from_utf8_lossy(&o.stdout),
         "kept\n",

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use common::{compile, run_reprise, stderr};
+use common::{compile, record_until, run_reprise, stderr};
 use reprise_schema::read_schedule;
 use serde_json::Value;
 
@@ -113,21 +113,14 @@ fn text(o: &Output) -> String {
 /// Records `prog ARGS` into `trace` until the run exits 3 (at most 20
 /// runs).
 fn record_exit3(root: &Path, trace: &Path, prog: &Path, args: &[&str]) {
-    for _ in 0..20 {
-        let _ = std::fs::remove_dir_all(trace);
-        let mut a = vec![
-            "record",
-            "-o",
-            trace.to_str().unwrap(),
-            prog.to_str().unwrap(),
-        ];
-        a.extend_from_slice(args);
-        let o = run_reprise(root, &a, None, LIMIT);
-        if o.status.code() == Some(3) {
-            return;
-        }
-    }
-    panic!("{}: no run exited 3 in 20 recordings", prog.display());
+    let exit3 = |o: &reprise_schema::OutcomeInfo| {
+        o.kind == reprise_schema::OutcomeKind::Exited && o.exit_code == 3
+    };
+    assert!(
+        record_until(root, trace, prog, args, 20, exit3),
+        "{}: no run exited 3 in 20 recordings",
+        prog.display()
+    );
 }
 
 fn replay(root: &Path, trace: &Path, extra: &[&str]) -> Output {

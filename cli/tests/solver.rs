@@ -8,8 +8,8 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{compile, run_reprise, stderr};
-use reprise_schema::{OutcomeKind, TraceReader};
+use common::{compile, record_until, run_reprise, stderr};
+use reprise_schema::{OutcomeInfo, OutcomeKind};
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(180);
@@ -59,6 +59,11 @@ int main(int argc, char **argv) {
 }
 "#;
 
+/// Not a clean exit: a crash, an assertion, another status.
+fn failed(o: &OutcomeInfo) -> bool {
+    !(o.kind == OutcomeKind::Exited && o.exit_code == 0)
+}
+
 fn replay_json(root: &Path, trace: &Path, extra: &[&str]) -> Value {
     let mut args = vec!["replay", trace.to_str().unwrap(), "--json", "--jobs", "1"];
     args.extend_from_slice(extra);
@@ -72,27 +77,6 @@ fn replay_json(root: &Path, trace: &Path, extra: &[&str]) -> Value {
     })
 }
 
-/// Records `prog ARGS` until a run fails; false if none did in `tries`.
-fn record_failure(root: &Path, trace: &Path, prog: &Path, args: &[&str], tries: u32) -> bool {
-    for _ in 0..tries {
-        let _ = std::fs::remove_dir_all(trace);
-        let mut a = vec![
-            "record",
-            "-o",
-            trace.to_str().unwrap(),
-            prog.to_str().unwrap(),
-        ];
-        a.extend_from_slice(args);
-        run_reprise(root, &a, None, LIMIT);
-        let r = TraceReader::open(trace).unwrap();
-        let o = r.outcome().unwrap();
-        if !(o.kind == OutcomeKind::Exited && o.exit_code == 0) {
-            return true;
-        }
-    }
-    false
-}
-
 #[test]
 fn solver_reproduces_a_failure_that_needs_coordinated_flips() {
     let started = Instant::now();
@@ -104,7 +88,7 @@ fn solver_reproduces_a_failure_that_needs_coordinated_flips() {
     let mut misses = Vec::new();
     let v = loop {
         assert!(
-            record_failure(tmp.path(), &trace, &prog, &["50", "2000"], 100),
+            record_until(tmp.path(), &trace, &prog, &["50", "2000"], 100, failed),
             "no failing run in 100 recordings"
         );
         let v = replay_json(
@@ -194,13 +178,7 @@ fn a_racy_but_correct_program_ends_in_exhaustion() {
     let mode = tmp.path().join("mode.txt");
     std::fs::write(&mode, "f").unwrap();
     let trace = tmp.path().join("trace");
-    assert!(record_failure(
-        tmp.path(),
-        &trace,
-        &prog,
-        &[mode.to_str().unwrap()],
-        1
-    ));
+    assert!(record_until(tmp.path(), &trace, &prog, &[mode.to_str().unwrap()], 1, failed));
     std::fs::write(&mode, "o").unwrap();
     let started = Instant::now();
     let v = replay_json(

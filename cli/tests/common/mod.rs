@@ -49,6 +49,34 @@ pub fn run_reprise(root: &Path, args: &[&str], stdin: Option<&[u8]>, limit: Dura
     wait_with_limit(child, limit)
 }
 
+/// `reprise record -o TRACE PROG ARGS...`, traces under `root`.
+pub fn record(root: &Path, trace: &Path, prog: &Path, args: &[&str]) -> Output {
+    let mut a = vec!["record", "-o", trace.to_str().unwrap(), prog.to_str().unwrap()];
+    a.extend_from_slice(args);
+    run_reprise(root, &a, None, Duration::from_secs(120))
+}
+
+/// Records `prog ARGS` into `trace` until the recorded outcome is one that
+/// `done` accepts; false if none was in `tries` recordings.
+pub fn record_until(
+    root: &Path,
+    trace: &Path,
+    prog: &Path,
+    args: &[&str],
+    tries: u32,
+    done: impl Fn(&reprise_schema::OutcomeInfo) -> bool,
+) -> bool {
+    for _ in 0..tries {
+        let _ = std::fs::remove_dir_all(trace);
+        record(root, trace, prog, args);
+        let r = reprise_schema::TraceReader::open(trace).unwrap();
+        if r.outcome().is_some_and(&done) {
+            return true;
+        }
+    }
+    false
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
