@@ -22,6 +22,11 @@ use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64};
 pub mod observe;
 
 /// Environment variable holding the path of the control block.
+/// The agent's page of untrapped syscall stubs (`mov`s, `syscall`,
+/// `ret`): a thread the agent keeps waiting is stopped in it, one return
+/// address below its caller's frame.
+pub const SYSCALL_PAGE: u64 = 0x7000_0000;
+
 pub const ENV_CONTROL: &str = "REPRISE_CONTROL";
 /// Environment variable the supervisor sets to the agent's own path, so a
 /// program that clears `LD_PRELOAD` can be diagnosed.
@@ -29,7 +34,7 @@ pub const ENV_AGENT: &str = "REPRISE_AGENT";
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"REPRISE1");
 /// Bumped whenever a layout below changes.
-pub const ABI_VERSION: u32 = 6;
+pub const ABI_VERSION: u32 = 7;
 
 pub const SLOT_SIZE: usize = 64;
 /// Bytes of payload in one continuation slot.
@@ -537,5 +542,12 @@ pub struct ReplayState {
     /// `RecordedEvents` bits): a trace of an older version has no exit
     /// or file events, and the agent must not wait for them.
     pub recorded_events: AtomicU32,
+    /// The debugger's stop: the thread about to perform the event at this
+    /// ring position (or later) waits there instead, with every other
+    /// thread waiting for the baton. `u64::MAX`: never (attempts).
+    pub pause_at: AtomicU64,
+    /// Ring position + 1 of the event a thread is paused before (0: none
+    /// paused), written by that thread once it waits.
+    pub paused: AtomicU64,
     pub threads: [ReplayThread; MAX_THREADS],
 }

@@ -12,7 +12,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 /// Where the syscall page lives. Far below the usual mmap area of a
 /// non-randomised x86-64 process and above typical executables.
-pub const SYSCALL_PAGE: usize = 0x7000_0000;
+pub const SYSCALL_PAGE: usize = reprise_abi::SYSCALL_PAGE as usize;
 
 /// `fn(nr, a0, a1, a2, a3, a4, a5) -> i64` in the System V calling
 /// convention, moving the arguments into the syscall registers.

@@ -16,14 +16,14 @@ use reprise_abi::{replay as rp, EventKind, Level};
 use reprise_schema::{EventRecord, HeaderInfo, OutcomeInfo, OutcomeKind, SketchLevel, TraceReader};
 
 pub mod accesses;
-mod attempt;
+mod session;
 mod detector;
 pub mod observe;
 pub mod order;
 use observe::{Observation, ObservePlan};
 use sha2::{Digest, Sha256};
 
-pub use attempt::{attempt, stop_on_interrupt};
+pub use session::{attempt, stop_on_interrupt, ReplaySession, Stop};
 pub use detector::{is_failure, matches};
 
 /// Why a replay cannot start. Each message is one line.
@@ -308,6 +308,9 @@ pub struct AttemptOptions {
     /// Breakpoints on the executable's accesses: observation, preemption
     /// points, flips. None: none set (the attempt runs at full speed).
     pub observe: Option<ObservePlan>,
+    /// The debugger's first stop: the run pauses before this event
+    /// (see [`ReplaySession::pause_before`]). None: it runs on.
+    pub pause_before: Option<usize>,
 }
 
 impl AttemptOptions {
@@ -320,6 +323,7 @@ impl AttemptOptions {
             revoke_ms: 30,
             output_dir: None,
             observe: None,
+            pause_before: None,
         }
     }
 }

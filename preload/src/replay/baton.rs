@@ -249,9 +249,15 @@ pub(super) fn arrive(c: &ControlHeader, kind: K, object: u64) -> Option<Turn> {
                 return None;
             }
             let b = r.baton.load(Ordering::Acquire);
-            if b == me && o == me {
+            let turn = r.turn.0.load(Ordering::Acquire);
+            if b == me && o == me && turn < r.pause_at.load(Ordering::Acquire) {
                 set_state(c, rp::IN_EVENT);
-                break r.turn.0.load(Ordering::Acquire);
+                break turn;
+            }
+            if b == me && o == me {
+                // The debugger's stop: everyone else already waits for
+                // the baton, so the run is still before this event.
+                r.paused.store(turn + 1, Ordering::Release);
             }
             if (b == me && o != 0) || b == 0 {
                 decide(c);

@@ -1,0 +1,615 @@
+//! A replay session: the supervisor of one run of the program under one
+//! schedule, started, run to its end or to a pause before an event (the
+//! debugger), finished. It fills the shared
+//! ring with the trace's events as `turn` moves on, launches the program
+//! under the agent, waits for it, detects a hang (or a run stuck before
+//! an event that will never come), reads the agent's divergence and tells
+//! how the run ended.
+
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use reprise_abi::{replay as rp, EventKind, Level, Mode};
+use reprise_recorder::control::ControlBlock;
+use reprise_recorder::expected::OutputCheck;
+use reprise_recorder::{launch, outcome};
+use reprise_schema::{OutcomeInfo, OutcomeKind};
+use reprise_tracee::process::{cpu_ticks, try_wait, wait_blocking};
+
+use crate::detector::matches;
+use crate::observe::ObserveBlock;
+use crate::{
+    switch_rate, thread_name, AttemptEnd, AttemptOptions, AttemptResult, Replay, ReplayError,
+    Strategy,
+};
+
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_sig: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::Release);
+}
+
+/// Makes SIGINT, SIGTERM and SIGHUP end the running attempt (its program
+/// killed, the shared files removed) with [`ReplayError::Interrupted`].
+pub fn stop_on_interrupt() {
+    // SAFETY: a handler that only stores an atomic flag.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_interrupt as *const () as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaction(s, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
+fn kill_all(ctl: &ControlBlock, pid: i32) {
+    for p in ctl.pids().into_iter().chain([pid]) {
+        // SAFETY: kill(2); a process that is gone gives ESRCH.
+        unsafe { libc::kill(p, libc::SIGKILL) };
+    }
+}
+
+fn split_env(env: &[OsString]) -> Vec<(OsString, OsString)> {
+    env.iter()
+        .map(|kv| {
+            let b = kv.as_bytes();
+            match b.iter().position(|&c| c == b'=') {
+                Some(i) => (
+                    OsString::from_vec(b[..i].to_vec()),
+                    OsString::from_vec(b[i + 1..].to_vec()),
+                ),
+                None => (kv.clone(), OsString::new()),
+            }
+        })
+        .collect()
+}
+
+/// Runs the program once under the sketch, to its end.
+pub fn attempt(replay: &Replay, opts: &AttemptOptions) -> Result<AttemptResult, ReplayError> {
+    let mut session = ReplaySession::start(replay, opts)?;
+    session.run()?;
+    session.finish()
+}
+
+/// Where a running [`ReplaySession`] stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// Before event `event` (its index in [`Replay::events`]): the thread
+    /// that performs it waits there, every other thread waits for the
+    /// baton or at its own next event.
+    Paused { event: usize },
+    /// The program ended, or was ended (a divergence, a hang, the
+    /// timeout); [`ReplaySession::finish`] tells how.
+    Ended,
+}
+
+/// How the program's run ended, as the supervisor saw it.
+struct Ending {
+    status: i32,
+    hang: Option<outcome::Ending>,
+    stuck: Option<String>,
+    timed_out: bool,
+}
+
+/// One replay of the program under one schedule, supervised: started,
+/// run (to its end, or to a pause before a chosen event), finished.
+pub struct ReplaySession<'r> {
+    replay: &'r Replay,
+    opts: AttemptOptions,
+    ctl: ControlBlock,
+    child: std::process::Child,
+    pid: i32,
+    observe: Option<ObserveBlock>,
+    /// A wrong-output attempt's stdout, when no output directory keeps it.
+    stdout_copy: Option<std::fs::File>,
+    /// The next event to put into the ring.
+    next: usize,
+    started: Instant,
+    /// (turn, CPU ticks, when) at the last progress.
+    progress: (u64, u64, Instant),
+    last_cpu_check: Instant,
+    ending: Option<Ending>,
+}
+
+impl<'r> ReplaySession<'r> {
+    /// Creates the control block, fills the ring's first events and
+    /// launches the program under the agent.
+    pub fn start(replay: &'r Replay, opts: &AttemptOptions) -> Result<Self, ReplayError> {
+        let ctl = ControlBlock::create(Mode::Replay, replay.level, replay.ring_slots)
+            .map_err(ReplayError::Control)?;
+        init_control(&ctl, replay, opts);
+        let mut next = 0;
+        fill_ring(&ctl, replay, &mut next);
+
+        let agent = launch::find_agent()?;
+        let h = &replay.header;
+        let program = &h.program_path;
+        let mut env = launch::agent_env(&split_env(&h.env), &agent, ctl.path());
+        let observe = match &opts.observe {
+            Some(plan) => {
+                let points = replay.access_points()?;
+                let block = ObserveBlock::create(&points, plan).map_err(ReplayError::Control)?;
+                env.push((
+                    reprise_abi::observe::ENV_OBSERVE.into(),
+                    block.path().as_os_str().to_os_string(),
+                ));
+                Some(block)
+            }
+            None => None,
+        };
+        let (stdio, stdout_copy) = program_stdio(opts, wrong_output(replay).is_some())?;
+        let argv = if h.argv.is_empty() {
+            vec![program.as_os_str().to_os_string()]
+        } else {
+            h.argv.clone()
+        };
+        let started = Instant::now();
+        let child = launch::spawn_with(
+            program,
+            &argv,
+            &env,
+            &h.cwd,
+            Some(stdio),
+            replay.level == Level::Sys,
+        )?;
+        let pid = child.id() as i32;
+        let turn = ctl.replay().turn.0.load(Ordering::Acquire);
+        Ok(ReplaySession {
+            replay,
+            opts: opts.clone(),
+            progress: (turn, cpu_ticks(pid), Instant::now()),
+            ctl,
+            child,
+            pid,
+            observe,
+            stdout_copy,
+            next,
+            started,
+            last_cpu_check: Instant::now(),
+            ending: None,
+        })
+    }
+
+    /// The program's first process.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// The shared control block (thread table, turn, the agent's state).
+    pub fn control(&self) -> &ControlBlock {
+        &self.ctl
+    }
+
+    pub fn replay(&self) -> &'r Replay {
+        self.replay
+    }
+
+    /// The index of the next event to happen (the number of events
+    /// replayed so far).
+    pub fn next_event(&self) -> usize {
+        let turn = self.ctl.replay().turn.0.load(Ordering::Acquire);
+        match self.replay.positions.binary_search(&turn) {
+            Ok(i) | Err(i) => i,
+        }
+    }
+
+    /// Makes the run pause before event `event` (None: run to the end).
+    /// Takes effect at the next [`ReplaySession::run`].
+    pub fn pause_before(&mut self, event: Option<usize>) {
+        let r = self.ctl.replay();
+        let pos = event.map_or(u64::MAX, |i| {
+            self.replay.positions[i.min(self.replay.positions.len() - 1)]
+        });
+        r.paused.store(0, Ordering::Release);
+        r.pause_at.store(pos, Ordering::Release);
+        self.ctl.wake_replay();
+    }
+
+    /// Runs until the pause set by [`ReplaySession::pause_before`] or the
+    /// end of the program.
+    pub fn run(&mut self) -> Result<Stop, ReplayError> {
+        if self.ending.is_some() {
+            return Ok(Stop::Ended);
+        }
+        let turn = self.ctl.replay().turn.0.load(Ordering::Acquire);
+        self.progress = (turn, cpu_ticks(self.pid), Instant::now());
+        loop {
+            if let Some(stop) = self.poll()? {
+                return Ok(stop);
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        }
+    }
+
+    /// One look at the run: None while it goes on.
+    fn poll(&mut self) -> Result<Option<Stop>, ReplayError> {
+        let (replay, pid) = (self.replay, self.pid);
+        let r = self.ctl.replay();
+        if INTERRUPTED.load(Ordering::Acquire) {
+            kill_all(&self.ctl, pid);
+            wait_blocking(pid);
+            return Err(ReplayError::Interrupted);
+        }
+        fill_ring(&self.ctl, replay, &mut self.next);
+        let paused = r.paused.load(Ordering::Acquire);
+        if paused != 0 && paused - 1 >= r.pause_at.load(Ordering::Acquire) {
+            if let Some((event, _)) = replay.event_at(paused - 1) {
+                return Ok(Some(Stop::Paused { event }));
+            }
+        }
+        let ending = |status: i32, stuck: Option<String>, timed_out: bool, hang| Ending {
+            status,
+            hang,
+            stuck,
+            timed_out,
+        };
+        let ended = if let Some(st) = try_wait(pid) {
+            ending(st, None, false, None)
+        } else if r.divergence.state.load(Ordering::Acquire) == 2 {
+            kill_all(&self.ctl, pid);
+            ending(wait_blocking(pid), None, false, None)
+        } else if self.started.elapsed() > self.opts.timeout {
+            kill_all(&self.ctl, pid);
+            ending(wait_blocking(pid), None, true, None)
+        } else if self.last_cpu_check.elapsed() < Duration::from_millis(100) {
+            return Ok(None);
+        } else {
+            self.last_cpu_check = Instant::now();
+            let Some((stuck, hang)) = self.check_progress() else {
+                return Ok(None);
+            };
+            kill_all(&self.ctl, pid);
+            ending(wait_blocking(pid), stuck, false, hang)
+        };
+        self.ending = Some(ended);
+        Ok(Some(Stop::Ended))
+    }
+
+    /// Every 100 ms: a run that made no progress for too long is stuck
+    /// (or, past the end of the recording, hung as recorded).
+    fn check_progress(&mut self) -> Option<(Option<String>, Option<outcome::Ending>)> {
+        let (replay, pid, ctl) = (self.replay, self.pid, &self.ctl);
+        let r = ctl.replay();
+        let last = &mut self.progress;
+        let turn = r.turn.0.load(Ordering::Acquire);
+        let elapsed = last.2.elapsed();
+        // The next event's process has exited without it: it will
+        // never come (a forked child that did not fail this time).
+        if turn == last.0 && elapsed >= Duration::from_millis(100) {
+            if let Some((_, e)) = replay.event_at(turn) {
+                let owner = ctl
+                    .header()
+                    .processes
+                    .get(e.process as usize)
+                    .map_or(0, |p| p.pid.load(Ordering::Acquire));
+                if owner > 0 && reprise_tracee::process::exited(owner) {
+                    return Some((
+                        Some(format!(
+                            "process {} exited before its next event ({})",
+                            e.process,
+                            replay.describe(turn)
+                        )),
+                        None,
+                    ));
+                }
+            }
+        }
+        // Progress is a new event, or a program busy computing (more
+        // than a fifth of a CPU; waiting threads poll a little).
+        let busy = || {
+            let ticks = cpu_ticks(pid).saturating_sub(last.1);
+            ticks as f64 / 100.0 > 0.2 * elapsed.as_secs_f64()
+        };
+        // Past the end of the recording with every thread parked at an
+        // event it never reached in the recording (or blocked outside
+        // the schedule), nothing more will happen: no need to wait
+        // the whole hang timeout.
+        let parked = turn >= r.end.load(Ordering::Acquire)
+            && r.threads.iter().all(|t| {
+                matches!(
+                    t.state.load(Ordering::Acquire),
+                    rp::FREE | rp::WAITING | rp::DETACHED
+                )
+            });
+        let limit = if parked {
+            self.opts.hang_timeout.min(Duration::from_millis(300))
+        } else {
+            self.opts.hang_timeout
+        };
+        if turn != last.0 || (elapsed >= limit && busy()) {
+            *last = (turn, cpu_ticks(pid), Instant::now());
+            return None;
+        }
+        if elapsed < limit {
+            return None;
+        }
+        if turn >= r.end.load(Ordering::Acquire) {
+            // Past the end of the recording, as the recorded run:
+            // hung or deadlocked, or stopped somewhere else.
+            let blocked = ctl.threads().any(|t| {
+                t.state.load(Ordering::Acquire) == 1 && t.waiting_on.load(Ordering::Acquire) != 0
+            });
+            if blocked {
+                return Some((None, Some(outcome::analyse_hang(ctl, pid))));
+            }
+            return Some((
+                Some("the recording ends here, but the program did not: every thread waits at an event it never reached in the recording".to_string()),
+                None,
+            ));
+        }
+        Some((
+            Some(format!(
+                "stuck: the next event ({}) did not come in {:.1} s",
+                replay.describe(turn),
+                self.opts.hang_timeout.as_secs_f64()
+            )),
+            None,
+        ))
+    }
+
+    /// Ends the run (killing what is left of the program) and tells how
+    /// it ended.
+    pub fn finish(mut self) -> Result<AttemptResult, ReplayError> {
+        if self.ending.is_none() {
+            kill_all(&self.ctl, self.pid);
+            let status = wait_blocking(self.pid);
+            self.ending = Some(Ending {
+                status,
+                hang: None,
+                stuck: Some("the debugger ended the run".to_string()),
+                timed_out: false,
+            });
+        }
+        let ReplaySession {
+            replay,
+            opts,
+            ctl,
+            child,
+            pid,
+            observe,
+            stdout_copy,
+            started,
+            ending,
+            ..
+        } = self;
+        let Some(Ending {
+            status,
+            hang,
+            stuck,
+            timed_out,
+        }) = ending
+        else {
+            unreachable!("set above");
+        };
+        // Other processes of the program end with it.
+        kill_all(&ctl, pid);
+        drop(child);
+        let r = ctl.replay();
+        let total = *replay.positions.last().unwrap_or(&0);
+        let duration = started.elapsed();
+        let turn = r.turn.0.load(Ordering::Acquire);
+        let events_replayed = match replay.positions.binary_search(&turn) {
+            Ok(i) | Err(i) => i as u64,
+        };
+        let d = &r.divergence;
+        let end = if d.state.load(Ordering::Acquire) == 2 {
+            divergence_end(replay, d)?
+        } else if timed_out {
+            AttemptEnd::Timeout {
+                at: if turn >= total {
+                    "past the end of the recording".to_string()
+                } else {
+                    format!("waiting for {}", replay.describe(turn))
+                },
+            }
+        } else if let Some(reason) = stuck {
+            AttemptEnd::Divergence { reason }
+        } else {
+            let mut o = outcome::conclude(&ctl, status, hang);
+            if let Some(rec) = wrong_output(replay) {
+                let mut check = OutputCheck::new(rec.expected_output.clone());
+                check.feed(&attempt_stdout(stdout_copy, opts.output_dir.as_deref()));
+                check.judge(&mut o);
+            }
+            o.duration_ns = duration.as_nanos() as u64;
+            o.event_count = events_replayed;
+            o.summary = outcome::summary_line(&o);
+            match ended_early(replay, turn, &o) {
+                Some(reason) => AttemptEnd::Divergence { reason },
+                None => AttemptEnd::Outcome(Box::new(o)),
+            }
+        };
+        Ok(AttemptResult {
+            end,
+            duration,
+            seed: opts.seed,
+            events_replayed,
+            completed: turn >= total,
+            decisions: r.decisions.load(Ordering::Acquire),
+            object_mismatches: r.object_mismatches.load(Ordering::Acquire),
+            output_numbers: r.output_numbers.load(Ordering::Acquire),
+            observation: observe.map(|b| b.observation()),
+            stopped_at: if d.state.load(Ordering::Acquire) == 2 {
+                d.pos
+            } else {
+                turn
+            },
+            diverging_thread: (d.state.load(Ordering::Acquire) == 2)
+                .then(|| rp::key(d.process, d.thread)),
+        })
+    }
+}
+
+/// A wrong-output recording: its output is compared up to the line it
+/// got wrong; from there the attempt's stdout is judged at the end.
+fn wrong_output(replay: &Replay) -> Option<&OutcomeInfo> {
+    replay
+        .recorded
+        .as_ref()
+        .filter(|o| o.kind == OutcomeKind::WrongOutput)
+}
+
+/// The schedule and the recorded facts the agent needs, before launch.
+fn init_control(ctl: &ControlBlock, replay: &Replay, opts: &AttemptOptions) {
+    let r = ctl.replay();
+    r.end.store(u64::MAX, Ordering::Release);
+    r.pause_at.store(
+        opts.pause_before.map_or(u64::MAX, |i| {
+            replay.positions[i.min(replay.positions.len() - 1)]
+        }),
+        Ordering::Release,
+    );
+    r.baton.store(rp::key(0, 0), Ordering::Release);
+    r.strategy.store(
+        match opts.strategy {
+            Strategy::Random => rp::STRATEGY_RANDOM | (switch_rate(opts.seed) << 16),
+            Strategy::Preempt => {
+                rp::STRATEGY_RANDOM | rp::STRATEGY_PREEMPT | (switch_rate(opts.seed) << 16)
+            }
+            Strategy::Feedback => rp::STRATEGY_STAY,
+            // In order: the owner of the next event first.
+            Strategy::FeedbackLazy => 0,
+        },
+        Ordering::Release,
+    );
+    r.rng.store(opts.seed, Ordering::Release);
+    // The recorded pids and tids: printed, they may differ in replay.
+    for (slot, id) in r.recorded_ids.iter().zip(replay.events.iter().filter_map(|e| {
+        matches!(e.kind, EventKind::ProcessStart | EventKind::ThreadStart).then_some(e.extra as u32)
+    })) {
+        slot.store(id, Ordering::Release);
+    }
+    r.revoke_ms.store(opts.revoke_ms, Ordering::Release);
+    r.stdout_free_from.store(
+        wrong_output(replay).map_or(u64::MAX, |o| o.output_line_start),
+        Ordering::Release,
+    );
+    r.first_mismatch.store(u64::MAX, Ordering::Release);
+    let recorded = replay.header.recorded_events;
+    let mut recorded_events = 0;
+    if recorded & reprise_schema::RecordedEvents::PROCESS_EXIT != 0 {
+        recorded_events |= rp::RECORDED_PROCESS_EXIT;
+    }
+    if recorded & reprise_schema::RecordedEvents::FILES != 0 {
+        recorded_events |= rp::RECORDED_FILES;
+    }
+    r.recorded_events.store(recorded_events, Ordering::Release);
+}
+
+/// Puts the next events into the ring, as far as `turn` lets it; marks
+/// the end once every event is in.
+fn fill_ring(ctl: &ControlBlock, replay: &Replay, next: &mut usize) {
+    let r = ctl.replay();
+    let (events, positions) = (&replay.events, &replay.positions);
+    let total = *positions.last().unwrap_or(&0);
+    let turn = r.turn.0.load(Ordering::Acquire);
+    let start = *next;
+    while *next < events.len() {
+        let pos = positions[*next];
+        let end = positions[*next + 1];
+        if end > turn + replay.ring_slots {
+            break;
+        }
+        ctl.put_event(pos, &events[*next]);
+        *next += 1;
+    }
+    if *next == events.len() && r.end.load(Ordering::Acquire) == u64::MAX {
+        r.end.store(total, Ordering::Release);
+        ctl.wake_replay();
+    } else if *next != start {
+        ctl.wake_replay();
+    }
+}
+
+/// Where the program's stdin, stdout and stderr go; a wrong-output
+/// attempt without an output directory keeps its stdout in an unlinked
+/// temporary file, read back at the end.
+fn program_stdio(
+    opts: &AttemptOptions,
+    keep_stdout: bool,
+) -> Result<([Stdio; 3], Option<std::fs::File>), ReplayError> {
+    let stdio = match &opts.output_dir {
+        Some(d) => {
+            std::fs::create_dir_all(d).map_err(|e| ReplayError::Io(e.to_string()))?;
+            let f = |n: &str| {
+                std::fs::File::create(d.join(n))
+                    .map(Stdio::from)
+                    .map_err(|e| ReplayError::Io(format!("{}: {e}", d.join(n).display())))
+            };
+            [Stdio::null(), f("stdout")?, f("stderr")?]
+        }
+        None => [Stdio::null(), Stdio::null(), Stdio::null()],
+    };
+    if keep_stdout && opts.output_dir.is_none() {
+        let tmp = |e: std::io::Error| ReplayError::Io(format!("temporary file: {e}"));
+        let f = tempfile::tempfile().map_err(tmp)?;
+        let [i, _, e] = stdio;
+        return Ok(([i, Stdio::from(f.try_clone().map_err(tmp)?), e], Some(f)));
+    }
+    Ok((stdio, None))
+}
+
+/// The divergence the agent reported, as an attempt's end (a missing
+/// file is an error: no schedule can replay the run).
+fn divergence_end(replay: &Replay, d: &reprise_abi::DivergenceInfo) -> Result<AttemptEnd, ReplayError> {
+    let text = String::from_utf8_lossy(&d.text[..(d.len as usize).min(d.text.len())]);
+    if d.kind == rp::DIVERGED_MISSING_FILE {
+        let relative = text.split_once("(\"").is_some_and(|(_, p)| !p.starts_with('/'));
+        let mut text = text.into_owned();
+        if relative {
+            text.push_str(&format!(
+                " (the path is relative to the recorded working directory {})",
+                replay.header.cwd.display()
+            ));
+        }
+        return Err(ReplayError::MissingFile(text));
+    }
+    let place = match replay.event_at(d.pos) {
+        Some((_, e)) => format!("{}, event {}", thread_name(e.process, e.thread), e.seq),
+        None => thread_name(d.process as u16, d.thread),
+    };
+    Ok(AttemptEnd::Divergence {
+        reason: format!("{place}: {text}"),
+    })
+}
+
+/// An attempt whose program ended before following the whole sketch,
+/// other than with the recorded failure, left the sketch: the reason, with
+/// where it ended and how far the recording goes.
+fn ended_early(replay: &Replay, turn: u64, got: &OutcomeInfo) -> Option<String> {
+    let total = *replay.positions.last()?;
+    if turn >= total || replay.recorded.as_ref().is_some_and(|rec| matches(rec, got)) {
+        return None;
+    }
+    let (i, next) = replay.event_at(turn)?;
+    let last = replay.events.last()?;
+    Some(format!(
+        "the program ended at event {} of {} ({} recorded events not replayed; next: {}): {}",
+        next.seq,
+        last.seq + 1,
+        replay.events.len() - i,
+        replay.describe(turn),
+        got.summary
+    ))
+}
+
+/// What an attempt wrote to stdout: from the unlinked copy, or from the
+/// output directory's `stdout` file. Unreadable: empty (judged wrong).
+fn attempt_stdout(copy: Option<std::fs::File>, dir: Option<&Path>) -> Vec<u8> {
+    use std::io::{Read, Seek};
+    let mut bytes = Vec::new();
+    match (copy, dir) {
+        (Some(mut f), _) => {
+            let _ = f.rewind().and_then(|_| f.read_to_end(&mut bytes));
+        }
+        (None, Some(d)) => bytes = std::fs::read(d.join("stdout")).unwrap_or_default(),
+        (None, None) => {}
+    }
+    bytes
+}
