@@ -26,3 +26,6 @@ pub enum DebugError {
     #[error("no {0} in this run now (`info threads` lists them)")]
     NoThread(String),
 }
+
+pub mod dwarf;
+pub mod expr;

@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 
-use gimli::{AttributeValue, DebuggingInformationEntry, EntriesTreeNode, Unit, UnitOffset};
+use gimli::{
+    AttributeValue, DebuggingInformationEntry, EntriesTreeNode, Reader as _, Unit, UnitOffset,
+};
 
 use super::types::{c_base_name, BaseEncoding, Member, StructKind, Type, TypeId, TypeTable};
 use super::types::{UNKNOWN, VOID};
@@ -86,7 +88,11 @@ impl<'a> UnitBuilder<'a> {
     }
 
     /// A function definition (one with code) and its scopes.
-    fn function(&mut self, node: EntriesTreeNode<R>, entry: &Die) -> gimli::Result<Option<Function>> {
+    fn function(
+        &mut self,
+        node: EntriesTreeNode<R>,
+        entry: &Die,
+    ) -> gimli::Result<Option<Function>> {
         let ranges = self.ranges(entry);
         if ranges.is_empty() {
             return Ok(None);
@@ -110,7 +116,12 @@ impl<'a> UnitBuilder<'a> {
         }))
     }
 
-    fn fill_scope(&mut self, node: EntriesTreeNode<R>, scope: &mut Scope, depth: usize) -> gimli::Result<()> {
+    fn fill_scope(
+        &mut self,
+        node: EntriesTreeNode<R>,
+        scope: &mut Scope,
+        depth: usize,
+    ) -> gimli::Result<()> {
         let mut children = node.children();
         while let Some(child) = children.next()? {
             let entry = child.entry().clone();
@@ -281,7 +292,8 @@ impl<'a> UnitBuilder<'a> {
             }
             gimli::DW_TAG_array_type => {
                 let elem = target(self);
-                self.array(off, elem).unwrap_or(Type::Array { elem, count: None })
+                self.array(off, elem)
+                    .unwrap_or(Type::Array { elem, count: None })
             }
             gimli::DW_TAG_enumeration_type => {
                 let under = self.type_attr(entry, depth);
@@ -334,7 +346,9 @@ impl<'a> UnitBuilder<'a> {
                 .attr_value(gimli::DW_AT_data_member_location)
                 .and_then(|v| v.udata_value())
                 .unwrap_or(0);
-            let bit_size = m.attr_value(gimli::DW_AT_bit_size).and_then(|v| v.udata_value());
+            let bit_size = m
+                .attr_value(gimli::DW_AT_bit_size)
+                .and_then(|v| v.udata_value());
             let (offset, bits) = match bit_size {
                 None => (byte_off, None),
                 Some(bs) => bitfield(&m, byte_off, bs),
@@ -361,7 +375,10 @@ impl<'a> UnitBuilder<'a> {
                 .attr_value(gimli::DW_AT_lower_bound)
                 .and_then(|v| v.udata_value())
                 .unwrap_or(0);
-            let count = match s.attr_value(gimli::DW_AT_count).and_then(|v| v.udata_value()) {
+            let count = match s
+                .attr_value(gimli::DW_AT_count)
+                .and_then(|v| v.udata_value())
+            {
                 Some(c) => Some(c),
                 None => s
                     .attr_value(gimli::DW_AT_upper_bound)
@@ -441,7 +458,10 @@ fn base_encoding(entry: &Die) -> BaseEncoding {
 /// DWARF 4+'s `DW_AT_data_bit_offset` or DWARF 2's `DW_AT_bit_offset`
 /// (counted from the most significant bit of a `DW_AT_byte_size` unit).
 fn bitfield(m: &Die, byte_off: u64, bit_size: u64) -> (u64, Option<(u32, u32)>) {
-    let from_start = match m.attr_value(gimli::DW_AT_data_bit_offset).and_then(|v| v.udata_value()) {
+    let from_start = match m
+        .attr_value(gimli::DW_AT_data_bit_offset)
+        .and_then(|v| v.udata_value())
+    {
         Some(b) => b,
         None => {
             let unit = m
@@ -455,7 +475,10 @@ fn bitfield(m: &Die, byte_off: u64, bit_size: u64) -> (u64, Option<(u32, u32)>) 
             (byte_off * 8 + unit * 8).saturating_sub(msb + bit_size)
         }
     };
-    (from_start / 8, Some(((from_start % 8) as u32, bit_size as u32)))
+    (
+        from_start / 8,
+        Some(((from_start % 8) as u32, bit_size as u32)),
+    )
 }
 
 /// The bytes of a `DW_AT_const_value` (little-endian, x86-64).

@@ -3,10 +3,10 @@
 //! gimli, feeding it the frame's registers, CFA, frame base, memory and
 //! the load bias.
 
-use gimli::{EvaluationResult, Location as GLoc, Piece, Value as GValue};
+use gimli::{EvaluationResult, Location as GLoc, Piece, Reader as _, Value as GValue};
 use reprise_tracee::{MemoryReader, RemotePtr};
 
-use super::{FrameContext, Found, Location, Program, R};
+use super::{Found, FrameContext, Location, Program, R};
 use crate::expr::EvalError;
 
 /// Where a variable's value is.
@@ -44,8 +44,8 @@ fn reg_index(dwarf_reg: u16) -> Option<usize> {
 }
 
 const REG_NAMES: [&str; 17] = [
-    "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12",
-    "r13", "r14", "r15", "rip",
+    "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12", "r13",
+    "r14", "r15", "rip",
 ];
 
 /// Locates `found` at the context's frame.
@@ -97,7 +97,8 @@ fn reg_value(ctx: &Ctx<'_>, dwarf_reg: u16) -> Result<u64, String> {
     let frame = ctx
         .frame
         .ok_or_else(|| "it lives in a register, and no frame is selected".to_string())?;
-    let i = reg_index(dwarf_reg).ok_or_else(|| format!("DWARF register {dwarf_reg} is not supported"))?;
+    let i = reg_index(dwarf_reg)
+        .ok_or_else(|| format!("DWARF register {dwarf_reg} is not supported"))?;
     frame.regs[i].ok_or_else(|| format!("register {} is not known in this frame", REG_NAMES[i]))
 }
 
@@ -124,7 +125,7 @@ fn frame_base(found: &Found<'_>, ctx: &mut Ctx<'_>, depth: usize) -> Result<u64,
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("function {} has no frame base here", func.name))?;
     let pieces = run(expr, func.unit, found, ctx, depth + 1)?;
-    match pieces.first().map(|p| p.location) {
+    match pieces.first().map(|p| p.location.clone()) {
         Some(GLoc::Address { address }) => Ok(address),
         // DW_OP_reg6: the frame base is the register's value.
         Some(GLoc::Register { register }) => reg_value(ctx, register.0),
@@ -164,10 +165,9 @@ fn run(
                 ev.resume_with_frame_base(fb)
             }
             EvaluationResult::RequiresCallFrameCfa => {
-                let cfa = ctx
-                    .frame
-                    .and_then(|f| f.cfa)
-                    .ok_or("the frame's CFA is not known (outermost frame, or no frame selected)")?;
+                let cfa = ctx.frame.and_then(|f| f.cfa).ok_or(
+                    "the frame's CFA is not known (outermost frame, or no frame selected)",
+                )?;
                 ev.resume_with_call_frame_cfa(cfa)
             }
             EvaluationResult::RequiresRelocatedAddress(a) => {
@@ -221,10 +221,7 @@ fn piece_bytes(p: &Piece<R>, len: Option<usize>, ctx: &mut Ctx<'_>) -> Result<Ve
     let mut out = match p.location {
         GLoc::Register { register } => reg_value(ctx, register.0)?.to_le_bytes().to_vec(),
         GLoc::Value { value } => value_bytes(value),
-        GLoc::Bytes { ref value } => value
-            .to_slice()
-            .map_err(|e| e.to_string())?
-            .into_owned(),
+        GLoc::Bytes { ref value } => value.to_slice().map_err(|e| e.to_string())?.into_owned(),
         GLoc::Address { address } => {
             let len = len.unwrap_or(8);
             let mut b = vec![0u8; len];

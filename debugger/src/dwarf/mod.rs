@@ -181,17 +181,18 @@ impl Program {
             let _ = b.collect(&mut globals, &mut functions);
         }
         globals.sort_by(|a, b| a.name.cmp(&b.name));
+        // object's ELF segments are the PT_LOAD program headers.
         let segments = file
             .segments()
-            .filter_map(|s| {
+            .map(|s| {
                 let (offset, filesz) = s.file_range();
-                Some(LoadSegment {
+                LoadSegment {
                     vaddr: s.address(),
                     offset,
                     filesz,
                     memsz: s.size(),
                     align: s.align().max(1),
-                })
+                }
             })
             .collect();
         Ok(Program {
@@ -228,9 +229,8 @@ impl Program {
         maps.mappings()
             .iter()
             .filter(|m| {
-                m.file().is_some_and(|f| {
-                    f == want || std::fs::canonicalize(f).is_ok_and(|c| c == want)
-                })
+                m.file()
+                    .is_some_and(|f| f == want || std::fs::canonicalize(f).is_ok_and(|c| c == want))
             })
             .find_map(|m| m.load_bias(&self.segments))
     }
@@ -253,8 +253,12 @@ impl Program {
     }
 
     /// The scopes containing the frame's pc, innermost first.
-    fn scopes_at<'a>(&'a self, frame: Option<&FrameContext>) -> (Option<&'a Function>, Vec<&'a Scope>) {
-        let Some(f) = frame.and_then(|fr| self.function_containing(fr.pc).map(|f| (f, fr.pc))) else {
+    fn scopes_at<'a>(
+        &'a self,
+        frame: Option<&FrameContext>,
+    ) -> (Option<&'a Function>, Vec<&'a Scope>) {
+        let Some(f) = frame.and_then(|fr| self.function_containing(fr.pc).map(|f| (f, fr.pc)))
+        else {
             return (None, Vec::new());
         };
         let (func, pc) = f;
@@ -262,7 +266,11 @@ impl Program {
         let mut chain = vec![&func.scope];
         let mut cur = &func.scope;
         // Nested blocks: descend while a child block holds the pc.
-        while let Some(inner) = cur.children.iter().find(|c| !c.ranges.is_empty() && c.contains(rel)) {
+        while let Some(inner) = cur
+            .children
+            .iter()
+            .find(|c| !c.ranges.is_empty() && c.contains(rel))
+        {
             chain.push(inner);
             cur = inner;
         }
@@ -300,7 +308,10 @@ impl Program {
             // The last declaration wins within one scope (shadowing in C
             // needs a new block, so duplicates are rare).
             if let Some(v) = s.vars.iter().rev().find(|v| v.name == name) {
-                return Some(Found { var: v, function: func });
+                return Some(Found {
+                    var: v,
+                    function: func,
+                });
             }
         }
         let start = self.globals.partition_point(|g| g.name.as_str() < name);

@@ -122,6 +122,7 @@ pub const UNKNOWN: TypeId = TypeId(7);
 pub struct TypeTable {
     types: RwLock<Vec<Arc<Type>>>,
     pointers: Mutex<HashMap<TypeId, TypeId>>,
+    arrays: Mutex<HashMap<(TypeId, u64), TypeId>>,
 }
 
 /// A type with typedefs and qualifiers stripped: what operations look at.
@@ -155,6 +156,7 @@ impl TypeTable {
         TypeTable {
             types: RwLock::new(builtins.into_iter().map(Arc::new).collect()),
             pointers: Mutex::new(HashMap::new()),
+            arrays: Mutex::new(HashMap::new()),
         }
     }
 
@@ -190,6 +192,30 @@ impl TypeTable {
         let p = self.add(Type::Pointer { target });
         ptrs.insert(target, p);
         p
+    }
+
+    /// "Array of `count` `elem`", made once (string literals).
+    pub fn array_of(&self, elem: TypeId, count: u64) -> TypeId {
+        let mut arrays = self.arrays.lock().unwrap_or_else(|e| e.into_inner());
+        *arrays.entry((elem, count)).or_insert_with(|| {
+            self.add(Type::Array {
+                elem,
+                count: Some(count),
+            })
+        })
+    }
+
+    /// An enumerator by name: its enum type and value (`RUNNING` in
+    /// `state == RUNNING`).
+    pub fn find_enumerator(&self, wanted: &str) -> Option<(TypeId, i128)> {
+        let types = self.types.read().unwrap_or_else(|e| e.into_inner());
+        types.iter().enumerate().find_map(|(i, t)| match &**t {
+            Type::Enum { enumerators, .. } => enumerators
+                .iter()
+                .find(|(n, _)| n == wanted)
+                .map(|(_, v)| (TypeId(i as u32), *v)),
+            _ => None,
+        })
     }
 
     /// Follows typedefs and qualifiers.
@@ -264,6 +290,9 @@ impl TypeTable {
                 let (mut l, r) = self.declarator(*target, depth + 1);
                 let wraps = matches!(&*inner, Type::Array { .. } | Type::Function { .. });
                 if wraps {
+                    if !l.ends_with(' ') && !l.ends_with('*') {
+                        l.push(' ');
+                    }
                     l.push_str("(*");
                     (l, format!("){}", r))
                 } else {
