@@ -41,11 +41,20 @@ pub(crate) struct Evaluator<'a> {
     pub reads: Vec<(u64, u64)>,
 }
 
+/// Largest single read, in bytes.
+const MAX_READ: u64 = 16 << 20;
+
 /// Names listed in an "unknown variable" message.
 const MAX_LISTED: usize = 10;
 
 impl Evaluator<'_> {
     pub fn read(&mut self, addr: u64, len: u64) -> Result<Vec<u8>, EvalError> {
+        // A bogus size (corrupt DWARF, a huge array) must not exhaust memory.
+        if len > MAX_READ {
+            return Err(EvalError::Type(format!(
+                "the value is too large to read ({len} bytes at {addr:#x})"
+            )));
+        }
         let mut buf = vec![0u8; len as usize];
         self.mem
             .read_exact(RemotePtr::new(addr), &mut buf)
@@ -346,12 +355,8 @@ impl Evaluator<'_> {
                             return Err(out_of());
                         }
                         let start = off as usize;
-                        Loc::Bytes(
-                            bytes
-                                .get(start..start + esize as usize)
-                                .ok_or_else(out_of)?
-                                .to_vec(),
-                        )
+                        let end = start.checked_add(esize as usize).ok_or_else(out_of)?;
+                        Loc::Bytes(bytes.get(start..end).ok_or_else(out_of)?.to_vec())
                     }
                 };
                 Ok(Operand {

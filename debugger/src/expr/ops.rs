@@ -50,9 +50,12 @@ fn common(a: (u64, bool), b: (u64, bool)) -> (u64, bool) {
 
 /// `v` converted to an integer of `size` bytes (wrapping, as C does).
 pub(crate) fn fit(v: i128, (size, signed): (u64, bool)) -> i128 {
-    let bits = (size * 8).min(128) as u32;
+    let bits = size.saturating_mul(8).min(128) as u32;
     if bits >= 128 {
         return v;
+    }
+    if bits == 0 {
+        return 0;
     }
     let masked = (v as u128) & ((1u128 << bits) - 1);
     if signed && (masked >> (bits - 1)) & 1 == 1 {

@@ -353,6 +353,9 @@ impl Parser {
         if words.is_empty() {
             return Err(self.error_here("expected a type name".into()));
         }
+        if let Some(tag @ ("struct" | "union" | "enum")) = words.last().map(String::as_str) {
+            return Err(self.error_here(format!("expected a name after '{tag}'")));
+        }
         Ok(TypeName {
             base: canonical_base(&words),
             pointers,
@@ -526,6 +529,38 @@ mod tests {
         assert_eq!(p("(a) * b"), "(a * b)");
         assert_eq!(p("sizeof(long int)"), "sizeof(long)");
         assert_eq!(p("sizeof x"), "sizeof x");
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        for s in [
+            "(",
+            ")",
+            "((((",
+            "a->",
+            "*",
+            "&&",
+            "a[",
+            "]",
+            "'",
+            "\"",
+            "'\\x'",
+            "0x",
+            "1e5",
+            "a..b",
+            "(int",
+            "(int)",
+            "sizeof",
+            "sizeof(",
+            "(struct)x",
+            "a ? b : c",
+            "x++",
+            "--x",
+            "é",
+            "a,b",
+        ] {
+            assert!(parse(s).is_err(), "{s:?} parsed");
+        }
     }
 
     #[test]

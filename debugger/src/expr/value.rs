@@ -336,8 +336,8 @@ pub(crate) fn member_bytes(
             .get(start..start.checked_add(size)?)
             .map(<[u8]>::to_vec);
     };
-    let nbytes = ((bit_off + bit_size).div_ceil(8)) as usize;
-    let raw = decode_int(bytes.get(start..start + nbytes.min(16))?, false) as u128;
+    let nbytes = (bit_off.saturating_add(bit_size).div_ceil(8) as usize).min(16);
+    let raw = decode_int(bytes.get(start..start.checked_add(nbytes)?)?, false) as u128;
     let mut v = (raw >> bit_off) & ((1u128 << bit_size.min(127)) - 1);
     let signed = matches!(scalar_of(types, m.ty, &vec![0xff; size]), Some(Scalar::Int(x)) if x < 0);
     if signed && bit_size > 0 && (v >> (bit_size - 1)) & 1 == 1 {
