@@ -5,6 +5,7 @@
 //! bisect without re-executing from the start.
 
 pub mod target;
+pub mod watchpoints;
 
 pub use target::{Position, Target, ThreadInfo};
 
