@@ -1,6 +1,7 @@
 //! The `reprise` command.
 
 mod cmd_bench;
+mod cmd_debug;
 mod cmd_eval;
 mod cmd_record;
 mod cmd_replay;
@@ -25,6 +26,7 @@ enum Command {
     Record(cmd_record::RecordArgs),
     Replay(cmd_replay::ReplayArgs),
     Report(cmd_report::ReportArgs),
+    Debug(cmd_debug::DebugArgs),
     Ls(cmd_traces::LsArgs),
     Dump(cmd_traces::DumpArgs),
     Bench(cmd_bench::BenchArgs),
@@ -32,11 +34,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // `reprise debug -ex CMD`, as gdb spells it, is `--ex CMD`.
+    let cli = Cli::parse_from(cmd_debug::rewrite_ex(std::env::args_os()));
     let result = match cli.command {
         Command::Record(a) => cmd_record::run(a),
         Command::Replay(a) => cmd_replay::run(a),
         Command::Report(a) => cmd_report::run(a),
+        Command::Debug(a) => cmd_debug::run(a),
         Command::Ls(a) => cmd_traces::ls(a),
         Command::Dump(a) => cmd_traces::dump(a),
         Command::Eval(a) => cmd_eval::run(a),

@@ -30,3 +30,5 @@ pub enum DebugError {
 
 pub mod dwarf;
 pub mod expr;
+pub mod commands;
+pub mod repl;
