@@ -173,9 +173,16 @@ impl Completer for CommandNames {
     ) -> rustyline::Result<(usize, Vec<Pair>)> {
         let typed = line[..pos].trim_start();
         let start = pos - typed.len();
-        let mut names: Vec<&str> = commands::spellings()
-            .filter(|s| s.len() > 2 && s.starts_with(typed) && *s != typed)
+        // Names first: an alias (`info thread`) only when no name fits.
+        let fits = |s: &&str| s.len() > 2 && s.starts_with(typed) && *s != typed;
+        let mut names: Vec<&str> = commands::COMMANDS
+            .iter()
+            .map(|c| c.name)
+            .filter(fits)
             .collect();
+        if names.is_empty() {
+            names = commands::spellings().filter(fits).collect();
+        }
         names.sort_unstable();
         names.dedup();
         Ok((
