@@ -70,6 +70,14 @@ pub static COMMANDS: &[Command] = &[
         run: inspect::info_threads,
     },
     Command {
+        name: "info locals",
+        aliases: &[],
+        synopsis: "",
+        doc: "the selected frame's local variables and parameters, with their values",
+        moves: false,
+        run: print::info_locals,
+    },
+    Command {
         name: "thread",
         aliases: &[],
         synopsis: "N",
@@ -368,7 +376,13 @@ fn unknown(words: &[&str]) -> String {
         {
             format!("unknown command \"{typed}\"; did you mean \"{s}\"? (help lists them)")
         }
-        _ => format!("unknown command \"{}\" (help lists them)", words[0]),
+        _ => match incomplete(&words[..1]) {
+            // `info locls`: what `info` has.
+            Some(has) if words.len() > 1 => {
+                format!("unknown command \"{} {}\"; {has}", words[0], words[1])
+            }
+            _ => format!("unknown command \"{}\" (help lists them)", words[0]),
+        },
     }
 }
 
@@ -451,6 +465,10 @@ mod tests {
             .err()
             .unwrap()
             .contains("\"info threads\""));
+        assert_eq!(
+            find("info zzz").err().unwrap(),
+            "unknown command \"info zzz\"; \"info\" needs one of: info events, info threads, info locals"
+        );
         assert!(find("xyzzy")
             .err()
             .unwrap()

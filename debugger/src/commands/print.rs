@@ -32,6 +32,37 @@ pub(super) fn print(d: &mut Debugger, args: &str) -> CmdResult {
     ))
 }
 
+pub(super) fn info_locals(d: &mut Debugger, args: &str) -> CmdResult {
+    super::moves::no_args(args, "info locals")?;
+    let mem = d.target.memory().map_err(|e| e.to_string())?;
+    let frame = selected_frame(d)
+        .ok_or("no frame is selected (`thread N` selects a thread, `frame N` one of its frames)")?;
+    let program = program(d)?;
+    // The frame's names are its locals, then the globals (a local that
+    // shadows a global is left out: a limitation of this listing).
+    let globals: std::collections::HashSet<String> =
+        program.names_in_scope(None).into_iter().collect();
+    let mut text = String::new();
+    let mut list = Vec::new();
+    for name in program.names_in_scope(Some(&frame)) {
+        if globals.contains(&name) {
+            continue;
+        }
+        let shown = match expr::parse(&name).map_err(|e| e.to_string()).and_then(|e| {
+            expr::evaluate(program, &e, Some(&frame), &mem).map_err(|e| e.to_string())
+        }) {
+            Ok(ev) => format!("({}) {}", ev.value.type_name(), ev.value),
+            Err(e) => format!("<{e}>"),
+        };
+        text.push_str(&format!("{name} = {shown}\n"));
+        list.push(json!({ "name": name, "value": shown }));
+    }
+    if list.is_empty() {
+        text.push_str("no locals here\n");
+    }
+    Ok(Answer::new(text.trim_end(), json!({ "locals": list })))
+}
+
 /// `bad expression "conn..x": column 6: expected a field name`.
 fn bad_expression(text: &str, e: &expr::ParseError) -> String {
     format!(
