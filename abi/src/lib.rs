@@ -17,7 +17,7 @@
 //! agent built from the same source).
 #![no_std]
 
-use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64};
+use core::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, AtomicU64};
 
 pub mod observe;
 
@@ -428,6 +428,13 @@ pub mod replay {
     /// Stopped before an access until another thread's access (a flip).
     pub const HELD: u32 = 6;
 
+    /// No checkpoint is being taken.
+    pub const CKPT_IDLE: u32 = 0;
+    /// The paused thread gathers the other threads' contexts.
+    pub const CKPT_GATHER: u32 = 1;
+    /// Why a checkpoint failed: a thread is blocked outside the schedule.
+    pub const CKPT_THREAD_OUTSIDE: u32 = 100_000;
+
     /// Strategies in [`super::ReplayState::strategy`].
     pub const STRATEGY_RANDOM: u32 = 1;
     /// The thread that just finished an event runs on to its next one if
@@ -549,5 +556,23 @@ pub struct ReplayState {
     /// Ring position + 1 of the event a thread is paused before (0: none
     /// paused), written by that thread once it waits.
     pub paused: AtomicU64,
+    /// The debugger asks the paused thread for a checkpoint (1).
+    pub ckpt_request: AtomicU32,
+    /// [`replay::CKPT_IDLE`] or [`replay::CKPT_GATHER`] (every waiting
+    /// thread saves its context).
+    pub ckpt_phase: AtomicU32,
+    /// Threads that saved their context so far, and how many must.
+    pub ckpt_saved: AtomicU32,
+    pub ckpt_others: AtomicU32,
+    /// Bumped at every checkpoint: a thread's saved context counts only
+    /// if it was saved for the current one.
+    pub ckpt_generation: AtomicU32,
+    /// The zygote's pid, or minus a [`replay::CKPT_THREAD_OUTSIDE`]-style
+    /// reason; 0 until the checkpoint is taken.
+    pub ckpt_result: AtomicI64,
+    /// Where the zygote's mailbox is (the same address in every copy).
+    pub ckpt_mailbox: AtomicU64,
+    /// Written last by a copy resumed from a checkpoint: its pid.
+    pub restored_pid: AtomicI32,
     pub threads: [ReplayThread; MAX_THREADS],
 }

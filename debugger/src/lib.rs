@@ -24,6 +24,8 @@ pub enum DebugError {
     NotRunning,
     #[error("{0} has no more sketch events")]
     NoMoreEvents(String),
+    #[error("no checkpoint {0} (`info checkpoints` lists them)")]
+    NoCheckpoint(usize),
     #[error("no {0} in this run now (`info threads` lists them)")]
     NoThread(String),
 }

@@ -8,7 +8,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use reprise_abi::replay as rp;
-use reprise_replayer::{key_name, AttemptOptions, AttemptResult, Replay, ReplaySession, Stop};
+use reprise_replayer::{
+    key_name, AttemptOptions, AttemptResult, Checkpoint, Replay, ReplaySession, Stop,
+};
 use reprise_schema::{read_schedule, EventRecord, ScheduleInfo};
 use reprise_tracee::{
     Frame, MemoryMap, MemoryReader, ProcessMemory, Symbolizer, ThreadSnapshot, UnwoundFrame,
@@ -54,8 +56,17 @@ pub struct Target {
     position: Position,
     ended: Option<AttemptResult>,
     symbolizer: Symbolizer,
-    /// Replays started (the first one included).
+    /// Replays started (the first one included), and copies resumed
+    /// from checkpoints.
     pub replays: u64,
+    pub resumes: u64,
+    /// Checkpoints by id (ids are never reused).
+    checkpoints: Vec<(usize, Checkpoint)>,
+    /// The running session is a copy resumed from a checkpoint.
+    from_checkpoint: bool,
+    /// Resumed copies that failed (then replayed from the start instead).
+    pub checkpoint_failures: u64,
+    next_checkpoint_id: usize,
 }
 
 impl Target {
@@ -90,6 +101,11 @@ impl Target {
             ended: None,
             symbolizer: Symbolizer::new(),
             replays: 0,
+            resumes: 0,
+            checkpoints: Vec::new(),
+            from_checkpoint: false,
+            checkpoint_failures: 0,
+            next_checkpoint_id: 1,
         };
         t.start(0)?;
         Ok((t, note))
@@ -134,17 +150,128 @@ impl Target {
         }
     }
 
-    /// A new replay from the start, paused before `event`.
+    /// The run again, paused before `event`: from the latest checkpoint
+    /// at or before it, else a new replay from the start.
     fn start(&mut self, event: usize) -> Result<Position, DebugError> {
+        let event = event.min(self.event_count());
+        let from = self
+            .checkpoints
+            .iter()
+            .filter(|(_, c)| c.event <= event)
+            .max_by_key(|(_, c)| c.event)
+            .map(|(id, _)| *id);
+        match from {
+            Some(id) => self.resume(id, event),
+            None => self.replay_from_start(event),
+        }
+    }
+
+    /// A new replay from event 0, paused before `event`.
+    fn replay_from_start(&mut self, event: usize) -> Result<Position, DebugError> {
         if let Some(s) = self.session.take() {
             let _ = s.finish();
         }
         self.ended = None;
+        self.from_checkpoint = false;
         let mut options = self.options.clone();
         options.pause_before = Some(event.min(self.event_count()));
         self.session = Some(ReplaySession::start(self.replay, &options)?);
         self.replays += 1;
         self.run_session()
+    }
+
+    /// A copy of checkpoint `id`, run on to the pause before `event`. The
+    /// copy is checked by the sketch as any replay is: one that leaves
+    /// it (a thread re-created in a state the agent could not copy) is
+    /// dropped with its checkpoint, and the run is replayed from the start.
+    fn resume(&mut self, id: usize, event: usize) -> Result<Position, DebugError> {
+        if let Some(s) = self.session.take() {
+            let _ = s.finish();
+        }
+        self.ended = None;
+        let (_, c) = self
+            .checkpoints
+            .iter()
+            .find(|(i, _)| *i == id)
+            .ok_or(DebugError::NoCheckpoint(id))?;
+        let start = c.event;
+        let resumed = ReplaySession::resume(self.replay, &self.options, c);
+        let position = match resumed {
+            Ok(mut session) => {
+                self.resumes += 1;
+                session.pause_before((event < self.event_count()).then_some(event));
+                self.session = Some(session);
+                self.from_checkpoint = true;
+                self.position = Position::Before(start);
+                self.run_session()
+            }
+            Err(e) => Err(e.into()),
+        };
+        let left_sketch = matches!(&position, Ok(Position::Ended(_)))
+            && self.ended.as_ref().is_some_and(|r| r.outcome().is_none());
+        if position.is_err() || left_sketch {
+            self.checkpoint_failures += 1;
+            self.checkpoints.retain(|(i, _)| *i != id);
+            return self.replay_from_start(event);
+        }
+        position
+    }
+
+    /// Runs `f`; if it fails on a copy resumed from a checkpoint, the run
+    /// is replayed from the start to the same event and `f` runs again.
+    fn on_live<T>(
+        &mut self,
+        f: impl Fn(&mut Self) -> Result<T, DebugError>,
+    ) -> Result<T, DebugError> {
+        match f(self) {
+            Err(_) if self.from_checkpoint => {
+                if let Position::Before(n) = self.position {
+                    self.checkpoint_failures += 1;
+                    self.replay_from_start(n)?;
+                }
+                f(self)
+            }
+            other => other,
+        }
+    }
+
+    /// Freezes a copy of the paused run; returns its id.
+    pub fn checkpoint(&mut self) -> Result<usize, DebugError> {
+        let session = self.session.as_mut().ok_or(DebugError::Ended)?;
+        let c = session.checkpoint()?;
+        let id = self.next_checkpoint_id;
+        self.next_checkpoint_id += 1;
+        self.checkpoints.push((id, c));
+        Ok(id)
+    }
+
+    /// Checkpoints: (id, the event each is paused before, its process).
+    pub fn checkpoints(&self) -> Vec<(usize, usize, i32)> {
+        self.checkpoints
+            .iter()
+            .map(|(id, c)| (*id, c.event, c.pid()))
+            .collect()
+    }
+
+    /// Goes back (or forward) to checkpoint `id`.
+    pub fn restart_from(&mut self, id: usize) -> Result<Position, DebugError> {
+        let event = self
+            .checkpoints
+            .iter()
+            .find(|(i, _)| *i == id)
+            .map(|(_, c)| c.event)
+            .ok_or(DebugError::NoCheckpoint(id))?;
+        self.resume(id, event)
+    }
+
+    /// Drops checkpoint `id` (its frozen process ends).
+    pub fn delete_checkpoint(&mut self, id: usize) -> Result<(), DebugError> {
+        let before = self.checkpoints.len();
+        self.checkpoints.retain(|(i, _)| *i != id);
+        if self.checkpoints.len() == before {
+            return Err(DebugError::NoCheckpoint(id));
+        }
+        Ok(())
     }
 
     /// Runs the session to its pause or its end.
@@ -189,9 +316,9 @@ impl Target {
         self.goto(self.event_count())
     }
 
-    /// Starts again from event 0.
+    /// Starts again from event 0 (a new replay, not a checkpoint).
     pub fn restart(&mut self) -> Result<Position, DebugError> {
-        self.start(0)
+        self.replay_from_start(0)
     }
 
     /// To the next sketch event (of `thread`, a baton key, if given).
@@ -217,11 +344,43 @@ impl Target {
     }
 
     /// The paused program's first process.
-    fn pid(&self) -> Result<i32, DebugError> {
+    pub fn pid(&self) -> Result<i32, DebugError> {
         match &self.session {
             Some(s) => Ok(s.pid()),
             None => Err(DebugError::Ended),
         }
+    }
+
+    /// The index of the next event to happen (while running too).
+    pub fn current_event(&self) -> Option<usize> {
+        self.session.as_ref().map(|s| s.next_event())
+    }
+
+    /// Runs on to the pause before event `n` with `during` in charge: it
+    /// gets the pid and a function that keeps the replay supplied with
+    /// events and says whether the pause is reached; it must return once
+    /// the pause is reached, with the process no longer ptraced by it.
+    pub fn run_to_with(
+        &mut self,
+        n: usize,
+        during: &mut dyn FnMut(i32, &mut dyn FnMut() -> bool) -> Result<(), DebugError>,
+    ) -> Result<Position, DebugError> {
+        let n = n.min(self.event_count());
+        match self.position {
+            Position::Before(cur) if cur <= n && self.session.is_some() => {}
+            _ => {
+                self.goto(n)?;
+                return Ok(self.position.clone());
+            }
+        }
+        let count = self.event_count();
+        let session = self.session.as_mut().ok_or(DebugError::Ended)?;
+        session.pause_before((n < count).then_some(n));
+        let pid = session.pid();
+        let mut reached = || session.fill_and_check_pause();
+        let result = during(pid, &mut reached);
+        let position = self.run_session()?;
+        result.map(|_| position)
     }
 
     /// The live process's memory.
@@ -236,6 +395,10 @@ impl Target {
 
     /// Every thread of the schedule: its state, next event and place.
     pub fn threads(&mut self) -> Result<Vec<ThreadInfo>, DebugError> {
+        self.on_live(|t| t.threads_now())
+    }
+
+    fn threads_now(&mut self) -> Result<Vec<ThreadInfo>, DebugError> {
         let Position::Before(cur) = self.position else {
             return Err(DebugError::Ended);
         };
@@ -294,7 +457,11 @@ impl Target {
     }
 
     /// The registers of thread `key` now.
-    pub fn registers(&self, key: u32) -> Result<ThreadSnapshot, DebugError> {
+    pub fn registers(&mut self, key: u32) -> Result<ThreadSnapshot, DebugError> {
+        self.on_live(|t| t.registers_now(key))
+    }
+
+    fn registers_now(&self, key: u32) -> Result<ThreadSnapshot, DebugError> {
         let tid = self.tid_of(key)?;
         let pid = self.pid()?;
         reprise_tracee::snapshot_threads(pid)?
@@ -341,6 +508,7 @@ impl Target {
         if let Some(s) = self.session.take() {
             let _ = s.finish();
         }
+        self.checkpoints.clear();
     }
 }
 

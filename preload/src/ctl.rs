@@ -83,6 +83,7 @@ pub fn attach(path: *const libc::c_char) -> bool {
             return false;
         }
         CONTROL.store(h, Ordering::Release);
+        crate::replay::checkpoint::note_region(0, p as usize, size);
     }
     true
 }

@@ -139,6 +139,7 @@ pub fn install() {
         if p == libc::MAP_FAILED || size < core::mem::size_of::<ObserveHeader>() {
             return;
         }
+        crate::replay::checkpoint::note_region(1, p as usize, size);
         let h = &*(p as *const ObserveHeader);
         let point_bytes = h.npoints as usize * core::mem::size_of::<AccessPoint>();
         let log_bytes = h.log_capacity as usize * core::mem::size_of::<Access>();

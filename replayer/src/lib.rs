@@ -23,7 +23,7 @@ pub mod order;
 use observe::{Observation, ObservePlan};
 use sha2::{Digest, Sha256};
 
-pub use session::{attempt, stop_on_interrupt, ReplaySession, Stop};
+pub use session::{attempt, stop_on_interrupt, Checkpoint, ReplaySession, Stop};
 pub use detector::{is_failure, matches};
 
 /// Why a replay cannot start. Each message is one line.
@@ -49,6 +49,8 @@ pub enum ReplayError {
     /// can replay the run until it is restored.
     #[error("{0}")]
     MissingFile(String),
+    #[error("cannot take or resume a checkpoint: {0}")]
+    Checkpoint(String),
     #[error("interrupted: the attempt running was killed; nothing was saved")]
     Interrupted,
 }

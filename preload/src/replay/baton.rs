@@ -215,6 +215,8 @@ fn maybe_revoke(c: &ControlHeader) {
 /// holder after `revoke_ms` without change.
 fn wait_change(c: &ControlHeader, ep: u32, idle_ms: &mut u64) {
     let r = st(c);
+    // The debugger takes a checkpoint: save this thread's context first.
+    super::checkpoint::offer(c);
     if r.divergence.state.load(Ordering::Acquire) != 0 {
         // Being killed.
         futex_wait(&r.epoch, ep, 1000);
@@ -241,6 +243,7 @@ pub(super) fn arrive(c: &ControlHeader, kind: K, object: u64) -> Option<Turn> {
     let mut idle = 0u64;
     let turn = loop {
         let ep;
+        let pausing;
         {
             let _g = lock(r);
             set_state(c, rp::WAITING);
@@ -254,15 +257,21 @@ pub(super) fn arrive(c: &ControlHeader, kind: K, object: u64) -> Option<Turn> {
                 set_state(c, rp::IN_EVENT);
                 break turn;
             }
-            if b == me && o == me {
+            pausing = b == me && o == me;
+            if pausing {
                 // The debugger's stop: everyone else already waits for
-                // the baton, so the run is still before this event.
+                // the baton, so the run is still before this event. No
+                // decision is made here (a paused run decides as an
+                // unpaused one).
                 r.paused.store(turn + 1, Ordering::Release);
-            }
-            if (b == me && o != 0) || b == 0 {
+            } else if (b == me && o != 0) || b == 0 {
                 decide(c);
             }
             ep = r.epoch.load(Ordering::Acquire);
+        }
+        if pausing && r.ckpt_request.load(Ordering::Acquire) == 1 {
+            super::checkpoint::take(c);
+            continue;
         }
         wait_change(c, ep, &mut idle);
     };
@@ -417,6 +426,7 @@ pub(super) fn park(c: &ControlHeader) -> ! {
     }
     loop {
         let ep = r.epoch.load(Ordering::Acquire);
+        super::checkpoint::offer(c);
         futex_wait(&r.epoch, ep, 1000);
     }
 }

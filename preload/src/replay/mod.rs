@@ -35,6 +35,7 @@ use crate::ctl;
 use crate::raw;
 
 mod baton;
+pub mod checkpoint;
 mod divergence;
 mod files;
 mod flip;
