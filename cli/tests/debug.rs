@@ -47,8 +47,8 @@ fn reproduced() -> &'static Reproduced {
         let crashed = |o: &reprise_schema::OutcomeInfo| o.kind == OutcomeKind::Signaled;
         for _ in 0..3 {
             assert!(
-                record_until(&root, &trace, &exe, &["300", "2000"], 80, crashed),
-                "mysql_3596_procinfo: no crash in 80 recorded runs"
+                record_until(&root, &trace, &exe, &["1000", "5000"], 200, crashed),
+                "mysql_3596_procinfo: no crash in 200 recorded runs"
             );
             let t = trace.to_str().unwrap();
             let args = ["replay", t, "--jobs", "1", "--max-attempts", "20"];
@@ -212,6 +212,11 @@ fn opening_info_events_info_threads_and_backtraces() {
     assert!(bt.contains("in processlist_thread"), "{bt}");
     let f = r.cmd(&format!("frame {frame}"));
     assert!(f.contains("in processlist_thread"), "{f}");
+    // Its locals: the loop counter, and `shown` (a size_t).
+    let l = r.cmd("info locals");
+    assert!(l.contains("i = (int) ") && l.contains("shown = (size_t) "), "{l}");
+    let i = r.cmd("print i < statements");
+    assert!(i.contains("i < statements = (int) 1"), "{i}");
     let bad = r.cmd("thread 9");
     assert!(bad.contains("no thread 9 in this run now"), "{bad}");
     let help = r.cmd("help");
@@ -269,7 +274,7 @@ fn goto_forward_backward_forward_prints_the_same_values() {
     let p = r.cmd("p (&conn)->query_id == conn.query_id && statements > 0");
     assert!(p.trim_end().ends_with(") 1"), "{p}");
     let s = r.cmd("p statements");
-    assert!(s.contains("statements = (int) 300"), "{s}");
+    assert!(s.contains("statements = (int) 1000"), "{s}");
 }
 
 #[test]
