@@ -214,7 +214,10 @@ fn opening_info_events_info_threads_and_backtraces() {
     assert!(f.contains("in processlist_thread"), "{f}");
     // Its locals: the loop counter, and `shown` (a size_t).
     let l = r.cmd("info locals");
-    assert!(l.contains("i = (int) ") && l.contains("shown = (size_t) "), "{l}");
+    assert!(
+        l.contains("i = (int) ") && l.contains("shown = (size_t) "),
+        "{l}"
+    );
     let i = r.cmd("print i < statements");
     assert!(i.contains("i < statements = (int) 1"), "{i}");
     let bad = r.cmd("thread 9");
@@ -488,4 +491,43 @@ fn json_is_one_object_per_answer() {
         .unwrap()
         .contains("unknown command"));
     assert_eq!(objects[5]["as_recorded"], true, "{out}");
+}
+
+#[test]
+fn checkpoint_restart_and_info_checkpoints() {
+    let (mut r, _, n) = Repl::start(&[]);
+    let mid = n / 2;
+    let at_mid = conn_at(&mut r, mid);
+    let c = r.cmd("checkpoint");
+    assert!(
+        c.contains(&format!("checkpoint 1: before event {mid}")),
+        "{c}"
+    );
+    let l = r.cmd("info checkpoints");
+    assert!(
+        l.contains(&format!("checkpoint 1: before event {mid}")),
+        "{l}"
+    );
+    let end = r.cmd("continue");
+    assert!(end.contains("(the recorded failure)"), "{end}");
+    // Back from the end, then forward and back again: the same values.
+    let back = r.cmd("restart 1");
+    assert!(
+        back.contains(&format!("stopped before event {mid} of ")),
+        "{back}"
+    );
+    let v = r.cmd("print conn");
+    assert!(v.contains(&format!("query_id = {},", at_mid.0)), "{v}");
+    r.cmd(&format!("goto {}", n - 1));
+    assert_eq!(
+        conn_at(&mut r, mid),
+        at_mid,
+        "goto {mid} past the checkpoint"
+    );
+    let e = r.cmd("restart 9");
+    assert!(e.contains("no checkpoint 9"), "{e}");
+    let d = r.cmd("delete checkpoint 1");
+    assert!(d.contains("checkpoint 1 deleted"), "{d}");
+    let l = r.cmd("info checkpoints");
+    assert!(l.contains("no checkpoints"), "{l}");
 }

@@ -134,6 +134,38 @@ pub static COMMANDS: &[Command] = &[
         run: moves::run,
     },
     Command {
+        name: "checkpoint",
+        aliases: &[],
+        synopsis: "",
+        doc: "freeze a copy of the paused run: goto backward and restart resume from it instead of replaying from the start",
+        moves: false,
+        run: moves::checkpoint,
+    },
+    Command {
+        name: "restart",
+        aliases: &[],
+        synopsis: "N",
+        doc: "go back (or forward) to checkpoint N",
+        moves: true,
+        run: moves::restart,
+    },
+    Command {
+        name: "info checkpoints",
+        aliases: &["info checkpoint"],
+        synopsis: "",
+        doc: "the checkpoints: each one's number and the event it is paused before",
+        moves: false,
+        run: moves::info_checkpoints,
+    },
+    Command {
+        name: "delete checkpoint",
+        aliases: &[],
+        synopsis: "N",
+        doc: "drop checkpoint N (its frozen copy ends)",
+        moves: false,
+        run: moves::delete_checkpoint,
+    },
+    Command {
         name: "print",
         aliases: &["p"],
         synopsis: "EXPR",
@@ -467,7 +499,7 @@ mod tests {
             .contains("\"info threads\""));
         assert_eq!(
             find("info zzz").err().unwrap(),
-            "unknown command \"info zzz\"; \"info\" needs one of: info events, info threads, info locals"
+            "unknown command \"info zzz\"; \"info\" needs one of: info events, info threads, info locals, info checkpoints"
         );
         assert!(find("xyzzy")
             .err()

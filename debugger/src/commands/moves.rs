@@ -40,6 +40,58 @@ pub(super) fn run(d: &mut Debugger, args: &str) -> CmdResult {
     Ok(moved(d))
 }
 
+pub(super) fn checkpoint(d: &mut Debugger, args: &str) -> CmdResult {
+    no_args(args, "checkpoint")?;
+    let id = d.target.checkpoint().map_err(|e| e.to_string())?;
+    let event = match d.target.position() {
+        Position::Before(n) => *n,
+        Position::Ended(_) => d.target.event_count(),
+    };
+    Ok(Answer::new(
+        format!("checkpoint {id}: before event {event} (`restart {id}` comes back here)"),
+        json!({ "checkpoint": id, "event": event }),
+    ))
+}
+
+pub(super) fn restart(d: &mut Debugger, args: &str) -> CmdResult {
+    let id = args.trim().parse::<usize>().map_err(|_| {
+        format!("restart needs a checkpoint number (`info checkpoints` lists them), not \"{args}\"")
+    })?;
+    d.target.restart_from(id).map_err(|e| e.to_string())?;
+    Ok(moved(d))
+}
+
+pub(super) fn info_checkpoints(d: &mut Debugger, args: &str) -> CmdResult {
+    no_args(args, "info checkpoints")?;
+    let list = d.target.checkpoints();
+    let mut text = String::new();
+    for (id, event, pid) in &list {
+        text.push_str(&format!(
+            "checkpoint {id}: before event {event} (frozen copy pid {pid})\n"
+        ));
+    }
+    if list.is_empty() {
+        text.push_str("no checkpoints (`checkpoint` makes one)");
+    }
+    let v: Vec<Value> = list
+        .iter()
+        .map(|(id, event, pid)| json!({ "checkpoint": id, "event": event, "pid": pid }))
+        .collect();
+    Ok(Answer::new(text.trim_end(), json!({ "checkpoints": v })))
+}
+
+pub(super) fn delete_checkpoint(d: &mut Debugger, args: &str) -> CmdResult {
+    let id = args
+        .trim()
+        .parse::<usize>()
+        .map_err(|_| format!("delete checkpoint needs a checkpoint number, not \"{args}\""))?;
+    d.target.delete_checkpoint(id).map_err(|e| e.to_string())?;
+    Ok(Answer::new(
+        format!("checkpoint {id} deleted"),
+        json!({ "deleted": id }),
+    ))
+}
+
 /// After a move: the stopped thread selected, and where the run is.
 pub(super) fn moved(d: &mut Debugger) -> Answer {
     d.select_stopped_thread();
