@@ -58,7 +58,6 @@ pub fn run(a: DebugArgs) -> Result<u8> {
     let dir = location::resolve_trace(&root, a.trace.as_deref())?;
     // A damaged or foreign directory is one error line, before anything else.
     reprise_schema::TraceReader::open(&dir)?;
-    let (mut target, note) = Target::open(&dir, a.force)?;
     // The program's output: into a directory kept after the session
     // (the user may want to read it), or nowhere.
     let output = if a.no_program_output {
@@ -69,11 +68,9 @@ pub fn run(a: DebugArgs) -> Result<u8> {
             .tempdir()
             .context("cannot create a directory for the program's output")?
             .keep();
-        target.set_output_dir(Some(d.clone()));
-        // The first replay started before the directory was set.
-        target.restart()?;
         Some(d)
     };
+    let (target, note) = Target::open_with_output(&dir, a.force, output.clone())?;
     let mut debugger = Debugger::new(target, dir);
     let opening = debugger.opening(note.as_deref(), output.as_deref());
     repl::show(&opening, a.json);

@@ -66,6 +66,8 @@ pub struct Target {
     from_checkpoint: bool,
     /// Resumed copies that failed (then replayed from the start instead).
     pub checkpoint_failures: u64,
+    /// What the last move had to do differently, for the user.
+    note: Option<String>,
     next_checkpoint_id: usize,
 }
 
@@ -73,6 +75,16 @@ impl Target {
     /// Opens the trace at `dir` and starts its replay paused before event
     /// 0. Returns a note when the trace has no reproducing schedule.
     pub fn open(dir: &Path, force: bool) -> Result<(Target, Option<String>), DebugError> {
+        Self::open_with_output(dir, force, None)
+    }
+
+    /// [`Target::open`], the program's stdout and stderr going to files
+    /// `stdout` and `stderr` in `output` (None: nowhere).
+    pub fn open_with_output(
+        dir: &Path,
+        force: bool,
+        output: Option<PathBuf>,
+    ) -> Result<(Target, Option<String>), DebugError> {
         // The debugger keeps one trace for the life of the process.
         let replay: &'static Replay = Box::leak(Box::new(Replay::open(dir, force)?));
         let saved = read_schedule(dir)?;
@@ -90,6 +102,7 @@ impl Target {
         // The user thinks at the prompt: no timeout on the whole run.
         base.timeout = Duration::from_secs(365 * 24 * 3600);
         base.hang_timeout = Duration::from_secs(5);
+        base.output_dir = output;
         let options = reprise_feedback::search::run_options(&schedule, &base, false);
         let mut t = Target {
             replay,
@@ -105,6 +118,7 @@ impl Target {
             checkpoints: Vec::new(),
             from_checkpoint: false,
             checkpoint_failures: 0,
+            note: None,
             next_checkpoint_id: 1,
         };
         t.start(0)?;
@@ -212,9 +226,22 @@ impl Target {
         if position.is_err() || left_sketch {
             self.checkpoint_failures += 1;
             self.checkpoints.retain(|(i, _)| *i != id);
+            let why = match &position {
+                Err(e) => e.to_string(),
+                Ok(_) => self.ended.as_ref().map(|r| r.summary()).unwrap_or_default(),
+            };
+            self.note = Some(format!(
+                "checkpoint {id} could not be resumed ({why}); it is deleted and the run was replayed from the start instead"
+            ));
             return self.replay_from_start(event);
         }
         position
+    }
+
+    /// What the last move had to do differently (a checkpoint that could
+    /// not be resumed), once.
+    pub fn take_note(&mut self) -> Option<String> {
+        self.note.take()
     }
 
     /// Runs `f`; if it fails on a copy resumed from a checkpoint, the run

@@ -95,7 +95,12 @@ pub(super) fn delete_checkpoint(d: &mut Debugger, args: &str) -> CmdResult {
 /// After a move: the stopped thread selected, and where the run is.
 pub(super) fn moved(d: &mut Debugger) -> Answer {
     d.select_stopped_thread();
-    stop_answer(d)
+    let mut answer = stop_answer(d);
+    if let Some(note) = d.target.take_note() {
+        answer.text = format!("note: {note}\n{}", answer.text);
+        answer.json["note"] = serde_json::Value::String(note);
+    }
+    answer
 }
 
 pub(super) fn no_args(args: &str, cmd: &str) -> Result<(), String> {
