@@ -574,5 +574,8 @@ pub struct ReplayState {
     pub ckpt_mailbox: AtomicU64,
     /// Written last by a copy resumed from a checkpoint: its pid.
     pub restored_pid: AtomicI32,
+    /// Set by a new zygote once its copies of the shared blocks are
+    /// private: until then the paused thread must not let the run go on.
+    pub ckpt_zygote_ready: AtomicU32,
     pub threads: [ReplayThread; MAX_THREADS],
 }

@@ -371,11 +371,26 @@ impl Target {
     }
 
     /// The paused program's first process.
+    ///
+    /// A live thread's id stands for the process when its first thread
+    /// has exited: in a copy resumed from a checkpoint the thread that
+    /// forked leads the process, and it may end before the others; the
+    /// kernel refuses to read memory through an exited leader.
     pub fn pid(&self) -> Result<i32, DebugError> {
-        match &self.session {
-            Some(s) => Ok(s.pid()),
-            None => Err(DebugError::Ended),
+        let session = self.session.as_ref().ok_or(DebugError::Ended)?;
+        let pid = session.pid();
+        if !exited(pid) {
+            return Ok(pid);
         }
+        let ctl = session.control();
+        Ok(ctl
+            .header()
+            .threads
+            .iter()
+            .filter(|t| t.state.load(Ordering::Acquire) == 1)
+            .map(|t| t.tid.load(Ordering::Acquire))
+            .find(|&tid| tid > 0 && !exited(tid))
+            .unwrap_or(pid))
     }
 
     /// The index of the next event to happen (while running too).
@@ -401,9 +416,9 @@ impl Target {
             }
         }
         let count = self.event_count();
+        let pid = self.pid()?;
         let session = self.session.as_mut().ok_or(DebugError::Ended)?;
         session.pause_before((n < count).then_some(n));
-        let pid = session.pid();
         let mut reached = || session.fill_and_check_pause();
         let result = during(pid, &mut reached);
         let position = self.run_session()?;
@@ -429,8 +444,8 @@ impl Target {
         let Position::Before(cur) = self.position else {
             return Err(DebugError::Ended);
         };
+        let pid = self.pid()?;
         let session = self.session.as_ref().ok_or(DebugError::Ended)?;
-        let pid = session.pid();
         let ctl = session.control();
         let header = ctl.header();
         let r = ctl.replay();
@@ -543,6 +558,14 @@ impl Drop for Target {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// True if task `tid` has exited (state Z or X, or gone).
+fn exited(tid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{tid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next())
+        .is_none_or(|c| c == 'Z' || c == 'X')
 }
 
 /// A thread stopped in the agent's syscall stubs (no unwind information

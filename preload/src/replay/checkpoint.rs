@@ -147,15 +147,27 @@ fn fs_base() -> u64 {
     fs
 }
 
-/// The address of the calling thread's tid inside glibc's `struct
-/// pthread` (found by looking for it: the layout is glibc's own).
+/// Where glibc keeps a thread's tid inside its `struct pthread` (at the
+/// FS base), found once by looking for the tid (glibc's layout is its
+/// own); 0 until found.
+static TID_OFFSET: AtomicUsize = AtomicUsize::new(0);
+
+/// The address of the calling thread's tid word in glibc's `struct
+/// pthread`. In a copy, the word keeps the recorded thread's tid while
+/// the kernel gave a new one: the offset found before is used.
 fn tid_address(fs: u64, tid: i32) -> u64 {
+    let known = TID_OFFSET.load(Ordering::Acquire);
+    if known != 0 {
+        return fs + known as u64;
+    }
+    // `struct pthread` is larger than 0x600 bytes on x86-64 (its tid
+    // sits at 0x2d0 in current glibc): the reads stay inside it.
     let mut off = 0x100u64;
-    while off < 0x1000 {
-        // SAFETY: `struct pthread` is larger than 4 KiB... at least up to
-        // its tid, which sits well below; reads stay in the TCB mapping.
+    while off < 0x600 {
+        // SAFETY: inside this thread's own `struct pthread`, see above.
         let v = unsafe { core::ptr::read_volatile((fs + off) as *const i32) };
         if v == tid {
+            TID_OFFSET.store(off as usize, Ordering::Release);
             return fs + off;
         }
         off += 4;
@@ -336,20 +348,53 @@ fn wake(word: &core::sync::atomic::AtomicU32) {
 /// returns from here: it serves restores until it is killed; each copy it
 /// makes resumes the paused thread's saved context.
 fn fork_zygote(c: &ControlHeader) -> i64 {
+    let r = st(c);
+    r.ckpt_zygote_ready.store(0, Ordering::Release);
     let pid = raw::syscall6(
         libc::SYS_clone,
         [(libc::CLONE_PARENT | libc::SIGCHLD) as u64, 0, 0, 0, 0, 0],
     );
     if pid != 0 {
+        // The shared blocks are shared with the zygote until it has made
+        // its own copies: nothing may change them before.
+        if pid > 0 {
+            let mut waited = 0;
+            while r.ckpt_zygote_ready.load(Ordering::Acquire) == 0 && waited < 5000 {
+                futex_wait(&r.ckpt_zygote_ready, 0, 10);
+                waited += 10;
+            }
+            if r.ckpt_zygote_ready.load(Ordering::Acquire) == 0 {
+                raw::syscall3(libc::SYS_kill, pid as u64, libc::SIGKILL as u64, 0);
+                return -(libc::ETIMEDOUT as i64);
+            }
+        }
         return pid;
     }
     // The zygote. Its shared mappings become private copies, so the
     // original and later copies do not see its state change.
     raw::syscall3(libc::SYS_prctl, libc::PR_SET_PDEATHSIG as u64, libc::SIGKILL as u64, 0);
+    // A second view of the shared control block, to tell the original
+    // once the copies are private (mremap of size 0 aliases shared pages).
+    let base = REGION_ADDR[0].load(Ordering::Acquire);
+    let len = REGION_LEN[0].load(Ordering::Acquire);
+    let alias = raw::syscall6(
+        libc::SYS_mremap,
+        [base as u64, 0, len as u64, libc::MREMAP_MAYMOVE as u64, 0, 0],
+    );
     for which in 0..2 {
         privatize(which);
     }
-    let _ = c;
+    if alias > 0 {
+        let off = &r.ckpt_zygote_ready as *const _ as usize - base;
+        // SAFETY: the alias maps the shared control block for `len`
+        // bytes; the field lies inside it.
+        unsafe {
+            let w = &*((alias as usize + off) as *const core::sync::atomic::AtomicU32);
+            w.store(1, Ordering::Release);
+            wake(w);
+            libc::munmap(alias as *mut libc::c_void, len);
+        }
+    }
     serve_restores()
 }
 
