@@ -531,3 +531,38 @@ fn checkpoint_restart_and_info_checkpoints() {
     let l = r.cmd("info checkpoints");
     assert!(l.contains("no checkpoints"), "{l}");
 }
+
+/// Seeks served by checkpoints show what a replay from the start shows,
+/// at every event tried, no copy is dropped (no "could not be resumed"
+/// note), and a copy runs on to the recorded failure.
+#[test]
+fn checkpoints_give_the_state_a_replay_from_the_start_gives() {
+    let (mut fresh, _, n) = Repl::start(&[]);
+    let (mut r, _, _) = Repl::start(&[]);
+    let marks = [n / 5, n / 2, 4 * n / 5];
+    for m in marks {
+        r.cmd(&format!("goto {m}"));
+        let c = r.cmd("checkpoint");
+        assert!(c.contains(&format!("before event {m}")), "{c}");
+    }
+    // Backward and forward over the checkpoints, in a scrambled order.
+    let probes: Vec<usize> = (0..12).map(|i| (i * 7919 + 13) % (n - 1)).collect();
+    for &p in &probes {
+        let moved = r.cmd(&format!("goto {p}"));
+        assert!(!moved.contains("could not be resumed"), "goto {p}: {moved}");
+        let want = conn_at(&mut fresh, p);
+        let got = r.cmd("print conn");
+        assert!(
+            got.contains(&format!("query_id = {},", want.0)),
+            "event {p}: {got} (a replay from the start: {want:?})"
+        );
+    }
+    let l = r.cmd("info checkpoints");
+    for m in marks {
+        assert!(l.contains(&format!("before event {m}")), "{l}");
+    }
+    let back = r.cmd("restart 2");
+    assert!(!back.contains("could not be resumed"), "{back}");
+    let end = r.cmd("continue");
+    assert!(end.contains("(the recorded failure)"), "{end}");
+}
