@@ -13,8 +13,9 @@ use reprise_harness::bench::{self, BenchOptions, What};
 pub struct BenchArgs {
     /// What to benchmark: `record` (recording overhead), `replay`
     /// (replay time of a recorded non-failing `pigz -p 2` run) or `solver`
-    /// (one solver query's time on runs of 1k, 10k and 100k accesses).
-    #[arg(value_parser = ["record", "replay", "solver"])]
+    /// (one solver query's time on runs of 1k, 10k and 100k accesses) or
+    /// `debug` (`bisect` and `goto` on a reproduced run of 1M events).
+    #[arg(value_parser = ["record", "replay", "solver", "debug"])]
     what: String,
     /// Timed rounds per workload; each round runs it natively and recorded
     /// at each sketch level, in alternating order [default: 5, 2 with --quick].
@@ -53,6 +54,7 @@ pub fn run(a: BenchArgs) -> Result<u8> {
         what: match a.what.as_str() {
             "replay" => What::Replay,
             "solver" => What::Solver,
+            "debug" => What::Debug,
             _ => What::Record,
         },
         rounds: a.rounds,

@@ -33,6 +33,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
 
+mod debug;
 mod record;
 mod replay;
 mod solver;
@@ -52,6 +53,8 @@ pub enum What {
     Replay,
     /// Time of one solver query as the observed run grows.
     Solver,
+    /// `bisect` and `goto` of the debugger on a run of ≥ 1M events.
+    Debug,
 }
 
 /// Settings of a benchmark.
@@ -87,6 +90,7 @@ pub fn run(a: &BenchOptions) -> Result<u8> {
         What::Record => record::run_record(a),
         What::Replay => replay::run_replay(a),
         What::Solver => solver::run_solver(a.quick),
+        What::Debug => debug::run_debug(a),
     }
 }
 

@@ -1,0 +1,211 @@
+//! `watch` and `bisect` (reprise_debugger::search) on reproduced runs of
+//! testbugs programs: pgdoorman_206_bounded_list (the bounded list grows
+//! past its bound by a racy insert) and memcached_127_refcount (a lost
+//! increment lets a decrement free the item early). Each trace is
+//! recorded at `sync` until the program fails, then replayed once by
+//! `reprise replay` to save the reproducing schedule.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use common::{run_reprise, stderr};
+use reprise_debugger::dwarf::Program;
+use reprise_debugger::search::{bisect, watch};
+use reprise_debugger::{Position, Target};
+use reprise_schema::{read_schedule, OutcomeKind, TraceReader};
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// One debugged run at a time: each holds ptrace stops and processes.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+struct Reproduced {
+    _tmp: tempfile::TempDir,
+    trace: PathBuf,
+}
+
+/// Builds testbugs program `name`, records `args` at sync until it fails,
+/// and saves its reproducing schedule.
+fn reproduce(name: &str, args: &[&str]) -> Reproduced {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../testbugs/programs/{name}.c"));
+    let exe = root.join(name);
+    let st = Command::new("cc")
+        .args(["-g", "-O1", "-pthread"])
+        .arg(&src)
+        .arg("-o")
+        .arg(&exe)
+        .status()
+        .expect("cc is needed to build the test program");
+    assert!(st.success());
+    let trace = root.join(format!("{name}.trace"));
+    let t = trace.to_str().unwrap().to_string();
+    let failed = |o: &reprise_schema::OutcomeInfo| o.kind != OutcomeKind::Exited || o.exit_code != 0;
+    for _ in 0..3 {
+        let mut recorded = false;
+        for _ in 0..60 {
+            let _ = std::fs::remove_dir_all(&trace);
+            let mut a = vec!["record", "--sketch", "sync", "-o", &t, exe.to_str().unwrap()];
+            a.extend_from_slice(args);
+            run_reprise(&root, &a, None, LIMIT);
+            let r = TraceReader::open(&trace).unwrap();
+            if r.outcome().is_some_and(failed) {
+                recorded = true;
+                break;
+            }
+        }
+        assert!(recorded, "{name} {args:?}: no failure in 60 recorded runs");
+        let o = run_reprise(
+            &root,
+            &["replay", &t, "--jobs", "1", "--max-attempts", "20"],
+            None,
+            LIMIT,
+        );
+        if read_schedule(&trace).ok().flatten().is_some() {
+            return Reproduced { _tmp: tmp, trace };
+        }
+        eprintln!("{name}: not reproduced, recording again: {}", stderr(&o));
+    }
+    panic!("{name}: not reproduced from 3 failing recordings");
+}
+
+fn pgdoorman() -> &'static Reproduced {
+    static R: OnceLock<Reproduced> = OnceLock::new();
+    R.get_or_init(|| reproduce("pgdoorman_206_bounded_list", &["300", "3000"]))
+}
+
+fn memcached() -> &'static Reproduced {
+    static R: OnceLock<Reproduced> = OnceLock::new();
+    R.get_or_init(|| reproduce("memcached_127_refcount", &["600", "100"]))
+}
+
+/// The target paused before event 0 and the program's DWARF placed.
+fn open(r: &Reproduced) -> (Target, Program) {
+    let (target, note) = Target::open(&r.trace, true).unwrap();
+    assert!(note.is_none(), "{note:?}");
+    let path = target.replay().header.program_path.clone();
+    let mut program = Program::load(&path).unwrap();
+    if let Some(bias) = program.load_bias_in(&target.maps().unwrap()) {
+        program.set_load_bias(bias);
+    }
+    (target, program)
+}
+
+fn int(s: &str) -> i64 {
+    s.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("not an integer: {s:?}"))
+}
+
+#[test]
+fn bisect_names_the_racy_insert() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let r = pgdoorman();
+    let (mut target, program) = open(r);
+    let start = Instant::now();
+    let b = bisect(&mut target, &program, "cache_peak <= 8", None, None).unwrap();
+    eprintln!("{b}");
+    assert!(start.elapsed() < Duration::from_secs(120), "{b}");
+    assert_eq!(b.first_false, b.last_true + 1);
+    assert_eq!(target.position(), &Position::Before(b.first_false));
+    let w = b.write.as_ref().unwrap_or_else(|| panic!("no write found: {b}"));
+    let place = w.place();
+    let racy = ["pgdoorman_206_bounded_list.c:70", "pgdoorman_206_bounded_list.c:92",
+        "pgdoorman_206_bounded_list.c:93", "pgdoorman_206_bounded_list.c:103"];
+    assert!(racy.iter().any(|l| place.starts_with(l)), "{place}: {b}");
+    let (text, old, new) = w
+        .parts
+        .iter()
+        .find(|p| p.0 == "cache_peak")
+        .unwrap_or_else(|| panic!("no cache_peak in {:?}", w.parts));
+    assert_eq!(text, "cache_peak");
+    assert!(int(old) <= 8 && int(new) > 8, "{b}");
+    assert!(w.thread.starts_with("thread"), "{b}");
+    // The display the REPL shows.
+    let s = b.to_string();
+    assert!(s.starts_with(&format!(
+        "the invariant broke between event {} and event {}",
+        b.last_true, b.first_false
+    )), "{s}");
+    assert!(s.contains("cache_peak: "), "{s}");
+
+    // Bisecting again is cheaper: the checkpoints are there.
+    let again = bisect(&mut target, &program, "cache_peak <= 8", None, None).unwrap();
+    assert_eq!((again.last_true, again.first_false), (b.last_true, b.first_false));
+    assert_eq!(again.fresh_replays, 0, "{again}");
+
+    // Ends that are not as required are named.
+    let e = bisect(&mut target, &program, "cache_peak > 100", None, None).unwrap_err();
+    assert!(e.to_string().contains("does not hold at the start"), "{e}");
+    let e = bisect(&mut target, &program, "cache_peak >= 0", None, None).unwrap_err();
+    assert!(e.to_string().contains("still holds at the end"), "{e}");
+}
+
+#[test]
+fn watch_lists_the_peak_growing() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let r = pgdoorman();
+    let (mut target, program) = open(r);
+    let end = target.event_count() - 1;
+    let changes = watch(&mut target, &program, "cache_peak", 0, end).unwrap();
+    for c in &changes {
+        eprintln!("{c}");
+    }
+    assert!(changes.len() >= 9, "{changes:?}");
+    let mut last = 0;
+    for c in &changes {
+        assert_eq!(int(&c.old), last, "{c}");
+        assert!(int(&c.new) > last, "{c}");
+        last = int(&c.new);
+        assert!(c.place().contains("pgdoorman_206_bounded_list.c:"), "{c}");
+        assert!(c.thread.starts_with("thread"), "{c}");
+    }
+    assert!(last > 8);
+    // Events never go backward.
+    assert!(changes.windows(2).all(|w| w[0].event <= w[1].event));
+    assert_eq!(target.position(), &Position::Before(end));
+    // Too much memory for four debug registers: a clear error.
+    target.goto(0).unwrap();
+    let e = watch(&mut target, &program, "max_size + cache_len + cache_peak + hits + misses", 0, 10)
+        .unwrap_err();
+    assert!(e.to_string().contains("only 4"), "{e}");
+}
+
+#[test]
+fn watch_memcached_refcount_shows_the_early_free() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let r = memcached();
+    let (mut target, program) = open(r);
+    // `hot` is set once threads start: watch from the first event where
+    // it points at the item.
+    let mut from = 0;
+    let end = target.event_count() - 1;
+    while from < end {
+        target.goto(from).unwrap();
+        let mem = target.memory().unwrap();
+        let e = reprise_debugger::expr::parse("hot->refcount").unwrap();
+        if reprise_debugger::expr::evaluate(&program, &e, None, &mem).is_ok() {
+            break;
+        }
+        from += 1;
+    }
+    let changes = watch(&mut target, &program, "hot->refcount", from, end).unwrap();
+    for c in changes.iter().rev().take(8).rev() {
+        eprintln!("{c}");
+    }
+    // The decrement to 0 while the other worker still holds it: written by
+    // item_release (its read-modify-write), to 0.
+    let freed = changes
+        .iter()
+        .find(|c| int(&c.new) == 0)
+        .unwrap_or_else(|| panic!("no decrement to 0 among {} changes", changes.len()));
+    assert!(int(&freed.old) == 1, "{freed}");
+    let place = freed.place();
+    assert!(place.contains("memcached_127_refcount.c:"), "{place}");
+    assert!(place.contains("item_release") || place.contains("worker"), "{place}");
+}

@@ -1,0 +1,219 @@
+//! `reprise bench debug`: the debugger's searches on a long reproduced run.
+//!
+//! Builds testbugs' pgdoorman_206_bounded_list, records `60000 0` at
+//! `sync` until it fails (its bounded list grew past the bound: ≥ 1
+//! million sketch events), saves the reproducing schedule with `reprise
+//! replay`, then, in this process: opens the run as `reprise debug` does,
+//! times `bisect "cache_peak <= 8"` down to the instruction (goal ≤ 30 s),
+//! then `goto` to 10 random events (goal ≤ 2 s each, after the first pass
+//! the bisect made), and prints the memory the checkpoints take (the sum
+//! of `Private_Dirty` in each checkpoint process's smaps_rollup).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use reprise_debugger::dwarf::Program;
+use reprise_debugger::search::bisect;
+use reprise_debugger::{Position, Target};
+use reprise_schema::{read_schedule, OutcomeKind, TraceReader};
+
+use super::{build_c, default_cache_dir, machine_description, BenchOptions, SplitMix, TempDir};
+
+const SOURCE: &str = include_str!("../../../testbugs/programs/pgdoorman_206_bounded_list.c");
+const INVARIANT: &str = "cache_peak <= 8";
+const BISECT_GOAL: Duration = Duration::from_secs(30);
+const GOTO_GOAL: Duration = Duration::from_secs(2);
+const GOTOS: usize = 10;
+const MIN_EVENTS: usize = 1_000_000;
+const RECORD_TRIES: u32 = 20;
+
+pub(super) fn run_debug(a: &BenchOptions) -> Result<u8> {
+    super::install_signal_handlers();
+    let cache = a.cache_dir.clone().unwrap_or_else(default_cache_dir);
+    std::fs::create_dir_all(&cache)
+        .with_context(|| format!("cannot create {}", cache.display()))?;
+    let exe = build_c(&cache, "pgdoorman_206_bounded_list", SOURCE, &["-g", "-O1", "-pthread"])?;
+    let tmp = TempDir::new(&std::env::temp_dir(), "reprise-bench-debug")?;
+    let trace = tmp.path().join("trace");
+    let args: &[&str] = if a.quick { &["3000", "3000"] } else { &["60000", "0"] };
+    let timeout = Duration::from_secs_f64(a.timeout);
+
+    // Record until it fails.
+    let t0 = Instant::now();
+    let mut tries = 0;
+    loop {
+        super::check_interrupted()?;
+        tries += 1;
+        let _ = std::fs::remove_dir_all(&trace);
+        let (_, _) = super::run_timed(
+            Command::new(&a.reprise)
+                .args(["record", "--sketch", "sync", "-o"])
+                .arg(&trace)
+                .arg(&exe)
+                .args(args)
+                .env("REPRISE_TRACE_DIR", tmp.path()),
+            &tmp.path().join("record.out"),
+            &tmp.path().join("record.err"),
+            timeout,
+        )?;
+        let r = TraceReader::open(&trace)
+            .map_err(|e| anyhow!("{}: {e}: {}", trace.display(), super::tail(&tmp.path().join("record.err"), 500)))?;
+        let failed = r
+            .outcome()
+            .is_some_and(|o| o.kind != OutcomeKind::Exited || o.exit_code != 0);
+        if failed {
+            break;
+        }
+        if tries >= RECORD_TRIES {
+            bail!("pgdoorman_206_bounded_list {}: no failure in {RECORD_TRIES} recordings", args.join(" "));
+        }
+    }
+    let record_time = t0.elapsed();
+    // Save the reproducing schedule.
+    let t1 = Instant::now();
+    let (_, _) = super::run_timed(
+        Command::new(&a.reprise)
+            .args(["replay", "--jobs", "1", "--max-attempts", "20"])
+            .arg(&trace)
+            .env("REPRISE_TRACE_DIR", tmp.path()),
+        &tmp.path().join("replay.out"),
+        &tmp.path().join("replay.err"),
+        timeout,
+    )?;
+    if read_schedule(&trace)?.is_none() {
+        bail!(
+            "reprise replay did not reproduce the recorded failure: {}",
+            super::tail(&tmp.path().join("replay.err"), 500)
+        );
+    }
+    let replay_time = t1.elapsed();
+
+    println!("reprise bench debug: {}", machine_description());
+    println!(
+        "pgdoorman_206_bounded_list {} recorded at sync until it failed: {tries} recording(s), {:.1} s; reproduced by `reprise replay` in {:.1} s",
+        args.join(" "),
+        record_time.as_secs_f64(),
+        replay_time.as_secs_f64()
+    );
+
+    // In process, as `reprise debug` does.
+    let t2 = Instant::now();
+    let (mut target, _) = Target::open(&trace, true)?;
+    let events = target.event_count();
+    let path = target.replay().header.program_path.clone();
+    let mut program = Program::load(&path).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    if let Some(bias) = program.load_bias_in(&target.maps()?) {
+        program.set_load_bias(bias);
+    }
+    let open_time = t2.elapsed();
+    println!(
+        "{events} sketch events ({}); opened paused before event 0 in {:.2} s",
+        if events >= MIN_EVENTS {
+            format!("at least {MIN_EVENTS}: yes")
+        } else {
+            format!("at least {MIN_EVENTS}: NO, the goals below are on a shorter run")
+        },
+        open_time.as_secs_f64()
+    );
+
+    let mut missed = 0;
+    let t3 = Instant::now();
+    let b = bisect(&mut target, &program, INVARIANT, None, None);
+    let bisect_time = t3.elapsed();
+    match &b {
+        Ok(b) => {
+            println!("bisect \"{INVARIANT}\": {b}");
+            if b.write.is_none() {
+                missed += 1;
+                println!("  the instruction was NOT found");
+            }
+        }
+        Err(e) => {
+            missed += 1;
+            println!("bisect \"{INVARIANT}\": FAILED: {e}");
+        }
+    }
+    let ok = bisect_time <= BISECT_GOAL && b.as_ref().is_ok_and(|b| b.write.is_some());
+    if !ok {
+        missed += 1;
+    }
+    println!(
+        "bisect to the instruction: {:.2} s, goal <= {} s, met {}",
+        bisect_time.as_secs_f64(),
+        BISECT_GOAL.as_secs(),
+        if ok { "yes" } else { "NO" }
+    );
+
+    // gotos to random events, after the first pass the bisect made.
+    let mut rng = SplitMix(0x6465_6275_67);
+    let mut times = Vec::new();
+    let last = events.saturating_sub(1);
+    for _ in 0..GOTOS {
+        super::check_interrupted()?;
+        let n = rng.below(last as u64 + 1) as usize;
+        let t = Instant::now();
+        let pos = target.goto(n)?;
+        let d = t.elapsed();
+        if pos != Position::Before(n) {
+            println!("  goto {n}: ended at {pos:?}");
+            missed += 1;
+        }
+        println!("  goto {n}: {:.3} s", d.as_secs_f64());
+        times.push(d);
+    }
+    let worst = times.iter().max().copied().unwrap_or_default();
+    let median = {
+        let mut s: Vec<f64> = times.iter().map(|d| d.as_secs_f64()).collect();
+        s.sort_by(|a, b| a.total_cmp(b));
+        s.get(s.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    let goto_ok = worst <= GOTO_GOAL;
+    if !goto_ok {
+        missed += 1;
+    }
+    println!(
+        "goto to {GOTOS} random events: median {median:.3} s, worst {:.3} s, goal <= {} s each, met {}",
+        worst.as_secs_f64(),
+        GOTO_GOAL.as_secs(),
+        if goto_ok { "yes" } else { "NO" }
+    );
+
+    // What the checkpoints cost.
+    let cps = target.checkpoints();
+    let mut total_kb = 0u64;
+    let mut unread = 0;
+    for (_, _, pid) in &cps {
+        match private_dirty_kb(*pid) {
+            Some(kb) => total_kb += kb,
+            None => unread += 1,
+        }
+    }
+    println!(
+        "checkpoints: {} ({} by the bisect), Private_Dirty {:.1} MiB in total ({:.0} KiB each on average){}",
+        cps.len(),
+        b.as_ref().map(|b| b.checkpoints).unwrap_or(0),
+        total_kb as f64 / 1024.0,
+        if cps.is_empty() { 0.0 } else { total_kb as f64 / cps.len() as f64 },
+        if unread > 0 { format!("; {unread} unreadable") } else { String::new() }
+    );
+    println!(
+        "replays started: {}, checkpoint resumes: {}",
+        target.replays, target.resumes
+    );
+    target.kill();
+    if a.quick {
+        println!("(--quick: a short run, the goals are not meaningful)");
+    }
+    Ok(if a.check && missed > 0 { 1 } else { 0 })
+}
+
+/// `Private_Dirty` of `pid` (kB), from /proc/PID/smaps_rollup.
+fn private_dirty_kb(pid: i32) -> Option<u64> {
+    let s = std::fs::read_to_string(Path::new(&format!("/proc/{pid}/smaps_rollup"))).ok()?;
+    s.lines()
+        .find(|l| l.starts_with("Private_Dirty:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
