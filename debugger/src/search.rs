@@ -638,6 +638,9 @@ pub fn bisect(
     let mut probes = 0u32;
     let mut taken = 0usize;
     let mut probe = |target: &mut Target, at: usize| -> Result<Result<Value, String>, DebugError> {
+        if std::env::var_os("REPRISE_SEARCH_DEBUG").is_some() {
+            eprintln!("search: probe {at} from {:?}", target.position());
+        }
         goto_paused(target, at)?;
         probes += 1;
         let mem = target.memory()?;
@@ -648,7 +651,12 @@ pub fn bisect(
     let mut checkpoint_failures = 0usize;
     let mut try_checkpoint = |target: &mut Target, taken: &mut usize| match target.checkpoint() {
         Ok(_) => *taken += 1,
-        Err(_) => checkpoint_failures += 1,
+        Err(e) => {
+            if std::env::var_os("REPRISE_SEARCH_DEBUG").is_some() {
+                eprintln!("search: no checkpoint at {:?}: {e}", target.position());
+            }
+            checkpoint_failures += 1
+        }
     };
     let has_checkpoint =
         |target: &Target, at: usize| target.checkpoints().iter().any(|c| c.1 == at);
@@ -708,10 +716,24 @@ pub fn bisect(
     goto_paused(target, lo)?;
     let parts = parts_of(&parsed);
     let mut broke = false;
-    let mut changes = watch_run(target, program, &parsed, &parts, hi, &mut |v| {
+    let watched = watch_run(target, program, &parsed, &parts, hi, &mut |v| {
         broke = truth(v) != Some(true);
         broke
-    })?;
+    });
+    let mut changes = match watched {
+        Ok(c) => c,
+        // A copy resumed from a checkpoint may hold a zombie thread (its
+        // restorer) that ptrace refuses: replay from the start instead.
+        Err(DebugError::Search(m)) if m.contains("zombies") => {
+            target.restart()?;
+            goto_paused(target, lo)?;
+            watch_run(target, program, &parsed, &parts, hi, &mut |v| {
+                broke = truth(v) != Some(true);
+                broke
+            })?
+        }
+        Err(e) => return Err(e),
+    };
     // Watching stops at the change that made it false: the last one.
     let write = if broke { changes.pop() } else { None };
     let fresh = target.replays - replays0;
