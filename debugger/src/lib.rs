@@ -6,6 +6,7 @@
 
 pub mod target;
 pub mod watchpoints;
+pub mod search;
 
 pub use target::{Position, Target, ThreadInfo};
 
@@ -28,6 +29,9 @@ pub enum DebugError {
     NoCheckpoint(usize),
     #[error("no {0} in this run now (`info threads` lists them)")]
     NoThread(String),
+    /// `watch` / `bisect` cannot be done (search.rs).
+    #[error("{0}")]
+    Search(String),
 }
 
 pub mod dwarf;
