@@ -71,6 +71,19 @@ struct Reads {
 pub fn solve(q: &Query) -> (Answer, Stats) {
     let started = Instant::now();
     let win = q.window();
+    solve_window(q, win, started)
+}
+
+/// Answers `q` about the reads `reads` (see [`Query::window_for`]) instead
+/// of the focus thread's last ones: what else they can read (with
+/// `share`, an address another thread's read there returned).
+pub fn solve_for(q: &Query, reads: &[AccessId], share: bool) -> (Answer, Stats) {
+    let started = Instant::now();
+    let win = q.window_for(reads, share);
+    solve_window(q, win, started)
+}
+
+fn solve_window(q: &Query, win: crate::query::Window, started: Instant) -> (Answer, Stats) {
     let acc = &win.accesses;
     let mut stats = Stats {
         accesses: q.accesses.len(),
@@ -107,6 +120,27 @@ pub fn solve(q: &Query) -> (Answer, Stats) {
             .filter_map(|&(i, v)| by_read.get(&i).map(|r| reads_other_than(acc, r, v)))
             .collect();
         hard.push(Bool::or(&differs));
+    }
+
+    // Reads that must share an object with another thread's read: both
+    // read the same write (a split read-modify-write), whose value is the
+    // address the other read was observed to read.
+    for (i, partners) in &win.wanted {
+        let Some(r) = by_read.get(i) else { continue };
+        let mut any: Vec<Bool> = Vec::new();
+        for p in partners {
+            let Some(pr) = by_read.get(p) else { continue };
+            let v = acc[*p].value;
+            for (c, b) in &r.choices {
+                if value_of(acc, r, *c) != v {
+                    continue;
+                }
+                if let Some((_, pb)) = pr.choices.iter().find(|(pc, _)| pc == c) {
+                    any.push(Bool::and(&[b.clone(), pb.clone()]));
+                }
+            }
+        }
+        hard.push(Bool::or(&any));
     }
 
     // As few changes as possible: each focus read keeps its place
@@ -300,7 +334,13 @@ fn read_model(
         let Some(k) = line.iter().position(|&j| j == f) else {
             continue;
         };
-        let lo = k.saturating_sub(2);
+        // Back to the read's own thread's last access there too: what
+        // comes between it and the read decides the value.
+        let own = line[..k]
+            .iter()
+            .rposition(|&j| acc[j].id.thread == acc[f].id.thread)
+            .unwrap_or(k);
+        let lo = k.saturating_sub(2).min(own);
         let hi = (k + 2).min(line.len() - 1);
         for w in line[lo..=hi].windows(2) {
             let (p, n) = (&acc[w[0]], &acc[w[1]]);
@@ -442,6 +482,69 @@ mod tests {
             }
             a => panic!("{a:?}"),
         }
+    }
+
+    /// A split pop: threads 1 and 2 pop a list head without a lock, thread
+    /// 2 after thread 1. Each read of the head is address-determining (its
+    /// value is the object the thread then touches); asked to share an
+    /// object, thread 2's read reads the write thread 1's read read, before
+    /// thread 1's pop writes the head: both then hold object X.
+    #[test]
+    fn a_split_pop_shares_the_object() {
+        const H: u64 = 0x5555_0000;
+        const X: u64 = 0x5555_1000;
+        const Y: u64 = 0x5555_2000;
+        let at = |thread, pc, location, write, value, before, ev: (u64, u64)| Access {
+            id: AccessId { thread, pc, n: 1 },
+            location,
+            write,
+            value,
+            before,
+            after_event: ev.0,
+            before_event: ev.1,
+        };
+        let accesses = vec![
+            at(0, 0x01, H, true, X, 0, (0, 5)),        // head = X
+            at(1, 0x10, H, false, X, 0, (10, 20)),     // s = head (X)
+            at(1, 0x14, X, false, Y, 0, (10, 20)),     // s->next (Y)
+            at(1, 0x18, H, true, Y, X, (10, 20)),      // head = Y
+            at(1, 0x1c, X + 8, true, 1, 0, (10, 20)),  // s->owner = 1
+            at(2, 0x10, H, false, Y, 0, (12, 30)),     // s = head (Y)
+            at(2, 0x14, Y, false, 0, 0, (12, 30)),     // s->next (0)
+            at(2, 0x18, H, true, 0, Y, (12, 30)),      // head = 0
+            at(2, 0x1c, Y + 8, true, 2, 0, (12, 30)),  // s->owner = 2
+            at(1, 0x20, X + 8, false, 1, 0, (20, 40)), // check s->owner
+        ];
+        let q = Query {
+            tried: vec![class_of(&accesses)],
+            locations: Vec::new(),
+            focus_pos: 40,
+            focus_thread: Some(1),
+            limits: Limits::default(),
+            accesses,
+        };
+        let ids: Vec<AccessId> = q.accesses.iter().map(|a| a.id).collect();
+        // Thread 1's read first (its object is touched again after an
+        // event), then thread 2's; no read whose value is not an address.
+        assert_eq!(q.address_reads(), vec![ids[1], ids[5]]);
+        // Thread 1's read cannot read Y (only its own later write has it).
+        assert!(matches!(
+            solve_for(&q, &[ids[1]], true).0,
+            Answer::Exhausted { .. }
+        ));
+        match solve_for(&q, &[ids[5]], true).0 {
+            Answer::Order { class, flips } => {
+                assert!(class.contains(&(ids[5], X)), "{class:?}");
+                assert!(class.contains(&(ids[1], X)), "{class:?}");
+                assert!(
+                    flips.contains(&(ids[3], ids[5])) || flips.contains(&(ids[3], ids[7])),
+                    "thread 1's pop write waits for thread 2's pop: {flips:?}"
+                );
+            }
+            a => panic!("{a:?}"),
+        }
+        // The object's fields, as the next base's first query sees them.
+        assert_eq!(q.object_locations(X), vec![X, X + 8]);
     }
 
     /// ABA: thread 1 sets x to 1 and back to 0; thread 2 reads x twice and

@@ -13,5 +13,5 @@ pub mod encode;
 pub mod query;
 pub mod search;
 
-pub use encode::{solve, Answer, Stats};
+pub use encode::{solve, solve_for, Answer, Stats};
 pub use query::{Access, AccessId, Class, Query, Window};

@@ -33,6 +33,18 @@ pub struct Access {
     pub before_event: u64,
 }
 
+/// The address bits of a location (the process is in the bits above).
+const ADDRESS_BITS: u64 = (1 << 52) - 1;
+/// How far from the address a read returned an access may be and still be
+/// taken for one through it (a field near the object's start).
+const FIELD_SPAN: u64 = 64;
+/// Values below this are not taken for addresses (counts, flags).
+const LOWEST_ADDRESS: u64 = 0x10000;
+/// Other threads' reads an address-determining read may share an object with.
+const PARTNERS: usize = 4;
+/// Reads of a stretch remembered as possible addresses, per thread.
+const RECENT_READS: usize = 16;
+
 /// What the focus reads read, one value each: a reads-from class, with
 /// two writes of one value counted as one.
 pub type Class = Vec<(AccessId, u64)>;
@@ -90,6 +102,11 @@ pub struct Window {
     pub accesses: Vec<Access>,
     /// Indices (into `accesses`) of the focus reads.
     pub focus: Vec<usize>,
+    /// Focus reads (indices into `accesses`) that must read the write one
+    /// of the reads given (also focus reads) reads, while that one still
+    /// reads the value observed: an address another thread's read there
+    /// returned.
+    pub wanted: Vec<(usize, Vec<usize>)>,
 }
 
 impl Query {
@@ -180,10 +197,259 @@ impl Query {
                 focus.push(i);
             }
         }
+        self.window_around(focus, &kept)
+    }
+
+    /// The window whose focus reads are `reads` (those of them before
+    /// the focus that another thread's write could precede), with the
+    /// writes each could read: a query about chosen reads, not about the
+    /// focus thread's last stretches. With `share`, each must read the
+    /// write another thread's address-determining read there reads, and
+    /// that read still the address it was observed to (a split
+    /// read-modify-write: both threads then hold one object, as in a split
+    /// pop or an ABA); those reads join the focus, and a read no other
+    /// thread's read could share with is left out.
+    pub fn window_for(&self, reads: &[AccessId], share: bool) -> Window {
+        let racy = self.racy_locations();
+        let kept: Vec<usize> = (0..self.accesses.len())
+            .filter(|&i| racy.contains(&self.accesses[i].location))
+            .collect();
+        let mut focus: Vec<usize> = Vec::new();
+        let mut extra: Vec<usize> = Vec::new();
+        for &i in &kept {
+            let a = &self.accesses[i];
+            if a.write || a.after_event > self.focus_pos || !reads.contains(&a.id) {
+                continue;
+            }
+            // Without `share` (reads of an object now shared): another
+            // thread's write the sketch orders before the read will do if
+            // it can come after the read's thread's own last write there.
+            let open = if share {
+                self.open_to_others(i, &kept)
+            } else {
+                let w = self.after_own_write(i, &kept);
+                let any = !w.is_empty();
+                extra.extend(w);
+                any || self.open_to_others(i, &kept)
+            };
+            if open && focus.len() < self.limits.focus_reads {
+                focus.push(i);
+            }
+        }
+        if !share {
+            return self.window_with(focus, &kept, extra);
+        }
+        let used = self.address_determining(&kept);
+        let mut pairs: Vec<(usize, Vec<usize>)> = Vec::new();
+        for &f in &focus {
+            let partners = self.partners(f, &used);
+            if !partners.is_empty() {
+                pairs.push((f, partners));
+            }
+        }
+        // A read no other thread's read could share an object with is no
+        // question here.
+        let mut all: Vec<usize> = pairs.iter().map(|(f, _)| *f).collect();
+        all.extend(pairs.iter().flat_map(|(_, p)| p.iter().copied()));
+        all.sort_unstable();
+        all.dedup();
+        let mut win = self.window_around(all, &kept);
+        // Indices into the window (access ids are unique).
+        let find = |i: usize| {
+            let id = self.accesses[i].id;
+            win.accesses.iter().position(|a| a.id == id)
+        };
+        let wanted: Vec<(usize, Vec<usize>)> = pairs
+            .iter()
+            .filter_map(|(f, p)| Some((find(*f)?, p.iter().filter_map(|&q| find(q)).collect())))
+            .collect();
+        win.wanted = wanted;
+        win
+    }
+
+    /// Other threads' writes to read `r`'s location that can come between
+    /// its thread's last write there before it and the read (the nearest
+    /// few before it in the run), with that write: what `r` reads if they
+    /// are reordered, though the sketch orders them before `r`.
+    fn after_own_write(&self, r: usize, kept: &[usize]) -> Vec<usize> {
+        let a = &self.accesses[r];
+        let at = kept.partition_point(|&i| i < r);
+        let same = |i: usize| self.accesses[i].write && self.accesses[i].location == a.location;
+        let Some(&own) = kept[..at]
+            .iter()
+            .rev()
+            .find(|&&i| same(i) && self.accesses[i].id.thread == a.id.thread)
+        else {
+            return Vec::new();
+        };
+        let mut out: Vec<usize> = kept[..at]
+            .iter()
+            .rev()
+            .copied()
+            .filter(|&i| {
+                same(i)
+                    && self.accesses[i].id.thread != a.id.thread
+                    && !Query::sketch_orders(&self.accesses[i], &self.accesses[own])
+                    && !Query::sketch_orders(a, &self.accesses[i])
+            })
+            .take(2)
+            .collect();
+        if !out.is_empty() {
+            out.push(own);
+        }
+        out
+    }
+
+    /// Other threads' address-determining reads of read `f`'s location, in
+    /// stretches the sketch leaves unordered with `f`'s, that returned
+    /// another address than `f` did: the nearest few.
+    fn partners(&self, f: usize, used: &HashSet<usize>) -> Vec<usize> {
+        let r = &self.accesses[f];
+        let mut out: Vec<usize> = used
+            .iter()
+            .copied()
+            .filter(|&i| {
+                let a = &self.accesses[i];
+                a.location == r.location
+                    && a.id.thread != r.id.thread
+                    && a.value != r.value
+                    && !Query::sketch_orders(a, r)
+                    && !Query::sketch_orders(r, a)
+            })
+            .collect();
+        out.sort_by_key(|&i| i.abs_diff(f));
+        out.truncate(PARTNERS);
+        out
+    }
+
+    /// True if a write of another thread the sketch leaves unordered with
+    /// read `i` is near it at its location.
+    fn open_to_others(&self, i: usize, kept: &[usize]) -> bool {
+        let a = &self.accesses[i];
+        self.writers(i, kept, 2).iter().any(|&w| {
+            self.accesses[w].id.thread != a.id.thread && !Query::sketch_orders(&self.accesses[w], a)
+        })
+    }
+
+    /// Address-determining reads before the focus: reads whose value the
+    /// same thread then uses as an address between the same two sketch
+    /// events (`s = head; ... s->field`), at a racy location another
+    /// thread's write could precede. Changing what such a read reads
+    /// changes *which object* the thread's later accesses touch (a split
+    /// pop hands one object to two threads), which no query over the
+    /// observed addresses can. The focus thread's first (any thread's for
+    /// a hang), then the others'; in each, first those whose object the
+    /// thread touches again after a later sketch event, the latest first.
+    pub fn address_reads(&self) -> Vec<AccessId> {
+        let racy = self.racy_locations();
+        let kept: Vec<usize> = (0..self.accesses.len())
+            .filter(|&i| racy.contains(&self.accesses[i].location))
+            .collect();
+        let used = self.address_determining(&kept);
+        // Each read's object is kept across a sketch event if its thread
+        // touches it again in a later stretch before the focus (`s = pop();
+        // lock; ...; unlock; check s->owner`): another thread handed the
+        // same object then has time to use it. Those first.
+        let mut mine = Vec::new();
+        let mut others = Vec::new();
+        for &i in kept.iter().rev() {
+            let a = &self.accesses[i];
+            if a.write || a.after_event > self.focus_pos || !used.contains(&i) {
+                continue;
+            }
+            if !self.open_to_others(i, &kept) {
+                continue;
+            }
+            let object = a.value & !7;
+            let kept_across = self.accesses[i + 1..]
+                .iter()
+                .take_while(|b| b.after_event <= self.focus_pos)
+                .any(|b| {
+                    b.id.thread == a.id.thread
+                        && b.after_event != a.after_event
+                        && (b.location & ADDRESS_BITS).wrapping_sub(object) < FIELD_SPAN
+                });
+            let rank = usize::from(!kept_across);
+            if self.focus_thread.is_none_or(|t| t == a.id.thread) {
+                mine.push((rank, a.id));
+            } else {
+                others.push((rank, a.id));
+            }
+        }
+        // Stable: the latest first within a rank.
+        mine.sort_by_key(|m| m.0);
+        others.sort_by_key(|o| o.0);
+        mine.into_iter().chain(others).map(|(_, id)| id).collect()
+    }
+
+    /// The locations of the object at address `v` (its fields within
+    /// reach) that the accesses touch.
+    pub fn object_locations(&self, v: u64) -> Vec<u64> {
+        let object = v & !7;
+        let mut out: Vec<u64> = self
+            .accesses
+            .iter()
+            .filter(|a| (a.location & ADDRESS_BITS).wrapping_sub(object) < FIELD_SPAN)
+            .map(|a| a.location)
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Indices of the reads (of racy locations) whose value the same thread
+    /// then used as an address in the same stretch.
+    fn address_determining(&self, kept: &[usize]) -> HashSet<usize> {
+        let racy: HashSet<u64> = kept.iter().map(|&i| self.accesses[i].location).collect();
+        // Per thread: its current stretch and the racy reads made in it so far
+        // (the last few), as (value, index).
+        let mut recent: HashMap<u32, (u64, Vec<(u64, usize)>)> = HashMap::new();
+        let mut used: HashSet<usize> = HashSet::new();
+        for (i, a) in self.accesses.iter().enumerate() {
+            let (stretch, reads) = recent
+                .entry(a.id.thread)
+                .or_insert((a.after_event, Vec::new()));
+            if *stretch != a.after_event {
+                *stretch = a.after_event;
+                reads.clear();
+            }
+            // The object is the one whose address (a value read) is the
+            // nearest below the access: one field of it, not of a neighbour.
+            let addr = a.location & ADDRESS_BITS;
+            if let Some(&(_, r)) = reads
+                .iter()
+                .filter(|(v, _)| addr >= v & !7 && addr - (v & !7) < FIELD_SPAN)
+                .max_by_key(|(v, _)| v & !7)
+            {
+                used.insert(r);
+            }
+            if !a.write
+                && a.value >= LOWEST_ADDRESS
+                && a.value <= ADDRESS_BITS
+                && racy.contains(&a.location)
+            {
+                if reads.len() >= RECENT_READS {
+                    reads.remove(0);
+                }
+                reads.push((a.value, i));
+            }
+        }
+        used
+    }
+
+    /// The window of `focus` (indices of reads): the reads, and the
+    /// writes each could read.
+    fn window_around(&self, focus: Vec<usize>, kept: &[usize]) -> Window {
+        self.window_with(focus, kept, Vec::new())
+    }
+
+    /// [`Self::window_around`] with `extra` writes (indices) in it too.
+    fn window_with(&self, focus: Vec<usize>, kept: &[usize], extra: Vec<usize>) -> Window {
         let side = (self.limits.window / 8).max(2);
         let mut chosen: Vec<usize> = focus.clone();
+        chosen.extend(extra);
         for &f in &focus {
-            chosen.extend(self.writers(f, &kept, side));
+            chosen.extend(self.writers(f, kept, side));
         }
         chosen.sort_unstable();
         chosen.dedup();
@@ -194,7 +460,11 @@ impl Query {
             .collect::<Vec<_>>();
         let mut focus = focus;
         focus.sort_unstable();
-        Window { accesses, focus }
+        Window {
+            accesses,
+            focus,
+            wanted: Vec::new(),
+        }
     }
 
     /// The writes read `f` could read (indices into `accesses`).

@@ -24,7 +24,7 @@ use reprise_replayer::order::SketchOrder;
 use reprise_replayer::{attempt, matches, AttemptResult, Replay, ReplayError, Strategy};
 use reprise_schema::{OutcomeKind, ScheduleInfo};
 
-use crate::encode::{solve, Answer, Stats};
+use crate::encode::{solve, solve_for, Answer, Stats};
 use crate::query::{self, Access, AccessId, Class, Limits, Query};
 
 /// The accesses an observed run made, as the solver sees them.
@@ -92,6 +92,13 @@ type RunResult = Result<(AttemptResult, Option<std::path::PathBuf>), ReplayError
 /// Levels of focus deepening: the last 2, 4, ... 2^(DEPTHS+1) stretches.
 const DEPTHS: usize = 4;
 
+/// Address-determining reads asked about, one query each (in the order
+/// [`Query::address_reads`] gives).
+const ADDRESS_READS: usize = 8;
+
+/// Reads of a shared object asked about (the focus thread's last ones).
+const OBJECT_READS: usize = 4;
+
 /// The base the queries are built on: an observed run and its flips.
 struct Base {
     /// The run's accesses, as queries see them.
@@ -100,6 +107,10 @@ struct Base {
     events: u64,
     focus_pos: u64,
     focus_thread: Option<u32>,
+    /// When the run came from an address-determining read asked to read
+    /// another thread's address: that object (the address), which its
+    /// first query looks at.
+    object: Option<u64>,
 }
 
 struct Solver<'a> {
@@ -267,8 +278,7 @@ impl Solver<'_> {
     /// possible base for the next queries (None: it observed nothing).
     fn learn(&mut self, i: usize, failing: Option<u32>, end: u64) -> Option<Base> {
         let b = self.base_of(i, failing, end)?;
-        self.tried
-            .push(query::class_of(&b.accesses));
+        self.tried.push(query::class_of(&b.accesses));
         Some(b)
     }
 
@@ -276,8 +286,9 @@ impl Solver<'_> {
         let r = &self.runs[i].result;
         let accesses = query_accesses(&self.order, r.observation.as_ref()?);
         let (focus_pos, focus_thread) = match r.outcome() {
-            // Diverged: what matters is where it left the sketch.
-            None => (r.stopped_at, r.diverging_thread),
+            // Diverged: what matters is where it left the sketch (stuck,
+            // with no thread named: the failing thread's reads there).
+            None => (r.stopped_at, r.diverging_thread.or(failing)),
             Some(_) => (end, failing),
         };
         Some(Base {
@@ -291,6 +302,7 @@ impl Solver<'_> {
             events: r.events_replayed,
             focus_pos,
             focus_thread,
+            object: None,
         })
     }
 
@@ -328,14 +340,18 @@ impl Solver<'_> {
         while self.attempts < self.opts.max_attempts {
             let want = (self.opts.max_attempts - self.attempts).min(self.opts.jobs.max(1) as u32);
             let mut batch = Vec::new();
+            let mut objects = Vec::new();
             for _ in 0..want {
-                let (answer, stats) = self.ask(&base, &mut depth);
+                let (answer, stats, object) = self.ask(&base, &mut depth);
+                if matches!(answer, Answer::Order { .. }) {
+                    objects.push(object);
+                }
                 let line = describe(&stats, &answer);
                 match answer {
                     Answer::Order { flips, class } => {
                         // Asked for: not asked again, whatever the attempt reads.
                         self.tried.push(class);
-                        let mut all = base.flips.clone();
+                        let mut all = compatible(&base, &flips);
                         all.extend(flips.iter().map(|&(h, u)| flip(h, u)));
                         all.truncate(reprise_abi::observe::MAX_FLIPS);
                         batch.push((schedule(Strategy::Feedback, seed, 0, &all), line));
@@ -362,15 +378,19 @@ impl Solver<'_> {
                     }
                 }
             }
-            for i in self.run_all(batch)? {
+            let mut moved = false;
+            for (i, object) in self.run_all(batch)?.into_iter().zip(objects) {
                 if self.found(result, i) {
                     return Ok(());
                 }
-                if let Some(b) = self.learn(i, failing, end) {
+                if let Some(mut b) = self.learn(i, failing, end) {
+                    b.object = object;
                     // As far along the sketch or further: its accesses
                     // (objects its flips moved, new reads) and its flips
-                    // are where the next queries start, near its end.
-                    if b.events >= base.events {
+                    // are where the next queries start, near its end. Of
+                    // a batch's runs that got as far, the first asked.
+                    if b.events > base.events || (b.events == base.events && !moved) {
+                        moved = true;
                         base = b;
                         depth = 0;
                     }
@@ -407,25 +427,47 @@ impl Solver<'_> {
         }
     }
 
-    /// One answer on `base`. Levels, each tried when the one before is
-    /// exhausted (`depth`): the focus thread's last 2 .. 32 stretches;
-    /// then any thread's reads of the locations those reads read (the
-    /// updates behind a value it read, wherever they raced: a lost update
-    /// printed at the end); then every thread's last 2 .. 32 stretches.
-    fn ask(&mut self, base: &Base, depth: &mut usize) -> (Answer, Stats) {
-        let levels = DEPTHS + 1;
-        if base.focus_thread.is_none() {
-            *depth = (*depth).max(levels + 1);
-        }
+    /// One answer on `base`, and the object it makes two threads share
+    /// (an address-determining read's answer). Stages, each tried when
+    /// the one before is exhausted (`depth`): when the base came from such
+    /// an answer, the focus thread's reads of that object (now that both
+    /// threads hold it, they may read what the other wrote); then, one at
+    /// a time and one answer each, its address-determining reads (a read
+    /// whose value the thread then used as an address), asked to read the
+    /// write another thread's such read read (a split read-modify-write:
+    /// both hold one object); then its last 2 .. 32 stretches; then any
+    /// thread's reads of the locations those reads read (the updates
+    /// behind a value it read, wherever they raced: a lost update printed
+    /// at the end); then every thread's last 2 .. 32 stretches.
+    fn ask(&mut self, base: &Base, depth: &mut usize) -> (Answer, Stats, Option<u64>) {
+        let probe = Query {
+            accesses: base.accesses.clone(),
+            focus_pos: base.focus_pos,
+            focus_thread: base.focus_thread,
+            tried: Vec::new(),
+            locations: Vec::new(),
+            limits: Limits::default(),
+        };
+        let mut addresses = probe.address_reads();
+        addresses.truncate(ADDRESS_READS);
+        let object: Vec<u64> = base
+            .object
+            .map_or_else(Vec::new, |v| probe.object_locations(v));
+        let stages = stages(
+            base.focus_thread.is_some(),
+            addresses.len(),
+            !object.is_empty(),
+        );
         let mut locations: Vec<u64> = Vec::new();
         loop {
-            let by_location = *depth == levels;
-            let everyone = *depth > levels;
-            let level = if everyone {
-                *depth - levels - 1
-            } else {
-                *depth
+            let stage = stages[(*depth).min(stages.len() - 1)];
+            let last = *depth + 1 >= stages.len();
+            let (everyone, level) = match stage {
+                Stage::Stretches(l) => (false, l),
+                Stage::Everyone(l) => (true, l),
+                Stage::ByLocation | Stage::Address(_) | Stage::Object => (false, 0),
             };
+            let by_location = stage == Stage::ByLocation;
             let stretches = 2usize << level.min(DEPTHS);
             let q = Query {
                 accesses: base.accesses.clone(),
@@ -443,21 +485,129 @@ impl Solver<'_> {
                     ..Limits::default()
                 },
             };
-            if *depth + 1 == levels {
+            if stage == Stage::Stretches(DEPTHS) {
                 // The deepest look at the focus thread: the locations it
-                // read are the next level's.
+                // read are the next stage's.
                 let w = q.window();
                 locations = w.focus.iter().map(|&f| w.accesses[f].location).collect();
                 locations.sort_unstable();
                 locations.dedup();
             }
-            let (answer, stats) = solve(&q);
+            let (answer, stats) = match stage {
+                Stage::Address(k) => solve_for(&q, &addresses[k..k + 1], true),
+                // The focus thread's last reads of the shared object (any
+                // thread's when there is no focus thread).
+                Stage::Object => {
+                    let reads: Vec<AccessId> = base
+                        .accesses
+                        .iter()
+                        .rev()
+                        .filter(|a| {
+                            !a.write
+                                && a.after_event <= base.focus_pos
+                                && base.focus_thread.is_none_or(|t| t == a.id.thread)
+                                && object.contains(&a.location)
+                        })
+                        .take(OBJECT_READS)
+                        .map(|a| a.id)
+                        .collect();
+                    solve_for(&q, &reads, false)
+                }
+                _ => solve(&q),
+            };
             self.queries.push(stats);
-            let last = *depth + 1 >= 2 * levels + 1;
-            match answer {
-                Answer::Exhausted { .. } if !last => *depth += 1,
-                _ => return (answer, stats),
+            match (answer, stage) {
+                (Answer::Exhausted { .. }, _) if !last => *depth += 1,
+                (a @ Answer::Order { .. }, Stage::Address(_)) => {
+                    // One object per address read: the next answer is
+                    // about the next read (or the run this one makes).
+                    let Stage::Address(k) = stage else {
+                        unreachable!()
+                    };
+                    let v = match &a {
+                        Answer::Order { class, .. } => {
+                            class.iter().find(|c| c.0 == addresses[k]).map(|c| c.1)
+                        }
+                        _ => None,
+                    };
+                    *depth += 1;
+                    return (a, stats, v);
+                }
+                (a, _) => return (a, stats, None),
             }
         }
     }
+}
+
+/// What a query looks at (see [`Solver::ask`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    /// The focus thread's last 2 << level stretches.
+    Stretches(usize),
+    /// Any thread's reads of the locations the focus thread read.
+    ByLocation,
+    /// Every thread's last 2 << level stretches.
+    Everyone(usize),
+    /// The k-th address-determining read.
+    Address(usize),
+    /// The focus thread's reads of the object an address-determining read
+    /// was made to share (the base's first query).
+    Object,
+}
+
+/// The stages in the order they are tried, `addresses` address-determining
+/// reads known; with no focus thread (a hang, a deadlock), every thread's.
+fn stages(focus_thread: bool, addresses: usize, object: bool) -> Vec<Stage> {
+    let levels = DEPTHS + 1;
+    let mut out = Vec::new();
+    if object {
+        out.push(Stage::Object);
+    }
+    if focus_thread {
+        out.extend((0..addresses).map(Stage::Address));
+        out.extend((0..levels).map(Stage::Stretches));
+        out.push(Stage::ByLocation);
+        out.extend((0..levels).map(Stage::Everyone));
+    } else {
+        out.extend((0..levels).map(Stage::Everyone));
+        out.extend((0..addresses).map(Stage::Address));
+    }
+    out
+}
+
+/// The base's flips that the new ones (`fresh`, held then awaited) leave
+/// possible: a base flip "u before h" is dropped when a new one "u2 before
+/// h2" closes a cycle with it through program order (h no later than u2 in
+/// its thread, h2 no later than u in its): enforcing both would hold the
+/// two threads for each other until the attempt is stuck.
+fn compatible(base: &Base, fresh: &[(AccessId, AccessId)]) -> Vec<FlipSpec> {
+    let at: std::collections::HashMap<AccessId, usize> = base
+        .accesses
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (a.id, i))
+        .collect();
+    // `a` no later than `b` in the one thread they share.
+    let po = |a: AccessId, b: AccessId| {
+        a == b
+            || (a.thread == b.thread
+                && matches!((at.get(&a), at.get(&b)), (Some(x), Some(y)) if x <= y))
+    };
+    base.flips
+        .iter()
+        .filter(|f| {
+            let h = AccessId {
+                thread: f.held,
+                pc: f.held_pc,
+                n: f.held_n,
+            };
+            let u = AccessId {
+                thread: f.until,
+                pc: f.until_pc,
+                n: f.until_n,
+            };
+            !fresh.iter().any(|&(h2, u2)| po(h, u2) && po(h2, u))
+        })
+        .copied()
+        .collect()
 }
