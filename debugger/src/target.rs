@@ -400,7 +400,8 @@ impl Target {
 
     /// Runs on to the pause before event `n` with `during` in charge: it
     /// gets the pid and a function that keeps the replay supplied with
-    /// events and says whether the pause is reached; it must return once
+    /// events and says whether the pause is reached (its first call lets
+    /// the run go on from the current pause); `during` must return once
     /// the pause is reached, with the process no longer ptraced by it.
     pub fn run_to_with(
         &mut self,
@@ -418,8 +419,17 @@ impl Target {
         let count = self.event_count();
         let pid = self.pid()?;
         let session = self.session.as_mut().ok_or(DebugError::Ended)?;
-        session.pause_before((n < count).then_some(n));
-        let mut reached = || session.fill_and_check_pause();
+        // The run stays paused until `during` first asks (it attaches
+        // first: nothing may happen before it watches).
+        let mut released = false;
+        let mut reached = || {
+            if !released {
+                released = true;
+                session.pause_before((n < count).then_some(n));
+                return false;
+            }
+            session.fill_and_check_pause()
+        };
         let result = during(pid, &mut reached);
         let position = self.run_session()?;
         result.map(|_| position)

@@ -41,6 +41,7 @@ const MAX_IDLE: Duration = Duration::from_millis(1);
 const MIN_IDLE: Duration = Duration::from_micros(20);
 /// `si_code` of a `SIGTRAP` raised by a hardware breakpoint.
 const TRAP_HWBKPT: i32 = 4;
+const TRAP_TRACE: i32 = 2;
 
 /// One watched location: writes of `len` bytes (1, 2, 4 or 8, `addr`
 /// aligned to it) at `addr`.
@@ -117,6 +118,21 @@ enum State {
     Exiting,
 }
 
+/// The pid of the process tracing thread `tid` (None: not traced, or
+/// unknown).
+fn tracer_of(tid: i32) -> Option<i32> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("TracerPid:"))?;
+    let pid: i32 = line["TracerPid:".len()..].trim().parse().ok()?;
+    (pid != 0).then_some(pid)
+}
+
+/// Thread `tid`'s state letter from `/proc/TID/stat` (R, S, Z...).
+fn task_state(tid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{tid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
 /// One `waitpid` result.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Event {
@@ -142,7 +158,12 @@ fn wait_nohang(tid: i32) -> Result<Event> {
     if r < 0 {
         return match Errno::last() {
             Errno::EINTR => Ok(Event::Nothing),
-            Errno::ECHILD => Ok(Event::Gone),
+            Errno::ECHILD => {
+                if std::env::var_os("REPRISE_WATCH_DEBUG").is_some() {
+                    eprintln!("watch: tid {tid} ECHILD state {:?} tracer {:?}", task_state(tid), tracer_of(tid));
+                }
+                Ok(Event::Gone)
+            }
             e => Err(WatchError::Ptrace {
                 op: "waitpid",
                 tid,
@@ -151,6 +172,9 @@ fn wait_nohang(tid: i32) -> Result<Event> {
         };
     }
     if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+        if std::env::var_os("REPRISE_WATCH_DEBUG").is_some() {
+            eprintln!("watch: tid {tid} exited status {status:#x}");
+        }
         return Ok(Event::Gone);
     }
     if !libc::WIFSTOPPED(status) {
@@ -312,6 +336,18 @@ impl Watcher {
                 Ok(())
             }
             Err(Errno::ESRCH) => Ok(()),
+            // Cloned by a thread seized a moment ago: the kernel attached
+            // it to us already (PTRACE_O_TRACECLONE); its first stop is
+            // on its way.
+            // (ptrace binds a tracee to the tracing thread: /proc shows
+            // that thread's id.)
+            Err(Errno::EPERM) if tracer_of(tid) == Some(nix::unistd::gettid().as_raw()) => {
+                self.threads.entry(tid).or_insert(State::New);
+                Ok(())
+            }
+            // Exited, not reaped yet (a leader that ended before the
+            // other threads): nothing to watch there.
+            Err(Errno::EPERM) if task_state(tid).is_some_and(|c| c == 'Z' || c == 'X') => Ok(()),
             Err(Errno::EPERM) => Err(WatchError::Permission(self.pid)),
             Err(e) => Err(ptrace_err("PTRACE_SEIZE", tid)(e)),
         }
@@ -457,12 +493,14 @@ impl Watcher {
                 }
                 (0, event == libc::PTRACE_EVENT_STOP && is_stop_signal(sig))
             }
-            Event::Signal(sig) => match self.hit_slot(tid, sig)? {
-                Some(slot) => {
+            Event::Signal(sig) => match self.hit_slot_and_code(tid, sig)? {
+                Some((slot, code)) => {
+                    // The program's own single-step trap still goes to it.
+                    let inject = if code == TRAP_TRACE { sig } else { 0 };
                     self.threads.insert(
                         tid,
                         State::Stopped {
-                            inject: 0,
+                            inject,
                             group: false,
                         },
                     );
@@ -488,7 +526,19 @@ impl Watcher {
     /// The slot whose watchpoint stopped `tid` (in a signal-delivery-stop
     /// of `sig`): a SIGTRAP with si_code TRAP_HWBKPT and a B0-B3 bit in DR6.
     /// Clears DR6.
+    fn hit_slot_and_code(&self, tid: i32, sig: i32) -> Result<Option<(usize, i32)>> {
+        let code = match ptrace::getsiginfo(Pid::from_raw(tid)) {
+            Ok(info) => info.si_code,
+            Err(_) => 0,
+        };
+        Ok(self.hit_slot(tid, sig)?.map(|slot| (slot, code)))
+    }
+
     fn hit_slot(&self, tid: i32, sig: i32) -> Result<Option<usize>> {
+        if std::env::var_os("REPRISE_WATCH_DEBUG").is_some() {
+            let code = ptrace::getsiginfo(Pid::from_raw(tid)).map(|i| i.si_code).unwrap_or(-99);
+            eprintln!("watch: tid {tid} sig {sig} code {code} dr6 {:x?} dr7 {:x?}", read_dr(tid, 6), read_dr(tid, 7));
+        }
         if sig != libc::SIGTRAP {
             return Ok(None);
         }
@@ -505,7 +555,10 @@ impl Watcher {
         if dr6 & 0xf != 0 {
             let _ = write_dr(tid, 6, 0);
         }
-        let hit = code == TRAP_HWBKPT && dr6 & 0xf != 0;
+        // A write that coincides with the program's own single-step (the
+        // agent steps over its access breakpoints with TF) is reported
+        // as TRAP_TRACE with our DR6 bit set too: ours and the program's.
+        let hit = (code == TRAP_HWBKPT || code == TRAP_TRACE) && dr6 & 0xf != 0;
         let slot = dr6.trailing_zeros() as usize;
         Ok((hit && slot < self.watches.len()).then_some(slot))
     }
