@@ -10,6 +10,7 @@ mod inspect;
 mod moves;
 mod print;
 mod race;
+mod search;
 
 use std::path::{Path, PathBuf};
 
@@ -172,6 +173,22 @@ pub static COMMANDS: &[Command] = &[
         doc: "the value of a C expression over globals and the selected frame's locals",
         moves: false,
         run: print::print,
+    },
+    Command {
+        name: "watch",
+        aliases: &[],
+        synopsis: "EXPR [--to N]",
+        doc: "every change of EXPR's value from here to event N (the end): event, thread, instruction, file:line, old -> new",
+        moves: true,
+        run: search::watch,
+    },
+    Command {
+        name: "bisect",
+        aliases: &[],
+        synopsis: "EXPR [--from N] [--to N]",
+        doc: "binary search for the first event after which EXPR (true at the start) is false, then the write that broke it",
+        moves: true,
+        run: search::bisect,
     },
     Command {
         name: "race",
