@@ -287,40 +287,16 @@ fn watch_run(
         let mem = ProcessMemory::new(pid);
         let mut armed = watches.clone();
         let mut w = attach(pid, &armed)?;
-        let mut known = task_ids(pid);
         if debug {
             eprintln!("search: pid {pid} watches {armed:x?} threads {:?} event {}", w.threads(), event_now(this));
         }
         let result = (|| -> Result<bool, DebugError> {
             loop {
-                let mut at_pause = false;
-                let mut new_thread = false;
-                let mut polls = 0u32;
-                let mut stop = || {
-                    if reached() {
-                        at_pause = true;
-                        return true;
-                    }
-                    polls += 1;
-                    if polls % 4 == 0 && task_ids(pid).iter().any(|t| !known.contains(t)) {
-                        new_thread = true;
-                        return true;
-                    }
-                    false
-                };
+                // Threads created while watched are followed by the
+                // watcher (PTRACE_O_TRACECLONE) and armed at their first stop.
+                let mut stop = || reached();
                 let hit = match w.run(&mut stop) {
                     Ok(Some(hit)) => hit,
-                    Ok(None) if new_thread && !at_pause => {
-                        // Threads created while watched are not always
-                        // armed: watch again, over every thread there is.
-                        let old = std::mem::replace(&mut w, attach(pid, &armed)?);
-                        drop(old);
-                        known = task_ids(pid);
-                        if debug {
-                            eprintln!("search: re-attached at event {}: threads {:?}", event_now(this), w.threads());
-                        }
-                        continue;
-                    }
                     Ok(None) => {
                         if debug {
                             eprintln!("search: reached at event {}: threads {:?}", event_now(this), w.threads());

@@ -309,15 +309,18 @@ impl Watcher {
         };
         // Threads may be created while we seize: list until nothing new
         // shows up (threads cloned by seized ones are followed anyway).
+        // (A thread skipped, exited but not reaped, is tried once.)
+        let mut tried = std::collections::BTreeSet::new();
         loop {
             let new: Vec<i32> = task_ids(pid)?
                 .into_iter()
-                .filter(|t| !w.threads.contains_key(t))
+                .filter(|t| !w.threads.contains_key(t) && !tried.contains(t))
                 .collect();
             if new.is_empty() {
                 break;
             }
             for tid in new {
+                tried.insert(tid);
                 w.seize(tid)?;
             }
             w.stop_all()?;
