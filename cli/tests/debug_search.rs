@@ -209,3 +209,51 @@ fn watch_memcached_refcount_shows_the_early_free() {
     assert!(place.contains("memcached_127_refcount.c:"), "{place}");
     assert!(place.contains("item_release") || place.contains("worker"), "{place}");
 }
+
+/// `watch` and `bisect` as a user runs them: `reprise debug TRACE -ex ...
+/// --batch`, one answer per command, `--json` parsable.
+#[test]
+fn watch_and_bisect_commands_in_batch_mode() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let r = pgdoorman();
+    let root = r.trace.parent().unwrap();
+    let t = r.trace.to_str().unwrap();
+    let args = [
+        "debug", t, "--no-program-output", "-ex", "goto 1", "-ex", "watch cache_peak",
+        "-ex", "bisect cache_peak <= 8", "-ex", "print cache_peak", "--batch",
+    ];
+    let o = run_reprise(root, &args, None, LIMIT);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned() + &stderr(&o);
+    assert!(o.status.success(), "{out}");
+    // watch: the peak grows one by one, written in insert.
+    assert!(out.contains("-> 9"), "{out}");
+    assert!(out.contains("in insert"), "{out}");
+    // bisect: the two adjacent events, the write, the replays made.
+    assert!(out.contains("the invariant broke between event"), "{out}");
+    assert!(out.contains("(cache_peak: 8 -> 9)"), "{out}");
+    assert!(out.contains("probes,") && out.contains("replays"), "{out}");
+    assert!(out.contains("cache_peak = (long) 9"), "{out}");
+    // The same as JSON: one object per answer.
+    let mut json_args = args.to_vec();
+    json_args.push("--json");
+    let o = run_reprise(root, &json_args, None, LIMIT);
+    let text = String::from_utf8_lossy(&o.stdout);
+    let answers: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let b = answers
+        .iter()
+        .find(|a| a.get("first_false").is_some())
+        .unwrap_or_else(|| panic!("no bisect answer in {text}"));
+    assert_eq!(
+        b["first_false"].as_u64().unwrap(),
+        b["last_true"].as_u64().unwrap() + 1,
+        "{b}"
+    );
+    // The expression's own values: true (1) before the write, false after.
+    assert_eq!(b["write"]["old"], "1", "{b}");
+    assert_eq!(b["write"]["new"], "0", "{b}");
+    assert!(b["write"]["place"].as_str().unwrap().contains("in insert"), "{b}");
+}
