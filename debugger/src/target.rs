@@ -379,7 +379,7 @@ impl Target {
     pub fn pid(&self) -> Result<i32, DebugError> {
         let session = self.session.as_ref().ok_or(DebugError::Ended)?;
         let pid = session.pid();
-        if !exited(pid) {
+        if !reprise_tracee::process::exited(pid) {
             return Ok(pid);
         }
         let ctl = session.control();
@@ -389,7 +389,7 @@ impl Target {
             .iter()
             .filter(|t| t.state.load(Ordering::Acquire) == 1)
             .map(|t| t.tid.load(Ordering::Acquire))
-            .find(|&tid| tid > 0 && !exited(tid))
+            .find(|&tid| tid > 0 && !reprise_tracee::process::exited(tid))
             .unwrap_or(pid))
     }
 
@@ -568,14 +568,6 @@ impl Drop for Target {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-/// True if task `tid` has exited (state Z or X, or gone).
-fn exited(tid: i32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{tid}/stat")).unwrap_or_default();
-    stat.rsplit_once(')')
-        .and_then(|(_, rest)| rest.trim_start().chars().next())
-        .is_none_or(|c| c == 'Z' || c == 'X')
 }
 
 /// A thread stopped in the agent's syscall stubs (no unwind information

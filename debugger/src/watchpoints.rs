@@ -127,12 +127,6 @@ fn tracer_of(tid: i32) -> Option<i32> {
     (pid != 0).then_some(pid)
 }
 
-/// Thread `tid`'s state letter from `/proc/TID/stat` (R, S, Z...).
-fn task_state(tid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{tid}/stat")).ok()?;
-    stat.rsplit_once(')')?.1.trim_start().chars().next()
-}
-
 /// One `waitpid` result.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Event {
@@ -158,12 +152,7 @@ fn wait_nohang(tid: i32) -> Result<Event> {
     if r < 0 {
         return match Errno::last() {
             Errno::EINTR => Ok(Event::Nothing),
-            Errno::ECHILD => {
-                if std::env::var_os("REPRISE_WATCH_DEBUG").is_some() {
-                    eprintln!("watch: tid {tid} ECHILD state {:?} tracer {:?}", task_state(tid), tracer_of(tid));
-                }
-                Ok(Event::Gone)
-            }
+            Errno::ECHILD => Ok(Event::Gone),
             e => Err(WatchError::Ptrace {
                 op: "waitpid",
                 tid,
@@ -172,9 +161,6 @@ fn wait_nohang(tid: i32) -> Result<Event> {
         };
     }
     if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
-        if std::env::var_os("REPRISE_WATCH_DEBUG").is_some() {
-            eprintln!("watch: tid {tid} exited status {status:#x}");
-        }
         return Ok(Event::Gone);
     }
     if !libc::WIFSTOPPED(status) {
@@ -350,7 +336,7 @@ impl Watcher {
             }
             // Exited, not reaped yet (a leader that ended before the
             // other threads): nothing to watch there.
-            Err(Errno::EPERM) if task_state(tid).is_some_and(|c| c == 'Z' || c == 'X') => Ok(()),
+            Err(Errno::EPERM) if reprise_tracee::process::exited(tid) => Ok(()),
             Err(Errno::EPERM) => Err(WatchError::Permission(self.pid)),
             Err(e) => Err(ptrace_err("PTRACE_SEIZE", tid)(e)),
         }
@@ -538,10 +524,6 @@ impl Watcher {
     }
 
     fn hit_slot(&self, tid: i32, sig: i32) -> Result<Option<usize>> {
-        if std::env::var_os("REPRISE_WATCH_DEBUG").is_some() {
-            let code = ptrace::getsiginfo(Pid::from_raw(tid)).map(|i| i.si_code).unwrap_or(-99);
-            eprintln!("watch: tid {tid} sig {sig} code {code} dr6 {:x?} dr7 {:x?}", read_dr(tid, 6), read_dr(tid, 7));
-        }
         if sig != libc::SIGTRAP {
             return Ok(None);
         }

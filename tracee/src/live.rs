@@ -63,14 +63,6 @@ impl Drop for Seized {
     }
 }
 
-/// True if thread `tid` of `pid` has exited (state Z or X).
-fn is_zombie(pid: i32, tid: i32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).unwrap_or_default();
-    stat.rsplit_once(')')
-        .and_then(|(_, rest)| rest.trim_start().chars().next())
-        .is_some_and(|c| c == 'Z' || c == 'X')
-}
-
 enum Stop {
     /// Stopped (a signal being delivered is held in `Seized::threads`).
     Stopped,
@@ -86,7 +78,7 @@ impl Seized {
             Err(Errno::ESRCH) => return Ok(Stop::Gone),
             // A thread that exited but is not reaped yet (a thread-group
             // leader that ended before the others) cannot be traced.
-            Err(Errno::EPERM) if is_zombie(self.pid, tid) => return Ok(Stop::Gone),
+            Err(Errno::EPERM) if crate::process::exited(tid) => return Ok(Stop::Gone),
             Err(Errno::EPERM) => {
                 return Err(TraceeError::PtracePermission {
                     pid: self.pid,
