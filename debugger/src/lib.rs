@@ -4,9 +4,9 @@
 //! paused between sketch events; checkpoints let it seek backward and
 //! bisect without re-executing from the start.
 
+pub mod search;
 pub mod target;
 pub mod watchpoints;
-pub mod search;
 
 pub use target::{Position, Target, ThreadInfo};
 
@@ -34,7 +34,7 @@ pub enum DebugError {
     Search(String),
 }
 
+pub mod commands;
 pub mod dwarf;
 pub mod expr;
-pub mod commands;
 pub mod repl;

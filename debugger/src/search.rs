@@ -220,9 +220,7 @@ fn goto_paused(target: &mut Target, n: usize) -> Result<(), DebugError> {
         Position::Before(m) => Err(search_err(format!(
             "the run paused before event {m}, not {n}"
         ))),
-        Position::Ended(how) => Err(search_err(format!(
-            "the run ended before event {n}: {how}"
-        ))),
+        Position::Ended(how) => Err(search_err(format!("the run ended before event {n}: {how}"))),
     }
 }
 
@@ -264,7 +262,9 @@ fn watch_run(
     let mem = ProcessMemory::new(pid);
     let (first, reads) = eval_now(program, e, &mem);
     if let Err(why) = &first {
-        return Err(search_err(format!("cannot evaluate the expression here: {why}")));
+        return Err(search_err(format!(
+            "cannot evaluate the expression here: {why}"
+        )));
     }
     let watches = cover(&reads)?;
     let maps = target.maps()?;
@@ -288,7 +288,11 @@ fn watch_run(
         let mut armed = watches.clone();
         let mut w = attach(pid, &armed)?;
         if debug {
-            eprintln!("search: pid {pid} watches {armed:x?} threads {:?} event {}", w.threads(), event_now(this));
+            eprintln!(
+                "search: pid {pid} watches {armed:x?} threads {:?} event {}",
+                w.threads(),
+                event_now(this)
+            );
         }
         let result = (|| -> Result<bool, DebugError> {
             loop {
@@ -299,7 +303,11 @@ fn watch_run(
                     Ok(Some(hit)) => hit,
                     Ok(None) => {
                         if debug {
-                            eprintln!("search: reached at event {}: threads {:?}", event_now(this), w.threads());
+                            eprintln!(
+                                "search: reached at event {}: threads {:?}",
+                                event_now(this),
+                                w.threads()
+                            );
                         }
                         return Ok(false);
                     }
@@ -564,13 +572,27 @@ fn render(e: &Expr) -> String {
             format!("{sym}{}", render_operand(a))
         }
         ExprKind::Binary(op, a, b) => {
-            format!("{} {} {}", render_operand(a), op.symbol(), render_operand(b))
+            format!(
+                "{} {} {}",
+                render_operand(a),
+                op.symbol(),
+                render_operand(b)
+            )
         }
         ExprKind::Member { base, field, arrow } => {
-            format!("{}{}{field}", render_operand(base), if *arrow { "->" } else { "." })
+            format!(
+                "{}{}{field}",
+                render_operand(base),
+                if *arrow { "->" } else { "." }
+            )
         }
         ExprKind::Index(a, i) => format!("{}[{}]", render_operand(a), render(i)),
-        ExprKind::Cast(t, a) => format!("({}{}){}", t.base, " *".repeat(t.pointers), render_operand(a)),
+        ExprKind::Cast(t, a) => format!(
+            "({}{}){}",
+            t.base,
+            " *".repeat(t.pointers),
+            render_operand(a)
+        ),
         ExprKind::SizeofType(t) => format!("sizeof({}{})", t.base, " *".repeat(t.pointers)),
         ExprKind::SizeofExpr(a) => format!("sizeof({})", render(a)),
     }
@@ -734,8 +756,20 @@ mod tests {
 
     #[test]
     fn cover_fits_small_ranges_in_one_watch() {
-        assert_eq!(cover(&[(0x1000, 8)]).unwrap(), vec![Watch { addr: 0x1000, len: 8 }]);
-        assert_eq!(cover(&[(0x1004, 4)]).unwrap(), vec![Watch { addr: 0x1004, len: 4 }]);
+        assert_eq!(
+            cover(&[(0x1000, 8)]).unwrap(),
+            vec![Watch {
+                addr: 0x1000,
+                len: 8
+            }]
+        );
+        assert_eq!(
+            cover(&[(0x1004, 4)]).unwrap(),
+            vec![Watch {
+                addr: 0x1004,
+                len: 4
+            }]
+        );
         // 4 bytes straddling an 8-byte boundary: two blocks.
         let w = cover(&[(0x1006, 4)]).unwrap();
         assert_eq!(w.len(), 2);

@@ -535,14 +535,14 @@ impl Target {
         let unwound = self.symbolizer.unwind(&snap.regs, &mem, &maps);
         let mut out = Vec::new();
         for u in unwound {
-            for f in self.symbolizer.symbolize_frames(u.pc, u.is_return_address, &maps) {
+            for f in self
+                .symbolizer
+                .symbolize_frames(u.pc, u.is_return_address, &maps)
+            {
                 out.push((f, u.clone()));
             }
         }
-        let agent_frames = out
-            .iter()
-            .take_while(|(f, _)| is_agent(&f.module))
-            .count();
+        let agent_frames = out.iter().take_while(|(f, _)| is_agent(&f.module)).count();
         // Keep the outermost of the innermost agent frames: the
         // interposed call itself (`pthread_mutex_lock`); the agent's other
         // frames (its thread trampoline) are not the program's.
@@ -587,10 +587,12 @@ fn leave_syscall_page(regs: &mut [u64; 18], mem: &ProcessMemory) {
 
 /// The frames from the first one in `program`'s own code outward.
 fn program_frames(frames: &[Frame], program: &Path) -> Vec<Frame> {
-    let program = program.canonicalize().unwrap_or_else(|_| program.to_path_buf());
-    let first = frames.iter().position(|f| {
-        f.module == program || f.module.canonicalize().is_ok_and(|m| m == program)
-    });
+    let program = program
+        .canonicalize()
+        .unwrap_or_else(|_| program.to_path_buf());
+    let first = frames
+        .iter()
+        .position(|f| f.module == program || f.module.canonicalize().is_ok_and(|m| m == program));
     match first {
         Some(i) => frames[i..].to_vec(),
         None => Vec::new(),
@@ -611,7 +613,6 @@ pub fn event_what(e: &EventRecord) -> String {
         format!("{}({:#x})", e.kind.name(), e.object)
     }
 }
-
 
 fn state_name(state: u32) -> &'static str {
     match state {

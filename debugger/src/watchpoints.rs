@@ -187,7 +187,11 @@ fn debugreg_offset(i: usize) -> ptrace::AddressType {
 }
 
 fn write_dr(tid: i32, i: usize, value: u64) -> std::result::Result<(), Errno> {
-    ptrace::write_user(Pid::from_raw(tid), debugreg_offset(i), value as libc::c_long)
+    ptrace::write_user(
+        Pid::from_raw(tid),
+        debugreg_offset(i),
+        value as libc::c_long,
+    )
 }
 
 fn read_dr(tid: i32, i: usize) -> std::result::Result<u64, Errno> {
@@ -243,11 +247,15 @@ fn validate(watches: &[Watch]) -> Result<()> {
 }
 
 fn is_stop_signal(sig: i32) -> bool {
-    matches!(sig, libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU)
+    matches!(
+        sig,
+        libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
+    )
 }
 
 fn task_ids(pid: i32) -> Result<Vec<i32>> {
-    let rd = std::fs::read_dir(format!("/proc/{pid}/task")).map_err(|_| WatchError::NoSuchProcess(pid))?;
+    let rd = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map_err(|_| WatchError::NoSuchProcess(pid))?;
     Ok(rd
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .collect())
@@ -559,8 +567,8 @@ impl Watcher {
     fn make_hit(&self, tid: i32, slot: usize) -> Result<Hit> {
         let r = ptrace::getregs(Pid::from_raw(tid)).map_err(ptrace_err("PTRACE_GETREGS", tid))?;
         let regs = [
-            r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.rsp, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13,
-            r.r14, r.r15, r.rip, r.eflags,
+            r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.rsp, r.r8, r.r9, r.r10, r.r11,
+            r.r12, r.r13, r.r14, r.r15, r.rip, r.eflags,
         ];
         let (pc, pc_exact) = writing_instruction(&self.mem, &r, &self.watches[slot]);
         Ok(Hit {
@@ -635,7 +643,9 @@ impl Watcher {
         else {
             return Ok(());
         };
-        if !sigtrap_pending(self.pid, tid) || restart(libc::PTRACE_CONT as libc::c_uint, tid, 0).is_err() {
+        if !sigtrap_pending(self.pid, tid)
+            || restart(libc::PTRACE_CONT as libc::c_uint, tid, 0).is_err()
+        {
             return Ok(());
         }
         self.threads.insert(tid, State::Running);

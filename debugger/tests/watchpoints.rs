@@ -142,7 +142,11 @@ impl Prog {
             }
         });
         let stdin = child.stdin.take();
-        let p = Prog { child, stdin, lines };
+        let p = Prog {
+            child,
+            stdin,
+            lines,
+        };
         assert_eq!(p.lines.recv_timeout(BUDGET).unwrap(), "ready");
         p
     }
@@ -169,7 +173,10 @@ impl Prog {
                 assert!(st.success(), "program ended with {st}");
                 return;
             }
-            assert!(Instant::now() < deadline, "program did not exit after the detach");
+            assert!(
+                Instant::now() < deadline,
+                "program did not exit after the detach"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -206,11 +213,15 @@ fn global(pid: i32, name: &str) -> u64 {
 
 fn function_at(pid: i32, pc: u64) -> Option<String> {
     let maps = MemoryMap::for_pid(pid).unwrap();
-    Symbolizer::new().symbolize(RemotePtr::new(pc), &maps).function
+    Symbolizer::new()
+        .symbolize(RemotePtr::new(pc), &maps)
+        .function
 }
 
 fn read_u64(pid: i32, addr: u64) -> u64 {
-    ProcessMemory::new(pid).read_u64(RemotePtr::new(addr)).unwrap()
+    ProcessMemory::new(pid)
+        .read_u64(RemotePtr::new(addr))
+        .unwrap()
 }
 
 /// The next hit, failing the test after the budget.
@@ -257,7 +268,10 @@ fn every_counter_write_in_order_by_bump_counter() {
         assert_eq!(hit.slot, 0);
         assert_eq!(read_u64(p.pid(), counter), n, "hit {n} sees the n-th value");
         assert!(hit.pc_exact, "{hit:?}");
-        assert!(hit.pc < hit.after_pc && hit.after_pc - hit.pc <= 15, "{hit:?}");
+        assert!(
+            hit.pc < hit.after_pc && hit.after_pc - hit.pc <= 15,
+            "{hit:?}"
+        );
         assert_eq!(hit.regs[16], hit.after_pc);
         if n <= 5 {
             assert_eq!(
@@ -341,7 +355,11 @@ fn signals_the_program_handles_reach_it() {
     assert_eq!(per_slot, [300, 1]);
     let line = run_to_result(&mut w, &p, start);
     assert_eq!(
-        (field(&line, "usr1"), field(&line, "sys"), field(&line, "trap")),
+        (
+            field(&line, "usr1"),
+            field(&line, "sys"),
+            field(&line, "trap")
+        ),
         (20, 20, 20),
         "{line}"
     );
@@ -382,7 +400,11 @@ fn detach_while_running_leaves_the_program_intact() {
         .expect("result line after the detach");
     assert_eq!(field(&line, "counter"), 9000, "{line}");
     assert_eq!(
-        (field(&line, "usr1"), field(&line, "sys"), field(&line, "trap")),
+        (
+            field(&line, "usr1"),
+            field(&line, "sys"),
+            field(&line, "trap")
+        ),
         (50, 50, 50),
         "{line}"
     );

@@ -368,7 +368,6 @@ fn machine_description() -> String {
     )
 }
 
-
 /// An error naming the tools of `tools` that are not in PATH, if any:
 /// `scripts/setup.sh` installs them (packages are not installed here).
 fn require_tools(tools: &[&str]) -> Result<()> {
@@ -591,4 +590,3 @@ fn native_run(
     }
     Ok(t)
 }
-

@@ -304,8 +304,7 @@ unsafe fn begin_step(h: &ObserveHeader, pc: u64, g: &mut [i64; 23]) {
             if f.held == me && f.held_pc == pt.vaddr {
                 let n = f.held_seen.fetch_add(1, Ordering::AcqRel) + 1;
                 if n == f.held_n
-                    && f
-                        .state
+                    && f.state
                         .compare_exchange(
                             ob::FLIP_ARMED,
                             ob::FLIP_HOLDING,
@@ -405,8 +404,7 @@ unsafe fn finish_step(h: &ObserveHeader, step: Step, g: &mut [i64; 23]) {
                 } else {
                     ob::FLIP_DONE
                 };
-                if f
-                    .state
+                if f.state
                     .compare_exchange(ob::FLIP_HOLDING, next, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
                 {
@@ -449,8 +447,7 @@ pub fn flip_infeasible(key: u32) {
 pub fn deferred_release() -> Option<u32> {
     let h = header()?;
     for f in &h.flips[..(h.nflips as usize).min(ob::MAX_FLIPS)] {
-        if f
-            .state
+        if f.state
             .compare_exchange(
                 ob::FLIP_DEFERRED,
                 ob::FLIP_DONE,

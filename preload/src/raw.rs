@@ -119,7 +119,13 @@ pub fn open_shared(path: *const libc::c_char) -> Option<(i32, usize)> {
     }
     // SAFETY: an all-zero `stat` is a valid value; the kernel fills it.
     let mut st: libc::stat = unsafe { core::mem::zeroed() };
-    if syscall3(libc::SYS_fstat, fd as u64, &mut st as *mut libc::stat as u64, 0) != 0 {
+    if syscall3(
+        libc::SYS_fstat,
+        fd as u64,
+        &mut st as *mut libc::stat as u64,
+        0,
+    ) != 0
+    {
         syscall3(libc::SYS_close, fd as u64, 0, 0);
         return None;
     }

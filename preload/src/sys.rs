@@ -536,7 +536,11 @@ pub unsafe extern "C" fn clock_gettime(clk: libc::clockid_t, ts: *mut libc::time
         // The vDSO is hidden at `sys` (see reprise_recorder::launch): the
         // call is a syscall either way; made here, untrapped, and logged.
         let r = raw::syscall6(libc::SYS_clock_gettime, [clk as u64, ts as u64, 0, 0, 0, 0]);
-        log_syscall(libc::SYS_clock_gettime, [clk as u64, ts as u64, 0, 0, 0, 0], r);
+        log_syscall(
+            libc::SYS_clock_gettime,
+            [clk as u64, ts as u64, 0, 0, 0, 0],
+            r,
+        );
         return raw::to_libc(r) as c_int;
     }
     let f = real!(clock_gettime: fn(libc::clockid_t, *mut libc::timespec) -> c_int);

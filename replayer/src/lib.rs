@@ -16,15 +16,15 @@ use reprise_abi::{replay as rp, EventKind, Level};
 use reprise_schema::{EventRecord, HeaderInfo, OutcomeInfo, OutcomeKind, SketchLevel, TraceReader};
 
 pub mod accesses;
-mod session;
 mod detector;
 pub mod observe;
 pub mod order;
+mod session;
 use observe::{Observation, ObservePlan};
 use sha2::{Digest, Sha256};
 
-pub use session::{attempt, stop_on_interrupt, Checkpoint, ReplaySession, Stop};
 pub use detector::{is_failure, matches};
+pub use session::{attempt, stop_on_interrupt, Checkpoint, ReplaySession, Stop};
 
 /// Why a replay cannot start. Each message is one line.
 #[derive(Debug, thiserror::Error)]

@@ -5,9 +5,7 @@
 use std::io;
 use std::sync::atomic::Ordering;
 
-use reprise_abi::observe::{
-    self as ob, Access, AccessPoint, ObserveHeader, OPT_LOG, OPT_PREEMPT,
-};
+use reprise_abi::observe::{self as ob, Access, AccessPoint, ObserveHeader, OPT_LOG, OPT_PREEMPT};
 use reprise_abi::ABI_VERSION;
 use reprise_recorder::shm::SharedFile;
 
@@ -112,7 +110,11 @@ impl ObserveBlock {
             h.magic = ob::MAGIC;
             h.version = ABI_VERSION;
             h.options = if plan.log { OPT_LOG } else { 0 }
-                | if plan.preempt_rate > 0 { OPT_PREEMPT } else { 0 };
+                | if plan.preempt_rate > 0 {
+                    OPT_PREEMPT
+                } else {
+                    0
+                };
             h.preempt_rate = plan.preempt_rate;
             h.points_offset = points_offset as u64;
             h.npoints = points.len() as u64;

@@ -394,15 +394,17 @@ impl<'r> ReplaySession<'r> {
         }
         let result = r.ckpt_result.load(Ordering::Acquire);
         if result <= 0 {
-            return Err(ReplayError::Checkpoint(if result == -(rp::CKPT_THREAD_OUTSIDE as i64) {
-                format!(
+            return Err(ReplayError::Checkpoint(
+                if result == -(rp::CKPT_THREAD_OUTSIDE as i64) {
+                    format!(
                     "{} of the {} other threads did not come to a stop the agent can copy (blocked outside the schedule, in the kernel)",
                     r.ckpt_others.load(Ordering::Acquire) - r.ckpt_saved.load(Ordering::Acquire).min(r.ckpt_others.load(Ordering::Acquire)),
                     r.ckpt_others.load(Ordering::Acquire)
                 )
-            } else {
-                format!("fork failed (errno {})", -result)
-            }));
+                } else {
+                    format!("fork failed (errno {})", -result)
+                },
+            ));
         }
         Ok(Checkpoint {
             zygote: result as i32,
@@ -435,7 +437,10 @@ impl<'r> ReplaySession<'r> {
             if let Some(p) = p {
                 let b = p.as_os_str().as_bytes();
                 if b.len() >= 128 {
-                    return Err(ReplayError::Checkpoint(format!("{}: path too long", p.display())));
+                    return Err(ReplayError::Checkpoint(format!(
+                        "{}: path too long",
+                        p.display()
+                    )));
                 }
                 mailbox[i * 128..i * 128 + b.len()].copy_from_slice(b);
             }
@@ -452,7 +457,9 @@ impl<'r> ReplaySession<'r> {
                 break pid;
             }
             if asked.elapsed() > Duration::from_secs(3) {
-                return Err(ReplayError::Checkpoint("the checkpoint did not resume".into()));
+                return Err(ReplayError::Checkpoint(
+                    "the checkpoint did not resume".into(),
+                ));
             }
             std::thread::sleep(Duration::from_micros(200));
         };
@@ -647,9 +654,14 @@ fn init_control(ctl: &ControlBlock, replay: &Replay, opts: &AttemptOptions) {
     );
     r.rng.store(opts.seed, Ordering::Release);
     // The recorded pids and tids: printed, they may differ in replay.
-    for (slot, id) in r.recorded_ids.iter().zip(replay.events.iter().filter_map(|e| {
-        matches!(e.kind, EventKind::ProcessStart | EventKind::ThreadStart).then_some(e.extra as u32)
-    })) {
+    for (slot, id) in r
+        .recorded_ids
+        .iter()
+        .zip(replay.events.iter().filter_map(|e| {
+            matches!(e.kind, EventKind::ProcessStart | EventKind::ThreadStart)
+                .then_some(e.extra as u32)
+        }))
+    {
         slot.store(id, Ordering::Release);
     }
     r.revoke_ms.store(opts.revoke_ms, Ordering::Release);
@@ -724,10 +736,15 @@ fn program_stdio(
 
 /// The divergence the agent reported, as an attempt's end (a missing
 /// file is an error: no schedule can replay the run).
-fn divergence_end(replay: &Replay, d: &reprise_abi::DivergenceInfo) -> Result<AttemptEnd, ReplayError> {
+fn divergence_end(
+    replay: &Replay,
+    d: &reprise_abi::DivergenceInfo,
+) -> Result<AttemptEnd, ReplayError> {
     let text = String::from_utf8_lossy(&d.text[..(d.len as usize).min(d.text.len())]);
     if d.kind == rp::DIVERGED_MISSING_FILE {
-        let relative = text.split_once("(\"").is_some_and(|(_, p)| !p.starts_with('/'));
+        let relative = text
+            .split_once("(\"")
+            .is_some_and(|(_, p)| !p.starts_with('/'));
         let mut text = text.into_owned();
         if relative {
             text.push_str(&format!(
@@ -751,7 +768,12 @@ fn divergence_end(replay: &Replay, d: &reprise_abi::DivergenceInfo) -> Result<At
 /// where it ended and how far the recording goes.
 fn ended_early(replay: &Replay, turn: u64, got: &OutcomeInfo) -> Option<String> {
     let total = *replay.positions.last()?;
-    if turn >= total || replay.recorded.as_ref().is_some_and(|rec| matches(rec, got)) {
+    if turn >= total
+        || replay
+            .recorded
+            .as_ref()
+            .is_some_and(|rec| matches(rec, got))
+    {
         return None;
     }
     let (i, next) = replay.event_at(turn)?;

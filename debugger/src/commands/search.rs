@@ -53,7 +53,9 @@ pub(super) fn watch(d: &mut Debugger, args: &str) -> CmdResult {
     })?;
     let mut lines: Vec<String> = changes.iter().map(|c| c.to_string()).collect();
     if lines.is_empty() {
-        lines.push(format!("{text} did not change between event {from} and event {to}"));
+        lines.push(format!(
+            "{text} did not change between event {from} and event {to}"
+        ));
     }
     let stop = super::moves::stop_answer(d);
     lines.push(stop.text);

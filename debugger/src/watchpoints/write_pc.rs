@@ -76,7 +76,11 @@ fn writes(
 /// the memory-writing instruction that ends at rip, chosen by (its written
 /// address overlaps the watch, how many linear decodes from earlier offsets
 /// end on it). Returns (rip, false) when no single best one exists.
-pub(super) fn writing_instruction(mem: &ProcessMemory, r: &libc::user_regs_struct, w: &Watch) -> (u64, bool) {
+pub(super) fn writing_instruction(
+    mem: &ProcessMemory,
+    r: &libc::user_regs_struct,
+    w: &Watch,
+) -> (u64, bool) {
     const BACK: u64 = 48;
     let rip = r.rip;
     let mut factory = InstructionInfoFactory::new();

@@ -36,10 +36,19 @@ pub(super) fn run_debug(a: &BenchOptions) -> Result<u8> {
     let cache = a.cache_dir.clone().unwrap_or_else(default_cache_dir);
     std::fs::create_dir_all(&cache)
         .with_context(|| format!("cannot create {}", cache.display()))?;
-    let exe = build_c(&cache, "pgdoorman_206_bounded_list", SOURCE, &["-g", "-O1", "-pthread"])?;
+    let exe = build_c(
+        &cache,
+        "pgdoorman_206_bounded_list",
+        SOURCE,
+        &["-g", "-O1", "-pthread"],
+    )?;
     let tmp = TempDir::new(&std::env::temp_dir(), "reprise-bench-debug")?;
     let trace = tmp.path().join("trace");
-    let args: &[&str] = if a.quick { &["3000", "3000"] } else { &["60000", "0"] };
+    let args: &[&str] = if a.quick {
+        &["3000", "3000"]
+    } else {
+        &["60000", "0"]
+    };
     let timeout = Duration::from_secs_f64(a.timeout);
 
     // Record until it fails.
@@ -61,8 +70,13 @@ pub(super) fn run_debug(a: &BenchOptions) -> Result<u8> {
             &tmp.path().join("record.err"),
             timeout,
         )?;
-        let r = TraceReader::open(&trace)
-            .map_err(|e| anyhow!("{}: {e}: {}", trace.display(), super::tail(&tmp.path().join("record.err"), 500)))?;
+        let r = TraceReader::open(&trace).map_err(|e| {
+            anyhow!(
+                "{}: {e}: {}",
+                trace.display(),
+                super::tail(&tmp.path().join("record.err"), 500)
+            )
+        })?;
         let failed = r
             .outcome()
             .is_some_and(|o| o.kind != OutcomeKind::Exited || o.exit_code != 0);

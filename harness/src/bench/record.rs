@@ -175,7 +175,6 @@ pub(super) fn run_record(a: &BenchOptions) -> Result<u8> {
     Ok(if a.check && !all_met { 1 } else { 0 })
 }
 
-
 /// Record the workload at `sketch` into a temporary trace; check its status,
 /// the trace's completeness and that its output equals `reference`. The wall
 /// time and the trace's size.
@@ -476,4 +475,3 @@ fn print_table(rows: &[Row], quick: bool, rounds: u32, size_mb: u64, elapsed: Du
         }
     }
 }
-

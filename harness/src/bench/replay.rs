@@ -10,8 +10,8 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use super::{
     default_cache_dir, dir_size, ensure_input, files_equal, find_in_path, install_signal_handlers,
-    loadavg, machine_description, median, native_run, require_tools, run_timed, tail,
-    BenchOptions, TempDir, Workload,
+    loadavg, machine_description, median, native_run, require_tools, run_timed, tail, BenchOptions,
+    TempDir, Workload,
 };
 
 const GOAL_REPLAY_PIGZ: f64 = 3.0;
@@ -264,7 +264,10 @@ fn observation_cost(a: &BenchOptions, reprise: &Path) -> Result<()> {
             });
             let r = attempt(&replay, &o)?;
             if !r.outcome().is_some_and(|got| matches(&expected, got)) {
-                bail!("{name}: the replay did not reproduce the run: {}", r.summary());
+                bail!(
+                    "{name}: the replay did not reproduce the run: {}",
+                    r.summary()
+                );
             }
             let n = r.observation.as_ref().map_or(0, |ob| ob.hits);
             Ok((r.duration.as_secs_f64(), n))
@@ -290,11 +293,14 @@ fn observation_cost(a: &BenchOptions, reprise: &Path) -> Result<()> {
             hits,
             p,
             o,
-            if hits > 0 { (o - p) * 1e6 / hits as f64 } else { 0.0 },
+            if hits > 0 {
+                (o - p) * 1e6 / hits as f64
+            } else {
+                0.0
+            },
             median(&ratios)
         );
     }
     println!("(accesses: breakpoint hits in the executable's code; per access: (observed - plain) / accesses)");
     Ok(())
 }
-

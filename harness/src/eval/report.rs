@@ -192,7 +192,11 @@ pub(super) fn summary_lines(rows: &[ReplayRow], a: &EvalOptions) -> Vec<String> 
         let mut ms: Vec<u32> = rows
             .iter()
             .filter_map(|r| r.cell(st, sk))
-            .flat_map(|c| c.query_millis.iter().map(|&m| m.min(u32::MAX as u64) as u32))
+            .flat_map(|c| {
+                c.query_millis
+                    .iter()
+                    .map(|&m| m.min(u32::MAX as u64) as u32)
+            })
             .collect();
         let queries = ms.len();
         let per_query = match median(&mut ms) {

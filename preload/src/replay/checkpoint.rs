@@ -191,7 +191,14 @@ fn save_self() -> u64 {
     let mut mask = 0u64;
     raw::syscall6(
         libc::SYS_rt_sigprocmask,
-        [libc::SIG_BLOCK as u64, 0, &mut mask as *mut u64 as u64, 8, 0, 0],
+        [
+            libc::SIG_BLOCK as u64,
+            0,
+            &mut mask as *mut u64 as u64,
+            8,
+            0,
+            0,
+        ],
     );
     // SAFETY: each thread writes only its own entry.
     unsafe {
@@ -231,7 +238,14 @@ fn thread_count() -> u32 {
     let path = b"/proc/self/status\0";
     let fd = raw::syscall6(
         libc::SYS_openat,
-        [libc::AT_FDCWD as u64, path.as_ptr() as u64, libc::O_RDONLY as u64, 0, 0, 0],
+        [
+            libc::AT_FDCWD as u64,
+            path.as_ptr() as u64,
+            libc::O_RDONLY as u64,
+            0,
+            0,
+            0,
+        ],
     );
     if fd < 0 {
         return 0;
@@ -287,7 +301,9 @@ fn all_saved(c: &ControlHeader, generation: u64) -> bool {
     let n = (c.next_thread_entry.load(Ordering::Acquire) as usize).min(MAX_THREADS);
     (0..n).filter(|&i| Some(i) != me).all(|i| {
         let e = &c.threads[i];
-        if e.state.load(Ordering::Acquire) != 1 || e.process.load(Ordering::Acquire) != ctl::process() {
+        if e.state.load(Ordering::Acquire) != 1
+            || e.process.load(Ordering::Acquire) != ctl::process()
+        {
             return true;
         }
         // SAFETY: a plain read of a context its thread wrote before
@@ -340,7 +356,14 @@ pub(super) fn take(c: &ControlHeader) {
 fn wake(word: &core::sync::atomic::AtomicU32) {
     raw::syscall6(
         libc::SYS_futex,
-        [word.as_ptr() as u64, libc::FUTEX_WAKE as u64, i32::MAX as u64, 0, 0, 0],
+        [
+            word.as_ptr() as u64,
+            libc::FUTEX_WAKE as u64,
+            i32::MAX as u64,
+            0,
+            0,
+            0,
+        ],
     );
 }
 
@@ -372,14 +395,26 @@ fn fork_zygote(c: &ControlHeader) -> i64 {
     }
     // The zygote. Its shared mappings become private copies, so the
     // original and later copies do not see its state change.
-    raw::syscall3(libc::SYS_prctl, libc::PR_SET_PDEATHSIG as u64, libc::SIGKILL as u64, 0);
+    raw::syscall3(
+        libc::SYS_prctl,
+        libc::PR_SET_PDEATHSIG as u64,
+        libc::SIGKILL as u64,
+        0,
+    );
     // A second view of the shared control block, to tell the original
     // once the copies are private (mremap of size 0 aliases shared pages).
     let base = REGION_ADDR[0].load(Ordering::Acquire);
     let len = REGION_LEN[0].load(Ordering::Acquire);
     let alias = raw::syscall6(
         libc::SYS_mremap,
-        [base as u64, 0, len as u64, libc::MREMAP_MAYMOVE as u64, 0, 0],
+        [
+            base as u64,
+            0,
+            len as u64,
+            libc::MREMAP_MAYMOVE as u64,
+            0,
+            0,
+        ],
     );
     for which in 0..2 {
         privatize(which);
@@ -444,7 +479,14 @@ fn serve_restores() -> i64 {
     let all: u64 = !0;
     raw::syscall6(
         libc::SYS_rt_sigprocmask,
-        [libc::SIG_SETMASK as u64, &all as *const u64 as u64, 0, 8, 0, 0],
+        [
+            libc::SIG_SETMASK as u64,
+            &all as *const u64 as u64,
+            0,
+            8,
+            0,
+            0,
+        ],
     );
     loop {
         let got = raw::syscall6(
@@ -468,7 +510,14 @@ fn serve_restores() -> i64 {
                 let ctx = core::ptr::addr_of!(CONTEXTS[i]);
                 raw::syscall6(
                     libc::SYS_rt_sigprocmask,
-                    [libc::SIG_SETMASK as u64, core::ptr::addr_of!((*ctx).sigmask) as u64, 0, 8, 0, 0],
+                    [
+                        libc::SIG_SETMASK as u64,
+                        core::ptr::addr_of!((*ctx).sigmask) as u64,
+                        0,
+                        8,
+                        0,
+                        0,
+                    ],
                 );
                 reprise_ckpt_resume(ctx);
             }
@@ -480,7 +529,12 @@ fn serve_restores() -> i64 {
 /// In a copy: map the fresh shared files in place, publish this process,
 /// re-create the other threads.
 fn restore() {
-    raw::syscall3(libc::SYS_prctl, libc::PR_SET_PDEATHSIG as u64, libc::SIGKILL as u64, 0);
+    raw::syscall3(
+        libc::SYS_prctl,
+        libc::PR_SET_PDEATHSIG as u64,
+        libc::SIGKILL as u64,
+        0,
+    );
     for which in 0..2 {
         // SAFETY: the debugger wrote the paths before the signal; the
         // zygote reads its own copy.
@@ -559,7 +613,14 @@ extern "C" fn reprise_ckpt_thread(ctx: *const Context) -> ! {
         let cx = &*ctx;
         raw::syscall6(
             libc::SYS_rt_sigprocmask,
-            [libc::SIG_SETMASK as u64, &cx.sigmask as *const u64 as u64, 0, 8, 0, 0],
+            [
+                libc::SIG_SETMASK as u64,
+                &cx.sigmask as *const u64 as u64,
+                0,
+                8,
+                0,
+                0,
+            ],
         );
         if let Some(c) = ctl::control() {
             if let Some(e) = c.threads.get(cx.entry as usize) {

@@ -64,12 +64,10 @@ impl Text {
                 | K::ProcessExit
                 | K::ThreadCreate
                 | K::Fork,
-            ) => {
-                self.s(K::from_u16(kind)
-                    .map(|k| k.name())
-                    .unwrap_or("?")
-                    .as_bytes())
-            }
+            ) => self.s(K::from_u16(kind)
+                .map(|k| k.name())
+                .unwrap_or("?")
+                .as_bytes()),
             Some(k) => self.s(k.name().as_bytes()).s(b"(").x(object).s(b")"),
             None => self.s(b"?"),
         }

@@ -108,7 +108,11 @@ fn check_output(c: &ControlHeader, t: &Turn, fd: u64, mut next: impl FnMut(usize
             n,
             |j| data_byte(c, t.pos, j),
             t.data_len as usize,
-            |v| r.recorded_ids.iter().any(|id| v != 0 && id.load(Ordering::Relaxed) as u64 == v),
+            |v| {
+                r.recorded_ids
+                    .iter()
+                    .any(|id| v != 0 && id.load(Ordering::Relaxed) as u64 == v)
+            },
         )
     {
         // A pid or a time printed: not what the sketch orders.
