@@ -280,108 +280,108 @@ fn watch_run(
     let mut changes: Vec<Change> = Vec::new();
     let mut current = first;
     let mut current_reads = reads;
-    let this: *const Target = target;
 
     let debug = std::env::var_os("REPRISE_SEARCH_DEBUG").is_some();
-    let mut during = |pid: i32, reached: &mut dyn FnMut() -> bool| -> Result<(), DebugError> {
-        let mem = ProcessMemory::new(pid);
-        let mut armed = watches.clone();
-        let mut w = attach(pid, &armed)?;
-        if debug {
-            eprintln!(
-                "search: pid {pid} watches {armed:x?} threads {:?} event {}",
-                w.threads(),
-                event_now(this)
-            );
-        }
-        let result = (|| -> Result<bool, DebugError> {
-            loop {
-                // Threads created while watched are followed by the
-                // watcher (PTRACE_O_TRACECLONE) and armed at their first stop.
-                let mut stop = || reached();
-                let hit = match w.run(&mut stop) {
-                    Ok(Some(hit)) => hit,
-                    Ok(None) => {
-                        if debug {
-                            eprintln!(
-                                "search: reached at event {}: threads {:?}",
-                                event_now(this),
-                                w.threads()
-                            );
+    let mut during =
+        |pid: i32, reached: &mut dyn FnMut() -> (bool, usize)| -> Result<(), DebugError> {
+            let mem = ProcessMemory::new(pid);
+            let mut armed = watches.clone();
+            let mut w = attach(pid, &armed)?;
+            if debug {
+                eprintln!(
+                    "search: pid {pid} watches {armed:x?} threads {:?}",
+                    w.threads(),
+                );
+            }
+            let result = (|| -> Result<bool, DebugError> {
+                loop {
+                    // Threads created while watched are followed by the
+                    // watcher (PTRACE_O_TRACECLONE) and armed at their first stop.
+                    let mut stop = || reached().0;
+                    let hit = match w.run(&mut stop) {
+                        Ok(Some(hit)) => hit,
+                        Ok(None) => {
+                            if debug {
+                                eprintln!(
+                                    "search: reached at event {}: threads {:?}",
+                                    reached().1,
+                                    w.threads()
+                                );
+                            }
+                            return Ok(false);
                         }
-                        return Ok(false);
-                    }
-                    // The program ended (its failure) before the pause.
-                    Err(WatchError::Exited(_)) => {
-                        if debug {
-                            eprintln!("search: the program exited at event {}", event_now(this));
+                        // The program ended (its failure) before the pause.
+                        Err(WatchError::Exited(_)) => {
+                            if debug {
+                                eprintln!("search: the program exited");
+                            }
+                            return Ok(false);
                         }
-                        return Ok(false);
+                        Err(e) => return Err(watch_err(e)),
+                    };
+                    let (value, reads) = eval_now(program, e, &mem);
+                    if debug {
+                        eprintln!("search: hit {hit:x?} value {}", shown(&value));
                     }
-                    Err(e) => return Err(watch_err(e)),
-                };
-                let (value, reads) = eval_now(program, e, &mem);
-                if debug {
-                    eprintln!("search: hit {hit:x?} value {}", shown(&value));
-                }
-                if reads != current_reads && !reads.is_empty() {
-                    let again = cover(&reads)?;
-                    w.set_watches(&again).map_err(watch_err)?;
-                    armed = again;
-                    current_reads = reads;
-                }
-                let changed = match (&current, &value) {
-                    (Ok(a), Ok(b)) => a != b,
-                    (a, b) => shown(a) != shown(b),
-                };
-                if !changed {
-                    continue;
-                }
-                let mut changed_parts = Vec::new();
-                for (i, (t, p)) in parts.iter().enumerate() {
-                    let now = shown(&eval_now(program, p, &mem).0);
-                    if now != part_values[i] {
-                        changed_parts.push((t.clone(), part_values[i].clone(), now.clone()));
-                        part_values[i] = now;
+                    if reads != current_reads && !reads.is_empty() {
+                        let again = cover(&reads)?;
+                        w.set_watches(&again).map_err(watch_err)?;
+                        armed = again;
+                        current_reads = reads;
+                    }
+                    let changed = match (&current, &value) {
+                        (Ok(a), Ok(b)) => a != b,
+                        (a, b) => shown(a) != shown(b),
+                    };
+                    if !changed {
+                        continue;
+                    }
+                    let mut changed_parts = Vec::new();
+                    for (i, (t, p)) in parts.iter().enumerate() {
+                        let now = shown(&eval_now(program, p, &mem).0);
+                        if now != part_values[i] {
+                            changed_parts.push((t.clone(), part_values[i].clone(), now.clone()));
+                            part_values[i] = now;
+                        }
+                    }
+                    let location = symbolizer
+                        .symbolize_frames(RemotePtr::new(hit.pc), false, &maps)
+                        .into_iter()
+                        .next()
+                        .filter(|f| f.function.is_some() || f.line.is_some());
+                    changes.push(Change {
+                        // All threads are stopped: the turn is exact.
+                        event: reached().1,
+                        thread: String::new(),
+                        tid: hit.tid,
+                        pc: hit.pc,
+                        pc_exact: hit.pc_exact,
+                        location,
+                        old: shown(&current),
+                        new: shown(&value),
+                        parts: changed_parts,
+                    });
+                    let stop = done(&value);
+                    current = value;
+                    if stop {
+                        return Ok(true);
                     }
                 }
-                let location = symbolizer
-                    .symbolize_frames(RemotePtr::new(hit.pc), false, &maps)
-                    .into_iter()
-                    .next()
-                    .filter(|f| f.function.is_some() || f.line.is_some());
-                changes.push(Change {
-                    event: event_now(this),
-                    thread: String::new(),
-                    tid: hit.tid,
-                    pc: hit.pc,
-                    pc_exact: hit.pc_exact,
-                    location,
-                    old: shown(&current),
-                    new: shown(&value),
-                    parts: changed_parts,
-                });
-                let stop = done(&value);
-                current = value;
-                if stop {
-                    return Ok(true);
+            })();
+            let detached = w.detach().map_err(watch_err);
+            let stopped_early = result?;
+            if task_ids(pid).is_empty() {
+                return Ok(());
+            }
+            detached?;
+            if stopped_early {
+                // No longer watching: let the replay reach the pause.
+                while !reached().0 {
+                    std::thread::sleep(Duration::from_micros(200));
                 }
             }
-        })();
-        let detached = w.detach().map_err(watch_err);
-        let stopped_early = result?;
-        if task_ids(pid).is_empty() {
-            return Ok(());
-        }
-        detached?;
-        if stopped_early {
-            // No longer watching: let the replay reach the pause.
-            while !reached() {
-                std::thread::sleep(Duration::from_micros(200));
-            }
-        }
-        Ok(())
-    };
+            Ok(())
+        };
     target.run_to_with(to, &mut during)?;
     // Name the writers: the control block knows every thread it has seen.
     if let Ok(ts) = target.threads() {
@@ -433,18 +433,6 @@ fn attach(pid: i32, watches: &[Watch]) -> Result<Watcher, DebugError> {
 }
 
 // ---------------------------------------------------------------------
-// Stopgap until `run_to_with` tells its `during` the replay's turn: the
-// next event to happen while the run goes on. `during` runs while
-// `run_to_with` holds the target mutably, so this reads it through a
-// pointer taken before the call. It only reads the session's turn
-// counter (an atomic in shared memory) and is called between calls of
-// the `reached` closure, never during one.
-fn event_now(target: *const Target) -> usize {
-    // SAFETY: `target` outlives the `run_to_with` call this runs in; no
-    // code mutates the session while this reads (single thread, `reached`
-    // is not running); current_event only loads an atomic.
-    unsafe { (*target).current_event().unwrap_or(0) }
-}
 // ---------------------------------------------------------------------
 
 /// Covers the ranges `reads` with aligned 1/2/4/8-byte watches (the

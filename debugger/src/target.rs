@@ -400,13 +400,14 @@ impl Target {
 
     /// Runs on to the pause before event `n` with `during` in charge: it
     /// gets the pid and a function that keeps the replay supplied with
-    /// events and says whether the pause is reached (its first call lets
-    /// the run go on from the current pause); `during` must return once
+    /// events and says whether the pause is reached, and which event is
+    /// next (its first call lets the run go on from the current pause);
+    /// `during` must return once
     /// the pause is reached, with the process no longer ptraced by it.
     pub fn run_to_with(
         &mut self,
         n: usize,
-        during: &mut dyn FnMut(i32, &mut dyn FnMut() -> bool) -> Result<(), DebugError>,
+        during: &mut dyn FnMut(i32, &mut dyn FnMut() -> (bool, usize)) -> Result<(), DebugError>,
     ) -> Result<Position, DebugError> {
         let n = n.min(self.event_count());
         match self.position {
@@ -426,9 +427,9 @@ impl Target {
             if !released {
                 released = true;
                 session.pause_before((n < count).then_some(n));
-                return false;
+                return (false, session.next_event());
             }
-            session.fill_and_check_pause()
+            (session.fill_and_check_pause(), session.next_event())
         };
         let result = during(pid, &mut reached);
         let position = self.run_session()?;
