@@ -23,5 +23,7 @@ pub use live::{backtrace_live, snapshot_and_backtrace, snapshot_threads, ThreadS
 pub use maps::{parse_maps, LoadSegment, Mapping, MemoryMap};
 pub use memory::{MemoryReader, ProcessMemory, StackSnapshot};
 pub use remote_ptr::RemotePtr;
-pub use symbolizer::{Frame, FrameRegs, Symbolizer, UnwindMethod, UnwoundFrame, MAX_FRAMES};
+pub use symbolizer::{
+    load_segments, Frame, FrameRegs, Symbolizer, UnwindMethod, UnwoundFrame, MAX_FRAMES,
+};
 pub use variables::Variables;

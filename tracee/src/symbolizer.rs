@@ -290,7 +290,7 @@ pub(crate) fn elf_err(path: &Path, e: impl std::fmt::Display) -> TraceeError {
 }
 
 /// The `PT_LOAD` program headers of an ELF file.
-pub(crate) fn load_segments(path: &Path, data: &[u8]) -> Result<Vec<LoadSegment>> {
+pub fn load_segments(path: &Path, data: &[u8]) -> Result<Vec<LoadSegment>> {
     let file = object::File::parse(data).map_err(|e| elf_err(path, e))?;
     Ok(file
         .segments()

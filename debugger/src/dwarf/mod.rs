@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use gimli::{EndianArcSlice, RunTimeEndian};
-use object::{Object, ObjectSection, ObjectSegment};
+use object::{Object, ObjectSection};
 use reprise_tracee::{FrameRegs, LoadSegment, MemoryMap, UnwoundFrame};
 
 use crate::expr::ExprError;
@@ -181,20 +181,10 @@ impl Program {
             let _ = b.collect(&mut globals, &mut functions);
         }
         globals.sort_by(|a, b| a.name.cmp(&b.name));
-        // object's ELF segments are the PT_LOAD program headers.
-        let segments = file
-            .segments()
-            .map(|s| {
-                let (offset, filesz) = s.file_range();
-                LoadSegment {
-                    vaddr: s.address(),
-                    offset,
-                    filesz,
-                    memsz: s.size(),
-                    align: s.align().max(1),
-                }
-            })
-            .collect();
+        let segments = reprise_tracee::load_segments(path, &data).map_err(|e| ExprError::Elf {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
         Ok(Program {
             path: path.to_path_buf(),
             types,
