@@ -41,14 +41,16 @@ fn parse_level(s: &str) -> Result<SketchLevel, String> {
     s.parse()
 }
 
-
 pub fn run(a: RecordArgs) -> Result<u8> {
     if !(a.hang_timeout > 0.0) {
         anyhow::bail!("--hang-timeout must be a positive number of seconds");
     }
     let expect_output = match &a.expect_output {
         Some(f) => Some(std::fs::read(f).with_context(|| {
-            format!("cannot read the expected output {}: give a readable file", f.display())
+            format!(
+                "cannot read the expected output {}: give a readable file",
+                f.display()
+            )
         })?),
         None => None,
     };

@@ -116,9 +116,16 @@ fn bench_solver_quick_times_each_size() {
         .output()
         .expect("run reprise");
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{out}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     for n in ["1000", "10000"] {
-        assert!(out.lines().any(|l| l.trim_start().starts_with(n)), "no row for {n}: {out}");
+        assert!(
+            out.lines().any(|l| l.trim_start().starts_with(n)),
+            "no row for {n}: {out}"
+        );
     }
     assert!(out.contains("one query at 10k accesses: "), "{out}");
 }

@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -32,17 +32,7 @@ fn reproduced() -> &'static Reproduced {
     R.get_or_init(|| {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().to_path_buf();
-        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../testbugs/programs/mysql_3596_procinfo.c");
-        let exe = root.join("mysql_3596_procinfo");
-        let st = Command::new("cc")
-            .args(["-g", "-O1", "-pthread"])
-            .arg(&src)
-            .arg("-o")
-            .arg(&exe)
-            .status()
-            .expect("cc is needed to build the test program");
-        assert!(st.success());
+        let exe = common::compile_testbug(&root, "mysql_3596_procinfo");
         let trace = root.join("mysql");
         let crashed = |o: &reprise_schema::OutcomeInfo| o.kind == OutcomeKind::Signaled;
         for _ in 0..3 {

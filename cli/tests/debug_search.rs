@@ -7,8 +7,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -33,25 +32,24 @@ struct Reproduced {
 fn reproduce(name: &str, args: &[&str]) -> Reproduced {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().to_path_buf();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../testbugs/programs/{name}.c"));
-    let exe = root.join(name);
-    let st = Command::new("cc")
-        .args(["-g", "-O1", "-pthread"])
-        .arg(&src)
-        .arg("-o")
-        .arg(&exe)
-        .status()
-        .expect("cc is needed to build the test program");
-    assert!(st.success());
+    let exe = common::compile_testbug(&root, name);
     let trace = root.join(format!("{name}.trace"));
     let t = trace.to_str().unwrap().to_string();
-    let failed = |o: &reprise_schema::OutcomeInfo| o.kind != OutcomeKind::Exited || o.exit_code != 0;
+    let failed =
+        |o: &reprise_schema::OutcomeInfo| o.kind != OutcomeKind::Exited || o.exit_code != 0;
     for _ in 0..3 {
         let mut recorded = false;
         // Under a loaded machine a failure is rarer: try long enough.
         for _ in 0..250 {
             let _ = std::fs::remove_dir_all(&trace);
-            let mut a = vec!["record", "--sketch", "sync", "-o", &t, exe.to_str().unwrap()];
+            let mut a = vec![
+                "record",
+                "--sketch",
+                "sync",
+                "-o",
+                &t,
+                exe.to_str().unwrap(),
+            ];
             a.extend_from_slice(args);
             run_reprise(&root, &a, None, LIMIT);
             let r = TraceReader::open(&trace).unwrap();
@@ -114,10 +112,17 @@ fn bisect_names_the_racy_insert() {
     assert!(start.elapsed() < Duration::from_secs(120), "{b}");
     assert_eq!(b.first_false, b.last_true + 1);
     assert_eq!(target.position(), &Position::Before(b.first_false));
-    let w = b.write.as_ref().unwrap_or_else(|| panic!("no write found: {b}"));
+    let w = b
+        .write
+        .as_ref()
+        .unwrap_or_else(|| panic!("no write found: {b}"));
     let place = w.place();
-    let racy = ["pgdoorman_206_bounded_list.c:70", "pgdoorman_206_bounded_list.c:92",
-        "pgdoorman_206_bounded_list.c:93", "pgdoorman_206_bounded_list.c:103"];
+    let racy = [
+        "pgdoorman_206_bounded_list.c:70",
+        "pgdoorman_206_bounded_list.c:92",
+        "pgdoorman_206_bounded_list.c:93",
+        "pgdoorman_206_bounded_list.c:103",
+    ];
     assert!(racy.iter().any(|l| place.starts_with(l)), "{place}: {b}");
     let (text, old, new) = w
         .parts
@@ -129,15 +134,21 @@ fn bisect_names_the_racy_insert() {
     assert!(w.thread.starts_with("thread"), "{b}");
     // The display the REPL shows.
     let s = b.to_string();
-    assert!(s.starts_with(&format!(
-        "the invariant broke between event {} and event {}",
-        b.last_true, b.first_false
-    )), "{s}");
+    assert!(
+        s.starts_with(&format!(
+            "the invariant broke between event {} and event {}",
+            b.last_true, b.first_false
+        )),
+        "{s}"
+    );
     assert!(s.contains("cache_peak: "), "{s}");
 
     // Bisecting again is cheaper: the checkpoints are there.
     let again = bisect(&mut target, &program, "cache_peak <= 8", None, None).unwrap();
-    assert_eq!((again.last_true, again.first_false), (b.last_true, b.first_false));
+    assert_eq!(
+        (again.last_true, again.first_false),
+        (b.last_true, b.first_false)
+    );
     assert_eq!(again.fresh_replays, 0, "{again}");
 
     // Ends that are not as required are named.
@@ -172,8 +183,14 @@ fn watch_lists_the_peak_growing() {
     assert_eq!(target.position(), &Position::Before(end));
     // Too much memory for four debug registers: a clear error.
     target.goto(0).unwrap();
-    let e = watch(&mut target, &program, "max_size + cache_len + cache_peak + hits + misses", 0, 10)
-        .unwrap_err();
+    let e = watch(
+        &mut target,
+        &program,
+        "max_size + cache_len + cache_peak + hits + misses",
+        0,
+        10,
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("only 4"), "{e}");
 }
 
@@ -208,7 +225,10 @@ fn watch_memcached_refcount_shows_the_early_free() {
     assert!(int(&freed.old) == 1, "{freed}");
     let place = freed.place();
     assert!(place.contains("memcached_127_refcount.c:"), "{place}");
-    assert!(place.contains("item_release") || place.contains("worker"), "{place}");
+    assert!(
+        place.contains("item_release") || place.contains("worker"),
+        "{place}"
+    );
 }
 
 /// `watch` and `bisect` as a user runs them: `reprise debug TRACE -ex ...
@@ -220,8 +240,18 @@ fn watch_and_bisect_commands_in_batch_mode() {
     let root = r.trace.parent().unwrap();
     let t = r.trace.to_str().unwrap();
     let args = [
-        "debug", t, "--no-program-output", "-ex", "goto 1", "-ex", "watch cache_peak",
-        "-ex", "bisect cache_peak <= 8", "-ex", "print cache_peak", "--batch",
+        "debug",
+        t,
+        "--no-program-output",
+        "-ex",
+        "goto 1",
+        "-ex",
+        "watch cache_peak",
+        "-ex",
+        "bisect cache_peak <= 8",
+        "-ex",
+        "print cache_peak",
+        "--batch",
     ];
     let o = run_reprise(root, &args, None, LIMIT);
     let out = String::from_utf8_lossy(&o.stdout).into_owned() + &stderr(&o);
@@ -256,5 +286,8 @@ fn watch_and_bisect_commands_in_batch_mode() {
     // The expression's own values: true (1) before the write, false after.
     assert_eq!(b["write"]["old"], "1", "{b}");
     assert_eq!(b["write"]["new"], "0", "{b}");
-    assert!(b["write"]["place"].as_str().unwrap().contains("in insert"), "{b}");
+    assert!(
+        b["write"]["place"].as_str().unwrap().contains("in insert"),
+        "{b}"
+    );
 }

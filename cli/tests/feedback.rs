@@ -48,14 +48,18 @@ fn check_feedback(programs: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
     let mut m = load_manifest().unwrap();
     m.bugs.retain(|b| programs.contains(&b.name.as_str()));
-    assert_eq!(m.bugs.len(), programs.len(), "programs missing from the manifest");
+    assert_eq!(
+        m.bugs.len(),
+        programs.len(),
+        "programs missing from the manifest"
+    );
     let built = build_manifest(&m, &corpus_dir(), &tmp.path().join("bin")).unwrap();
     let root = tmp.path();
     for bug in &m.bugs {
         let exe = &built.iter().find(|b| b.name == bug.name).unwrap().exe;
         let trace = root.join(format!("{}-trace", bug.name));
-        let expected = (bug.expect.kind == ExpectKind::WrongOutput)
-            .then(|| correct_output(bug, exe, root));
+        let expected =
+            (bug.expect.kind == ExpectKind::WrongOutput).then(|| correct_output(bug, exe, root));
         // Whether a failure reproduces within the budget depends on the
         // failing run recorded: up to three of them.
         let mut tries = Vec::new();
@@ -77,7 +81,11 @@ fn check_feedback(programs: &[&str]) {
         let attempt = v["attempt"].as_u64().unwrap();
         if expected.is_some() {
             let outcome = v["outcome"].as_str().unwrap_or("");
-            assert!(outcome.starts_with("wrong output: stdout line"), "{}: {v:#}", bug.name);
+            assert!(
+                outcome.starts_with("wrong output: stdout line"),
+                "{}: {v:#}",
+                bug.name
+            );
         }
         let races = v["root_cause"]["races"]
             .as_array()

@@ -556,25 +556,46 @@ fn wrong_output_against_the_expected_output() {
         "{}",
         stderr(&o)
     );
-    let oc = TraceReader::open(&wrong).unwrap().outcome().unwrap().clone();
-    assert_eq!((oc.kind, oc.output_line, oc.output_line_start), (OutcomeKind::WrongOutput, 2, 8));
+    let oc = TraceReader::open(&wrong)
+        .unwrap()
+        .outcome()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (oc.kind, oc.output_line, oc.output_line_start),
+        (OutcomeKind::WrongOutput, 2, 8)
+    );
     assert_eq!(oc.expected_output, b"items=3\ntotal=42\ndone\n");
 
     let (right, o) = record("42", "right", &expected);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let oc = TraceReader::open(&right).unwrap().outcome().unwrap().clone();
+    let oc = TraceReader::open(&right)
+        .unwrap()
+        .outcome()
+        .unwrap()
+        .clone();
     assert_eq!(oc.kind, OutcomeKind::Exited, "{}", oc.summary);
 
     // Replay reproduces the wrong line (the program is deterministic).
     let o = run_reprise(
         tmp.path(),
-        &["replay", wrong.to_str().unwrap(), "--max-attempts", "3", "--jobs", "1"],
+        &[
+            "replay",
+            wrong.to_str().unwrap(),
+            "--max-attempts",
+            "3",
+            "--jobs",
+            "1",
+        ],
         None,
         LIMIT,
     );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let all = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
-    assert!(all.contains("reproduced the recorded failure in attempt 1"), "{all}");
+    assert!(
+        all.contains("reproduced the recorded failure in attempt 1"),
+        "{all}"
+    );
 
     let (_, o) = record("42", "missing", &tmp.path().join("no-such-file"));
     assert_ne!(o.status.code(), Some(0));

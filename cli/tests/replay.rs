@@ -299,7 +299,11 @@ fn ctrl_c_ends_the_replay_in_one_line_and_leaves_nothing_behind() {
     let o = common::wait_with_limit(child, Duration::from_secs(20));
     assert_eq!(o.status.code(), Some(130), "{}{}", stdout(&o), stderr(&o));
     assert!(
-        stderr(&o).lines().last().unwrap_or("").contains("interrupted"),
+        stderr(&o)
+            .lines()
+            .last()
+            .unwrap_or("")
+            .contains("interrupted"),
         "{}",
         stderr(&o)
     );

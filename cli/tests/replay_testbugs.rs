@@ -118,7 +118,13 @@ fn record_failure(
 
 /// `reprise replay TRACE --jobs 1 EXTRA...`.
 fn replay(root: &Path, trace: &Path, extra: &[&str]) -> Output {
-    let mut args = vec!["replay", trace.to_str().unwrap(), "--jobs", "1", "--no-program-output"];
+    let mut args = vec![
+        "replay",
+        trace.to_str().unwrap(),
+        "--jobs",
+        "1",
+        "--no-program-output",
+    ];
     args.extend_from_slice(extra);
     reprise(root, &args, Stdio::null())
 }

@@ -165,17 +165,7 @@ fn reproduced_mysql(root: &Path, exe: &Path, trace: &Path) -> Value {
 fn report_of_a_reproduced_race_shows_lanes_race_flip_and_failure() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let src =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../testbugs/programs/mysql_3596_procinfo.c");
-    let exe = root.join("mysql_3596_procinfo");
-    let st = Command::new("cc")
-        .args(["-g", "-O1", "-pthread"])
-        .arg(&src)
-        .arg("-o")
-        .arg(&exe)
-        .status()
-        .expect("cc is needed to build the test program");
-    assert!(st.success());
+    let exe = common::compile_testbug(&root, "mysql_3596_procinfo");
     let trace = root.join("mysql-trace");
     let v = reproduced_mysql(root, &exe, &trace);
     let races = v["root_cause"]["races"]
@@ -247,7 +237,13 @@ fn report_of_a_reproduced_race_shows_lanes_race_flip_and_failure() {
     // `reprise replay --report` writes the same picture into the trace.
     let o = run_reprise(
         root,
-        &["replay", trace.to_str().unwrap(), "--report", "--max-attempts", "3"],
+        &[
+            "replay",
+            trace.to_str().unwrap(),
+            "--report",
+            "--max-attempts",
+            "3",
+        ],
         None,
         LIMIT,
     );
@@ -257,7 +253,9 @@ fn report_of_a_reproduced_race_shows_lanes_race_flip_and_failure() {
         "{}",
         stderr(&o)
     );
-    assert!(std::fs::read_to_string(&written).unwrap().contains("class=\"race"));
+    assert!(std::fs::read_to_string(&written)
+        .unwrap()
+        .contains("class=\"race"));
     eprintln!(
         "report: {} lanes, {} race(s), screenshot {size} bytes",
         lanes,

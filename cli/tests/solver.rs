@@ -178,7 +178,14 @@ fn a_racy_but_correct_program_ends_in_exhaustion() {
     let mode = tmp.path().join("mode.txt");
     std::fs::write(&mode, "f").unwrap();
     let trace = tmp.path().join("trace");
-    assert!(record_until(tmp.path(), &trace, &prog, &[mode.to_str().unwrap()], 1, failed));
+    assert!(record_until(
+        tmp.path(),
+        &trace,
+        &prog,
+        &[mode.to_str().unwrap()],
+        1,
+        failed
+    ));
     std::fs::write(&mode, "o").unwrap();
     let started = Instant::now();
     let v = replay_json(

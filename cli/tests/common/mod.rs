@@ -28,6 +28,14 @@ pub fn compile(dir: &Path, name: &str, source: &str, flags: &[&str]) -> PathBuf 
     out
 }
 
+/// Builds testbugs program `name` (testbugs/programs/NAME.c) into
+/// `dir/NAME` as the manifest builds C programs (`-g -O1 -pthread`).
+pub fn compile_testbug(dir: &Path, name: &str) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../testbugs/programs/{name}.c"));
+    let source = std::fs::read_to_string(&src).unwrap_or_else(|e| panic!("{}: {e}", src.display()));
+    compile(dir, name, &source, &["-g", "-O1"])
+}
+
 /// Runs `reprise ARGS` with traces under `root`, killing it after `limit`.
 pub fn run_reprise(root: &Path, args: &[&str], stdin: Option<&[u8]>, limit: Duration) -> Output {
     let mut cmd = Command::new(reprise());
@@ -51,7 +59,12 @@ pub fn run_reprise(root: &Path, args: &[&str], stdin: Option<&[u8]>, limit: Dura
 
 /// `reprise record -o TRACE PROG ARGS...`, traces under `root`.
 pub fn record(root: &Path, trace: &Path, prog: &Path, args: &[&str]) -> Output {
-    let mut a = vec!["record", "-o", trace.to_str().unwrap(), prog.to_str().unwrap()];
+    let mut a = vec![
+        "record",
+        "-o",
+        trace.to_str().unwrap(),
+        prog.to_str().unwrap(),
+    ];
     a.extend_from_slice(args);
     run_reprise(root, &a, None, Duration::from_secs(120))
 }
