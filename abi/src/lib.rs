@@ -34,7 +34,7 @@ pub const ENV_AGENT: &str = "REPRISE_AGENT";
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"REPRISE1");
 /// Bumped whenever a layout below changes.
-pub const ABI_VERSION: u32 = 7;
+pub const ABI_VERSION: u32 = 8;
 
 pub const SLOT_SIZE: usize = 64;
 /// Bytes of payload in one continuation slot.
@@ -577,5 +577,10 @@ pub struct ReplayState {
     /// Set by a new zygote once its copies of the shared blocks are
     /// private: until then the paused thread must not let the run go on.
     pub ckpt_zygote_ready: AtomicU32,
+    /// Times a thread holding the baton lost it while asleep in a system
+    /// call outside any event (the run from there is not fully decided by
+    /// the schedule), and the ring position + 1 of the first (0: none).
+    pub revocations: AtomicU64,
+    pub first_revocation: AtomicU64,
     pub threads: [ReplayThread; MAX_THREADS],
 }

@@ -334,6 +334,7 @@ impl Done<'_> {
             "attempts_after": result.attempts_after(),
             "divergences": result.divergences(),
             "observed_runs": result.observed_runs(),
+            "revocation_note": r.and_then(|r| revocation_note(self.replay, &r.result)),
             "seconds": result.elapsed.as_secs_f64(),
             "recorded": self.recorded.summary,
             "outcome": r.map(|r| r.result.summary()),
@@ -376,6 +377,10 @@ impl Done<'_> {
             seen.sort_by_key(|x| std::cmp::Reverse(x.1));
             for (s, n) in seen.iter().take(3) {
                 out!("  {n} x {s}");
+            }
+            let last = result.runs.iter().rev().find(|r| r.role == Role::Attempt);
+            if let Some(note) = last.and_then(|r| revocation_note(self.replay, &r.result)) {
+                out!("  note (last attempt): {note}");
             }
             if let Some(c) = &result.conclusion {
                 out!("  {c}");
@@ -437,6 +442,9 @@ impl Done<'_> {
                 "  note: {} events had another object address than recorded",
                 res.object_mismatches
             );
+        }
+        if let Some(note) = revocation_note(self.replay, res) {
+            out!("  note: {note}");
         }
         let random = matches!(
             Strategy::from_name(&r.schedule.strategy),
@@ -513,4 +521,15 @@ fn run_line(r: &Run) -> String {
         res.decisions,
         res.summary()
     )
+}
+
+/// What a user must know when a thread lost the baton asleep in the
+/// kernel: the schedule alone no longer decided the run from there.
+fn revocation_note(replay: &Replay, res: &reprise_replayer::AttemptResult) -> Option<String> {
+    let first = res.first_revocation?;
+    Some(format!(
+        "{} time(s) a thread slept in a system call outside any event while it held the baton and lost it (first at {}): from there the schedule alone did not decide the run",
+        res.revocations,
+        replay.describe(first)
+    ))
 }

@@ -60,7 +60,11 @@ impl Race {
             until_pc: self.second.access.pc,
             until_n: self.second.n,
             until_fork: self.until_fork,
-            until_addr: if self.delay { self.first.access.addr } else { 0 },
+            until_addr: if self.delay {
+                self.first.access.addr
+            } else {
+                0
+            },
         }
     }
 
@@ -429,8 +433,10 @@ fn writers(obs: &Observation) -> Vec<(Occurrence, Option<Occurrence>)> {
 pub fn reads_from_diff(failing: &Observation, passing: &Observation) -> Vec<ReadsFromDiff> {
     let id = |o: &Occurrence| (o.access.key, o.access.pc, o.n);
     let wid = |w: &Option<Occurrence>| w.map(|w| id(&w));
-    let pass: HashMap<(u32, u64, u32), (Occurrence, Option<Occurrence>)> =
-        writers(passing).into_iter().map(|(r, w)| (id(&r), (r, w))).collect();
+    let pass: HashMap<(u32, u64, u32), (Occurrence, Option<Occurrence>)> = writers(passing)
+        .into_iter()
+        .map(|(r, w)| (id(&r), (r, w)))
+        .collect();
     let mut out: Vec<ReadsFromDiff> = writers(failing)
         .into_iter()
         .filter_map(|(r, w)| {
@@ -443,14 +449,12 @@ pub fn reads_from_diff(failing: &Observation, passing: &Observation) -> Vec<Read
             let other_value = pr.is_none_or(|pr| pr.access.after != r.access.after);
             let cross = w.is_some_and(|w| w.access.key != r.access.key)
                 || pw.is_some_and(|w| w.access.key != r.access.key);
-            (wid(&w) != wid(&pw) && other_thread && other_value && cross).then_some(
-                ReadsFromDiff {
-                    read: r,
-                    writer: w,
-                    passing_read: pr,
-                    passing_writer: pw,
-                },
-            )
+            (wid(&w) != wid(&pw) && other_thread && other_value && cross).then_some(ReadsFromDiff {
+                read: r,
+                writer: w,
+                passing_read: pr,
+                passing_writer: pw,
+            })
         })
         .collect();
     out.reverse();
@@ -572,13 +576,16 @@ pub fn last_race(replay: &Replay, obs: &Observation, thread: Option<u32>) -> Las
             ordered = Some((w, r));
         }
         let at = occ.partition_point(|o| o.index < w.index);
-        let other = occ[at.saturating_sub(LATER_WRITE_SCAN)..at].iter().rev().find(|o| {
-            o.access.key != w.access.key
-                && is_write(&o.access)
-                && overlap(&o.access, &w.access)
-                && o.access.after != w.access.after
-                && run.race(o, &w)
-        });
+        let other = occ[at.saturating_sub(LATER_WRITE_SCAN)..at]
+            .iter()
+            .rev()
+            .find(|o| {
+                o.access.key != w.access.key
+                    && is_write(&o.access)
+                    && overlap(&o.access, &w.access)
+                    && o.access.after != w.access.after
+                    && run.race(o, &w)
+            });
         if let Some(o) = other {
             return LastRace::Race(*o, w);
         }
@@ -629,18 +636,20 @@ pub fn last_writers(obs: &Observation, thread: Option<u32>) -> Vec<ReadsFromDiff
     out.reverse();
     // Values written once (configuration set up before the threads ran)
     // after the ones the threads keep changing.
-    let writes: HashMap<(u32, u64), u32> =
-        occurrences(obs)
-            .iter()
-            .filter(|o| is_write(&o.access))
-            .fold(HashMap::new(), |mut m, o| {
-                *m.entry((o.access.key, o.access.pc)).or_insert(0) += 1;
-                m
-            });
+    let writes: HashMap<(u32, u64), u32> = occurrences(obs)
+        .iter()
+        .filter(|o| is_write(&o.access))
+        .fold(HashMap::new(), |mut m, o| {
+            *m.entry((o.access.key, o.access.pc)).or_insert(0) += 1;
+            m
+        });
     out.sort_by_key(|d| {
-        d.writer
-            .map_or(0, |w| writes.get(&(w.access.key, w.access.pc)).copied().unwrap_or(0))
-            <= 1
+        d.writer.map_or(0, |w| {
+            writes
+                .get(&(w.access.key, w.access.pc))
+                .copied()
+                .unwrap_or(0)
+        }) <= 1
     });
     out
 }

@@ -249,7 +249,10 @@ impl Explainer {
             // A hang: the last race before it (a wake-up written after the
             // read that needed it).
             let end = replay.end_position();
-            let focus = races::Focus { pos: end, thread: None };
+            let focus = races::Focus {
+                pos: end,
+                thread: None,
+            };
             let run = order.run(&rc.failing);
             return match races::races(replay, &rc.failing, focus)
                 .into_iter()
@@ -364,7 +367,11 @@ fn effect(a: &AccessReport, v: Option<Values>) -> String {
 
 impl AccessReport {
     fn place(&self) -> String {
-        let mut s = format!("{} {}", self.thread, if self.write { "writes" } else { "reads " });
+        let mut s = format!(
+            "{} {}",
+            self.thread,
+            if self.write { "writes" } else { "reads " }
+        );
         if !self.file.is_empty() {
             let _ = write!(s, " at {}:{}", self.file, self.line);
         }
@@ -378,10 +385,11 @@ impl AccessReport {
 
 impl Report {
     fn render_no_race(&self) -> String {
-        let mut s = "  root cause: no race: the sketch's recorded order alone decides this failure \
+        let mut s =
+            "  root cause: no race: the sketch's recorded order alone decides this failure \
              (every value the failing thread read from another thread was written before the read \
              in that order: thread create, join, fork, a lock, or another recorded event)"
-            .to_string();
+                .to_string();
         if let Some(o) = &self.ordered {
             let _ = write!(
                 s,

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use reprise_abi::replay as rp;
 use reprise_schema::{FlipInfo, OutcomeInfo, ScheduleInfo};
 
-use reprise_replayer::observe::{FlipSpec, FlipState, ObservePlan, Observation};
+use reprise_replayer::observe::{FlipSpec, FlipState, Observation, ObservePlan};
 use reprise_replayer::{
     attempt, matches, AttemptEnd, AttemptOptions, AttemptResult, Replay, ReplayError, Strategy,
 };
@@ -221,7 +221,12 @@ pub fn run_options(schedule: &ScheduleInfo, base: &AttemptOptions, log: bool) ->
 
 /// The schedule of a strategy (the agent's base order), a seed, a
 /// preemption rate and flips.
-pub fn schedule(strategy: Strategy, seed: u64, preempt_rate: u32, flips: &[FlipSpec]) -> ScheduleInfo {
+pub fn schedule(
+    strategy: Strategy,
+    seed: u64,
+    preempt_rate: u32,
+    flips: &[FlipSpec],
+) -> ScheduleInfo {
     ScheduleInfo {
         strategy: strategy.name().to_string(),
         seed,
@@ -456,8 +461,15 @@ impl Searcher<'_> {
             if self.attempts >= self.opts.max_attempts {
                 return Ok(());
             }
-            let plain = self.run(schedule(base, seed, 0, &[]), Role::Attempt, false, String::new())?;
-            if self.runs[plain].reproduced && self.confirm_base(base, bases[1 - b], plain, result)? {
+            let plain = self.run(
+                schedule(base, seed, 0, &[]),
+                Role::Attempt,
+                false,
+                String::new(),
+            )?;
+            if self.runs[plain].reproduced
+                && self.confirm_base(base, bases[1 - b], plain, result)?
+            {
                 return Ok(());
             }
         }
@@ -466,7 +478,12 @@ impl Searcher<'_> {
         }
         let mut roots = Vec::new();
         for base in bases {
-            let obs = self.run(schedule(base, seed, 0, &[]), Role::Observe, true, String::new())?;
+            let obs = self.run(
+                schedule(base, seed, 0, &[]),
+                Role::Observe,
+                true,
+                String::new(),
+            )?;
             let other = if base == bases[0] { bases[1] } else { bases[0] };
             if self.runs[obs].reproduced && self.confirm_base(base, other, obs, result)? {
                 return Ok(());
@@ -480,7 +497,14 @@ impl Searcher<'_> {
         for (base, obs, o) in &roots {
             seen_rf.insert(races::reads_from_digest(o));
             let r = &self.runs[*obs].result;
-            nodes.push(Node::new(self.replay, *base, Vec::new(), o, r, self.focus(r)));
+            nodes.push(Node::new(
+                self.replay,
+                *base,
+                Vec::new(),
+                o,
+                r,
+                self.focus(r),
+            ));
         }
         // Best first: a node's k-th race costs k, plus DEPTH_COST per flip
         // already made (deeper is more promising only while its own races
@@ -514,9 +538,10 @@ impl Searcher<'_> {
                 if self.runs[i].reproduced {
                     result.found = Some(i);
                     result.schedule = Some(self.runs[i].schedule.clone());
-                    if let (Some(f), Some(p)) =
-                        (self.runs[i].result.observation.clone(), passing_root.clone())
-                    {
+                    if let (Some(f), Some(p)) = (
+                        self.runs[i].result.observation.clone(),
+                        passing_root.clone(),
+                    ) {
                         result.root_cause = Some(RootCause {
                             flips: Vec::new(),
                             failing: f,
@@ -529,7 +554,9 @@ impl Searcher<'_> {
                 }
                 continue;
             }
-            let Some(Reverse((_, n, k, defer))) = frontier.pop() else { break };
+            let Some(Reverse((_, n, k, defer))) = frontier.pop() else {
+                break;
+            };
             let race = nodes[n].races[k];
             let mut flips = nodes[n].flips.clone();
             flips.push(race.flip(defer));
@@ -538,7 +565,12 @@ impl Searcher<'_> {
             }
             let parent_stop = nodes[n].stopped_at;
             let base = nodes[n].base;
-            let i = self.run(schedule(base, seed, 0, &flips), Role::Attempt, true, String::new())?;
+            let i = self.run(
+                schedule(base, seed, 0, &flips),
+                Role::Attempt,
+                true,
+                String::new(),
+            )?;
             if self.runs[i].reproduced {
                 result.found = Some(i);
                 self.minimize(result, base, flips)?;
@@ -563,8 +595,8 @@ impl Searcher<'_> {
             // Explored further: an attempt whose flip happened and that
             // got at least as far along the sketch (a divergence there is
             // the failure failing to happen, the nearest miss).
-            let progressed = state == FlipState::Done
-                && (r.outcome().is_some() || r.stopped_at >= parent_stop);
+            let progressed =
+                state == FlipState::Done && (r.outcome().is_some() || r.stopped_at >= parent_stop);
             if let (true, Some(obs)) = (progressed, r.observation.clone()) {
                 if !seen_rf.insert(races::reads_from_digest(&obs)) {
                     result.duplicates += 1;

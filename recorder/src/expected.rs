@@ -79,7 +79,10 @@ impl OutputCheck {
             None => return None,
         } as usize;
         let before = &self.expected[..at.min(self.expected.len())];
-        let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let line_start = before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
         let line = before.iter().filter(|&&b| b == b'\n').count() as u32 + 1;
         let expected_line = self.expected[line_start..]
             .split(|&b| b == b'\n')
@@ -136,7 +139,10 @@ mod tests {
         let d = check("a\nb\n", &["a\n"]).unwrap();
         assert_eq!((d.line, d.got.as_str(), d.expected.as_str()), (2, "", "b"));
         let d = check("a\n", &["a\nextra\n"]).unwrap();
-        assert_eq!((d.line, d.got.as_str(), d.expected.as_str()), (2, "extra", ""));
+        assert_eq!(
+            (d.line, d.got.as_str(), d.expected.as_str()),
+            (2, "extra", "")
+        );
     }
 
     #[test]

@@ -11,8 +11,8 @@ use reprise_schema::{
 };
 use sha2::{Digest, Sha256};
 
-use crate::expected::OutputCheck;
 use crate::control::{ControlBlock, RawEvent};
+use crate::expected::OutputCheck;
 use crate::outcome::{self, Ending};
 use crate::{launch, RecordError};
 use reprise_tracee::process::{cpu_ticks, try_wait};

@@ -358,6 +358,11 @@ pub struct AttemptResult {
     /// Writes whose output differed from the recorded only where the
     /// recording printed a pid or tid, accepted.
     pub output_numbers: u64,
+    /// Times a thread asleep in a system call outside any event lost the
+    /// baton (from there the schedule alone did not decide the run), and
+    /// the ring position of the first.
+    pub revocations: u64,
+    pub first_revocation: Option<u64>,
     /// What the access breakpoints saw (with [`AttemptOptions::observe`]).
     pub observation: Option<Observation>,
     /// Ring position where the attempt stopped: the divergence's event,

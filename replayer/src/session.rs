@@ -562,6 +562,8 @@ impl<'r> ReplaySession<'r> {
             decisions: r.decisions.load(Ordering::Acquire),
             object_mismatches: r.object_mismatches.load(Ordering::Acquire),
             output_numbers: r.output_numbers.load(Ordering::Acquire),
+            revocations: r.revocations.load(Ordering::Acquire),
+            first_revocation: r.first_revocation.load(Ordering::Acquire).checked_sub(1),
             observation: observe.map(|b| b.observation()),
             stopped_at: if d.state.load(Ordering::Acquire) == 2 {
                 d.pos

@@ -149,7 +149,7 @@ fn listing_shows_traces_and_errors() {
         &b,
         &HeaderInfo {
             start_time_unix_ns: 1_800_000_000_000_000_000,
-        recorded_events: 0,
+            recorded_events: 0,
             ..header()
         },
     )

@@ -13,10 +13,12 @@ pub mod run;
 use std::path::PathBuf;
 
 pub use manifest::{corpus_dir, load_manifest, Bug, BugKind, Expect, ExpectKind, Lang, Manifest};
-pub use rates::{default_build_dir, measure, native_rates, native_rates_with, RateOptions, RateRow, RateTable};
+pub use rates::{
+    default_build_dir, measure, native_rates, native_rates_with, RateOptions, RateRow, RateTable,
+};
 pub use run::{
-    build_all, build_bug, build_manifest, run_native, run_native_in, Built, Failure, Outcome, RunResult,
-    DEFAULT_TIMEOUT,
+    build_all, build_bug, build_manifest, run_native, run_native_in, Built, Failure, Outcome,
+    RunResult, DEFAULT_TIMEOUT,
 };
 
 /// Errors of the corpus library.
@@ -39,7 +41,11 @@ pub enum Error {
     #[error("compiler `{0}` not found: install gcc and g++ (apt-get install build-essential)")]
     CompilerMissing(String),
     #[error("compiling {name} failed ({status}):\n{stderr}")]
-    Compile { name: String, status: String, stderr: String },
+    Compile {
+        name: String,
+        status: String,
+        stderr: String,
+    },
     #[error("program {0} was not built")]
     NotBuilt(String),
 }

@@ -235,7 +235,9 @@ impl Manifest {
                     Some((file, Ok(line))) if file == b.source => {
                         match lines.get(line.wrapping_sub(1)) {
                             Some(l) if l.contains("/* RACE */") => {}
-                            _ => problems.push(format!("{}: {rl} is not a /* RACE */ line", b.name)),
+                            _ => {
+                                problems.push(format!("{}: {rl} is not a /* RACE */ line", b.name))
+                            }
                         }
                     }
                     _ => problems.push(format!("{}: bad race line {rl:?}", b.name)),
@@ -256,7 +258,11 @@ impl Manifest {
             }
             let e = &b.expect;
             let complete = match e.kind {
-                ExpectKind::Signal => e.signal.as_deref().and_then(crate::run::signal_number).is_some(),
+                ExpectKind::Signal => e
+                    .signal
+                    .as_deref()
+                    .and_then(crate::run::signal_number)
+                    .is_some(),
                 ExpectKind::Assertion => e.assertion.is_some(),
                 ExpectKind::WrongOutput => e.output.is_some(),
                 ExpectKind::ExitCode => matches!(e.exit_code, Some(c) if c != 0),
@@ -270,13 +276,18 @@ impl Manifest {
                 Lang::Cxx => b.source.ends_with(".cpp") || b.source.ends_with(".cc"),
             };
             if !ext_ok {
-                problems.push(format!("{}: source {} does not match lang", b.name, b.source));
+                problems.push(format!(
+                    "{}: source {} does not match lang",
+                    b.name, b.source
+                ));
             }
         }
         if let Ok(rd) = std::fs::read_dir(&programs) {
             for entry in rd.flatten() {
                 let f = entry.file_name().to_string_lossy().into_owned();
-                if (f.ends_with(".c") || f.ends_with(".cpp")) && !self.bugs.iter().any(|b| b.source == f) {
+                if (f.ends_with(".c") || f.ends_with(".cpp"))
+                    && !self.bugs.iter().any(|b| b.source == f)
+                {
                     problems.push(format!("programs/{f} is not listed in the manifest"));
                 }
             }

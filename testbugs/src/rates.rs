@@ -111,8 +111,17 @@ pub fn native_rates_with(
 }
 
 /// Measures one program.
-pub fn measure(bug: &Bug, built: &Built, corpus: &Path, opts: &RateOptions) -> Result<RateRow, Error> {
-    let args = if opts.frequent { &bug.frequent_args } else { &bug.args };
+pub fn measure(
+    bug: &Bug,
+    built: &Built,
+    corpus: &Path,
+    opts: &RateOptions,
+) -> Result<RateRow, Error> {
+    let args = if opts.frequent {
+        &bug.frequent_args
+    } else {
+        &bug.args
+    };
     let start = Instant::now();
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
@@ -173,7 +182,11 @@ impl fmt::Display for RateTable<'_> {
             "| {:<28} | {:<21} | {:<12} | {:>5} | {:>8} | {:>8} | {:>7} |",
             "program", "kind", "expected", "runs", "failures", "matching", "rate %"
         )?;
-        writeln!(f, "|{:-<30}|{:-<23}|{:-<14}|{:->7}|{:->10}|{:->10}|{:->9}|", "", "", "", "", "", "", "")?;
+        writeln!(
+            f,
+            "|{:-<30}|{:-<23}|{:-<14}|{:->7}|{:->10}|{:->10}|{:->9}|",
+            "", "", "", "", "", "", ""
+        )?;
         for r in self.0 {
             writeln!(
                 f,
@@ -187,7 +200,12 @@ impl fmt::Display for RateTable<'_> {
                 r.rate_percent()
             )?;
         }
-        let under = |p: f64| self.0.iter().filter(|r| r.failures > 0 && r.rate_percent() < p).count();
+        let under = |p: f64| {
+            self.0
+                .iter()
+                .filter(|r| r.failures > 0 && r.rate_percent() < p)
+                .count()
+        };
         let never = self.0.iter().filter(|r| r.failures == 0).count();
         writeln!(
             f,

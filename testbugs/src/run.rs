@@ -27,12 +27,20 @@ pub fn build_all(out_dir: &Path) -> Result<Vec<Built>, Error> {
 }
 
 /// Compiles every program of `manifest` (sources under `corpus/programs`).
-pub fn build_manifest(manifest: &Manifest, corpus: &Path, out_dir: &Path) -> Result<Vec<Built>, Error> {
+pub fn build_manifest(
+    manifest: &Manifest,
+    corpus: &Path,
+    out_dir: &Path,
+) -> Result<Vec<Built>, Error> {
     std::fs::create_dir_all(out_dir).map_err(|source| Error::Io {
         path: out_dir.to_path_buf(),
         source,
     })?;
-    manifest.bugs.iter().map(|b| build_bug(b, corpus, out_dir)).collect()
+    manifest
+        .bugs
+        .iter()
+        .map(|b| build_bug(b, corpus, out_dir))
+        .collect()
 }
 
 /// Compiles one program into `out_dir/NAME` (dynamically linked).
@@ -177,12 +185,23 @@ pub fn assertion_message(stderr: &str) -> Option<String> {
 /// Runs a built program once with `args`, cwd `testbugs/` (so input paths
 /// in args resolve), stdin from the manifest, core dumps off, and classifies
 /// the run. After `timeout` the whole process group is killed: a hang.
-pub fn run_native(bug: &Bug, built: &Built, args: &[String], timeout: Duration) -> Result<RunResult, Error> {
+pub fn run_native(
+    bug: &Bug,
+    built: &Built,
+    args: &[String],
+    timeout: Duration,
+) -> Result<RunResult, Error> {
     run_native_in(bug, built, args, timeout, &corpus_dir())
 }
 
 /// [`run_native`] with an explicit corpus directory.
-pub fn run_native_in(bug: &Bug, built: &Built, args: &[String], timeout: Duration, corpus: &Path) -> Result<RunResult, Error> {
+pub fn run_native_in(
+    bug: &Bug,
+    built: &Built,
+    args: &[String],
+    timeout: Duration,
+    corpus: &Path,
+) -> Result<RunResult, Error> {
     let stdin = match &bug.stdin {
         Some(f) => {
             let p = corpus.join(f);

@@ -5,16 +5,29 @@ use reprise_testbugs::{build_manifest, corpus_dir, load_manifest, BugKind, Lang}
 #[test]
 fn manifest_matches_programs_and_all_compile() {
     let m = load_manifest().expect("manifest parses");
-    m.validate(&corpus_dir()).expect("manifest is consistent with the programs");
+    m.validate(&corpus_dir())
+        .expect("manifest is consistent with the programs");
     assert!(m.bugs.len() >= 17, "only {} programs", m.bugs.len());
     assert!(m.bugs.iter().any(|b| b.lang == Lang::Cxx), "no C++ program");
     for k in BugKind::ALL {
         assert!(m.bugs.iter().any(|b| b.kind == k), "no program of kind {k}");
     }
     for b in &m.bugs {
-        assert!(b.models.chars().any(|c| c.is_ascii_digit()), "{}: models names no bug number", b.name);
-        assert!(!b.args.is_empty() && !b.frequent_args.is_empty(), "{}: args", b.name);
-        assert_ne!(b.args, b.frequent_args, "{}: frequent_args equal args", b.name);
+        assert!(
+            b.models.chars().any(|c| c.is_ascii_digit()),
+            "{}: models names no bug number",
+            b.name
+        );
+        assert!(
+            !b.args.is_empty() && !b.frequent_args.is_empty(),
+            "{}: args",
+            b.name
+        );
+        assert_ne!(
+            b.args, b.frequent_args,
+            "{}: frequent_args equal args",
+            b.name
+        );
     }
     let out = std::env::temp_dir().join(format!("reprise-testbugs-build-{}", std::process::id()));
     let built = build_manifest(&m, &corpus_dir(), &out).expect("every program compiles");

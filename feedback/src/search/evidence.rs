@@ -63,8 +63,8 @@ impl Searcher<'_> {
         let Some(passing) = rc.passing.first() else {
             return Ok(None);
         };
-        let Some(flip) =
-            races::first_racy_diff(self.replay, &rc.failing, passing).map(|d| races::pinning_flip(&d))
+        let Some(flip) = races::first_racy_diff(self.replay, &rc.failing, passing)
+            .map(|d| races::pinning_flip(&d))
         else {
             return Ok(None);
         };
@@ -83,14 +83,24 @@ impl Searcher<'_> {
         other: Strategy,
     ) -> Result<Option<RootCause>, ReplayError> {
         let seed = self.opts.seed;
-        let f = self.run(schedule(failing, seed, 0, &[]), Role::Minimize, true, "observed".into())?;
+        let f = self.run(
+            schedule(failing, seed, 0, &[]),
+            Role::Minimize,
+            true,
+            "observed".into(),
+        )?;
         if !self.runs[f].reproduced {
             return Ok(None);
         }
         let Some(failing_obs) = self.runs[f].result.observation.clone() else {
             return Ok(None);
         };
-        let p = self.run(schedule(other, seed, 0, &[]), Role::Minimize, true, "observed".into())?;
+        let p = self.run(
+            schedule(other, seed, 0, &[]),
+            Role::Minimize,
+            true,
+            "observed".into(),
+        )?;
         let mut passing = (!self.runs[p].reproduced)
             .then(|| self.runs[p].result.observation.clone())
             .flatten();
@@ -124,10 +134,7 @@ impl Searcher<'_> {
                     "does flipping this race prevent the failure?".into(),
                 )?;
                 let r = &self.runs[i].result;
-                let flipped = r
-                    .observation
-                    .as_ref()
-                    .and_then(|o| o.flips.last().copied())
+                let flipped = r.observation.as_ref().and_then(|o| o.flips.last().copied())
                     == Some(FlipState::Done);
                 if flipped && !self.runs[i].reproduced && r.outcome().is_some() {
                     passing = r.observation.clone();
@@ -175,7 +182,8 @@ impl Searcher<'_> {
                         flips: fewer.iter().map(flip_to_info).collect(),
                         ..sc.clone()
                     };
-                    let i = self.run(s2, Role::Minimize, true, "observed without one flip".into())?;
+                    let i =
+                        self.run(s2, Role::Minimize, true, "observed without one flip".into())?;
                     self.runs[i].result.observation.clone()
                 }
             };
@@ -195,6 +203,11 @@ impl Searcher<'_> {
 fn observed<'r>(runs: &'r [Run], flips: &[FlipSpec]) -> Option<&'r Run> {
     runs.iter().rev().find(|r| {
         r.result.observation.is_some()
-            && r.schedule.flips.iter().map(flip_from_info).collect::<Vec<_>>() == flips
+            && r.schedule
+                .flips
+                .iter()
+                .map(flip_from_info)
+                .collect::<Vec<_>>()
+                == flips
     })
 }

@@ -187,6 +187,8 @@ mod tests {
                 decisions: 0,
                 object_mismatches: 0,
                 output_numbers: 0,
+                revocations: 0,
+                first_revocation: None,
                 observation: None,
                 stopped_at: 0,
                 diverging_thread: None,

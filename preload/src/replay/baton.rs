@@ -137,21 +137,18 @@ pub(super) fn decide(c: &ControlHeader) {
     }
 }
 
-/// True if thread `tid` sleeps in the kernel (state S or D) or is dead.
-fn task_blocked(tid: i32) -> bool {
-    let mut path = [0u8; 32];
+/// Reads `/proc/<tid>/<file>` into `buf`: the bytes read, or Err(errno).
+fn read_task_file(tid: i32, file: &[u8], buf: &mut [u8]) -> Result<usize, i64> {
+    let mut path = [0u8; 48];
     let mut n = 0;
-    for &b in b"/proc/" {
-        path[n] = b;
-        n += 1;
-    }
     let mut digits = [0u8; 10];
     let d = dec(tid.max(0) as u64, &mut digits);
-    path[n..n + d.len()].copy_from_slice(d);
-    n += d.len();
-    for &b in b"/stat\0" {
-        path[n] = b;
-        n += 1;
+    for part in [&b"/proc/"[..], d, b"/", file, b"\0"] {
+        if n + part.len() > path.len() {
+            return Err(libc::ENAMETOOLONG as i64);
+        }
+        path[n..n + part.len()].copy_from_slice(part);
+        n += part.len();
     }
     let fd = raw::syscall6(
         libc::SYS_openat,
@@ -165,25 +162,53 @@ fn task_blocked(tid: i32) -> bool {
         ],
     );
     if fd < 0 {
-        // Gone: a process that exited while holding the baton.
-        return fd == -(libc::ENOENT as i64) || fd == -(libc::ESRCH as i64);
+        return Err(-fd);
     }
-    let mut buf = [0u8; 512];
-    let len = raw::syscall3(libc::SYS_read, fd as u64, buf.as_mut_ptr() as u64, 512);
+    let len = raw::syscall3(
+        libc::SYS_read,
+        fd as u64,
+        buf.as_mut_ptr() as u64,
+        buf.len() as u64,
+    );
     raw::syscall3(libc::SYS_close, fd as u64, 0, 0);
-    if len <= 0 {
-        return false;
+    if len < 0 {
+        return Err(-len);
     }
-    let b = &buf[..len as usize];
+    Ok(len as usize)
+}
+
+/// True if thread `tid` sleeps in the kernel (state S or D) or is dead.
+fn task_blocked(tid: i32) -> bool {
+    let mut buf = [0u8; 512];
+    let len = match read_task_file(tid, b"stat", &mut buf) {
+        Ok(len) => len,
+        // Gone: a process that exited while holding the baton.
+        Err(e) => return e == libc::ENOENT as i64 || e == libc::ESRCH as i64,
+    };
+    let b = &buf[..len];
     match b.iter().rposition(|&x| x == b')') {
         Some(i) if i + 2 < b.len() => matches!(b[i + 2], b'S' | b'D' | b'Z' | b'X' | b'x'),
         _ => false,
     }
 }
 
+/// True if thread `tid` sleeps inside a system call: not running, and not
+/// in a page fault (`/proc/<tid>/syscall` says -1 there), which a loaded
+/// machine makes last, but which ends by itself.
+fn asleep_in_syscall(tid: i32) -> bool {
+    let mut buf = [0u8; 64];
+    match read_task_file(tid, b"syscall", &mut buf) {
+        Ok(len) => buf[..len].first().is_some_and(|b| b.is_ascii_digit()),
+        Err(e) => e == libc::ENOENT as i64 || e == libc::ESRCH as i64,
+    }
+}
+
 /// Called by a waiter that saw no change for a while: if the baton's
-/// holder sleeps in the kernel between two events (on a lock the agent
-/// does not see, in `sleep`...), it leaves the schedule and the baton moves on.
+/// holder sleeps in a system call between two events (on a lock the agent
+/// does not see, in `sleep`...) while no thread outside the schedule can
+/// still wake it (an exiting thread that holds a libc lock), it leaves the
+/// schedule and the baton moves on. Counted: from there the run is no
+/// longer decided by the schedule alone.
 fn maybe_revoke(c: &ControlHeader) {
     let r = st(c);
     let holder = r.baton.load(Ordering::Acquire);
@@ -197,9 +222,19 @@ fn maybe_revoke(c: &ControlHeader) {
     else {
         return;
     };
-    if r.threads[i].state.load(Ordering::Acquire) != rp::RUNNING
-        || !task_blocked(c.threads[i].tid.load(Ordering::Relaxed))
-    {
+    if r.threads[i].state.load(Ordering::Acquire) != rp::RUNNING {
+        return;
+    }
+    let tid = c.threads[i].tid.load(Ordering::Relaxed);
+    if !task_blocked(tid) || !asleep_in_syscall(tid) {
+        return;
+    }
+    let outside_runs = (0..n).any(|j| {
+        j != i
+            && r.threads[j].state.load(Ordering::Acquire) == rp::DETACHED
+            && !task_blocked(c.threads[j].tid.load(Ordering::Relaxed))
+    });
+    if outside_runs {
         return;
     }
     let _g = lock(r);
@@ -207,6 +242,10 @@ fn maybe_revoke(c: &ControlHeader) {
         && r.threads[i].state.load(Ordering::Acquire) == rp::RUNNING
     {
         r.threads[i].state.store(rp::DETACHED, Ordering::Release);
+        if r.revocations.fetch_add(1, Ordering::Relaxed) == 0 {
+            let turn = r.turn.0.load(Ordering::Acquire);
+            r.first_revocation.store(turn + 1, Ordering::Relaxed);
+        }
         decide(c);
     }
 }

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use reprise_testbugs::{
-    build_manifest, corpus_dir, default_build_dir, load_manifest, native_rates_with, RateOptions, RateTable,
+    build_manifest, corpus_dir, default_build_dir, load_manifest, native_rates_with, RateOptions,
+    RateTable,
 };
 
 fn main() -> ExitCode {
