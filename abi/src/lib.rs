@@ -435,16 +435,53 @@ pub mod replay {
     /// Why a checkpoint failed: a thread is blocked outside the schedule.
     pub const CKPT_THREAD_OUTSIDE: u32 = 100_000;
 
-    /// Strategies in [`super::ReplayState::strategy`].
-    pub const STRATEGY_RANDOM: u32 = 1;
-    /// The thread that just finished an event runs on to its next one if
-    /// it can, else the owner of the next event (deterministic; the
-    /// feedback strategy's base schedule).
-    pub const STRATEGY_STAY: u32 = 2;
-    /// Flag: also preempt a running thread between two events, after a
-    /// random time slice (a timer signal), so that races between two
-    /// events can happen. Not deterministic.
-    pub const STRATEGY_PREEMPT: u32 = 0x8000;
+    /// How the agent picks the next thread to run among those ready: one
+    /// word in [`super::ReplayState::strategy`], written with
+    /// [`Policy::encode`] by the supervisor, read with [`Policy::decode`]
+    /// by the agent (the only two places that know its bits).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Policy {
+        /// The owner of the next recorded event first (a thread runs its
+        /// code up to an event as late as it can).
+        Owner,
+        /// The thread that just finished an event runs on to its next one
+        /// if it can, else the owner of the next event.
+        Stay,
+        /// Seeded random: the thread that just finished an event keeps
+        /// running except with probability `switch / 65536`; `preempt`
+        /// also preempts a running thread between two events after a
+        /// random time slice (a timer signal; not deterministic).
+        Random { switch: u16, preempt: bool },
+    }
+
+    const POLICY_RANDOM: u32 = 1;
+    const POLICY_STAY: u32 = 2;
+    const POLICY_PREEMPT: u32 = 0x8000;
+
+    impl Policy {
+        pub const fn encode(self) -> u32 {
+            match self {
+                Policy::Owner => 0,
+                Policy::Stay => POLICY_STAY,
+                Policy::Random { switch, preempt } => {
+                    POLICY_RANDOM
+                        | if preempt { POLICY_PREEMPT } else { 0 }
+                        | ((switch as u32) << 16)
+                }
+            }
+        }
+
+        pub const fn decode(word: u32) -> Policy {
+            match word & 0x7fff {
+                POLICY_RANDOM => Policy::Random {
+                    switch: (word >> 16) as u16,
+                    preempt: word & POLICY_PREEMPT != 0,
+                },
+                POLICY_STAY => Policy::Stay,
+                _ => Policy::Owner,
+            }
+        }
+    }
 
     /// Syscall numbers (x86-64) whose recorded events are not replayed in
     /// order: they run for real (mmap, pid queries).
@@ -517,7 +554,7 @@ pub struct ReplayState {
     /// Ring position after the last expected event; `u64::MAX` while the
     /// supervisor is still filling the ring.
     pub end: AtomicU64,
-    /// How the next runner is chosen ([`replay::STRATEGY_RANDOM`]).
+    /// How the next runner is chosen ([`replay::Policy`], encoded).
     pub strategy: AtomicU32,
     /// Milliseconds a runner may sleep in the kernel, outside any event,
     /// before the baton is taken from it.
@@ -583,4 +620,27 @@ pub struct ReplayState {
     pub revocations: AtomicU64,
     pub first_revocation: AtomicU64,
     pub threads: [ReplayThread; MAX_THREADS],
+}
+
+#[cfg(test)]
+mod policy_tests {
+    use super::replay::Policy;
+
+    #[test]
+    fn every_policy_decodes_to_itself() {
+        for p in [
+            Policy::Owner,
+            Policy::Stay,
+            Policy::Random {
+                switch: 64,
+                preempt: false,
+            },
+            Policy::Random {
+                switch: 32768,
+                preempt: true,
+            },
+        ] {
+            assert_eq!(Policy::decode(p.encode()), p);
+        }
+    }
 }

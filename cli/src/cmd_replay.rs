@@ -10,10 +10,13 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use reprise_feedback::planner::search_with;
 use reprise_feedback::rootcause::{explain, Report};
-use reprise_feedback::search::{search, Role, Run, SearchOptions, SearchResult};
+use reprise_feedback::search::{Role, Run, SearchOptions, SearchResult};
+use reprise_replayer::schedule::{read_saved, save as save_schedule};
+use reprise_replayer::Schedule;
 use reprise_replayer::{is_failure, AttemptOptions, Replay, Strategy};
-use reprise_schema::{location, read_schedule, write_schedule, OutcomeInfo, ScheduleInfo};
+use reprise_schema::{location, FlipInfo, OutcomeInfo};
 
 /// Re-execute a recorded program under its sketch until the recorded
 /// failure reproduces; save the reproducing schedule into the trace.
@@ -35,7 +38,7 @@ pub struct ReplayArgs {
     /// `solver` (z3 chooses each schedule: one in which the failing
     /// thread's last shared reads read values no attempt read yet, with
     /// as few changes as it can; it says when no such schedule is left).
-    #[arg(long, default_value = "feedback", value_parser = ["feedback", "random", "preempt", "solver"])]
+    #[arg(long, default_value = "feedback", value_parser = clap::builder::PossibleValuesParser::new(reprise_solver::STRATEGY_NAMES))]
     strategy: String,
     /// Print the result (outcome, attempt counts, schedule, root-cause
     /// report, the reproducing attempt's stdout and stderr) as one JSON
@@ -105,7 +108,14 @@ pub fn run(a: ReplayArgs) -> Result<u8> {
     if a.max_attempts == 0 {
         anyhow::bail!("--max-attempts must be at least 1");
     }
-    let strategy = Strategy::from_name(&a.strategy).unwrap_or(Strategy::Feedback);
+    let Some(mut named) = reprise_solver::strategy(&a.strategy) else {
+        anyhow::bail!(
+            "unknown strategy {}: use one of {}",
+            a.strategy,
+            reprise_solver::STRATEGY_NAMES.join(", ")
+        );
+    };
+    let strategy = named.base;
     let root = location::trace_root().context("cannot find the trace directory")?;
     let dir = location::resolve_trace(&root, a.trace.as_deref())?;
     let replay = Replay::open(&dir, a.force)?;
@@ -118,7 +128,7 @@ pub fn run(a: ReplayArgs) -> Result<u8> {
     let saved = if a.no_schedule {
         None
     } else {
-        read_schedule(&dir)?
+        read_saved(&dir)?.map(|(s, _)| s)
     };
     let jobs = a
         .jobs
@@ -187,11 +197,7 @@ pub fn run(a: ReplayArgs) -> Result<u8> {
         ));
     };
     reprise_replayer::stop_on_interrupt();
-    let result = if a.strategy == "solver" {
-        reprise_solver::search::search(&replay, &opts, &on_run)
-    } else {
-        search(&replay, &opts, &on_run)
-    };
+    let result = search_with(&replay, &opts, named.planner.as_mut(), &on_run);
     bar.finish_and_clear();
     if let Err(reprise_replayer::ReplayError::Interrupted) = result {
         eprintln!("reprise: interrupted: the running attempt was killed; nothing was saved");
@@ -209,18 +215,14 @@ pub fn run(a: ReplayArgs) -> Result<u8> {
         .as_ref()
         .map(|rc| explain(&replay, rc).map_err(|e| e.to_string()));
     // The same schedule found again (the saved one) is not saved again.
-    let same = |x: &ScheduleInfo, y: &ScheduleInfo| {
-        (&x.strategy, x.seed, &x.flips, x.preempt_rate)
-            == (&y.strategy, y.seed, &y.flips, y.preempt_rate)
-    };
     let save = match (&saved, &result.schedule) {
         (_, None) => false,
-        (Some(x), Some(y)) => !a.no_schedule && !same(x, y),
+        (Some(x), Some(y)) => !a.no_schedule && x != y,
         (None, Some(_)) => !a.no_schedule,
     };
     if save {
-        if let Some(s) = &result.schedule {
-            write_schedule(&dir, s)?;
+        if let (Some(s), Some(r)) = (&result.schedule, result.reproducing()) {
+            save_schedule(&dir, s, r.attempt)?;
         }
     }
     let output = if a.no_program_output {
@@ -254,7 +256,7 @@ pub fn run(a: ReplayArgs) -> Result<u8> {
 }
 
 /// The first lines, on stderr: what is replayed, and from which schedule.
-fn announce(dir: &Path, replay: &Replay, recorded: &OutcomeInfo, saved: Option<&ScheduleInfo>) {
+fn announce(dir: &Path, replay: &Replay, recorded: &OutcomeInfo, saved: Option<&Schedule>) {
     eprintln!(
         "reprise: replaying {} ({} sketch, {} events); recorded: {}",
         dir.display(),
@@ -265,7 +267,7 @@ fn announce(dir: &Path, replay: &Replay, recorded: &OutcomeInfo, saved: Option<&
     if let Some(s) = saved {
         eprintln!(
             "reprise: trying the saved schedule first ({} seed {:#x}{})",
-            s.strategy,
+            s.strategy.name(),
             s.seed,
             match s.flips.len() {
                 0 => String::new(),
@@ -338,7 +340,10 @@ impl Done<'_> {
             "seconds": result.elapsed.as_secs_f64(),
             "recorded": self.recorded.summary,
             "outcome": r.map(|r| r.result.summary()),
-            "schedule": result.schedule,
+            "schedule": result
+                .schedule
+                .as_ref()
+                .map(|s| s.to_info(r.map_or(0, |r| r.attempt))),
             "schedule_saved": self.saved,
             "conclusion": result.conclusion,
             "root_cause": match self.report {
@@ -446,16 +451,13 @@ impl Done<'_> {
         if let Some(note) = revocation_note(self.replay, res) {
             out!("  note: {note}");
         }
-        let random = matches!(
-            Strategy::from_name(&r.schedule.strategy),
-            Some(Strategy::Random | Strategy::Preempt)
-        );
+        let random = matches!(r.schedule.strategy, Strategy::Random | Strategy::Preempt);
         match self.report {
             Some(Ok(rep)) => out!("{}", rep.render()),
             Some(Err(e)) => out!("  (no root-cause report: {e})"),
             None if is_failure(recorded) && random => out!(
                 "  root cause: not analysed (the {} strategy does not observe accesses; replay with --strategy feedback for a report)",
-                r.schedule.strategy
+                r.schedule.strategy.name()
             ),
             None if is_failure(recorded) => out!(
                 "  root cause: the sketch's own order decides this failure (no unrecorded race was flipped)"
@@ -465,7 +467,7 @@ impl Done<'_> {
         if let (true, Some(sched)) = (self.saved, &result.schedule) {
             out!(
                 "  schedule saved ({} seed {:#x}, {} flip(s)): the next `reprise replay` starts with it",
-                sched.strategy,
+                sched.strategy.name(),
                 sched.seed,
                 sched.flips.len()
             );
@@ -487,6 +489,7 @@ fn run_line(r: &Run) -> String {
         .flips
         .iter()
         .map(|f| {
+            let f = FlipInfo::from(f);
             if f.until_addr != 0 {
                 return format!(
                     " [t{}:{:#x}#{} waits for a write to {:#x}]",
@@ -514,7 +517,7 @@ fn run_line(r: &Run) -> String {
     format!(
         "{role} {} {} seed {:#x}{flips} {:.3}s events {} decisions {}: {}{note}",
         r.attempt,
-        r.schedule.strategy,
+        r.schedule.strategy.name(),
         r.schedule.seed,
         res.duration.as_secs_f64(),
         res.events_replayed,

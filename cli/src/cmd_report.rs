@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use reprise_replayer::{AttemptOptions, Replay};
 use reprise_report::Analysis;
-use reprise_schema::{location, read_schedule};
+use reprise_schema::location;
 
 /// Draw a trace's reproduced interleaving as one HTML file: a lane per
 /// thread, the sketch events in their recorded order, the flipped races
@@ -38,25 +38,25 @@ pub fn run(a: ReportArgs) -> Result<u8> {
     let out = a.output.clone().unwrap_or_else(|| dir.join("report.html"));
     // A damaged or foreign directory is one error line, before anything else.
     reprise_schema::TraceReader::open(&dir)?;
-    let (replay, analysis) = match read_schedule(&dir)? {
+    let (replay, analysis) = match reprise_replayer::schedule::read_saved(&dir)? {
         None => {
             let note = "no reproducing schedule saved yet: run `reprise replay` first; drawing the recorded sketch alone";
             eprintln!("reprise: {note}");
             // Only to place accesses, which there are none of: not needed.
             (None, Analysis::sketch_only(note))
         }
-        Some(schedule) => {
+        Some((schedule, found_in)) => {
             let replay = Replay::open(&dir, a.force)?;
             let mut base = AttemptOptions::new(schedule.seed);
             base.timeout = Duration::from_secs_f64(a.timeout_per_attempt);
             eprintln!(
                 "reprise: replaying the saved schedule once, observed ({} seed {:#x}, {} flip(s))",
-                schedule.strategy,
+                schedule.strategy.name(),
                 schedule.seed,
                 schedule.flips.len()
             );
             reprise_replayer::stop_on_interrupt();
-            let analysis = reprise_report::replay_saved(&replay, &schedule, base)?;
+            let analysis = reprise_report::replay_saved(&replay, &schedule, found_in, base)?;
             if let Some(n) = &analysis.note {
                 eprintln!("reprise: {n}");
             }

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use reprise_abi::replay as rp;
 use reprise_replayer::{
-    key_name, AttemptOptions, AttemptResult, Checkpoint, Replay, ReplaySession, Stop,
+    key_name, AttemptOptions, AttemptResult, Checkpoint, Replay, ReplaySession, Schedule, Stop,
 };
-use reprise_schema::{read_schedule, EventRecord, ScheduleInfo};
+use reprise_schema::EventRecord;
 use reprise_tracee::{
     Frame, MemoryMap, MemoryReader, ProcessMemory, Symbolizer, ThreadSnapshot, UnwoundFrame,
 };
@@ -49,7 +49,7 @@ pub struct Target {
     replay: &'static Replay,
     options: AttemptOptions,
     /// The schedule replayed: the saved reproducing one, else the base.
-    pub schedule: ScheduleInfo,
+    pub schedule: Schedule,
     /// Whether `schedule` is the trace's saved reproducing schedule.
     pub reproducing: bool,
     session: Option<ReplaySession<'static>>,
@@ -87,7 +87,7 @@ impl Target {
     ) -> Result<(Target, Option<String>), DebugError> {
         // The debugger keeps one trace for the life of the process.
         let replay: &'static Replay = Box::leak(Box::new(Replay::open(dir, force)?));
-        let saved = read_schedule(dir)?;
+        let saved = reprise_replayer::schedule::read_saved(dir)?.map(|(s, _)| s);
         let note = saved.is_none().then(|| {
             format!(
                 "{} has no saved reproducing schedule (run `reprise replay` first): debugging the sketch's base schedule, which may not fail",
@@ -95,15 +95,14 @@ impl Target {
             )
         });
         let reproducing = saved.is_some();
-        let schedule = saved.unwrap_or_else(|| {
-            reprise_feedback::search::schedule(reprise_replayer::Strategy::Feedback, 0, 0, &[])
-        });
+        let schedule =
+            saved.unwrap_or_else(|| Schedule::base(reprise_replayer::Strategy::Feedback, 0));
         let mut base = AttemptOptions::new(schedule.seed);
         // The user thinks at the prompt: no timeout on the whole run.
         base.timeout = Duration::from_secs(365 * 24 * 3600);
         base.hang_timeout = Duration::from_secs(5);
         base.output_dir = output;
-        let options = reprise_feedback::search::run_options(&schedule, &base, false);
+        let options = schedule.options(&base, false);
         let mut t = Target {
             replay,
             options,

@@ -1,12 +1,18 @@
 //! Searching for a schedule that reproduces a recorded failure, on top of
 //! the replayer's attempts (`reprise_replayer`).
 //!
+//! - [`planner`]: the `SchedulePlanner` trait every strategy implements,
+//!   and the one loop that runs a planner's search.
+//! - [`runner`]: the one interface to the replayer: a schedule in, a run
+//!   (its outcome and observed accesses) out; parallel runs.
 //! - [`search`]: the random and feedback searches, and the minimisation of
 //!   a reproducing schedule's flips.
 //! - [`races`]: the races of an observed attempt that a flip could
 //!   reverse, and reads-from comparisons between two runs.
 //! - [`rootcause`]: the root-cause report of a reproducing schedule.
 
+pub mod planner;
 pub mod races;
 pub mod rootcause;
+pub mod runner;
 pub mod search;

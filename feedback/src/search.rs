@@ -19,19 +19,18 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reprise_abi::replay as rp;
-use reprise_schema::{FlipInfo, OutcomeInfo, ScheduleInfo};
 
-use reprise_replayer::observe::{FlipSpec, FlipState, Observation, ObservePlan};
+use reprise_replayer::observe::{FlipSpec, FlipState, Observation};
 use reprise_replayer::{
-    attempt, matches, AttemptEnd, AttemptOptions, AttemptResult, Replay, ReplayError, Strategy,
+    AttemptEnd, AttemptOptions, AttemptResult, Replay, ReplayError, Schedule, Strategy,
 };
 
+use crate::planner::SchedulePlanner;
 use crate::races::{self, Focus};
+use crate::runner::Runner;
 
 mod evidence;
 mod node;
@@ -51,7 +50,7 @@ pub struct SearchOptions {
     /// Timeouts and output capture of each run.
     pub base: AttemptOptions,
     /// A saved schedule to try first.
-    pub saved: Option<ScheduleInfo>,
+    pub saved: Option<Schedule>,
     /// Flips kept at once (feedback).
     pub max_depth: usize,
 }
@@ -74,7 +73,7 @@ pub struct Run {
     /// to for other runs.
     pub attempt: u32,
     pub role: Role,
-    pub schedule: ScheduleInfo,
+    pub schedule: Schedule,
     pub result: AttemptResult,
     pub reproduced: bool,
     /// Feedback: what became of the last flip, and why the search moved on.
@@ -121,7 +120,7 @@ pub struct SearchResult {
     /// Index into `runs` of the first attempt that reproduced.
     pub found: Option<usize>,
     /// The schedule to save: the reproducing one, its flips minimised.
-    pub schedule: Option<ScheduleInfo>,
+    pub schedule: Option<Schedule>,
     /// Attempts that turned out to be an execution already seen (same
     /// reads-from relation).
     pub duplicates: u32,
@@ -165,36 +164,6 @@ impl SearchResult {
     }
 }
 
-pub fn flip_to_info(f: &FlipSpec) -> FlipInfo {
-    FlipInfo {
-        held_process: rp::key_process(f.held) as u16,
-        held_thread: rp::key_thread(f.held),
-        held_pc: f.held_pc,
-        held_n: f.held_n,
-        until_process: rp::key_process(f.until) as u16,
-        until_thread: rp::key_thread(f.until),
-        until_pc: f.until_pc,
-        until_n: f.until_n,
-        defer: f.defer,
-        until_fork: f.until_fork,
-        until_addr: f.until_addr,
-    }
-}
-
-pub fn flip_from_info(f: &FlipInfo) -> FlipSpec {
-    FlipSpec {
-        held: rp::key(f.held_process as u32, f.held_thread),
-        held_pc: f.held_pc,
-        held_n: f.held_n,
-        until: rp::key(f.until_process as u32, f.until_thread),
-        until_pc: f.until_pc,
-        until_n: f.until_n,
-        defer: f.defer,
-        until_fork: f.until_fork,
-        until_addr: f.until_addr,
-    }
-}
-
 /// The random strategy's preemption chance at an access for a seed, in
 /// 1/65536: from 1/16 to 1/8192, so that attempts explore both dense and
 /// sparse preemptions.
@@ -205,92 +174,51 @@ pub fn preempt_rate(seed: u64) -> u32 {
     65536 >> (4 + (z % 10) as u32)
 }
 
-/// The options of one run of `schedule`; `log`: observe it.
-pub fn run_options(schedule: &ScheduleInfo, base: &AttemptOptions, log: bool) -> AttemptOptions {
-    let mut o = base.clone();
-    o.strategy = Strategy::from_name(&schedule.strategy).unwrap_or(Strategy::Random);
-    o.seed = schedule.seed;
-    let flips: Vec<FlipSpec> = schedule.flips.iter().map(flip_from_info).collect();
-    o.observe = (log || !flips.is_empty() || schedule.preempt_rate > 0).then_some(ObservePlan {
-        log,
-        preempt_rate: schedule.preempt_rate,
-        flips,
-    });
-    o
-}
-
-/// The schedule of a strategy (the agent's base order), a seed, a
-/// preemption rate and flips.
-pub fn schedule(
-    strategy: Strategy,
-    seed: u64,
-    preempt_rate: u32,
-    flips: &[FlipSpec],
-) -> ScheduleInfo {
-    ScheduleInfo {
-        strategy: strategy.name().to_string(),
-        seed,
-        attempts: 0,
-        decisions: Vec::new(),
-        flips: flips.iter().map(flip_to_info).collect(),
-        preempt_rate,
-    }
-}
-
-/// Runs the search; `on_run` sees every run as it ends.
+/// Runs the random or feedback search (`opts.strategy`); `on_run` sees
+/// every run as it ends.
 pub fn search(
     replay: &Replay,
     opts: &SearchOptions,
     on_run: &(dyn Fn(&Run) + Sync),
 ) -> Result<SearchResult, ReplayError> {
-    let started = Instant::now();
-    let recorded = replay.outcome()?.clone();
-    let mut s = Searcher {
-        replay,
-        opts,
-        recorded,
-        on_run,
-        runs: Vec::new(),
-        attempts: 0,
-    };
-    let mut result = SearchResult::default();
-    // A saved schedule first: it reproduced before.
-    if let Some(saved) = &opts.saved {
-        let log = !saved.flips.is_empty();
-        let i = s.run(saved.clone(), Role::Attempt, log, String::new())?;
-        if s.runs[i].reproduced {
-            result.found = Some(i);
-            result.schedule = Some(saved.clone());
-            if log {
-                result.root_cause = s.explain_flips(saved)?;
-            }
-        }
-    }
-    if result.found.is_none() {
-        match opts.strategy {
-            Strategy::Feedback => s.feedback(&mut result)?,
-            _ => s.random(&mut result)?,
-        }
-    }
-    result.attempts = s.attempts;
-    result.runs = s.runs;
-    result.elapsed = started.elapsed();
-    // The attempts it took: the reproducing one's number (attempts run
-    // in parallel may have ended after it).
-    let took = result.reproducing().map_or(result.attempts, |r| r.attempt);
-    if let Some(sc) = result.schedule.as_mut() {
-        sc.attempts = took;
-    }
-    Ok(result)
+    crate::planner::search_with(replay, opts, &mut FeedbackPlanner, on_run)
 }
 
-struct Searcher<'a> {
-    replay: &'a Replay,
-    opts: &'a SearchOptions,
-    recorded: OutcomeInfo,
-    on_run: &'a (dyn Fn(&Run) + Sync),
-    runs: Vec<Run>,
-    attempts: u32,
+/// The random and feedback strategies (which one: `opts.strategy`).
+pub struct FeedbackPlanner;
+
+impl SchedulePlanner for FeedbackPlanner {
+    fn plan(
+        &mut self,
+        runner: &mut Runner<'_>,
+        result: &mut SearchResult,
+    ) -> Result<(), ReplayError> {
+        let mut s = Searcher { runner };
+        // A saved schedule first: it reproduced before.
+        if let Some(saved) = &s.runner.opts.saved {
+            let log = !saved.flips.is_empty();
+            let i = s
+                .runner
+                .run(saved.clone(), Role::Attempt, log, String::new())?;
+            if s.runner.runs[i].reproduced {
+                result.found = Some(i);
+                result.schedule = Some(saved.clone());
+                if log {
+                    result.root_cause = s.explain_flips(saved)?;
+                }
+                return Ok(());
+            }
+        }
+        match s.runner.opts.strategy {
+            Strategy::Feedback => s.feedback(result),
+            _ => s.random(result),
+        }
+    }
+}
+
+/// The feedback search's state over one runner.
+struct Searcher<'r, 'a> {
+    runner: &'r mut Runner<'a>,
 }
 
 /// Races tried per node at most, and the cost of one more flip in the
@@ -301,113 +229,32 @@ const DEFER_COST: usize = 3;
 /// One attempt in this many (from the fifth) is random preemptions.
 const RANDOM_EVERY: u32 = 3;
 
-impl Searcher<'_> {
-    fn reproduced(&self, r: &AttemptResult) -> bool {
-        r.outcome().is_some_and(|o| matches(&self.recorded, o))
-    }
-
-    /// Runs one schedule; returns its index in `runs`.
-    fn run(
-        &mut self,
-        sc: ScheduleInfo,
-        role: Role,
-        log: bool,
-        note: String,
-    ) -> Result<usize, ReplayError> {
-        if role == Role::Attempt {
-            self.attempts += 1;
-        }
-        let mut o = run_options(&sc, &self.opts.base, log);
-        let name = match role {
-            Role::Attempt => format!("attempt-{}", self.attempts),
-            Role::Observe => format!("observe-{}-{}", self.attempts, sc.strategy),
-            Role::Minimize => format!("minimize-{}", self.runs.len() + 1),
-        };
-        o.output_dir = o.output_dir.map(|d| d.join(name));
-        let result = attempt(self.replay, &o)?;
-        let run = Run {
-            attempt: self.attempts,
-            role,
-            reproduced: self.reproduced(&result),
-            schedule: sc,
-            result,
-            note,
-            observed: log,
-            output_dir: o.output_dir,
-        };
-        (self.on_run)(&run);
-        self.runs.push(run);
-        Ok(self.runs.len() - 1)
-    }
-
+impl Searcher<'_, '_> {
+    /// The rest of the budget as random schedules, `jobs` at once: seeds
+    /// from `opts.seed` on; the first attempt plain, then preemptions at
+    /// accesses (the `preempt` strategy preempts by time instead).
     fn random(&mut self, result: &mut SearchResult) -> Result<(), ReplayError> {
-        let max = self.opts.max_attempts.saturating_sub(self.attempts);
-        let first = self.attempts;
-        let next = AtomicU32::new(0);
-        let done = AtomicBool::new(false);
-        let runs: Mutex<Vec<Run>> = Mutex::new(Vec::new());
-        let error: Mutex<Option<ReplayError>> = Mutex::new(None);
-        let jobs = self.opts.jobs.clamp(1, 64).min(max.max(1) as usize);
-        let strategy = self.opts.strategy;
-        std::thread::scope(|scope| {
-            for _ in 0..jobs {
-                scope.spawn(|| loop {
-                    if done.load(Ordering::Acquire) {
-                        return;
-                    }
-                    let i = next.fetch_add(1, Ordering::AcqRel);
-                    if i >= max {
-                        return;
-                    }
-                    let number = first + i + 1;
-                    let seed = self.opts.seed.wrapping_add(i as u64);
-                    // The first attempt plain; then preemptions at accesses.
-                    let rate = if number == 1 || strategy == Strategy::Preempt {
-                        0
-                    } else {
-                        preempt_rate(seed)
-                    };
-                    let sc = schedule(strategy, seed, rate, &[]);
-                    let mut o = run_options(&sc, &self.opts.base, false);
-                    o.output_dir = o.output_dir.map(|d| d.join(format!("attempt-{number}")));
-                    match attempt(self.replay, &o) {
-                        Ok(r) => {
-                            let run = Run {
-                                attempt: number,
-                                role: Role::Attempt,
-                                reproduced: self.reproduced(&r),
-                                schedule: sc,
-                                result: r,
-                                note: String::new(),
-                                observed: false,
-                                output_dir: o.output_dir,
-                            };
-                            if run.reproduced {
-                                done.store(true, Ordering::Release);
-                            }
-                            (self.on_run)(&run);
-                            runs.lock().unwrap_or_else(|e| e.into_inner()).push(run);
-                        }
-                        Err(e) => {
-                            *error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
-                            done.store(true, Ordering::Release);
-                        }
-                    }
-                });
-            }
-        });
-        if let Some(e) = error.into_inner().unwrap_or(None) {
-            return Err(e);
+        let first = self.runner.attempts;
+        let strategy = self.runner.opts.strategy;
+        let schedules = (0..self.runner.budget())
+            .map(|i| {
+                let seed = self.runner.opts.seed.wrapping_add(i as u64);
+                let rate = if first + i == 0 || strategy == Strategy::Preempt {
+                    0
+                } else {
+                    preempt_rate(seed)
+                };
+                (
+                    Schedule::base(strategy, seed).with_preemptions(rate),
+                    String::new(),
+                )
+            })
+            .collect();
+        let ran = self.runner.run_all(schedules, Role::Attempt, false, true)?;
+        if let Some(&i) = ran.iter().find(|&&i| self.runner.runs[i].reproduced) {
+            result.found = Some(i);
+            result.schedule = Some(self.runner.runs[i].schedule.clone());
         }
-        let mut runs = runs.into_inner().unwrap_or_default();
-        runs.sort_by_key(|r| r.attempt);
-        self.attempts += runs.len() as u32;
-        let base = self.runs.len();
-        if let Some(i) = runs.iter().position(|r| r.reproduced) {
-            result.found = Some(base + i);
-            result.schedule = Some(runs[i].schedule.clone());
-        }
-        self.runs.extend(runs);
         Ok(())
     }
 
@@ -418,17 +265,18 @@ impl Searcher<'_> {
     /// thread if the trace does not say.
     fn failing_thread(&self) -> Option<u32> {
         use reprise_schema::OutcomeKind as O;
-        let p = self.recorded.process;
-        match self.recorded.kind {
+        let p = self.runner.recorded.process;
+        match self.runner.recorded.kind {
             O::Deadlock | O::Hang => None,
             O::Exited => self
+                .runner
                 .replay
                 .events()
                 .iter()
                 .rev()
                 .find(|e| e.kind == reprise_abi::EventKind::ProcessExit && e.process == p)
                 .map(|e| rp::key(p as u32, e.thread)),
-            _ => Some(rp::key(p as u32, self.recorded.thread)),
+            _ => Some(rp::key(p as u32, self.runner.recorded.thread)),
         }
     }
 
@@ -441,14 +289,17 @@ impl Searcher<'_> {
                 thread: r.diverging_thread,
             },
             Some(_) => Focus {
-                pos: self.replay.end_position(),
-                thread: Some(rp::key(self.recorded.process as u32, self.recorded.thread)),
+                pos: self.runner.replay.end_position(),
+                thread: Some(rp::key(
+                    self.runner.recorded.process as u32,
+                    self.runner.recorded.thread,
+                )),
             },
         }
     }
 
     fn feedback(&mut self, result: &mut SearchResult) -> Result<(), ReplayError> {
-        let seed = self.opts.seed;
+        let seed = self.runner.opts.seed;
         // Two base schedules, each tried plain first: threads run on from
         // an event to their next one as early as they can (`feedback`), or
         // as late as they can (`feedback-lazy`: the owner of the next event
@@ -458,37 +309,37 @@ impl Searcher<'_> {
         for (b, base) in bases.into_iter().enumerate() {
             // --max-attempts holds for the bases too (a saved schedule
             // tried first may have used the budget).
-            if self.attempts >= self.opts.max_attempts {
+            if self.runner.attempts >= self.runner.opts.max_attempts {
                 return Ok(());
             }
-            let plain = self.run(
-                schedule(base, seed, 0, &[]),
+            let plain = self.runner.run(
+                Schedule::base(base, seed),
                 Role::Attempt,
                 false,
                 String::new(),
             )?;
-            if self.runs[plain].reproduced
+            if self.runner.runs[plain].reproduced
                 && self.confirm_base(base, bases[1 - b], plain, result)?
             {
                 return Ok(());
             }
         }
-        if self.attempts >= self.opts.max_attempts {
+        if self.runner.attempts >= self.runner.opts.max_attempts {
             return Ok(());
         }
         let mut roots = Vec::new();
         for base in bases {
-            let obs = self.run(
-                schedule(base, seed, 0, &[]),
+            let obs = self.runner.run(
+                Schedule::base(base, seed),
                 Role::Observe,
                 true,
                 String::new(),
             )?;
             let other = if base == bases[0] { bases[1] } else { bases[0] };
-            if self.runs[obs].reproduced && self.confirm_base(base, other, obs, result)? {
+            if self.runner.runs[obs].reproduced && self.confirm_base(base, other, obs, result)? {
                 return Ok(());
             }
-            if let Some(o) = self.runs[obs].result.observation.clone() {
+            if let Some(o) = self.runner.runs[obs].result.observation.clone() {
                 roots.push((base, obs, o));
             }
         }
@@ -496,9 +347,9 @@ impl Searcher<'_> {
         let mut nodes = Vec::new();
         for (base, obs, o) in &roots {
             seen_rf.insert(races::reads_from_digest(o));
-            let r = &self.runs[*obs].result;
+            let r = &self.runner.runs[*obs].result;
             nodes.push(Node::new(
-                self.replay,
+                self.runner.replay,
                 *base,
                 Vec::new(),
                 o,
@@ -527,19 +378,22 @@ impl Searcher<'_> {
         }
         let mut tried: HashSet<Vec<FlipSpec>> = HashSet::new();
         let passing_root = roots.first().map(|(_, _, o)| o.clone());
-        while self.attempts < self.opts.max_attempts {
+        while self.runner.attempts < self.runner.opts.max_attempts {
             // Every third attempt from the fifth on: random preemptions at
             // accesses on the base schedule, observed — what the ranked
             // races miss (several races at once) it sometimes hits.
-            if self.attempts >= 4 && (self.attempts + 1).is_multiple_of(RANDOM_EVERY) {
-                let s = seed.wrapping_add(self.attempts as u64);
-                let sc = schedule(Strategy::Feedback, s, preempt_rate(s), &[]);
-                let i = self.run(sc, Role::Attempt, true, "random preemptions".into())?;
-                if self.runs[i].reproduced {
+            if self.runner.attempts >= 4 && (self.runner.attempts + 1).is_multiple_of(RANDOM_EVERY)
+            {
+                let s = seed.wrapping_add(self.runner.attempts as u64);
+                let sc = Schedule::base(Strategy::Feedback, s).with_preemptions(preempt_rate(s));
+                let i = self
+                    .runner
+                    .run(sc, Role::Attempt, true, "random preemptions".into())?;
+                if self.runner.runs[i].reproduced {
                     result.found = Some(i);
-                    result.schedule = Some(self.runs[i].schedule.clone());
+                    result.schedule = Some(self.runner.runs[i].schedule.clone());
                     if let (Some(f), Some(p)) = (
-                        self.runs[i].result.observation.clone(),
+                        self.runner.runs[i].result.observation.clone(),
                         passing_root.clone(),
                     ) {
                         result.root_cause = Some(RootCause {
@@ -547,7 +401,7 @@ impl Searcher<'_> {
                             failing: f,
                             passing: vec![p],
                             failing_thread: self.failing_thread(),
-                            hang: self.recorded.kind == reprise_schema::OutcomeKind::Hang,
+                            hang: self.runner.recorded.kind == reprise_schema::OutcomeKind::Hang,
                         });
                     }
                     return Ok(());
@@ -565,18 +419,18 @@ impl Searcher<'_> {
             }
             let parent_stop = nodes[n].stopped_at;
             let base = nodes[n].base;
-            let i = self.run(
-                schedule(base, seed, 0, &flips),
+            let i = self.runner.run(
+                Schedule::base(base, seed).with_flips(flips.clone()),
                 Role::Attempt,
                 true,
                 String::new(),
             )?;
-            if self.runs[i].reproduced {
+            if self.runner.runs[i].reproduced {
                 result.found = Some(i);
                 self.minimize(result, base, flips)?;
                 return Ok(());
             }
-            let r = &self.runs[i].result;
+            let r = &self.runner.runs[i].result;
             let state = r
                 .observation
                 .as_ref()
@@ -601,18 +455,18 @@ impl Searcher<'_> {
                 if !seen_rf.insert(races::reads_from_digest(&obs)) {
                     result.duplicates += 1;
                     note.push_str("; the same execution as an earlier attempt");
-                } else if flips.len() < self.opts.max_depth {
-                    let r = &self.runs[i].result;
+                } else if flips.len() < self.runner.opts.max_depth {
+                    let r = &self.runner.runs[i].result;
                     let focus = self.focus(r);
-                    nodes.push(Node::new(self.replay, base, flips, &obs, r, focus));
+                    nodes.push(Node::new(self.runner.replay, base, flips, &obs, r, focus));
                     push(&mut frontier, &nodes, nodes.len() - 1);
                 }
             }
-            self.runs[i].note = note;
+            self.runner.runs[i].note = note;
         }
         // Every race tried: the rest of the budget goes to random
         // preemptions on the same base schedule.
-        if self.attempts < self.opts.max_attempts {
+        if self.runner.attempts < self.runner.opts.max_attempts {
             self.random(result)?;
         }
         Ok(())
@@ -626,26 +480,26 @@ impl Searcher<'_> {
         strategy: Strategy,
         mut flips: Vec<FlipSpec>,
     ) -> Result<(), ReplayError> {
-        let seed = self.opts.seed;
+        let seed = self.runner.opts.seed;
         let mut k = 0;
         while flips.len() > 1 && k < flips.len() {
             let mut fewer = flips.clone();
             fewer.remove(k);
-            let i = self.run(
-                schedule(strategy, seed, 0, &fewer),
+            let i = self.runner.run(
+                Schedule::base(strategy, seed).with_flips(fewer.clone()),
                 Role::Minimize,
                 true,
                 String::new(),
             )?;
-            if self.runs[i].reproduced {
-                self.runs[i].note = "still fails without this flip: dropped".into();
+            if self.runner.runs[i].reproduced {
+                self.runner.runs[i].note = "still fails without this flip: dropped".into();
                 flips = fewer;
             } else {
-                self.runs[i].note = "does not fail without this flip: kept".into();
+                self.runner.runs[i].note = "does not fail without this flip: kept".into();
                 k += 1;
             }
         }
-        let sc = schedule(strategy, seed, 0, &flips);
+        let sc = Schedule::base(strategy, seed).with_flips(flips);
         result.root_cause = self.explain_flips(&sc)?;
         result.schedule = Some(sc);
         Ok(())

@@ -19,8 +19,10 @@ pub mod accesses;
 mod detector;
 pub mod observe;
 pub mod order;
+pub mod schedule;
 mod session;
 use observe::{Observation, ObservePlan};
+pub use schedule::Schedule;
 use sha2::{Digest, Sha256};
 
 pub use detector::{is_failure, matches};
@@ -53,6 +55,8 @@ pub enum ReplayError {
     Checkpoint(String),
     #[error("interrupted: the attempt running was killed; nothing was saved")]
     Interrupted,
+    #[error("the trace's saved schedule uses strategy `{0}`, which this version of reprise does not know: replay with --no-schedule")]
+    UnknownStrategy(String),
 }
 
 /// A trace prepared for replay: the launch and the expected events, laid
@@ -266,6 +270,24 @@ impl Strategy {
             Strategy::Preempt => "preempt",
             Strategy::Feedback => "feedback",
             Strategy::FeedbackLazy => "feedback-lazy",
+        }
+    }
+
+    /// How the agent picks the next runner under this strategy and seed.
+    pub fn policy(self, seed: u64) -> reprise_abi::replay::Policy {
+        use reprise_abi::replay::Policy;
+        let switch = switch_rate(seed) as u16;
+        match self {
+            Strategy::Random => Policy::Random {
+                switch,
+                preempt: false,
+            },
+            Strategy::Preempt => Policy::Random {
+                switch,
+                preempt: true,
+            },
+            Strategy::Feedback => Policy::Stay,
+            Strategy::FeedbackLazy => Policy::Owner,
         }
     }
 

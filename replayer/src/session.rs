@@ -22,10 +22,7 @@ use reprise_tracee::process::{cpu_ticks, try_wait, wait_blocking};
 
 use crate::detector::matches;
 use crate::observe::ObserveBlock;
-use crate::{
-    switch_rate, thread_name, AttemptEnd, AttemptOptions, AttemptResult, Replay, ReplayError,
-    Strategy,
-};
+use crate::{thread_name, AttemptEnd, AttemptOptions, AttemptResult, Replay, ReplayError};
 
 static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -642,18 +639,8 @@ fn init_control(ctl: &ControlBlock, replay: &Replay, opts: &AttemptOptions) {
         Ordering::Release,
     );
     r.baton.store(rp::key(0, 0), Ordering::Release);
-    r.strategy.store(
-        match opts.strategy {
-            Strategy::Random => rp::STRATEGY_RANDOM | (switch_rate(opts.seed) << 16),
-            Strategy::Preempt => {
-                rp::STRATEGY_RANDOM | rp::STRATEGY_PREEMPT | (switch_rate(opts.seed) << 16)
-            }
-            Strategy::Feedback => rp::STRATEGY_STAY,
-            // In order: the owner of the next event first.
-            Strategy::FeedbackLazy => 0,
-        },
-        Ordering::Release,
-    );
+    r.strategy
+        .store(opts.strategy.policy(opts.seed).encode(), Ordering::Release);
     r.rng.store(opts.seed, Ordering::Release);
     // The recorded pids and tids: printed, they may differ in replay.
     for (slot, id) in r

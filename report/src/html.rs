@@ -151,17 +151,18 @@ fn failure_block(s: &mut String, reader: &TraceReader, a: &Analysis) {
 
 fn run_block(s: &mut String, a: &Analysis) {
     s.push_str("<div id=\"run\">");
+    let found_in = a.found_in;
     match &a.schedule {
         Some(sc) => {
             let _ = write!(
                 s,
                 "<div><span class=\"label\">reproducing schedule</span> {} seed <code>{:#x}</code>, {} flip{}{}</div>",
-                esc(&sc.strategy),
+                esc(sc.strategy.name()),
                 sc.seed,
                 sc.flips.len(),
                 if sc.flips.len() == 1 { "" } else { "s" },
-                if sc.attempts > 0 {
-                    format!(", found in {} attempt{}", sc.attempts, if sc.attempts == 1 { "" } else { "s" })
+                if found_in > 0 {
+                    format!(", found in {} attempt{}", found_in, if found_in == 1 { "" } else { "s" })
                 } else {
                     String::new()
                 }

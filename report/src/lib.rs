@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 use reprise_feedback::rootcause::{explain, Report};
 use reprise_feedback::search::{search, SearchOptions, SearchResult};
 use reprise_replayer::observe::Observation;
-use reprise_replayer::{AttemptOptions, Replay, ReplayError, Strategy};
-use reprise_schema::{ScheduleInfo, TraceError, TraceReader};
+use reprise_replayer::{AttemptOptions, Replay, ReplayError, Schedule};
+use reprise_schema::{TraceError, TraceReader};
 
 pub use model::Picture;
 
@@ -45,7 +45,9 @@ pub enum ReportError {
 #[derive(Clone, Debug, Default)]
 pub struct Analysis {
     /// The reproducing schedule (its flips become arrows).
-    pub schedule: Option<ScheduleInfo>,
+    pub schedule: Option<Schedule>,
+    /// The attempts it took to find (0: not known).
+    pub found_in: u32,
     /// How the run of the schedule ended (one line); None: not run.
     pub outcome: Option<String>,
     /// The run reproduced the recorded outcome.
@@ -66,6 +68,7 @@ impl Analysis {
         let run = result.reproducing().or(result.runs.last());
         Analysis {
             schedule: result.schedule.clone(),
+            found_in: result.reproducing().map_or(0, |r| r.attempt),
             outcome: run.map(|r| r.result.summary()),
             reproduced: result.found.is_some(),
             observation: result.root_cause.as_ref().map(|rc| rc.failing.clone()),
@@ -85,14 +88,15 @@ impl Analysis {
 
 /// Replays `schedule` once (the saved schedule first, as `reprise replay`
 /// tries it: observed when it has flips, which then are explained) and
-/// builds its root cause.
+/// builds its root cause. `found_in`: the attempts it took to find.
 pub fn replay_saved(
     replay: &Replay,
-    schedule: &ScheduleInfo,
+    schedule: &Schedule,
+    found_in: u32,
     base: AttemptOptions,
 ) -> Result<Analysis, ReplayError> {
     let opts = SearchOptions {
-        strategy: Strategy::Feedback,
+        strategy: schedule.strategy,
         max_attempts: 1,
         seed: schedule.seed,
         jobs: 1,
@@ -106,6 +110,7 @@ pub fn replay_saved(
         .as_ref()
         .map(|rc| explain(replay, rc).map_err(|e| e.to_string()));
     let mut a = Analysis::from_search(&result, report);
+    a.found_in = found_in;
     if a.schedule.is_none() {
         a.schedule = Some(schedule.clone());
     }

@@ -8,7 +8,6 @@ use reprise_abi::observe::{Access, ACCESS_WRITE};
 use reprise_abi::{replay as rp, EventKind};
 use reprise_feedback::races;
 use reprise_feedback::rootcause::{value, AccessReport};
-use reprise_feedback::search::flip_from_info;
 use reprise_replayer::observe::Observation;
 use reprise_replayer::{key_name, Replay};
 use reprise_schema::listing::{format_event, syscall_name};
@@ -238,7 +237,6 @@ impl Picture {
             .flat_map(|s| s.flips.iter())
             .enumerate()
         {
-            let f = flip_from_info(f);
             let Some(held) = races::find(obs, f.held, f.held_pc, f.held_n) else {
                 continue;
             };

@@ -15,3 +15,26 @@ pub mod search;
 
 pub use encode::{solve, solve_for, Answer, Stats};
 pub use query::{Access, AccessId, Class, Query, Window};
+
+use reprise_feedback::planner::SchedulePlanner;
+use reprise_feedback::search::FeedbackPlanner;
+use reprise_replayer::Strategy;
+
+/// The strategies a user can name (`--strategy`, `--strategies`).
+pub const STRATEGY_NAMES: [&str; 4] = ["feedback", "random", "preempt", "solver"];
+
+/// A strategy as the user names it: its planner, and the replayer's base
+/// strategy it runs attempts on (`SearchOptions::strategy`).
+pub struct NamedStrategy {
+    pub base: Strategy,
+    pub planner: Box<dyn SchedulePlanner>,
+}
+
+/// The strategy called `name` (one of [`STRATEGY_NAMES`]).
+pub fn strategy(name: &str) -> Option<NamedStrategy> {
+    let (base, planner): (Strategy, Box<dyn SchedulePlanner>) = match name {
+        "solver" => (Strategy::Feedback, Box::new(search::SolverPlanner)),
+        other => (Strategy::from_name(other)?, Box::new(FeedbackPlanner)),
+    };
+    Some(NamedStrategy { base, planner })
+}

@@ -11,18 +11,16 @@
 //! class is left the search says so: within the accesses observed, no
 //! schedule the sketch allows makes the focus reads read anything new.
 
-use std::time::Instant;
-
 use reprise_abi::observe::ACCESS_WRITE;
 use reprise_abi::replay as rp;
-use reprise_feedback::search::{
-    run_options, schedule, Role, RootCause, Run, SearchOptions, SearchResult,
-};
+use reprise_feedback::planner::{search_with, SchedulePlanner};
+use reprise_feedback::runner::Runner;
+use reprise_feedback::search::{Role, RootCause, Run, SearchOptions, SearchResult};
 use reprise_replayer::accesses::occurrences;
 use reprise_replayer::observe::{FlipSpec, Observation};
 use reprise_replayer::order::SketchOrder;
-use reprise_replayer::{attempt, matches, AttemptResult, Replay, ReplayError, Strategy};
-use reprise_schema::{OutcomeKind, ScheduleInfo};
+use reprise_replayer::{Replay, ReplayError, Schedule, Strategy};
+use reprise_schema::OutcomeKind;
 
 use crate::encode::{solve, solve_for, Answer, Stats};
 use crate::query::{self, Access, AccessId, Class, Limits, Query};
@@ -86,9 +84,6 @@ pub fn describe(stats: &Stats, answer: &Answer) -> String {
     )
 }
 
-/// One run's result and where its output is.
-type RunResult = Result<(AttemptResult, Option<std::path::PathBuf>), ReplayError>;
-
 /// Levels of focus deepening: the last 2, 4, ... 2^(DEPTHS+1) stretches.
 const DEPTHS: usize = 4;
 
@@ -113,13 +108,13 @@ struct Base {
     object: Option<u64>,
 }
 
-struct Solver<'a> {
-    replay: &'a Replay,
-    opts: &'a SearchOptions,
-    on_run: &'a (dyn Fn(&Run) + Sync),
+/// The solver strategy: each attempt's schedule comes from a z3 query over
+/// the accesses observed so far.
+pub struct SolverPlanner;
+
+struct Solver<'r, 'a> {
+    runner: &'r mut Runner<'a>,
     order: SketchOrder,
-    runs: Vec<Run>,
-    attempts: u32,
     tried: Vec<Class>,
     queries: Vec<Stats>,
 }
@@ -130,42 +125,45 @@ pub fn search(
     opts: &SearchOptions,
     on_run: &(dyn Fn(&Run) + Sync),
 ) -> Result<SearchResult, ReplayError> {
-    let started = Instant::now();
-    let recorded = replay.outcome()?.clone();
-    let mut s = Solver {
-        replay,
-        opts,
-        on_run,
-        order: SketchOrder::new(replay),
-        runs: Vec::new(),
-        attempts: 0,
-        tried: Vec::new(),
-        queries: Vec::new(),
-    };
-    let mut result = SearchResult::default();
-    let is_hang = recorded.kind == OutcomeKind::Hang;
-    let failing = match recorded.kind {
-        OutcomeKind::Deadlock | OutcomeKind::Hang => None,
-        _ => Some(rp::key(recorded.process as u32, recorded.thread)),
-    };
-    let end = replay.end_position();
-    s.run_search(&mut result, failing, end)?;
-    // Root cause: the reproducing schedule's flips, fewest first; for each
-    // flip kept, the run without it (which did not fail).
-    if let Some(i) = result.found {
+    search_with(replay, opts, &mut SolverPlanner, on_run)
+}
+
+impl SchedulePlanner for SolverPlanner {
+    fn plan(
+        &mut self,
+        runner: &mut Runner<'_>,
+        result: &mut SearchResult,
+    ) -> Result<(), ReplayError> {
+        let recorded = runner.recorded.clone();
+        let order = SketchOrder::new(runner.replay);
+        let end = runner.replay.end_position();
+        let mut s = Solver {
+            runner,
+            order,
+            tried: Vec::new(),
+            queries: Vec::new(),
+        };
+        let is_hang = recorded.kind == OutcomeKind::Hang;
+        let failing = match recorded.kind {
+            OutcomeKind::Deadlock | OutcomeKind::Hang => None,
+            _ => Some(rp::key(recorded.process as u32, recorded.thread)),
+        };
+        let searched = s.run_search(result, failing, end);
+        result.query_millis = s.queries.iter().map(|q| q.millis).collect();
+        searched?;
+        // Root cause: the reproducing schedule's flips, fewest first; for
+        // each flip kept, the run without it (which did not fail).
+        let Some(i) = result.found else {
+            return Ok(());
+        };
         let (best, passing) = s.minimize(i)?;
-        result.schedule = Some(s.runs[best].schedule.clone());
-        if let Some(f) = &s.runs[best].result.observation {
-            let flips: Vec<FlipSpec> = s.runs[best]
-                .schedule
-                .flips
-                .iter()
-                .map(reprise_feedback::search::flip_from_info)
-                .collect();
+        let runs = &s.runner.runs;
+        result.schedule = Some(runs[best].schedule.clone());
+        if let Some(f) = &runs[best].result.observation {
+            let flips = runs[best].schedule.flips.clone();
             // Without flips: the base run is the one that passed.
             let passing = if flips.is_empty() {
-                s.runs
-                    .iter()
+                runs.iter()
                     .find(|r| r.observed && !r.reproduced)
                     .and_then(|r| r.result.observation.clone())
                     .into_iter()
@@ -181,97 +179,23 @@ pub fn search(
                 hang: is_hang,
             });
         }
+        Ok(())
     }
-    result.query_millis = s.queries.iter().map(|q| q.millis).collect();
-    result.attempts = s.attempts;
-    result.runs = s.runs;
-    result.elapsed = started.elapsed();
-    Ok(result)
 }
 
-impl Solver<'_> {
-    fn reproduced(&self, r: &AttemptResult) -> bool {
-        match (&self.replay.recorded, r.outcome()) {
-            (Some(rec), Some(o)) => matches(rec, o),
-            _ => false,
-        }
-    }
-
+impl Solver<'_, '_> {
     /// Runs `schedules` (observed), in parallel up to `jobs`.
-    fn run_all(
-        &mut self,
-        schedules: Vec<(ScheduleInfo, String)>,
-    ) -> Result<Vec<usize>, ReplayError> {
-        self.run_as(schedules, Role::Attempt)
-    }
-
-    /// [`Self::run_all`] for runs of another role (not attempts: they
-    /// belong to the last attempt, and do not count).
-    fn run_as(
-        &mut self,
-        schedules: Vec<(ScheduleInfo, String)>,
-        role: Role,
-    ) -> Result<Vec<usize>, ReplayError> {
-        let first = self.attempts;
-        let counted = role == Role::Attempt;
-        let name = |k: usize| match role {
-            Role::Attempt => format!("attempt-{}", first + k as u32 + 1),
-            _ => format!("minimize-{}-{}", first, k + 1),
-        };
-        let jobs = self.opts.jobs.clamp(1, 16);
-        let mut results: Vec<Option<RunResult>> = (0..schedules.len()).map(|_| None).collect();
-        for chunk in (0..schedules.len()).collect::<Vec<_>>().chunks(jobs) {
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = chunk
-                    .iter()
-                    .map(|&k| {
-                        let (sc, _) = &schedules[k];
-                        let mut o = run_options(sc, &self.opts.base, true);
-                        o.output_dir = o.output_dir.map(|d| d.join(name(k)));
-                        let replay = self.replay;
-                        (
-                            k,
-                            scope.spawn(move || attempt(replay, &o).map(|r| (r, o.output_dir))),
-                        )
-                    })
-                    .collect();
-                for (k, h) in handles {
-                    results[k] = Some(h.join().unwrap_or_else(|_| {
-                        Err(ReplayError::Io("an attempt's thread panicked".into()))
-                    }));
-                }
-            });
-        }
-        let mut out = Vec::new();
-        for (k, ((sc, note), r)) in schedules.into_iter().zip(results).enumerate() {
-            let (result, output_dir) = r.expect("every schedule ran")?;
-            if counted {
-                self.attempts += 1;
-            }
-            let run = Run {
-                attempt: if counted { first + k as u32 + 1 } else { first },
-                role,
-                reproduced: self.reproduced(&result),
-                schedule: sc,
-                result,
-                note,
-                observed: true,
-                output_dir,
-            };
-            (self.on_run)(&run);
-            self.runs.push(run);
-            out.push(self.runs.len() - 1);
-        }
-        Ok(out)
+    fn run_all(&mut self, schedules: Vec<(Schedule, String)>) -> Result<Vec<usize>, ReplayError> {
+        self.runner.run_all(schedules, Role::Attempt, true, true)
     }
 
     /// True if run `i` reproduced: then it is the result.
     fn found(&self, result: &mut SearchResult, i: usize) -> bool {
-        if self.runs[i].reproduced {
+        if self.runner.runs[i].reproduced {
             result.found = Some(i);
-            result.schedule = Some(self.runs[i].schedule.clone());
+            result.schedule = Some(self.runner.runs[i].schedule.clone());
         }
-        self.runs[i].reproduced
+        self.runner.runs[i].reproduced
     }
 
     /// What run `i` read joins the classes tried; it is returned as a
@@ -283,7 +207,7 @@ impl Solver<'_> {
     }
 
     fn base_of(&self, i: usize, failing: Option<u32>, end: u64) -> Option<Base> {
-        let r = &self.runs[i].result;
+        let r = &self.runner.runs[i].result;
         let accesses = query_accesses(&self.order, r.observation.as_ref()?);
         let (focus_pos, focus_thread) = match r.outcome() {
             // Diverged: what matters is where it left the sketch (stuck,
@@ -293,12 +217,7 @@ impl Solver<'_> {
         };
         Some(Base {
             accesses,
-            flips: self.runs[i]
-                .schedule
-                .flips
-                .iter()
-                .map(reprise_feedback::search::flip_from_info)
-                .collect(),
+            flips: self.runner.runs[i].schedule.flips.clone(),
             events: r.events_replayed,
             focus_pos,
             focus_thread,
@@ -312,13 +231,13 @@ impl Solver<'_> {
         failing: Option<u32>,
         end: u64,
     ) -> Result<(), ReplayError> {
-        let seed = self.opts.seed;
+        let seed = self.runner.opts.seed;
         // A saved schedule first, then the base, observed.
-        let mut first = vec![(schedule(Strategy::Feedback, seed, 0, &[]), String::new())];
-        if let Some(saved) = &self.opts.saved {
+        let mut first = vec![(Schedule::base(Strategy::Feedback, seed), String::new())];
+        if let Some(saved) = &self.runner.opts.saved {
             first.insert(0, (saved.clone(), "the saved schedule".into()));
         }
-        first.truncate(self.opts.max_attempts.max(1) as usize);
+        first.truncate(self.runner.opts.max_attempts.max(1) as usize);
         let mut base: Option<Base> = None;
         for (sc, note) in first {
             let i = self.run_all(vec![(sc, note)])?[0];
@@ -337,8 +256,9 @@ impl Solver<'_> {
                 Some("the solver needs observed accesses: the base run logged none".into());
             return Ok(());
         };
-        while self.attempts < self.opts.max_attempts {
-            let want = (self.opts.max_attempts - self.attempts).min(self.opts.jobs.max(1) as u32);
+        while self.runner.attempts < self.runner.opts.max_attempts {
+            let want = (self.runner.opts.max_attempts - self.runner.attempts)
+                .min(self.runner.opts.jobs.max(1) as u32);
             let mut batch = Vec::new();
             let mut objects = Vec::new();
             for _ in 0..want {
@@ -354,7 +274,10 @@ impl Solver<'_> {
                         let mut all = compatible(&base, &flips);
                         all.extend(flips.iter().map(|&(h, u)| flip(h, u)));
                         all.truncate(reprise_abi::observe::MAX_FLIPS);
-                        batch.push((schedule(Strategy::Feedback, seed, 0, &all), line));
+                        batch.push((
+                            Schedule::base(Strategy::Feedback, seed).with_flips(all),
+                            line,
+                        ));
                     }
                     Answer::Exhausted { classes } => {
                         if batch.is_empty() {
@@ -408,20 +331,28 @@ impl Solver<'_> {
         let mut passing = Vec::new();
         let mut k = 0;
         loop {
-            let flips = self.runs[best].schedule.flips.clone();
+            let flips = self.runner.runs[best].schedule.flips.clone();
             if k >= flips.len() {
                 return Ok((best, passing));
             }
-            let mut fewer = self.runs[best].schedule.clone();
+            let mut fewer = self.runner.runs[best].schedule.clone();
             fewer.flips.remove(k);
-            let i = self.run_as(
-                vec![(fewer, format!("without flip {}", k + 1))],
+            let i = self.runner.run(
+                fewer,
                 Role::Minimize,
-            )?[0];
-            if self.runs[i].reproduced {
+                true,
+                format!("without flip {}", k + 1),
+            )?;
+            if self.runner.runs[i].reproduced {
                 best = i;
             } else {
-                passing.push(self.runs[i].result.observation.clone().unwrap_or_default());
+                passing.push(
+                    self.runner.runs[i]
+                        .result
+                        .observation
+                        .clone()
+                        .unwrap_or_default(),
+                );
                 k += 1;
             }
         }

@@ -276,7 +276,7 @@ impl Debugger {
             Some(n) => n.to_string(),
             None if t.reproducing => format!(
                 "the saved reproducing schedule ({} seed {:#x}, {} flip{})",
-                s.strategy,
+                s.strategy.name(),
                 s.seed,
                 s.flips.len(),
                 if s.flips.len() == 1 { "" } else { "s" }
@@ -303,7 +303,7 @@ impl Debugger {
             "events": self.target.event_count(),
             "recorded": recorded,
             "reproducing": self.target.reproducing,
-            "schedule": self.target.schedule,
+            "schedule": self.target.schedule.to_info(0),
             "note": note,
             "output": output,
         });

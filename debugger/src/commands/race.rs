@@ -9,7 +9,7 @@ use serde_json::json;
 use super::{Answer, CmdResult, Debugger};
 use reprise_feedback::rootcause::explain;
 use reprise_feedback::search::{search, SearchOptions};
-use reprise_replayer::{AttemptOptions, Strategy};
+use reprise_replayer::AttemptOptions;
 
 pub(super) fn race(d: &mut Debugger, args: &str) -> CmdResult {
     super::moves::no_args(args, "race")?;
@@ -27,7 +27,7 @@ pub(super) fn race(d: &mut Debugger, args: &str) -> CmdResult {
     let mut base = AttemptOptions::new(schedule.seed);
     base.timeout = Duration::from_secs(60);
     let opts = SearchOptions {
-        strategy: Strategy::from_name(&schedule.strategy).unwrap_or(Strategy::Feedback),
+        strategy: schedule.strategy,
         max_attempts: 1,
         seed: schedule.seed,
         jobs: 1,

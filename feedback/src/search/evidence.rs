@@ -5,19 +5,18 @@
 //! prevents the failure), and the flip that pins the base's race.
 
 use reprise_abi::replay as rp;
-use reprise_schema::ScheduleInfo;
 
 use reprise_replayer::observe::{FlipSpec, FlipState};
-use reprise_replayer::{is_failure, ReplayError, Strategy};
+use reprise_replayer::{is_failure, ReplayError, Schedule, Strategy};
 
-use super::{flip_from_info, flip_to_info, schedule, Role, RootCause, Run, SearchResult, Searcher};
+use super::{Role, RootCause, Run, SearchResult, Searcher};
 use crate::races::{self, Focus, Race};
 
 /// Races flipped, one at a time, to find the one whose flip prevents a
 /// failure that the sketch alone reproduces.
 const PREVENTION_TRIES: usize = 6;
 
-impl Searcher<'_> {
+impl Searcher<'_, '_> {
     /// Base `base` reproduced in run `i` without flips. It is taken if the
     /// failure is no failure (a clean recorded run), or if it fails again
     /// observed (then with its root cause, and the race that decided it
@@ -30,9 +29,9 @@ impl Searcher<'_> {
         i: usize,
         result: &mut SearchResult,
     ) -> Result<bool, ReplayError> {
-        let mut schedule = self.runs[i].schedule.clone();
+        let mut schedule = self.runner.runs[i].schedule.clone();
         let mut root_cause = None;
-        if is_failure(&self.recorded) {
+        if is_failure(&self.runner.recorded) {
             root_cause = self.explain_base(base, other)?;
             if root_cause.is_none() {
                 return Ok(false);
@@ -56,21 +55,23 @@ impl Searcher<'_> {
         &mut self,
         base: Strategy,
         rc: Option<&RootCause>,
-    ) -> Result<Option<ScheduleInfo>, ReplayError> {
+    ) -> Result<Option<Schedule>, ReplayError> {
         let Some(rc) = rc.filter(|rc| rc.flips.is_empty()) else {
             return Ok(None);
         };
         let Some(passing) = rc.passing.first() else {
             return Ok(None);
         };
-        let Some(flip) = races::first_racy_diff(self.replay, &rc.failing, passing)
+        let Some(flip) = races::first_racy_diff(self.runner.replay, &rc.failing, passing)
             .map(|d| races::pinning_flip(&d))
         else {
             return Ok(None);
         };
-        let sc = schedule(base, self.opts.seed, 0, &[flip]);
-        let i = self.run(sc.clone(), Role::Minimize, true, "pinning its race".into())?;
-        Ok(self.runs[i].reproduced.then_some(sc))
+        let sc = Schedule::base(base, self.runner.opts.seed).with_flips(vec![flip]);
+        let i = self
+            .runner
+            .run(sc.clone(), Role::Minimize, true, "pinning its race".into())?;
+        Ok(self.runner.runs[i].reproduced.then_some(sc))
     }
 
     /// When base `failing` reproduces without flips: a passing run to
@@ -82,37 +83,40 @@ impl Searcher<'_> {
         failing: Strategy,
         other: Strategy,
     ) -> Result<Option<RootCause>, ReplayError> {
-        let seed = self.opts.seed;
-        let f = self.run(
-            schedule(failing, seed, 0, &[]),
+        let seed = self.runner.opts.seed;
+        let f = self.runner.run(
+            Schedule::base(failing, seed),
             Role::Minimize,
             true,
             "observed".into(),
         )?;
-        if !self.runs[f].reproduced {
+        if !self.runner.runs[f].reproduced {
             return Ok(None);
         }
-        let Some(failing_obs) = self.runs[f].result.observation.clone() else {
+        let Some(failing_obs) = self.runner.runs[f].result.observation.clone() else {
             return Ok(None);
         };
-        let p = self.run(
-            schedule(other, seed, 0, &[]),
+        let p = self.runner.run(
+            Schedule::base(other, seed),
             Role::Minimize,
             true,
             "observed".into(),
         )?;
-        let mut passing = (!self.runs[p].reproduced)
-            .then(|| self.runs[p].result.observation.clone())
+        let mut passing = (!self.runner.runs[p].reproduced)
+            .then(|| self.runner.runs[p].result.observation.clone())
             .flatten();
         // Both bases fail: the failure follows from the sketch's order and
         // its own races. Flip those nearest the failure, one at a time, until
         // one makes it go away: that race is what the failure needs.
         if passing.is_none() {
             let focus = Focus {
-                pos: self.replay.end_position(),
-                thread: Some(rp::key(self.recorded.process as u32, self.recorded.thread)),
+                pos: self.runner.replay.end_position(),
+                thread: Some(rp::key(
+                    self.runner.recorded.process as u32,
+                    self.runner.recorded.thread,
+                )),
             };
-            let candidates: Vec<Race> = races::races(self.replay, &failing_obs, focus)
+            let candidates: Vec<Race> = races::races(self.runner.replay, &failing_obs, focus)
                 .into_iter()
                 .filter(|x| !x.delay)
                 .take(PREVENTION_TRIES)
@@ -127,16 +131,16 @@ impl Searcher<'_> {
                 }
             }
             for race in candidates {
-                let i = self.run(
-                    schedule(failing, seed, 0, &[race.flip(false)]),
+                let i = self.runner.run(
+                    Schedule::base(failing, seed).with_flips(vec![race.flip(false)]),
                     Role::Minimize,
                     true,
                     "does flipping this race prevent the failure?".into(),
                 )?;
-                let r = &self.runs[i].result;
+                let r = &self.runner.runs[i].result;
                 let flipped = r.observation.as_ref().and_then(|o| o.flips.last().copied())
                     == Some(FlipState::Done);
-                if flipped && !self.runs[i].reproduced && r.outcome().is_some() {
+                if flipped && !self.runner.runs[i].reproduced && r.outcome().is_some() {
                     passing = r.observation.clone();
                     break;
                 }
@@ -147,7 +151,7 @@ impl Searcher<'_> {
             failing: failing_obs,
             passing: passing.into_iter().collect(),
             failing_thread: self.failing_thread(),
-            hang: self.recorded.kind == reprise_schema::OutcomeKind::Hang,
+            hang: self.runner.recorded.kind == reprise_schema::OutcomeKind::Hang,
         }))
     }
 
@@ -155,17 +159,19 @@ impl Searcher<'_> {
     /// with all of them, and for each a run without it.
     pub(super) fn explain_flips(
         &mut self,
-        sc: &ScheduleInfo,
+        sc: &Schedule,
     ) -> Result<Option<RootCause>, ReplayError> {
-        let flips: Vec<FlipSpec> = sc.flips.iter().map(flip_from_info).collect();
+        let flips = sc.flips.clone();
         if flips.is_empty() {
             return Ok(None);
         }
-        let failing = match observed(&self.runs, &flips) {
+        let failing = match observed(&self.runner.runs, &flips) {
             Some(r) if r.reproduced => r.result.observation.clone(),
             _ => {
-                let i = self.run(sc.clone(), Role::Minimize, true, "observed".into())?;
-                self.runs[i].result.observation.clone()
+                let i = self
+                    .runner
+                    .run(sc.clone(), Role::Minimize, true, "observed".into())?;
+                self.runner.runs[i].result.observation.clone()
             }
         };
         let Some(failing) = failing else {
@@ -175,16 +181,17 @@ impl Searcher<'_> {
         for k in 0..flips.len() {
             let mut fewer = flips.clone();
             fewer.remove(k);
-            let obs = match observed(&self.runs, &fewer) {
+            let obs = match observed(&self.runner.runs, &fewer) {
                 Some(r) => r.result.observation.clone(),
                 None => {
-                    let s2 = ScheduleInfo {
-                        flips: fewer.iter().map(flip_to_info).collect(),
-                        ..sc.clone()
-                    };
-                    let i =
-                        self.run(s2, Role::Minimize, true, "observed without one flip".into())?;
-                    self.runs[i].result.observation.clone()
+                    let s2 = sc.clone().with_flips(fewer);
+                    let i = self.runner.run(
+                        s2,
+                        Role::Minimize,
+                        true,
+                        "observed without one flip".into(),
+                    )?;
+                    self.runner.runs[i].result.observation.clone()
                 }
             };
             passing.push(obs.unwrap_or_default());
@@ -194,20 +201,14 @@ impl Searcher<'_> {
             failing,
             passing,
             failing_thread: self.failing_thread(),
-            hang: self.recorded.kind == reprise_schema::OutcomeKind::Hang,
+            hang: self.runner.recorded.kind == reprise_schema::OutcomeKind::Hang,
         }))
     }
 }
 
 /// The last observed run with exactly these flips.
 fn observed<'r>(runs: &'r [Run], flips: &[FlipSpec]) -> Option<&'r Run> {
-    runs.iter().rev().find(|r| {
-        r.result.observation.is_some()
-            && r.schedule
-                .flips
-                .iter()
-                .map(flip_from_info)
-                .collect::<Vec<_>>()
-                == flips
-    })
+    runs.iter()
+        .rev()
+        .find(|r| r.result.observation.is_some() && r.schedule.flips == flips)
 }

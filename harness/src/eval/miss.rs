@@ -170,14 +170,14 @@ pub(super) fn counts<'a>(misses: impl Iterator<Item = &'a Miss>) -> String {
 mod tests {
     use super::*;
     use reprise_replayer::AttemptResult;
-    use reprise_schema::{OutcomeInfo, OutcomeKind, ScheduleInfo};
+    use reprise_schema::{OutcomeInfo, OutcomeKind};
     use std::time::Duration;
 
     fn run(role: Role, end: AttemptEnd, completed: bool) -> Run {
         Run {
             attempt: 1,
             role,
-            schedule: ScheduleInfo::default(),
+            schedule: reprise_replayer::Schedule::base(reprise_replayer::Strategy::Feedback, 0),
             result: AttemptResult {
                 end,
                 duration: Duration::ZERO,

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use reprise_feedback::search::{search, Run, SearchOptions, SearchResult};
-use reprise_replayer::{AttemptOptions, Replay, Strategy};
+use reprise_feedback::planner::search_with;
+use reprise_feedback::search::{Run, SearchOptions, SearchResult};
+use reprise_replayer::{AttemptOptions, Replay};
 use reprise_schema::{OutcomeInfo, OutcomeKind};
 use reprise_testbugs::run::signal_name;
 use reprise_testbugs::{corpus_dir, run_native_in, Bug, Built, ExpectKind, Failure, Outcome};
@@ -365,13 +366,9 @@ fn replay_cell(
     if wrong {
         base.output_dir = Some(out_dir.clone());
     }
-    let solver = strategy == "solver";
+    let mut named = reprise_solver::strategy(strategy).context("unknown strategy")?;
     let opts = SearchOptions {
-        strategy: if solver {
-            Strategy::Feedback
-        } else {
-            Strategy::from_name(strategy).context("unknown strategy")?
-        },
+        strategy: named.base,
         max_attempts: a.max_attempts,
         seed: SEARCH_SEED,
         jobs: 1,
@@ -379,12 +376,9 @@ fn replay_cell(
         saved: None,
         max_depth: 4,
     };
-    let res: SearchResult = if solver {
-        reprise_solver::search::search(&replay, &opts, &|_run: &Run| {})
-    } else {
-        search(&replay, &opts, &|_run: &Run| {})
-    }
-    .with_context(|| format!("{} {} {strategy}: search", bug.name, rec.sketch))?;
+    let res: SearchResult =
+        search_with(&replay, &opts, named.planner.as_mut(), &|_run: &Run| {})
+            .with_context(|| format!("{} {} {strategy}: search", bug.name, rec.sketch))?;
     cell.attempts = res.attempts;
     cell.query_millis = res.query_millis.clone();
     cell.secs = res.elapsed.as_secs_f64();
@@ -549,8 +543,11 @@ pub(super) fn run_replay(a: &EvalOptions, bugs: &[Bug], built: &[Built]) -> Resu
         }
     }
     for s in &a.strategies {
-        if s != "solver" && Strategy::from_name(s).is_none() {
-            bail!("--strategies: {s:?} is not a strategy (random, feedback, preempt, solver)");
+        if reprise_solver::strategy(s).is_none() {
+            bail!(
+                "--strategies: {s:?} is not a strategy ({})",
+                reprise_solver::STRATEGY_NAMES.join(", ")
+            );
         }
     }
     let traces = tempfile::tempdir().context("cannot create a temporary directory")?;

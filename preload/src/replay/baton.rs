@@ -82,7 +82,7 @@ pub(super) fn decide(c: &ControlHeader) {
             j -= 1;
         }
     }
-    let strategy = r.strategy.load(Ordering::Relaxed);
+    let policy = rp::Policy::decode(r.strategy.load(Ordering::Relaxed));
     let chosen = match n {
         // Nobody else can run while a thread is held for a flip: the flip
         // cannot happen, the held thread runs on.
@@ -100,29 +100,26 @@ pub(super) fn decide(c: &ControlHeader) {
         1 => cands[0],
         _ => {
             r.decisions.fetch_add(1, Ordering::Relaxed);
-            if strategy & 0x7fff == rp::STRATEGY_RANDOM {
-                // The thread that just finished an event keeps running,
-                // except with probability `switch / 65536` (one draw per
-                // choice either way, so a seed gives one schedule).
-                let me = my_key();
-                let x = next_random(r);
-                let switch = (strategy >> 16) as u64;
-                let preempting = PREEMPTING.with(|p| p.get());
-                let stay = !preempting && cands[..n].contains(&me) && (x >> 48) >= switch;
-                if stay {
-                    me
-                } else {
-                    cands[((x & 0xffff_ffff) % n as u64) as usize]
+            match policy {
+                rp::Policy::Random { switch, .. } => {
+                    // The thread that just finished an event keeps running,
+                    // except with probability `switch / 65536` (one draw per
+                    // choice either way, so a seed gives one schedule).
+                    let me = my_key();
+                    let x = next_random(r);
+                    let preempting = PREEMPTING.with(|p| p.get());
+                    let stay =
+                        !preempting && cands[..n].contains(&me) && (x >> 48) >= switch as u64;
+                    if stay {
+                        me
+                    } else {
+                        cands[((x & 0xffff_ffff) % n as u64) as usize]
+                    }
                 }
-            } else if strategy & 0x7fff == rp::STRATEGY_STAY && cands[..n].contains(&my_key()) {
-                my_key()
-            } else {
+                rp::Policy::Stay if cands[..n].contains(&my_key()) => my_key(),
                 // In order: the owner of the next event first.
-                if o != 0 {
-                    o
-                } else {
-                    cands[0]
-                }
+                _ if o != 0 => o,
+                _ => cands[0],
             }
         }
     };

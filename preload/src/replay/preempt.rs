@@ -1,4 +1,4 @@
-//! Preemption between events (the `STRATEGY_PREEMPT` flag): a per-thread
+//! Preemption between events (`Policy::Random { preempt: true }`): a per-thread
 //! one-shot timer whose signal makes the running thread give the baton
 //! away, and `Busy`/`IN_AGENT`, which mark agent code (never preempted).
 
@@ -48,7 +48,8 @@ fn preempt_signal() -> c_int {
 /// the thread takes the baton.
 pub(super) fn arm_preemption(c: &ControlHeader) {
     let r = st(c);
-    if r.strategy.load(Ordering::Relaxed) & rp::STRATEGY_PREEMPT == 0 {
+    let policy = rp::Policy::decode(r.strategy.load(Ordering::Relaxed));
+    if !matches!(policy, rp::Policy::Random { preempt: true, .. }) {
         return;
     }
     let mut id = TIMER.with(|t| t.get());
