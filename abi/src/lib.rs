@@ -498,6 +498,9 @@ pub mod replay {
     pub const RECORDED_PROCESS_EXIT: u32 = 1;
     /// [`ReplayState::recorded_events`]: file opens and queries are events.
     pub const RECORDED_FILES: u32 = 2;
+    /// [`ReplayState::recorded_events`]: network and event syscalls are
+    /// events, and recorded signals are delivered.
+    pub const RECORDED_NET: u32 = 4;
 
     /// The baton's name for thread `thread` of process `process`; 0 is
     /// nobody.

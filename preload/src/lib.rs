@@ -12,6 +12,7 @@
 
 mod ctl;
 mod fatal;
+mod net;
 mod observe;
 mod raw;
 mod real;

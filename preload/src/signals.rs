@@ -68,6 +68,37 @@ extern "C" fn trampoline(sig: c_int, info: *mut libc::siginfo_t, uc: *mut c_void
     }
 }
 
+/// Runs the program's handler for a signal the recording delivered here
+/// (a replay: the signal itself does not come again). A handler that is
+/// gone (the default action, ignore) is not run.
+pub fn deliver(sig: c_int, code: c_int) {
+    let i = sig as usize;
+    if i >= NSIG {
+        return;
+    }
+    let h = HANDLERS[i].load(Ordering::Acquire);
+    if h == 0 || h == libc::SIG_DFL || h == libc::SIG_IGN {
+        return;
+    }
+    // SAFETY: `h` is the handler the program installed for `sig`, called
+    // with the signature its flags declare, with a siginfo that carries
+    // the recorded signal number and code (no context: the handler was
+    // not entered from a real interruption).
+    unsafe {
+        let mut info: libc::siginfo_t = core::mem::zeroed();
+        info.si_signo = sig;
+        info.si_code = code;
+        if FLAGS[i].load(Ordering::Relaxed) as c_int & libc::SA_SIGINFO != 0 {
+            let f: extern "C" fn(c_int, *mut libc::siginfo_t, *mut c_void) =
+                core::mem::transmute(h);
+            f(sig, &mut info, core::ptr::null_mut())
+        } else {
+            let f: extern "C" fn(c_int) = core::mem::transmute(h);
+            f(sig)
+        }
+    }
+}
+
 /// Reports the program's own handler where the kernel holds the trampoline.
 unsafe fn unwrap_old(sig: usize, old: *mut libc::sigaction, prev_handler: usize, prev_flags: u32) {
     if !old.is_null() && (*old).sa_sigaction == trampoline as *const () as usize {

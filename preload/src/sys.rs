@@ -97,7 +97,7 @@ enum L {
     SigAction,
 }
 
-const MAX_FILTER: usize = 64;
+const MAX_FILTER: usize = 96;
 
 /// A filter program assembled with symbolic jumps.
 struct Asm {
@@ -229,7 +229,11 @@ fn build_filter_with(
     a.label(L::CheckNr);
     a.ld(OFF_NR);
     if sys {
-        for nr in RECORDED.iter().chain(FILES.iter()) {
+        for nr in RECORDED
+            .iter()
+            .chain(FILES.iter())
+            .chain(crate::net::NET.iter())
+        {
             a.jeq(*nr as u32, L::Trap, L::Next);
         }
     }
@@ -390,7 +394,7 @@ unsafe fn c_str<'a>(addr: u64) -> &'a [u8] {
 
 /// Logs the `done` bytes scattered over an iovec array: the first piece
 /// with the event, the rest as `DataMore`.
-unsafe fn log_iov(ev: Ev, iov: u64, cnt: u64, done: i64) {
+pub unsafe fn log_iov(ev: Ev, iov: u64, cnt: u64, done: i64) {
     let iov = iov as *const libc::iovec;
     let mut left = done.max(0) as usize;
     let mut first = true;
@@ -507,6 +511,7 @@ fn log_syscall(nr: i64, a: [u64; 6], r: i64) {
             libc::SYS_readlinkat => {
                 ctl::log(ev, bytes(a[2], r));
             }
+            _ if crate::net::is_net(nr) => crate::net::log(ev, nr, a, r),
             libc::SYS_mmap => {
                 // Where the kernel put the mapping, with length, prot and flags.
                 let e = Ev {

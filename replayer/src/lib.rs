@@ -113,7 +113,14 @@ impl Replay {
                     last.remove(&key);
                     continue;
                 }
-                EventKind::Signal | EventKind::Exec => continue,
+                // Recorded signals are delivered in replay (their handler
+                // runs at their place) in traces that say so.
+                EventKind::Signal
+                    if header.recorded_events & reprise_schema::RecordedEvents::NET == 0 =>
+                {
+                    continue
+                }
+                EventKind::Exec => continue,
                 EventKind::Syscall => {
                     last.insert(key, events.len());
                 }

@@ -667,6 +667,9 @@ fn init_control(ctl: &ControlBlock, replay: &Replay, opts: &AttemptOptions) {
     if recorded & reprise_schema::RecordedEvents::FILES != 0 {
         recorded_events |= rp::RECORDED_FILES;
     }
+    if recorded & reprise_schema::RecordedEvents::NET != 0 {
+        recorded_events |= rp::RECORDED_NET;
+    }
     r.recorded_events.store(recorded_events, Ordering::Release);
 }
 

@@ -110,8 +110,13 @@ impl RecordedEvents {
     /// At `sys`: file-system queries and opens (`open`, `openat`, `stat`
     /// family, `access`, `readlink`) with their results.
     pub const FILES: u32 = 2;
+    /// At `sys`: network and event syscalls (`accept`, `connect`,
+    /// `epoll_wait`, `poll`, `select`, `send*`...), `uname` and
+    /// `sched_getaffinity` with their results; signal handlers run at
+    /// their recorded place in replay.
+    pub const NET: u32 = 4;
     /// Everything this version records.
-    pub const CURRENT: u32 = Self::PROCESS_EXIT | Self::FILES;
+    pub const CURRENT: u32 = Self::PROCESS_EXIT | Self::FILES | Self::NET;
 }
 
 impl HeaderInfo {

@@ -323,6 +323,17 @@ pub(super) fn arrive(c: &ControlHeader, kind: K, object: u64) -> Option<Turn> {
         result: s.result,
         data_len: s.data_len,
     };
+    if t.kind == K::Signal as u16
+        && kind != K::Signal
+        && r.recorded_events.load(Ordering::Relaxed) & rp::RECORDED_NET != 0
+    {
+        // The recording ran a signal handler in this thread here, before
+        // this operation: run it now (the event first, as recorded: what
+        // the handler does comes after it), then arrive again.
+        advance(c, &t);
+        crate::signals::deliver(t.object as i32, t.arg0 as i32);
+        return arrive(c, kind, object);
+    }
     if t.kind != kind as u16 || (kind == K::Syscall && t.object != object) {
         let mut m = Text::new();
         m.s(b"expected ")

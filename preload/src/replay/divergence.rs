@@ -110,7 +110,9 @@ fn syscall_name(nr: i64) -> &'static [u8] {
         libc::SYS_writev => b"writev",
         libc::SYS_mmap => b"mmap",
         libc::SYS_exit_group => b"exit_group",
-        _ => files::name(nr).unwrap_or(b"syscall"),
+        _ => files::name(nr)
+            .or_else(|| super::net::name(nr))
+            .unwrap_or(b"syscall"),
     }
 }
 

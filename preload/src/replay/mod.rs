@@ -39,6 +39,7 @@ pub mod checkpoint;
 mod divergence;
 mod files;
 mod flip;
+mod net;
 mod ops;
 mod preempt;
 mod syscalls;

@@ -153,9 +153,10 @@ pub fn syscall(nr: i64, a: [u64; 6]) -> i64 {
     let c = ctl_ok();
     let output = matches!(nr, libc::SYS_write | libc::SYS_writev) && (1..=2).contains(&a[0]);
     let level_sys = c.level >= reprise_abi::Level::Sys as u32;
-    let file = files::is_file_syscall(nr)
-        && st(c).recorded_events.load(Ordering::Relaxed) & rp::RECORDED_FILES != 0;
-    if !(output || (level_sys && (is_input(nr) || file))) {
+    let recorded = st(c).recorded_events.load(Ordering::Relaxed);
+    let file = files::is_file_syscall(nr) && recorded & rp::RECORDED_FILES != 0;
+    let net = crate::net::is_net(nr) && recorded & rp::RECORDED_NET != 0;
+    if !(output || (level_sys && (is_input(nr) || file || net))) {
         return raw::syscall6(nr, a);
     }
     let Some(t) = arrive(c, K::Syscall, nr as u64) else {
@@ -239,6 +240,7 @@ pub fn syscall(nr: i64, a: [u64; 6]) -> i64 {
                 result = t.result;
             }
             _ if files::is_file_syscall(nr) => result = files::emulate(c, &t, nr, a),
+            _ if crate::net::is_net(nr) => result = super::net::emulate(c, &t, nr, a),
             _ => result = raw::syscall6(nr, a),
         }
     }
