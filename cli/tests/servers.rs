@@ -110,7 +110,10 @@ fn recorded_sends(trace: &Path) -> Vec<u8> {
     let mut sent = Vec::new();
     for e in r.events() {
         let e = e.unwrap();
-        if e.kind == EventKind::Syscall && e.object == libc::SYS_sendto as u64 {
+        if e.kind == EventKind::Syscall
+            && (e.object == libc::SYS_sendto as u64
+                || e.object == libc::SYS_write as u64 && e.arg0 > 2)
+        {
             sent.extend_from_slice(&e.data);
         }
     }

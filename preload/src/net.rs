@@ -2,7 +2,9 @@
 //! `connect`, `bind`, `listen`, socket names), readiness (`epoll_wait`,
 //! `poll`, `select`), what it sends (`sendto`, `sendmsg`: compared in
 //! replay), and the machine facts that vary (`uname`,
-//! `sched_getaffinity`). Each is logged with its result and the memory the
+//! `sched_getaffinity`), and the waits for a signal (`sigsuspend`, `pause`,
+//! `sigtimedwait`: in replay the recorded handler runs and the wait
+//! returns, with no signal sent). Each is logged with its result and the memory the
 //! kernel wrote; `replay::net` gives them back.
 //!
 //! The layouts logged here are the contract with `replay::net`:
@@ -11,14 +13,23 @@
 //! - `select`: the read, write and except sets, each [`fd_set_bytes`]
 //!   long, zeros for a set not passed.
 
+use core::sync::atomic::{AtomicU64, Ordering};
+
 use crate::ctl::{self, Ev};
+use crate::real::real;
 
 /// Syscalls recorded at `sys` with their results (see the module doc).
 /// The descriptor-creating ones (`socket`, `epoll_create1`, `eventfd2`,
 /// `pipe2`, `timerfd_create`, `socketpair`) are logged so that a replay
 /// gives the program the same descriptor numbers: an event loop keys its
 /// handlers by them.
-pub const NET: [i64; 29] = [
+pub const NET: [i64; 35] = [
+    libc::SYS_nanosleep,
+    libc::SYS_clock_nanosleep,
+    libc::SYS_rt_sigsuspend,
+    libc::SYS_pause,
+    libc::SYS_rt_sigtimedwait,
+    libc::SYS_sendfile,
     libc::SYS_socket,
     libc::SYS_epoll_create,
     libc::SYS_epoll_create1,
@@ -63,6 +74,67 @@ pub fn is_net(nr: i64) -> bool {
     NET.contains(&nr)
 }
 
+/// The descriptors that are sockets (accepted, created, connected), below
+/// 4096: what the program `write`s to them is recorded (and compared in
+/// replay) like `send`; writes to files are not.
+static SOCKETS: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
+/// The sockets of a `socketpair`: the program (or its processes) talking
+/// to itself. What it sends there is not compared in replay (it carries
+/// pids, which differ), it is sent for real.
+static INTERNAL: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
+
+fn set_bit(map: &[AtomicU64; 64], fd: i64, on: bool) {
+    if !(0..4096).contains(&fd) {
+        return;
+    }
+    let (w, b) = (fd as usize / 64, 1u64 << (fd % 64));
+    if on {
+        map[w].fetch_or(b, Ordering::Relaxed);
+    } else {
+        map[w].fetch_and(!b, Ordering::Relaxed);
+    }
+}
+
+fn bit(map: &[AtomicU64; 64], fd: i64) -> bool {
+    (0..4096).contains(&fd)
+        && map[fd as usize / 64].load(Ordering::Relaxed) & (1u64 << (fd % 64)) != 0
+}
+
+/// Forgets descriptor `fd` (closed: its number may come back as a file).
+pub fn forget(fd: i64) {
+    set_bit(&SOCKETS, fd, false);
+    set_bit(&INTERNAL, fd, false);
+}
+
+pub fn is_socket(fd: i64) -> bool {
+    bit(&SOCKETS, fd)
+}
+
+pub fn is_internal(fd: i64) -> bool {
+    bit(&INTERNAL, fd)
+}
+
+/// After a syscall that may have made sockets: remember them (in the
+/// recording and, with the recorded results, in a replay).
+///
+/// # Safety
+/// `a` are the syscall's arguments; for a pair, `fds` holds two ints.
+pub unsafe fn note_sockets(nr: i64, a: [u64; 6], r: i64) {
+    match nr {
+        libc::SYS_accept | libc::SYS_accept4 | libc::SYS_socket if r >= 0 => {
+            set_bit(&SOCKETS, r, true)
+        }
+        libc::SYS_socketpair if r == 0 && a[3] != 0 => {
+            let fds = a[3] as *const i32;
+            for k in 0..2 {
+                set_bit(&SOCKETS, *fds.add(k) as i64, true);
+                set_bit(&INTERNAL, *fds.add(k) as i64, true);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Bytes of one `fd_set` for `nfds` descriptors, as `select` reads and
 /// writes them (whole 64-bit words).
 pub fn fd_set_bytes(nfds: u64) -> usize {
@@ -76,6 +148,7 @@ pub fn fd_set_bytes(nfds: u64) -> usize {
 /// Called right after the kernel ran the syscall with these arguments:
 /// the buffers it names are the program's, as large as the syscall says.
 pub unsafe fn log(ev: Ev, nr: i64, a: [u64; 6], r: i64) {
+    note_sockets(nr, a, r);
     let mut buf = [0u8; 4 + ADDR_MAX];
     match nr {
         libc::SYS_accept | libc::SYS_accept4 | libc::SYS_getsockname | libc::SYS_getpeername
@@ -113,6 +186,16 @@ pub unsafe fn log(ev: Ev, nr: i64, a: [u64; 6], r: i64) {
         libc::SYS_socketpair if r == 0 && a[3] != 0 => {
             ctl::log(ev, bytes(a[3], 8));
         }
+        // Interrupted: the time left.
+        libc::SYS_nanosleep if r < 0 && a[1] != 0 => {
+            ctl::log(ev, bytes(a[1], core::mem::size_of::<libc::timespec>()));
+        }
+        libc::SYS_clock_nanosleep if r != 0 && a[3] != 0 => {
+            ctl::log(ev, bytes(a[3], core::mem::size_of::<libc::timespec>()));
+        }
+        libc::SYS_rt_sigtimedwait if r > 0 && a[1] != 0 => {
+            ctl::log(ev, bytes(a[1], core::mem::size_of::<libc::siginfo_t>()));
+        }
         libc::SYS_pipe | libc::SYS_pipe2 if r == 0 && a[0] != 0 => {
             ctl::log(ev, bytes(a[0], 8));
         }
@@ -142,3 +225,60 @@ unsafe fn bytes<'a>(addr: u64, len: usize) -> &'a [u8] {
     }
     core::slice::from_raw_parts(addr as *const u8, len)
 }
+
+/// `write` on a socket is sent data: recorded (and compared in replay);
+/// other descriptors go to the sys module's own `write`.
+pub fn is_socket_write(nr: i64, fd: u64) -> bool {
+    matches!(nr, libc::SYS_write | libc::SYS_writev) && is_socket(fd as i64)
+}
+
+/// `close` forgets a socket (its number may come back as a file).
+#[no_mangle]
+pub unsafe extern "C" fn close(fd: core::ffi::c_int) -> core::ffi::c_int {
+    forget(fd as i64);
+    let f = real!(close: fn(core::ffi::c_int) -> core::ffi::c_int);
+    f(fd)
+}
+
+/// `writev` on a socket is recorded at `sys` (see [`is_socket_write`]).
+#[no_mangle]
+pub unsafe extern "C" fn writev(
+    fd: core::ffi::c_int,
+    iov: *const libc::iovec,
+    cnt: core::ffi::c_int,
+) -> isize {
+    if ctl::level() >= reprise_abi::Level::Sys && ctl::active() && is_socket(fd as i64) {
+        let a = [fd as u64, iov as u64, cnt as u64, 0, 0, 0];
+        return crate::raw::to_libc(crate::sys::record_syscall(libc::SYS_writev, a)) as isize;
+    }
+    let f = real!(writev: fn(core::ffi::c_int, *const libc::iovec, core::ffi::c_int) -> isize);
+    f(fd, iov, cnt)
+}
+
+/// After a `recvmsg`'s data: its control messages (passed descriptors,
+/// credentials) as one more piece of the event's data: the length the
+/// kernel wrote, `msg_flags`, then the control bytes (at most
+/// [`CONTROL_MAX`]).
+///
+/// # Safety
+/// `m` is the program's `msghdr` the kernel just filled.
+pub unsafe fn log_control(ev: Ev, m: &libc::msghdr) {
+    let mut out = [0u8; 8 + CONTROL_MAX];
+    let len = if m.msg_control.is_null() {
+        0
+    } else {
+        m.msg_controllen.min(CONTROL_MAX)
+    };
+    out[..4].copy_from_slice(&(len as u32).to_le_bytes());
+    out[4..8].copy_from_slice(&(m.msg_flags as u32).to_le_bytes());
+    if len > 0 {
+        core::ptr::copy_nonoverlapping(m.msg_control as *const u8, out[8..].as_mut_ptr(), len);
+    }
+    ctl::log(
+        Ev::new(reprise_abi::EventKind::DataMore, ev.object),
+        &out[..8 + len],
+    );
+}
+
+/// Longest control data of a `recvmsg` logged.
+pub const CONTROL_MAX: usize = 256;

@@ -42,13 +42,33 @@ extern "C" fn trampoline(sig: c_int, info: *mut libc::siginfo_t, uc: *mut c_void
         } else {
             unsafe { (*info).si_code }
         };
+        // The siginfo too: a replay hands the handler what it got (who
+        // sent the signal, the fault address).
+        let bytes: &[u8] = if info.is_null() {
+            &[]
+        } else {
+            // SAFETY: the kernel's siginfo, valid for the handler's call.
+            unsafe {
+                core::slice::from_raw_parts(
+                    info as *const u8,
+                    core::mem::size_of::<libc::siginfo_t>(),
+                )
+            }
+        };
         ctl::log(
             Ev {
                 arg0: code as u64,
                 ..Ev::new(EventKind::Signal, sig as u64)
             },
-            &[],
+            bytes,
         );
+    }
+    if replay::on() && replay::delivers_signals() {
+        // A replay runs the handlers where the recording ran them; a real
+        // signal now (a child's SIGCHLD, a kill between the program's
+        // processes) is that recorded one arriving again, or one the
+        // recording did not have.
+        return;
     }
     let h = HANDLERS[i].load(Ordering::Acquire);
     if h == 0 || h == libc::SIG_DFL || h == libc::SIG_IGN {
@@ -71,7 +91,7 @@ extern "C" fn trampoline(sig: c_int, info: *mut libc::siginfo_t, uc: *mut c_void
 /// Runs the program's handler for a signal the recording delivered here
 /// (a replay: the signal itself does not come again). A handler that is
 /// gone (the default action, ignore) is not run.
-pub fn deliver(sig: c_int, code: c_int) {
+pub fn deliver(sig: c_int, code: c_int, recorded: Option<&libc::siginfo_t>) {
     let i = sig as usize;
     if i >= NSIG {
         return;
@@ -85,7 +105,10 @@ pub fn deliver(sig: c_int, code: c_int) {
     // the recorded signal number and code (no context: the handler was
     // not entered from a real interruption).
     unsafe {
-        let mut info: libc::siginfo_t = core::mem::zeroed();
+        let mut info: libc::siginfo_t = match recorded {
+            Some(i) => *i,
+            None => core::mem::zeroed(),
+        };
         info.si_signo = sig;
         info.si_code = code;
         if FLAGS[i].load(Ordering::Relaxed) as c_int & libc::SA_SIGINFO != 0 {
@@ -137,6 +160,10 @@ pub unsafe extern "C" fn sigaction(
         HANDLERS[i].store(h, Ordering::Release);
         a.sa_sigaction = trampoline as *const () as usize;
         a.sa_flags |= libc::SA_SIGINFO;
+        // The handler may make trapped syscalls (and hit a replay's
+        // access breakpoints): SIGSYS and SIGTRAP stay deliverable in it.
+        libc::sigdelset(&mut a.sa_mask, libc::SIGSYS);
+        libc::sigdelset(&mut a.sa_mask, libc::SIGTRAP);
         real_sigaction(sig, &a, old)
     };
     unwrap_old(i, old, prev_handler, prev_flags);

@@ -271,7 +271,11 @@ pub fn install(sys: bool) -> bool {
     // filter program that lives on the stack only during the call (the
     // kernel copies it).
     unsafe {
-        let flags = (libc::SA_SIGINFO | libc::SA_RESTART) as u64;
+        // SA_NODEFER: a program's signal handler that runs while this
+        // thread is inside a trapped syscall (a SIGTERM during `epoll_wait`)
+        // may make trapped syscalls itself; with SIGSYS blocked there the
+        // kernel would kill the process.
+        let flags = (libc::SA_SIGINFO | libc::SA_RESTART | libc::SA_NODEFER) as u64;
         if !raw::install_handler(libc::SIGSYS, on_sigsys as *const () as usize, flags) {
             return false;
         }
@@ -467,6 +471,9 @@ fn log_syscall(nr: i64, a: [u64; 6], r: i64) {
                 } else {
                     ctl::log(ev, &[]);
                 }
+                if r >= 0 && !m.is_null() {
+                    crate::net::log_control(ev, &*m);
+                }
             }
             libc::SYS_clock_gettime => {
                 let n = if r == 0 {
@@ -607,7 +614,8 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, count: usize) -> isiz
 
 #[no_mangle]
 pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: usize) -> isize {
-    if !ctl::active() || !(1..=2).contains(&fd) {
+    let socket = recording_sys() && crate::net::is_socket(fd as i64);
+    if !ctl::active() || !((1..=2).contains(&fd) || socket) {
         let f = real!(write: fn(c_int, *const c_void, usize) -> isize);
         return f(fd, buf, count);
     }

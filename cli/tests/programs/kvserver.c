@@ -33,7 +33,15 @@ static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
 static char keys[KEYS][32], values[KEYS][64];
 static long sets, gets, misses;
 
-static void on_term(int sig) { (void)sig; char c = 1; (void)!write(self_pipe[1], &c, 1); }
+static volatile sig_atomic_t terminated;
+
+static void on_term(int sig)
+{
+    (void)sig;
+    terminated = 1;
+    char c = 1;
+    (void)!write(self_pipe[1], &c, 1);
+}
 
 static void answer(int fd, const char *line)
 {
@@ -50,6 +58,8 @@ static void answer(int fd, const char *line)
         sets++;
         pthread_mutex_unlock(&table_lock);
         n = snprintf(out, sizeof out, slot >= 0 ? "STORED\r\n" : "FULL\r\n");
+        send(fd, out, n, MSG_NOSIGNAL);
+        return;
     } else if (sscanf(line, "GET %31s", key) == 1) {
         pthread_mutex_lock(&table_lock);
         int found = -1;
@@ -61,7 +71,7 @@ static void answer(int fd, const char *line)
     } else {
         n = snprintf(out, sizeof out, "ERROR\r\n");
     }
-    send(fd, out, n, MSG_NOSIGNAL);
+    (void)!write(fd, out, n);                   /* answers go out with write */
 }
 
 static void serve(int fd)
@@ -129,7 +139,9 @@ int main(int argc, char **argv)
         int n = epoll_wait(ep, got, 8, -1);
         if (n < 0 && errno == EINTR) continue;
         for (int i = 0; i < n; i++) {
-            if (got[i].data.fd == self_pipe[0]) { done = 1; continue; }
+            /* Only the handler's flag ends the loop (a replay runs the
+               handler at its recorded place, or never ends). */
+            if (got[i].data.fd == self_pipe[0]) { done = terminated; continue; }
             int c = accept4(ls, NULL, NULL, SOCK_CLOEXEC);
             if (c < 0) continue;
             connections++;

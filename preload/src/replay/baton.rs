@@ -174,29 +174,55 @@ fn read_task_file(tid: i32, file: &[u8], buf: &mut [u8]) -> Result<usize, i64> {
     Ok(len as usize)
 }
 
-/// True if thread `tid` sleeps in the kernel (state S or D) or is dead.
-fn task_blocked(tid: i32) -> bool {
+/// What `/proc/<tid>/stat` says of a thread.
+#[derive(PartialEq)]
+enum TaskState {
+    Running,
+    /// Asleep in the kernel (S or D).
+    Asleep,
+    /// Exited (a zombie, or gone).
+    Dead,
+}
+
+fn task_state(tid: i32) -> TaskState {
     let mut buf = [0u8; 512];
     let len = match read_task_file(tid, b"stat", &mut buf) {
         Ok(len) => len,
         // Gone: a process that exited while holding the baton.
-        Err(e) => return e == libc::ENOENT as i64 || e == libc::ESRCH as i64,
+        Err(e) if e == libc::ENOENT as i64 || e == libc::ESRCH as i64 => return TaskState::Dead,
+        Err(_) => return TaskState::Running,
     };
     let b = &buf[..len];
     match b.iter().rposition(|&x| x == b')') {
-        Some(i) if i + 2 < b.len() => matches!(b[i + 2], b'S' | b'D' | b'Z' | b'X' | b'x'),
-        _ => false,
+        Some(i) if i + 2 < b.len() => match b[i + 2] {
+            b'S' | b'D' => TaskState::Asleep,
+            b'Z' | b'X' | b'x' => TaskState::Dead,
+            _ => TaskState::Running,
+        },
+        _ => TaskState::Running,
     }
 }
 
-/// True if thread `tid` sleeps inside a system call: not running, and not
-/// in a page fault (`/proc/<tid>/syscall` says -1 there), which a loaded
-/// machine makes last, but which ends by itself.
-fn asleep_in_syscall(tid: i32) -> bool {
-    let mut buf = [0u8; 64];
-    match read_task_file(tid, b"syscall", &mut buf) {
-        Ok(len) => buf[..len].first().is_some_and(|b| b.is_ascii_digit()),
-        Err(e) => e == libc::ENOENT as i64 || e == libc::ESRCH as i64,
+/// True if thread `tid` sleeps in the kernel (state S or D) or is dead.
+fn task_blocked(tid: i32) -> bool {
+    task_state(tid) != TaskState::Running
+}
+
+/// True if thread `tid` will not give the baton back by itself: it has
+/// exited, or it sleeps inside a system call (not in a page fault, where
+/// `/proc/<tid>/syscall` says -1, which a loaded machine makes last but
+/// which ends by itself).
+fn holder_stuck(tid: i32) -> bool {
+    match task_state(tid) {
+        TaskState::Dead => true,
+        TaskState::Running => false,
+        TaskState::Asleep => {
+            let mut buf = [0u8; 64];
+            match read_task_file(tid, b"syscall", &mut buf) {
+                Ok(len) => buf[..len].first().is_some_and(|b| b.is_ascii_digit()),
+                Err(_) => true,
+            }
+        }
     }
 }
 
@@ -223,9 +249,12 @@ fn maybe_revoke(c: &ControlHeader) {
         return;
     }
     let tid = c.threads[i].tid.load(Ordering::Relaxed);
-    if !task_blocked(tid) || !asleep_in_syscall(tid) {
+    if !holder_stuck(tid) {
         return;
     }
+    // A holder that exited (its process ended after its last event) costs
+    // no determinism; one asleep in a syscall does.
+    let asleep = task_state(tid) == TaskState::Asleep;
     let outside_runs = (0..n).any(|j| {
         j != i
             && r.threads[j].state.load(Ordering::Acquire) == rp::DETACHED
@@ -239,7 +268,7 @@ fn maybe_revoke(c: &ControlHeader) {
         && r.threads[i].state.load(Ordering::Acquire) == rp::RUNNING
     {
         r.threads[i].state.store(rp::DETACHED, Ordering::Release);
-        if r.revocations.fetch_add(1, Ordering::Relaxed) == 0 {
+        if asleep && r.revocations.fetch_add(1, Ordering::Relaxed) == 0 {
             let turn = r.turn.0.load(Ordering::Acquire);
             r.first_revocation.store(turn + 1, Ordering::Relaxed);
         }
@@ -280,6 +309,7 @@ pub(super) fn arrive(c: &ControlHeader, kind: K, object: u64) -> Option<Turn> {
     let turn = loop {
         let ep;
         let pausing;
+        let mut mine_now = false;
         {
             let _g = lock(r);
             set_state(c, rp::WAITING);
@@ -302,8 +332,14 @@ pub(super) fn arrive(c: &ControlHeader, kind: K, object: u64) -> Option<Turn> {
                 r.paused.store(turn + 1, Ordering::Release);
             } else if (b == me && o != 0) || b == 0 {
                 decide(c);
+                // Given to this very thread (nobody held it): go on now,
+                // no other thread will wake us.
+                mine_now = o == me && r.baton.load(Ordering::Acquire) == me;
             }
             ep = r.epoch.load(Ordering::Acquire);
+        }
+        if mine_now {
+            continue;
         }
         if pausing && r.ckpt_request.load(Ordering::Acquire) == 1 {
             super::checkpoint::take(c);
@@ -330,8 +366,12 @@ pub(super) fn arrive(c: &ControlHeader, kind: K, object: u64) -> Option<Turn> {
         // The recording ran a signal handler in this thread here, before
         // this operation: run it now (the event first, as recorded: what
         // the handler does comes after it), then arrive again.
+        // SAFETY: siginfo_t is plain data; all zeros is a valid value.
+        let mut info: libc::siginfo_t = unsafe { core::mem::zeroed() };
+        let n = (t.data_len as usize).min(core::mem::size_of::<libc::siginfo_t>());
+        super::copy_data(c, t.pos, 0, &mut info as *mut libc::siginfo_t as *mut u8, n);
         advance(c, &t);
-        crate::signals::deliver(t.object as i32, t.arg0 as i32);
+        crate::signals::deliver(t.object as i32, t.arg0 as i32, (n > 0).then_some(&info));
         return arrive(c, kind, object);
     }
     if t.kind != kind as u16 || (kind == K::Syscall && t.object != object) {

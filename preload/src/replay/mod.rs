@@ -57,6 +57,18 @@ pub fn on() -> bool {
     matches!(ctl::control(), Some(c) if c.mode == Mode::Replay as u32)
 }
 
+/// This replay runs the recorded signal handlers at their recorded place
+/// (a trace that records them): real signals do not run them.
+pub fn delivers_signals() -> bool {
+    ctl::control().is_some_and(|c| {
+        st(c)
+            .recorded_events
+            .load(core::sync::atomic::Ordering::Relaxed)
+            & rp::RECORDED_NET
+            != 0
+    })
+}
+
 fn ctl_ok() -> &'static ControlHeader {
     match ctl::control() {
         Some(c) => c,

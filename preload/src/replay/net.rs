@@ -46,6 +46,12 @@ pub fn name(nr: i64) -> Option<&'static [u8]> {
         libc::SYS_timerfd_create => b"timerfd_create",
         libc::SYS_signalfd4 => b"signalfd4",
         libc::SYS_dup => b"dup",
+        libc::SYS_sendfile => b"sendfile",
+        libc::SYS_nanosleep => b"nanosleep",
+        libc::SYS_clock_nanosleep => b"clock_nanosleep",
+        libc::SYS_rt_sigsuspend => b"rt_sigsuspend",
+        libc::SYS_pause => b"pause",
+        libc::SYS_rt_sigtimedwait => b"rt_sigtimedwait",
         _ => return None,
     })
 }
@@ -120,11 +126,14 @@ unsafe fn put_address(c: &ControlHeader, t: &Turn, addr: u64, addrlen: u64) {
 
 /// Compares `n` bytes the program sends on `fd` with the recorded ones.
 fn check_sent(c: &ControlHeader, t: &Turn, nr: i64, fd: u64, next: impl Fn(usize) -> u8, n: usize) {
+    if crate::net::is_internal(fd as i64) {
+        return;
+    }
     let kept = (t.data_len as usize).min(n);
     for i in 0..kept {
         if next(i) != data_byte(c, t.pos, i) {
             let mut m = Text::new();
-            m.s(name(nr).unwrap_or(b"send"))
+            m.s(name(nr).unwrap_or(b"write"))
                 .s(b"(")
                 .d(fd)
                 .s(b") sends other bytes than the recording did, from byte ")
@@ -134,7 +143,7 @@ fn check_sent(c: &ControlHeader, t: &Turn, nr: i64, fd: u64, next: impl Fn(usize
     }
     if t.result > 0 && (n as i64) < t.result {
         let mut m = Text::new();
-        m.s(name(nr).unwrap_or(b"send"))
+        m.s(name(nr).unwrap_or(b"write"))
             .s(b"(")
             .d(fd)
             .s(b") sends ")
@@ -172,6 +181,16 @@ unsafe fn iov_len(iov: *const libc::iovec, cnt: usize) -> usize {
 /// # Safety
 /// `a` are the program's arguments to the syscall (its buffers).
 pub unsafe fn emulate(c: &ControlHeader, t: &Turn, nr: i64, a: [u64; 6]) -> i64 {
+    let sends = matches!(
+        nr,
+        libc::SYS_sendto | libc::SYS_sendmsg | libc::SYS_write | libc::SYS_writev
+    );
+    if sends && crate::net::is_internal(a[0] as i64) {
+        // The program talking to itself: sent for real (the other side
+        // may read it for real too), its recorded result returned.
+        raw::syscall6(nr, a);
+        return t.result;
+    }
     match nr {
         libc::SYS_accept | libc::SYS_accept4 => {
             if t.result >= 0 {
@@ -203,11 +222,31 @@ pub unsafe fn emulate(c: &ControlHeader, t: &Turn, nr: i64, a: [u64; 6]) -> i64 
             let buf = a[1] as *const u8;
             check_sent(c, t, nr, a[0], |i| *buf.add(i), a[2] as usize);
         }
+        libc::SYS_write => {
+            let buf = a[1] as *const u8;
+            check_sent(c, t, nr, a[0], |i| *buf.add(i), a[2] as usize);
+        }
+        libc::SYS_writev => {
+            let (iov, cnt) = (a[1] as *const libc::iovec, a[2] as usize);
+            let n = iov_len(iov, cnt);
+            check_sent(c, t, nr, a[0], |i| iov_byte(iov, cnt, i), n);
+        }
         libc::SYS_sendmsg if a[1] != 0 => {
             let m = &*(a[1] as *const libc::msghdr);
             let (iov, cnt) = (m.msg_iov as *const libc::iovec, m.msg_iovlen);
             let n = iov_len(iov, cnt);
             check_sent(c, t, nr, a[0], |i| iov_byte(iov, cnt, i), n);
+        }
+        // A sleep takes no time in replay; interrupted, the time left.
+        libc::SYS_nanosleep if t.result < 0 && a[1] != 0 && t.data_len > 0 => {
+            copy_data(c, t.pos, 0, a[1] as *mut u8, t.data_len as usize);
+        }
+        libc::SYS_clock_nanosleep if t.result != 0 && a[3] != 0 && t.data_len > 0 => {
+            copy_data(c, t.pos, 0, a[3] as *mut u8, t.data_len as usize);
+        }
+        libc::SYS_rt_sigtimedwait if t.result > 0 && a[1] != 0 => {
+            let n = (t.data_len as usize).min(core::mem::size_of::<libc::siginfo_t>());
+            copy_data(c, t.pos, 0, a[1] as *mut u8, n);
         }
         libc::SYS_uname if t.result == 0 && a[0] != 0 => {
             let n = (t.data_len as usize).min(core::mem::size_of::<libc::utsname>());
@@ -276,5 +315,49 @@ pub unsafe fn emulate(c: &ControlHeader, t: &Turn, nr: i64, a: [u64; 6]) -> i64 
         }
         _ => {}
     }
+    crate::net::note_sockets(nr, a, t.result);
     t.result
+}
+
+/// The control messages a `recvmsg` got in the recording (logged after
+/// its data, see `crate::net::log_control`), back into the program's
+/// `msghdr`; a descriptor passed then gets a stand-in at its number.
+///
+/// # Safety
+/// `m` is the program's `msghdr` for this `recvmsg`.
+pub unsafe fn put_control(c: &ControlHeader, t: &Turn, m: &mut libc::msghdr) {
+    let at = t.result.max(0) as usize;
+    if (t.data_len as usize) < at + 8 {
+        return;
+    }
+    let mut head = [0u8; 8];
+    copy_data(c, t.pos, at, head.as_mut_ptr(), 8);
+    let len = (u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize)
+        .min(t.data_len as usize - at - 8);
+    m.msg_flags = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as i32;
+    if m.msg_control.is_null() || m.msg_controllen == 0 {
+        m.msg_controllen = 0;
+        return;
+    }
+    let n = len.min(m.msg_controllen);
+    copy_data(c, t.pos, at + 8, m.msg_control as *mut u8, n);
+    m.msg_controllen = n;
+    // Descriptors passed (SCM_RIGHTS): stand-ins at the recorded numbers.
+    let base = m.msg_control as *const u8;
+    let mut off = 0usize;
+    let hdr = core::mem::size_of::<libc::cmsghdr>();
+    while off + hdr <= n {
+        let cm = &*(base.add(off) as *const libc::cmsghdr);
+        let clen = cm.cmsg_len;
+        if clen < hdr || off + clen > n {
+            break;
+        }
+        if cm.cmsg_level == libc::SOL_SOCKET && cm.cmsg_type == libc::SCM_RIGHTS {
+            let fds = base.add(off + hdr) as *const i32;
+            for k in 0..(clen - hdr) / 4 {
+                stand_in(*fds.add(k) as i64, false);
+            }
+        }
+        off += (clen + 7) & !7;
+    }
 }

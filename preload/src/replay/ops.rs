@@ -92,6 +92,9 @@ pub fn process_exit() {
         return; // a trace of an older version
     }
     match arrive(c, K::ProcessExit, 0) {
+        // The baton moves on when a waiter finds this process dead (a
+        // zombie): only then can its parent's `waitpid` see it, as it did
+        // in the recording.
         Some(t) => advance(c, &t),
         None => park(c),
     }

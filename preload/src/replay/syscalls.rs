@@ -28,6 +28,19 @@ fn is_input(nr: i64) -> bool {
     )
 }
 
+/// A file opened for real whose reads are replayed from the trace: its
+/// offset moves as the recorded read moved it, so that the program's
+/// `lseek(fd, 0, SEEK_CUR)` (stdio's `fseek`, glibc's time-zone reader)
+/// sees what it saw then. Not seekable (a pipe, a socket): nothing moves.
+fn follow_offset(fd: u64, read: i64) {
+    if read > 0 {
+        raw::syscall6(
+            libc::SYS_lseek,
+            [fd, read as u64, libc::SEEK_CUR as u64, 0, 0, 0],
+        );
+    }
+}
+
 /// Scatters the recorded data over an iovec array.
 ///
 /// # Safety
@@ -38,7 +51,8 @@ unsafe fn scatter(c: &ControlHeader, t: &Turn, iov: u64, cnt: u64) {
         return;
     }
     let mut off = 0usize;
-    let total = t.data_len as usize;
+    // Only the bytes received: a `recvmsg`'s control data follows them.
+    let total = (t.data_len as usize).min(t.result.max(0) as usize);
     for i in 0..cnt as usize {
         if off >= total {
             break;
@@ -155,7 +169,8 @@ pub fn syscall(nr: i64, a: [u64; 6]) -> i64 {
     let level_sys = c.level >= reprise_abi::Level::Sys as u32;
     let recorded = st(c).recorded_events.load(Ordering::Relaxed);
     let file = files::is_file_syscall(nr) && recorded & rp::RECORDED_FILES != 0;
-    let net = crate::net::is_net(nr) && recorded & rp::RECORDED_NET != 0;
+    let net = (crate::net::is_net(nr) || crate::net::is_socket_write(nr, a[0]))
+        && recorded & rp::RECORDED_NET != 0;
     if !(output || (level_sys && (is_input(nr) || file || net))) {
         return raw::syscall6(nr, a);
     }
@@ -167,6 +182,9 @@ pub fn syscall(nr: i64, a: [u64; 6]) -> i64 {
     // this syscall, no more bytes than the syscall would have written.
     unsafe {
         match nr {
+            _ if crate::net::is_net(nr) || crate::net::is_socket_write(nr, a[0]) => {
+                result = super::net::emulate(c, &t, nr, a)
+            }
             libc::SYS_write => {
                 let r = raw::syscall6(nr, a);
                 let n = r.max(0) as usize;
@@ -202,6 +220,9 @@ pub fn syscall(nr: i64, a: [u64; 6]) -> i64 {
                 let n = (t.data_len as usize).min(a[2] as usize);
                 copy_data(c, t.pos, 0, a[1] as *mut u8, n);
                 result = t.result;
+                if nr == libc::SYS_read {
+                    follow_offset(a[0], t.result);
+                }
             }
             libc::SYS_getrandom => {
                 let n = (t.data_len as usize).min(a[1] as usize);
@@ -211,11 +232,17 @@ pub fn syscall(nr: i64, a: [u64; 6]) -> i64 {
             libc::SYS_readv | libc::SYS_preadv => {
                 scatter(c, &t, a[1], a[2]);
                 result = t.result;
+                if nr == libc::SYS_readv {
+                    follow_offset(a[0], t.result);
+                }
             }
             libc::SYS_recvmsg => {
-                let m = a[1] as *const libc::msghdr;
+                let m = a[1] as *mut libc::msghdr;
                 if !m.is_null() {
                     scatter(c, &t, (*m).msg_iov as u64, (*m).msg_iovlen as u64);
+                    if recorded & rp::RECORDED_NET != 0 {
+                        super::net::put_control(c, &t, &mut *m);
+                    }
                 }
                 result = t.result;
             }
@@ -240,7 +267,6 @@ pub fn syscall(nr: i64, a: [u64; 6]) -> i64 {
                 result = t.result;
             }
             _ if files::is_file_syscall(nr) => result = files::emulate(c, &t, nr, a),
-            _ if crate::net::is_net(nr) => result = super::net::emulate(c, &t, nr, a),
             _ => result = raw::syscall6(nr, a),
         }
     }
