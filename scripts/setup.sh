@@ -2,8 +2,8 @@
 # Installs what reprise needs to build and test, when missing: a C compiler
 # for the test programs, Cap'n Proto's compiler (for the schema freshness
 # test), z3's library, and the tools the benchmarks and tests record
-# (pigz, pbzip2, xz), and Chromium (the report tests render the HTML
-# report headless). Rust itself comes from rustup (https://rustup.rs).
+# (pigz, pbzip2, xz; memcached and nginx, run as servers), and Chromium
+# (the report tests render the HTML report headless). Rust itself comes from rustup (https://rustup.rs).
 set -euo pipefail
 
 need=()
@@ -15,6 +15,9 @@ command -v pbzip2 >/dev/null 2>&1 || need+=(pbzip2)
 command -v xz     >/dev/null 2>&1 || need+=(xz-utils)
 [ -e /usr/include/z3.h ] || need+=(libz3-dev)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# Servers the tests record under a client's load (cli/tests/debian_servers.rs).
+[ -x /usr/bin/memcached ] || need+=(memcached)
+[ -x /usr/sbin/nginx ]    || need+=(nginx)
 [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || need+=(libc6-dev)
 
 if [ ${#need[@]} -gt 0 ]; then

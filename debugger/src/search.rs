@@ -621,88 +621,163 @@ pub fn bisect(
             "bisect needs --from before --to (from event {from}, to event {to})"
         )));
     }
-    let mut probes = 0u32;
-    let mut taken = 0usize;
-    let mut probe = |target: &mut Target, at: usize| -> Result<Result<Value, String>, DebugError> {
+    let mut boundary = Boundary {
+        program,
+        parsed: &parsed,
+        text,
+        probes: 0,
+        taken: 0,
+    };
+    let (mut lo, mut hi) = boundary.search(target, from, to, true)?;
+    let (mut write, mut broke) = watch_boundary(target, program, &parsed, lo, hi)?;
+    if !broke {
+        // The watch between the two events saw the expression hold all
+        // along: a copy resumed from a checkpoint answered a probe unlike
+        // the run. Search again with replays from the start only.
+        for (id, _, _) in target.checkpoints() {
+            target.delete_checkpoint(id)?;
+        }
+        (lo, hi) = boundary.search(target, from, to, false)?;
+        (write, broke) = watch_boundary(target, program, &parsed, lo, hi)?;
+    }
+    let write = if broke { write } else { None };
+    let fresh = target.replays - replays0;
+    let resumes = target.resumes - resumes0;
+    Ok(Bisection {
+        expression: text.to_string(),
+        last_true: lo,
+        first_false: hi,
+        write,
+        probes: boundary.probes,
+        replays: fresh + resumes,
+        fresh_replays: fresh,
+        resumes,
+        checkpoints: boundary.taken,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// The binary search of [`bisect`]: its probes and checkpoints.
+struct Boundary<'p> {
+    program: &'p Program,
+    parsed: &'p Expr,
+    text: &'p str,
+    probes: u32,
+    taken: usize,
+}
+
+impl Boundary<'_> {
+    /// The expression's value paused before event `at`.
+    fn probe(
+        &mut self,
+        target: &mut Target,
+        at: usize,
+    ) -> Result<Result<Value, String>, DebugError> {
         if std::env::var_os("REPRISE_SEARCH_DEBUG").is_some() {
             eprintln!("search: probe {at} from {:?}", target.position());
         }
         goto_paused(target, at)?;
-        probes += 1;
+        self.probes += 1;
         let mem = target.memory()?;
-        Ok(eval_now(program, &parsed, &mem).0)
-    };
-    // A checkpoint the agent cannot take (a thread blocked in the kernel
-    // outside the schedule) only makes later seeks dearer.
-    let mut checkpoint_failures = 0usize;
-    let mut try_checkpoint = |target: &mut Target, taken: &mut usize| match target.checkpoint() {
-        Ok(_) => *taken += 1,
-        Err(e) => {
-            if std::env::var_os("REPRISE_SEARCH_DEBUG").is_some() {
-                eprintln!("search: no checkpoint at {:?}: {e}", target.position());
-            }
-            checkpoint_failures += 1
-        }
-    };
-    let has_checkpoint =
-        |target: &Target, at: usize| target.checkpoints().iter().any(|c| c.1 == at);
+        Ok(eval_now(self.program, self.parsed, &mem).0)
+    }
 
-    // The `from` end must hold.
-    let v = probe(target, from)?;
-    if truth(&v) != Some(true) {
-        return Err(search_err(format!(
-            "`{text}` does not hold at the start (before event {from}): it is {}; bisect needs it true there and false at the end",
-            shown(&v)
-        )));
-    }
-    if !has_checkpoint(target, from) {
-        try_checkpoint(target, &mut taken);
-    }
-    // First pass: forward in strides, a checkpoint at each while it holds.
-    let stride = ((to - from) / BISECT_STRIDES).max(1);
-    let mut lo = from;
-    let mut hi = None;
-    let mut at = from + stride;
-    while at < to && hi.is_none() {
-        let v = probe(target, at)?;
-        match truth(&v) {
-            Some(true) => {
-                lo = at;
-                if !has_checkpoint(target, at) {
-                    try_checkpoint(target, &mut taken);
+    /// A checkpoint here, if the agent can take one (a thread blocked in
+    /// the kernel outside the schedule prevents it: later seeks are then
+    /// only dearer).
+    fn checkpoint_here(&mut self, target: &mut Target, at: usize) {
+        if target.checkpoints().iter().any(|c| c.1 == at) {
+            return;
+        }
+        match target.checkpoint() {
+            Ok(_) => self.taken += 1,
+            Err(e) => {
+                if std::env::var_os("REPRISE_SEARCH_DEBUG").is_some() {
+                    eprintln!("search: no checkpoint at {:?}: {e}", target.position());
                 }
             }
-            _ => hi = Some(at),
         }
-        at += stride;
     }
-    // The `to` end must not hold.
-    let v = probe(target, to)?;
-    if truth(&v) != Some(false) {
-        return Err(search_err(format!(
-            "`{text}` still holds at the end (before event {to}): it is {}; bisect needs it false there (give --to an event where it is)",
-            shown(&v)
-        )));
-    }
-    let mut hi = hi.unwrap_or(to);
-    // Binary search: holds before `lo`, not before `hi`.
-    while hi - lo > 1 {
-        let mid = lo + (hi - lo) / 2;
-        let v = probe(target, mid)?;
-        if truth(&v) == Some(true) {
-            lo = mid;
-            if hi - lo > CHECKPOINT_INTERVAL_MIN && !has_checkpoint(target, mid) {
-                try_checkpoint(target, &mut taken);
+
+    /// (last event before which it holds, first before which it does not),
+    /// adjacent. `checkpoints`: take them on the way (seeks back resume
+    /// the nearest) or not (seeks back replay from the start).
+    fn search(
+        &mut self,
+        target: &mut Target,
+        from: usize,
+        to: usize,
+        checkpoints: bool,
+    ) -> Result<(usize, usize), DebugError> {
+        let text = self.text;
+        // The `from` end must hold.
+        let v = self.probe(target, from)?;
+        if truth(&v) != Some(true) {
+            return Err(search_err(format!(
+                "`{text}` does not hold at the start (before event {from}): it is {}; bisect needs it true there and false at the end",
+                shown(&v)
+            )));
+        }
+        if checkpoints {
+            self.checkpoint_here(target, from);
+        }
+        // First pass: forward in strides, a checkpoint at each while it holds.
+        let stride = ((to - from) / BISECT_STRIDES).max(1);
+        let mut lo = from;
+        let mut hi = None;
+        let mut at = from + stride;
+        while at < to && hi.is_none() {
+            let v = self.probe(target, at)?;
+            match truth(&v) {
+                Some(true) => {
+                    lo = at;
+                    if checkpoints {
+                        self.checkpoint_here(target, at);
+                    }
+                }
+                _ => hi = Some(at),
             }
-        } else {
-            hi = mid;
+            at += stride;
         }
+        // The `to` end must not hold.
+        let v = self.probe(target, to)?;
+        if truth(&v) != Some(false) {
+            return Err(search_err(format!(
+                "`{text}` still holds at the end (before event {to}): it is {}; bisect needs it false there (give --to an event where it is)",
+                shown(&v)
+            )));
+        }
+        let mut hi = hi.unwrap_or(to);
+        // Binary search: holds before `lo`, not before `hi`.
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            let v = self.probe(target, mid)?;
+            if truth(&v) == Some(true) {
+                lo = mid;
+                if checkpoints && hi - lo > CHECKPOINT_INTERVAL_MIN {
+                    self.checkpoint_here(target, mid);
+                }
+            } else {
+                hi = mid;
+            }
+        }
+        Ok((lo, hi))
     }
-    // Down to the instruction: watch from `lo` to `hi`.
+}
+
+/// Down to the instruction: watches from `lo` to `hi`; returns the change
+/// that made the expression false, and whether it became false at all.
+fn watch_boundary(
+    target: &mut Target,
+    program: &Program,
+    parsed: &Expr,
+    lo: usize,
+    hi: usize,
+) -> Result<(Option<Change>, bool), DebugError> {
     goto_paused(target, lo)?;
-    let parts = parts_of(&parsed);
+    let parts = parts_of(parsed);
     let mut broke = false;
-    let watched = watch_run(target, program, &parsed, &parts, hi, &mut |v| {
+    let watched = watch_run(target, program, parsed, &parts, hi, &mut |v| {
         broke = truth(v) != Some(true);
         broke
     });
@@ -713,7 +788,7 @@ pub fn bisect(
         Err(DebugError::Search(m)) if m.contains("zombies") => {
             target.restart()?;
             goto_paused(target, lo)?;
-            watch_run(target, program, &parsed, &parts, hi, &mut |v| {
+            watch_run(target, program, parsed, &parts, hi, &mut |v| {
                 broke = truth(v) != Some(true);
                 broke
             })?
@@ -721,21 +796,7 @@ pub fn bisect(
         Err(e) => return Err(e),
     };
     // Watching stops at the change that made it false: the last one.
-    let write = if broke { changes.pop() } else { None };
-    let fresh = target.replays - replays0;
-    let resumes = target.resumes - resumes0;
-    Ok(Bisection {
-        expression: text.to_string(),
-        last_true: lo,
-        first_false: hi,
-        write,
-        probes,
-        replays: fresh + resumes,
-        fresh_replays: fresh,
-        resumes,
-        checkpoints: taken,
-        elapsed: started.elapsed(),
-    })
+    Ok((if broke { changes.pop() } else { None }, broke))
 }
 
 #[cfg(test)]

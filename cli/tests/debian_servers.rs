@@ -1,0 +1,306 @@
+//! Real servers from Debian's packages (installed by scripts/setup.sh),
+//! driven as their users drive them: each is recorded while a seeded
+//! client sends it requests over loopback, stopped with SIGTERM, and its
+//! trace replays with no client and no network — the same responses, byte
+//! for byte (the replay compares every byte sent), and the same exit.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{run_reprise, stderr};
+use reprise_abi::EventKind;
+use reprise_schema::{OutcomeKind, TraceReader};
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn need(path: &str) -> PathBuf {
+    let p = PathBuf::from(path);
+    assert!(
+        p.exists(),
+        "{path} is missing: scripts/setup.sh installs it (memcached, nginx)"
+    );
+    p
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `reprise record -o TRACE ARGS...`, running.
+fn start_recording(root: &Path, trace: &Path, args: &[&str]) -> Child {
+    Command::new(common::reprise())
+        .args(["record", "-o", trace.to_str().unwrap()])
+        .args(args)
+        .env("REPRISE_TRACE_DIR", root)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Connects once the server listens (it starts under the recorder).
+fn connect(port: u16) -> TcpStream {
+    let started = Instant::now();
+    loop {
+        if let Ok(s) = TcpStream::connect(("127.0.0.1", port)) {
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            return s;
+        }
+        assert!(started.elapsed() < LIMIT, "the server never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The recorded program's pid: the recorder's child.
+fn server_pid(recorder: &Child) -> i32 {
+    let p = recorder.id();
+    let path = format!("/proc/{p}/task/{p}/children");
+    let text = std::fs::read_to_string(&path).unwrap();
+    text.split_whitespace()
+        .next()
+        .unwrap_or_else(|| panic!("no child in {path}"))
+        .parse()
+        .unwrap()
+}
+
+/// SIGTERM to `pid`, then the recording must end with the server's exit.
+fn stop(mut recorder: Child, pid: i32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let started = Instant::now();
+    loop {
+        if let Some(st) = recorder.try_wait().unwrap() {
+            let mut err = String::new();
+            let _ = recorder.stderr.take().unwrap().read_to_string(&mut err);
+            assert!(st.success(), "record: {err}");
+            return;
+        }
+        assert!(
+            started.elapsed() < LIMIT,
+            "the server did not end on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What the trace says the server sent to its clients, in order: the
+/// bytes of every send on a socket that is not one of its own pairs (a
+/// send's data continues in the `DataMore` events after it).
+fn recorded_sends(trace: &Path) -> Vec<u8> {
+    let r = TraceReader::open(trace).unwrap();
+    let mut internal = std::collections::HashSet::new();
+    let mut sent = Vec::new();
+    // The thread whose send's data continues in `DataMore` events.
+    let mut sending: Option<(u16, u32)> = None;
+    for e in r.events() {
+        let e = e.unwrap();
+        if e.kind == EventKind::DataMore {
+            if sending == Some((e.process, e.thread)) {
+                sent.extend_from_slice(&e.data);
+            }
+            continue;
+        }
+        if sending == Some((e.process, e.thread)) {
+            sending = None;
+        }
+        if e.kind != EventKind::Syscall {
+            continue;
+        }
+        let nr = e.object as i64;
+        // A process's own pairs, until the number is a connection again.
+        if nr == libc::SYS_socketpair && e.data.len() >= 8 {
+            for k in [0, 4] {
+                let fd = i32::from_le_bytes(e.data[k..k + 4].try_into().unwrap()) as u64;
+                internal.insert((e.process, fd));
+            }
+        }
+        if (nr == libc::SYS_accept4 || nr == libc::SYS_accept) && e.result >= 0 {
+            internal.remove(&(e.process, e.result as u64));
+        }
+        let sends = [
+            libc::SYS_sendto,
+            libc::SYS_sendmsg,
+            libc::SYS_write,
+            libc::SYS_writev,
+        ];
+        if sends.contains(&nr) && e.arg0 > 2 && !internal.contains(&(e.process, e.arg0)) {
+            sent.extend_from_slice(&e.data);
+            sending = Some((e.process, e.thread));
+        }
+    }
+    sent
+}
+
+/// Replays `trace` once with no client: it must end as recorded.
+fn replays(root: &Path, trace: &Path) {
+    let o = run_reprise(
+        root,
+        &[
+            "replay",
+            trace.to_str().unwrap(),
+            "--jobs",
+            "1",
+            "--max-attempts",
+            "1",
+            "--no-schedule",
+            "--no-program-output",
+        ],
+        None,
+        LIMIT,
+    );
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    assert!(
+        out.contains("reproduced the recorded run in attempt 1"),
+        "{out}"
+    );
+}
+
+fn exited_cleanly(trace: &Path) {
+    let r = TraceReader::open(trace).unwrap();
+    let o = r.outcome().unwrap();
+    assert_eq!(o.kind, OutcomeKind::Exited, "{}", o.summary);
+}
+
+/// A seeded stream of numbers.
+fn seeded(seed: u64) -> impl FnMut() -> u32 {
+    let mut x = seed;
+    move || {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (x >> 33) as u32
+    }
+}
+
+#[test]
+fn memcached_with_four_threads_replays_its_responses() {
+    let exe = need("/usr/bin/memcached");
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let trace = root.join("memcached.trace");
+    let port = free_port().to_string();
+    let rec = start_recording(
+        root,
+        &trace,
+        &[
+            exe.to_str().unwrap(),
+            "-t",
+            "4",
+            "-p",
+            &port,
+            "-U",
+            "0",
+            "-l",
+            "127.0.0.1",
+            "-u",
+            "root",
+        ],
+    );
+    let port: u16 = port.parse().unwrap();
+    let mut next = seeded(11);
+    let mut got = Vec::new();
+    for _ in 0..20 {
+        let s = connect(port);
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut w = s;
+        for _ in 0..10 {
+            let key = next() % 20;
+            if next() % 2 == 0 {
+                let v = format!("v{}", next() % 1000);
+                write!(w, "set k{key} 0 0 {}\r\n{v}\r\n", v.len()).unwrap();
+                let mut line = String::new();
+                r.read_line(&mut line).unwrap();
+                got.extend_from_slice(line.as_bytes());
+            } else {
+                write!(w, "get k{key}\r\n").unwrap();
+                loop {
+                    let mut line = String::new();
+                    r.read_line(&mut line).unwrap();
+                    got.extend_from_slice(line.as_bytes());
+                    if line == "END\r\n" || line.is_empty() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    let pid = server_pid(&rec);
+    stop(rec, pid);
+    exited_cleanly(&trace);
+    assert_eq!(recorded_sends(&trace), got);
+    replays(root, &trace);
+}
+
+#[test]
+fn nginx_with_worker_processes_replays_its_responses() {
+    let exe = need("/usr/sbin/nginx");
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let dir = root.join("nginx");
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    let port = free_port();
+    let d = dir.display();
+    // SAFETY: getuid has no preconditions.
+    let user = if unsafe { libc::getuid() } == 0 {
+        "user root;"
+    } else {
+        ""
+    };
+    let conf = format!(
+        "daemon off; master_process on; worker_processes 2; {user}
+error_log stderr notice; pid {d}/nginx.pid;
+events {{ worker_connections 64; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fastcgi;
+  uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+  server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"hello $uri\\n\"; }} }}
+}}
+"
+    );
+    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+    let trace = root.join("nginx.trace");
+    let conf_path = dir.join("nginx.conf");
+    let rec = start_recording(
+        root,
+        &trace,
+        &[
+            exe.to_str().unwrap(),
+            "-p",
+            dir.to_str().unwrap(),
+            "-c",
+            conf_path.to_str().unwrap(),
+        ],
+    );
+    let mut got = Vec::new();
+    for i in 0..20 {
+        let mut s = connect(port);
+        write!(s, "GET /p{i} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+        let mut body = Vec::new();
+        s.read_to_end(&mut body).unwrap();
+        assert!(body.ends_with(format!("hello /p{i}\n").as_bytes()));
+        got.extend_from_slice(&body);
+    }
+    let pid: i32 = std::fs::read_to_string(dir.join("nginx.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    stop(rec, pid);
+    exited_cleanly(&trace);
+    assert_eq!(recorded_sends(&trace), got);
+    replays(root, &trace);
+}
