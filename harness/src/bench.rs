@@ -36,6 +36,7 @@ use anyhow::{anyhow, bail, Context, Result};
 mod debug;
 mod record;
 mod replay;
+mod servers;
 mod solver;
 
 /// Seed of the generated input; part of its cache file name.

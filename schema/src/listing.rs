@@ -274,6 +274,8 @@ fn syscall_info(nr: u64) -> Option<(&'static str, A, A)> {
         51 => ("getsockname", Int("fd"), Ptr("addr")),
         52 => ("getpeername", Int("fd"), Ptr("addr")),
         53 => ("socketpair", Int("domain"), Int("type")),
+        54 => ("setsockopt", Int("fd"), Int("level")),
+        55 => ("getsockopt", Int("fd"), Int("level")),
         56 => ("clone", Ptr("flags"), Ptr("stack")),
         57 => ("fork", No, No),
         59 => ("execve", Ptr("path"), Ptr("argv")),

@@ -62,7 +62,15 @@ pub(super) fn run_record(a: &BenchOptions) -> Result<u8> {
     if !(a.timeout > 0.0) {
         bail!("--timeout must be a positive number of seconds");
     }
-    let known = ["pigz", "pbzip2", "xz", "locks", "reads"];
+    let known = [
+        "pigz",
+        "pbzip2",
+        "xz",
+        "locks",
+        "reads",
+        "memcached",
+        "nginx",
+    ];
     for o in &a.only {
         if !known.contains(&o.as_str()) {
             bail!(
@@ -164,9 +172,13 @@ pub(super) fn run_record(a: &BenchOptions) -> Result<u8> {
     for w in &workloads {
         rows.extend(bench_workload(a, &reprise, tmp.path(), w, rounds)?);
     }
+    let servers = super::servers::bench_servers(a, &reprise, tmp.path(), rounds, &wanted)?;
     drop(tmp);
 
-    print_table(&rows, a.quick, rounds, size_mb, started.elapsed());
+    if !rows.is_empty() {
+        print_table(&rows, a.quick, rounds, size_mb, started.elapsed());
+    }
+    super::servers::print_servers(&servers);
     if rows.iter().any(|r| r.failure.is_some()) {
         eprintln!("reprise bench: FAILED: some recorded runs failed or changed the program's output (see above)");
         return Ok(1);

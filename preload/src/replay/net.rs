@@ -3,8 +3,9 @@
 //! recording gets a stand-in descriptor at the recorded number (a local
 //! socket nobody writes to: what it "receives" comes from the trace, as
 //! every `read` and `recv` does); readiness (`epoll_wait`, `poll`,
-//! `select`) is what the kernel said then; `bind`, `listen` and `connect`
-//! return their recorded results without touching the network; what the
+//! `select`) is what the kernel said then; `bind`, `listen`, `connect`,
+//! socket options and `shutdown` return their recorded results without
+//! touching the network (the stand-in is no TCP socket); what the
 //! program sends is compared byte for byte with what it sent then, and a
 //! difference stops the attempt with the descriptor and the byte.
 
@@ -47,6 +48,9 @@ pub fn name(nr: i64) -> Option<&'static [u8]> {
         libc::SYS_signalfd4 => b"signalfd4",
         libc::SYS_dup => b"dup",
         libc::SYS_sendfile => b"sendfile",
+        libc::SYS_setsockopt => b"setsockopt",
+        libc::SYS_getsockopt => b"getsockopt",
+        libc::SYS_shutdown => b"shutdown",
         libc::SYS_nanosleep => b"nanosleep",
         libc::SYS_clock_nanosleep => b"clock_nanosleep",
         libc::SYS_rt_sigsuspend => b"rt_sigsuspend",
@@ -202,6 +206,8 @@ pub unsafe fn emulate(c: &ControlHeader, t: &Turn, nr: i64, a: [u64; 6]) -> i64 
         libc::SYS_getsockname | libc::SYS_getpeername if t.result >= 0 => {
             put_address(c, t, a[1], a[2])
         }
+        // What the kernel said of the (stand-in) socket's options then.
+        libc::SYS_getsockopt if t.result == 0 => put_address(c, t, a[3], a[4]),
         libc::SYS_epoll_wait | libc::SYS_epoll_pwait | libc::SYS_epoll_pwait2 if t.result > 0 => {
             let n = (t.data_len as usize).min(a[2] as usize * EPOLL_EVENT_BYTES);
             copy_data(c, t.pos, 0, a[1] as *mut u8, n);

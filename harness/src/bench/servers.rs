@@ -1,0 +1,438 @@
+//! `reprise bench record --only memcached,nginx`: servers under a client's
+//! load, native and recorded at `sys`, alternating rounds. The client (two
+//! threads, one persistent connection each, seeded requests over
+//! loopback) measures throughput and the 99th-percentile latency; the
+//! server is stopped with SIGTERM; the last recorded trace is then
+//! replayed once with no client (its responses are compared byte for byte
+//! by the replay itself).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use super::{dir_size, median, BenchOptions, TempDir};
+
+/// The recording overhead goal on a server's throughput at `sys`.
+pub(super) const GOAL_SERVER_SYS: f64 = 1.2;
+/// Client threads (one persistent connection each).
+const CLIENTS: usize = 2;
+
+pub(super) struct ServerRow {
+    pub label: String,
+    pub requests: usize,
+    pub native_rps: f64,
+    pub recorded_rps: f64,
+    /// Median over rounds of native / recorded throughput in the round.
+    pub ratio: f64,
+    pub native_p99_us: f64,
+    pub recorded_p99_us: f64,
+    pub trace_bytes: u64,
+    /// What replaying the last trace with no client gave (one line).
+    pub replay: String,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Memcached,
+    Nginx,
+}
+
+struct Server {
+    kind: Kind,
+    program: PathBuf,
+    /// Where nginx keeps its configuration and pid file.
+    dir: PathBuf,
+}
+
+impl Server {
+    fn args(&self, port: u16) -> Result<Vec<String>> {
+        Ok(match self.kind {
+            Kind::Memcached => [
+                "-t",
+                "4",
+                "-p",
+                &port.to_string(),
+                "-U",
+                "0",
+                "-l",
+                "127.0.0.1",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .chain(as_root(&["-u", "root"]))
+            .collect(),
+            Kind::Nginx => {
+                let d = self.dir.display();
+                let user = if as_root(&["x"]).is_empty() {
+                    ""
+                } else {
+                    "user root;"
+                };
+                let conf = format!(
+                    "daemon off; master_process on; worker_processes 2; {user}
+error_log stderr warn; pid {d}/nginx.pid;
+events {{ worker_connections 256; }}
+http {{ access_log off; keepalive_requests 1000000; keepalive_timeout 60s; client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;
+  fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+  server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"hello $uri\\n\"; }} }} }}
+"
+                );
+                std::fs::create_dir_all(self.dir.join("logs"))?;
+                let path = self.dir.join("nginx.conf");
+                std::fs::write(&path, conf)?;
+                vec![
+                    "-p".into(),
+                    self.dir.display().to_string(),
+                    "-c".into(),
+                    path.display().to_string(),
+                ]
+            }
+        })
+    }
+
+    fn label(&self) -> &'static str {
+        match self.kind {
+            Kind::Memcached => "memcached -t 4",
+            Kind::Nginx => "nginx 2 workers",
+        }
+    }
+
+    /// The pid to send SIGTERM to: nginx's master from its pid file, else
+    /// `child` itself, or (recorded) the recorder's child.
+    fn pid(&self, child: &Child, recorded: bool) -> Result<i32> {
+        if let Kind::Nginx = self.kind {
+            let text = std::fs::read_to_string(self.dir.join("nginx.pid"))?;
+            return Ok(text.trim().parse()?);
+        }
+        if !recorded {
+            return Ok(child.id() as i32);
+        }
+        let p = child.id();
+        let text = std::fs::read_to_string(format!("/proc/{p}/task/{p}/children"))?;
+        text.split_whitespace()
+            .next()
+            .ok_or_else(|| anyhow!("the recorder has no child"))?
+            .parse()
+            .map_err(Into::into)
+    }
+}
+
+/// `-u root` and the like, only for root (memcached refuses root without it).
+fn as_root(args: &[&str]) -> Vec<String> {
+    // SAFETY: getuid has no preconditions.
+    if unsafe { libc::getuid() } == 0 {
+        args.iter().map(|s| s.to_string()).collect()
+    } else {
+        Vec::new()
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn connect(port: u16, deadline: Instant) -> Result<TcpStream> {
+    loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => {
+                s.set_read_timeout(Some(Duration::from_secs(20)))?;
+                s.set_nodelay(true)?;
+                return Ok(s);
+            }
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => bail!("the server never listened on port {port}: {e}"),
+        }
+    }
+}
+
+/// One request and its response on a persistent connection.
+fn request(kind: Kind, r: &mut BufReader<TcpStream>, n: u64) -> Result<()> {
+    let mut w = r.get_ref().try_clone()?;
+    let key = n % 64;
+    match kind {
+        Kind::Memcached if n % 2 == 0 => {
+            let v = format!("v{n}");
+            write!(w, "set k{key} 0 0 {}\r\n{v}\r\n", v.len())?;
+            let mut line = String::new();
+            r.read_line(&mut line)?;
+            if line != "STORED\r\n" {
+                bail!("memcached answered {line:?} to a set");
+            }
+        }
+        Kind::Memcached => {
+            write!(w, "get k{key}\r\n")?;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line)? == 0 {
+                    bail!("memcached closed the connection");
+                }
+                if line == "END\r\n" {
+                    break;
+                }
+            }
+        }
+        Kind::Nginx => {
+            write!(w, "GET /k{key} HTTP/1.1\r\nHost: x\r\n\r\n")?;
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line)? == 0 {
+                    bail!("nginx closed the connection");
+                }
+                if let Some(v) = line.strip_prefix("Content-Length: ") {
+                    length = v.trim().parse()?;
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0u8; length];
+            r.read_exact(&mut body)?;
+        }
+    }
+    Ok(())
+}
+
+/// `requests` requests from CLIENTS threads: (requests per second, p99 µs).
+fn load(kind: Kind, port: u16, requests: usize) -> Result<(f64, f64)> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let conns: Vec<TcpStream> = (0..CLIENTS)
+        .map(|_| connect(port, deadline))
+        .collect::<Result<_>>()?;
+    let started = Instant::now();
+    let per = requests / CLIENTS;
+    let results: Vec<Result<Vec<f64>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = conns
+            .into_iter()
+            .enumerate()
+            .map(|(c, conn)| {
+                s.spawn(move || -> Result<Vec<f64>> {
+                    let mut r = BufReader::new(conn);
+                    let mut lat = Vec::with_capacity(per);
+                    for i in 0..per {
+                        let t = Instant::now();
+                        request(kind, &mut r, (c * per + i) as u64)?;
+                        lat.push(t.elapsed().as_secs_f64() * 1e6);
+                    }
+                    Ok(lat)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow!("a client thread panicked")))
+            })
+            .collect()
+    });
+    let secs = started.elapsed().as_secs_f64();
+    let mut lat = Vec::new();
+    for r in results {
+        lat.extend(r?);
+    }
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let p99 = lat[((lat.len() as f64 * 0.99) as usize).min(lat.len() - 1)];
+    Ok((lat.len() as f64 / secs, p99))
+}
+
+/// SIGTERM to `pid`; waits for `child` (the server or its recorder).
+fn stop(mut child: Child, pid: i32) -> Result<()> {
+    // SAFETY: kill has no memory preconditions.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(st) = child.try_wait()? {
+            if !st.success() {
+                bail!("ended with {st} after SIGTERM");
+            }
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("did not end within 60 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One run, native or recorded into `trace`: (requests/s, p99 µs).
+fn one_run(
+    s: &Server,
+    reprise: &Path,
+    trace: Option<&Path>,
+    requests: usize,
+) -> Result<(f64, f64)> {
+    let port = free_port()?;
+    let args = s.args(port)?;
+    let mut c = match trace {
+        None => Command::new(&s.program),
+        Some(t) => {
+            let mut c = Command::new(reprise);
+            c.args(["record", "--sketch", "sys", "-o"])
+                .arg(t)
+                .arg(&s.program);
+            c
+        }
+    };
+    let child = c
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot start {}", s.program.display()))?;
+    let measured = load(s.kind, port, requests);
+    // The pid file is there once the server listens.
+    let pid = s.pid(&child, trace.is_some());
+    let stopped = match pid {
+        Ok(pid) => stop(child, pid),
+        Err(e) => {
+            let mut child = child;
+            let _ = child.kill();
+            Err(e)
+        }
+    };
+    let measured = measured?;
+    stopped.with_context(|| {
+        format!(
+            "{} {}",
+            s.label(),
+            if trace.is_some() {
+                "recorded"
+            } else {
+                "native"
+            }
+        )
+    })?;
+    Ok(measured)
+}
+
+/// The servers among `wanted`, measured over `rounds` rounds.
+pub(super) fn bench_servers(
+    a: &BenchOptions,
+    reprise: &Path,
+    tmp: &Path,
+    rounds: u32,
+    wanted: &dyn Fn(&str) -> bool,
+) -> Result<Vec<ServerRow>> {
+    let requests = if a.quick { 2_000 } else { 20_000 };
+    let mut rows = Vec::new();
+    for (key, kind, program) in [
+        ("memcached", Kind::Memcached, "/usr/bin/memcached"),
+        ("nginx", Kind::Nginx, "/usr/sbin/nginx"),
+    ] {
+        if !wanted(key) {
+            continue;
+        }
+        if !Path::new(program).exists() {
+            bail!("{program} is not installed: scripts/setup.sh installs it");
+        }
+        let dir = TempDir::new(tmp, key)?;
+        let s = Server {
+            kind,
+            program: program.into(),
+            dir: dir.path().to_path_buf(),
+        };
+        let trace = dir.path().join("trace");
+        let (mut nat, mut rec, mut ratios, mut np99, mut rp99) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for round in 0..rounds {
+            eprintln!("reprise bench: {} round {}/{rounds}", s.label(), round + 1);
+            let _ = std::fs::remove_dir_all(&trace);
+            // Alternate which goes first.
+            let (n, r) = if round % 2 == 0 {
+                let n = one_run(&s, reprise, None, requests)?;
+                (n, one_run(&s, reprise, Some(&trace), requests)?)
+            } else {
+                let r = one_run(&s, reprise, Some(&trace), requests)?;
+                (one_run(&s, reprise, None, requests)?, r)
+            };
+            nat.push(n.0);
+            rec.push(r.0);
+            ratios.push(n.0 / r.0);
+            np99.push(n.1);
+            rp99.push(r.1);
+        }
+        let o = Command::new(reprise)
+            .arg("replay")
+            .arg(&trace)
+            .args([
+                "--max-attempts",
+                "1",
+                "--jobs",
+                "1",
+                "--no-schedule",
+                "--no-program-output",
+            ])
+            .stdin(Stdio::null())
+            .output()?;
+        let text = String::from_utf8_lossy(&o.stdout);
+        let replay = if o.status.success() {
+            "same responses, same exit".to_string()
+        } else {
+            text.lines()
+                .find(|l| l.contains(" x "))
+                .unwrap_or("not replayed")
+                .trim()
+                .to_string()
+        };
+        rows.push(ServerRow {
+            label: s.label().into(),
+            requests,
+            native_rps: median(&nat),
+            recorded_rps: median(&rec),
+            ratio: median(&ratios),
+            native_p99_us: median(&np99),
+            recorded_p99_us: median(&rp99),
+            trace_bytes: dir_size(&trace),
+            replay,
+        });
+    }
+    Ok(rows)
+}
+
+pub(super) fn print_servers(rows: &[ServerRow]) {
+    if rows.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "servers at sys, {CLIENTS} clients on persistent connections over loopback; ratio = median over rounds of native/recorded throughput"
+    );
+    println!(
+        "{:<17} {:>8} {:>11} {:>11} {:>7} {:>10} {:>10} {:>10}  {:<6} replay with no client",
+        "server",
+        "requests",
+        "native r/s",
+        "record r/s",
+        "ratio",
+        "p99 nat",
+        "p99 rec",
+        "trace",
+        "goal"
+    );
+    for r in rows {
+        println!(
+            "{:<17} {:>8} {:>11.0} {:>11.0} {:>7.3} {:>8.0}us {:>8.0}us {:>10}  {:<6} {}",
+            r.label,
+            r.requests,
+            r.native_rps,
+            r.recorded_rps,
+            r.ratio,
+            r.native_p99_us,
+            r.recorded_p99_us,
+            format!("{:.1} MiB", r.trace_bytes as f64 / 1048576.0),
+            if r.ratio <= GOAL_SERVER_SYS {
+                "met"
+            } else {
+                "missed"
+            },
+            r.replay
+        );
+    }
+}
