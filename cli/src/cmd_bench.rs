@@ -28,7 +28,8 @@ pub struct BenchArgs {
     /// Smoke test: small inputs and 2 rounds (the goals are not meaningful).
     #[arg(long)]
     quick: bool,
-    /// Run only these workloads (comma-separated: pigz, pbzip2, xz, locks, reads).
+    /// Run only these workloads (comma-separated: pigz, pbzip2, xz, locks, reads;
+    /// memcached and nginx, servers under a client's load, run only when named).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where the generated input and the built microbenchmarks are kept

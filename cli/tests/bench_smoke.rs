@@ -107,6 +107,50 @@ fn bench_record_quick_has_every_row() {
     );
 }
 
+/// `reprise bench record --quick --only memcached --rounds 1`: the server
+/// row, with both throughputs, the ratio and the replay's verdict.
+#[test]
+fn bench_record_quick_measures_a_server() {
+    if !Path::new("/usr/bin/memcached").exists() {
+        panic!("/usr/bin/memcached is missing: scripts/setup.sh installs it");
+    }
+    let exe = env!("CARGO_BIN_EXE_reprise");
+    let out = Command::new(exe)
+        .args([
+            "bench",
+            "record",
+            "--quick",
+            "--only",
+            "memcached",
+            "--rounds",
+            "1",
+        ])
+        .output()
+        .expect("run reprise bench record --only memcached");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let context = format!(
+        "status {}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{context}");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("memcached -t 4"))
+        .unwrap_or_else(|| panic!("no memcached row\n{context}"));
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    // memcached -t 4 REQUESTS NATIVE RECORDED RATIO ...
+    let num = |i: usize| cols.get(i).and_then(|c| c.parse::<f64>().ok());
+    assert_eq!(num(3), Some(2000.0), "{line}");
+    for i in 4..=6 {
+        assert!(
+            num(i).is_some_and(|v| v > 0.0),
+            "column {i} of {line:?}\n{context}"
+        );
+    }
+    assert!(line.contains("same responses, same exit"), "{context}");
+}
+
 /// `reprise bench solver --quick` times one query at 1k and 10k accesses
 /// and says whether the 10k goal is met.
 #[test]

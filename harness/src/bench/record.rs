@@ -172,7 +172,7 @@ pub(super) fn run_record(a: &BenchOptions) -> Result<u8> {
     for w in &workloads {
         rows.extend(bench_workload(a, &reprise, tmp.path(), w, rounds)?);
     }
-    let servers = super::servers::bench_servers(a, &reprise, tmp.path(), rounds, &wanted)?;
+    let servers = super::servers::bench_servers(a, &reprise, tmp.path(), rounds)?;
     drop(tmp);
 
     if !rows.is_empty() {
