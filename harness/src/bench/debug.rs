@@ -8,6 +8,12 @@
 //! then `goto` to 10 random events (goal ≤ 2 s each, after the first pass
 //! the bisect made), and prints the memory the checkpoints take (the sum
 //! of `Private_Dirty` in each checkpoint process's smaps_rollup).
+//!
+//! A failing recording whose base schedule leaves the sketch before the
+//! failure (its racy branches take another way) cannot be bisected for
+//! the failure: the searches are then timed on a run of as many events
+//! that its base schedule replays whole, bench/locks.c, whose counter
+//! crosses half its final value half-way.
 
 use std::path::Path;
 use std::process::Command;
@@ -23,6 +29,11 @@ use super::{build_c, default_cache_dir, machine_description, BenchOptions, Split
 
 const SOURCE: &str = include_str!("../../../testbugs/programs/pgdoorman_206_bounded_list.c");
 const INVARIANT: &str = "cache_peak <= 8";
+const LOCKS_SOURCE: &str = include_str!("../../../bench/locks.c");
+/// Lock/unlock pairs of the run that replays whole: 2 events each.
+const LOCKS_PAIRS: u64 = 600_000;
+/// Its counter (incremented under the lock) crosses half its final value.
+const LOCKS_INVARIANT: &str = "counter < 300000";
 const BISECT_GOAL: Duration = Duration::from_secs(30);
 const GOTO_GOAL: Duration = Duration::from_secs(2);
 const GOTOS: usize = 10;
@@ -141,7 +152,7 @@ pub(super) fn run_debug(a: &BenchOptions) -> Result<u8> {
     let (mut target, _) = Target::open(&trace, true)?;
     let events = target.event_count();
     let path = target.replay().header.program_path.clone();
-    let mut program = Program::load(&path).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let mut program: Program = Program::load(&path).map_err(|e| anyhow!("{}: {e}", path.display()))?;
     if let Some(bias) = program.load_bias_in(&target.maps()?) {
         program.set_load_bias(bias);
     }
@@ -157,9 +168,10 @@ pub(super) fn run_debug(a: &BenchOptions) -> Result<u8> {
     );
 
     let mut missed = 0;
-    let t3 = Instant::now();
+    let mut t3 = Instant::now();
     // Where the replayable part of the run ends.
     let mut last = events.saturating_sub(1);
+    let mut invariant = INVARIANT;
     let b = if base_reproduces {
         Some(bisect(&mut target, &program, INVARIANT, None, None))
     } else {
@@ -169,14 +181,42 @@ pub(super) fn run_debug(a: &BenchOptions) -> Result<u8> {
             "bisect \"{INVARIANT}\": NOT MEASURED: in {BASE_TRIES} failing recordings the base schedule left the sketch before the failure (this one at event {reached} of {events}: {}); a reproducing schedule of a run this long was not found (the feedback search's observed runs breakpoint every access)",
             target.outcome().map(|r| r.summary()).unwrap_or_default()
         );
-        last = reached.saturating_sub(1).max(1);
-        target.restart()?;
-        None
+        target.kill();
+        // Instead: a run of as many events that its base schedule replays
+        // whole (every shared access under the lock), bisected for the
+        // moment its counter crossed half its final value.
+        let locks = build_c(&cache, "locks-g", LOCKS_SOURCE, &["-g", "-O1", "-pthread"])?;
+        let long = tmp.path().join("locks-trace");
+        let (_, _) = super::run_timed(
+            Command::new(&a.reprise)
+                .args(["record", "--sketch", "sync", "-o"])
+                .arg(&long)
+                .arg(&locks)
+                .args([LOCKS_PAIRS.to_string().as_str(), "4"])
+                .env("REPRISE_TRACE_DIR", tmp.path()),
+            &tmp.path().join("locks.out"),
+            &tmp.path().join("locks.err"),
+            timeout,
+        )?;
+        (target, _) = Target::open(&long, true)?;
+        let path = target.replay().header.program_path.clone();
+        program = Program::load(&path).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        if let Some(bias) = program.load_bias_in(&target.maps()?) {
+            program.set_load_bias(bias);
+        }
+        last = target.event_count().saturating_sub(1);
+        println!(
+            "instead: bench/locks.c {LOCKS_PAIRS} 4 recorded at sync: {} sketch events, replayed whole by its base schedule; bisect \"{LOCKS_INVARIANT}\"",
+            target.event_count()
+        );
+        invariant = LOCKS_INVARIANT;
+        t3 = Instant::now();
+        Some(bisect(&mut target, &program, LOCKS_INVARIANT, None, None))
     };
     let bisect_time = t3.elapsed();
     match &b {
         Some(Ok(b)) => {
-            println!("bisect \"{INVARIANT}\": {b}");
+            println!("bisect \"{invariant}\": {b}");
             if b.write.is_none() {
                 missed += 1;
                 println!("  the instruction was NOT found");
@@ -184,7 +224,7 @@ pub(super) fn run_debug(a: &BenchOptions) -> Result<u8> {
         }
         Some(Err(e)) => {
             missed += 1;
-            println!("bisect \"{INVARIANT}\": FAILED: {e}");
+            println!("bisect \"{invariant}\": FAILED: {e}");
         }
         None => missed += 1,
     }
