@@ -152,7 +152,8 @@ pub(super) fn run_debug(a: &BenchOptions) -> Result<u8> {
     let (mut target, _) = Target::open(&trace, true)?;
     let events = target.event_count();
     let path = target.replay().header.program_path.clone();
-    let mut program: Program = Program::load(&path).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let mut program: Program =
+        Program::load(&path).map_err(|e| anyhow!("{}: {e}", path.display()))?;
     if let Some(bias) = program.load_bias_in(&target.maps()?) {
         program.set_load_bias(bias);
     }
