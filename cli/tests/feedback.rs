@@ -65,7 +65,12 @@ fn check_feedback(programs: &[&str]) {
         let mut tries = Vec::new();
         let (runs, v) = loop {
             let runs = record_failure(root, bug, exe, &trace, expected.as_deref(), SKETCH)
-                .unwrap_or_else(|| panic!("{}: no failing run in 80 recordings", bug.name));
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{}: no failing run in at least 80 recordings and 90 s",
+                        bug.name
+                    )
+                });
             let v = replay_json(root, &trace, "10");
             if v["reproduced"] == true {
                 break (runs, v);

@@ -47,8 +47,14 @@ fn fidelity_bugs_reproduce_within_ten_attempts_at_sys_and_sync() {
             // The search may miss from one recording: up to three.
             let mut misses = Vec::new();
             let v = loop {
-                record_failure(root, bug, exe, &trace, expected.as_deref(), sketch)
-                    .unwrap_or_else(|| panic!("{}: no failing run in 80 recordings", bug.name));
+                record_failure(root, bug, exe, &trace, expected.as_deref(), sketch).unwrap_or_else(
+                    || {
+                        panic!(
+                            "{}: no failing run in at least 80 recordings and 90 s",
+                            bug.name
+                        )
+                    },
+                );
                 let v = replay_json(root, &trace, "10");
                 if v["reproduced"] == true {
                     break v;

@@ -28,7 +28,9 @@ pub fn reprise(root: &Path, args: &[&str]) -> Output {
 
 /// Records `bug` at its frequent arguments with `sketch` until the run
 /// fails (a crash, assertion, deadlock, a wrong output against
-/// `expected`...), at most 80 runs; the number of runs it took.
+/// `expected`...): at least 80 runs, and more while under 90 s (a loaded
+/// machine runs the threads of a race one after the other more often);
+/// the number of runs it took.
 pub fn record_failure(
     root: &Path,
     bug: &Bug,
@@ -37,7 +39,11 @@ pub fn record_failure(
     expected: Option<&Path>,
     sketch: &str,
 ) -> Option<u32> {
-    for n in 1..=80 {
+    let started = std::time::Instant::now();
+    for n in 1.. {
+        if n > 80 && started.elapsed() > std::time::Duration::from_secs(90) {
+            break;
+        }
         let _ = std::fs::remove_dir_all(trace);
         let mut args = vec!["record", "--sketch", sketch, "--hang-timeout", "2"];
         if let Some(e) = expected {
