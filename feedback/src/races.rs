@@ -521,15 +521,24 @@ pub fn first_racy_diff(
 /// it saw in the passing run, or after the one it saw in the failing run.
 pub fn pinning_flip(d: &RacyDiff) -> FlipSpec {
     let (r, w) = (&d.diff.read, &d.writer);
-    let (held, until) = if d.in_failing { (r, w) } else { (w, r) };
+    if d.in_failing {
+        order_flip(w, r)
+    } else {
+        order_flip(r, w)
+    }
+}
+
+/// The flip that keeps two racing accesses in the order a run made
+/// them: `second` is held until `first` has happened.
+pub fn order_flip(first: &Occurrence, second: &Occurrence) -> FlipSpec {
     FlipSpec {
         defer: false,
-        held: held.access.key,
-        held_pc: held.access.pc,
-        held_n: held.n,
-        until: until.access.key,
-        until_pc: until.access.pc,
-        until_n: until.n,
+        held: second.access.key,
+        held_pc: second.access.pc,
+        held_n: second.n,
+        until: first.access.key,
+        until_pc: first.access.pc,
+        until_n: first.n,
         until_fork: 0,
         until_addr: 0,
     }

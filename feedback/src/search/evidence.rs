@@ -59,12 +59,21 @@ impl Searcher<'_, '_> {
         let Some(rc) = rc.filter(|rc| rc.flips.is_empty()) else {
             return Ok(None);
         };
-        let Some(passing) = rc.passing.first() else {
-            return Ok(None);
-        };
-        let Some(flip) = races::first_racy_diff(self.runner.replay, &rc.failing, passing)
+        // With a passing run: the first reads-from difference. Else (no
+        // passing run, or no racy difference with it): the race the report
+        // names, the last one the sketch leaves open on what the failing
+        // thread read, kept in the order the failing run made it.
+        let replay = self.runner.replay;
+        let flip = rc
+            .passing
+            .first()
+            .and_then(|passing| races::first_racy_diff(replay, &rc.failing, passing))
             .map(|d| races::pinning_flip(&d))
-        else {
+            .or_else(|| match races::last_race(replay, &rc.failing, rc.failing_thread) {
+                races::LastRace::Race(first, second) => Some(races::order_flip(&first, &second)),
+                _ => None,
+            });
+        let Some(flip) = flip else {
             return Ok(None);
         };
         let sc = Schedule::base(base, self.runner.opts.seed).with_flips(vec![flip]);
