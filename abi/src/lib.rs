@@ -34,7 +34,7 @@ pub const ENV_AGENT: &str = "REPRISE_AGENT";
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"REPRISE1");
 /// Bumped whenever a layout below changes.
-pub const ABI_VERSION: u32 = 8;
+pub const ABI_VERSION: u32 = 9;
 
 pub const SLOT_SIZE: usize = 64;
 /// Bytes of payload in one continuation slot.
@@ -622,6 +622,10 @@ pub struct ReplayState {
     /// the schedule), and the ring position + 1 of the first (0: none).
     pub revocations: AtomicU64,
     pub first_revocation: AtomicU64,
+    /// Each process's pid in the recording, by process index (0: none):
+    /// a recorded `wait4` names its child by it, and the replay gives the
+    /// program the pid its own `fork` returned for that child.
+    pub recorded_pids: [AtomicI32; MAX_PROCESSES],
     pub threads: [ReplayThread; MAX_THREADS],
 }
 

@@ -18,6 +18,7 @@ use reprise_schema::{OutcomeKind, TraceReader};
 
 const LIMIT: Duration = Duration::from_secs(60);
 const SERVER: &str = include_str!("programs/kvserver.c");
+const REAPER: &str = include_str!("programs/reaper.c");
 
 /// A seeded client: `connections` connections of 5 requests each, one
 /// at a time; returns every response byte in order.
@@ -195,4 +196,44 @@ fn a_replay_that_sends_other_bytes_names_the_descriptor_and_the_byte() {
             && out.contains("sends other bytes than the recording did, from byte 1"),
         "{out}"
     );
+}
+
+#[test]
+fn a_supervisor_reaps_its_workers_in_the_recorded_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let exe = compile(root, "reaper", REAPER, &["-O1", "-g"]);
+    let trace = root.join("reaper.trace");
+    let o = common::record(root, &trace, &exe, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let printed = String::from_utf8_lossy(&o.stdout).into_owned();
+    // Each worker found by the pid its fork returned, shortest sleep first.
+    let reaped = "worker 1 exited with 11\nworker 2 exited with 12\nworker 0 exited with 10\n";
+    assert!(printed.starts_with(reaped), "{printed}");
+    // Replayed, the sleeps take no time and the workers end in any order:
+    // waitpid answers as recorded, naming each worker by this run's pid.
+    for _ in 0..3 {
+        let o = run_reprise(
+            root,
+            &[
+                "replay",
+                trace.to_str().unwrap(),
+                "--max-attempts",
+                "1",
+                "--no-schedule",
+            ],
+            None,
+            LIMIT,
+        );
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+        assert!(
+            out.contains("reproduced the recorded run in attempt 1"),
+            "{out}"
+        );
+        // The same lines; the pid it prints is this run's (pids are not
+        // replayed), which the comparison with the recording accepts.
+        assert!(out.starts_with(reaped), "{out}");
+        assert!(out.contains("supervisor pid "), "{out}");
+    }
 }

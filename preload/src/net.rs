@@ -23,7 +23,7 @@ use crate::real::real;
 /// `pipe2`, `timerfd_create`, `socketpair`) are logged so that a replay
 /// gives the program the same descriptor numbers: an event loop keys its
 /// handlers by them.
-pub const NET: [i64; 38] = [
+pub const NET: [i64; 40] = [
     libc::SYS_setsockopt,
     libc::SYS_getsockopt,
     libc::SYS_shutdown,
@@ -62,7 +62,14 @@ pub const NET: [i64; 38] = [
     libc::SYS_uname,
     libc::SYS_sched_getaffinity,
     libc::SYS_socketpair,
+    libc::SYS_wait4,
+    libc::SYS_waitid,
 ];
+
+/// `struct rusage` on x86-64.
+pub const RUSAGE_BYTES: usize = 144;
+/// `siginfo_t`.
+pub const SIGINFO_BYTES: usize = 128;
 
 /// Longest socket address logged.
 pub const ADDR_MAX: usize = 128;
@@ -206,6 +213,37 @@ pub unsafe fn log(ev: Ev, nr: i64, a: [u64; 6], r: i64) {
         }
         libc::SYS_rt_sigtimedwait if r > 0 && a[1] != 0 => {
             ctl::log(ev, bytes(a[1], core::mem::size_of::<libc::siginfo_t>()));
+        }
+        // A child reaped: its status (4 bytes), then its rusage, zeros
+        // for a pointer not passed. The result is the child's pid.
+        libc::SYS_wait4 if r > 0 => {
+            let mut b = [0u8; 4 + RUSAGE_BYTES];
+            if a[1] != 0 {
+                core::ptr::copy_nonoverlapping(a[1] as *const u8, b.as_mut_ptr(), 4);
+            }
+            if a[3] != 0 {
+                core::ptr::copy_nonoverlapping(
+                    a[3] as *const u8,
+                    b[4..].as_mut_ptr(),
+                    RUSAGE_BYTES,
+                );
+            }
+            ctl::log(ev, &b);
+        }
+        // Its siginfo (the child's pid at `si_pid`), then its rusage.
+        libc::SYS_waitid if r == 0 => {
+            let mut b = [0u8; SIGINFO_BYTES + RUSAGE_BYTES];
+            if a[2] != 0 {
+                core::ptr::copy_nonoverlapping(a[2] as *const u8, b.as_mut_ptr(), SIGINFO_BYTES);
+            }
+            if a[4] != 0 {
+                core::ptr::copy_nonoverlapping(
+                    a[4] as *const u8,
+                    b[SIGINFO_BYTES..].as_mut_ptr(),
+                    RUSAGE_BYTES,
+                );
+            }
+            ctl::log(ev, &b);
         }
         libc::SYS_pipe | libc::SYS_pipe2 if r == 0 && a[0] != 0 => {
             ctl::log(ev, bytes(a[0], 8));

@@ -200,6 +200,9 @@ struct Drain {
     stuck_since: Option<Instant>,
 }
 
+/// Events taken from the ring at most before the supervisor looks at the
+/// process again.
+const DRAIN_BATCH: usize = 65536;
 const IDLE_SLEEP_MIN: Duration = Duration::from_micros(200);
 const IDLE_SLEEP_MAX: Duration = Duration::from_millis(5);
 /// How often the hang watch looks at the program's CPU time.
@@ -215,7 +218,7 @@ impl Drain {
         while let Some(ev) = ctl.next_event() {
             self.push(ev);
             n += 1;
-            if n >= 65536 {
+            if n >= DRAIN_BATCH {
                 break;
             }
         }
@@ -424,8 +427,14 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
             }
             last_flush = Instant::now();
         }
-        if n > 0 {
+        if n >= DRAIN_BATCH {
             idle_sleep = IDLE_SLEEP_MIN;
+        } else if n > 0 {
+            // A steady trickle (a server under load): let events collect
+            // for a moment rather than spin on a core the program needs.
+            // The ring holds far more than arrives meanwhile.
+            idle_sleep = IDLE_SLEEP_MIN;
+            std::thread::sleep(IDLE_SLEEP_MIN);
         } else {
             // The supervisor shares the cores with the program: when there
             // is nothing to drain it sleeps longer and longer, and reads

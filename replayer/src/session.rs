@@ -653,6 +653,13 @@ fn init_control(ctl: &ControlBlock, replay: &Replay, opts: &AttemptOptions) {
     {
         slot.store(id, Ordering::Release);
     }
+    for e in replay.events.iter() {
+        if let (EventKind::ProcessStart, Some(slot)) =
+            (e.kind, r.recorded_pids.get(e.process as usize))
+        {
+            slot.store(e.extra as i32, Ordering::Release);
+        }
+    }
     r.revoke_ms.store(opts.revoke_ms, Ordering::Release);
     r.stdout_free_from.store(
         wrong_output(replay).map_or(u64::MAX, |o| o.output_line_start),

@@ -69,10 +69,14 @@ impl Searcher<'_, '_> {
             .first()
             .and_then(|passing| races::first_racy_diff(replay, &rc.failing, passing))
             .map(|d| races::pinning_flip(&d))
-            .or_else(|| match races::last_race(replay, &rc.failing, rc.failing_thread) {
-                races::LastRace::Race(first, second) => Some(races::order_flip(&first, &second)),
-                _ => None,
-            });
+            .or_else(
+                || match races::last_race(replay, &rc.failing, rc.failing_thread) {
+                    races::LastRace::Race(first, second) => {
+                        Some(races::order_flip(&first, &second))
+                    }
+                    _ => None,
+                },
+            );
         let Some(flip) = flip else {
             return Ok(None);
         };

@@ -36,6 +36,7 @@ use crate::raw;
 
 mod baton;
 pub mod checkpoint;
+mod children;
 mod divergence;
 mod files;
 mod flip;

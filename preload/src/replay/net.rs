@@ -37,6 +37,8 @@ pub fn name(nr: i64) -> Option<&'static [u8]> {
         libc::SYS_uname => b"uname",
         libc::SYS_sched_getaffinity => b"sched_getaffinity",
         libc::SYS_socketpair => b"socketpair",
+        libc::SYS_wait4 => b"wait4",
+        libc::SYS_waitid => b"waitid",
         libc::SYS_socket => b"socket",
         libc::SYS_epoll_create => b"epoll_create",
         libc::SYS_epoll_create1 => b"epoll_create1",
@@ -196,6 +198,7 @@ pub unsafe fn emulate(c: &ControlHeader, t: &Turn, nr: i64, a: [u64; 6]) -> i64 
         return t.result;
     }
     match nr {
+        libc::SYS_wait4 | libc::SYS_waitid => return super::children::emulate_wait(c, t, nr, a),
         libc::SYS_accept | libc::SYS_accept4 => {
             if t.result >= 0 {
                 let cloexec = nr == libc::SYS_accept4 && a[3] & libc::SOCK_CLOEXEC as u64 != 0;
