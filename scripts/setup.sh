@@ -2,7 +2,8 @@
 # Installs what reprise needs to build and test, when missing: a C compiler
 # for the test programs, Cap'n Proto's compiler (for the schema freshness
 # test), z3's library, and the tools the benchmarks and tests record
-# (pigz, pbzip2, xz; memcached and nginx, run as servers), and Chromium
+# (pigz, pbzip2, xz; memcached, nginx and redis-server, run as servers;
+# libsqlite3-dev, driven by threads), and Chromium
 # (the report tests render the HTML report headless). Rust itself comes from rustup (https://rustup.rs).
 set -euo pipefail
 
@@ -18,6 +19,9 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 # Servers the tests record under a client's load (cli/tests/debian_servers.rs).
 [ -x /usr/bin/memcached ] || need+=(memcached)
 [ -x /usr/sbin/nginx ]    || need+=(nginx)
+[ -x /usr/bin/redis-server ] || need+=(redis-server)
+# SQLite's library, driven by many threads (cli/tests/sqlite_threads.rs).
+[ -e /usr/include/sqlite3.h ] || need+=(libsqlite3-dev)
 [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || need+=(libc6-dev)
 
 if [ ${#need[@]} -gt 0 ]; then

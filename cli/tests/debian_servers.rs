@@ -22,7 +22,7 @@ fn need(path: &str) -> PathBuf {
     let p = PathBuf::from(path);
     assert!(
         p.exists(),
-        "{path} is missing: scripts/setup.sh installs it (memcached, nginx)"
+        "{path} is missing: scripts/setup.sh installs it (memcached, nginx, redis-server)"
     );
     p
 }
@@ -299,6 +299,90 @@ http {{
         .trim()
         .parse()
         .unwrap();
+    stop(rec, pid);
+    exited_cleanly(&trace);
+    assert_eq!(recorded_sends(&trace), got);
+    replays(root, &trace);
+}
+
+/// One RESP command, as redis-cli sends it.
+fn resp(args: &[&str]) -> String {
+    let mut s = format!("*{}\r\n", args.len());
+    for a in args {
+        s.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    s
+}
+
+/// One RESP reply, read whole (bulk strings and arrays of them).
+fn read_reply(r: &mut impl BufRead, got: &mut Vec<u8>) {
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    got.extend_from_slice(line.as_bytes());
+    let n: i64 = line[1..].trim().parse().unwrap_or(0);
+    match line.as_bytes().first() {
+        Some(b'$') if n >= 0 => {
+            let mut body = vec![0u8; n as usize + 2];
+            r.read_exact(&mut body).unwrap();
+            got.extend_from_slice(&body);
+        }
+        Some(b'*') => {
+            for _ in 0..n.max(0) {
+                read_reply(r, got);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn redis_with_its_background_threads_replays_its_responses() {
+    let exe = need("/usr/bin/redis-server");
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let trace = root.join("redis.trace");
+    let port = free_port().to_string();
+    // Its bio threads and jemalloc's background thread run as shipped.
+    let rec = start_recording(
+        root,
+        &trace,
+        &[
+            exe.to_str().unwrap(),
+            "--port",
+            &port,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--dir",
+            root.to_str().unwrap(),
+        ],
+    );
+    let port: u16 = port.parse().unwrap();
+    let mut next = seeded(7);
+    let mut got = Vec::new();
+    for c in 0..10 {
+        let s = connect(port);
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut w = s;
+        for _ in 0..30 {
+            let key = format!("k{}", next() % 20);
+            let cmd = match next() % 5 {
+                0 => resp(&["SET", &key, &format!("v{}", next() % 1000)]),
+                1 => resp(&["GET", &key]),
+                2 => resp(&["INCR", &format!("n{}", next() % 5)]),
+                3 => resp(&["RPUSH", &format!("l{c}"), &key]),
+                _ => resp(&["LRANGE", &format!("l{c}"), "0", "-1"]),
+            };
+            w.write_all(cmd.as_bytes()).unwrap();
+            read_reply(&mut r, &mut got);
+        }
+    }
+    let pid = server_pid(&rec);
     stop(rec, pid);
     exited_cleanly(&trace);
     assert_eq!(recorded_sends(&trace), got);

@@ -19,6 +19,7 @@ use reprise_schema::{OutcomeKind, TraceReader};
 const LIMIT: Duration = Duration::from_secs(60);
 const SERVER: &str = include_str!("programs/kvserver.c");
 const REAPER: &str = include_str!("programs/reaper.c");
+const LOCKED_LOG: &str = include_str!("programs/locked_log.c");
 
 /// A seeded client: `connections` connections of 5 requests each, one
 /// at a time; returns every response byte in order.
@@ -235,5 +236,44 @@ fn a_supervisor_reaps_its_workers_in_the_recorded_order() {
         // replayed), which the comparison with the recording accepts.
         assert!(out.starts_with(reaped), "{out}");
         assert!(out.contains("supervisor pid "), "{out}");
+    }
+}
+
+#[test]
+fn processes_taking_turns_with_record_locks_replay_who_found_them_busy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let exe = compile(root, "locked_log", LOCKED_LOG, &["-O1", "-g"]);
+    let log = root.join("shared.log");
+    let trace = root.join("locked.trace");
+    let o = common::record(root, &trace, &exe, &[log.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let printed = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(printed.lines().count(), 3, "{printed}");
+    // Each F_SETLK got or refused as in the recording: every worker found
+    // the lock busy as often as it did then.
+    for _ in 0..3 {
+        let o = run_reprise(
+            root,
+            &[
+                "replay",
+                trace.to_str().unwrap(),
+                "--max-attempts",
+                "1",
+                "--no-schedule",
+            ],
+            None,
+            LIMIT,
+        );
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+        assert!(
+            out.contains("reproduced the recorded run in attempt 1"),
+            "{out}"
+        );
+        assert!(
+            out.starts_with(&printed),
+            "recorded:\n{printed}\nreplayed:\n{out}"
+        );
     }
 }

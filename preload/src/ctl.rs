@@ -29,9 +29,44 @@ thread_local! {
     static KNOWN_TAIL: Cell<u64> = const { Cell::new(0) };
 }
 
+/// Whether the agent's start-up ran: [`NOT_STARTED`], [`STARTING`] or
+/// [`STARTED`].
+static START: AtomicU32 = AtomicU32::new(NOT_STARTED);
+const NOT_STARTED: u32 = 0;
+const STARTING: u32 = 1;
+const STARTED: u32 = 2;
+
+/// Runs the agent's start-up ([`crate::init`]) once, at the first call
+/// into the agent: the constructors of the libraries the program links
+/// (an allocator that reads the clock when it sets itself up) run before
+/// the agent's own, and what they read must be recorded as well.
+#[inline]
+fn start() {
+    if START.load(Ordering::Acquire) == NOT_STARTED {
+        start_slow();
+    }
+}
+
+#[cold]
+fn start_slow() {
+    if START
+        .compare_exchange(NOT_STARTED, STARTING, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+    {
+        crate::init();
+        START.store(STARTED, Ordering::Release);
+    }
+}
+
+/// The agent's start-up from its constructor (if no call came first).
+pub fn start_from_constructor() {
+    start();
+}
+
 /// The mapped control block, if this process is traced.
 #[inline]
 pub fn control() -> Option<&'static ControlHeader> {
+    start();
     let p = CONTROL.load(Ordering::Acquire);
     // SAFETY: once set, the pointer refers to a mapping that lives as long
     // as the process (it is never unmapped).
@@ -40,6 +75,7 @@ pub fn control() -> Option<&'static ControlHeader> {
 
 #[inline]
 pub fn active() -> bool {
+    start();
     !CONTROL.load(Ordering::Relaxed).is_null()
 }
 

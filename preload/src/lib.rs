@@ -28,8 +28,11 @@ fn say(msg: &[u8]) {
     raw::syscall3(libc::SYS_write, 2, msg.as_ptr() as u64, msg.len() as u64);
 }
 
-/// Runs before the program's constructors and `main`.
-extern "C" fn init() {
+/// The agent's start-up: attaches to the control block and installs the
+/// filters and handlers. Runs once ([`ctl::start_from_constructor`]), at the
+/// first call into the agent or from the constructor, whichever comes
+/// first: always before the program's own constructors and `main`.
+fn init() {
     let name = b"REPRISE_CONTROL\0";
     debug_assert_eq!(&name[..name.len() - 1], ENV_CONTROL.as_bytes());
     // SAFETY: getenv with a NUL-terminated name, before any thread exists.
@@ -79,6 +82,10 @@ extern "C" fn init() {
     }
 }
 
+extern "C" fn constructor() {
+    ctl::start_from_constructor();
+}
+
 #[used]
 #[link_section = ".init_array"]
-static INIT: extern "C" fn() = init;
+static INIT: extern "C" fn() = constructor;

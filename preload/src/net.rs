@@ -23,7 +23,7 @@ use crate::real::real;
 /// `pipe2`, `timerfd_create`, `socketpair`) are logged so that a replay
 /// gives the program the same descriptor numbers: an event loop keys its
 /// handlers by them.
-pub const NET: [i64; 40] = [
+pub const NET: [i64; 41] = [
     libc::SYS_setsockopt,
     libc::SYS_getsockopt,
     libc::SYS_shutdown,
@@ -64,6 +64,20 @@ pub const NET: [i64; 40] = [
     libc::SYS_socketpair,
     libc::SYS_wait4,
     libc::SYS_waitid,
+    libc::SYS_flock,
+];
+
+/// The `fcntl` commands on record locks, recorded (the other commands are
+/// not trapped): a lock a thread or process got or was refused decides
+/// what it does next, as a mutex would, and in replay it is answered from
+/// the recording at its place in the order.
+pub const LOCK_COMMANDS: [i32; 6] = [
+    libc::F_GETLK,
+    libc::F_SETLK,
+    libc::F_SETLKW,
+    libc::F_OFD_GETLK,
+    libc::F_OFD_SETLK,
+    libc::F_OFD_SETLKW,
 ];
 
 /// `struct rusage` on x86-64.
@@ -80,8 +94,10 @@ pub const POLLFD_BYTES: usize = 8;
 /// Most `pollfd`s logged.
 pub const POLL_MAX: usize = 65536;
 
+/// A syscall this module records (`fcntl`: the filter traps only its
+/// lock commands).
 pub fn is_net(nr: i64) -> bool {
-    NET.contains(&nr)
+    NET.contains(&nr) || nr == libc::SYS_fcntl
 }
 
 /// The descriptors that are sockets (accepted, created, connected), below
@@ -244,6 +260,12 @@ pub unsafe fn log(ev: Ev, nr: i64, a: [u64; 6], r: i64) {
                 );
             }
             ctl::log(ev, &b);
+        }
+        // The lock that is in the way (or F_UNLCK): a `struct flock`.
+        libc::SYS_fcntl
+            if r == 0 && a[2] != 0 && matches!(a[1] as i32, libc::F_GETLK | libc::F_OFD_GETLK) =>
+        {
+            ctl::log(ev, bytes(a[2], core::mem::size_of::<libc::flock>()));
         }
         libc::SYS_pipe | libc::SYS_pipe2 if r == 0 && a[0] != 0 => {
             ctl::log(ev, bytes(a[0], 8));

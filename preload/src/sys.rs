@@ -95,14 +95,15 @@ enum L {
     Trap,
     Out,
     SigAction,
+    Fcntl,
 }
 
-const MAX_FILTER: usize = 96;
+const MAX_FILTER: usize = 128;
 
 /// A filter program assembled with symbolic jumps.
 struct Asm {
     ins: [(libc::sock_filter, L, L); MAX_FILTER],
-    labels: [(L, usize); 7],
+    labels: [(L, usize); 8],
     n: usize,
     nl: usize,
 }
@@ -208,7 +209,7 @@ fn build_filter_with(
     let ip = raw::SYSCALL_RETURN_IP;
     let mut a = Asm {
         ins: [(stmt(0, 0), L::Next, L::Next); MAX_FILTER],
-        labels: [(L::Next, 0); 7],
+        labels: [(L::Next, 0); 8],
         n: 0,
         nl: 0,
     };
@@ -236,6 +237,7 @@ fn build_filter_with(
         {
             a.jeq(*nr as u32, L::Trap, L::Next);
         }
+        a.jeq(libc::SYS_fcntl as u32, L::Fcntl, L::Next);
     }
     a.jeq(libc::SYS_rt_sigprocmask as u32, L::Trap, L::Next);
     // The end of the process is an event at every level.
@@ -255,6 +257,14 @@ fn build_filter_with(
     a.label(L::SigAction);
     a.ld(OFF_ARG0);
     a.jeq(libc::SIGSYS as u32, L::Trap, L::Allow);
+    // fcntl(fd, cmd, ...): only the record-lock commands (args[1]).
+    a.label(L::Fcntl);
+    a.ld(OFF_ARG0 + 8);
+    let (last, cmds) = crate::net::LOCK_COMMANDS.split_last().unwrap_or((&0, &[]));
+    for cmd in cmds {
+        a.jeq(*cmd as u32, L::Trap, L::Next);
+    }
+    a.jeq(*last as u32, L::Trap, L::Allow);
     // Every jump goes forward (classic BPF has no backward jumps).
     a.label(L::Allow);
     a.ret(SECCOMP_RET_ALLOW);

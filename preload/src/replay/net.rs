@@ -38,6 +38,8 @@ pub fn name(nr: i64) -> Option<&'static [u8]> {
         libc::SYS_sched_getaffinity => b"sched_getaffinity",
         libc::SYS_socketpair => b"socketpair",
         libc::SYS_wait4 => b"wait4",
+        libc::SYS_fcntl => b"fcntl",
+        libc::SYS_flock => b"flock",
         libc::SYS_waitid => b"waitid",
         libc::SYS_socket => b"socket",
         libc::SYS_epoll_create => b"epoll_create",
@@ -256,6 +258,13 @@ pub unsafe fn emulate(c: &ControlHeader, t: &Turn, nr: i64, a: [u64; 6]) -> i64 
         libc::SYS_rt_sigtimedwait if t.result > 0 && a[1] != 0 => {
             let n = (t.data_len as usize).min(core::mem::size_of::<libc::siginfo_t>());
             copy_data(c, t.pos, 0, a[1] as *mut u8, n);
+        }
+        // A record lock: got or refused as recorded, not taken for real
+        // (the order of the events stands for it); F_GETLK, the lock
+        // that was in the way.
+        libc::SYS_fcntl if t.result == 0 && a[2] != 0 && t.data_len > 0 => {
+            let n = (t.data_len as usize).min(core::mem::size_of::<libc::flock>());
+            copy_data(c, t.pos, 0, a[2] as *mut u8, n);
         }
         libc::SYS_uname if t.result == 0 && a[0] != 0 => {
             let n = (t.data_len as usize).min(core::mem::size_of::<libc::utsname>());
