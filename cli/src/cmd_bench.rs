@@ -29,7 +29,7 @@ pub struct BenchArgs {
     #[arg(long)]
     quick: bool,
     /// Run only these workloads (comma-separated: pigz, pbzip2, xz, locks, reads;
-    /// memcached and nginx, servers under a client's load, run only when named).
+    /// memcached, nginx and redis, servers under a client's load, run only when named).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where the generated input and the built microbenchmarks are kept

@@ -70,6 +70,7 @@ pub(super) fn run_record(a: &BenchOptions) -> Result<u8> {
         "reads",
         "memcached",
         "nginx",
+        "redis",
     ];
     for o in &a.only {
         if !known.contains(&o.as_str()) {

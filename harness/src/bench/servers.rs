@@ -1,4 +1,4 @@
-//! `reprise bench record --only memcached,nginx`: servers under a client's
+//! `reprise bench record --only memcached,nginx,redis`: servers under a client's
 //! load, native and recorded at `sys`, alternating rounds. The client (two
 //! threads, one persistent connection each, seeded requests over
 //! loopback) measures throughput and the 99th-percentile latency; the
@@ -39,6 +39,7 @@ pub(super) struct ServerRow {
 enum Kind {
     Memcached,
     Nginx,
+    Redis,
 }
 
 struct Server {
@@ -64,6 +65,23 @@ impl Server {
             .iter()
             .map(|s| s.to_string())
             .chain(as_root(&["-u", "root"]))
+            .collect(),
+            Kind::Redis => [
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--dir",
+                &self.dir.display().to_string(),
+            ]
+            .iter()
+            .map(|s| s.to_string())
             .collect(),
             Kind::Nginx => {
                 let d = self.dir.display();
@@ -98,6 +116,7 @@ http {{ access_log off; keepalive_requests 1000000; keepalive_timeout 60s; clien
         match self.kind {
             Kind::Memcached => "memcached -t 4",
             Kind::Nginx => "nginx 2 workers",
+            Kind::Redis => "redis-server",
         }
     }
 
@@ -173,6 +192,29 @@ fn request(kind: Kind, r: &mut BufReader<TcpStream>, n: u64) -> Result<()> {
                 if line == "END\r\n" {
                     break;
                 }
+            }
+        }
+        // SET and GET in RESP, as redis-cli sends them.
+        Kind::Redis => {
+            let v = format!("v{n}");
+            if n % 2 == 0 {
+                write!(w, "*3\r\n$3\r\nSET\r\n${}\r\nk{key}\r\n${}\r\n{v}\r\n", format!("k{key}").len(), v.len())?;
+            } else {
+                write!(w, "*2\r\n$3\r\nGET\r\n${}\r\nk{key}\r\n", format!("k{key}").len())?;
+            }
+            let mut line = String::new();
+            if r.read_line(&mut line)? == 0 {
+                bail!("redis closed the connection");
+            }
+            // A bulk string: its bytes and CRLF follow.
+            if let Some(len) = line.strip_prefix('$') {
+                let len: i64 = len.trim().parse()?;
+                if len >= 0 {
+                    let mut body = vec![0u8; len as usize + 2];
+                    r.read_exact(&mut body)?;
+                }
+            } else if !line.starts_with('+') {
+                bail!("redis answered {line:?}");
             }
         }
         Kind::Nginx => {
@@ -324,6 +366,7 @@ pub(super) fn bench_servers(
     for (key, kind, program) in [
         ("memcached", Kind::Memcached, "/usr/bin/memcached"),
         ("nginx", Kind::Nginx, "/usr/sbin/nginx"),
+        ("redis", Kind::Redis, "/usr/bin/redis-server"),
     ] {
         // Not in the default set: they need Debian's packages and a port.
         if !a.only.iter().any(|o| o == key) {
