@@ -34,7 +34,7 @@ pub const ENV_AGENT: &str = "REPRISE_AGENT";
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"REPRISE1");
 /// Bumped whenever a layout below changes.
-pub const ABI_VERSION: u32 = 9;
+pub const ABI_VERSION: u32 = 10;
 
 pub const SLOT_SIZE: usize = 64;
 /// Bytes of payload in one continuation slot.
@@ -379,6 +379,9 @@ pub struct ControlHeader {
     pub dropped: AtomicU64,
     pub next_process: AtomicU32,
     pub next_thread_entry: AtomicU32,
+    /// The supervisor's pid: a process of the program that finds it gone
+    /// (reprise was killed) ends itself instead of waiting for a drain.
+    pub supervisor: AtomicI32,
     pub processes: [ProcessEntry; MAX_PROCESSES],
     pub threads: [ThreadEntry; MAX_THREADS],
     pub output: OutputInfo,

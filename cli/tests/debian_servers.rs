@@ -246,6 +246,17 @@ fn memcached_with_four_threads_replays_its_responses() {
 
 #[test]
 fn nginx_with_worker_processes_replays_its_responses() {
+    nginx_records_and_replays(false);
+}
+
+/// nginx as installed runs: it daemonises (forks, and the process reprise
+/// started exits) and its master and workers are followed to the end.
+#[test]
+fn a_daemonising_nginx_is_followed_and_replays() {
+    nginx_records_and_replays(true);
+}
+
+fn nginx_records_and_replays(daemon: bool) {
     let exe = need("/usr/sbin/nginx");
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
@@ -260,7 +271,7 @@ fn nginx_with_worker_processes_replays_its_responses() {
         ""
     };
     let conf = format!(
-        "daemon off; master_process on; worker_processes 2; {user}
+        "daemon {}; master_process on; worker_processes 2; {user}
 error_log stderr notice; pid {d}/nginx.pid;
 events {{ worker_connections 64; }}
 http {{
@@ -269,7 +280,8 @@ http {{
   uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
   server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"hello $uri\\n\"; }} }}
 }}
-"
+",
+        if daemon { "on" } else { "off" }
     );
     std::fs::write(dir.join("nginx.conf"), conf).unwrap();
     let trace = root.join("nginx.trace");

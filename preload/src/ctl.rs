@@ -492,9 +492,27 @@ fn wait_for_space(c: &ControlHeader, seq: u64, nslots: u64) -> bool {
             // SAFETY: sched_yield has no memory effects.
             unsafe { libc::sched_yield() };
         }
+        if spins.is_multiple_of(4096) {
+            end_if_orphaned(c);
+        }
     }
     KNOWN_TAIL.with(|k| k.set(c.tail.0.load(Ordering::Acquire)));
     true
+}
+
+/// Ends this process if the supervisor is gone (reprise was killed): no
+/// one will drain the ring again.
+pub fn end_if_orphaned(c: &ControlHeader) {
+    let sup = c.supervisor.load(Ordering::Acquire);
+    if sup > 0
+        && raw::syscall6(libc::SYS_kill, [sup as u64, 0, 0, 0, 0, 0]) == -(libc::ESRCH as i64)
+    {
+        let me = raw::getpid();
+        raw::syscall6(
+            libc::SYS_kill,
+            [me as u64, libc::SIGKILL as u64, 0, 0, 0, 0],
+        );
+    }
 }
 
 fn write_slot(

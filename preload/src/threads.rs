@@ -170,8 +170,10 @@ pub unsafe extern "C" fn fork() -> pid_t {
         ctl::set_process(child);
         ctl::reset_thread();
         ctl::register_thread(0);
-        // Die with the program's parent rather than outlive a killed reprise.
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        // No PR_SET_PDEATHSIG here (the first process has one, towards
+        // reprise): a daemon's child outlives its parent by design, and
+        // reprise follows it. A process that outlives a killed reprise
+        // ends itself at its next wait for the ring (`ctl`).
         if replaying {
             replay::forked_child();
             replay::simple(K::ProcessStart);

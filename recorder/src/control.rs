@@ -61,6 +61,8 @@ impl ControlBlock {
             (*h).level = level as u32;
             (*h).ring_slots = ring_slots;
             (*h).ring_offset = ring_offset() as u64;
+            (*h).supervisor
+                .store(std::process::id() as i32, Ordering::Release);
         }
         Ok(ControlBlock {
             file,

@@ -15,7 +15,7 @@ use crate::control::{ControlBlock, RawEvent};
 use crate::expected::OutputCheck;
 use crate::outcome::{self, Ending};
 use crate::{launch, RecordError};
-use reprise_tracee::process::{cpu_ticks, try_wait};
+use reprise_tracee::process::{become_subreaper, cpu_ticks, reap_ended, try_wait};
 
 /// What to record.
 #[derive(Debug, Clone)]
@@ -386,6 +386,8 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
     let env = launch::agent_env(&base_env, &agent, ctl.path());
 
     install_signal_handlers();
+    // A daemon's process outlives the one reprise starts: it stays ours.
+    become_subreaper();
     let started = Instant::now();
     let child = launch::spawn(&program, &argv, &env, &cwd, level == Level::Sys)?;
     let pid = child.id() as i32;
@@ -408,6 +410,8 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
     let mut hang: Option<Ending> = None;
     let mut idle_sleep = IDLE_SLEEP_MIN;
     let mut last_check = Instant::now();
+    let mut main_status = None;
+    let mut interrupts_seen = INTERRUPTS.load(Ordering::Relaxed);
     let status = loop {
         let n = drain.take(&ctl);
         if let (Some(e), true) = (&drain.disk_error, drain.accepting) {
@@ -416,8 +420,17 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
             ctl.header().stopping.store(1, Ordering::Release);
             drain.accepting = false;
         }
-        if let Some(st) = try_wait(pid) {
-            break st;
+        if main_status.is_none() {
+            main_status = try_wait(pid);
+        }
+        if let Some(st) = main_status {
+            // The process reprise started is gone; the program is not while
+            // another of its processes lives on (a daemon, a worker).
+            reap_ended(&ctl.pids());
+            if hang.is_some() || !others_alive(&ctl, pid) {
+                break st;
+            }
+            end_others_on_interrupt(&ctl, pid, &mut interrupts_seen);
         }
         if last_flush.elapsed() > Duration::from_millis(500) {
             if drain.accepting {
@@ -461,7 +474,7 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
         }
     };
     FORWARD_TO.store(0, Ordering::Relaxed);
-    // Other processes of the program (forked children) end with it.
+    // Whatever of the program is left (after a hang) ends with it.
     kill_all(&ctl, pid, false);
     // Drain what is left; a slot that stays reserved but unwritten means a
     // process died while logging.
@@ -517,6 +530,29 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
 
 /// SIGKILLs the processes the agents registered; the program itself
 /// (`pid`) too unless it was already reaped.
+/// True while a process of the program other than `main` (the one reprise
+/// started) has not exited.
+fn others_alive(ctl: &ControlBlock, main: i32) -> bool {
+    ctl.pids()
+        .into_iter()
+        .any(|p| p != main && !reprise_tracee::process::exited(p))
+}
+
+/// Once the process reprise started has exited, a SIGINT or SIGTERM to
+/// reprise (Ctrl-C) ends the processes still running, with SIGTERM.
+fn end_others_on_interrupt(ctl: &ControlBlock, main: i32, seen: &mut i32) {
+    let now = INTERRUPTS.load(Ordering::Relaxed);
+    if now != *seen {
+        *seen = now;
+        for p in ctl.pids() {
+            if p != main {
+                // SAFETY: kill(2); a process that is gone gives ESRCH.
+                unsafe { libc::kill(p, libc::SIGTERM) };
+            }
+        }
+    }
+}
+
 fn kill_all(ctl: &ControlBlock, pid: i32, including_main: bool) {
     for p in ctl.pids() {
         if p != pid || including_main {

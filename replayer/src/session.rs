@@ -18,7 +18,7 @@ use reprise_recorder::control::ControlBlock;
 use reprise_recorder::expected::OutputCheck;
 use reprise_recorder::{launch, outcome};
 use reprise_schema::{OutcomeInfo, OutcomeKind};
-use reprise_tracee::process::{cpu_ticks, try_wait, wait_blocking};
+use reprise_tracee::process::{become_subreaper, cpu_ticks, reap_ended, try_wait, wait_blocking};
 
 use crate::detector::matches;
 use crate::observe::ObserveBlock;
@@ -114,6 +114,8 @@ pub struct ReplaySession<'r> {
     progress: (u64, u64, Instant),
     last_cpu_check: Instant,
     ending: Option<Ending>,
+    /// The wait status of the process the replay started, once it ended.
+    main_status: Option<i32>,
 }
 
 impl<'r> ReplaySession<'r> {
@@ -148,6 +150,9 @@ impl<'r> ReplaySession<'r> {
         } else {
             h.argv.clone()
         };
+        // A daemon's process outlives the one the replay starts: it stays
+        // ours, to follow and reap.
+        become_subreaper();
         let started = Instant::now();
         let child = launch::spawn_with(
             program,
@@ -172,6 +177,7 @@ impl<'r> ReplaySession<'r> {
             started,
             last_cpu_check: Instant::now(),
             ending: None,
+            main_status: None,
         })
     }
 
@@ -258,14 +264,21 @@ impl<'r> ReplaySession<'r> {
             stuck,
             timed_out,
         };
-        let ended = if let Some(st) = try_wait(pid) {
+        if self.main_status.is_none() {
+            self.main_status = try_wait(pid);
+        }
+        let main_status = self.main_status;
+        // The process the replay started, once it and every other process
+        // of the program (a daemon's, a worker) have ended.
+        let reap = || main_status.unwrap_or_else(|| wait_blocking(pid));
+        let ended = if let Some(st) = main_status.filter(|_| !self.others_running()) {
             ending(st, None, false, None)
         } else if r.divergence.state.load(Ordering::Acquire) == 2 {
             kill_all(&self.ctl, pid);
-            ending(wait_blocking(pid), None, false, None)
+            ending(reap(), None, false, None)
         } else if self.started.elapsed() > self.opts.timeout {
             kill_all(&self.ctl, pid);
-            ending(wait_blocking(pid), None, true, None)
+            ending(reap(), None, true, None)
         } else if self.last_cpu_check.elapsed() < Duration::from_millis(100) {
             return Ok(None);
         } else {
@@ -274,10 +287,23 @@ impl<'r> ReplaySession<'r> {
                 return Ok(None);
             };
             kill_all(&self.ctl, pid);
-            ending(wait_blocking(pid), stuck, false, hang)
+            ending(reap(), stuck, false, hang)
         };
         self.ending = Some(ended);
         Ok(Some(Stop::Ended))
+    }
+
+    /// True while a process of the program other than the one the replay
+    /// started runs on (a daemon's, a worker). Only for a run the replay
+    /// launched: a debugger checkpoint's copies are not followed.
+    fn others_running(&self) -> bool {
+        if self.child.is_none() {
+            return false;
+        }
+        let pids = self.ctl.pids();
+        reap_ended(&pids);
+        pids.into_iter()
+            .any(|p| p != self.pid && !reprise_tracee::process::exited(p))
     }
 
     /// Every 100 ms: a run that made no progress for too long is stuck
@@ -475,6 +501,7 @@ impl<'r> ReplaySession<'r> {
             started: Instant::now(),
             last_cpu_check: Instant::now(),
             ending: None,
+            main_status: None,
         })
     }
 

@@ -24,6 +24,25 @@ pub fn wait_blocking(pid: i32) -> i32 {
     status
 }
 
+/// Makes this process the reaper of its orphaned descendants: a program's
+/// process whose parent exits (a daemon) stays ours, to follow and reap.
+pub fn become_subreaper() {
+    // SAFETY: prctl(2) with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+}
+
+/// Reaps those of `pids` that are our children (orphans we adopted as
+/// subreaper) and have ended. Never `waitpid(-1)`: parallel attempts are
+/// children of the same process.
+pub fn reap_ended(pids: &[i32]) {
+    for &p in pids {
+        let mut status = 0;
+        // SAFETY: waitpid(2) with a valid status pointer, never blocking;
+        // a pid that is not our child gives ECHILD.
+        unsafe { libc::waitpid(p, &mut status, libc::WNOHANG | libc::__WALL) };
+    }
+}
+
 /// User + system CPU clock ticks of a process, all its threads (0 if it
 /// is gone).
 pub fn cpu_ticks(pid: i32) -> u64 {

@@ -198,9 +198,18 @@ fn request(kind: Kind, r: &mut BufReader<TcpStream>, n: u64) -> Result<()> {
         Kind::Redis => {
             let v = format!("v{n}");
             if n % 2 == 0 {
-                write!(w, "*3\r\n$3\r\nSET\r\n${}\r\nk{key}\r\n${}\r\n{v}\r\n", format!("k{key}").len(), v.len())?;
+                write!(
+                    w,
+                    "*3\r\n$3\r\nSET\r\n${}\r\nk{key}\r\n${}\r\n{v}\r\n",
+                    format!("k{key}").len(),
+                    v.len()
+                )?;
             } else {
-                write!(w, "*2\r\n$3\r\nGET\r\n${}\r\nk{key}\r\n", format!("k{key}").len())?;
+                write!(
+                    w,
+                    "*2\r\n$3\r\nGET\r\n${}\r\nk{key}\r\n",
+                    format!("k{key}").len()
+                )?;
             }
             let mut line = String::new();
             if r.read_line(&mut line)? == 0 {

@@ -294,6 +294,8 @@ fn wait_change(c: &ControlHeader, ep: u32, idle_ms: &mut u64) {
         if *idle_ms >= limit {
             *idle_ms = 0;
             maybe_revoke(c);
+            // A replayer that was killed will never pass the baton on.
+            crate::ctl::end_if_orphaned(c);
         }
     } else {
         *idle_ms = 0;
