@@ -12,6 +12,7 @@
 
 mod ctl;
 mod fatal;
+mod filter;
 mod net;
 mod observe;
 mod raw;
