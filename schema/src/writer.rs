@@ -417,7 +417,7 @@ impl TraceWriter {
             Ok(()) => {
                 self.events_len += self.out.len() as u64;
                 self.bytes_written += self.out.len() as u64;
-                self.events_written += n as u64;
+                self.events_written += n;
                 Ok(())
             }
             Err(e) => {
@@ -425,7 +425,7 @@ impl TraceWriter {
                 // a full disk); what was whole stays readable.
                 let _ = self.events_file.set_len(self.events_len);
                 self.failed = true;
-                self.dropped += n as u64;
+                self.dropped += n;
                 Err(TraceError::io("write", &self.events_path, e))
             }
         }

@@ -258,7 +258,7 @@ pub(super) fn run_debug(a: &BenchOptions) -> Result<u8> {
     }
 
     // gotos to random events, after the first pass the bisect made.
-    let mut rng = SplitMix(0x6465_6275_67);
+    let mut rng = SplitMix(0x0064_6562_7567);
     let mut times = Vec::new();
     for _ in 0..GOTOS {
         super::check_interrupted()?;
