@@ -88,8 +88,10 @@ fn solver_reproduces_a_failure_that_needs_coordinated_flips() {
     let mut misses = Vec::new();
     let v = loop {
         assert!(
-            record_until(tmp.path(), &trace, &prog, &["50", "2000"], 100, failed),
-            "no failing run in 100 recordings"
+            // Many tries: on two cores shared with the supervisor and the
+            // other tests, the two threads often run one after the other.
+            record_until(tmp.path(), &trace, &prog, &["50", "2000"], 400, failed),
+            "no failing run in 400 recordings"
         );
         let v = replay_json(
             tmp.path(),
@@ -160,7 +162,9 @@ static void *worker(void *a) { spin(1000); ready = 1; return 0; }
 int main(int argc, char **argv) {
     pthread_t t;
     pthread_create(&t, 0, worker, 0);
-    spin(3000000);                  /* the worker has started by now */
+    spin(30000000);                 /* the worker has started by now (a new
+                                       thread may wait a scheduler slice
+                                       for a core: a few ms) */
     int seen = ready;
     int fd = open(argv[1], O_RDONLY);
     const char *mode = mmap(0, 1, PROT_READ, MAP_PRIVATE, fd, 0);
