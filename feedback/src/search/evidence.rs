@@ -15,6 +15,10 @@ use crate::races::{self, Focus, Race};
 /// Races flipped, one at a time, to find the one whose flip prevents a
 /// failure that the sketch alone reproduces.
 const PREVENTION_TRIES: usize = 6;
+/// Runs of a pinned schedule that must all reproduce before it is saved.
+const PIN_CONFIRMATIONS: usize = 3;
+/// Most races pinned in one saved schedule.
+const PIN_MAX: usize = 4;
 
 impl Searcher<'_, '_> {
     /// Base `base` reproduced in run `i` without flips. It is taken if the
@@ -49,8 +53,10 @@ impl Searcher<'_, '_> {
     /// A base schedule that failed without flips may have failed by
     /// timing alone: the race its failure needs is not held by any flip.
     /// The schedule to save then gets the flip that keeps the failing
-    /// side of the first reads-from difference with the passing run, if
-    /// the failure reproduces with it.
+    /// side of that race, and is kept only if it reproduces
+    /// [`PIN_CONFIRMATIONS`] times in a row; if not, the next races nearest
+    /// the failure are pinned too, in the order the failing run made them
+    /// (up to [`PIN_MAX`] flips).
     fn pin_base(
         &mut self,
         base: Strategy,
@@ -59,12 +65,12 @@ impl Searcher<'_, '_> {
         let Some(rc) = rc.filter(|rc| rc.flips.is_empty()) else {
             return Ok(None);
         };
+        let replay = self.runner.replay;
         // With a passing run: the first reads-from difference. Else (no
         // passing run, or no racy difference with it): the race the report
         // names, the last one the sketch leaves open on what the failing
         // thread read, kept in the order the failing run made it.
-        let replay = self.runner.replay;
-        let flip = rc
+        let first = rc
             .passing
             .first()
             .and_then(|passing| races::first_racy_diff(replay, &rc.failing, passing))
@@ -77,14 +83,42 @@ impl Searcher<'_, '_> {
                     _ => None,
                 },
             );
-        let Some(flip) = flip else {
+        let Some(first) = first else {
             return Ok(None);
         };
-        let sc = Schedule::base(base, self.runner.opts.seed).with_flips(vec![flip]);
-        let i = self
-            .runner
-            .run(sc.clone(), Role::Minimize, true, "pinning its race".into())?;
-        Ok(self.runner.runs[i].reproduced.then_some(sc))
+        let focus = Focus {
+            pos: replay.end_position(),
+            thread: rc.failing_thread,
+        };
+        let mut more = races::races(replay, &rc.failing, focus)
+            .into_iter()
+            .filter(|x| !x.delay)
+            .map(|x| races::order_flip(&x.first, &x.second))
+            .filter(|f| *f != first);
+        let mut pins = vec![first];
+        loop {
+            let sc = Schedule::base(base, self.runner.opts.seed).with_flips(pins.clone());
+            if self.holds(&sc)? {
+                return Ok(Some(sc));
+            }
+            match more.next() {
+                Some(f) if pins.len() < PIN_MAX => pins.push(f),
+                _ => return Ok(None),
+            }
+        }
+    }
+
+    /// True if `sc` reproduces the failure [`PIN_CONFIRMATIONS`] times in
+    /// a row.
+    fn holds(&mut self, sc: &Schedule) -> Result<bool, ReplayError> {
+        for k in 0..PIN_CONFIRMATIONS {
+            let note = format!("pinning its race ({} of {PIN_CONFIRMATIONS})", k + 1);
+            let i = self.runner.run(sc.clone(), Role::Minimize, true, note)?;
+            if !self.runner.runs[i].reproduced {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// When base `failing` reproduces without flips: a passing run to
