@@ -193,7 +193,10 @@ impl SchedulePlanner for FeedbackPlanner {
         runner: &mut Runner<'_>,
         result: &mut SearchResult,
     ) -> Result<(), ReplayError> {
-        let mut s = Searcher { runner };
+        let mut s = Searcher {
+            runner,
+            confirmed: None,
+        };
         // A saved schedule first: it reproduced before.
         if let Some(saved) = &s.runner.opts.saved {
             let log = !saved.flips.is_empty();
@@ -210,15 +213,18 @@ impl SchedulePlanner for FeedbackPlanner {
             }
         }
         match s.runner.opts.strategy {
-            Strategy::Feedback => s.feedback(result),
-            _ => s.random(result),
+            Strategy::Feedback => s.feedback(result)?,
+            _ => s.random(result)?,
         }
+        s.stabilize(result)
     }
 }
 
 /// The feedback search's state over one runner.
 struct Searcher<'r, 'a> {
     runner: &'r mut Runner<'a>,
+    /// A schedule already seen to reproduce every time it was confirmed.
+    confirmed: Option<Schedule>,
 }
 
 /// Races tried per node at most, and the cost of one more flip in the

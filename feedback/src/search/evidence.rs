@@ -6,7 +6,7 @@
 
 use reprise_abi::replay as rp;
 
-use reprise_replayer::observe::{FlipSpec, FlipState};
+use reprise_replayer::observe::{FlipSpec, FlipState, Observation};
 use reprise_replayer::{is_failure, ReplayError, Schedule, Strategy};
 
 use super::{Role, RootCause, Run, SearchResult, Searcher};
@@ -111,14 +111,80 @@ impl Searcher<'_, '_> {
     /// True if `sc` reproduces the failure [`PIN_CONFIRMATIONS`] times in
     /// a row.
     fn holds(&mut self, sc: &Schedule) -> Result<bool, ReplayError> {
-        for k in 0..PIN_CONFIRMATIONS {
-            let note = format!("pinning its race ({} of {PIN_CONFIRMATIONS})", k + 1);
-            let i = self.runner.run(sc.clone(), Role::Minimize, true, note)?;
-            if !self.runner.runs[i].reproduced {
-                return Ok(false);
-            }
+        Ok(self.confirm(sc)?.0)
+    }
+
+    /// Runs `sc` observed up to [`PIN_CONFIRMATIONS`] times: whether every
+    /// run reproduced, and the observation of the last one that did.
+    fn confirm(&mut self, sc: &Schedule) -> Result<(bool, Option<Observation>), ReplayError> {
+        if self.confirmed.as_ref() == Some(sc) {
+            return Ok((true, None));
         }
-        Ok(true)
+        let mut seen = None;
+        for k in 0..PIN_CONFIRMATIONS {
+            let note = format!(
+                "does it reproduce every time? ({} of {PIN_CONFIRMATIONS})",
+                k + 1
+            );
+            let i = self.runner.run(sc.clone(), Role::Minimize, true, note)?;
+            let run = &self.runner.runs[i];
+            if !run.reproduced {
+                return Ok((false, seen));
+            }
+            seen = run.result.observation.clone().or(seen);
+        }
+        self.confirmed = Some(sc.clone());
+        Ok((true, seen))
+    }
+
+    /// The schedule to save must reproduce every time, not by timing: it
+    /// is run [`PIN_CONFIRMATIONS`] times; while one misses, the next race
+    /// nearest the failure in an observed reproducing run of it is pinned
+    /// in the order that run made it (up to [`PIN_MAX`] more flips). If it
+    /// still misses, the schedule found is saved as it was.
+    pub(super) fn stabilize(&mut self, result: &mut SearchResult) -> Result<(), ReplayError> {
+        let Some(found) = result.schedule.clone() else {
+            return Ok(());
+        };
+        if self.runner.opts.saved.as_ref() == Some(&found) {
+            return Ok(());
+        }
+        let replay = self.runner.replay;
+        let focus = Focus {
+            pos: replay.end_position(),
+            thread: self.failing_thread(),
+        };
+        let mut sc = found;
+        let mut obs = self
+            .runner
+            .runs
+            .iter()
+            .rev()
+            .find(|r| r.reproduced && r.schedule == sc)
+            .and_then(|r| r.result.observation.clone());
+        for _ in 0..=PIN_MAX {
+            let (all, seen) = self.confirm(&sc)?;
+            if all {
+                result.schedule = Some(sc);
+                return Ok(());
+            }
+            obs = seen.or(obs);
+            let Some(o) = &obs else {
+                return Ok(());
+            };
+            let next = races::races(replay, o, focus)
+                .into_iter()
+                .filter(|x| !x.delay)
+                .map(|x| races::order_flip(&x.first, &x.second))
+                .find(|f| !sc.flips.contains(f));
+            let Some(next) = next else {
+                return Ok(());
+            };
+            let mut flips = sc.flips.clone();
+            flips.push(next);
+            sc = sc.with_flips(flips);
+        }
+        Ok(())
     }
 
     /// When base `failing` reproduces without flips: a passing run to
