@@ -95,24 +95,33 @@ fn stop(mut recorder: Child, pid: i32) {
     }
 }
 
-/// What the trace says the server sent to its clients, in order: the
-/// bytes of every send on a socket that is not one of its own pairs (a
-/// send's data continues in the `DataMore` events after it).
+/// What the trace says the server sent to its clients: the bytes of every
+/// send on a socket that is not one of its own pairs (a send's data
+/// continues in the `DataMore` events after it), connection by
+/// connection in the order they were accepted. (Across threads the trace's
+/// order is the order the sends were logged, after the kernel took them:
+/// a worker's last response to one connection can be logged after
+/// another worker's first response to the next.)
 fn recorded_sends(trace: &Path) -> Vec<u8> {
     let r = TraceReader::open(trace).unwrap();
     let mut internal = std::collections::HashSet::new();
-    let mut sent = Vec::new();
+    // Each connection's bytes, in accept order; a descriptor's current one.
+    let mut streams: Vec<Vec<u8>> = Vec::new();
+    let mut stream_of: std::collections::HashMap<(u16, u64), usize> =
+        std::collections::HashMap::new();
     // The thread whose send's data continues in `DataMore` events.
-    let mut sending: Option<(u16, u32)> = None;
+    let mut sending: Option<(u16, u32, usize)> = None;
     for e in r.events() {
         let e = e.unwrap();
         if e.kind == EventKind::DataMore {
-            if sending == Some((e.process, e.thread)) {
-                sent.extend_from_slice(&e.data);
+            if let Some((p, t, k)) = sending {
+                if (p, t) == (e.process, e.thread) {
+                    streams[k].extend_from_slice(&e.data);
+                }
             }
             continue;
         }
-        if sending == Some((e.process, e.thread)) {
+        if sending.is_some_and(|(p, t, _)| (p, t) == (e.process, e.thread)) {
             sending = None;
         }
         if e.kind != EventKind::Syscall {
@@ -127,7 +136,10 @@ fn recorded_sends(trace: &Path) -> Vec<u8> {
             }
         }
         if (nr == libc::SYS_accept4 || nr == libc::SYS_accept) && e.result >= 0 {
-            internal.remove(&(e.process, e.result as u64));
+            let fd = (e.process, e.result as u64);
+            internal.remove(&fd);
+            streams.push(Vec::new());
+            stream_of.insert(fd, streams.len() - 1);
         }
         let sends = [
             libc::SYS_sendto,
@@ -135,12 +147,17 @@ fn recorded_sends(trace: &Path) -> Vec<u8> {
             libc::SYS_write,
             libc::SYS_writev,
         ];
-        if sends.contains(&nr) && e.arg0 > 2 && !internal.contains(&(e.process, e.arg0)) {
-            sent.extend_from_slice(&e.data);
-            sending = Some((e.process, e.thread));
+        let fd = (e.process, e.arg0);
+        if sends.contains(&nr) && e.arg0 > 2 && !internal.contains(&fd) {
+            let k = *stream_of.entry(fd).or_insert_with(|| {
+                streams.push(Vec::new());
+                streams.len() - 1
+            });
+            streams[k].extend_from_slice(&e.data);
+            sending = Some((e.process, e.thread, k));
         }
     }
-    sent
+    streams.concat()
 }
 
 /// Replays `trace` once with no client: it must end as recorded.

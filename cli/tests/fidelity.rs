@@ -44,7 +44,7 @@ fn fidelity_bugs_reproduce_within_ten_attempts_at_sys_and_sync() {
             (bug.expect.kind == ExpectKind::WrongOutput).then(|| correct_output(bug, exe, root));
         for sketch in ["sys", "sync"] {
             let trace = root.join(format!("{}-{sketch}", bug.name));
-            // The search may miss from one recording: up to three.
+            // The search may miss from one recording: up to five.
             let mut misses = Vec::new();
             let v = loop {
                 record_failure(root, bug, exe, &trace, expected.as_deref(), sketch).unwrap_or_else(
@@ -61,10 +61,10 @@ fn fidelity_bugs_reproduce_within_ten_attempts_at_sys_and_sync() {
                 }
                 misses.push(v);
                 assert!(
-                    misses.len() < 3,
-                    "{} ({sketch}): not reproduced within 10 attempts from 3 recordings: {:#}",
+                    misses.len() < 5,
+                    "{} ({sketch}): not reproduced within 10 attempts from 5 recordings: {:#}",
                     bug.name,
-                    misses[2]
+                    misses[4]
                 );
             };
             eprintln!(

@@ -146,7 +146,9 @@ impl Searcher<'_, '_> {
         let Some(found) = result.schedule.clone() else {
             return Ok(());
         };
-        if self.runner.opts.saved.as_ref() == Some(&found) {
+        // A clean recorded run needs no race held; a saved schedule was
+        // checked when it was found.
+        if !is_failure(&self.runner.recorded) || self.runner.opts.saved.as_ref() == Some(&found) {
             return Ok(());
         }
         let replay = self.runner.replay;
