@@ -111,30 +111,46 @@ impl Searcher<'_, '_> {
     /// True if `sc` reproduces the failure [`PIN_CONFIRMATIONS`] times in
     /// a row.
     fn holds(&mut self, sc: &Schedule) -> Result<bool, ReplayError> {
-        Ok(self.confirm(sc)?.0)
+        self.confirm(sc)
     }
 
-    /// Runs `sc` observed up to [`PIN_CONFIRMATIONS`] times: whether every
-    /// run reproduced, and the observation of the last one that did.
-    fn confirm(&mut self, sc: &Schedule) -> Result<(bool, Option<Observation>), ReplayError> {
+    /// Runs `sc` up to [`PIN_CONFIRMATIONS`] times, not observed (its
+    /// flips need breakpoints, not a log): whether every run reproduced.
+    fn confirm(&mut self, sc: &Schedule) -> Result<bool, ReplayError> {
         if self.confirmed.as_ref() == Some(sc) {
-            return Ok((true, None));
+            return Ok(true);
         }
-        let mut seen = None;
         for k in 0..PIN_CONFIRMATIONS {
             let note = format!(
                 "does it reproduce every time? ({} of {PIN_CONFIRMATIONS})",
                 k + 1
             );
-            let i = self.runner.run(sc.clone(), Role::Minimize, true, note)?;
-            let run = &self.runner.runs[i];
-            if !run.reproduced {
-                return Ok((false, seen));
+            let i = self.runner.run(sc.clone(), Role::Minimize, false, note)?;
+            if !self.runner.runs[i].reproduced {
+                return Ok(false);
             }
-            seen = run.result.observation.clone().or(seen);
         }
         self.confirmed = Some(sc.clone());
-        Ok((true, seen))
+        Ok(true)
+    }
+
+    /// The accesses of a reproducing run of `sc`: an observed one already
+    /// made, else one made now (None if it does not reproduce).
+    fn observed_reproducing(&mut self, sc: &Schedule) -> Result<Option<Observation>, ReplayError> {
+        let made = self
+            .runner
+            .runs
+            .iter()
+            .rev()
+            .find(|r| r.reproduced && &r.schedule == sc)
+            .and_then(|r| r.result.observation.clone());
+        if made.is_some() {
+            return Ok(made);
+        }
+        let note = "observed, to pin its races".to_string();
+        let i = self.runner.run(sc.clone(), Role::Minimize, true, note)?;
+        let run = &self.runner.runs[i];
+        Ok(run.result.observation.clone().filter(|_| run.reproduced))
     }
 
     /// The schedule to save must reproduce every time, not by timing: it
@@ -157,24 +173,15 @@ impl Searcher<'_, '_> {
             thread: self.failing_thread(),
         };
         let mut sc = found;
-        let mut obs = self
-            .runner
-            .runs
-            .iter()
-            .rev()
-            .find(|r| r.reproduced && r.schedule == sc)
-            .and_then(|r| r.result.observation.clone());
         for _ in 0..=PIN_MAX {
-            let (all, seen) = self.confirm(&sc)?;
-            if all {
+            if self.confirm(&sc)? {
                 result.schedule = Some(sc);
                 return Ok(());
             }
-            obs = seen.or(obs);
-            let Some(o) = &obs else {
+            let Some(o) = self.observed_reproducing(&sc)? else {
                 return Ok(());
             };
-            let next = races::races(replay, o, focus)
+            let next = races::races(replay, &o, focus)
                 .into_iter()
                 .filter(|x| !x.delay)
                 .map(|x| races::order_flip(&x.first, &x.second))
