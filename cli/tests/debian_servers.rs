@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{run_reprise, stderr};
 use reprise_abi::EventKind;
 use reprise_schema::{OutcomeKind, TraceReader};
 
@@ -162,27 +161,7 @@ fn recorded_sends(trace: &Path) -> Vec<u8> {
 
 /// Replays `trace` once with no client: it must end as recorded.
 fn replays(root: &Path, trace: &Path) {
-    let o = run_reprise(
-        root,
-        &[
-            "replay",
-            trace.to_str().unwrap(),
-            "--jobs",
-            "1",
-            "--max-attempts",
-            "1",
-            "--no-schedule",
-            "--no-program-output",
-        ],
-        None,
-        LIMIT,
-    );
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
-    assert!(
-        out.contains("reproduced the recorded run in attempt 1"),
-        "{out}"
-    );
+    common::replays_as_recorded(root, trace, &["--no-program-output"], LIMIT);
 }
 
 fn exited_cleanly(trace: &Path) {

@@ -140,26 +140,7 @@ fn a_threaded_server_replays_its_responses_without_a_client() {
     // byte as it sends them) and ends as recorded, after its SIGTERM
     // handler ran at its recorded place.
     for _ in 0..3 {
-        let o = run_reprise(
-            root,
-            &[
-                "replay",
-                trace.to_str().unwrap(),
-                "--jobs",
-                "1",
-                "--max-attempts",
-                "1",
-                "--no-schedule",
-            ],
-            None,
-            LIMIT,
-        );
-        let out = String::from_utf8_lossy(&o.stdout).into_owned();
-        assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
-        assert!(
-            out.contains("reproduced the recorded run in attempt 1"),
-            "{out}"
-        );
+        let out = common::replays_as_recorded(root, &trace, &[], LIMIT);
         assert!(out.contains("connections 20 sets"), "{out}");
     }
 }
@@ -214,24 +195,7 @@ fn a_supervisor_reaps_its_workers_in_the_recorded_order() {
     // Replayed, the sleeps take no time and the workers end in any order:
     // waitpid answers as recorded, naming each worker by this run's pid.
     for _ in 0..3 {
-        let o = run_reprise(
-            root,
-            &[
-                "replay",
-                trace.to_str().unwrap(),
-                "--max-attempts",
-                "1",
-                "--no-schedule",
-            ],
-            None,
-            LIMIT,
-        );
-        let out = String::from_utf8_lossy(&o.stdout).into_owned();
-        assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
-        assert!(
-            out.contains("reproduced the recorded run in attempt 1"),
-            "{out}"
-        );
+        let out = common::replays_as_recorded(root, &trace, &[], LIMIT);
         // The same lines; the pid it prints is this run's (pids are not
         // replayed), which the comparison with the recording accepts.
         assert!(out.starts_with(reaped), "{out}");
@@ -253,24 +217,7 @@ fn processes_taking_turns_with_record_locks_replay_who_found_them_busy() {
     // Each F_SETLK got or refused as in the recording: every worker found
     // the lock busy as often as it did then.
     for _ in 0..3 {
-        let o = run_reprise(
-            root,
-            &[
-                "replay",
-                trace.to_str().unwrap(),
-                "--max-attempts",
-                "1",
-                "--no-schedule",
-            ],
-            None,
-            LIMIT,
-        );
-        let out = String::from_utf8_lossy(&o.stdout).into_owned();
-        assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
-        assert!(
-            out.contains("reproduced the recorded run in attempt 1"),
-            "{out}"
-        );
+        let out = common::replays_as_recorded(root, &trace, &[], LIMIT);
         assert!(
             out.starts_with(&printed),
             "recorded:\n{printed}\nreplayed:\n{out}"

@@ -10,7 +10,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{run_reprise, stderr};
+use common::stderr;
 
 const LIMIT: Duration = Duration::from_secs(120);
 const PROGRAM: &str = include_str!("programs/sqlite_threads.c");
@@ -44,24 +44,7 @@ fn sqlite_threads_replay_what_each_thread_read() {
         let printed = String::from_utf8_lossy(&o.stdout).into_owned();
         assert!(printed.contains("orders 400 total 619800"), "{printed}");
         for _ in 0..2 {
-            let o = run_reprise(
-                root,
-                &[
-                    "replay",
-                    trace.to_str().unwrap(),
-                    "--max-attempts",
-                    "1",
-                    "--no-schedule",
-                ],
-                None,
-                LIMIT,
-            );
-            let out = String::from_utf8_lossy(&o.stdout).into_owned();
-            assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
-            assert!(
-                out.contains("reproduced the recorded run in attempt 1"),
-                "{out}"
-            );
+            let out = common::replays_as_recorded(root, &trace, &[], LIMIT);
             // Every thread read what it read in the recording.
             assert!(
                 out.starts_with(&printed),

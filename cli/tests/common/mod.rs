@@ -90,6 +90,30 @@ pub fn record_until(
     false
 }
 
+/// Replays `trace` once on its sketch's own schedule (none saved, none
+/// read), with `extra` options: it must end as recorded, in attempt 1.
+/// Its stdout (the program's output, then reprise's answer).
+pub fn replays_as_recorded(root: &Path, trace: &Path, extra: &[&str], limit: Duration) -> String {
+    let mut args = vec![
+        "replay",
+        trace.to_str().unwrap(),
+        "--jobs",
+        "1",
+        "--max-attempts",
+        "1",
+        "--no-schedule",
+    ];
+    args.extend_from_slice(extra);
+    let o = run_reprise(root, &args, None, limit);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    assert!(
+        out.contains("reproduced the recorded run in attempt 1"),
+        "{out}"
+    );
+    out
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }

@@ -98,7 +98,7 @@ impl Searcher<'_, '_> {
         let mut pins = vec![first];
         loop {
             let sc = Schedule::base(base, self.runner.opts.seed).with_flips(pins.clone());
-            if self.holds(&sc)? {
+            if self.confirm(&sc)? {
                 return Ok(Some(sc));
             }
             match more.next() {
@@ -106,12 +106,6 @@ impl Searcher<'_, '_> {
                 _ => return Ok(None),
             }
         }
-    }
-
-    /// True if `sc` reproduces the failure [`PIN_CONFIRMATIONS`] times in
-    /// a row.
-    fn holds(&mut self, sc: &Schedule) -> Result<bool, ReplayError> {
-        self.confirm(sc)
     }
 
     /// Runs `sc` up to [`PIN_CONFIRMATIONS`] times, not observed (its
