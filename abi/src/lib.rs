@@ -34,7 +34,7 @@ pub const ENV_AGENT: &str = "REPRISE_AGENT";
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"REPRISE1");
 /// Bumped whenever a layout below changes.
-pub const ABI_VERSION: u32 = 10;
+pub const ABI_VERSION: u32 = 11;
 
 pub const SLOT_SIZE: usize = 64;
 /// Bytes of payload in one continuation slot.
@@ -489,6 +489,14 @@ pub mod replay {
     /// Syscall numbers (x86-64) whose recorded events are not replayed in
     /// order: they run for real (mmap, pid queries).
     pub const UNORDERED_SYSCALLS: [u64; 4] = [9, 39, 110, 186];
+
+    /// Set by the replayer in the ring copy of an `open`/`openat` event's
+    /// `extra` (its mode or flags, 32 bits): the file it opened may have
+    /// been created by another thread's `O_CREAT` open that the trace logs
+    /// after it. Events are logged when their syscall returns, so a create
+    /// still in the kernel can be seen by an open logged first; in replay,
+    /// where the creator runs at its logged turn, the file is not there yet.
+    pub const OPEN_OF_FILE_CREATED_LATER: u64 = 1 << 63;
 
     /// [`DivergenceInfo::kind`]: the program did something else than the
     /// recording at this point (another operation, other output).

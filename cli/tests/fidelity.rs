@@ -297,3 +297,60 @@ fn file_queries_are_replayed_and_a_missing_file_is_one_line() {
         "the replay does not create the file"
     );
 }
+
+const CREATE_RACE: &str = include_str!("programs/create_race.c");
+
+/// Successful opens that the trace logs before another thread's create of
+/// the same file (the create was still in the kernel when the open found
+/// the file).
+fn opens_logged_before_their_create(trace: &Path) -> usize {
+    let r = reprise_schema::TraceReader::open(trace).unwrap();
+    let mut created = std::collections::HashSet::new();
+    let mut early = 0;
+    for e in r.events() {
+        let e = e.unwrap();
+        if e.kind != reprise_abi::EventKind::Syscall || e.object != libc::SYS_openat as u64 {
+            continue;
+        }
+        if e.extra & libc::O_CREAT as u64 != 0 {
+            created.insert(e.data.clone());
+        } else if e.result >= 0
+            && e.data.starts_with(b"/tmp/create-race-")
+            && !created.contains(&e.data)
+        {
+            early += 1;
+        }
+    }
+    early
+}
+
+/// A file one thread creates while another polls for it (a pid file and
+/// its watcher): the trace can log the watcher's open first. The replay,
+/// which runs each open at its logged turn, must not take the file for one
+/// missing from the machine: the run replays whole, every time.
+#[test]
+fn an_open_logged_before_the_create_it_saw_replays() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prog = compile(
+        tmp.path(),
+        "create_race",
+        CREATE_RACE,
+        &["-O1", "-g", "-pthread"],
+    );
+    let trace = tmp.path().join("trace");
+    let mut early = 0;
+    for _ in 0..5 {
+        let _ = std::fs::remove_dir_all(&trace);
+        let o = record(tmp.path(), &trace, &prog, &["200"]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        early = opens_logged_before_their_create(&trace);
+        if early > 0 {
+            break;
+        }
+    }
+    assert!(early > 0, "no recording logged an open before its create");
+    for _ in 0..3 {
+        let out = common::replays_as_recorded(tmp.path(), &trace, &[], LIMIT);
+        assert!(out.starts_with("200 files, "), "{out}");
+    }
+}

@@ -16,6 +16,7 @@ use reprise_abi::{replay as rp, EventKind, Level};
 use reprise_schema::{EventRecord, HeaderInfo, OutcomeInfo, OutcomeKind, SketchLevel, TraceReader};
 
 pub mod accesses;
+mod created_files;
 mod detector;
 pub mod observe;
 pub mod order;
@@ -68,6 +69,8 @@ pub struct Replay {
     pub recorded: Option<OutcomeInfo>,
     level: Level,
     events: Arc<Vec<EventRecord>>,
+    /// Indices of the opens the ring marks, see [`created_files`].
+    opens_of_created_files: Vec<usize>,
     /// Ring position of each event; one more entry: the end.
     positions: Vec<u64>,
     ring_slots: u64,
@@ -135,6 +138,7 @@ impl Replay {
             .filter(|o| o.kind != OutcomeKind::Exited && o.kind != OutcomeKind::WrongOutput)
             .map(|o| o.process);
         let events = without_events_after_exit(events, died);
+        let opens_of_created_files = created_files::opens_of_files_created_later(&events);
         let mut positions = Vec::with_capacity(events.len() + 1);
         let mut pos = 0u64;
         let mut largest = 1u64;
@@ -156,6 +160,7 @@ impl Replay {
             recorded,
             level,
             events: Arc::new(events),
+            opens_of_created_files,
             positions,
             ring_slots,
             points: std::sync::OnceLock::new(),

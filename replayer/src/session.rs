@@ -562,7 +562,9 @@ fn fill_ring(ctl: &ControlBlock, replay: &Replay, next: &mut usize) {
         if end > turn + replay.ring_slots {
             break;
         }
-        ctl.put_event(pos, &events[*next]);
+        let ev =
+            crate::created_files::ring_copy(*next, &events[*next], &replay.opens_of_created_files);
+        ctl.put_event(pos, &ev);
         *next += 1;
     }
     if *next == events.len() && r.end.load(Ordering::Acquire) == u64::MAX {

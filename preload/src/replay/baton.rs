@@ -359,6 +359,7 @@ pub(super) fn arrive(c: &ControlHeader, kind: K, object: u64) -> Option<Turn> {
         object: s.object,
         arg0: s.arg0,
         result: s.result,
+        extra: s.extra,
         data_len: s.data_len,
     };
     if t.kind == K::Signal as u16

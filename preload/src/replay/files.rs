@@ -15,6 +15,12 @@
 //! failure returned as such. A file the recording opened that is missing
 //! now cannot be replayed: the attempt stops with a divergence that names
 //! it, of its own kind, so the replayer can tell the user to restore it.
+//! Unless the recorded run created it itself, in another thread's open
+//! logged later (the replayer marks those opens): then a stand-in
+//! descriptor takes the recorded number, the reads being answered from the
+//! trace. An exclusive create (`O_CREAT | O_EXCL`) that the recording saw
+//! fail because another thread created the file first, but that succeeds
+//! now, removes the file it made so that the creator's turn creates it.
 
 use reprise_abi::replay as rp;
 use reprise_abi::ControlHeader;
@@ -101,32 +107,34 @@ unsafe fn open(c: &ControlHeader, t: &Turn, nr: i64, a: [u64; 6]) -> i64 {
     }
     let real = raw::syscall6(nr, a);
     let rec = t.result;
+    let flags = if nr == libc::SYS_open { a[1] } else { a[2] };
     match (rec >= 0, real >= 0) {
         (true, true) if real == rec => rec,
         (true, true) => {
             // Another descriptor number than recorded (the program's other
             // descriptors differ): moved to the recorded one if it is free.
-            let flags = if nr == libc::SYS_open { a[1] } else { a[2] };
-            let free = raw::syscall3(libc::SYS_fcntl, rec as u64, libc::F_GETFD as u64, 0) < 0;
-            if !free {
-                return real;
-            }
-            let cloexec = if flags & libc::O_CLOEXEC as u64 != 0 {
-                libc::O_CLOEXEC as u64
-            } else {
-                0
-            };
-            if raw::syscall3(libc::SYS_dup3, real as u64, rec as u64, cloexec) < 0 {
-                return real;
-            }
-            raw::syscall3(libc::SYS_close, real as u64, 0, 0);
-            rec
+            move_to(real, rec, flags)
         }
         (false, true) => {
             raw::syscall3(libc::SYS_close, real as u64, 0, 0);
+            let exclusive = (libc::O_CREAT | libc::O_EXCL) as u64;
+            if flags & exclusive == exclusive && rec == -(libc::EEXIST as i64) {
+                remove_created(nr, a);
+            }
             rec
         }
         (false, false) => rec,
+        (true, false)
+            if real == -(libc::ENOENT as i64) && t.extra & rp::OPEN_OF_FILE_CREATED_LATER != 0 =>
+        {
+            let null = b"/dev/null\0";
+            let mode = flags & (libc::O_ACCMODE | libc::O_CLOEXEC) as u64;
+            let stand_in = raw::syscall3(libc::SYS_open, null.as_ptr() as u64, mode, 0);
+            if stand_in < 0 {
+                return stand_in;
+            }
+            move_to(stand_in, rec, flags)
+        }
         (true, false) => {
             let mut m = Text::new();
             quoted(&mut m, nr, path, len);
@@ -138,6 +146,38 @@ unsafe fn open(c: &ControlHeader, t: &Turn, nr: i64, a: [u64; 6]) -> i64 {
             m.s(b"); the recording opened it: restore it, then replay again");
             diverge_as(c, t.pos, &m, rp::DIVERGED_MISSING_FILE)
         }
+    }
+}
+
+/// Moves descriptor `real` to the recorded number `rec` if that is free;
+/// returns the program's descriptor.
+fn move_to(real: i64, rec: i64, flags: u64) -> i64 {
+    if real == rec {
+        return rec;
+    }
+    let free = raw::syscall3(libc::SYS_fcntl, rec as u64, libc::F_GETFD as u64, 0) < 0;
+    if !free {
+        return real;
+    }
+    let cloexec = if flags & libc::O_CLOEXEC as u64 != 0 {
+        libc::O_CLOEXEC as u64
+    } else {
+        0
+    };
+    if raw::syscall3(libc::SYS_dup3, real as u64, rec as u64, cloexec) < 0 {
+        return real;
+    }
+    raw::syscall3(libc::SYS_close, real as u64, 0, 0);
+    rec
+}
+
+/// Removes the file an exclusive create just made (it did not exist, so it
+/// is empty and no one else holds it).
+fn remove_created(nr: i64, a: [u64; 6]) {
+    if nr == libc::SYS_open {
+        raw::syscall3(libc::SYS_unlink, a[0], 0, 0);
+    } else {
+        raw::syscall3(libc::SYS_unlinkat, a[0], a[1], 0);
     }
 }
 

@@ -93,6 +93,9 @@ pub struct Turn {
     pub object: u64,
     pub arg0: u64,
     pub result: i64,
+    /// The recorded syscall's third argument, with the replayer's marks
+    /// (see [`rp::OPEN_OF_FILE_CREATED_LATER`]).
+    pub extra: u64,
     pub data_len: u32,
 }
 
