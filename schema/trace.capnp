@@ -28,6 +28,7 @@ struct Header {
   cpus @11 :UInt32;
   startTimeUnixNs @12 :UInt64;
   recordedEvents @13 :UInt32;  # what the agent logged beyond the level: bits of `RecordedEvents` (0 in older traces)
+  blockPeriod @14 :UInt32;     # bb sketches: every N-th block of a thread is logged (0 in other sketches)
 }
 
 enum SketchLevel {
@@ -71,6 +72,8 @@ enum EventKind {
   signal @29;
   processExit @30;
   mutexTimedlock @31;
+  funcEntry @32;
+  block @33;
 }
 
 # One sketch event. `seq` is the global sequence number: the order of all

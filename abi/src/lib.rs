@@ -69,6 +69,21 @@ pub enum Mode {
 pub enum Level {
     Sync = 0,
     Sys = 1,
+    /// + the entries of the program's functions (`-finstrument-functions`).
+    Func = 2,
+    /// + the program's basic blocks (`-fsanitize-coverage=trace-pc`).
+    Bb = 3,
+}
+
+impl Level {
+    pub fn from_u32(v: u32) -> Level {
+        match v {
+            0 => Level::Sync,
+            1 => Level::Sys,
+            2 => Level::Func,
+            _ => Level::Bb,
+        }
+    }
 }
 
 /// The kind of one sketch event. The numbering is part of the ABI and
@@ -122,10 +137,17 @@ pub enum EventKind {
     /// `exit`/`exit_group` called or `main` returned (`result` = status).
     ProcessExit = 30,
     MutexTimedlock = 31,
+    /// A function of the program entered (`func` sketch): `object` is its
+    /// address, `arg0` the call site.
+    FuncEntry = 32,
+    /// A basic block of the program entered (`bb` sketch): `object` is its
+    /// address (the instrumentation's call in it); in a `bb-N` sketch,
+    /// every N-th block of the thread.
+    Block = 33,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 32] = [
+    pub const ALL: [EventKind; 34] = [
         EventKind::MutexLock,
         EventKind::MutexTrylock,
         EventKind::MutexUnlock,
@@ -158,6 +180,8 @@ impl EventKind {
         EventKind::Signal,
         EventKind::ProcessExit,
         EventKind::MutexTimedlock,
+        EventKind::FuncEntry,
+        EventKind::Block,
     ];
 
     pub fn from_u16(v: u16) -> Option<EventKind> {
@@ -199,6 +223,8 @@ impl EventKind {
             EventKind::DataMore => "data",
             EventKind::Signal => "signal",
             EventKind::ProcessExit => "exit",
+            EventKind::FuncEntry => "function_entry",
+            EventKind::Block => "block",
         }
     }
 
@@ -206,7 +232,11 @@ impl EventKind {
     pub fn is_sync(self) -> bool {
         !matches!(
             self,
-            EventKind::Syscall | EventKind::DataMore | EventKind::Signal
+            EventKind::Syscall
+                | EventKind::DataMore
+                | EventKind::Signal
+                | EventKind::FuncEntry
+                | EventKind::Block
         )
     }
 }
@@ -367,6 +397,9 @@ pub struct ControlHeader {
     /// Set by the supervisor when the agent must stop taking new events
     /// (the trace is being finished).
     pub stopping: AtomicU32,
+    /// `bb-N` sketches: a thread logs every N-th block (1: every block).
+    pub block_period: u32,
+    pub _pad0: u32,
     /// Number of slots in the ring; a power of two.
     pub ring_slots: u64,
     /// Byte offset of the ring from the start of the control block.

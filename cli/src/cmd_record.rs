@@ -6,16 +6,20 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use reprise_recorder::{record, RecordOptions, SketchLevel};
+use reprise_recorder::{record, RecordOptions};
 use reprise_schema::location;
+use reprise_schema::Sketch;
 
 /// Run PROGRAM and record a sketch of its run into a new trace.
 #[derive(Args)]
 pub struct RecordArgs {
-    /// How much to record: `sync` (synchronisation order) or `sys` (+ system
-    /// calls and their results, mmaps, output).
-    #[arg(long, default_value = "sys", value_parser = parse_level)]
-    sketch: SketchLevel,
+    /// How much to record: `sync` (synchronisation order), `sys` (+ system
+    /// calls and their results, mmaps, output), `func` (+ the entries of
+    /// the program's functions; built with -finstrument-functions), `bb`
+    /// (+ its basic blocks; built with -fsanitize-coverage=trace-pc and
+    /// -lreprise_cov) or `bb-N` (every N-th block of a thread).
+    #[arg(long, default_value = "sys", value_parser = parse_sketch)]
+    sketch: Sketch,
     /// The trace directory to create (default: a new one under the trace root).
     #[arg(short = 'o', long = "output")]
     output: Option<PathBuf>,
@@ -37,7 +41,7 @@ pub struct RecordArgs {
     args: Vec<OsString>,
 }
 
-fn parse_level(s: &str) -> Result<SketchLevel, String> {
+fn parse_sketch(s: &str) -> Result<Sketch, String> {
     s.parse()
 }
 
@@ -67,7 +71,8 @@ pub fn run(a: RecordArgs) -> Result<u8> {
         }
     };
     let mut opts = RecordOptions::new(a.program.clone(), a.args.clone(), dir.clone());
-    opts.level = a.sketch;
+    opts.level = a.sketch.level;
+    opts.block_period = a.sketch.block_period;
     opts.hang_timeout = Duration::from_secs_f64(a.hang_timeout);
     opts.expect_output = expect_output;
     let result = match record(&opts) {

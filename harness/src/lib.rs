@@ -9,3 +9,20 @@
 
 pub mod bench;
 pub mod eval;
+
+use std::path::{Path, PathBuf};
+
+/// Where `libreprise_cov.so` is (the `bb` sketch's link stub): next to the
+/// `reprise` binary, or one level up (test binaries in `deps/`).
+pub fn cov_dir(reprise: &Path) -> anyhow::Result<PathBuf> {
+    let dir = reprise.parent().unwrap_or(Path::new("."));
+    [dir.to_path_buf(), dir.join("..")]
+        .into_iter()
+        .find(|d| d.join("libreprise_cov.so").is_file())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "libreprise_cov.so is missing next to {}: build the workspace (`cargo build --release`)",
+                reprise.display()
+            )
+        })
+}

@@ -81,8 +81,8 @@ pub fn active() -> bool {
 
 pub fn level() -> Level {
     match control() {
-        Some(c) if c.level >= Level::Sys as u32 => Level::Sys,
-        _ => Level::Sync,
+        Some(c) => Level::from_u32(c.level),
+        None => Level::Sync,
     }
 }
 

@@ -13,6 +13,7 @@
 mod ctl;
 mod fatal;
 mod filter;
+mod hooks;
 mod net;
 mod observe;
 mod raw;

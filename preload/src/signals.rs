@@ -74,6 +74,8 @@ extern "C" fn trampoline(sig: c_int, info: *mut libc::siginfo_t, uc: *mut c_void
     if h == 0 || h == libc::SIG_DFL || h == libc::SIG_IGN {
         return;
     }
+    // A handler's entries are not ordered: it runs where the signal came.
+    let _off = crate::hooks::Off::enter();
     // SAFETY: `h` is the handler the program installed for `sig`, called
     // with the signature its flags declare.
     unsafe {
@@ -100,6 +102,7 @@ pub fn deliver(sig: c_int, code: c_int, recorded: Option<&libc::siginfo_t>) {
     if h == 0 || h == libc::SIG_DFL || h == libc::SIG_IGN {
         return;
     }
+    let _off = crate::hooks::Off::enter();
     // SAFETY: `h` is the handler the program installed for `sig`, called
     // with the signature its flags declare, with a siginfo that carries
     // the recorded signal number and code (no context: the handler was

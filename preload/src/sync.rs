@@ -282,5 +282,7 @@ pub unsafe extern "C" fn pthread_once(
     init: Option<unsafe extern "C" fn()>,
 ) -> c_int {
     let f = real!(pthread_once: fn(*mut pthread_once_t, Option<unsafe extern "C" fn()>) -> c_int);
+    // The initialiser's entries are not ordered (the once is one event).
+    let _off = crate::hooks::Off::enter();
     acquire(K::Once, o as u64, false, || unsafe { f(o, init) })
 }

@@ -71,6 +71,12 @@ impl ControlBlock {
         })
     }
 
+    /// `bb-N` sketches: set before any agent maps the block.
+    pub fn set_block_period(&self, n: u32) {
+        // SAFETY: a plain field written before the program starts.
+        unsafe { (*(self.base as *mut ControlHeader)).block_period = n };
+    }
+
     pub fn path(&self) -> &Path {
         self.file.path()
     }

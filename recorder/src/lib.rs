@@ -11,6 +11,7 @@
 
 pub mod control;
 pub mod expected;
+pub mod instrumented;
 pub mod launch;
 pub mod outcome;
 mod session;
@@ -39,8 +40,12 @@ pub enum RecordError {
     Spawn { path: PathBuf, why: String },
     #[error("cannot create the shared control block in /dev/shm: {0}")]
     Control(std::io::Error),
-    #[error("sketch level {0} is not implemented yet: use sync or sys")]
-    LevelUnsupported(SketchLevel),
+    #[error("cannot record a {level} sketch of {}: {how}", .path.display())]
+    NotInstrumented {
+        path: PathBuf,
+        level: SketchLevel,
+        how: &'static str,
+    },
     #[error(transparent)]
     Trace(#[from] reprise_schema::TraceError),
     #[error("{0}")]

@@ -24,6 +24,8 @@ pub struct RecordOptions {
     pub program: OsString,
     pub args: Vec<OsString>,
     pub level: SketchLevel,
+    /// `bb-N`: every N-th block of a thread is logged (1 for `bb`).
+    pub block_period: u32,
     /// The trace directory to create (must not exist, or be empty).
     pub trace_dir: PathBuf,
     pub hang_timeout: Duration,
@@ -40,6 +42,7 @@ impl RecordOptions {
             program,
             args,
             level: SketchLevel::Sys,
+            block_period: 0,
             trace_dir,
             hang_timeout: crate::DEFAULT_HANG_TIMEOUT,
             ring_slots: 1 << 20,
@@ -343,11 +346,18 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
     let level = match opts.level {
         SketchLevel::Sync => Level::Sync,
         SketchLevel::Sys => Level::Sys,
-        other => return Err(RecordError::LevelUnsupported(other)),
+        SketchLevel::Func => Level::Func,
+        SketchLevel::Bb => Level::Bb,
+    };
+    let block_period = if level == Level::Bb {
+        opts.block_period.max(1)
+    } else {
+        0
     };
     let program = launch::resolve_program(&opts.program)?;
     let agent = launch::find_agent()?;
     let (digest, build_id) = program_identity(&program)?;
+    crate::instrumented::check(&program, opts.level)?;
     let cwd = std::env::current_dir()
         .map_err(|e| RecordError::Io(format!("cannot read the current directory: {e}")))?;
     let mut argv = vec![opts.program.clone()];
@@ -379,9 +389,11 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
             .unwrap_or(1),
         start_time_unix_ns: now_ns(),
         recorded_events: reprise_schema::RecordedEvents::CURRENT,
+        block_period,
     };
     let ctl =
         ControlBlock::create(Mode::Record, level, opts.ring_slots).map_err(RecordError::Control)?;
+    ctl.set_block_period(block_period);
     let writer = TraceWriter::create(&opts.trace_dir, &header)?;
     let env = launch::agent_env(&base_env, &agent, ctl.path());
 
@@ -389,7 +401,7 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
     // A daemon's process outlives the one reprise starts: it stays ours.
     become_subreaper();
     let started = Instant::now();
-    let child = launch::spawn(&program, &argv, &env, &cwd, level == Level::Sys)?;
+    let child = launch::spawn(&program, &argv, &env, &cwd, level >= Level::Sys)?;
     let pid = child.id() as i32;
     FORWARD_TO.store(pid, Ordering::Relaxed);
 

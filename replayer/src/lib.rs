@@ -36,8 +36,6 @@ pub enum ReplayError {
     ProgramChanged(PathBuf),
     #[error("the recorded program is gone: {}", .0.display())]
     ProgramMissing(PathBuf),
-    #[error("cannot replay a {0} sketch yet: record with --sketch sync or sys")]
-    Level(SketchLevel),
     #[error(transparent)]
     Trace(#[from] reprise_schema::TraceError),
     #[error(transparent)]
@@ -90,7 +88,8 @@ impl Replay {
         let level = match header.level {
             SketchLevel::Sync => Level::Sync,
             SketchLevel::Sys => Level::Sys,
-            other => return Err(ReplayError::Level(other)),
+            SketchLevel::Func => Level::Func,
+            SketchLevel::Bb => Level::Bb,
         };
         let path = &header.program_path;
         let bytes = std::fs::read(path).map_err(|_| ReplayError::ProgramMissing(path.clone()))?;

@@ -128,6 +128,7 @@ impl<'r> ReplaySession<'r> {
     pub fn start(replay: &'r Replay, opts: &AttemptOptions) -> Result<Self, ReplayError> {
         let ctl = ControlBlock::create(Mode::Replay, replay.level, replay.ring_slots)
             .map_err(ReplayError::Control)?;
+        ctl.set_block_period(replay.header.block_period);
         init_control(&ctl, replay, opts);
         let mut next = 0;
         fill_ring(&ctl, replay, &mut next);
@@ -164,7 +165,7 @@ impl<'r> ReplaySession<'r> {
             &env,
             &h.cwd,
             Some(stdio),
-            replay.level == Level::Sys,
+            replay.level >= Level::Sys,
         )?;
         let pid = child.id() as i32;
         let turn = ctl.replay().turn.0.load(Ordering::Acquire);

@@ -123,7 +123,7 @@ fn category(k: EventKind) -> u8 {
         }
         K::ThreadCreate | K::ThreadStart | K::ThreadExit | K::ThreadJoin => THREAD,
         K::Fork | K::ProcessStart | K::Exec => PROCESS,
-        K::Syscall | K::DataMore => SYSCALL,
+        K::Syscall | K::DataMore | K::FuncEntry | K::Block => SYSCALL,
         K::Signal => SIGNAL,
         K::ProcessExit => EXIT,
     }
@@ -145,7 +145,12 @@ impl Picture {
         let mut seqs: Vec<u64> = Vec::new();
         for ev in reader.events() {
             let ev = ev?;
-            if ev.kind == EventKind::DataMore {
+            // Function and block entries (func, bb sketches) are too many
+            // to draw: the lanes show the synchronisation and syscalls.
+            if matches!(
+                ev.kind,
+                EventKind::DataMore | EventKind::FuncEntry | EventKind::Block
+            ) {
                 continue;
             }
             let next = lanes.len();

@@ -108,6 +108,7 @@ pub(crate) fn header_to_bytes(h: &HeaderInfo) -> Vec<u8> {
         b.set_cpus(h.cpus);
         b.set_start_time_unix_ns(h.start_time_unix_ns);
         b.set_recorded_events(h.recorded_events);
+        b.set_block_period(h.block_period);
     }
     serialize(&msg)
 }
@@ -144,6 +145,7 @@ pub(crate) fn header_from_capnp(r: tc::header::Reader<'_>) -> capnp::Result<Head
         cpus: r.get_cpus(),
         start_time_unix_ns: r.get_start_time_unix_ns(),
         recorded_events: r.get_recorded_events(),
+        block_period: r.get_block_period(),
     })
 }
 

@@ -69,6 +69,55 @@ impl FromStr for SketchLevel {
     }
 }
 
+/// What `--sketch` names: a level, and for `bb-N` the block period.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sketch {
+    pub level: SketchLevel,
+    /// `bb-N`: every N-th block of a thread is logged; 1 for `bb`, 0 below
+    /// the `bb` level.
+    pub block_period: u32,
+}
+
+impl Sketch {
+    pub fn of(level: SketchLevel) -> Sketch {
+        Sketch {
+            level,
+            block_period: u32::from(level == SketchLevel::Bb),
+        }
+    }
+}
+
+impl fmt::Display for Sketch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.level == SketchLevel::Bb && self.block_period > 1 {
+            f.pad(&format!("bb-{}", self.block_period))
+        } else {
+            f.pad(self.level.as_str())
+        }
+    }
+}
+
+impl FromStr for Sketch {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim().to_ascii_lowercase();
+        if let Some(n) = t.strip_prefix("bb-") {
+            return match n.parse::<u32>() {
+                Ok(n) if n >= 1 => Ok(Sketch {
+                    level: SketchLevel::Bb,
+                    block_period: n,
+                }),
+                _ => Err(format!(
+                    "bad sketch '{s}': bb-N takes a whole number N >= 1 (every N-th block)"
+                )),
+            };
+        }
+        t.parse::<SketchLevel>().map(Sketch::of).map_err(|_| {
+            format!("unknown sketch level '{s}': use one of sync, sys, func, bb, bb-N")
+        })
+    }
+}
+
 /// The trace header: what was run, where, and how.
 #[derive(Clone, Debug, PartialEq, Eq, Default, Serialize)]
 pub struct HeaderInfo {
@@ -98,6 +147,9 @@ pub struct HeaderInfo {
     /// What the agent logged beyond what the level says (bits of
     /// [`RecordedEvents`]); 0 in traces of older versions.
     pub recorded_events: u32,
+    /// `bb` sketches: every N-th block of a thread is logged (`bb-N`;
+    /// 1: every block; 0 in other sketches).
+    pub block_period: u32,
 }
 
 /// Events an agent version added to the sketch. A replay enforces them

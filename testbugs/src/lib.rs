@@ -17,8 +17,8 @@ pub use rates::{
     default_build_dir, measure, native_rates, native_rates_with, RateOptions, RateRow, RateTable,
 };
 pub use run::{
-    build_all, build_bug, build_manifest, run_native, run_native_in, Built, Failure, Outcome,
-    RunResult, DEFAULT_TIMEOUT,
+    build_all, build_bug, build_bug_with, build_manifest, instrument_flags, run_native,
+    run_native_in, Built, Failure, Outcome, RunResult, DEFAULT_TIMEOUT,
 };
 
 /// Errors of the corpus library.

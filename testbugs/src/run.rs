@@ -45,6 +45,39 @@ pub fn build_manifest(
 
 /// Compiles one program into `out_dir/NAME` (dynamically linked).
 pub fn build_bug(bug: &Bug, corpus: &Path, out_dir: &Path) -> Result<Built, Error> {
+    build_bug_with(bug, corpus, out_dir, &[])
+}
+
+/// The compiler flags that make a program call the hooks of a sketch
+/// level: function entries for `func`, basic blocks for `bb` (whose hook
+/// is linked from `libreprise_cov.so` in `cov_dir`). None for the levels
+/// that need no rebuild.
+pub fn instrument_flags(level: &str, cov_dir: &Path) -> Option<Vec<String>> {
+    let level = level.split('-').next().unwrap_or(level);
+    match level {
+        "func" => Some(vec!["-finstrument-functions".into()]),
+        "bb" => Some(vec![
+            "-fsanitize-coverage=trace-pc".into(),
+            format!("-L{}", cov_dir.display()),
+            format!("-Wl,-rpath,{}", cov_dir.display()),
+            "-lreprise_cov".into(),
+        ]),
+        _ => None,
+    }
+}
+
+/// [`build_bug`] with `extra` flags after the manifest's (the source
+/// before them, so that `-l` options follow it).
+pub fn build_bug_with(
+    bug: &Bug,
+    corpus: &Path,
+    out_dir: &Path,
+    extra: &[String],
+) -> Result<Built, Error> {
+    std::fs::create_dir_all(out_dir).map_err(|source| Error::Io {
+        path: out_dir.to_path_buf(),
+        source,
+    })?;
     let compiler = bug.lang.compiler();
     let src = corpus.join("programs").join(&bug.source);
     let exe = out_dir.join(&bug.name);
@@ -53,6 +86,7 @@ pub fn build_bug(bug: &Bug, corpus: &Path, out_dir: &Path) -> Result<Built, Erro
         .arg("-o")
         .arg(&exe)
         .arg(&src)
+        .args(extra)
         .stdin(Stdio::null())
         .output()
         .map_err(|source| match source.kind() {

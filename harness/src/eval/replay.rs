@@ -465,11 +465,25 @@ fn root_cause_verdict(bug: &Bug, replay: &Replay, res: &SearchResult, cell: &mut
     }));
 }
 
+/// The program as a sketch level needs it built: `func` and `bb` call
+/// the agent's hooks (rebuilt into `dir/<sketch>/`); others as built.
+fn built_for(bug: &Bug, built: &Built, sketch: &str, a: &EvalOptions, dir: &Path) -> Result<Built> {
+    let cov = crate::cov_dir(&a.reprise)?;
+    match reprise_testbugs::instrument_flags(sketch, &cov) {
+        None => Ok(built.clone()),
+        Some(flags) => {
+            reprise_testbugs::build_bug_with(bug, &corpus_dir(), &dir.join(sketch), &flags)
+                .with_context(|| format!("cannot build {} for the {sketch} sketch", bug.name))
+        }
+    }
+}
+
 fn evaluate_replay(bug: &Bug, built: &Built, a: &EvalOptions, dir: &Path) -> Result<ReplayRow> {
     let mut recordings = Vec::new();
     for sketch in &a.sketches {
         let t = Instant::now();
-        let rec = record_sketch(bug, built, sketch, a, dir)?;
+        let exe = built_for(bug, built, sketch, a, dir)?;
+        let rec = record_sketch(bug, &exe, sketch, a, dir)?;
         eprintln!(
             "  {:<28} {sketch:<4} recorded {} runs ({} args, {:.0} s): {}",
             bug.name,
@@ -538,8 +552,8 @@ fn evaluate_replay(bug: &Bug, built: &Built, a: &EvalOptions, dir: &Path) -> Res
 
 pub(super) fn run_replay(a: &EvalOptions, bugs: &[Bug], built: &[Built]) -> Result<u8> {
     for s in &a.sketches {
-        if s != "sync" && s != "sys" {
-            bail!("--sketches: {s:?} is not a sketch level (sync, sys)");
+        if s.parse::<reprise_schema::Sketch>().is_err() {
+            bail!("--sketches: {s:?} is not a sketch (sync, sys, func, bb, bb-N)");
         }
     }
     for s in &a.strategies {

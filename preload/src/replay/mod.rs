@@ -48,7 +48,7 @@ mod syscalls;
 pub use flip::{current_key, hand_baton_to, hold_for_flip, maybe_preempt, positions};
 pub use ops::{
     acquire, after, before_fork, begin_create, cond_wait, end_create, forked_child, process_exit,
-    release, simple, thread_exit,
+    program_point, release, simple, thread_exit,
 };
 pub use syscalls::syscall;
 

@@ -31,6 +31,20 @@ pub fn simple(kind: K) {
     }
 }
 
+/// A function or block entry of an instrumented program (`object`: its
+/// address): waits for its turn; another address is a divergence.
+pub fn program_point(kind: K, object: u64) {
+    let _busy = Busy::enter();
+    let c = ctl_ok();
+    match arrive(c, kind, object) {
+        Some(t) => {
+            advance(c, &t);
+            yield_baton(c);
+        }
+        None => park(c),
+    }
+}
+
 /// The parent side of `pthread_create` / `fork`: the event comes before
 /// the operation. Returns the recorded `arg0` (the new thread's index).
 pub fn begin_create(kind: K) -> u64 {

@@ -69,6 +69,7 @@ impl<'r> ReplaySession<'r> {
     ) -> Result<Self, ReplayError> {
         let ctl = ControlBlock::create(Mode::Replay, replay.level, checkpoint.ring_slots)
             .map_err(ReplayError::Control)?;
+        ctl.set_block_period(replay.header.block_period);
         let observe = match &opts.observe {
             Some(plan) => {
                 let points = replay.access_points()?;

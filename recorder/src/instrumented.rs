@@ -1,0 +1,71 @@
+//! The `func` and `bb` sketches need a program built to call the agent: at
+//! each function entry (`-finstrument-functions`: `__cyg_profile_func_enter`)
+//! or basic block (`-fsanitize-coverage=trace-pc`: `__sanitizer_cov_trace_pc`).
+//! The agent defines those hooks; a program that does not call them would
+//! record a `sys` sketch under a richer name, so it is refused, with how to
+//! rebuild it.
+
+use std::path::Path;
+
+use reprise_schema::SketchLevel;
+
+use crate::RecordError;
+
+/// The hook a level needs the program to call, and how to build it in.
+pub fn hook(level: SketchLevel) -> Option<(&'static str, &'static str)> {
+    match level {
+        SketchLevel::Func => Some((
+            "__cyg_profile_func_enter",
+            "it was not built with -finstrument-functions: rebuild it with that flag (gcc or clang), or record a sys sketch",
+        )),
+        SketchLevel::Bb => Some((
+            "__sanitizer_cov_trace_pc",
+            "it was not built with -fsanitize-coverage=trace-pc: rebuild it with that flag and link the hook's stub (-L<dir of reprise> -lreprise_cov -Wl,-rpath,<dir>), or record a func or sys sketch",
+        )),
+        SketchLevel::Sync | SketchLevel::Sys => None,
+    }
+}
+
+/// True if the ELF file's bytes name `symbol` (a call to an undefined
+/// function keeps its name in `.dynstr`; a stripped program keeps it too).
+pub fn names_symbol(bytes: &[u8], symbol: &str) -> bool {
+    let mut needle = symbol.as_bytes().to_vec();
+    needle.push(0);
+    bytes.windows(needle.len()).any(|w| w == needle.as_slice())
+}
+
+/// Refuses a `func` or `bb` sketch of a program that does not call its hook.
+pub fn check(program: &Path, level: SketchLevel) -> Result<(), RecordError> {
+    let Some((symbol, how)) = hook(level) else {
+        return Ok(());
+    };
+    let bytes = std::fs::read(program)
+        .map_err(|e| RecordError::Io(format!("cannot read {}: {e}", program.display())))?;
+    if names_symbol(&bytes, symbol) {
+        Ok(())
+    } else {
+        Err(RecordError::NotInstrumented {
+            path: program.to_path_buf(),
+            level,
+            how,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_counts_only_whole() {
+        assert!(names_symbol(
+            b"\0__sanitizer_cov_trace_pc\0x",
+            "__sanitizer_cov_trace_pc"
+        ));
+        assert!(!names_symbol(
+            b"\0__sanitizer_cov_trace_pc_guard\0",
+            "__sanitizer_cov_trace_pc"
+        ));
+        assert!(hook(SketchLevel::Sys).is_none());
+    }
+}
