@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use reprise_abi::EventKind;
 use reprise_schema::{listing, location, TraceReader};
 
 /// List the recorded traces: name, program, date, sketch level, outcome, size.
@@ -73,7 +74,11 @@ pub fn dump(a: DumpArgs) -> Result<u8> {
         writeln!(out, "trace    {}", dir.display())?;
         writeln!(out, "program  {}", h.program_path.display())?;
         writeln!(out, "argv     {}", argv.join(" "))?;
-        writeln!(out, "sketch   {}", h.level)?;
+        let sketch = reprise_schema::Sketch {
+            level: h.level,
+            block_period: h.block_period,
+        };
+        writeln!(out, "sketch   {sketch}")?;
         writeln!(
             out,
             "recorded {} on {} ({}, {} cpus)",
@@ -84,6 +89,9 @@ pub fn dump(a: DumpArgs) -> Result<u8> {
         )?;
         writeln!(out)?;
     }
+    // Function and block entries are named (func and bb sketches).
+    let names = (h.level >= reprise_schema::SketchLevel::Func)
+        .then(|| reprise_replayer::code_names::CodeNames::open(&h.program_path));
     for ev in reader.events() {
         let ev = ev?;
         if let Some(r) = &range {
@@ -97,7 +105,13 @@ pub fn dump(a: DumpArgs) -> Result<u8> {
         let line = if a.json {
             serde_json::json!({ "event": ev }).to_string()
         } else {
-            listing::format_event(&ev)
+            let mut line = listing::format_event(&ev);
+            let code = matches!(ev.kind, EventKind::FuncEntry | EventKind::Block);
+            if let (true, Some(n)) = (code, names.as_ref().and_then(|n| n.name(ev.object))) {
+                line.push(' ');
+                line.push_str(&n);
+            }
+            line
         };
         if writeln!(out, "{line}").is_err() {
             return Ok(0); // a closed pipe (`| head`) is not an error

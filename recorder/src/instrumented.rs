@@ -11,16 +11,20 @@ use reprise_schema::SketchLevel;
 
 use crate::RecordError;
 
-/// The hook a level needs the program to call, and how to build it in.
-pub fn hook(level: SketchLevel) -> Option<(&'static str, &'static str)> {
+/// The hook a level needs the program to call, and how to build it in
+/// (`lib_dir`: where `libreprise_cov.so` is, next to the agent).
+pub fn hook(level: SketchLevel, lib_dir: &Path) -> Option<(&'static str, String)> {
     match level {
         SketchLevel::Func => Some((
             "__cyg_profile_func_enter",
-            "it was not built with -finstrument-functions: rebuild it with that flag (gcc or clang), or record a sys sketch",
+            "it was not built with -finstrument-functions: rebuild it with that flag (gcc or clang), or record a sys sketch".into(),
         )),
         SketchLevel::Bb => Some((
             "__sanitizer_cov_trace_pc",
-            "it was not built with -fsanitize-coverage=trace-pc: rebuild it with that flag and link the hook's stub (-L<dir of reprise> -lreprise_cov -Wl,-rpath,<dir>), or record a func or sys sketch",
+            format!(
+                "it was not built with -fsanitize-coverage=trace-pc: rebuild it with that flag and link the hook's stub (-L{0} -Wl,-rpath,{0} -lreprise_cov), or record a func or sys sketch",
+                lib_dir.display()
+            ),
         )),
         SketchLevel::Sync | SketchLevel::Sys => None,
     }
@@ -35,8 +39,9 @@ pub fn names_symbol(bytes: &[u8], symbol: &str) -> bool {
 }
 
 /// Refuses a `func` or `bb` sketch of a program that does not call its hook.
-pub fn check(program: &Path, level: SketchLevel) -> Result<(), RecordError> {
-    let Some((symbol, how)) = hook(level) else {
+pub fn check(program: &Path, level: SketchLevel, agent: &Path) -> Result<(), RecordError> {
+    let lib_dir = agent.parent().unwrap_or(Path::new("."));
+    let Some((symbol, how)) = hook(level, lib_dir) else {
         return Ok(());
     };
     let bytes = std::fs::read(program)
@@ -66,6 +71,8 @@ mod tests {
             b"\0__sanitizer_cov_trace_pc_guard\0",
             "__sanitizer_cov_trace_pc"
         ));
-        assert!(hook(SketchLevel::Sys).is_none());
+        assert!(hook(SketchLevel::Sys, Path::new("/x")).is_none());
+        let (_, how) = hook(SketchLevel::Bb, Path::new("/opt/reprise")).unwrap();
+        assert!(how.contains("-L/opt/reprise -Wl,-rpath,/opt/reprise -lreprise_cov"));
     }
 }

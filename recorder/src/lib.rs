@@ -44,7 +44,7 @@ pub enum RecordError {
     NotInstrumented {
         path: PathBuf,
         level: SketchLevel,
-        how: &'static str,
+        how: String,
     },
     #[error(transparent)]
     Trace(#[from] reprise_schema::TraceError),

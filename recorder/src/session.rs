@@ -357,7 +357,7 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
     let program = launch::resolve_program(&opts.program)?;
     let agent = launch::find_agent()?;
     let (digest, build_id) = program_identity(&program)?;
-    crate::instrumented::check(&program, opts.level)?;
+    crate::instrumented::check(&program, opts.level, &agent)?;
     let cwd = std::env::current_dir()
         .map_err(|e| RecordError::Io(format!("cannot read the current directory: {e}")))?;
     let mut argv = vec![opts.program.clone()];

@@ -16,6 +16,7 @@ use reprise_abi::{replay as rp, EventKind, Level};
 use reprise_schema::{EventRecord, HeaderInfo, OutcomeInfo, OutcomeKind, SketchLevel, TraceReader};
 
 pub mod accesses;
+pub mod code_names;
 mod created_files;
 mod detector;
 pub mod observe;

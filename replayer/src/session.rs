@@ -628,6 +628,12 @@ fn divergence_end(
         Some((_, e)) => format!("{}, event {}", thread_name(e.process, e.thread), e.seq),
         None => thread_name(d.process as u16, d.thread),
     };
+    // Function and block entries are named where they are in the source.
+    let text = if replay.level >= Level::Func {
+        crate::code_names::CodeNames::open(&replay.header.program_path).annotate(&text)
+    } else {
+        text.into_owned()
+    };
     Ok(AttemptEnd::Divergence {
         reason: format!("{place}: {text}"),
     })

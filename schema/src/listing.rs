@@ -563,6 +563,12 @@ pub fn format_event(ev: &EventRecord) -> String {
         EventKind::ProcessExit => {
             let _ = write!(s, "exit({})", ev.result);
         }
+        EventKind::FuncEntry => {
+            let _ = write!(s, "function_entry({:#x}) from {:#x}", ev.object, ev.arg0);
+        }
+        EventKind::Block => {
+            let _ = write!(s, "block({:#x})", ev.object);
+        }
         _ => {
             let _ = write!(s, "{}({:#x}", k.name(), ev.object);
             if ev.arg0 != 0 {

@@ -1,0 +1,271 @@
+//! The `func` and `bb` sketches: function and basic-block entries of an
+//! instrumented program, in the global order, enforced by replay.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{compile, run_reprise, stderr};
+
+const LIMIT: Duration = Duration::from_secs(120);
+const PIPELINE: &str = include_str!("programs/pipeline.c");
+const BRANCH: &str = include_str!("programs/branch_on_file.c");
+
+/// The directory of `libreprise_cov.so`, the `bb` sketch's link stub
+/// (built with the workspace, next to `reprise`).
+fn cov_dir() -> PathBuf {
+    let dir = common::reprise().parent().unwrap().to_path_buf();
+    assert!(
+        dir.join("libreprise_cov.so").is_file(),
+        "libreprise_cov.so is missing in {}: build the workspace first",
+        dir.display()
+    );
+    dir
+}
+
+/// Compiles `source` for the `bb` sketch.
+fn compile_bb(dir: &Path, name: &str, source: &str) -> PathBuf {
+    let cov = cov_dir();
+    let l = format!("-L{}", cov.display());
+    let rpath = format!("-Wl,-rpath,{}", cov.display());
+    compile(
+        dir,
+        name,
+        source,
+        &[
+            "-O0",
+            "-g",
+            "-fsanitize-coverage=trace-pc",
+            "-Wl,--no-as-needed",
+            &l,
+            &rpath,
+            "-lreprise_cov",
+        ],
+    )
+}
+
+/// `reprise dump TRACE`'s function entries: (thread, function name).
+fn function_entries(root: &Path, trace: &Path) -> Vec<(String, String)> {
+    let o = run_reprise(root, &["dump", trace.to_str().unwrap()], None, LIMIT);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| l.contains(" function_entry("))
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // #N pP tT function_entry(0x…) from 0x… NAME at FILE:LINE
+            (f[2].to_string(), f.get(6).unwrap_or(&"?").to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn a_func_recording_lists_each_threads_function_entries_in_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prog = compile(
+        tmp.path(),
+        "pipeline",
+        PIPELINE,
+        &["-O0", "-g", "-finstrument-functions"],
+    );
+    let trace = tmp.path().join("trace");
+    let o = run_reprise(
+        tmp.path(),
+        &[
+            "record",
+            "--sketch",
+            "func",
+            "-o",
+            trace.to_str().unwrap(),
+            prog.to_str().unwrap(),
+        ],
+        None,
+        LIMIT,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("(func sketch,"), "{}", stderr(&o));
+    let entries = function_entries(tmp.path(), &trace);
+    let of = |t: &str| -> Vec<&str> {
+        entries
+            .iter()
+            .filter(|(th, _)| th == t)
+            .map(|(_, f)| f.as_str())
+            .collect()
+    };
+    assert_eq!(of("t0"), ["main"], "{entries:?}");
+    assert_eq!(
+        of("t1"),
+        ["worker", "parse", "plan", "execute"],
+        "{entries:?}"
+    );
+    assert_eq!(of("t2"), ["logger", "flush", "flush"], "{entries:?}");
+    // The worker was joined before the logger started: its entries come first.
+    let first_logger = entries.iter().position(|(t, _)| t == "t2").unwrap();
+    let last_worker = entries.iter().rposition(|(t, _)| t == "t1").unwrap();
+    assert!(last_worker < first_logger, "{entries:?}");
+    common::replays_as_recorded(tmp.path(), &trace, &[], LIMIT);
+}
+
+#[test]
+fn a_bb_trace_replays_with_every_block_in_order_and_bb_n_keeps_every_nth() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prog = compile_bb(tmp.path(), "pipeline_bb", PIPELINE);
+    // Each thread's blocks, in order.
+    let blocks = |trace: &Path| {
+        let r = reprise_schema::TraceReader::open(trace).unwrap();
+        let mut per: BTreeMap<(u16, u32), Vec<u64>> = BTreeMap::new();
+        for e in r.events() {
+            let e = e.unwrap();
+            if e.kind == reprise_abi::EventKind::Block {
+                per.entry((e.process, e.thread)).or_default().push(e.object);
+            }
+        }
+        per
+    };
+    let all = tmp.path().join("bb");
+    let o = run_reprise(
+        tmp.path(),
+        &[
+            "record",
+            "--sketch",
+            "bb",
+            "-o",
+            all.to_str().unwrap(),
+            prog.to_str().unwrap(),
+        ],
+        None,
+        LIMIT,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let every = blocks(&all);
+    assert_eq!(every.len(), 3, "blocks of main, the worker and the logger");
+    for _ in 0..3 {
+        let out = common::replays_as_recorded(tmp.path(), &all, &[], LIMIT);
+        assert!(out.starts_with("work 14\n"), "{out}");
+    }
+    let fourth = tmp.path().join("bb4");
+    let o = run_reprise(
+        tmp.path(),
+        &[
+            "record",
+            "--sketch",
+            "bb-4",
+            "-o",
+            fourth.to_str().unwrap(),
+            prog.to_str().unwrap(),
+        ],
+        None,
+        LIMIT,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("(bb-4 sketch,"), "{}", stderr(&o));
+    // Each thread keeps every 4th of its own blocks (the program's path
+    // does not depend on the interleaving).
+    let some = blocks(&fourth);
+    for (thread, all) in &every {
+        let kept: Vec<u64> = all.iter().skip(3).step_by(4).copied().collect();
+        assert_eq!(
+            some.get(thread).cloned().unwrap_or_default(),
+            kept,
+            "thread {thread:?}"
+        );
+    }
+    common::replays_as_recorded(tmp.path(), &fourth, &[], LIMIT);
+}
+
+#[test]
+fn a_block_off_the_recorded_path_diverges_at_that_block() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prog = compile_bb(tmp.path(), "branch_on_file", BRANCH);
+    let input = tmp.path().join("input");
+    std::fs::write(&input, "A").unwrap();
+    let trace = tmp.path().join("trace");
+    let o = run_reprise(
+        tmp.path(),
+        &[
+            "record",
+            "--sketch",
+            "bb",
+            "-o",
+            trace.to_str().unwrap(),
+            prog.to_str().unwrap(),
+            input.to_str().unwrap(),
+        ],
+        None,
+        LIMIT,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "taken 11\n",
+        "{}",
+        stderr(&o)
+    );
+    common::replays_as_recorded(tmp.path(), &trace, &[], LIMIT);
+
+    // The mapped byte is not in the trace: the replay takes the other path.
+    std::fs::write(&input, "B").unwrap();
+    let o = run_reprise(
+        tmp.path(),
+        &[
+            "replay",
+            trace.to_str().unwrap(),
+            "--max-attempts",
+            "1",
+            "--no-schedule",
+            "--no-program-output",
+        ],
+        None,
+        LIMIT,
+    );
+    let out = String::from_utf8_lossy(&o.stdout).into_owned() + &stderr(&o);
+    assert!(out.contains("diverged"), "{out}");
+    // Named where it is: the recorded block and the one reached instead,
+    // both in main after the branch.
+    let line = out
+        .lines()
+        .find(|l| l.contains("expected block("))
+        .unwrap_or_else(|| panic!("no block divergence: {out}"));
+    assert!(line.contains("got block("), "{line}");
+    assert!(line.contains("main at branch_on_file.c:31"), "{line}");
+    assert!(line.contains("main at branch_on_file.c:33"), "{line}");
+    assert!(
+        !out.contains("taken 12"),
+        "the attempt stops at the block: {out}"
+    );
+}
+
+#[test]
+fn func_and_bb_refuse_a_program_built_without_their_hooks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prog = compile(tmp.path(), "plain", PIPELINE, &["-O1"]);
+    for (sketch, flag) in [
+        ("func", "-finstrument-functions"),
+        ("bb", "-fsanitize-coverage=trace-pc"),
+        ("bb-8", "-fsanitize-coverage=trace-pc"),
+    ] {
+        let trace = tmp.path().join(format!("t-{sketch}"));
+        let o = run_reprise(
+            tmp.path(),
+            &[
+                "record",
+                "--sketch",
+                sketch,
+                "-o",
+                trace.to_str().unwrap(),
+                prog.to_str().unwrap(),
+            ],
+            None,
+            LIMIT,
+        );
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        let err = stderr(&o);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.starts_with("reprise: error: ") && err.contains(flag),
+            "{err}"
+        );
+        assert!(!trace.exists(), "no trace is left");
+    }
+}
