@@ -695,3 +695,54 @@ mod policy_tests {
         }
     }
 }
+
+/// The `func` sketch of a program built without `-finstrument-functions`:
+/// the supervisor plans a patch of each of the executable's function
+/// entries (a jump to a stub that calls the agent, then runs the entry's
+/// displaced instructions and jumps back), and the agent applies it at
+/// start-up, before the program's own code runs. The plan is a file named
+/// by [`func_plan::ENV`]: a [`func_plan::Header`], the patches, then the
+/// stubs' code, to be mapped at `Header::area`.
+pub mod func_plan {
+    pub const MAGIC: u64 = u64::from_le_bytes(*b"funcplan");
+    /// The environment variable that names the plan file.
+    pub const ENV: &str = "REPRISE_FUNC_PLAN";
+    /// Longest run of displaced instructions at an entry.
+    pub const MAX_PATCH: usize = 24;
+    /// The area's first 8 bytes: where the agent writes the address of its
+    /// entry hook, which every stub jumps to through it.
+    pub const HOOK_SLOT: u64 = 0;
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug)]
+    pub struct Header {
+        pub magic: u64,
+        /// The program's entry point as loaded (`AT_ENTRY`): the plan is
+        /// for this executable only (an `exec`'d one leaves it alone).
+        pub entry_point: u64,
+        /// Where the stubs' area is mapped, and its length.
+        pub area: u64,
+        pub area_len: u64,
+        /// File offset of the area's bytes.
+        pub area_offset: u64,
+        /// Number of patched functions, and the file offset of their
+        /// [`Patch`]es (indexed by the number each stub pushes).
+        pub count: u64,
+        pub patches_offset: u64,
+    }
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug)]
+    pub struct Patch {
+        /// The function's entry address.
+        pub entry: u64,
+        /// Where its displaced instructions run (then jump back).
+        pub cont: u64,
+        /// Bytes patched at `entry`.
+        pub len: u32,
+        pub _pad: u32,
+        /// The bytes there before (checked before patching) and after.
+        pub original: [u8; MAX_PATCH],
+        pub patched: [u8; MAX_PATCH],
+    }
+}

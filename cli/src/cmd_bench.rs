@@ -46,6 +46,12 @@ pub struct BenchArgs {
     /// Exit with status 1 if a goal is not met.
     #[arg(long)]
     check: bool,
+    /// `record`: the sketches to measure (comma-separated: sync, sys, func,
+    /// bb, bb-N) [default: sync,sys]. func and bb run the cpu, locks and
+    /// reads microbenchmarks built with -finstrument-functions or
+    /// -fsanitize-coverage=trace-pc, against the same build natively.
+    #[arg(long = "sketch", value_delimiter = ',')]
+    sketches: Vec<String>,
 }
 
 pub fn run(a: BenchArgs) -> Result<u8> {
@@ -65,6 +71,7 @@ pub fn run(a: BenchArgs) -> Result<u8> {
         cache_dir: a.cache_dir,
         timeout: a.timeout,
         check: a.check,
+        sketches: a.sketches,
         reprise,
     })
 }

@@ -79,6 +79,10 @@ pub struct BenchOptions {
     pub timeout: f64,
     /// Exit status 1 if a goal is not met.
     pub check: bool,
+    /// `record`: the sketches to measure (sync, sys, func, bb, bb-N);
+    /// empty: sync and sys. The `func` and `bb` rows run builds of the
+    /// microbenchmarks made with the flags those levels need.
+    pub sketches: Vec<String>,
     /// The `reprise` executable that records and replays.
     pub reprise: PathBuf,
 }
@@ -557,7 +561,7 @@ struct Workload {
     args: Vec<OsString>,
     /// Sketch levels to record at, with the goal for each (the compressors'
     /// goal is on their geometric mean).
-    sketches: Vec<(&'static str, f64)>,
+    sketches: Vec<(String, f64)>,
     compressor: bool,
 }
 

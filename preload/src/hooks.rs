@@ -67,13 +67,19 @@ fn enter(kind: EventKind, object: u64, arg0: u64) {
     }
 }
 
-/// Called by `-finstrument-functions` code at each function entry.
-#[no_mangle]
-pub extern "C" fn __cyg_profile_func_enter(func: *mut c_void, site: *mut c_void) {
+/// Function `entry` entered, called from `site`: by the compiler's hook
+/// or by a patched entry (`func_patch`).
+pub fn function_entered(entry: u64, site: u64) {
     if !ctl::active() || level_if_on().is_none() {
         return;
     }
-    enter(EventKind::FuncEntry, func as u64, site as u64);
+    enter(EventKind::FuncEntry, entry, site);
+}
+
+/// Called by `-finstrument-functions` code at each function entry.
+#[no_mangle]
+pub extern "C" fn __cyg_profile_func_enter(func: *mut c_void, site: *mut c_void) {
+    function_entered(func as u64, site as u64);
 }
 
 /// Called at each function exit: not part of any sketch.

@@ -13,6 +13,7 @@
 mod ctl;
 mod fatal;
 mod filter;
+mod func_patch;
 mod hooks;
 mod net;
 mod observe;
@@ -78,6 +79,18 @@ fn init() {
     fatal::install();
     if replay::on() {
         observe::install();
+    }
+    if ctl::level() >= Level::Func {
+        let name = b"REPRISE_FUNC_PLAN\0";
+        debug_assert_eq!(
+            &name[..name.len() - 1],
+            reprise_abi::func_plan::ENV.as_bytes()
+        );
+        // SAFETY: getenv with a NUL-terminated name, before any thread exists.
+        let plan = unsafe { libc::getenv(name.as_ptr() as *const libc::c_char) };
+        if !plan.is_null() && !func_patch::apply(plan) {
+            say(b"reprise agent: the function-entry plan does not fit this program; its entries are not recorded\n");
+        }
     }
     if !sys::install(ctl::level() >= Level::Sys) {
         say(b"reprise agent: seccomp is unavailable; syscalls made inside libc are not recorded\n");

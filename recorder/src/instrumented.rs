@@ -12,13 +12,10 @@ use reprise_schema::SketchLevel;
 use crate::RecordError;
 
 /// The hook a level needs the program to call, and how to build it in
-/// (`lib_dir`: where `libreprise_cov.so` is, next to the agent).
+/// (`lib_dir`: where `libreprise_cov.so` is, next to the agent). `func`
+/// needs none: an unmodified program's entries are patched instead.
 pub fn hook(level: SketchLevel, lib_dir: &Path) -> Option<(&'static str, String)> {
     match level {
-        SketchLevel::Func => Some((
-            "__cyg_profile_func_enter",
-            "it was not built with -finstrument-functions: rebuild it with that flag (gcc or clang), or record a sys sketch".into(),
-        )),
         SketchLevel::Bb => Some((
             "__sanitizer_cov_trace_pc",
             format!(
@@ -26,7 +23,31 @@ pub fn hook(level: SketchLevel, lib_dir: &Path) -> Option<(&'static str, String)
                 lib_dir.display()
             ),
         )),
-        SketchLevel::Sync | SketchLevel::Sys => None,
+        SketchLevel::Sync | SketchLevel::Sys | SketchLevel::Func => None,
+    }
+}
+
+/// The plan to patch `program`'s function entries, for a `func` sketch of
+/// a program built without `-finstrument-functions` (None otherwise).
+pub fn func_entry_plan(
+    program: &Path,
+    level: SketchLevel,
+) -> Result<Option<crate::func_patch::FuncPlan>, RecordError> {
+    if level != SketchLevel::Func {
+        return Ok(None);
+    }
+    let bytes = std::fs::read(program)
+        .map_err(|e| RecordError::Io(format!("cannot read {}: {e}", program.display())))?;
+    if names_symbol(&bytes, "__cyg_profile_func_enter") {
+        return Ok(None);
+    }
+    match crate::func_patch::plan(program)? {
+        Some(p) if p.patched > 0 => Ok(Some(p)),
+        _ => Err(RecordError::NotInstrumented {
+            path: program.to_path_buf(),
+            level,
+            how: "it has no symbol table to find its functions in (stripped?) and was not built with -finstrument-functions: rebuild it unstripped or with that flag, or record a sys sketch".into(),
+        }),
     }
 }
 
@@ -72,6 +93,7 @@ mod tests {
             "__sanitizer_cov_trace_pc"
         ));
         assert!(hook(SketchLevel::Sys, Path::new("/x")).is_none());
+        assert!(hook(SketchLevel::Func, Path::new("/x")).is_none());
         let (_, how) = hook(SketchLevel::Bb, Path::new("/opt/reprise")).unwrap();
         assert!(how.contains("-L/opt/reprise -Wl,-rpath,/opt/reprise -lreprise_cov"));
     }

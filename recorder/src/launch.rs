@@ -121,7 +121,9 @@ pub fn agent_env(
 ) -> Vec<(OsString, OsString)> {
     let mut env: Vec<(OsString, OsString)> = base
         .iter()
-        .filter(|(k, _)| k != "LD_PRELOAD" && k != reprise_abi::ENV_CONTROL)
+        .filter(|(k, _)| {
+            k != "LD_PRELOAD" && k != reprise_abi::ENV_CONTROL && k != reprise_abi::func_plan::ENV
+        })
         .cloned()
         .collect();
     let mut preload = agent.as_os_str().to_os_string();

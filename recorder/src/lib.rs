@@ -11,6 +11,7 @@
 
 pub mod control;
 pub mod expected;
+pub mod func_patch;
 pub mod instrumented;
 pub mod launch;
 pub mod outcome;

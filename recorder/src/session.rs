@@ -258,7 +258,10 @@ impl Drain {
             }
             EventKind::DataMore => self.last_output_fd.get(&key).copied(),
             _ => {
-                self.last_output_fd.remove(&key);
+                // Most events are not output: no hashing for them.
+                if !self.last_output_fd.is_empty() {
+                    self.last_output_fd.remove(&key);
+                }
                 None
             }
         };
@@ -358,6 +361,7 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
     let agent = launch::find_agent()?;
     let (digest, build_id) = program_identity(&program)?;
     crate::instrumented::check(&program, opts.level, &agent)?;
+    let func_plan = crate::instrumented::func_entry_plan(&program, opts.level)?;
     let cwd = std::env::current_dir()
         .map_err(|e| RecordError::Io(format!("cannot read the current directory: {e}")))?;
     let mut argv = vec![opts.program.clone()];
@@ -395,7 +399,13 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
         ControlBlock::create(Mode::Record, level, opts.ring_slots).map_err(RecordError::Control)?;
     ctl.set_block_period(block_period);
     let writer = TraceWriter::create(&opts.trace_dir, &header)?;
-    let env = launch::agent_env(&base_env, &agent, ctl.path());
+    let mut env = launch::agent_env(&base_env, &agent, ctl.path());
+    if let Some(p) = &func_plan {
+        env.push((
+            reprise_abi::func_plan::ENV.into(),
+            p.file.path().as_os_str().to_os_string(),
+        ));
+    }
 
     install_signal_handlers();
     // A daemon's process outlives the one reprise starts: it stays ours.

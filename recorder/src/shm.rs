@@ -14,6 +14,10 @@ pub struct SharedFile {
 // SAFETY: the mapping is process-wide; the users of the bytes synchronise
 // through atomics in them.
 unsafe impl Send for SharedFile {}
+// SAFETY: shared references only read the path and the base address;
+// writes into the mapping go through raw pointers whose users order them
+// (atomics in the control block; plans are written before they are shared).
+unsafe impl Sync for SharedFile {}
 
 impl SharedFile {
     /// Creates `/dev/shm/reprise-<what>-<pid>-<n>` (or in the temporary

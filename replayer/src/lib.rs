@@ -70,6 +70,9 @@ pub struct Replay {
     events: Arc<Vec<EventRecord>>,
     /// Indices of the opens the ring marks, see [`created_files`].
     opens_of_created_files: Vec<usize>,
+    /// A `func` trace of a program built without `-finstrument-functions`:
+    /// the patch of its function entries, as the recording made it.
+    func_plan: Option<reprise_recorder::func_patch::FuncPlan>,
     /// Ring position of each event; one more entry: the end.
     positions: Vec<u64>,
     ring_slots: u64,
@@ -139,6 +142,7 @@ impl Replay {
             .map(|o| o.process);
         let events = without_events_after_exit(events, died);
         let opens_of_created_files = created_files::opens_of_files_created_later(&events);
+        let func_plan = reprise_recorder::instrumented::func_entry_plan(path, header.level)?;
         let mut positions = Vec::with_capacity(events.len() + 1);
         let mut pos = 0u64;
         let mut largest = 1u64;
@@ -161,6 +165,7 @@ impl Replay {
             level,
             events: Arc::new(events),
             opens_of_created_files,
+            func_plan,
             positions,
             ring_slots,
             points: std::sync::OnceLock::new(),

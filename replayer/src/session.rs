@@ -137,6 +137,12 @@ impl<'r> ReplaySession<'r> {
         let h = &replay.header;
         let program = &h.program_path;
         let mut env = launch::agent_env(&split_env(&h.env), &agent, ctl.path());
+        if let Some(p) = &replay.func_plan {
+            env.push((
+                reprise_abi::func_plan::ENV.into(),
+                p.file.path().as_os_str().to_os_string(),
+            ));
+        }
         let observe = match &opts.observe {
             Some(plan) => {
                 let points = replay.access_points()?;

@@ -16,16 +16,21 @@ use super::{
 };
 
 const LOCKS_C: &str = include_str!("../../../bench/locks.c");
+const CPU_C: &str = include_str!("../../../bench/cpu.c");
 const READS_C: &str = include_str!("../../../bench/reads.c");
 
 const GOAL_COMPRESS_SYNC: f64 = 1.05;
 const GOAL_COMPRESS_SYS: f64 = 1.15;
 const GOAL_LOCKS_SYNC: f64 = 3.0;
 const GOAL_READS_SYS: f64 = 15.0;
+/// The goals for the richer sketches on a CPU-bound program: func
+/// at most 1.5x, bb at most 3x (against the same build run natively).
+const GOAL_CPU_FUNC: f64 = 1.5;
+const GOAL_CPU_BB: f64 = 3.0;
 
 struct Row {
     label: String,
-    sketch: &'static str,
+    sketch: String,
     native: f64,
     recorded: f64,
     /// Median over rounds of recorded / native in the same round: robust
@@ -68,6 +73,7 @@ pub(super) fn run_record(a: &BenchOptions) -> Result<u8> {
         "xz",
         "locks",
         "reads",
+        "cpu",
         "memcached",
         "nginx",
         "redis",
@@ -81,6 +87,21 @@ pub(super) fn run_record(a: &BenchOptions) -> Result<u8> {
         }
     }
     let wanted = |k: &str| a.only.is_empty() || a.only.iter().any(|o| o == k);
+    let levels: Vec<reprise_schema::Sketch> = if a.sketches.is_empty() {
+        vec!["sync".parse().unwrap(), "sys".parse().unwrap()]
+    } else {
+        a.sketches
+            .iter()
+            .map(|s| s.parse().map_err(|e: String| anyhow!("--sketch: {e}")))
+            .collect::<Result<_>>()?
+    };
+    let measured = |s: &str| levels.iter().any(|l| l.to_string() == s);
+    // The levels that need an instrumented build (func, bb, bb-N).
+    let instrumented: Vec<String> = levels
+        .iter()
+        .filter(|l| l.level >= reprise_schema::SketchLevel::Func)
+        .map(|l| l.to_string())
+        .collect();
     let (lock_pairs, reads) = if a.quick {
         (1_000_000u64, 100_000u64)
     } else {
@@ -132,34 +153,109 @@ pub(super) fn run_record(a: &BenchOptions) -> Result<u8> {
             label: format!("{tool} {}", flags.join(" ")),
             program,
             args,
-            sketches: vec![("sync", GOAL_COMPRESS_SYNC), ("sys", GOAL_COMPRESS_SYS)],
+            sketches: [("sync", GOAL_COMPRESS_SYNC), ("sys", GOAL_COMPRESS_SYS)]
+                .into_iter()
+                .filter(|(s, _)| measured(s))
+                .map(|(s, g)| (s.to_string(), g))
+                .collect(),
             compressor: true,
         });
     }
-    if wanted("locks") {
-        let exe = build_c(&cache, "locks", LOCKS_C, &["-O2", "-pthread"])?;
-        workloads.push(Workload {
-            key: "locks",
-            label: format!("locks 4thr {}M", lock_pairs / 1_000_000),
-            program: exe,
-            args: vec![lock_pairs.to_string().into(), "4".into()],
-            sketches: vec![("sync", GOAL_LOCKS_SYNC)],
-            compressor: false,
-        });
+    let cov = crate::cov_dir(&reprise);
+    // A microbenchmark: its plain build at the levels it has goals for,
+    // and one build per instrumented level, measured against itself.
+    let mut micro = |key: &'static str,
+                     label: String,
+                     source: &str,
+                     flags: &[&str],
+                     args: Vec<OsString>,
+                     plain: &[(&str, f64)],
+                     goal: &dyn Fn(&str) -> f64|
+     -> Result<()> {
+        if !wanted(key) {
+            return Ok(());
+        }
+        let plain: Vec<(String, f64)> = plain
+            .iter()
+            .filter(|(s, _)| measured(s))
+            .map(|(s, g)| (s.to_string(), *g))
+            .collect();
+        if !plain.is_empty() {
+            workloads.push(Workload {
+                key,
+                label: label.clone(),
+                program: build_c(&cache, key, source, flags)?,
+                args: args.clone(),
+                sketches: plain,
+                compressor: false,
+            });
+        }
+        for level in &instrumented {
+            let cov = cov.as_ref().map_err(|e| anyhow!("{e}"))?;
+            let extra = reprise_testbugs::instrument_flags(level, cov).unwrap_or_default();
+            let mut all: Vec<&str> = vec!["-Wl,--no-as-needed"];
+            all.extend(flags);
+            all.extend(extra.iter().map(String::as_str));
+            let build = if level.starts_with("bb") {
+                "bb"
+            } else {
+                "func"
+            };
+            workloads.push(Workload {
+                key,
+                label: format!("{label} ({build} build)"),
+                program: build_c(&cache, &format!("{key}-{build}"), source, &all)?,
+                args: args.clone(),
+                sketches: vec![(level.clone(), goal(level))],
+                compressor: false,
+            });
+        }
+        Ok(())
+    };
+    let no_goal = |_: &str| f64::INFINITY;
+    let cpu_items: u64 = if a.quick { 20_000 } else { 400_000 };
+    // The cpu workload has no sync or sys goal: it is there for func and bb.
+    if !instrumented.is_empty() || a.only.iter().any(|o| o == "cpu") {
+        micro(
+            "cpu",
+            format!("cpu 2thr {}k", cpu_items / 1000),
+            CPU_C,
+            &["-O2", "-pthread"],
+            vec![cpu_items.to_string().into(), "2".into()],
+            &[("sync", f64::INFINITY), ("sys", f64::INFINITY)],
+            &|l: &str| {
+                if l == "func" {
+                    GOAL_CPU_FUNC
+                } else if l == "bb" {
+                    GOAL_CPU_BB
+                } else {
+                    f64::INFINITY
+                }
+            },
+        )?;
     }
+    micro(
+        "locks",
+        format!("locks 4thr {}M", lock_pairs / 1_000_000),
+        LOCKS_C,
+        &["-O2", "-pthread"],
+        vec![lock_pairs.to_string().into(), "4".into()],
+        &[("sync", GOAL_LOCKS_SYNC)],
+        &no_goal,
+    )?;
     if wanted("reads") {
-        let exe = build_c(&cache, "reads", READS_C, &["-O2"])?;
         let mut args: Vec<OsString> = vec![reads_input.clone().unwrap().into_os_string()];
         args.push(reads.to_string().into());
         args.push("64".into());
-        workloads.push(Workload {
-            key: "reads",
-            label: format!("reads {}k x64B", reads / 1000),
-            program: exe,
+        micro(
+            "reads",
+            format!("reads {}k x64B", reads / 1000),
+            READS_C,
+            &["-O2"],
             args,
-            sketches: vec![("sys", GOAL_READS_SYS)],
-            compressor: false,
-        });
+            &[("sys", GOAL_READS_SYS)],
+            &no_goal,
+        )?;
     }
 
     let tmp = TempDir::new(&std::env::temp_dir(), "reprise-bench")?;
@@ -263,7 +359,7 @@ fn bench_workload(
             .enumerate()
             .map(|(i, ((sketch, goal), failure))| Row {
                 label: w.label.clone(),
-                sketch,
+                sketch: sketch.clone(),
                 native,
                 recorded: if failure.is_some() {
                     f64::NAN
@@ -347,7 +443,7 @@ fn bench_workload(
                 }
             } else {
                 let i = slot - 1;
-                let sketch = w.sketches[i].0;
+                let sketch = w.sketches[i].0.as_str();
                 if failure[i].is_some() {
                     continue;
                 }
@@ -394,7 +490,7 @@ fn goals(rows: &[Row]) -> Vec<(String, f64, f64, bool)> {
             ));
         }
     }
-    for r in rows.iter().filter(|r| !r.compressor) {
+    for r in rows.iter().filter(|r| !r.compressor && r.goal.is_finite()) {
         g.push((
             format!("{}, {}", r.label, r.sketch),
             r.ratio(),
@@ -416,14 +512,16 @@ fn print_table(rows: &[Row], quick: bool, rounds: u32, size_mb: u64, elapsed: Du
         }
     );
     println!(
-        "{:<18} {:<6} {:>9} {:>10} {:>7} {:>10}  {:<10} {}",
+        "{:<28} {:<6} {:>9} {:>10} {:>7} {:>10}  {:<10} {}",
         "workload", "sketch", "native s", "recorded s", "ratio", "trace", "goal", "met"
     );
     for r in rows {
         let goal = if r.compressor {
             format!("<={:.2} gm", r.goal)
-        } else {
+        } else if r.goal.is_finite() {
             format!("<={:.2}", r.goal)
+        } else {
+            "-".to_string()
         };
         let (rec, ratio, trace) = if r.failure.is_some() {
             ("-".to_string(), "FAILED".to_string(), "-".to_string())
@@ -434,16 +532,16 @@ fn print_table(rows: &[Row], quick: bool, rounds: u32, size_mb: u64, elapsed: Du
                 reprise_schema::listing::human_size(r.trace_bytes),
             )
         };
+        let met = if !r.goal.is_finite() {
+            "-"
+        } else if r.ratio() <= r.goal {
+            "yes"
+        } else {
+            "no"
+        };
         println!(
-            "{:<18} {:<6} {:>9.3} {:>10} {:>7} {:>10}  {:<10} {}",
-            r.label,
-            r.sketch,
-            r.native,
-            rec,
-            ratio,
-            trace,
-            goal,
-            if r.ratio() <= r.goal { "yes" } else { "no" }
+            "{:<28} {:<6} {:>9.3} {:>10} {:>7} {:>10}  {:<10} {met}",
+            r.label, r.sketch, r.native, rec, ratio, trace, goal,
         );
     }
     println!();

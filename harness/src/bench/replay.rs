@@ -50,7 +50,7 @@ pub(super) fn run_replay(a: &BenchOptions) -> Result<u8> {
         label: "pigz -p 2".to_string(),
         program,
         args: vec!["-p".into(), "2".into(), "-c".into(), input.into_os_string()],
-        sketches: vec![("sys", GOAL_REPLAY_PIGZ)],
+        sketches: vec![("sys".to_string(), GOAL_REPLAY_PIGZ)],
         compressor: false,
     };
     let tmp = TempDir::new(&std::env::temp_dir(), "reprise-bench")?;
