@@ -465,10 +465,14 @@ fn root_cause_verdict(bug: &Bug, replay: &Replay, res: &SearchResult, cell: &mut
     }));
 }
 
-/// The program as a sketch level needs it built: `func` and `bb` call
-/// the agent's hooks (rebuilt into `dir/<sketch>/`); others as built.
+/// The program as a sketch level needs it built: `bb` calls the agent's
+/// hook (rebuilt into `dir/<sketch>/`); `func` runs the program as built,
+/// its function entries patched at start-up, as a user's program would be.
 fn built_for(bug: &Bug, built: &Built, sketch: &str, a: &EvalOptions, dir: &Path) -> Result<Built> {
     let cov = crate::cov_dir(&a.reprise)?;
+    if sketch == "func" {
+        return Ok(built.clone());
+    }
     match reprise_testbugs::instrument_flags(sketch, &cov) {
         None => Ok(built.clone()),
         Some(flags) => {
