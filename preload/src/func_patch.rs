@@ -27,11 +27,19 @@ fn page_up(a: u64) -> u64 {
     (a + PAGE - 1) & !(PAGE - 1)
 }
 
-/// Maps the plan named by `path` and patches the entries. False if there
-/// is nothing to patch here (another executable) or it could not be done.
-pub fn apply(path: *const libc::c_char) -> bool {
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    Yes,
+    /// The plan is for another executable (this one was `exec`'d).
+    OtherProgram,
+    /// The plan could not be applied (its file, its area, the bytes).
+    Failed,
+}
+
+/// Maps the plan named by `path` and patches the entries.
+pub fn apply(path: *const libc::c_char) -> Applied {
     let Some((fd, size)) = raw::open_shared(path) else {
-        return false;
+        return Applied::Failed;
     };
     let base = raw::syscall6(
         libc::SYS_mmap,
@@ -46,7 +54,7 @@ pub fn apply(path: *const libc::c_char) -> bool {
     );
     raw::syscall3(libc::SYS_close, fd as u64, 0, 0);
     if base < 0 || size < core::mem::size_of::<Header>() {
-        return false;
+        return Applied::Failed;
     }
     // SAFETY: the file starts with a Header (checked by its magic and the
     // sizes below); the patches and the code lie within the file.
@@ -54,12 +62,11 @@ pub fn apply(path: *const libc::c_char) -> bool {
         let h = core::ptr::read_unaligned(base as *const Header);
         let patches_end =
             h.patches_offset as usize + h.count as usize * core::mem::size_of::<Patch>();
-        if h.magic != MAGIC
-            || h.entry_point != libc::getauxval(libc::AT_ENTRY)
-            || patches_end > size
-            || (h.area_offset + h.area_len) as usize > size
-        {
-            return false;
+        if h.entry_point != libc::getauxval(libc::AT_ENTRY) {
+            return Applied::OtherProgram;
+        }
+        if h.magic != MAGIC || patches_end > size || (h.area_offset + h.area_len) as usize > size {
+            return Applied::Failed;
         }
         let patches = (base as u64 + h.patches_offset) as *mut Patch;
         let count = h.count as usize;
@@ -67,7 +74,7 @@ pub fn apply(path: *const libc::c_char) -> bool {
             let p = &*patches.add(i);
             let here = core::slice::from_raw_parts(p.entry as *const u8, p.len as usize);
             if here != &p.original[..p.len as usize] {
-                return false;
+                return Applied::Failed;
             }
         }
         // The stubs' area: the plan's code, then the hook's address.
@@ -84,7 +91,7 @@ pub fn apply(path: *const libc::c_char) -> bool {
             ],
         );
         if area as u64 != h.area {
-            return false;
+            return Applied::Failed;
         }
         core::ptr::copy_nonoverlapping(
             (base as u64 + h.area_offset) as *const u8,
@@ -110,12 +117,12 @@ pub fn apply(path: *const libc::c_char) -> bool {
             .max()
             .unwrap_or(0);
         if count == 0 {
-            return true;
+            return Applied::Yes;
         }
         let (plo, phi) = (page_down(lo), page_up(hi));
         let rwx = (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64;
         if raw::syscall3(libc::SYS_mprotect, plo, phi - plo, rwx) != 0 {
-            return false;
+            return Applied::Failed;
         }
         for i in 0..count {
             let p = &*patches.add(i);
@@ -128,7 +135,7 @@ pub fn apply(path: *const libc::c_char) -> bool {
             (libc::PROT_READ | libc::PROT_EXEC) as u64,
         );
     }
-    true
+    Applied::Yes
 }
 
 /// The Rust side of the hook: records or replays function `index`'s entry

@@ -77,9 +77,7 @@ fn init() {
         );
     }
     fatal::install();
-    if replay::on() {
-        observe::install();
-    }
+    // Entries first: access breakpoints then skip the patched bytes.
     if ctl::level() >= Level::Func {
         let name = b"REPRISE_FUNC_PLAN\0";
         debug_assert_eq!(
@@ -88,9 +86,12 @@ fn init() {
         );
         // SAFETY: getenv with a NUL-terminated name, before any thread exists.
         let plan = unsafe { libc::getenv(name.as_ptr() as *const libc::c_char) };
-        if !plan.is_null() && !func_patch::apply(plan) {
+        if !plan.is_null() && func_patch::apply(plan) == func_patch::Applied::Failed {
             say(b"reprise agent: the function-entry plan does not fit this program; its entries are not recorded\n");
         }
+    }
+    if replay::on() {
+        observe::install();
     }
     if !sys::install(ctl::level() >= Level::Sys) {
         say(b"reprise agent: seccomp is unavailable; syscalls made inside libc are not recorded\n");
