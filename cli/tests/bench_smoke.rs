@@ -151,6 +151,51 @@ fn bench_record_quick_measures_a_server() {
     assert!(line.contains("same responses, same exit"), "{context}");
 }
 
+/// `reprise bench record --quick --sketch func,bb-4 --only cpu`: the CPU
+/// workload at func (unmodified and -finstrument-functions builds) and at
+/// bb-4 (a trace-pc build), each with a ratio and a trace size.
+#[test]
+fn bench_record_quick_measures_func_and_bb() {
+    let out = Command::new(env!("CARGO_BIN_EXE_reprise"))
+        .args([
+            "bench",
+            "record",
+            "--quick",
+            "--sketch",
+            "func,bb-4",
+            "--only",
+            "cpu",
+            "--rounds",
+            "1",
+        ])
+        .output()
+        .expect("run reprise bench record --sketch func,bb-4");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let context = format!(
+        "status {}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{context}");
+    for (build, sketch) in [
+        ("cpu 2thr 20k ", "func"),
+        ("cpu 2thr 20k, -finstrument", "func"),
+        ("cpu 2thr 20k, trace-pc", "bb-4"),
+    ] {
+        let line = stdout
+            .lines()
+            .find(|l| {
+                l.starts_with(build) && l[build.len()..].split_whitespace().next() == Some(sketch)
+            })
+            .unwrap_or_else(|| panic!("no row {build:?} at {sketch}\n{context}"));
+        let ratio = line[build.len()..]
+            .split_whitespace()
+            .nth(3)
+            .and_then(|r| r.parse::<f64>().ok());
+        assert!(ratio.is_some_and(|r| r > 0.0), "{line}\n{context}");
+    }
+}
+
 /// `reprise bench solver --quick` times one query at 1k and 10k accesses
 /// and says whether the 10k goal is met.
 #[test]

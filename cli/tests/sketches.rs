@@ -292,3 +292,58 @@ fn bb_refuses_a_program_built_without_its_hook_and_func_a_stripped_one() {
         assert!(!trace.exists(), "no trace is left");
     }
 }
+
+/// A func trace of an unmodified program is searched like a sys one: its
+/// observed attempts see the racing accesses (the function entries' patch
+/// leaves access breakpoints elsewhere alone) and the lost update of
+/// aget_bwritten reproduces, its race named.
+#[test]
+fn a_func_trace_reproduces_a_lost_update_with_its_race_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prog = common::compile_testbug(tmp.path(), "aget_bwritten");
+    let expected = tmp.path().join("expected.txt");
+    std::fs::write(&expected, "Download completed, bytes=204800\n").unwrap();
+    let trace = tmp.path().join("trace");
+    let mut wrong = false;
+    for _ in 0..20 {
+        let _ = std::fs::remove_dir_all(&trace);
+        let o = run_reprise(
+            tmp.path(),
+            &[
+                "record",
+                "--sketch",
+                "func",
+                "--expect-output",
+                expected.to_str().unwrap(),
+                "-o",
+                trace.to_str().unwrap(),
+                prog.to_str().unwrap(),
+                "200",
+                "200",
+            ],
+            None,
+            LIMIT,
+        );
+        if stderr(&o).contains("wrong output") {
+            wrong = true;
+            break;
+        }
+    }
+    assert!(wrong, "no recording of 20 lost an update");
+    let o = run_reprise(
+        tmp.path(),
+        &[
+            "replay",
+            trace.to_str().unwrap(),
+            "--max-attempts",
+            "10",
+            "--no-program-output",
+        ],
+        None,
+        LIMIT,
+    );
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    assert!(out.contains("reproduced the recorded failure"), "{out}");
+    assert!(out.contains("race 1 on bwritten"), "{out}");
+}

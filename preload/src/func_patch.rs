@@ -138,6 +138,20 @@ pub fn apply(path: *const libc::c_char) -> Applied {
     Applied::Yes
 }
 
+/// True if `addr` lies in a patched entry's bytes (what ran there now
+/// runs from the stubs' area): access breakpoints are not set there.
+pub fn covers(addr: u64) -> bool {
+    let n = COUNT.load(Ordering::Acquire) as usize;
+    let p = PATCHES.load(Ordering::Acquire);
+    if p.is_null() || n == 0 {
+        return false;
+    }
+    // SAFETY: the plan's `n` patches, sorted by entry, live in its mapping.
+    let patches = unsafe { core::slice::from_raw_parts(p, n) };
+    let i = patches.partition_point(|q| q.entry <= addr);
+    i > 0 && addr < patches[i - 1].entry + patches[i - 1].len as u64
+}
+
 /// The Rust side of the hook: records or replays function `index`'s entry
 /// (`site`: its caller's return address); returns where the function goes
 /// on (its displaced instructions).

@@ -195,6 +195,8 @@ pub fn plan(program: &Path) -> Result<Option<FuncPlan>, RecordError> {
     if seen.is_empty() {
         return Ok(None);
     }
+    // By address: the agent looks entries up by binary search.
+    planned.sort_by_key(|p| p.entry);
     let low = base
         + elf
             .sections()

@@ -200,14 +200,14 @@ pub(super) fn run_record(a: &BenchOptions) -> Result<u8> {
             let mut all: Vec<&str> = vec!["-Wl,--no-as-needed"];
             all.extend(flags);
             all.extend(extra.iter().map(String::as_str));
-            let build = if level.starts_with("bb") {
-                "bb"
+            let (build, flag) = if level.starts_with("bb") {
+                ("bb", "trace-pc")
             } else {
-                "func"
+                ("func", "-finstrument")
             };
             workloads.push(Workload {
                 key,
-                label: format!("{label} ({build} build)"),
+                label: format!("{label}, {flag}"),
                 program: build_c(&cache, &format!("{key}-{build}"), source, &all)?,
                 args: args.clone(),
                 sketches: vec![(level.clone(), goal(level))],
@@ -516,7 +516,7 @@ fn print_table(rows: &[Row], quick: bool, rounds: u32, size_mb: u64, elapsed: Du
         }
     );
     println!(
-        "{:<28} {:<6} {:>9} {:>10} {:>7} {:>10}  {:<10} {}",
+        "{:<30} {:<6} {:>9} {:>10} {:>7} {:>10}  {:<10} {}",
         "workload", "sketch", "native s", "recorded s", "ratio", "trace", "goal", "met"
     );
     for r in rows {
@@ -544,7 +544,7 @@ fn print_table(rows: &[Row], quick: bool, rounds: u32, size_mb: u64, elapsed: Du
             "no"
         };
         println!(
-            "{:<28} {:<6} {:>9.3} {:>10} {:>7} {:>10}  {:<10} {met}",
+            "{:<30} {:<6} {:>9.3} {:>10} {:>7} {:>10}  {:<10} {met}",
             r.label, r.sketch, r.native, rec, ratio, trace, goal,
         );
     }
