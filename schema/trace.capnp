@@ -92,7 +92,10 @@ struct Event {
   repeat @10 :UInt64;    # 0 or 1: one event. N > 1: this record stands for the N
                          # events seq, seq+1, ..., seq+N-1 of this thread on this
                          # object, their kinds alternating `kind`, `altKind`
-                         # (a run of uncontended lock/unlock pairs), results 0
+                         # (a run of uncontended lock/unlock pairs), results 0.
+                         # For kind funcEntry or block (format 2): N entries of
+                         # that kind, their objects in `data` as N little-endian
+                         # u64s, then (funcEntry) their arg0s as N more
   altKind @11 :EventKind;
 }
 

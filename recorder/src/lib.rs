@@ -9,6 +9,7 @@
 //! ptraced thread (including the agent's own SIGSYS traps) would cost one.
 //! ptrace is used only to take a hung program's thread stacks.
 
+mod code_runs;
 pub mod control;
 pub mod expected;
 pub mod func_patch;

@@ -11,6 +11,7 @@ use reprise_schema::{
 };
 use sha2::{Digest, Sha256};
 
+use crate::code_runs::CodeRun;
 use crate::control::{ControlBlock, RawEvent};
 use crate::expected::OutputCheck;
 use crate::outcome::{self, Ending};
@@ -201,6 +202,8 @@ struct Drain {
     dropped: u64,
     /// Since when the next event has been missing.
     stuck_since: Option<Instant>,
+    /// Function and block entries gathered into one record.
+    code: crate::code_runs::CodeRun,
 }
 
 /// Events taken from the ring at most before the supervisor looks at the
@@ -298,16 +301,36 @@ impl Drain {
             extra: ev.extra,
             data: ev.data,
         };
+        if repeat <= 1 && CodeRun::holds(&rec) {
+            if !self.code.continues(&rec) {
+                self.flush_code();
+            }
+            self.code.add(rec);
+            return;
+        }
+        self.flush_code();
         let written = if repeat > 1 {
             self.push_run(rec, alt_kind, repeat)
         } else {
             self.writer.push(rec)
         };
+        self.note_written(written);
+    }
+
+    fn note_written(&mut self, written: Result<(), reprise_schema::TraceError>) {
         if let Err(e) = written {
             self.dropped += 1;
             if self.disk_error.is_none() {
                 self.disk_error = Some(e);
             }
+        }
+    }
+
+    /// Writes the gathered function or block entries, if any.
+    fn flush_code(&mut self) {
+        if let Some((first, objects, sites)) = self.code.take() {
+            let written = self.writer.push_code_run(&first, &objects, &sites);
+            self.note_written(written);
         }
     }
 
@@ -425,6 +448,7 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
         disk_error: None,
         dropped: 0,
         stuck_since: None,
+        code: Default::default(),
     };
     let mut warnings = Vec::new();
     let mut last_flush = Instant::now();
@@ -456,6 +480,7 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
         }
         if last_flush.elapsed() > Duration::from_millis(500) {
             if drain.accepting {
+                drain.flush_code();
                 if let Err(e) = drain.writer.flush() {
                     drain.disk_error.get_or_insert(e);
                 }
@@ -540,6 +565,7 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
 
     // After a disk-full error the writer still completes the trace with
     // the chunks already written.
+    drain.flush_code();
     let summary = drain.writer.finish(&outcome)?;
     drop(child);
     Ok(RecordResult {

@@ -379,6 +379,37 @@ pub(crate) fn events_from_capnp(
     out.reserve(list.len() as usize);
     for e in list.iter() {
         let repeat = e.get_repeat();
+        let kind = kind_from_capnp(e.get_kind()?)?;
+        if repeat > 1 && matches!(kind, EventKind::FuncEntry | EventKind::Block) {
+            // A run of code entries: the addresses (and call sites) in data.
+            let data = e.get_data()?;
+            let word = |i: usize| {
+                data.get(i * 8..i * 8 + 8)
+                    .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+            };
+            let n = repeat as usize;
+            if data.len() < n * 8 {
+                return Err(capnp::Error::failed(
+                    "a run of code entries without their addresses".into(),
+                ));
+            }
+            let sites = kind == EventKind::FuncEntry && data.len() >= n * 16;
+            for i in 0..n {
+                out.push(EventRecord {
+                    seq: e.get_seq() + i as u64,
+                    process: e.get_process(),
+                    thread: e.get_thread(),
+                    kind,
+                    object: word(i),
+                    arg0: if sites { word(n + i) } else { 0 },
+                    arg1: 0,
+                    result: 0,
+                    extra: 0,
+                    data: Vec::new(),
+                });
+            }
+            continue;
+        }
         if repeat > 1 {
             // A run: expand it into its events.
             let kinds = [

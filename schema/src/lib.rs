@@ -36,7 +36,8 @@ pub use writer::{write_schedule, TraceWriter, CHUNK_DATA_BYTES, CHUNK_EVENTS};
 
 /// The trace format this reprise writes, and the newest it reads. Bump it
 /// when a reader of an older version could misread a newer trace.
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: runs of function or block entries (their addresses in `data`).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// This crate's version, for `HeaderInfo::reprise_version`.
 pub const REPRISE_VERSION: &str = env!("CARGO_PKG_VERSION");

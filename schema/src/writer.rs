@@ -300,6 +300,57 @@ impl TraceWriter {
         self.maybe_write_chunk()
     }
 
+    /// Buffers a run of `objects.len()` function or block entries of
+    /// `first`'s thread at sequence numbers `first.seq ..` (`first.kind`),
+    /// with their addresses and, for function entries, their call sites
+    /// (`sites`, as long; ignored for blocks). Readers see the individual
+    /// events.
+    pub fn push_code_run(
+        &mut self,
+        first: &EventRecord,
+        objects: &[u64],
+        sites: &[u64],
+    ) -> Result<()> {
+        let n = objects.len() as u64;
+        if n <= 1 {
+            return self.push_ref(first);
+        }
+        if self.failed {
+            self.dropped += n;
+            return Err(self.failed_error());
+        }
+        let with_sites = first.kind == reprise_abi::EventKind::FuncEntry;
+        let before = self.data.len();
+        for o in objects {
+            self.data.extend_from_slice(&o.to_le_bytes());
+        }
+        if with_sites {
+            for s in sites
+                .iter()
+                .chain(std::iter::repeat(&0))
+                .take(objects.len())
+            {
+                self.data.extend_from_slice(&s.to_le_bytes());
+            }
+        }
+        self.fixed.push(Fixed {
+            seq: first.seq,
+            object: objects[0],
+            arg0: 0,
+            arg1: 0,
+            result: 0,
+            extra: 0,
+            thread: first.thread,
+            data_len: (self.data.len() - before) as u32,
+            process: first.process,
+            kind: first.kind as u16,
+            repeat: n,
+            alt_kind: first.kind as u16,
+        });
+        self.buffered_events += n;
+        self.maybe_write_chunk()
+    }
+
     fn failed_error(&self) -> TraceError {
         TraceError::DiskFull {
             path: self.events_path.clone(),

@@ -213,7 +213,7 @@ fn not_a_trace_missing_and_newer_format() {
     let err = TraceReader::open(&d).unwrap_err().to_string();
     assert_eq!(
         err,
-        "trace format version 7 is newer than this reprise (1): upgrade reprise"
+        "trace format version 7 is newer than this reprise (2): upgrade reprise"
     );
 }
 

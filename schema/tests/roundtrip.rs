@@ -259,3 +259,48 @@ fn runs_of_lock_unlock_pairs_read_back_as_single_events() {
     assert_eq!(evs[1_000_001].kind, EventKind::MutexLock);
     assert_eq!(evs[1_000_002].kind, EventKind::ThreadExit);
 }
+
+#[test]
+fn runs_of_code_entries_read_back_with_their_addresses() {
+    use reprise_abi::EventKind;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("t");
+    let mut w = TraceWriter::create(&dir, &HeaderInfo::default()).unwrap();
+    let ev = |seq, kind| EventRecord {
+        seq,
+        thread: 1,
+        kind,
+        ..EventRecord::default()
+    };
+    w.push(ev(0, EventKind::ThreadStart)).unwrap();
+    w.push_code_run(
+        &ev(1, EventKind::FuncEntry),
+        &[0x1000, 0x2000, 0x1000],
+        &[0x10, 0x20, 0x30],
+    )
+    .unwrap();
+    w.push_code_run(&ev(4, EventKind::Block), &[0x1004, 0x1008], &[])
+        .unwrap();
+    w.push(ev(6, EventKind::ThreadExit)).unwrap();
+    let summary = w.finish(&OutcomeInfo::default()).unwrap();
+    assert_eq!(summary.events, 7);
+    let r = TraceReader::open(&dir).unwrap();
+    let evs: Vec<EventRecord> = r.events().map(|e| e.unwrap()).collect();
+    let got: Vec<(u64, EventKind, u64, u64)> = evs
+        .iter()
+        .map(|e| (e.seq, e.kind, e.object, e.arg0))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (0, EventKind::ThreadStart, 0, 0),
+            (1, EventKind::FuncEntry, 0x1000, 0x10),
+            (2, EventKind::FuncEntry, 0x2000, 0x20),
+            (3, EventKind::FuncEntry, 0x1000, 0x30),
+            (4, EventKind::Block, 0x1004, 0),
+            (5, EventKind::Block, 0x1008, 0),
+            (6, EventKind::ThreadExit, 0, 0),
+        ]
+    );
+    assert!(evs.iter().all(|e| e.thread == 1 && e.data.is_empty()));
+}

@@ -516,8 +516,8 @@ fn print_table(rows: &[Row], quick: bool, rounds: u32, size_mb: u64, elapsed: Du
         }
     );
     println!(
-        "{:<30} {:<6} {:>9} {:>10} {:>7} {:>10}  {:<10} {}",
-        "workload", "sketch", "native s", "recorded s", "ratio", "trace", "goal", "met"
+        "{:<30} {:<6} {:>9} {:>10} {:>7} {:>10} {:>10}  {:<10} {}",
+        "workload", "sketch", "native s", "recorded s", "ratio", "trace", "trace/s", "goal", "met"
     );
     for r in rows {
         let goal = if r.compressor {
@@ -527,13 +527,17 @@ fn print_table(rows: &[Row], quick: bool, rounds: u32, size_mb: u64, elapsed: Du
         } else {
             "-".to_string()
         };
-        let (rec, ratio, trace) = if r.failure.is_some() {
-            ("-".to_string(), "FAILED".to_string(), "-".to_string())
+        let (rec, ratio, trace, rate) = if r.failure.is_some() {
+            ("-".into(), "FAILED".into(), "-".into(), "-".into())
         } else {
             (
                 format!("{:.3}", r.recorded),
                 format!("{:.3}", r.ratio()),
                 reprise_schema::listing::human_size(r.trace_bytes),
+                // Trace bytes per second of the recorded run.
+                reprise_schema::listing::human_size(
+                    (r.trace_bytes as f64 / r.recorded.max(1e-3)) as u64,
+                ),
             )
         };
         let met = if !r.goal.is_finite() {
@@ -544,8 +548,8 @@ fn print_table(rows: &[Row], quick: bool, rounds: u32, size_mb: u64, elapsed: Du
             "no"
         };
         println!(
-            "{:<30} {:<6} {:>9.3} {:>10} {:>7} {:>10}  {:<10} {met}",
-            r.label, r.sketch, r.native, rec, ratio, trace, goal,
+            "{:<30} {:<6} {:>9.3} {:>10} {:>7} {:>10} {:>10}  {:<10} {met}",
+            r.label, r.sketch, r.native, rec, ratio, trace, rate, goal,
         );
     }
     println!();

@@ -1,0 +1,85 @@
+//! Function and block entries (`func` and `bb` sketches) come by the
+//! million, one ring slot each, mostly in long stretches of one thread.
+//! The drain gathers each stretch into one trace record holding the
+//! entries' addresses, so that the trace writer and its compressor handle
+//! a record per stretch, not per entry (readers see the entries).
+
+use reprise_abi::EventKind;
+use reprise_schema::EventRecord;
+
+/// Entries at most in one record.
+const MAX_RUN: usize = 4096;
+
+/// The stretch being gathered.
+#[derive(Default)]
+pub struct CodeRun {
+    first: Option<EventRecord>,
+    objects: Vec<u64>,
+    sites: Vec<u64>,
+}
+
+impl CodeRun {
+    /// True for an event a run can hold.
+    pub fn holds(ev: &EventRecord) -> bool {
+        matches!(ev.kind, EventKind::FuncEntry | EventKind::Block) && ev.data.is_empty()
+    }
+
+    /// True if `ev` comes right after the run, from its thread, of its kind.
+    pub fn continues(&self, ev: &EventRecord) -> bool {
+        self.first.as_ref().is_some_and(|f| {
+            f.process == ev.process
+                && f.thread == ev.thread
+                && f.kind == ev.kind
+                && f.seq + self.objects.len() as u64 == ev.seq
+                && self.objects.len() < MAX_RUN
+        })
+    }
+
+    /// Starts a run at `ev` (the run must be empty) or extends it.
+    pub fn add(&mut self, ev: EventRecord) {
+        self.objects.push(ev.object);
+        self.sites.push(ev.arg0);
+        if self.first.is_none() {
+            self.first = Some(ev);
+        }
+    }
+
+    /// The run gathered so far, emptied: its first event, the entries'
+    /// addresses and call sites.
+    pub fn take(&mut self) -> Option<(EventRecord, Vec<u64>, Vec<u64>)> {
+        let first = self.first.take()?;
+        Some((
+            first,
+            std::mem::take(&mut self.objects),
+            std::mem::take(&mut self.sites),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(seq: u64, thread: u32, addr: u64) -> EventRecord {
+        EventRecord {
+            seq,
+            thread,
+            kind: EventKind::Block,
+            object: addr,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_run_is_one_threads_consecutive_entries() {
+        let mut r = CodeRun::default();
+        r.add(block(10, 1, 0x100));
+        assert!(r.continues(&block(11, 1, 0x104)));
+        assert!(!r.continues(&block(11, 2, 0x104)), "another thread");
+        assert!(!r.continues(&block(12, 1, 0x104)), "an event between");
+        r.add(block(11, 1, 0x104));
+        let (first, objects, _) = r.take().unwrap();
+        assert_eq!((first.seq, objects), (10, vec![0x100, 0x104]));
+        assert!(r.take().is_none());
+    }
+}
