@@ -34,7 +34,7 @@ pub const ENV_AGENT: &str = "REPRISE_AGENT";
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"REPRISE1");
 /// Bumped whenever a layout below changes.
-pub const ABI_VERSION: u32 = 11;
+pub const ABI_VERSION: u32 = 12;
 
 pub const SLOT_SIZE: usize = 64;
 /// Bytes of payload in one continuation slot.
@@ -307,7 +307,18 @@ pub struct ThreadEntry {
     /// `kind | alt_kind << 16` of the open run.
     pub run_kinds: AtomicU32,
     pub run_object: AtomicU64,
+    /// A run of function or block entries (`func`, `bb`) keeps each entry's
+    /// (address, call site) here, [`CODE_RUN_MAX`] at most; whoever closes
+    /// the run copies them out.
+    pub code: [AtomicU64; 2 * CODE_RUN_MAX],
+    /// 1 + the first sequence number (its low bits, as [`run::start`]) of
+    /// the last code run whose entries were copied out: the thread waits
+    /// for it before it reuses `code` after the supervisor closed its run.
+    pub code_read: AtomicU64,
 }
+
+/// Entries at most in one run of function or block entries.
+pub const CODE_RUN_MAX: usize = 32;
 
 /// The encoding of [`ThreadEntry::run`]: first sequence number, length,
 /// and whether it is closed (taken by whoever closed it).

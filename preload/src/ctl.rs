@@ -9,7 +9,7 @@ use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
 use reprise_abi::{
     run, slots_for, ControlHeader, EventKind, Level, ProcessEntry, Slot, ThreadEntry, ABI_VERSION,
-    MAGIC, MAX_EVENT_DATA, MAX_HELD, MAX_PROCESSES, MAX_THREADS, SLOT_DATA,
+    CODE_RUN_MAX, MAGIC, MAX_EVENT_DATA, MAX_HELD, MAX_PROCESSES, MAX_THREADS, SLOT_DATA,
 };
 
 use crate::raw;
@@ -373,7 +373,44 @@ fn run_kinds(kind: EventKind) -> Option<(EventKind, EventKind)> {
         K::SpinLock | K::SpinUnlock => Some((K::SpinLock, K::SpinUnlock)),
         K::RwRdlock => Some((K::RwRdlock, K::RwUnlock)),
         K::RwWrlock | K::RwUnlock => Some((K::RwWrlock, K::RwUnlock)),
+        K::FuncEntry => Some((K::FuncEntry, K::FuncEntry)),
+        K::Block => Some((K::Block, K::Block)),
         _ => None,
+    }
+}
+
+/// Function and block entries: their runs keep each entry's address.
+fn is_code(kind: EventKind) -> bool {
+    matches!(kind, EventKind::FuncEntry | EventKind::Block)
+}
+
+/// Stores entry `i` of the thread's code run.
+fn put_code(e: &ThreadEntry, i: u64, ev: &Ev) {
+    e.code[2 * i as usize].store(ev.object, Ordering::Relaxed);
+    e.code[2 * i as usize + 1].store(ev.arg0, Ordering::Relaxed);
+}
+
+/// Before a thread reuses its `code` entries: waits until the last code
+/// run's were copied out (by the supervisor, if it closed that run; the
+/// thread closing its own copies them at once).
+fn wait_code_copied(c: &ControlHeader, e: &ThreadEntry) {
+    let st = e.run.load(Ordering::Acquire);
+    let (k0, _) = unpack_kinds(e.run_kinds.load(Ordering::Relaxed));
+    if st == 0 || !is_code(k0) {
+        return;
+    }
+    let mut spins = 0u32;
+    while e.code_read.load(Ordering::Acquire) != run::start(st) + 1 {
+        if c.stopping.load(Ordering::Relaxed) != 0 {
+            return;
+        }
+        spins += 1;
+        if spins < 64 {
+            core::hint::spin_loop();
+        } else {
+            // SAFETY: sched_yield has no memory effects.
+            unsafe { libc::sched_yield() };
+        }
     }
 }
 
@@ -382,6 +419,9 @@ fn run_kinds(kind: EventKind) -> Option<(EventKind, EventKind)> {
 /// number in between): then it costs one `fetch_add` and a store to the
 /// thread's own cache line, not a ring slot the supervisor must read.
 fn log_in_run(c: &ControlHeader, e: &ThreadEntry, ev: Ev, kinds: (EventKind, EventKind)) -> u64 {
+    if is_code(ev.kind) {
+        return log_code(c, e, ev);
+    }
     let seq = c.head.0.fetch_add(1, Ordering::AcqRel);
     let st = e.run.load(Ordering::Acquire);
     if run::is_open(st) {
@@ -413,6 +453,44 @@ fn log_in_run(c: &ControlHeader, e: &ThreadEntry, ev: Ev, kinds: (EventKind, Eve
     seq
 }
 
+/// Logs a function or block entry. A thread's entries fill a run of
+/// [`CODE_RUN_MAX`] sequence numbers it reserved with one `fetch_add`, in
+/// its own cache lines: one shared atomic per run instead of one per entry
+/// (the head's cache line bouncing between cores was most of the cost).
+/// The order is coarser for it: the run's entries come before whatever
+/// another thread logs meanwhile. Happens-before is kept, since any other
+/// event of the thread (a lock, a syscall) closes the run first and takes
+/// a number after it.
+fn log_code(c: &ControlHeader, e: &ThreadEntry, ev: Ev) -> u64 {
+    let st = e.run.load(Ordering::Acquire);
+    if run::is_open(st) {
+        let len = run::len(st);
+        let (k0, _) = unpack_kinds(e.run_kinds.load(Ordering::Relaxed));
+        if k0 as u16 == ev.kind as u16 && len < CODE_RUN_MAX as u64 {
+            // Before the run counts it (the closer reads `len` entries).
+            put_code(e, len, &ev);
+            if e.run
+                .compare_exchange(st, st + 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return first_seq_of(c, run::start(st)) + len;
+            }
+        }
+        close_run(c, e);
+    }
+    let seq = c.head.0.fetch_add(CODE_RUN_MAX as u64, Ordering::AcqRel);
+    if !wait_for_space(c, seq, CODE_RUN_MAX as u64) {
+        return seq;
+    }
+    wait_code_copied(c, e);
+    put_code(e, 0, &ev);
+    e.run_kinds
+        .store(ev.kind as u32 | (ev.kind as u32) << 16, Ordering::Relaxed);
+    e.run_object.store(0, Ordering::Relaxed);
+    e.run.store(run::pack(seq, 1), Ordering::Release);
+    seq
+}
+
 fn run_start_mask() -> u64 {
     run::START_MASK
 }
@@ -436,14 +514,45 @@ pub fn close_run(c: &ControlHeader, e: &ThreadEntry) {
         return;
     }
     let (k0, k1) = unpack_kinds(e.run_kinds.load(Ordering::Relaxed));
-    let ev = Ev::new(k0, e.run_object.load(Ordering::Relaxed));
     let start = first_seq_of(c, run::start(st));
     let len = run::len(st);
+    if is_code(k0) {
+        close_code_run(c, e, k0, start, len);
+        e.code_read.store(run::start(st) + 1, Ordering::Release);
+        return;
+    }
+    let ev = Ev::new(k0, e.run_object.load(Ordering::Relaxed));
     if len == 1 {
         write_slot(c, start, 1, ev, &[], 0, 0);
     } else {
         write_slot(c, start, 1, ev, &[], k1 as u16 + 1, len);
     }
+}
+
+/// Writes a closed run of `len` function or block entries at `start`: a
+/// header over the run's [`CODE_RUN_MAX`] reserved slots (the drainer
+/// skips them all) whose data, in the slots after it, are the entries'
+/// (address, call site) pairs: 16 bytes each, 8 slots for a full run.
+fn close_code_run(c: &ControlHeader, e: &ThreadEntry, kind: EventKind, start: u64, len: u64) {
+    let at = |i: usize| e.code[i].load(Ordering::Relaxed);
+    let first = Ev {
+        arg0: at(1),
+        ..Ev::new(kind, at(0))
+    };
+    let mut pairs = [0u8; 16 * CODE_RUN_MAX];
+    let n = (len as usize).min(CODE_RUN_MAX);
+    for i in 0..2 * n {
+        pairs[8 * i..8 * i + 8].copy_from_slice(&at(i).to_le_bytes());
+    }
+    write_slot(
+        c,
+        start,
+        CODE_RUN_MAX as u64,
+        first,
+        &pairs[..16 * n],
+        kind as u16 + 1,
+        n as u64,
+    );
 }
 
 /// The full sequence number whose low bits `start` holds (runs keep 39

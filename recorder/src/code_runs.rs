@@ -19,9 +19,10 @@ pub struct CodeRun {
 }
 
 impl CodeRun {
-    /// True for an event a run can hold.
+    /// True for an entry a run can hold (one, or a run the agent
+    /// gathered, its pairs in data).
     pub fn holds(ev: &EventRecord) -> bool {
-        matches!(ev.kind, EventKind::FuncEntry | EventKind::Block) && ev.data.is_empty()
+        matches!(ev.kind, EventKind::FuncEntry | EventKind::Block)
     }
 
     /// True if `ev` comes right after the run, from its thread, of its kind.
@@ -31,7 +32,6 @@ impl CodeRun {
                 && f.thread == ev.thread
                 && f.kind == ev.kind
                 && f.seq + self.objects.len() as u64 == ev.seq
-                && self.objects.len() < MAX_RUN
         })
     }
 
@@ -42,6 +42,32 @@ impl CodeRun {
         if self.first.is_none() {
             self.first = Some(ev);
         }
+    }
+
+    /// [`CodeRun::add`] for a run the agent gathered: `ev` stands for
+    /// `count` entries whose (address, call site) pairs are its data.
+    pub fn add_gathered(&mut self, mut ev: EventRecord, count: u64) {
+        let pairs = std::mem::take(&mut ev.data);
+        let word = |i: usize| {
+            pairs
+                .get(i * 8..i * 8 + 8)
+                .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+        };
+        for i in 0..count as usize {
+            let entry = EventRecord {
+                seq: ev.seq + i as u64,
+                object: word(2 * i),
+                arg0: word(2 * i + 1),
+                ..ev.clone()
+            };
+            self.add(entry);
+        }
+        ev.data = pairs;
+    }
+
+    /// True if the run holds room for `n` more entries.
+    pub fn has_room(&self, n: u64) -> bool {
+        self.objects.len() as u64 + n <= MAX_RUN as u64
     }
 
     /// The run gathered so far, emptied: its first event, the entries'

@@ -154,7 +154,11 @@ impl ControlBlock {
                 ev.arg1 = 0;
                 ev.alt_kind =
                     EventKind::from_u16((*s).alt_kind - 1).unwrap_or(EventKind::MutexUnlock);
-                advance = ev.repeat;
+                // A lock run spans its events; a run of function or block
+                // entries the numbers it reserved (`nslots`).
+                if !matches!(ev.kind, EventKind::FuncEntry | EventKind::Block) {
+                    advance = ev.repeat;
+                }
             }
             self.cursor.set(tail + advance);
             if (tail + advance) / 4096 != tail / 4096 {
@@ -187,19 +191,38 @@ impl ControlBlock {
                 return None; // its owner closed it; the slot comes soon
             }
             let len = run::len(st);
-            self.cursor.set(tail + len);
+            let kind = EventKind::from_u16(kinds as u16).unwrap_or(EventKind::MutexLock);
+            // A run of function or block entries: their (address, call
+            // site) pairs, copied out before the thread may reuse them.
+            let mut data = Vec::new();
+            let (mut object, mut arg0) = (object, 0);
+            if matches!(kind, EventKind::FuncEntry | EventKind::Block) {
+                let n = (len as usize).min(reprise_abi::CODE_RUN_MAX);
+                for i in 0..2 * n {
+                    data.extend_from_slice(&e.code[i].load(Ordering::Acquire).to_le_bytes());
+                }
+                object = e.code[0].load(Ordering::Acquire);
+                arg0 = e.code[1].load(Ordering::Acquire);
+                e.code_read.store(run::start(st) + 1, Ordering::Release);
+            }
+            let spans = if data.is_empty() {
+                len
+            } else {
+                reprise_abi::CODE_RUN_MAX as u64
+            };
+            self.cursor.set(tail + spans);
             self.publish();
             return Some(RawEvent {
                 seq: tail,
-                kind: EventKind::from_u16(kinds as u16).unwrap_or(EventKind::MutexLock),
+                kind,
                 process,
                 thread,
                 object,
-                arg0: 0,
+                arg0,
                 arg1: 0,
                 result: 0,
                 extra: 0,
-                data: Vec::new(),
+                data,
                 repeat: len,
                 alt_kind: EventKind::from_u16((kinds >> 16) as u16)
                     .unwrap_or(EventKind::MutexUnlock),

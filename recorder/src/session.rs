@@ -204,6 +204,8 @@ struct Drain {
     stuck_since: Option<Instant>,
     /// Function and block entries gathered into one record.
     code: crate::code_runs::CodeRun,
+    /// The trace's number of the next event.
+    next_seq: u64,
 }
 
 /// Events taken from the ring at most before the supervisor looks at the
@@ -289,8 +291,12 @@ impl Drain {
         self.events += ev.repeat.max(1) - 1;
         let repeat = ev.repeat;
         let alt_kind = ev.alt_kind;
+        // The trace numbers events densely: a run of function or block
+        // entries reserved more numbers in the ring than it used.
+        let seq = self.next_seq;
+        self.next_seq += repeat.max(1);
         let rec = EventRecord {
-            seq: ev.seq,
+            seq,
             process: ev.process,
             thread: ev.thread,
             kind: ev.kind,
@@ -301,11 +307,16 @@ impl Drain {
             extra: ev.extra,
             data: ev.data,
         };
-        if repeat <= 1 && CodeRun::holds(&rec) {
-            if !self.code.continues(&rec) {
+        if CodeRun::holds(&rec) {
+            let count = repeat.max(1);
+            if !self.code.continues(&rec) || !self.code.has_room(count) {
                 self.flush_code();
             }
-            self.code.add(rec);
+            if rec.data.is_empty() {
+                self.code.add(rec);
+            } else {
+                self.code.add_gathered(rec, count);
+            }
             return;
         }
         self.flush_code();
@@ -449,6 +460,7 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
         dropped: 0,
         stuck_since: None,
         code: Default::default(),
+        next_seq: 0,
     };
     let mut warnings = Vec::new();
     let mut last_flush = Instant::now();
