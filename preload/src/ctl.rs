@@ -454,39 +454,59 @@ fn log_in_run(c: &ControlHeader, e: &ThreadEntry, ev: Ev, kinds: (EventKind, Eve
 }
 
 /// Logs a function or block entry. A thread's entries fill a run of
-/// [`CODE_RUN_MAX`] sequence numbers it reserved with one `fetch_add`, in
-/// its own cache lines: one shared atomic per run instead of one per entry
-/// (the head's cache line bouncing between cores was most of the cost).
-/// The order is coarser for it: the run's entries come before whatever
-/// another thread logs meanwhile. Happens-before is kept, since any other
-/// event of the thread (a lock, a syscall) closes the run first and takes
-/// a number after it.
+/// sequence numbers it reserved with one `fetch_add` (its size in
+/// `run_object`), in its own cache lines, for as long as no other thread
+/// takes a number: a thread running alone pays one shared atomic per run
+/// instead of one per entry (the head's cache line bouncing between cores
+/// was most of the cost), and the order stays exact up to the entry that
+/// notices another thread. The reservation doubles while runs fill it (up
+/// to [`CODE_RUN_MAX`]) and halves when another thread cuts one short, so
+/// that threads logging at once do not burn ring slots they leave empty.
+/// Happens-before is kept: any other event of the thread (a lock, a
+/// syscall) closes the run first and takes a number after it.
 fn log_code(c: &ControlHeader, e: &ThreadEntry, ev: Ev) -> u64 {
     let st = e.run.load(Ordering::Acquire);
+    let (k0, _) = unpack_kinds(e.run_kinds.load(Ordering::Relaxed));
+    let code_run = st != 0 && is_code(k0);
+    let reserved = if code_run {
+        e.run_object
+            .load(Ordering::Relaxed)
+            .clamp(1, CODE_RUN_MAX as u64)
+    } else {
+        0
+    };
     if run::is_open(st) {
         let len = run::len(st);
-        let (k0, _) = unpack_kinds(e.run_kinds.load(Ordering::Relaxed));
-        if k0 as u16 == ev.kind as u16 && len < CODE_RUN_MAX as u64 {
-            // Before the run counts it (the closer reads `len` entries).
-            put_code(e, len, &ev);
-            if e.run
-                .compare_exchange(st, st + 1, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
-                return first_seq_of(c, run::start(st)) + len;
+        if code_run && k0 as u16 == ev.kind as u16 && len < reserved {
+            let start = first_seq_of(c, run::start(st));
+            // A plain load: the head's line stays shared while nobody logs.
+            if c.head.0.load(Ordering::Relaxed) == start + reserved {
+                // Before the run counts it (the closer reads `len` entries).
+                put_code(e, len, &ev);
+                if e.run
+                    .compare_exchange(st, st + 1, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    return start + len;
+                }
             }
         }
         close_run(c, e);
     }
-    let seq = c.head.0.fetch_add(CODE_RUN_MAX as u64, Ordering::AcqRel);
-    if !wait_for_space(c, seq, CODE_RUN_MAX as u64) {
+    let size = match (code_run, run::len(st)) {
+        (false, _) => CODE_RUN_MAX as u64 / 4,
+        (true, len) if len >= reserved => (reserved * 2).min(CODE_RUN_MAX as u64),
+        (true, _) => (reserved / 2).max(1),
+    };
+    let seq = c.head.0.fetch_add(size, Ordering::AcqRel);
+    if !wait_for_space(c, seq, size) {
         return seq;
     }
     wait_code_copied(c, e);
     put_code(e, 0, &ev);
     e.run_kinds
         .store(ev.kind as u32 | (ev.kind as u32) << 16, Ordering::Relaxed);
-    e.run_object.store(0, Ordering::Relaxed);
+    e.run_object.store(size, Ordering::Relaxed);
     e.run.store(run::pack(seq, 1), Ordering::Release);
     seq
 }
@@ -517,7 +537,11 @@ pub fn close_run(c: &ControlHeader, e: &ThreadEntry) {
     let start = first_seq_of(c, run::start(st));
     let len = run::len(st);
     if is_code(k0) {
-        close_code_run(c, e, k0, start, len);
+        let reserved = e
+            .run_object
+            .load(Ordering::Relaxed)
+            .clamp(1, CODE_RUN_MAX as u64);
+        close_code_run(c, e, k0, start, len, reserved);
         e.code_read.store(run::start(st) + 1, Ordering::Release);
         return;
     }
@@ -529,16 +553,28 @@ pub fn close_run(c: &ControlHeader, e: &ThreadEntry) {
     }
 }
 
-/// Writes a closed run of `len` function or block entries at `start`: a
-/// header over the run's [`CODE_RUN_MAX`] reserved slots (the drainer
-/// skips them all) whose data, in the slots after it, are the entries'
-/// (address, call site) pairs: 16 bytes each, 8 slots for a full run.
-fn close_code_run(c: &ControlHeader, e: &ThreadEntry, kind: EventKind, start: u64, len: u64) {
+/// Writes a closed run of `len` function or block entries at `start`,
+/// over the `reserved` numbers the run took (the drainer skips them all):
+/// one event, or a header whose data, in the slots after it, are the
+/// entries' (address, call site) pairs (16 bytes each: they fit in the
+/// run's own slots).
+fn close_code_run(
+    c: &ControlHeader,
+    e: &ThreadEntry,
+    kind: EventKind,
+    start: u64,
+    len: u64,
+    reserved: u64,
+) {
     let at = |i: usize| e.code[i].load(Ordering::Relaxed);
     let first = Ev {
         arg0: at(1),
         ..Ev::new(kind, at(0))
     };
+    if len <= 1 {
+        write_slot(c, start, reserved, first, &[], 0, 0);
+        return;
+    }
     let mut pairs = [0u8; 16 * CODE_RUN_MAX];
     let n = (len as usize).min(CODE_RUN_MAX);
     for i in 0..2 * n {
@@ -547,7 +583,7 @@ fn close_code_run(c: &ControlHeader, e: &ThreadEntry, kind: EventKind, start: u6
     write_slot(
         c,
         start,
-        CODE_RUN_MAX as u64,
+        reserved,
         first,
         &pairs[..16 * n],
         kind as u16 + 1,

@@ -195,6 +195,9 @@ impl ControlBlock {
             // A run of function or block entries: their (address, call
             // site) pairs, copied out before the thread may reuse them.
             let mut data = Vec::new();
+            // A code run's reservation, read before the close let its
+            // owner reuse the field.
+            let reserved = object;
             let (mut object, mut arg0) = (object, 0);
             if matches!(kind, EventKind::FuncEntry | EventKind::Block) {
                 let n = (len as usize).min(reprise_abi::CODE_RUN_MAX);
@@ -205,10 +208,11 @@ impl ControlBlock {
                 arg0 = e.code[1].load(Ordering::Acquire);
                 e.code_read.store(run::start(st) + 1, Ordering::Release);
             }
-            let spans = if data.is_empty() {
-                len
+            // A code run spans the numbers it reserved (in `run_object`).
+            let spans = if matches!(kind, EventKind::FuncEntry | EventKind::Block) {
+                reserved.clamp(1, reprise_abi::CODE_RUN_MAX as u64)
             } else {
-                reprise_abi::CODE_RUN_MAX as u64
+                len
             };
             self.cursor.set(tail + spans);
             self.publish();
