@@ -178,9 +178,9 @@ fn bench_record_quick_measures_func_and_bb() {
     );
     assert!(out.status.success(), "{context}");
     for (build, sketch) in [
-        ("cpu 2thr 20k ", "func"),
-        ("cpu 2thr 20k, -finstrument", "func"),
-        ("cpu 2thr 20k, trace-pc", "bb-4"),
+        ("cpu 2thr 100k ", "func"),
+        ("cpu 2thr 100k, -finstrument", "func"),
+        ("cpu 2thr 100k, trace-pc", "bb-4"),
     ] {
         let line = stdout
             .lines()

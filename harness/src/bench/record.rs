@@ -217,7 +217,7 @@ pub(super) fn run_record(a: &BenchOptions) -> Result<u8> {
         Ok(())
     };
     let no_goal = |_: &str| f64::INFINITY;
-    let cpu_items: u64 = if a.quick { 20_000 } else { 400_000 };
+    let cpu_items: u64 = if a.quick { 100_000 } else { 6_000_000 };
     // The cpu workload has no sync or sys goal: it is there for func and bb.
     if !instrumented.is_empty() || a.only.iter().any(|o| o == "cpu") {
         micro(
