@@ -86,6 +86,77 @@ pub(super) fn run_record(a: &BenchOptions) -> Result<u8> {
             );
         }
     }
+    install_signal_handlers();
+    let reprise = a.reprise.clone();
+    println!("{}", machine_description());
+    let workloads = workloads(a, &reprise, size_mb)?;
+
+    let tmp = TempDir::new(&std::env::temp_dir(), "reprise-bench")?;
+    eprintln!(
+        "reprise bench: {} workloads, {rounds} rounds, compressor input {size_mb} MB; temporary files in {}",
+        workloads.len(),
+        tmp.path().display()
+    );
+    let started = Instant::now();
+    let mut rows = Vec::new();
+    for w in &workloads {
+        rows.extend(bench_workload(a, &reprise, tmp.path(), w, rounds)?);
+    }
+    let servers = super::servers::bench_servers(a, &reprise, tmp.path(), rounds)?;
+    drop(tmp);
+
+    if !rows.is_empty() {
+        print_table(&rows, a.quick, rounds, size_mb, started.elapsed());
+    }
+    super::servers::print_servers(&servers);
+    if rows.iter().any(|r| r.failure.is_some()) {
+        eprintln!("reprise bench: FAILED: some recorded runs failed or changed the program's output (see above)");
+        return Ok(1);
+    }
+    let all_met = goals(&rows).iter().all(|(_, _, _, met)| *met);
+    Ok(if a.check && !all_met { 1 } else { 0 })
+}
+
+/// The compressors `wanted`, at the levels `measured`, on `input`.
+fn compressor_workloads(
+    wanted: &dyn Fn(&str) -> bool,
+    measured: &dyn Fn(&str) -> bool,
+    input: Option<&Path>,
+) -> Result<Vec<Workload>> {
+    let mut workloads = Vec::new();
+    let compressors: [(&str, &[&str]); 3] = [
+        ("pigz", &["-p", "2"]),
+        ("pbzip2", &["-p2"]),
+        ("xz", &["-T2"]),
+    ];
+    for (tool, flags) in compressors {
+        if !wanted(tool) {
+            continue;
+        }
+        let program = find_in_path(tool).ok_or_else(|| anyhow!("{tool} is not installed"))?;
+        let input = input.ok_or_else(|| anyhow!("no input file for {tool}"))?;
+        let mut args: Vec<OsString> = flags.iter().map(OsString::from).collect();
+        args.push("-c".into());
+        args.push(input.as_os_str().to_os_string());
+        workloads.push(Workload {
+            key: tool,
+            label: format!("{tool} {}", flags.join(" ")),
+            program,
+            args,
+            sketches: [("sync", GOAL_COMPRESS_SYNC), ("sys", GOAL_COMPRESS_SYS)]
+                .into_iter()
+                .filter(|(s, _)| measured(s))
+                .map(|(s, g)| (s.to_string(), g))
+                .collect(),
+            compressor: true,
+        });
+    }
+    Ok(workloads)
+}
+
+/// The workloads `--only` and `--sketch` ask for: the compressors, and the
+/// microbenchmarks built as the sketch levels need them.
+fn workloads(a: &BenchOptions, reprise: &Path, size_mb: u64) -> Result<Vec<Workload>> {
     let wanted = |k: &str| a.only.is_empty() || a.only.iter().any(|o| o == k);
     let levels: Vec<reprise_schema::Sketch> = if a.sketches.is_empty() {
         vec!["sync".parse().unwrap(), "sys".parse().unwrap()]
@@ -107,10 +178,6 @@ pub(super) fn run_record(a: &BenchOptions) -> Result<u8> {
     } else {
         (10_000_000, 1_000_000)
     };
-
-    install_signal_handlers();
-    let reprise = a.reprise.clone();
-    println!("{}", machine_description());
 
     // Compressors: scripts/setup.sh installs them.
     let compressors_wanted: Vec<&str> = ["pigz", "pbzip2", "xz"]
@@ -134,33 +201,7 @@ pub(super) fn run_record(a: &BenchOptions) -> Result<u8> {
         other => other.clone(),
     };
 
-    let mut workloads = Vec::new();
-    let compressors: [(&str, &[&str]); 3] = [
-        ("pigz", &["-p", "2"]),
-        ("pbzip2", &["-p2"]),
-        ("xz", &["-T2"]),
-    ];
-    for (tool, flags) in compressors {
-        if !wanted(tool) {
-            continue;
-        }
-        let program = find_in_path(tool).ok_or_else(|| anyhow!("{tool} is not installed"))?;
-        let mut args: Vec<OsString> = flags.iter().map(OsString::from).collect();
-        args.push("-c".into());
-        args.push(input.clone().unwrap().into_os_string());
-        workloads.push(Workload {
-            key: tool,
-            label: format!("{tool} {}", flags.join(" ")),
-            program,
-            args,
-            sketches: [("sync", GOAL_COMPRESS_SYNC), ("sys", GOAL_COMPRESS_SYS)]
-                .into_iter()
-                .filter(|(s, _)| measured(s))
-                .map(|(s, g)| (s.to_string(), g))
-                .collect(),
-            compressor: true,
-        });
-    }
+    let mut workloads = compressor_workloads(&wanted, &measured, input.as_deref())?;
     let cov = crate::cov_dir(&reprise);
     // A microbenchmark: its plain build at the levels it has goals for,
     // and one build per instrumented level, measured against itself.
@@ -262,30 +303,7 @@ pub(super) fn run_record(a: &BenchOptions) -> Result<u8> {
         )?;
     }
 
-    let tmp = TempDir::new(&std::env::temp_dir(), "reprise-bench")?;
-    eprintln!(
-        "reprise bench: {} workloads, {rounds} rounds, compressor input {size_mb} MB; temporary files in {}",
-        workloads.len(),
-        tmp.path().display()
-    );
-    let started = Instant::now();
-    let mut rows = Vec::new();
-    for w in &workloads {
-        rows.extend(bench_workload(a, &reprise, tmp.path(), w, rounds)?);
-    }
-    let servers = super::servers::bench_servers(a, &reprise, tmp.path(), rounds)?;
-    drop(tmp);
-
-    if !rows.is_empty() {
-        print_table(&rows, a.quick, rounds, size_mb, started.elapsed());
-    }
-    super::servers::print_servers(&servers);
-    if rows.iter().any(|r| r.failure.is_some()) {
-        eprintln!("reprise bench: FAILED: some recorded runs failed or changed the program's output (see above)");
-        return Ok(1);
-    }
-    let all_met = goals(&rows).iter().all(|(_, _, _, met)| *met);
-    Ok(if a.check && !all_met { 1 } else { 0 })
+    Ok(workloads)
 }
 
 /// Record the workload at `sketch` into a temporary trace; check its status,
