@@ -102,7 +102,7 @@ extern "C" fn block(pc: u64) {
         b.set(n);
         n
     });
-    if n % period == 0 {
+    if n.is_multiple_of(period) {
         enter(EventKind::Block, pc, 0);
     }
 }

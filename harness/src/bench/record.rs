@@ -202,7 +202,7 @@ fn workloads(a: &BenchOptions, reprise: &Path, size_mb: u64) -> Result<Vec<Workl
     };
 
     let mut workloads = compressor_workloads(&wanted, &measured, input.as_deref())?;
-    let cov = crate::cov_dir(&reprise);
+    let cov = crate::cov_dir(reprise);
     // A microbenchmark: its plain build at the levels it has goals for,
     // and one build per instrumented level, measured against itself.
     let mut micro = |key: &'static str,
@@ -534,8 +534,8 @@ fn print_table(rows: &[Row], quick: bool, rounds: u32, size_mb: u64, elapsed: Du
         }
     );
     println!(
-        "{:<30} {:<6} {:>9} {:>10} {:>7} {:>10} {:>10}  {:<10} {}",
-        "workload", "sketch", "native s", "recorded s", "ratio", "trace", "trace/s", "goal", "met"
+        "{:<30} {:<6} {:>9} {:>10} {:>7} {:>10} {:>10}  {:<10} met",
+        "workload", "sketch", "native s", "recorded s", "ratio", "trace", "trace/s", "goal"
     );
     for r in rows {
         let goal = if r.compressor {
