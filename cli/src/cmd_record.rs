@@ -15,7 +15,8 @@ use reprise_schema::Sketch;
 pub struct RecordArgs {
     /// How much to record: `sync` (synchronisation order), `sys` (+ system
     /// calls and their results, mmaps, output), `func` (+ the entries of
-    /// the program's functions; built with -finstrument-functions), `bb`
+    /// the program's own functions: patched at start-up, or through
+    /// -finstrument-functions if it was built with it), `bb`
     /// (+ its basic blocks; built with -fsanitize-coverage=trace-pc and
     /// -lreprise_cov) or `bb-N` (every N-th block of a thread).
     #[arg(long, default_value = "sys", value_parser = parse_sketch)]
@@ -33,12 +34,16 @@ pub struct RecordArgs {
     /// failure, placed at the first line that differs.
     #[arg(long, value_name = "FILE")]
     expect_output: Option<PathBuf>,
-    /// The program to run.
-    #[arg(required = true)]
-    program: OsString,
-    /// Its arguments.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    args: Vec<OsString>,
+    /// The program to run, then its arguments: everything from the
+    /// program on is the program's (`--version`, `--help` included).
+    #[arg(
+        required = true,
+        num_args = 1..,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "PROGRAM"
+    )]
+    command: Vec<OsString>,
 }
 
 fn parse_sketch(s: &str) -> Result<Sketch, String> {
@@ -46,6 +51,8 @@ fn parse_sketch(s: &str) -> Result<Sketch, String> {
 }
 
 pub fn run(a: RecordArgs) -> Result<u8> {
+    let program = a.command[0].clone();
+    let args = a.command[1..].to_vec();
     if !(a.hang_timeout > 0.0) {
         anyhow::bail!("--hang-timeout must be a positive number of seconds");
     }
@@ -58,7 +65,7 @@ pub fn run(a: RecordArgs) -> Result<u8> {
         })?),
         None => None,
     };
-    let name = std::path::Path::new(&a.program)
+    let name = std::path::Path::new(&program)
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "program".into());
@@ -70,7 +77,7 @@ pub fn run(a: RecordArgs) -> Result<u8> {
             (location::new_trace_dir(&root, &name)?, Some(root))
         }
     };
-    let mut opts = RecordOptions::new(a.program.clone(), a.args.clone(), dir.clone());
+    let mut opts = RecordOptions::new(program.clone(), args.clone(), dir.clone());
     opts.level = a.sketch.level;
     opts.block_period = a.sketch.block_period;
     opts.hang_timeout = Duration::from_secs_f64(a.hang_timeout);

@@ -345,6 +345,27 @@ fn read_reply(r: &mut impl BufRead, got: &mut Vec<u8>) {
 
 #[test]
 fn redis_with_its_background_threads_replays_its_responses() {
+    let _ = redis_records_and_replays("sys");
+}
+
+/// Debian's redis-server exports its functions: at `func` their entries
+/// are patched at start-up and the run, tens of thousands of entries over
+/// its threads, replays whole with the same responses.
+#[test]
+fn redis_at_the_func_sketch_replays_its_responses() {
+    let (_dir, trace) = redis_records_and_replays("func");
+    let r = reprise_schema::TraceReader::open(&trace).unwrap();
+    let entries = r
+        .events()
+        .filter(|e| e.as_ref().unwrap().kind == reprise_abi::EventKind::FuncEntry)
+        .count();
+    assert!(entries > 10_000, "{entries} function entries");
+}
+
+/// Records redis-server at `sketch` under a seeded load, checks its
+/// recorded responses and replays it; returns the trace and the directory
+/// that holds it.
+fn redis_records_and_replays(sketch: &str) -> (tempfile::TempDir, PathBuf) {
     let exe = need("/usr/bin/redis-server");
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
@@ -355,6 +376,9 @@ fn redis_with_its_background_threads_replays_its_responses() {
         root,
         &trace,
         &[
+            "--sketch",
+            sketch,
+            "--",
             exe.to_str().unwrap(),
             "--port",
             &port,
@@ -395,4 +419,5 @@ fn redis_with_its_background_threads_replays_its_responses() {
     exited_cleanly(&trace);
     assert_eq!(recorded_sends(&trace), got);
     replays(root, &trace);
+    (tmp, trace)
 }

@@ -605,3 +605,30 @@ fn wrong_output_against_the_expected_output() {
         "{err}"
     );
 }
+
+/// Everything from the program on is the program's: `--version` and
+/// `--help` after it are not reprise's options.
+#[test]
+fn options_after_the_program_are_the_programs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let trace = tmp.path().join("t");
+    let o = run_reprise(
+        tmp.path(),
+        &[
+            "record",
+            "-o",
+            trace.to_str().unwrap(),
+            "/bin/sh",
+            "-c",
+            "echo \"$@\"",
+            "sh",
+            "--version",
+            "--help",
+        ],
+        None,
+        Duration::from_secs(60),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "--version --help\n");
+    assert!(trace.join("header").exists());
+}
