@@ -174,8 +174,8 @@ extern "C" fn entered(index: u64, site: u64) -> u64 {
 /// stub), `[rsp+8]` its caller's return address. Saves what a function's
 /// entry may hold live (argument and scratch registers, xmm0-7), calls
 /// [`entered`] on a 16-byte aligned stack (a local function may be entered
-/// unaligned: the compiler knows its callers), and returns into the
-/// function's displaced instructions.
+/// unaligned: the compiler knows its callers), and jumps to the function's
+/// displaced instructions.
 #[unsafe(naked)]
 extern "C" fn entry_hook() {
     core::arch::naked_asm!(
@@ -225,7 +225,12 @@ extern "C" fn entry_hook() {
         "pop rdx",
         "pop rcx",
         "pop rax",
-        "ret",
+        // Not `ret`: that would pop the return-stack predictor's entry of
+        // the function's caller, and every return above would mispredict.
+        // The slot below the stack pointer is safe: signal frames skip the
+        // 128-byte red zone.
+        "lea rsp, [rsp+8]",
+        "jmp qword ptr [rsp-8]",
         entered = sym entered,
     );
 }
