@@ -13,7 +13,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --release --workspace --locked
-reprise=$PWD/target/release/reprise
+# Where cargo put it (CARGO_TARGET_DIR moves the target directory).
+reprise=${CARGO_TARGET_DIR:-$PWD/target}/release/reprise
+[ -x "$reprise" ] || { echo "demo: $reprise was not built" >&2; exit 1; }
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
