@@ -260,7 +260,10 @@ fn announce(dir: &Path, replay: &Replay, recorded: &OutcomeInfo, saved: Option<&
     eprintln!(
         "reprise: replaying {} ({} sketch, {} events); recorded: {}",
         dir.display(),
-        replay.header.level,
+        reprise_schema::Sketch {
+            level: replay.header.level,
+            block_period: replay.header.block_period,
+        },
         replay.event_count(),
         recorded.summary
     );

@@ -23,6 +23,8 @@ pub struct TraceListing {
     pub program: String,
     pub start_time_unix_ns: u64,
     pub level: Option<SketchLevel>,
+    /// `bb-N` traces: N (0 otherwise).
+    pub block_period: u32,
     pub events: u64,
     /// One line: the outcome summary, or why there is none.
     pub outcome: String,
@@ -90,6 +92,7 @@ pub fn list_traces(root: &Path) -> Vec<TraceListing> {
                 l.program = h.program_name();
                 l.start_time_unix_ns = h.start_time_unix_ns;
                 l.level = Some(h.level);
+                l.block_period = h.block_period;
                 l.events = r.event_count();
                 l.complete = r.is_complete();
                 l.outcome = match r.outcome() {
@@ -180,7 +183,15 @@ pub fn format_trace_table(rows: &[TraceListing]) -> String {
         cells.push([
             r.name.clone(),
             format_time_utc(r.start_time_unix_ns),
-            r.level.map(|l| l.to_string()).unwrap_or_else(|| "-".into()),
+            r.level
+                .map(|level| {
+                    crate::Sketch {
+                        level,
+                        block_period: r.block_period,
+                    }
+                    .to_string()
+                })
+                .unwrap_or_else(|| "-".into()),
             r.events.to_string(),
             human_size(r.size_bytes),
             r.outcome.clone(),
