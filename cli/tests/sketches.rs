@@ -12,6 +12,7 @@ use common::{compile, run_reprise, stderr};
 const LIMIT: Duration = Duration::from_secs(120);
 const PIPELINE: &str = include_str!("programs/pipeline.c");
 const BRANCH: &str = include_str!("programs/branch_on_file.c");
+const BLOCKED_RUN: &str = include_str!("programs/blocked_run.c");
 
 /// The directory of `libreprise_cov.so`, the `bb` sketch's link stub
 /// (built with the workspace, next to `reprise`).
@@ -346,4 +347,42 @@ fn a_func_trace_reproduces_a_lost_update_with_its_race_named() {
     assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
     assert!(out.contains("reproduced the recorded failure"), "{out}");
     assert!(out.contains("race 1 on bwritten"), "{out}");
+}
+
+/// A thread blocked in an unrecorded system call with its run of block
+/// entries open: the recorder takes the run over (with its entries) so the
+/// other thread's entries go on, and the thread, woken, starts a new one;
+/// the trace replays whole, every entry at its place.
+#[test]
+fn a_run_left_open_by_a_blocked_thread_is_taken_over_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prog = compile_bb(tmp.path(), "blocked_run", BLOCKED_RUN);
+    let trace = tmp.path().join("trace");
+    let o = run_reprise(
+        tmp.path(),
+        &[
+            "record",
+            "--sketch",
+            "bb",
+            "-o",
+            trace.to_str().unwrap(),
+            prog.to_str().unwrap(),
+        ],
+        None,
+        LIMIT,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let printed = String::from_utf8_lossy(&o.stdout).into_owned();
+    let r = reprise_schema::TraceReader::open(&trace).unwrap();
+    let sleeper_blocks = r
+        .events()
+        .map(|e| e.unwrap())
+        .filter(|e| e.kind == reprise_abi::EventKind::Block && e.thread == 1)
+        .count();
+    assert!(
+        sleeper_blocks >= 5 * 100,
+        "{sleeper_blocks} blocks of the sleeper"
+    );
+    let out = common::replays_as_recorded(tmp.path(), &trace, &[], LIMIT);
+    assert!(out.starts_with(&printed), "{out}");
 }
