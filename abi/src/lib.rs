@@ -320,6 +320,12 @@ pub struct ThreadEntry {
 /// Entries at most in one run of function or block entries.
 pub const CODE_RUN_MAX: usize = 32;
 
+/// The sequence numbers a run of function or block entries reserved, from
+/// its thread's [`ThreadEntry::run_object`] (where such a run keeps it).
+pub fn code_run_reserved(run_object: u64) -> u64 {
+    run_object.clamp(1, CODE_RUN_MAX as u64)
+}
+
 /// The encoding of [`ThreadEntry::run`]: first sequence number, length,
 /// and whether it is closed (taken by whoever closed it).
 pub mod run {

@@ -107,6 +107,24 @@ fn bench_record_quick_has_every_row() {
     );
 }
 
+/// `reprise bench record ARGS...`, which must succeed: its stdout, and
+/// what an assertion shows (status, stdout, stderr).
+fn bench_ok(args: &[&str]) -> (String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_reprise"))
+        .args(["bench", "record"])
+        .args(args)
+        .output()
+        .expect("run reprise bench record");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let context = format!(
+        "status {}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{context}");
+    (stdout, context)
+}
+
 /// `reprise bench record --quick --only memcached --rounds 1`: the server
 /// row, with both throughputs, the ratio and the replay's verdict.
 #[test]
@@ -114,26 +132,7 @@ fn bench_record_quick_measures_a_server() {
     if !Path::new("/usr/bin/memcached").exists() {
         panic!("/usr/bin/memcached is missing: scripts/setup.sh installs it");
     }
-    let exe = env!("CARGO_BIN_EXE_reprise");
-    let out = Command::new(exe)
-        .args([
-            "bench",
-            "record",
-            "--quick",
-            "--only",
-            "memcached",
-            "--rounds",
-            "1",
-        ])
-        .output()
-        .expect("run reprise bench record --only memcached");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let context = format!(
-        "status {}\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{context}");
+    let (stdout, context) = bench_ok(&["--quick", "--only", "memcached", "--rounds", "1"]);
     let line = stdout
         .lines()
         .find(|l| l.starts_with("memcached -t 4"))
@@ -156,27 +155,15 @@ fn bench_record_quick_measures_a_server() {
 /// bb-4 (a trace-pc build), each with a ratio and a trace size.
 #[test]
 fn bench_record_quick_measures_func_and_bb() {
-    let out = Command::new(env!("CARGO_BIN_EXE_reprise"))
-        .args([
-            "bench",
-            "record",
-            "--quick",
-            "--sketch",
-            "func,bb-4",
-            "--only",
-            "cpu",
-            "--rounds",
-            "1",
-        ])
-        .output()
-        .expect("run reprise bench record --sketch func,bb-4");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let context = format!(
-        "status {}\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{context}");
+    let (stdout, context) = bench_ok(&[
+        "--quick",
+        "--sketch",
+        "func,bb-4",
+        "--only",
+        "cpu",
+        "--rounds",
+        "1",
+    ]);
     for (build, sketch) in [
         ("cpu 2thr 100k ", "func"),
         ("cpu 2thr 100k, -finstrument", "func"),

@@ -5,6 +5,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::process::Output;
 use std::time::Duration;
 
 use common::{compile, run_reprise, stderr};
@@ -24,6 +25,20 @@ fn cov_dir() -> PathBuf {
         dir.display()
     );
     dir
+}
+
+/// `reprise record --sketch SKETCH -o TRACE PROG ARGS...`, traces under `root`.
+fn record_at(root: &Path, sketch: &str, trace: &Path, prog: &Path, args: &[&str]) -> Output {
+    let mut a = vec![
+        "record",
+        "--sketch",
+        sketch,
+        "-o",
+        trace.to_str().unwrap(),
+        prog.to_str().unwrap(),
+    ];
+    a.extend_from_slice(args);
+    run_reprise(root, &a, None, LIMIT)
 }
 
 /// Compiles `source` for the `bb` sketch.
@@ -65,19 +80,7 @@ fn function_entries(root: &Path, trace: &Path) -> Vec<(String, String)> {
 /// Records `prog` at the func sketch and checks its function entries,
 /// thread by thread, then replays it.
 fn func_entries_are_listed_in_order(root: &Path, prog: &Path, trace: &Path) {
-    let o = run_reprise(
-        root,
-        &[
-            "record",
-            "--sketch",
-            "func",
-            "-o",
-            trace.to_str().unwrap(),
-            prog.to_str().unwrap(),
-        ],
-        None,
-        LIMIT,
-    );
+    let o = record_at(root, "func", trace, prog, &[]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stderr(&o).contains("(func sketch,"), "{}", stderr(&o));
     let entries = function_entries(root, trace);
@@ -149,19 +152,7 @@ fn a_bb_trace_replays_with_every_block_in_order_and_bb_n_keeps_every_nth() {
         per
     };
     let all = tmp.path().join("bb");
-    let o = run_reprise(
-        tmp.path(),
-        &[
-            "record",
-            "--sketch",
-            "bb",
-            "-o",
-            all.to_str().unwrap(),
-            prog.to_str().unwrap(),
-        ],
-        None,
-        LIMIT,
-    );
+    let o = record_at(tmp.path(), "bb", &all, &prog, &[]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let every = blocks(&all);
     assert_eq!(every.len(), 3, "blocks of main, the worker and the logger");
@@ -170,19 +161,7 @@ fn a_bb_trace_replays_with_every_block_in_order_and_bb_n_keeps_every_nth() {
         assert!(out.starts_with("work 14\n"), "{out}");
     }
     let fourth = tmp.path().join("bb4");
-    let o = run_reprise(
-        tmp.path(),
-        &[
-            "record",
-            "--sketch",
-            "bb-4",
-            "-o",
-            fourth.to_str().unwrap(),
-            prog.to_str().unwrap(),
-        ],
-        None,
-        LIMIT,
-    );
+    let o = record_at(tmp.path(), "bb-4", &fourth, &prog, &[]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stderr(&o).contains("(bb-4 sketch,"), "{}", stderr(&o));
     // Each thread keeps every 4th of its own blocks (the program's path
@@ -206,20 +185,7 @@ fn a_block_off_the_recorded_path_diverges_at_that_block() {
     let input = tmp.path().join("input");
     std::fs::write(&input, "A").unwrap();
     let trace = tmp.path().join("trace");
-    let o = run_reprise(
-        tmp.path(),
-        &[
-            "record",
-            "--sketch",
-            "bb",
-            "-o",
-            trace.to_str().unwrap(),
-            prog.to_str().unwrap(),
-            input.to_str().unwrap(),
-        ],
-        None,
-        LIMIT,
-    );
+    let o = record_at(tmp.path(), "bb", &trace, &prog, &[input.to_str().unwrap()]);
     assert_eq!(
         String::from_utf8_lossy(&o.stdout),
         "taken 11\n",
@@ -270,19 +236,7 @@ fn bb_refuses_a_program_built_without_its_hook_and_func_a_stripped_one() {
         ("bb-8", "-fsanitize-coverage=trace-pc"),
     ] {
         let trace = tmp.path().join(format!("t-{sketch}"));
-        let o = run_reprise(
-            tmp.path(),
-            &[
-                "record",
-                "--sketch",
-                sketch,
-                "-o",
-                trace.to_str().unwrap(),
-                prog.to_str().unwrap(),
-            ],
-            None,
-            LIMIT,
-        );
+        let o = record_at(tmp.path(), sketch, &trace, &prog, &[]);
         assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
         let err = stderr(&o);
         assert_eq!(err.lines().count(), 1, "{err}");
@@ -358,19 +312,7 @@ fn a_run_left_open_by_a_blocked_thread_is_taken_over_whole() {
     let tmp = tempfile::tempdir().unwrap();
     let prog = compile_bb(tmp.path(), "blocked_run", BLOCKED_RUN);
     let trace = tmp.path().join("trace");
-    let o = run_reprise(
-        tmp.path(),
-        &[
-            "record",
-            "--sketch",
-            "bb",
-            "-o",
-            trace.to_str().unwrap(),
-            prog.to_str().unwrap(),
-        ],
-        None,
-        LIMIT,
-    );
+    let o = record_at(tmp.path(), "bb", &trace, &prog, &[]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let printed = String::from_utf8_lossy(&o.stdout).into_owned();
     let r = reprise_schema::TraceReader::open(&trace).unwrap();

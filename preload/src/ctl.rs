@@ -8,8 +8,9 @@ use core::cell::Cell;
 use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
 use reprise_abi::{
-    run, slots_for, ControlHeader, EventKind, Level, ProcessEntry, Slot, ThreadEntry, ABI_VERSION,
-    CODE_RUN_MAX, MAGIC, MAX_EVENT_DATA, MAX_HELD, MAX_PROCESSES, MAX_THREADS, SLOT_DATA,
+    code_run_reserved, run, slots_for, ControlHeader, EventKind, Level, ProcessEntry, Slot,
+    ThreadEntry, ABI_VERSION, CODE_RUN_MAX, MAGIC, MAX_EVENT_DATA, MAX_HELD, MAX_PROCESSES,
+    MAX_THREADS, SLOT_DATA,
 };
 
 use crate::raw;
@@ -344,8 +345,13 @@ impl Here {
     pub fn log(self, ev: Ev, data: &[u8]) -> u64 {
         let c = self.c;
         if data.is_empty() && ev.result == 0 {
-            if let (Some(kinds), Some(e)) = (run_kinds(ev.kind), self.e) {
-                return log_in_run(c, e, ev, kinds);
+            if let Some(e) = self.e {
+                if is_code(ev.kind) {
+                    return log_code(c, e, ev);
+                }
+                if let Some(kinds) = run_kinds(ev.kind) {
+                    return log_in_run(c, e, ev, kinds);
+                }
             }
         }
         let first = data.len().min(MAX_EVENT_DATA);
@@ -373,8 +379,6 @@ fn run_kinds(kind: EventKind) -> Option<(EventKind, EventKind)> {
         K::SpinLock | K::SpinUnlock => Some((K::SpinLock, K::SpinUnlock)),
         K::RwRdlock => Some((K::RwRdlock, K::RwUnlock)),
         K::RwWrlock | K::RwUnlock => Some((K::RwWrlock, K::RwUnlock)),
-        K::FuncEntry => Some((K::FuncEntry, K::FuncEntry)),
-        K::Block => Some((K::Block, K::Block)),
         _ => None,
     }
 }
@@ -419,9 +423,6 @@ fn wait_code_copied(c: &ControlHeader, e: &ThreadEntry) {
 /// number in between): then it costs one `fetch_add` and a store to the
 /// thread's own cache line, not a ring slot the supervisor must read.
 fn log_in_run(c: &ControlHeader, e: &ThreadEntry, ev: Ev, kinds: (EventKind, EventKind)) -> u64 {
-    if is_code(ev.kind) {
-        return log_code(c, e, ev);
-    }
     let seq = c.head.0.fetch_add(1, Ordering::AcqRel);
     let st = e.run.load(Ordering::Acquire);
     if run::is_open(st) {
@@ -469,9 +470,7 @@ fn log_code(c: &ControlHeader, e: &ThreadEntry, ev: Ev) -> u64 {
     let (k0, _) = unpack_kinds(e.run_kinds.load(Ordering::Relaxed));
     let code_run = st != 0 && is_code(k0);
     let reserved = if code_run {
-        e.run_object
-            .load(Ordering::Relaxed)
-            .clamp(1, CODE_RUN_MAX as u64)
+        code_run_reserved(e.run_object.load(Ordering::Relaxed))
     } else {
         0
     };
@@ -537,10 +536,7 @@ pub fn close_run(c: &ControlHeader, e: &ThreadEntry) {
     let start = first_seq_of(c, run::start(st));
     let len = run::len(st);
     if is_code(k0) {
-        let reserved = e
-            .run_object
-            .load(Ordering::Relaxed)
-            .clamp(1, CODE_RUN_MAX as u64);
+        let reserved = code_run_reserved(e.run_object.load(Ordering::Relaxed));
         close_code_run(c, e, k0, start, len, reserved);
         e.code_read.store(run::start(st) + 1, Ordering::Release);
         return;

@@ -16,7 +16,7 @@
 use core::cell::Cell;
 use core::ffi::c_void;
 
-use reprise_abi::{EventKind, Level};
+use reprise_abi::{ControlHeader, EventKind, Level};
 
 use crate::{ctl, replay};
 
@@ -43,14 +43,15 @@ impl Drop for Off {
     }
 }
 
-/// The level this process records or replays, if a hook should act.
+/// The control block of a process that records or replays at `func` or
+/// above, if this thread's hooks should act.
 #[inline(always)]
-fn level_if_on() -> Option<u32> {
+fn on() -> Option<&'static ControlHeader> {
     let c = ctl::control()?;
     if c.level < Level::Func as u32 || OFF.with(|o| o.get()) != 0 {
         return None;
     }
-    Some(c.level)
+    Some(c)
 }
 
 fn enter(kind: EventKind, object: u64, arg0: u64) {
@@ -70,10 +71,9 @@ fn enter(kind: EventKind, object: u64, arg0: u64) {
 /// Function `entry` entered, called from `site`: by the compiler's hook
 /// or by a patched entry (`func_patch`).
 pub fn function_entered(entry: u64, site: u64) {
-    if !ctl::active() || level_if_on().is_none() {
-        return;
+    if on().is_some() {
+        enter(EventKind::FuncEntry, entry, site);
     }
-    enter(EventKind::FuncEntry, entry, site);
 }
 
 /// Called by `-finstrument-functions` code at each function entry.
@@ -88,14 +88,9 @@ pub extern "C" fn __cyg_profile_func_exit(_func: *mut c_void, _site: *mut c_void
 
 /// A block entered at `pc` (the instrumentation's call in it).
 extern "C" fn block(pc: u64) {
-    if !ctl::active() {
+    let Some(c) = on().filter(|c| c.level >= Level::Bb as u32) else {
         return;
-    }
-    match level_if_on() {
-        Some(l) if l >= Level::Bb as u32 => {}
-        _ => return,
-    }
-    let Some(c) = ctl::control() else { return };
+    };
     let period = c.block_period.max(1) as u64;
     let n = BLOCKS.with(|b| {
         let n = b.get() + 1;

@@ -19,8 +19,8 @@ pub struct CodeRun {
 }
 
 impl CodeRun {
-    /// True for an entry a run can hold (one, or a run the agent
-    /// gathered, its pairs in data).
+    /// True for a function or block entry: one, or a run of them the agent
+    /// gathered (their pairs in its data).
     pub fn holds(ev: &EventRecord) -> bool {
         matches!(ev.kind, EventKind::FuncEntry | EventKind::Block)
     }
@@ -62,7 +62,6 @@ impl CodeRun {
             };
             self.add(entry);
         }
-        ev.data = pairs;
     }
 
     /// True if the run holds room for `n` more entries.

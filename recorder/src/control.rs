@@ -192,14 +192,14 @@ impl ControlBlock {
             }
             let len = run::len(st);
             let kind = EventKind::from_u16(kinds as u16).unwrap_or(EventKind::MutexLock);
-            // A run of function or block entries: their (address, call
-            // site) pairs, copied out before the thread may reuse them.
-            let mut data = Vec::new();
-            // A code run's reservation, read before the close let its
-            // owner reuse the field.
-            let reserved = object;
-            let (mut object, mut arg0) = (object, 0);
+            // A lock run spans its events. A run of function or block
+            // entries spans the numbers it reserved (`object` holds them:
+            // read before the close let its owner reuse the field), and its
+            // (address, call site) pairs are copied out before the thread
+            // may reuse them.
+            let (mut spans, mut object, mut arg0, mut data) = (len, object, 0, Vec::new());
             if matches!(kind, EventKind::FuncEntry | EventKind::Block) {
+                spans = reprise_abi::code_run_reserved(object);
                 let n = (len as usize).min(reprise_abi::CODE_RUN_MAX);
                 for i in 0..2 * n {
                     data.extend_from_slice(&e.code[i].load(Ordering::Acquire).to_le_bytes());
@@ -208,12 +208,6 @@ impl ControlBlock {
                 arg0 = e.code[1].load(Ordering::Acquire);
                 e.code_read.store(run::start(st) + 1, Ordering::Release);
             }
-            // A code run spans the numbers it reserved (in `run_object`).
-            let spans = if matches!(kind, EventKind::FuncEntry | EventKind::Block) {
-                reserved.clamp(1, reprise_abi::CODE_RUN_MAX as u64)
-            } else {
-                len
-            };
             self.cursor.set(tail + spans);
             self.publish();
             return Some(RawEvent {

@@ -138,11 +138,11 @@ fn branches_into(code: &[u8], ip: u64, patch_end: u64) -> bool {
     false
 }
 
-/// Plans the patch of `program`'s function entries. None if it has no
-/// symbol table (stripped): its functions cannot be found.
-pub fn plan(program: &Path) -> Result<Option<FuncPlan>, RecordError> {
-    let bytes = std::fs::read(program).map_err(|e| io("cannot read", program, e))?;
-    let elf = object::File::parse(&*bytes).map_err(|e| io("cannot parse", program, e))?;
+/// Plans the patch of `program`'s function entries (its file's `bytes`).
+/// None if it has no symbol table (stripped): its functions cannot be
+/// found.
+pub fn plan(program: &Path, bytes: &[u8]) -> Result<Option<FuncPlan>, RecordError> {
+    let elf = object::File::parse(bytes).map_err(|e| io("cannot parse", program, e))?;
     let base = if elf.kind() == ObjectKind::Dynamic {
         PIE_BASE
     } else {

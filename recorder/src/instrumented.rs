@@ -27,21 +27,18 @@ pub fn hook(level: SketchLevel, lib_dir: &Path) -> Option<(&'static str, String)
     }
 }
 
-/// The plan to patch `program`'s function entries, for a `func` sketch of
-/// a program built without `-finstrument-functions` (None otherwise).
+/// The plan to patch `program`'s function entries (its file's `bytes`),
+/// for a `func` sketch of a program built without `-finstrument-functions`
+/// (None otherwise).
 pub fn func_entry_plan(
     program: &Path,
+    bytes: &[u8],
     level: SketchLevel,
 ) -> Result<Option<crate::func_patch::FuncPlan>, RecordError> {
-    if level != SketchLevel::Func {
+    if level != SketchLevel::Func || names_symbol(bytes, "__cyg_profile_func_enter") {
         return Ok(None);
     }
-    let bytes = std::fs::read(program)
-        .map_err(|e| RecordError::Io(format!("cannot read {}: {e}", program.display())))?;
-    if names_symbol(&bytes, "__cyg_profile_func_enter") {
-        return Ok(None);
-    }
-    match crate::func_patch::plan(program)? {
+    match crate::func_patch::plan(program, bytes)? {
         Some(p) if p.patched > 0 => Ok(Some(p)),
         _ => Err(RecordError::NotInstrumented {
             path: program.to_path_buf(),
@@ -59,15 +56,19 @@ pub fn names_symbol(bytes: &[u8], symbol: &str) -> bool {
     bytes.windows(needle.len()).any(|w| w == needle.as_slice())
 }
 
-/// Refuses a `func` or `bb` sketch of a program that does not call its hook.
-pub fn check(program: &Path, level: SketchLevel, agent: &Path) -> Result<(), RecordError> {
+/// Refuses a `bb` sketch of a program (its file's `bytes`) that does not
+/// call its hook.
+pub fn check(
+    program: &Path,
+    bytes: &[u8],
+    level: SketchLevel,
+    agent: &Path,
+) -> Result<(), RecordError> {
     let lib_dir = agent.parent().unwrap_or(Path::new("."));
     let Some((symbol, how)) = hook(level, lib_dir) else {
         return Ok(());
     };
-    let bytes = std::fs::read(program)
-        .map_err(|e| RecordError::Io(format!("cannot read {}: {e}", program.display())))?;
-    if names_symbol(&bytes, symbol) {
+    if names_symbol(bytes, symbol) {
         Ok(())
     } else {
         Err(RecordError::NotInstrumented {

@@ -1,7 +1,7 @@
 //! A recording session: launch, drain, watch, conclude.
 
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -126,12 +126,10 @@ fn uname() -> (String, String) {
     }
 }
 
-/// SHA-256 of the program file and its GNU build id (empty if none).
-pub fn program_identity(path: &Path) -> Result<(Vec<u8>, Vec<u8>), RecordError> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| RecordError::Io(format!("cannot read {}: {e}", path.display())))?;
-    let digest = Sha256::digest(&bytes).to_vec();
-    Ok((digest, build_id(&bytes).unwrap_or_default()))
+/// SHA-256 of the program file's bytes and its GNU build id (empty if none).
+fn program_identity(bytes: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let digest = Sha256::digest(bytes).to_vec();
+    (digest, build_id(bytes).unwrap_or_default())
 }
 
 /// The NT_GNU_BUILD_ID note of an ELF file, found through its section
@@ -393,9 +391,12 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
     };
     let program = launch::resolve_program(&opts.program)?;
     let agent = launch::find_agent()?;
-    let (digest, build_id) = program_identity(&program)?;
-    crate::instrumented::check(&program, opts.level, &agent)?;
-    let func_plan = crate::instrumented::func_entry_plan(&program, opts.level)?;
+    // Read once: its identity, and what func and bb need of it.
+    let bytes = std::fs::read(&program)
+        .map_err(|e| RecordError::Io(format!("cannot read {}: {e}", program.display())))?;
+    let (digest, build_id) = program_identity(&bytes);
+    crate::instrumented::check(&program, &bytes, opts.level, &agent)?;
+    let func_plan = crate::instrumented::func_entry_plan(&program, &bytes, opts.level)?;
     let cwd = std::env::current_dir()
         .map_err(|e| RecordError::Io(format!("cannot read the current directory: {e}")))?;
     let mut argv = vec![opts.program.clone()];

@@ -142,7 +142,8 @@ impl Replay {
             .map(|o| o.process);
         let events = without_events_after_exit(events, died);
         let opens_of_created_files = created_files::opens_of_files_created_later(&events);
-        let func_plan = reprise_recorder::instrumented::func_entry_plan(path, header.level)?;
+        let func_plan =
+            reprise_recorder::instrumented::func_entry_plan(path, &bytes, header.level)?;
         let mut positions = Vec::with_capacity(events.len() + 1);
         let mut pos = 0u64;
         let mut largest = 1u64;

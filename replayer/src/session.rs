@@ -126,9 +126,7 @@ impl<'r> ReplaySession<'r> {
     /// Creates the control block, fills the ring's first events and
     /// launches the program under the agent.
     pub fn start(replay: &'r Replay, opts: &AttemptOptions) -> Result<Self, ReplayError> {
-        let ctl = ControlBlock::create(Mode::Replay, replay.level, replay.ring_slots)
-            .map_err(ReplayError::Control)?;
-        ctl.set_block_period(replay.header.block_period);
+        let ctl = replay_control(replay, replay.ring_slots)?;
         init_control(&ctl, replay, opts);
         let mut next = 0;
         fill_ring(&ctl, replay, &mut next);
@@ -504,6 +502,14 @@ fn wrong_output(replay: &Replay) -> Option<&OutcomeInfo> {
 }
 
 /// The schedule and the recorded facts the agent needs, before launch.
+/// A control block for replaying `replay`, with a ring of `ring_slots`.
+fn replay_control(replay: &Replay, ring_slots: u64) -> Result<ControlBlock, ReplayError> {
+    let ctl = ControlBlock::create(Mode::Replay, replay.level, ring_slots)
+        .map_err(ReplayError::Control)?;
+    ctl.set_block_period(replay.header.block_period);
+    Ok(ctl)
+}
+
 fn init_control(ctl: &ControlBlock, replay: &Replay, opts: &AttemptOptions) {
     let r = ctl.replay();
     r.end.store(u64::MAX, Ordering::Release);

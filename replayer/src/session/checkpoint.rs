@@ -67,9 +67,7 @@ impl<'r> ReplaySession<'r> {
         opts: &AttemptOptions,
         checkpoint: &Checkpoint,
     ) -> Result<Self, ReplayError> {
-        let ctl = ControlBlock::create(Mode::Replay, replay.level, checkpoint.ring_slots)
-            .map_err(ReplayError::Control)?;
-        ctl.set_block_period(replay.header.block_period);
+        let ctl = super::replay_control(replay, checkpoint.ring_slots)?;
         let observe = match &opts.observe {
             Some(plan) => {
                 let points = replay.access_points()?;
