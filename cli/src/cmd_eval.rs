@@ -42,7 +42,7 @@ pub struct EvalArgs {
     #[arg(long, value_delimiter = ',', default_value = "sync,sys")]
     sketches: Vec<String>,
     /// Search strategies to replay with for --replay (comma-separated:
-    /// random, feedback, preempt, solver).
+    /// random, feedback, preempt, solver, hybrid).
     #[arg(long, value_delimiter = ',', default_value = "random,feedback")]
     strategies: Vec<String>,
     /// Replay attempts at most per program, sketch and strategy.

@@ -37,7 +37,9 @@ pub struct ReplayArgs {
     /// threads preempted after random time slices: not deterministic) or
     /// `solver` (z3 chooses each schedule: one in which the failing
     /// thread's last shared reads read values no attempt read yet, with
-    /// as few changes as it can; it says when no such schedule is left).
+    /// as few changes as it can; it says when no such schedule is left)
+    /// or `hybrid` (feedback for the first 5 attempts, then the solver,
+    /// starting from what feedback observed).
     #[arg(long, default_value = "feedback", value_parser = clap::builder::PossibleValuesParser::new(reprise_solver::STRATEGY_NAMES))]
     strategy: String,
     /// Print the result (outcome, attempt counts, schedule, root-cause

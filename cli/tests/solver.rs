@@ -215,3 +215,53 @@ fn a_racy_but_correct_program_ends_in_exhaustion() {
     );
     assert!(started.elapsed() < Duration::from_secs(60), "bounded time");
 }
+
+/// `--strategy hybrid` on the same program: feedback's five attempts do
+/// not fail, then the solver takes over, from what feedback observed, and
+/// ends the search with its exhaustion instead of spending the budget.
+#[test]
+fn hybrid_hands_the_search_to_the_solver_after_feedback() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prog = compile(tmp.path(), "benign", BENIGN, &["-O1", "-g"]);
+    let mode = tmp.path().join("mode.txt");
+    std::fs::write(&mode, "f").unwrap();
+    let trace = tmp.path().join("trace");
+    assert!(record_until(
+        tmp.path(),
+        &trace,
+        &prog,
+        &[mode.to_str().unwrap()],
+        1,
+        failed
+    ));
+    std::fs::write(&mode, "o").unwrap();
+    let log = tmp.path().join("attempts.log");
+    let v = replay_json(
+        tmp.path(),
+        &trace,
+        &[
+            "--strategy",
+            "hybrid",
+            "--max-attempts",
+            "30",
+            "--attempt-log",
+            log.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(v["reproduced"], false, "{v:#}");
+    let c = v["conclusion"].as_str().unwrap_or("");
+    assert!(c.starts_with("exhausted: no untried schedule"), "{v:#}");
+    let attempts = v["attempts"].as_u64().unwrap();
+    assert!(attempts < 30, "stopped before its budget: {v:#}");
+    // Feedback's attempts first (no query), then the solver's.
+    let lines = std::fs::read_to_string(&log).unwrap();
+    let attempts_logged: Vec<&str> = lines
+        .lines()
+        .filter(|l| l.starts_with("attempt "))
+        .collect();
+    let first_query = attempts_logged
+        .iter()
+        .position(|l| l.contains("(solver: "))
+        .unwrap_or(attempts_logged.len());
+    assert_eq!(first_query, 5, "feedback's five attempts first: {lines}");
+}

@@ -22,6 +22,9 @@ pub struct Runner<'a> {
     pub runs: Vec<Run>,
     /// Attempts made (runs of role [`Role::Attempt`]).
     pub attempts: u32,
+    /// A lower limit than `--max-attempts` for the planner running now
+    /// (the hybrid strategy gives feedback part of the budget).
+    pub cap: Option<u32>,
 }
 
 impl<'a> Runner<'a> {
@@ -37,6 +40,7 @@ impl<'a> Runner<'a> {
             on_run,
             runs: Vec::new(),
             attempts: 0,
+            cap: None,
         })
     }
 
@@ -45,9 +49,18 @@ impl<'a> Runner<'a> {
         r.outcome().is_some_and(|o| matches(&self.recorded, o))
     }
 
-    /// Attempts left within `--max-attempts`.
+    /// The attempt count at which the running planner stops:
+    /// `--max-attempts`, or the planner's share of it.
+    pub fn limit(&self) -> u32 {
+        match self.cap {
+            Some(c) => c.min(self.opts.max_attempts),
+            None => self.opts.max_attempts,
+        }
+    }
+
+    /// Attempts left within [`Self::limit`].
     pub fn budget(&self) -> u32 {
-        self.opts.max_attempts.saturating_sub(self.attempts)
+        self.limit().saturating_sub(self.attempts)
     }
 
     /// Runs one schedule (`log`: observe its accesses); returns its index

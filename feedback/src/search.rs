@@ -315,7 +315,7 @@ impl Searcher<'_, '_> {
         for (b, base) in bases.into_iter().enumerate() {
             // --max-attempts holds for the bases too (a saved schedule
             // tried first may have used the budget).
-            if self.runner.attempts >= self.runner.opts.max_attempts {
+            if self.runner.attempts >= self.runner.limit() {
                 return Ok(());
             }
             let plain = self.runner.run(
@@ -330,7 +330,7 @@ impl Searcher<'_, '_> {
                 return Ok(());
             }
         }
-        if self.runner.attempts >= self.runner.opts.max_attempts {
+        if self.runner.attempts >= self.runner.limit() {
             return Ok(());
         }
         let mut roots = Vec::new();
@@ -384,7 +384,7 @@ impl Searcher<'_, '_> {
         }
         let mut tried: HashSet<Vec<FlipSpec>> = HashSet::new();
         let passing_root = roots.first().map(|(_, _, o)| o.clone());
-        while self.runner.attempts < self.runner.opts.max_attempts {
+        while self.runner.attempts < self.runner.limit() {
             // Every third attempt from the fifth on: random preemptions at
             // accesses on the base schedule, observed — what the ranked
             // races miss (several races at once) it sometimes hits.
@@ -472,7 +472,7 @@ impl Searcher<'_, '_> {
         }
         // Every race tried: the rest of the budget goes to random
         // preemptions on the same base schedule.
-        if self.runner.attempts < self.runner.opts.max_attempts {
+        if self.runner.attempts < self.runner.limit() {
             self.random(result)?;
         }
         Ok(())

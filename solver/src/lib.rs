@@ -10,6 +10,7 @@
 //! model back; [`search`] runs the attempts the answers describe.
 
 pub mod encode;
+pub mod hybrid;
 pub mod query;
 pub mod search;
 
@@ -21,7 +22,7 @@ use reprise_feedback::search::FeedbackPlanner;
 use reprise_replayer::Strategy;
 
 /// The strategies a user can name (`--strategy`, `--strategies`).
-pub const STRATEGY_NAMES: [&str; 4] = ["feedback", "random", "preempt", "solver"];
+pub const STRATEGY_NAMES: [&str; 5] = ["feedback", "random", "preempt", "solver", "hybrid"];
 
 /// A strategy as the user names it: its planner, and the replayer's base
 /// strategy it runs attempts on (`SearchOptions::strategy`).
@@ -34,6 +35,12 @@ pub struct NamedStrategy {
 pub fn strategy(name: &str) -> Option<NamedStrategy> {
     let (base, planner): (Strategy, Box<dyn SchedulePlanner>) = match name {
         "solver" => (Strategy::Feedback, Box::new(search::SolverPlanner)),
+        "hybrid" => (
+            Strategy::Feedback,
+            Box::new(hybrid::HybridPlanner {
+                handover: hybrid::HANDOVER,
+            }),
+        ),
         other => (Strategy::from_name(other)?, Box::new(FeedbackPlanner)),
     };
     Some(NamedStrategy { base, planner })

@@ -232,13 +232,33 @@ impl Solver<'_, '_> {
         end: u64,
     ) -> Result<(), ReplayError> {
         let seed = self.runner.opts.seed;
-        // A saved schedule first, then the base, observed.
-        let mut first = vec![(Schedule::base(Strategy::Feedback, seed), String::new())];
-        if let Some(saved) = &self.runner.opts.saved {
-            first.insert(0, (saved.clone(), "the saved schedule".into()));
-        }
-        first.truncate(self.runner.opts.max_attempts.max(1) as usize);
         let mut base: Option<Base> = None;
+        // Runs another planner made before on this runner (the hybrid
+        // strategy's feedback attempts): what they read is tried, and the
+        // furthest observed run on the early base is where queries start.
+        for i in 0..self.runner.runs.len() {
+            let Some(b) = self.learn(i, failing, end) else {
+                continue;
+            };
+            // Its flips carry over only onto the same base order.
+            let sc = &self.runner.runs[i].schedule;
+            let on_base = sc.strategy == Strategy::Feedback && sc.preempt_rate == 0;
+            if on_base && base.as_ref().is_none_or(|x| b.events > x.events) {
+                base = Some(b);
+            }
+        }
+        // A saved schedule first, then the base, observed (unless an
+        // earlier planner observed it already).
+        let mut first = Vec::new();
+        if self.runner.runs.is_empty() {
+            if let Some(saved) = &self.runner.opts.saved {
+                first.push((saved.clone(), "the saved schedule".to_string()));
+            }
+        }
+        if base.is_none() {
+            first.push((Schedule::base(Strategy::Feedback, seed), String::new()));
+        }
+        first.truncate(self.runner.budget().max(1) as usize);
         for (sc, note) in first {
             let i = self.run_all(vec![(sc, note)])?[0];
             if self.found(result, i) {
@@ -256,17 +276,17 @@ impl Solver<'_, '_> {
                 Some("the solver needs observed accesses: the base run logged none".into());
             return Ok(());
         };
-        while self.runner.attempts < self.runner.opts.max_attempts {
-            let want = (self.runner.opts.max_attempts - self.runner.attempts)
+        while self.runner.attempts < self.runner.limit() {
+            let want = (self.runner.limit() - self.runner.attempts)
                 .min(self.runner.opts.jobs.max(1) as u32);
             let mut batch = Vec::new();
             let mut objects = Vec::new();
             for _ in 0..want {
-                let (answer, stats, object) = self.ask(&base, &mut depth);
+                let (answer, stats, object, stage) = self.ask(&base, &mut depth);
                 if matches!(answer, Answer::Order { .. }) {
                     objects.push(object);
                 }
-                let line = describe(&stats, &answer);
+                let line = format!("{}; asked about {stage}", describe(&stats, &answer));
                 match answer {
                     Answer::Order { flips, class } => {
                         // Asked for: not asked again, whatever the attempt reads.
@@ -370,7 +390,7 @@ impl Solver<'_, '_> {
     /// thread's reads of the locations those reads read (the updates
     /// behind a value it read, wherever they raced: a lost update printed
     /// at the end); then every thread's last 2 .. 32 stretches.
-    fn ask(&mut self, base: &Base, depth: &mut usize) -> (Answer, Stats, Option<u64>) {
+    fn ask(&mut self, base: &Base, depth: &mut usize) -> (Answer, Stats, Option<u64>, String) {
         let probe = Query {
             accesses: base.accesses.clone(),
             focus_pos: base.focus_pos,
@@ -462,9 +482,9 @@ impl Solver<'_, '_> {
                         _ => None,
                     };
                     *depth += 1;
-                    return (a, stats, v);
+                    return (a, stats, v, stage.to_string());
                 }
-                (a, _) => return (a, stats, None),
+                (a, _) => return (a, stats, None, stage.to_string()),
             }
         }
     }
@@ -484,6 +504,22 @@ enum Stage {
     /// The focus thread's reads of the object an address-determining read
     /// was made to share (the base's first query).
     Object,
+}
+
+impl std::fmt::Display for Stage {
+    /// What the attempt log says a query asked about.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let stretches = |l: usize| 2usize << l.min(DEPTHS);
+        match *self {
+            Stage::Stretches(l) => {
+                write!(f, "the failing thread's last {} stretches", stretches(l))
+            }
+            Stage::ByLocation => write!(f, "every thread's reads of what the failing thread read"),
+            Stage::Everyone(l) => write!(f, "every thread's last {} stretches", stretches(l)),
+            Stage::Address(k) => write!(f, "address-determining read {}", k + 1),
+            Stage::Object => write!(f, "the failing thread's reads of the object now shared"),
+        }
+    }
 }
 
 /// The stages in the order they are tried, `addresses` address-determining
