@@ -14,6 +14,7 @@ use reprise_feedback::planner::search_with;
 use reprise_feedback::rootcause::{explain, Report};
 use reprise_feedback::search::{Role, Run, SearchOptions, SearchResult};
 use reprise_replayer::schedule::{read_saved, save as save_schedule};
+use reprise_replayer::observe::FlipState;
 use reprise_replayer::Schedule;
 use reprise_replayer::{is_failure, AttemptOptions, Replay, Strategy};
 use reprise_schema::{location, FlipInfo, OutcomeInfo};
@@ -488,21 +489,32 @@ fn run_line(r: &Run) -> String {
         Role::Minimize => "minimize",
     };
     // Each flip: the held access, `<` the access it waits for (`<<` when
-    // deferred to the end of that thread's stretch).
+    // deferred to the end of that thread's stretch), and in an observed
+    // run what became of it when that was not `done`.
+    let states = r.result.observation.as_ref().map(|o| &o.flips);
     let flips: String = r
         .schedule
         .flips
         .iter()
-        .map(|f| {
+        .enumerate()
+        .map(|(i, f)| {
+            let state = match states.and_then(|s| s.get(i)) {
+                Some(FlipState::Done) | None => "",
+                Some(FlipState::NotReached) => ": not reached",
+                Some(FlipState::Holding) => ": still held",
+                Some(FlipState::Infeasible) => ": infeasible",
+                Some(FlipState::Already) => ": came first anyway",
+                Some(FlipState::Deferred) => ": deferred",
+            };
             let f = FlipInfo::from(f);
             if f.until_addr != 0 {
                 return format!(
-                    " [t{}:{:#x}#{} waits for a write to {:#x}]",
+                    " [t{}:{:#x}#{} waits for a write to {:#x}{state}]",
                     f.held_thread, f.held_pc, f.held_n, f.until_addr
                 );
             }
             format!(
-                " [t{}:{:#x}#{} {} t{}:{:#x}#{}]",
+                " [t{}:{:#x}#{} {} t{}:{:#x}#{}{state}]",
                 f.held_thread,
                 f.held_pc,
                 f.held_n,

@@ -448,22 +448,7 @@ impl Solver<'_, '_> {
                 Stage::Address(k) => solve_for(&q, &addresses[k..k + 1], true),
                 // The focus thread's last reads of the shared object (any
                 // thread's when there is no focus thread).
-                Stage::Object => {
-                    let reads: Vec<AccessId> = base
-                        .accesses
-                        .iter()
-                        .rev()
-                        .filter(|a| {
-                            !a.write
-                                && a.after_event <= base.focus_pos
-                                && base.focus_thread.is_none_or(|t| t == a.id.thread)
-                                && object.contains(&a.location)
-                        })
-                        .take(OBJECT_READS)
-                        .map(|a| a.id)
-                        .collect();
-                    solve_for(&q, &reads, false)
-                }
+                Stage::Object => solve_for(&q, &object_reads(base, &object), false),
                 _ => solve(&q),
             };
             self.queries.push(stats);
@@ -488,6 +473,36 @@ impl Solver<'_, '_> {
             }
         }
     }
+}
+
+/// The reads the object stage asks about: the focus thread's last reads of
+/// `object` (any thread's when there is no focus thread) — those in its
+/// last stretch before the focus when it has any there. The recorded
+/// failure happened in that stretch; a read made to fail in an earlier
+/// one fails an iteration early, which is a divergence, not the failure.
+fn object_reads(base: &Base, object: &[u64]) -> Vec<AccessId> {
+    let mine = |a: &&Access| {
+        a.after_event <= base.focus_pos && base.focus_thread.is_none_or(|t| t == a.id.thread)
+    };
+    let reads = || {
+        base.accesses
+            .iter()
+            .rev()
+            .filter(mine)
+            .filter(|a| !a.write && object.contains(&a.location))
+    };
+    let last_stretch = base
+        .focus_thread
+        .and_then(|_| base.accesses.iter().filter(mine).map(|a| a.after_event).max());
+    let in_last: Vec<AccessId> = reads()
+        .filter(|a| Some(a.after_event) == last_stretch)
+        .take(OBJECT_READS)
+        .map(|a| a.id)
+        .collect();
+    if !in_last.is_empty() {
+        return in_last;
+    }
+    reads().take(OBJECT_READS).map(|a| a.id).collect()
 }
 
 /// What a query looks at (see [`Solver::ask`]).
@@ -577,4 +592,59 @@ fn compatible(base: &Base, fresh: &[(AccessId, AccessId)]) -> Vec<FlipSpec> {
         })
         .copied()
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn access(thread: u32, pc: u64, n: u32, location: u64, write: bool, after: u64) -> Access {
+        Access {
+            id: AccessId { thread, pc, n },
+            location,
+            write,
+            value: 0,
+            before: 0,
+            after_event: after,
+            before_event: u64::MAX,
+        }
+    }
+
+    fn base(accesses: Vec<Access>) -> Base {
+        Base {
+            accesses,
+            flips: Vec::new(),
+            events: 20,
+            focus_pos: 12,
+            focus_thread: Some(1),
+            object: Some(0x1000),
+        }
+    }
+
+    /// A stamp checked in each iteration: the one to fail is the check
+    /// in the failing thread's last stretch, not an earlier iteration's.
+    #[test]
+    fn object_reads_are_those_of_the_last_stretch() {
+        let b = base(vec![
+            access(1, 0x10, 1, 0x1008, false, 3),
+            access(1, 0x10, 2, 0x1008, false, 7),
+            access(2, 0x20, 1, 0x1008, true, 8),
+            access(1, 0x10, 3, 0x1008, false, 11),
+            // After the focus: not asked about.
+            access(1, 0x10, 4, 0x1008, false, 13),
+        ]);
+        let ids: Vec<u32> = object_reads(&b, &[0x1008]).iter().map(|a| a.n).collect();
+        assert_eq!(ids, vec![3]);
+    }
+
+    #[test]
+    fn without_object_reads_in_the_last_stretch_the_latest_are_asked() {
+        let b = base(vec![
+            access(1, 0x10, 1, 0x1008, false, 3),
+            access(1, 0x10, 2, 0x1008, false, 7),
+            access(1, 0x30, 1, 0x2000, false, 11),
+        ]);
+        let ids: Vec<u32> = object_reads(&b, &[0x1008]).iter().map(|a| a.n).collect();
+        assert_eq!(ids, vec![2, 1]);
+    }
 }
