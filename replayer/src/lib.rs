@@ -78,12 +78,24 @@ pub struct Replay {
     ring_slots: u64,
     /// The executable's access points, decoded on first use.
     points: std::sync::OnceLock<Result<Arc<Vec<reprise_abi::observe::AccessPoint>>, String>>,
+    /// The program's symbols and lines, loaded when the first divergence of
+    /// a func or bb trace is named (each attempt's would load them again).
+    code_names: std::sync::Mutex<Option<code_names::CodeNames>>,
 }
 
 /// How long the ring may get: 64 MiB; longer traces are streamed.
 const MAX_RING_SLOTS: u64 = 1 << 20;
 
 impl Replay {
+    /// `text` with each function or block entry address in it named
+    /// (`block(0x...)` -> `block(0x... main at file.c:31)`).
+    pub fn annotate_code(&self, text: &str) -> String {
+        let mut names = self.code_names.lock().unwrap_or_else(|e| e.into_inner());
+        names
+            .get_or_insert_with(|| code_names::CodeNames::open(&self.header.program_path))
+            .annotate(text)
+    }
+
     /// Opens `dir` and checks that the recorded program is unchanged
     /// (unless `force`).
     pub fn open(dir: &Path, force: bool) -> Result<Replay, ReplayError> {
@@ -170,6 +182,7 @@ impl Replay {
             positions,
             ring_slots,
             points: std::sync::OnceLock::new(),
+            code_names: std::sync::Mutex::new(None),
         })
     }
 

@@ -642,7 +642,7 @@ fn divergence_end(
     };
     // Function and block entries are named where they are in the source.
     let text = if replay.level >= Level::Func {
-        crate::code_names::CodeNames::open(&replay.header.program_path).annotate(&text)
+        replay.annotate_code(&text)
     } else {
         text.into_owned()
     };

@@ -91,6 +91,10 @@ const DEPTHS: usize = 4;
 /// [`Query::address_reads`] gives).
 const ADDRESS_READS: usize = 8;
 
+/// Answers a stage gives on one base before the next stage is asked
+/// (until an attempt gets further and becomes the base).
+const STAGE_ANSWERS: usize = 3;
+
 /// Reads of a shared object asked about (the focus thread's last ones).
 const OBJECT_READS: usize = 4;
 
@@ -117,6 +121,8 @@ struct Solver<'r, 'a> {
     order: SketchOrder,
     tried: Vec<Class>,
     queries: Vec<Stats>,
+    /// Answers given at the current stage since the base last moved.
+    stage_answers: usize,
 }
 
 /// Runs the solver's search; `on_run` sees every run as it ends.
@@ -142,6 +148,7 @@ impl SchedulePlanner for SolverPlanner {
             order,
             tried: Vec::new(),
             queries: Vec::new(),
+            stage_answers: 0,
         };
         let is_hang = recorded.kind == OutcomeKind::Hang;
         let failing = match recorded.kind {
@@ -332,10 +339,18 @@ impl Solver<'_, '_> {
                     // (objects its flips moved, new reads) and its flips
                     // are where the next queries start, near its end. Of
                     // a batch's runs that got as far, the first asked.
-                    if b.events > base.events || (b.events == base.events && !moved) {
+                    let further = b.events > base.events;
+                    if further || (b.events == base.events && !moved) {
                         moved = true;
+                        // The stages start again when the run got further,
+                        // or when it made two threads share an object (the
+                        // first stage asks about it); a run that got as
+                        // far is the base, but the stage goes on.
+                        if further || b.object.is_some() {
+                            depth = 0;
+                            self.stage_answers = 0;
+                        }
                         base = b;
-                        depth = 0;
                     }
                 }
             }
@@ -453,7 +468,10 @@ impl Solver<'_, '_> {
             };
             self.queries.push(stats);
             match (answer, stage) {
-                (Answer::Exhausted { .. }, _) if !last => *depth += 1,
+                (Answer::Exhausted { .. }, _) if !last => {
+                    *depth += 1;
+                    self.stage_answers = 0;
+                }
                 (a @ Answer::Order { .. }, Stage::Address(_)) => {
                     // One object per address read: the next answer is
                     // about the next read (or the run this one makes).
@@ -469,7 +487,19 @@ impl Solver<'_, '_> {
                     *depth += 1;
                     return (a, stats, v, stage.to_string());
                 }
-                (a, _) => return (a, stats, None, stage.to_string()),
+                (a, _) => {
+                    // A stage whose answers keep ending like its first ones
+                    // (a few reads with many writes to choose from: a loop
+                    // whose every iteration races) gives way to the next.
+                    if matches!(a, Answer::Order { .. }) && !last {
+                        self.stage_answers += 1;
+                        if self.stage_answers >= STAGE_ANSWERS {
+                            *depth += 1;
+                            self.stage_answers = 0;
+                        }
+                    }
+                    return (a, stats, None, stage.to_string());
+                }
             }
         }
     }
@@ -491,9 +521,13 @@ fn object_reads(base: &Base, object: &[u64]) -> Vec<AccessId> {
             .filter(mine)
             .filter(|a| !a.write && object.contains(&a.location))
     };
-    let last_stretch = base
-        .focus_thread
-        .and_then(|_| base.accesses.iter().filter(mine).map(|a| a.after_event).max());
+    let last_stretch = base.focus_thread.and_then(|_| {
+        base.accesses
+            .iter()
+            .filter(mine)
+            .map(|a| a.after_event)
+            .max()
+    });
     let in_last: Vec<AccessId> = reads()
         .filter(|a| Some(a.after_event) == last_stretch)
         .take(OBJECT_READS)
