@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{compile, record_until, run_reprise, stderr};
+use common::{compile, compile_testbug, record_until, run_reprise, stderr};
 use reprise_schema::{OutcomeInfo, OutcomeKind};
 use serde_json::Value;
 
@@ -264,4 +264,50 @@ fn hybrid_hands_the_search_to_the_solver_after_feedback() {
         .position(|l| l.contains("(solver: "))
         .unwrap_or(attempts_logged.len());
     assert_eq!(first_query, 5, "feedback's five attempts first: {lines}");
+}
+
+/// A buffer handed to two threads (testbugs/fex_3881_pooled_buffers,
+/// modelled on FEX-Emu PR #3881, written after the solver's object stage):
+/// the owner's check of the buffer's user must read the write of the
+/// thread the pool handed it to next. Feedback reproduces none of five such
+/// recordings in 10 attempts; the solver most (see the README).
+#[test]
+fn solver_reproduces_a_buffer_handed_to_two_threads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prog = compile_testbug(tmp.path(), "fex_3881_pooled_buffers");
+    let trace = tmp.path().join("trace");
+    let mut misses = Vec::new();
+    let v = loop {
+        assert!(
+            record_until(tmp.path(), &trace, &prog, &["200", "20000"], 200, failed),
+            "no failing run in 200 recordings"
+        );
+        let v = replay_json(
+            tmp.path(),
+            &trace,
+            &[
+                "--strategy",
+                "solver",
+                "--max-attempts",
+                "10",
+                "--no-schedule",
+            ],
+        );
+        if v["reproduced"] == true {
+            break v;
+        }
+        misses.push(v);
+        assert!(
+            misses.len() < 3,
+            "not reproduced from 3 recordings: {:#}",
+            misses[2]
+        );
+    };
+    assert!(v["attempt"].as_u64().unwrap() <= 10, "{v:#}");
+    // The root cause names the owner's check and the other thread's claim.
+    let races = v["root_cause"]["races"].to_string();
+    assert!(
+        races.contains("fex_3881_pooled_buffers.c"),
+        "the races are in the program: {v:#}"
+    );
 }
