@@ -311,3 +311,56 @@ fn solver_reproduces_a_buffer_handed_to_two_threads() {
         "the races are in the program: {v:#}"
     );
 }
+
+/// A failure in a forked child (testbugs/python_6721_fork): the child
+/// reads a record its parent's logging thread was half-way through writing
+/// when main forked. The child's memory is the parent's at the fork, so
+/// the solver takes its first reads for reads of the parent's memory at
+/// the fork, and a flip holds the writer until the fork.
+#[test]
+fn solver_reproduces_a_failure_in_a_forked_child() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prog = compile_testbug(tmp.path(), "python_6721_fork");
+    let trace = tmp.path().join("trace");
+    let mut misses = Vec::new();
+    let v = loop {
+        assert!(
+            record_until(tmp.path(), &trace, &prog, &["2", "0"], 600, failed),
+            "no failing run in 600 recordings"
+        );
+        let v = replay_json(
+            tmp.path(),
+            &trace,
+            &[
+                "--strategy",
+                "solver",
+                "--max-attempts",
+                "10",
+                "--no-schedule",
+            ],
+        );
+        if v["reproduced"] == true {
+            break v;
+        }
+        misses.push(v);
+        assert!(
+            misses.len() < 3,
+            "not reproduced from 3 recordings: {:#}",
+            misses[2]
+        );
+    };
+    assert!(v["attempt"].as_u64().unwrap() <= 10, "{v:#}");
+    // A flip that reproduced waits for the child's fork.
+    let flips = v["schedule"]["flips"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        flips
+            .iter()
+            .any(|f| f["until_fork"].as_u64().unwrap_or(0) > 0),
+        "{v:#}"
+    );
+    let races = v["root_cause"]["races"].to_string();
+    assert!(races.contains("python_6721_fork.c"), "{v:#}");
+}

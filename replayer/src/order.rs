@@ -84,6 +84,11 @@ impl SketchOrder {
         self.forks.get(&p).map(|f| f.pos)
     }
 
+    /// The process that forked `p`, if it was forked.
+    pub fn fork_parent(&self, p: u32) -> Option<u32> {
+        self.forks.get(&p).map(|f| f.parent)
+    }
+
     /// True if the sketch orders access `x` before access `y` in every
     /// attempt (whichever came first in the run looked at).
     pub fn orders(&self, x: &Access, y: &Access) -> bool {
