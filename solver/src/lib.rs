@@ -11,8 +11,10 @@
 
 pub mod encode;
 pub mod hybrid;
+pub mod observed;
 pub mod query;
 pub mod search;
+mod stages;
 
 pub use encode::{solve, solve_for, Answer, Stats};
 pub use query::{Access, AccessId, Class, Query, Window};

@@ -11,125 +11,19 @@
 //! class is left the search says so: within the accesses observed, no
 //! schedule the sketch allows makes the focus reads read anything new.
 
-use reprise_abi::observe::{ACCESS_FORK, ACCESS_WRITE};
 use reprise_abi::replay as rp;
 use reprise_feedback::planner::{search_with, SchedulePlanner};
 use reprise_feedback::runner::Runner;
 use reprise_feedback::search::{Role, RootCause, Run, SearchOptions, SearchResult};
-use reprise_replayer::accesses::occurrences;
 use reprise_replayer::observe::{FlipSpec, Observation};
 use reprise_replayer::order::SketchOrder;
 use reprise_replayer::{Replay, ReplayError, Schedule, Strategy};
 use reprise_schema::OutcomeKind;
 
 use crate::encode::{solve, solve_for, Answer, Stats};
+use crate::observed::{flip, fork_reads, query_accesses};
 use crate::query::{self, Access, AccessId, Class, Limits, Query};
-
-/// Memory is per process: the process in the top bits of a location.
-fn location(process: u32, addr: u64) -> u64 {
-    ((process as u64) << 52) ^ (addr & !7)
-}
-
-/// The accesses an observed run made, as the solver sees them.
-///
-/// A forked child's first read of a granule reads what its parent's
-/// memory held when it forked: it is taken for a read of the parent's
-/// location, pinned just before the `Fork` event and placed in the log
-/// where the parent really forked (see [`fork_reads`]).
-pub fn query_accesses(order: &SketchOrder, obs: &Observation) -> Vec<Access> {
-    let occ = occurrences(obs);
-    let mut out: Vec<Access> = occ
-        .iter()
-        .map(|o| {
-            let a = &o.access;
-            Access {
-                id: AccessId {
-                    thread: a.key,
-                    pc: a.pc,
-                    n: o.n,
-                },
-                location: location(rp::key_process(a.key), a.addr),
-                write: a.flags & ACCESS_WRITE != 0,
-                value: a.after,
-                before: a.before,
-                after_event: a.last_event.saturating_sub(1),
-                before_event: order.next_event(a),
-            }
-        })
-        .collect();
-    // Where each child was really forked in this run's log (its marker's
-    // place among the accesses).
-    let marks: Vec<(u32, usize)> = obs
-        .accesses
-        .iter()
-        .enumerate()
-        .filter(|(_, a)| a.flags & ACCESS_FORK != 0)
-        .map(|(i, a)| (a.addr as u32, occ.partition_point(|o| o.index < i)))
-        .collect();
-    for (child, mark) in marks {
-        let (Some(parent), Some(fork)) = (order.fork_parent(child), order.fork_event(child)) else {
-            continue;
-        };
-        let mut seen: std::collections::HashSet<u64> = Default::default();
-        let mut moved = Vec::new();
-        for (i, a) in out.iter_mut().enumerate() {
-            if rp::key_process(a.id.thread) != child || !seen.insert(a.location) || a.write {
-                continue;
-            }
-            a.location = location(parent, a.location & ((1 << 52) - 1));
-            a.after_event = fork.saturating_sub(1);
-            a.before_event = fork;
-            moved.push(i);
-        }
-        // In log order, at the fork: the soft constraints keep each read
-        // between the writes observed around it.
-        let mut reads: Vec<Access> = Vec::new();
-        for &i in moved.iter().rev() {
-            reads.push(out.remove(i));
-        }
-        reads.reverse();
-        let at = mark.min(out.len());
-        out.splice(at..at, reads);
-    }
-    out
-}
-
-/// The reads [`query_accesses`] moved to their parent's fork: a flip that
-/// waits for one waits for the child's fork (`until_fork`).
-fn fork_reads(order: &SketchOrder, accesses: &[Access]) -> Vec<(AccessId, u32)> {
-    accesses
-        .iter()
-        .filter(|a| {
-            let p = rp::key_process(a.id.thread);
-            !a.write
-                && (a.location >> 52) as u32 != p
-                && order.fork_event(p).is_some_and(|f| a.before_event == f)
-        })
-        .map(|a| (a.id, rp::key_process(a.id.thread)))
-        .collect()
-}
-
-/// The flip that holds `held` until `until` has been made; `forked`: the
-/// reads a forked child made of its parent's memory. A parent's access to
-/// come after such a read waits for the child's fork; a child's read
-/// cannot wait for the parent (its memory is copied at the fork): None.
-fn flip(held: AccessId, until: AccessId, forked: &[(AccessId, u32)]) -> Option<FlipSpec> {
-    let child = |id: AccessId| forked.iter().find(|(a, _)| *a == id).map(|(_, p)| *p);
-    if child(held).is_some() {
-        return None;
-    }
-    Some(FlipSpec {
-        held: held.thread,
-        held_pc: held.pc,
-        held_n: held.n,
-        until: until.thread,
-        until_pc: until.pc,
-        until_n: until.n,
-        defer: false,
-        until_fork: child(until).map_or(0, |p| p as u64 + 1),
-        until_addr: 0,
-    })
-}
+use crate::stages::{stages, Stage, DEPTHS};
 
 /// One line on a query, for the attempt log and the progress output.
 pub fn describe(stats: &Stats, answer: &Answer) -> String {
@@ -150,9 +44,6 @@ pub fn describe(stats: &Stats, answer: &Answer) -> String {
         stats.millis
     )
 }
-
-/// Levels of focus deepening: the last 2, 4, ... 2^(DEPTHS+1) stretches.
-const DEPTHS: usize = 4;
 
 /// Address-determining reads asked about, one query each (in the order
 /// [`Query::address_reads`] gives).
@@ -616,58 +507,6 @@ fn object_reads(base: &Base, object: &[u64]) -> Vec<AccessId> {
         return in_last;
     }
     reads().take(OBJECT_READS).map(|a| a.id).collect()
-}
-
-/// What a query looks at (see [`Solver::ask`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Stage {
-    /// The focus thread's last 2 << level stretches.
-    Stretches(usize),
-    /// Any thread's reads of the locations the focus thread read.
-    ByLocation,
-    /// Every thread's last 2 << level stretches.
-    Everyone(usize),
-    /// The k-th address-determining read.
-    Address(usize),
-    /// The focus thread's reads of the object an address-determining read
-    /// was made to share (the base's first query).
-    Object,
-}
-
-impl std::fmt::Display for Stage {
-    /// What the attempt log says a query asked about.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let stretches = |l: usize| 2usize << l.min(DEPTHS);
-        match *self {
-            Stage::Stretches(l) => {
-                write!(f, "the failing thread's last {} stretches", stretches(l))
-            }
-            Stage::ByLocation => write!(f, "every thread's reads of what the failing thread read"),
-            Stage::Everyone(l) => write!(f, "every thread's last {} stretches", stretches(l)),
-            Stage::Address(k) => write!(f, "address-determining read {}", k + 1),
-            Stage::Object => write!(f, "the failing thread's reads of the object now shared"),
-        }
-    }
-}
-
-/// The stages in the order they are tried, `addresses` address-determining
-/// reads known; with no focus thread (a hang, a deadlock), every thread's.
-fn stages(focus_thread: bool, addresses: usize, object: bool) -> Vec<Stage> {
-    let levels = DEPTHS + 1;
-    let mut out = Vec::new();
-    if object {
-        out.push(Stage::Object);
-    }
-    if focus_thread {
-        out.extend((0..addresses).map(Stage::Address));
-        out.extend((0..levels).map(Stage::Stretches));
-        out.push(Stage::ByLocation);
-        out.extend((0..levels).map(Stage::Everyone));
-    } else {
-        out.extend((0..levels).map(Stage::Everyone));
-        out.extend((0..addresses).map(Stage::Address));
-    }
-    out
 }
 
 /// The base's flips that the new ones (`fresh`, held then awaited) leave
