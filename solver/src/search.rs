@@ -14,7 +14,9 @@
 use reprise_abi::replay as rp;
 use reprise_feedback::planner::{search_with, SchedulePlanner};
 use reprise_feedback::runner::Runner;
-use reprise_feedback::search::{Role, RootCause, Run, SearchOptions, SearchResult};
+use reprise_feedback::search::{
+    FeedbackPlanner, Role, RootCause, Run, SearchOptions, SearchResult,
+};
 use reprise_replayer::observe::{FlipSpec, Observation};
 use reprise_replayer::order::SketchOrder;
 use reprise_replayer::{Replay, ReplayError, Schedule, Strategy};
@@ -48,6 +50,9 @@ pub fn describe(stats: &Stats, answer: &Answer) -> String {
 /// Address-determining reads asked about, one query each (in the order
 /// [`Query::address_reads`] gives).
 const ADDRESS_READS: usize = 8;
+
+/// How a search with no focus read in any query ends its conclusion.
+const NOTHING: &str = "nothing to reason about";
 
 /// Answers a stage gives on one base before the next stage is asked
 /// (until an attempt gets further and becomes the base).
@@ -116,6 +121,26 @@ impl SchedulePlanner for SolverPlanner {
         let searched = s.run_search(result, failing, end);
         result.query_millis = s.queries.iter().map(|q| q.millis).collect();
         searched?;
+        // Nothing observed to reason about (a failure in a forked child
+        // whose reads no schedule can change, a process that ends early):
+        // the rest of the budget goes to feedback's search, which also
+        // tries the other base order and random preemptions.
+        let nothing = result
+            .conclusion
+            .as_ref()
+            .is_some_and(|c| c.starts_with(NOTHING));
+        if result.found.is_none() && nothing && s.runner.budget() > 0 {
+            let said = result.conclusion.take().unwrap_or_default();
+            let before = s.runner.attempts;
+            FeedbackPlanner.plan(s.runner, result)?;
+            if result.found.is_none() {
+                result.conclusion = Some(format!(
+                    "{said}; feedback's search in the other {} attempt(s) did not reproduce it either",
+                    s.runner.attempts - before
+                ));
+            }
+            return Ok(());
+        }
         // Root cause: the reproducing schedule's flips, fewest first; for
         // each flip kept, the run without it (which did not fail).
         let Some(i) = result.found else {
@@ -237,8 +262,7 @@ impl Solver<'_, '_> {
         }
         let mut depth = 0;
         let Some(mut base) = base else {
-            result.conclusion =
-                Some("the solver needs observed accesses: the base run logged none".into());
+            result.conclusion = Some(format!("{NOTHING}: the base run logged no access"));
             return Ok(());
         };
         while self.runner.attempts < self.runner.limit() {
@@ -270,7 +294,7 @@ impl Solver<'_, '_> {
                     {
                         // Nothing was asked: no proof of anything.
                         result.conclusion = Some(format!(
-                            "nothing to reason about: no attempt observed a shared read by {} before where the recording failed ({} accesses observed in all); the solver sees only what observation sees: try --strategy feedback",
+                            "{NOTHING}: no attempt observed a shared read by {} before where the recording failed ({} accesses observed in all); the solver sees only what observation sees",
                             failing.map_or("any thread".to_string(), reprise_replayer::key_name),
                             base.accesses.len()
                         ));
