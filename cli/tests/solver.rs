@@ -77,36 +77,30 @@ fn replay_json(root: &Path, trace: &Path, extra: &[&str]) -> Value {
     })
 }
 
-#[test]
-fn solver_reproduces_a_failure_that_needs_coordinated_flips() {
-    let started = Instant::now();
-    let tmp = tempfile::tempdir().unwrap();
-    let prog = compile(tmp.path(), "aba", ABA, &["-O1", "-g"]);
-    let trace = tmp.path().join("trace");
-    let log = tmp.path().join("attempts.log");
-    // The search depends on the failing run recorded: up to three.
+/// Records `prog args` until a run fails (at most `tries` recordings) and
+/// replays it with `--strategy solver` (`extra` options too), from up to
+/// three failing recordings (the search depends on the run recorded):
+/// the JSON of the first that reproduced, and how many did not.
+fn solver_reproduces(
+    root: &Path,
+    trace: &Path,
+    prog: &Path,
+    args: &[&str],
+    tries: u32,
+    extra: &[&str],
+) -> (Value, usize) {
     let mut misses = Vec::new();
-    let v = loop {
+    loop {
         assert!(
-            // Many tries: on two cores shared with the supervisor and the
-            // other tests, the two threads often run one after the other.
-            record_until(tmp.path(), &trace, &prog, &["50", "2000"], 400, failed),
-            "no failing run in 400 recordings"
+            record_until(root, trace, prog, args, tries, failed),
+            "no failing run in {tries} recordings"
         );
-        let v = replay_json(
-            tmp.path(),
-            &trace,
-            &[
-                "--strategy",
-                "solver",
-                "--max-attempts",
-                "10",
-                "--attempt-log",
-                log.to_str().unwrap(),
-            ],
-        );
+        let mut opts = vec!["--strategy", "solver", "--max-attempts", "10"];
+        opts.extend_from_slice(extra);
+        let v = replay_json(root, trace, &opts);
         if v["reproduced"] == true {
-            break v;
+            assert!(v["attempt"].as_u64().unwrap() <= 10, "{v:#}");
+            return (v, misses.len());
         }
         misses.push(v);
         assert!(
@@ -114,8 +108,26 @@ fn solver_reproduces_a_failure_that_needs_coordinated_flips() {
             "not reproduced from 3 recordings: {:#}",
             misses[2]
         );
-    };
-    assert!(v["attempt"].as_u64().unwrap() <= 10, "{v:#}");
+    }
+}
+
+#[test]
+fn solver_reproduces_a_failure_that_needs_coordinated_flips() {
+    let started = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let prog = compile(tmp.path(), "aba", ABA, &["-O1", "-g"]);
+    let trace = tmp.path().join("trace");
+    let log = tmp.path().join("attempts.log");
+    // Many tries: on two cores shared with the supervisor and the other
+    // tests, the two threads often run one after the other.
+    let (v, missed) = solver_reproduces(
+        tmp.path(),
+        &trace,
+        &prog,
+        &["50", "2000"],
+        400,
+        &["--attempt-log", log.to_str().unwrap()],
+    );
     // The saved schedule holds accesses in place (minimised: as many as
     // the recorded run needs, two for most recordings of this program).
     let flips = v["schedule"]["flips"].as_array().map_or(0, Vec::len);
@@ -139,9 +151,8 @@ fn solver_reproduces_a_failure_that_needs_coordinated_flips() {
         );
     }
     eprintln!(
-        "reproduced in attempt {} with {flips} flips ({} recordings missed); {:.1} s",
+        "reproduced in attempt {} with {flips} flips ({missed} recordings missed); {:.1} s",
         v["attempt"],
-        misses.len(),
         started.elapsed().as_secs_f64()
     );
 }
@@ -175,15 +186,15 @@ int main(int argc, char **argv) {
 }
 "#;
 
-#[test]
-fn a_racy_but_correct_program_ends_in_exhaustion() {
-    let tmp = tempfile::tempdir().unwrap();
-    let prog = compile(tmp.path(), "benign", BENIGN, &["-O1", "-g"]);
-    let mode = tmp.path().join("mode.txt");
+/// BENIGN recorded failing (its mapped file said "f"), the file then
+/// changed (to "o"): no schedule of the trace fails.
+fn benign_trace(root: &Path) -> std::path::PathBuf {
+    let prog = compile(root, "benign", BENIGN, &["-O1", "-g"]);
+    let mode = root.join("mode.txt");
     std::fs::write(&mode, "f").unwrap();
-    let trace = tmp.path().join("trace");
+    let trace = root.join("trace");
     assert!(record_until(
-        tmp.path(),
+        root,
         &trace,
         &prog,
         &[mode.to_str().unwrap()],
@@ -191,6 +202,13 @@ fn a_racy_but_correct_program_ends_in_exhaustion() {
         failed
     ));
     std::fs::write(&mode, "o").unwrap();
+    trace
+}
+
+#[test]
+fn a_racy_but_correct_program_ends_in_exhaustion() {
+    let tmp = tempfile::tempdir().unwrap();
+    let trace = benign_trace(tmp.path());
     let started = Instant::now();
     let v = replay_json(
         tmp.path(),
@@ -222,19 +240,7 @@ fn a_racy_but_correct_program_ends_in_exhaustion() {
 #[test]
 fn hybrid_hands_the_search_to_the_solver_after_feedback() {
     let tmp = tempfile::tempdir().unwrap();
-    let prog = compile(tmp.path(), "benign", BENIGN, &["-O1", "-g"]);
-    let mode = tmp.path().join("mode.txt");
-    std::fs::write(&mode, "f").unwrap();
-    let trace = tmp.path().join("trace");
-    assert!(record_until(
-        tmp.path(),
-        &trace,
-        &prog,
-        &[mode.to_str().unwrap()],
-        1,
-        failed
-    ));
-    std::fs::write(&mode, "o").unwrap();
+    let trace = benign_trace(tmp.path());
     let log = tmp.path().join("attempts.log");
     let v = replay_json(
         tmp.path(),
@@ -276,34 +282,14 @@ fn solver_reproduces_a_buffer_handed_to_two_threads() {
     let tmp = tempfile::tempdir().unwrap();
     let prog = compile_testbug(tmp.path(), "fex_3881_pooled_buffers");
     let trace = tmp.path().join("trace");
-    let mut misses = Vec::new();
-    let v = loop {
-        assert!(
-            record_until(tmp.path(), &trace, &prog, &["200", "20000"], 200, failed),
-            "no failing run in 200 recordings"
-        );
-        let v = replay_json(
-            tmp.path(),
-            &trace,
-            &[
-                "--strategy",
-                "solver",
-                "--max-attempts",
-                "10",
-                "--no-schedule",
-            ],
-        );
-        if v["reproduced"] == true {
-            break v;
-        }
-        misses.push(v);
-        assert!(
-            misses.len() < 3,
-            "not reproduced from 3 recordings: {:#}",
-            misses[2]
-        );
-    };
-    assert!(v["attempt"].as_u64().unwrap() <= 10, "{v:#}");
+    let (v, _) = solver_reproduces(
+        tmp.path(),
+        &trace,
+        &prog,
+        &["200", "20000"],
+        200,
+        &["--no-schedule"],
+    );
     // The root cause names the owner's check and the other thread's claim.
     let races = v["root_cause"]["races"].to_string();
     assert!(
@@ -322,34 +308,14 @@ fn solver_reproduces_a_failure_in_a_forked_child() {
     let tmp = tempfile::tempdir().unwrap();
     let prog = compile_testbug(tmp.path(), "python_6721_fork");
     let trace = tmp.path().join("trace");
-    let mut misses = Vec::new();
-    let v = loop {
-        assert!(
-            record_until(tmp.path(), &trace, &prog, &["2", "0"], 600, failed),
-            "no failing run in 600 recordings"
-        );
-        let v = replay_json(
-            tmp.path(),
-            &trace,
-            &[
-                "--strategy",
-                "solver",
-                "--max-attempts",
-                "10",
-                "--no-schedule",
-            ],
-        );
-        if v["reproduced"] == true {
-            break v;
-        }
-        misses.push(v);
-        assert!(
-            misses.len() < 3,
-            "not reproduced from 3 recordings: {:#}",
-            misses[2]
-        );
-    };
-    assert!(v["attempt"].as_u64().unwrap() <= 10, "{v:#}");
+    let (v, _) = solver_reproduces(
+        tmp.path(),
+        &trace,
+        &prog,
+        &["2", "0"],
+        600,
+        &["--no-schedule"],
+    );
     // A flip that reproduced waits for the child's fork.
     let flips = v["schedule"]["flips"]
         .as_array()

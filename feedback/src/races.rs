@@ -9,11 +9,11 @@
 
 use std::collections::HashMap;
 
-use reprise_abi::observe::{Access, ACCESS_FORK};
+use reprise_abi::observe::Access;
 use reprise_abi::replay as rp;
 
 pub use reprise_replayer::accesses::{find, occurrences, reads_from_digest, Occurrence};
-use reprise_replayer::accesses::{is_write, overlap};
+use reprise_replayer::accesses::{fork_marks, is_write, overlap};
 use reprise_replayer::observe::{FlipSpec, Observation};
 pub use reprise_replayer::order::{RunOrder, SketchOrder};
 use reprise_replayer::Replay;
@@ -125,13 +125,7 @@ pub fn races(replay: &Replay, obs: &Observation, focus: Focus) -> Vec<Race> {
     // share memory: an access of the parent races with one of the child
     // only if it came before the copy, and the flip moves the copy (not
     // the child's access) before it.
-    let fork_mark: HashMap<u32, usize> = obs
-        .accesses
-        .iter()
-        .enumerate()
-        .filter(|(_, a)| a.flags & ACCESS_FORK != 0)
-        .map(|(i, a)| (a.addr as u32, occ.partition_point(|o| o.index < i)))
-        .collect();
+    let fork_mark: HashMap<u32, usize> = fork_marks(obs, &occ).into_iter().collect();
     // What the flip waits for (0: `y` itself; else the fork of y's process
     // + 1), or None if the sketch orders `x` before `y` (or they share no
     // memory).

@@ -53,6 +53,19 @@ pub fn occurrences(obs: &Observation) -> Vec<Occurrence> {
         .collect()
 }
 
+/// Where each forked child's memory was copied in the log: the child's
+/// process and the index into `occ` (its [`occurrences`]) of the first
+/// access logged after the copy. The copy can come later than the
+/// child's `Fork` event; before it, parent and child share what they read.
+pub fn fork_marks(obs: &Observation, occ: &[Occurrence]) -> Vec<(u32, usize)> {
+    obs.accesses
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| a.flags & ACCESS_FORK != 0)
+        .map(|(i, a)| (a.addr as u32, occ.partition_point(|o| o.index < i)))
+        .collect()
+}
+
 /// A digest of the attempt's reads-from relation: which write (thread,
 /// instruction, occurrence) each read saw. Two attempts with the same
 /// digest are the same execution as far as shared memory goes.

@@ -3,9 +3,9 @@
 //! taken for reads of its parent's memory at the fork), and an answer's
 //! order turned back into the replayer's flips.
 
-use reprise_abi::observe::{ACCESS_FORK, ACCESS_WRITE};
+use reprise_abi::observe::ACCESS_WRITE;
 use reprise_abi::replay as rp;
-use reprise_replayer::accesses::occurrences;
+use reprise_replayer::accesses::{fork_marks, occurrences};
 use reprise_replayer::observe::{FlipSpec, Observation};
 use reprise_replayer::order::SketchOrder;
 
@@ -45,14 +45,7 @@ pub fn query_accesses(order: &SketchOrder, obs: &Observation) -> Vec<Access> {
         .collect();
     // Where each child was really forked in this run's log (its marker's
     // place among the accesses).
-    let marks: Vec<(u32, usize)> = obs
-        .accesses
-        .iter()
-        .enumerate()
-        .filter(|(_, a)| a.flags & ACCESS_FORK != 0)
-        .map(|(i, a)| (a.addr as u32, occ.partition_point(|o| o.index < i)))
-        .collect();
-    for (child, mark) in marks {
+    for (child, mark) in fork_marks(obs, &occ) {
         let (Some(parent), Some(fork)) = (order.fork_parent(child), order.fork_event(child)) else {
             continue;
         };
