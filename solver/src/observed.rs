@@ -18,10 +18,12 @@ fn location(process: u32, addr: u64) -> u64 {
 
 /// The accesses an observed run made, as the solver sees them.
 ///
-/// A forked child's first read of a granule reads what its parent's
-/// memory held when it forked: it is taken for a read of the parent's
-/// location, pinned just before the `Fork` event and placed in the log
-/// where the parent really forked (see [`fork_reads`]).
+/// A forked child's first read of a granule (before it wrote there) reads
+/// what its parent's memory held when it forked: it is taken for a read of
+/// the parent's location, pinned just before the `Fork` event (in a replay
+/// the forking thread holds the baton through the copy, so the copy comes
+/// at that event's turn) and placed in the log where the parent really
+/// forked (see [`fork_reads`]).
 pub fn query_accesses(order: &SketchOrder, obs: &Observation) -> Vec<Access> {
     let occ = occurrences(obs);
     let mut out: Vec<Access> = occ
@@ -52,6 +54,8 @@ pub fn query_accesses(order: &SketchOrder, obs: &Observation) -> Vec<Access> {
         let mut seen: std::collections::HashSet<u64> = Default::default();
         let mut moved = Vec::new();
         for (i, a) in out.iter_mut().enumerate() {
+            // The child's first access there; a write first makes its
+            // later reads read its own memory.
             if rp::key_process(a.id.thread) != child || !seen.insert(a.location) || a.write {
                 continue;
             }
