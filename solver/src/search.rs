@@ -73,6 +73,9 @@ struct Base {
     /// another thread's address: that object (the address), which its
     /// first query looks at.
     object: Option<u64>,
+    /// Its reads a forked child made of its parent's memory (see
+    /// [`fork_reads`]): what turns an answer's flips into `until_fork`.
+    forked: Vec<(AccessId, u32)>,
 }
 
 /// The solver strategy: each attempt's schedule comes from a z3 query over
@@ -206,6 +209,7 @@ impl Solver<'_, '_> {
             Some(_) => (end, failing),
         };
         Some(Base {
+            forked: fork_reads(&self.order, &accesses),
             accesses,
             flips: self.runner.runs[i].schedule.flips.clone(),
             events: r.events_replayed,
@@ -281,8 +285,7 @@ impl Solver<'_, '_> {
                         // Asked for: not asked again, whatever the attempt reads.
                         self.tried.push(class);
                         let mut all = compatible(&base, &flips);
-                        let forked = fork_reads(&self.order, &base.accesses);
-                        all.extend(flips.iter().filter_map(|&(h, u)| flip(h, u, &forked)));
+                        all.extend(flips.iter().filter_map(|&(h, u)| flip(h, u, &base.forked)));
                         all.truncate(reprise_abi::observe::MAX_FLIPS);
                         batch.push((
                             Schedule::base(Strategy::Feedback, seed).with_flips(all),
@@ -594,6 +597,7 @@ mod tests {
             focus_pos: 12,
             focus_thread: Some(1),
             object: Some(0x1000),
+            forked: Vec::new(),
         }
     }
 
