@@ -39,9 +39,7 @@ fn a_deterministic_program_replays_with_the_same_output_and_status() {
     let prog = compile(tmp.path(), "locks", common::LOCKS, &["-O1", "-g"]);
     for sketch in ["sync", "sys"] {
         let trace = tmp.path().join(format!("trace-{sketch}"));
-        let mut a = vec!["record", "--sketch", sketch, "-o", trace.to_str().unwrap()];
-        a.extend_from_slice(&[prog.to_str().unwrap(), "500"]);
-        let o = run_reprise(tmp.path(), &a, None, LIMIT);
+        let o = common::record_at(tmp.path(), sketch, &trace, &prog, &["500"]);
         assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
         for i in 0..10 {
             let out = tmp.path().join(format!("out-{sketch}-{i}"));
@@ -218,16 +216,13 @@ fn inputs_are_replayed_at_sys_and_another_global_lock_is_a_divergence() {
     std::fs::write(&input, "0").unwrap();
     for sketch in ["sync", "sys"] {
         let trace = tmp.path().join(format!("trace-{sketch}"));
-        let a = [
-            "record",
-            "--sketch",
+        let o = common::record_at(
+            tmp.path(),
             sketch,
-            "-o",
-            trace.to_str().unwrap(),
-            prog.to_str().unwrap(),
-            input.to_str().unwrap(),
-        ];
-        let o = run_reprise(tmp.path(), &a, None, LIMIT);
+            &trace,
+            &prog,
+            &[input.to_str().unwrap()],
+        );
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     }
     std::fs::write(&input, "1").unwrap();

@@ -5,10 +5,9 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::time::Duration;
 
-use common::{compile, run_reprise, stderr};
+use common::{compile, record_at, run_reprise, stderr};
 
 const LIMIT: Duration = Duration::from_secs(120);
 const PIPELINE: &str = include_str!("programs/pipeline.c");
@@ -25,20 +24,6 @@ fn cov_dir() -> PathBuf {
         dir.display()
     );
     dir
-}
-
-/// `reprise record --sketch SKETCH -o TRACE PROG ARGS...`, traces under `root`.
-fn record_at(root: &Path, sketch: &str, trace: &Path, prog: &Path, args: &[&str]) -> Output {
-    let mut a = vec![
-        "record",
-        "--sketch",
-        sketch,
-        "-o",
-        trace.to_str().unwrap(),
-        prog.to_str().unwrap(),
-    ];
-    a.extend_from_slice(args);
-    run_reprise(root, &a, None, LIMIT)
 }
 
 /// Compiles `source` for the `bb` sketch.

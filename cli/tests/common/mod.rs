@@ -57,10 +57,19 @@ pub fn run_reprise(root: &Path, args: &[&str], stdin: Option<&[u8]>, limit: Dura
     wait_with_limit(child, limit)
 }
 
-/// `reprise record -o TRACE PROG ARGS...`, traces under `root`.
+/// `reprise record -o TRACE PROG ARGS...` (the default sketch, `sys`),
+/// traces under `root`.
 pub fn record(root: &Path, trace: &Path, prog: &Path, args: &[&str]) -> Output {
+    record_at(root, "sys", trace, prog, args)
+}
+
+/// `reprise record --sketch SKETCH -o TRACE PROG ARGS...`, traces under
+/// `root`.
+pub fn record_at(root: &Path, sketch: &str, trace: &Path, prog: &Path, args: &[&str]) -> Output {
     let mut a = vec![
         "record",
+        "--sketch",
+        sketch,
         "-o",
         trace.to_str().unwrap(),
         prog.to_str().unwrap(),
