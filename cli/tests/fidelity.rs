@@ -157,6 +157,97 @@ fn an_attempt_that_ends_early_is_a_divergence_with_event_numbers() {
     }
 }
 
+/// A worker whose queue check fails at the iteration the mmapped mode file
+/// says (the replay reads it from the file, not the trace): `r` at
+/// iteration 40 as recorded, `a` sooner (10), `w` warns on stderr at 10
+/// and goes on, `e` writes an error at 10 and exits 3.
+const SOONER: &str = r#"
+#include <assert.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+const char *mode;
+long queued;
+void *work(void *a) {
+    int limit = mode[0] == 'r' ? 40 : 10;
+    for (int i = 0; i < 50; i++) {
+        pthread_mutex_lock(&m); queued++; pthread_mutex_unlock(&m);
+        if (i == limit && mode[0] == 'w') fprintf(stderr, "queue is long\n");
+        if (i == limit && mode[0] == 'e') { fprintf(stderr, "queue broke\n"); exit(3); }
+        if (mode[0] != 'w' && mode[0] != 'e') assert(i < limit && "queue overflowed");
+    }
+    return 0;
+}
+int main(int argc, char **argv) {
+    int fd = open(argv[1], O_RDONLY);
+    mode = mmap(0, 1, PROT_READ, MAP_PRIVATE, fd, 0);
+    pthread_t t;
+    pthread_create(&t, 0, work, 0);
+    pthread_join(t, 0);
+    return 0;
+}
+"#;
+
+/// The recorded failure reached sooner (its message written where the
+/// recording locked) is reproduced, and the report says how much sooner;
+/// a message off the sketch after which the program goes on, or ends
+/// otherwise, stays a divergence that names the write.
+#[test]
+fn a_failure_reached_sooner_than_recorded_reproduces() {
+    let started = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let prog = compile(tmp.path(), "sooner", SOONER, &["-O1", "-g"]);
+    let mode = tmp.path().join("mode.txt");
+    std::fs::write(&mode, "r").unwrap();
+    let trace = tmp.path().join("trace");
+    let o = record(tmp.path(), &trace, &prog, &[mode.to_str().unwrap()]);
+    assert!(stderr(&o).contains("queue overflowed"), "{}", stderr(&o));
+
+    for (byte, reproduced, want) in [
+        ("a", true, ""),
+        ("w", false, "got write()"),
+        ("e", false, "the program then ended: exited with status 3"),
+    ] {
+        std::fs::write(&mode, byte).unwrap();
+        let log = tmp.path().join(format!("attempts-{byte}"));
+        let o = run_reprise(
+            tmp.path(),
+            &[
+                "replay",
+                trace.to_str().unwrap(),
+                "--max-attempts",
+                "1",
+                "--no-schedule",
+                "--json",
+                "--attempt-log",
+                log.to_str().unwrap(),
+            ],
+            None,
+            LIMIT,
+        );
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        let v: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("no JSON ({e}): {text}{}", stderr(&o)));
+        assert_eq!(v["reproduced"], reproduced, "mode {byte}: {v:#}");
+        let d = std::fs::read_to_string(&log).unwrap();
+        assert!(d.contains(want), "mode {byte}: {d}");
+        if reproduced {
+            let plain = run_reprise(
+                tmp.path(),
+                &["replay", trace.to_str().unwrap(), "--max-attempts", "1", "--no-schedule"],
+                None,
+                LIMIT,
+            );
+            let out = String::from_utf8_lossy(&plain.stdout);
+            assert!(out.contains("before the recording did"), "{out}");
+        }
+    }
+    assert!(started.elapsed() < LIMIT, "{:?}", started.elapsed());
+}
+
 /// Twenty threads that each open and read a file, their totals under a
 /// lock: every attempt follows the whole sketch, whatever order the
 /// threads started in (their first `malloc` reads the number of CPUs once

@@ -96,7 +96,15 @@ struct Ending {
     hang: Option<outcome::Ending>,
     stuck: Option<String>,
     timed_out: bool,
+    /// Killed for the agent's divergence record (output off the sketch:
+    /// once its grace ended, see [`OUTPUT_GRACE`]).
+    killed_diverged: bool,
 }
+
+/// How long a thread that left the sketch writing output (see
+/// `rp::DIVERGED_OUTPUT`) may run on: a failing `assert` or glibc's heap
+/// check writes its message and dies within a millisecond or two.
+const OUTPUT_GRACE: Duration = Duration::from_millis(300);
 
 /// One replay of the program under one schedule, supervised: started,
 /// run (to its end, or to a pause before a chosen event), finished.
@@ -118,6 +126,8 @@ pub struct ReplaySession<'r> {
     progress: (u64, u64, Instant),
     last_cpu_check: Instant,
     ending: Option<Ending>,
+    /// When the supervisor first saw the agent's divergence record.
+    off_sketch_since: Option<Instant>,
     /// The wait status of the process the replay started, once it ended.
     main_status: Option<i32>,
 }
@@ -186,6 +196,7 @@ impl<'r> ReplaySession<'r> {
             started,
             last_cpu_check: Instant::now(),
             ending: None,
+            off_sketch_since: None,
             main_status: None,
         })
     }
@@ -272,6 +283,7 @@ impl<'r> ReplaySession<'r> {
             hang,
             stuck,
             timed_out,
+            killed_diverged: false,
         };
         if self.main_status.is_none() {
             self.main_status = try_wait(pid);
@@ -283,8 +295,16 @@ impl<'r> ReplaySession<'r> {
         let ended = if let Some(st) = main_status.filter(|_| !self.others_running()) {
             ending(st, None, false, None)
         } else if r.divergence.state.load(Ordering::Acquire) == 2 {
+            let since = *self.off_sketch_since.get_or_insert_with(Instant::now);
+            if r.divergence.kind == rp::DIVERGED_OUTPUT && since.elapsed() < OUTPUT_GRACE {
+                // Its message written, the thread may be about to fail.
+                return Ok(None);
+            }
             kill_all(&self.ctl, pid);
-            ending(reap(), None, false, None)
+            Ending {
+                killed_diverged: true,
+                ..ending(reap(), None, false, None)
+            }
         } else if self.started.elapsed() > self.opts.timeout {
             kill_all(&self.ctl, pid);
             ending(reap(), None, true, None)
@@ -408,6 +428,7 @@ impl<'r> ReplaySession<'r> {
                 hang: None,
                 stuck: Some("the debugger ended the run".to_string()),
                 timed_out: false,
+                killed_diverged: false,
             });
         }
         let ReplaySession {
@@ -427,6 +448,7 @@ impl<'r> ReplaySession<'r> {
             hang,
             stuck,
             timed_out,
+            killed_diverged,
         }) = ending
         else {
             unreachable!("set above");
@@ -442,7 +464,14 @@ impl<'r> ReplaySession<'r> {
             Ok(i) | Err(i) => i as u64,
         };
         let d = &r.divergence;
-        let end = if d.state.load(Ordering::Acquire) == 2 {
+        let diverged = d.state.load(Ordering::Acquire) == 2;
+        // Output off the sketch, and the program ended by itself.
+        let off_sketch = diverged
+            && d.kind == rp::DIVERGED_OUTPUT
+            && !killed_diverged
+            && !timed_out
+            && stuck.is_none();
+        let end = if diverged && !off_sketch {
             divergence_end(replay, d)?
         } else if timed_out {
             AttemptEnd::Timeout {
@@ -464,9 +493,13 @@ impl<'r> ReplaySession<'r> {
             o.duration_ns = duration.as_nanos() as u64;
             o.event_count = events_replayed;
             o.summary = outcome::summary_line(&o);
-            match ended_early(replay, turn, &o) {
-                Some(reason) => AttemptEnd::Divergence { reason },
-                None => AttemptEnd::Outcome(Box::new(o)),
+            if off_sketch {
+                off_sketch_end(replay, d, o)?
+            } else {
+                match ended_early(replay, turn, &o) {
+                    Some(reason) => AttemptEnd::Divergence { reason },
+                    None => AttemptEnd::Outcome(Box::new(o)),
+                }
             }
         };
         Ok(AttemptResult {
@@ -648,6 +681,25 @@ fn divergence_end(
     };
     Ok(AttemptEnd::Divergence {
         reason: format!("{place}: {text}"),
+    })
+}
+
+/// A run in which a thread left the sketch writing output and the program
+/// then ended by itself: the recorded failure if it failed as recorded
+/// (reached sooner than in the recording), else the divergence.
+fn off_sketch_end(
+    replay: &Replay,
+    d: &reprise_abi::DivergenceInfo,
+    o: OutcomeInfo,
+) -> Result<AttemptEnd, ReplayError> {
+    if replay.recorded.as_ref().is_some_and(|rec| matches(rec, &o)) {
+        return Ok(AttemptEnd::Outcome(Box::new(o)));
+    }
+    Ok(match divergence_end(replay, d)? {
+        AttemptEnd::Divergence { reason } => AttemptEnd::Divergence {
+            reason: format!("{reason}; the program then ended: {}", o.summary),
+        },
+        other => other,
     })
 }
 

@@ -383,7 +383,9 @@ pub(super) fn arrive(c: &ControlHeader, kind: K, object: u64) -> Option<Turn> {
             .op(t.kind, t.object)
             .s(b" got ")
             .op(kind as u16, object);
-        diverge(c, turn, &m);
+        // Output off the sketch runs on (see `leave_sketch`).
+        super::divergence::mismatch(c, turn, &m);
+        return Some(t);
     }
     if kind != K::Syscall && t.object != object && (is_static(t.object) || is_static(object)) {
         // A global object is at the same address in every run (ASLR is

@@ -1,7 +1,10 @@
 //! The divergence report: a fixed-size text builder (numbers, syscall and
 //! operation names, no allocation) and `diverge`, which records why the
-//! replay stopped following the recording and kills the program.
+//! replay stopped following the recording and kills the program, or
+//! `leave_sketch`, which lets a thread that wrote output off the sketch run
+//! on (its message may be the start of the recorded failure).
 
+use core::cell::Cell;
 use core::sync::atomic::Ordering;
 
 use reprise_abi::{replay as rp, ControlHeader, EventKind as K};
@@ -116,6 +119,74 @@ fn syscall_name(nr: i64) -> &'static [u8] {
     }
 }
 
+thread_local! {
+    /// This thread left the sketch writing output: its system calls run
+    /// for real, unordered, until the supervisor's grace ends.
+    static OFF_SKETCH: Cell<bool> = const { Cell::new(false) };
+    /// The thread is performing a write to stdout or stderr.
+    static WRITING_OUTPUT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// True once this thread left the sketch (see [`leave_sketch`]).
+pub(super) fn off_sketch() -> bool {
+    OFF_SKETCH.with(|o| o.get())
+}
+
+/// Marks the calling thread as writing to stdout or stderr (`on`) or done.
+pub(super) fn writing_output(on: bool) {
+    WRITING_OUTPUT.with(|w| w.set(on));
+}
+
+/// The thread's operation is not the recorded one at `pos`: a write of
+/// output leaves the sketch ([`leave_sketch`]), anything else diverges.
+pub(super) fn mismatch(c: &ControlHeader, pos: u64, t: &Text) {
+    if WRITING_OUTPUT.with(|w| w.get()) {
+        leave_sketch(c, pos, t);
+    } else {
+        diverge(c, pos, t)
+    }
+}
+
+/// Records the divergence as [`rp::DIVERGED_OUTPUT`] and lets this thread
+/// run on unordered (every other thread stops at its next event): a
+/// failure's message is written before the process dies, and a failure
+/// reached earlier than in the recording (an iteration sooner) is the same
+/// failure. The supervisor ends the run after a short grace unless it
+/// ends by itself first, and counts it as reproduced only if it failed
+/// as recorded. If another thread diverged first, this is [`diverge`].
+pub(super) fn leave_sketch(c: &ControlHeader, pos: u64, t: &Text) {
+    if !record(c, pos, t, rp::DIVERGED_OUTPUT) {
+        diverge(c, pos, t)
+    }
+    OFF_SKETCH.with(|o| o.set(true));
+}
+
+/// Writes the divergence record; false if one was written already.
+fn record(c: &ControlHeader, pos: u64, t: &Text, kind: u32) -> bool {
+    let r = st(c);
+    if r.divergence
+        .state
+        .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return false;
+    }
+    // SAFETY: the one thread that won the 0 -> 1 transition owns the
+    // record until it stores 2.
+    unsafe {
+        let d = &mut *core::ptr::addr_of_mut!((*ctl::control_ptr()).replay.divergence);
+        d.process = ctl::process();
+        d.thread = ctl::thread();
+        d.pos = pos;
+        d.kind = kind;
+        d.len = t.n as u32;
+        d.text[..t.n].copy_from_slice(&t.b[..t.n]);
+    }
+    r.divergence.state.store(2, Ordering::Release);
+    bump(r);
+    true
+}
+
 /// Records why the replay stopped following the recording and kills the
 /// program (every process of it, this one last).
 pub(super) fn diverge(c: &ControlHeader, pos: u64, t: &Text) -> ! {
@@ -124,26 +195,7 @@ pub(super) fn diverge(c: &ControlHeader, pos: u64, t: &Text) -> ! {
 
 /// [`diverge`], saying why (`rp::DIVERGED_*`).
 pub(super) fn diverge_as(c: &ControlHeader, pos: u64, t: &Text, kind: u32) -> ! {
-    let r = st(c);
-    if r.divergence
-        .state
-        .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
-        .is_ok()
-    {
-        // SAFETY: the one thread that won the 0 -> 1 transition owns the
-        // record until it stores 2.
-        unsafe {
-            let d = &mut *core::ptr::addr_of_mut!((*ctl::control_ptr()).replay.divergence);
-            d.process = ctl::process();
-            d.thread = ctl::thread();
-            d.pos = pos;
-            d.kind = kind;
-            d.len = t.n as u32;
-            d.text[..t.n].copy_from_slice(&t.b[..t.n]);
-        }
-        r.divergence.state.store(2, Ordering::Release);
-        bump(r);
-    }
+    record(c, pos, t, kind);
     let me = raw::getpid();
     for p in &c.processes {
         let pid = p.pid.load(Ordering::Acquire);

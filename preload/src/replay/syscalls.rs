@@ -7,7 +7,7 @@ use core::sync::atomic::Ordering;
 use reprise_abi::{replay as rp, ControlHeader, EventKind as K};
 
 use super::baton::{advance, arrive, park, yield_baton};
-use super::divergence::{diverge, Text};
+use super::divergence::{self, mismatch, Text};
 use super::preempt::Busy;
 use super::{copy_data, ctl_ok, data_byte, files, st, Turn};
 use crate::raw;
@@ -140,7 +140,8 @@ fn check_output(c: &ControlHeader, t: &Turn, fd: u64, mut next: impl FnMut(usize
             m.s(if stream == 0 { b"stdout" } else { b"stderr" })
                 .s(b" differs from the recorded output at byte ")
                 .d(at + i as u64);
-            diverge(c, t.pos, &m);
+            mismatch(c, t.pos, &m);
+            return;
         }
     }
     if !free && t.result >= 0 && n as i64 != t.result {
@@ -154,7 +155,8 @@ fn check_output(c: &ControlHeader, t: &Turn, fd: u64, mut next: impl FnMut(usize
             .s(b" (at byte ")
             .d(at)
             .s(b")");
-        diverge(c, t.pos, &m);
+        mismatch(c, t.pos, &m);
+        return;
     }
     r.output_pos[stream].fetch_add(n as u64, Ordering::Relaxed);
 }
@@ -165,6 +167,9 @@ fn check_output(c: &ControlHeader, t: &Turn, fd: u64, mut next: impl FnMut(usize
 pub fn syscall(nr: i64, a: [u64; 6]) -> i64 {
     let _busy = Busy::enter();
     let c = ctl_ok();
+    if divergence::off_sketch() {
+        return raw::syscall6(nr, a);
+    }
     let output = matches!(nr, libc::SYS_write | libc::SYS_writev) && (1..=2).contains(&a[0]);
     let level_sys = c.level >= reprise_abi::Level::Sys as u32;
     let recorded = st(c).recorded_events.load(Ordering::Relaxed);
@@ -174,7 +179,14 @@ pub fn syscall(nr: i64, a: [u64; 6]) -> i64 {
     if !(output || (level_sys && (is_input(nr) || file || net))) {
         return raw::syscall6(nr, a);
     }
-    let Some(t) = arrive(c, K::Syscall, nr as u64) else {
+    divergence::writing_output(output);
+    let arrived = arrive(c, K::Syscall, nr as u64);
+    if divergence::off_sketch() {
+        divergence::writing_output(false);
+        return raw::syscall6(nr, a);
+    }
+    let Some(t) = arrived else {
+        divergence::writing_output(false);
         park(c)
     };
     let result;
@@ -269,6 +281,11 @@ pub fn syscall(nr: i64, a: [u64; 6]) -> i64 {
             _ if files::is_file_syscall(nr) => result = files::emulate(c, &t, nr, a),
             _ => result = raw::syscall6(nr, a),
         }
+    }
+    divergence::writing_output(false);
+    if divergence::off_sketch() {
+        // The output differed from the recording's: written, not advanced.
+        return result;
     }
     advance(c, &t);
     yield_baton(c);

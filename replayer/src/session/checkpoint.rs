@@ -122,6 +122,7 @@ impl<'r> ReplaySession<'r> {
             started: Instant::now(),
             last_cpu_check: Instant::now(),
             ending: None,
+            off_sketch_since: None,
             main_status: None,
         })
     }
