@@ -554,12 +554,12 @@ pub mod replay {
     /// [`DivergenceInfo::kind`]: a file the recording opened is missing at
     /// replay time: no schedule can help, the user must restore it.
     pub const DIVERGED_MISSING_FILE: u32 = 1;
-    /// [`DivergenceInfo::kind`]: a thread wrote to stdout or stderr where
-    /// the recording did something else (often a failure's message: an
+    /// [`DivergenceInfo::kind`]: a thread wrote to stderr where the
+    /// recording did something else (often a failure's message: an
     /// `assert`, glibc's heap checks). The thread runs on, unordered, for a
     /// short grace; the divergence stands unless the program then fails as
-    /// recorded.
-    pub const DIVERGED_OUTPUT: u32 = 2;
+    /// recorded. (Other stdout is another result: a divergence at once.)
+    pub const DIVERGED_STDERR: u32 = 2;
 
     /// [`ReplayState::recorded_events`]: process exits are events.
     pub const RECORDED_PROCESS_EXIT: u32 = 1;
@@ -602,7 +602,7 @@ pub struct DivergenceInfo {
     pub thread: u32,
     pub len: u32,
     /// [`replay::DIVERGED_ORDER`], [`replay::DIVERGED_MISSING_FILE`] or
-    /// [`replay::DIVERGED_OUTPUT`].
+    /// [`replay::DIVERGED_STDERR`].
     pub kind: u32,
     /// Ring position of the expected event.
     pub pos: u64,

@@ -96,15 +96,15 @@ struct Ending {
     hang: Option<outcome::Ending>,
     stuck: Option<String>,
     timed_out: bool,
-    /// Killed for the agent's divergence record (output off the sketch:
-    /// once its grace ended, see [`OUTPUT_GRACE`]).
+    /// Killed for the agent's divergence record (stderr off the sketch:
+    /// once its grace ended, see [`STDERR_GRACE`]).
     killed_diverged: bool,
 }
 
-/// How long a thread that left the sketch writing output (see
-/// `rp::DIVERGED_OUTPUT`) may run on: a failing `assert` or glibc's heap
+/// How long a thread that left the sketch writing to stderr (see
+/// `rp::DIVERGED_STDERR`) may run on: a failing `assert` or glibc's heap
 /// check writes its message and dies within a millisecond or two.
-const OUTPUT_GRACE: Duration = Duration::from_millis(300);
+const STDERR_GRACE: Duration = Duration::from_millis(300);
 
 /// One replay of the program under one schedule, supervised: started,
 /// run (to its end, or to a pause before a chosen event), finished.
@@ -296,7 +296,7 @@ impl<'r> ReplaySession<'r> {
             ending(st, None, false, None)
         } else if r.divergence.state.load(Ordering::Acquire) == 2 {
             let since = *self.off_sketch_since.get_or_insert_with(Instant::now);
-            if r.divergence.kind == rp::DIVERGED_OUTPUT && since.elapsed() < OUTPUT_GRACE {
+            if r.divergence.kind == rp::DIVERGED_STDERR && since.elapsed() < STDERR_GRACE {
                 // Its message written, the thread may be about to fail.
                 return Ok(None);
             }
@@ -465,9 +465,9 @@ impl<'r> ReplaySession<'r> {
         };
         let d = &r.divergence;
         let diverged = d.state.load(Ordering::Acquire) == 2;
-        // Output off the sketch, and the program ended by itself.
+        // Stderr off the sketch, and the program ended by itself.
         let off_sketch = diverged
-            && d.kind == rp::DIVERGED_OUTPUT
+            && d.kind == rp::DIVERGED_STDERR
             && !killed_diverged
             && !timed_out
             && stuck.is_none();
@@ -684,7 +684,7 @@ fn divergence_end(
     })
 }
 
-/// A run in which a thread left the sketch writing output and the program
+/// A run in which a thread left the sketch writing to stderr and the program
 /// then ended by itself: the recorded failure if it failed as recorded
 /// (reached sooner than in the recording), else the divergence.
 fn off_sketch_end(

@@ -305,6 +305,18 @@ fn wait_change(c: &ControlHeader, ep: u32, idle_ms: &mut u64) {
 /// Waits at this thread's next event (`kind` on `object`); returns it,
 /// or None past the end of the recording.
 pub(super) fn arrive(c: &ControlHeader, kind: K, object: u64) -> Option<Turn> {
+    arrive_writing(c, kind, object, false)
+}
+
+/// [`arrive`] for an operation that writes to stderr when `stderr`: where
+/// the recording did something else, the thread leaves the sketch (see
+/// `divergence::leave_sketch`) and the returned turn is not its own.
+pub(super) fn arrive_writing(
+    c: &ControlHeader,
+    kind: K,
+    object: u64,
+    stderr: bool,
+) -> Option<Turn> {
     let r = st(c);
     let me = my_key();
     let mut idle = 0u64;
@@ -375,7 +387,7 @@ pub(super) fn arrive(c: &ControlHeader, kind: K, object: u64) -> Option<Turn> {
         super::copy_data(c, t.pos, 0, &mut info as *mut libc::siginfo_t as *mut u8, n);
         advance(c, &t);
         crate::signals::deliver(t.object as i32, t.arg0 as i32, (n > 0).then_some(&info));
-        return arrive(c, kind, object);
+        return arrive_writing(c, kind, object, stderr);
     }
     if t.kind != kind as u16 || (kind == K::Syscall && t.object != object) {
         let mut m = Text::new();
@@ -384,7 +396,7 @@ pub(super) fn arrive(c: &ControlHeader, kind: K, object: u64) -> Option<Turn> {
             .s(b" got ")
             .op(kind as u16, object);
         // Output off the sketch runs on (see `leave_sketch`).
-        super::divergence::mismatch(c, turn, &m);
+        super::divergence::mismatch(c, turn, &m, stderr);
         return Some(t);
     }
     if kind != K::Syscall && t.object != object && (is_static(t.object) || is_static(object)) {

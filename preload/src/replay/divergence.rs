@@ -1,10 +1,9 @@
 //! The divergence report: a fixed-size text builder (numbers, syscall and
 //! operation names, no allocation) and `diverge`, which records why the
 //! replay stopped following the recording and kills the program, or
-//! `leave_sketch`, which lets a thread that wrote output off the sketch run
-//! on (its message may be the start of the recorded failure).
+//! `leave_sketch`, which lets a thread that wrote to stderr off the sketch
+//! run on (its message may be the start of the recorded failure).
 
-use core::cell::Cell;
 use core::sync::atomic::Ordering;
 
 use reprise_abi::{replay as rp, ControlHeader, EventKind as K};
@@ -119,35 +118,31 @@ fn syscall_name(nr: i64) -> &'static [u8] {
     }
 }
 
-thread_local! {
-    /// This thread left the sketch writing output: its system calls run
-    /// for real, unordered, until the supervisor's grace ends.
-    static OFF_SKETCH: Cell<bool> = const { Cell::new(false) };
-    /// The thread is performing a write to stdout or stderr.
-    static WRITING_OUTPUT: Cell<bool> = const { Cell::new(false) };
-}
-
-/// True once this thread left the sketch (see [`leave_sketch`]).
+/// True once this thread left the sketch writing to stderr (see
+/// [`leave_sketch`]): it is the one the divergence record names. One load
+/// of shared memory while the replay follows the sketch.
 pub(super) fn off_sketch() -> bool {
-    OFF_SKETCH.with(|o| o.get())
+    let Some(c) = ctl::control() else {
+        return false;
+    };
+    let d = &st(c).divergence;
+    d.state.load(Ordering::Acquire) == 2
+        && d.kind == rp::DIVERGED_STDERR
+        && d.process == ctl::process()
+        && d.thread == ctl::thread()
 }
 
-/// Marks the calling thread as writing to stdout or stderr (`on`) or done.
-pub(super) fn writing_output(on: bool) {
-    WRITING_OUTPUT.with(|w| w.set(on));
-}
-
-/// The thread's operation is not the recorded one at `pos`: a write of
-/// output leaves the sketch ([`leave_sketch`]), anything else diverges.
-pub(super) fn mismatch(c: &ControlHeader, pos: u64, t: &Text) {
-    if WRITING_OUTPUT.with(|w| w.get()) {
+/// The thread's operation is not the recorded one at `pos`: a write to
+/// stderr leaves the sketch ([`leave_sketch`]), anything else diverges.
+pub(super) fn mismatch(c: &ControlHeader, pos: u64, t: &Text, stderr: bool) {
+    if stderr {
         leave_sketch(c, pos, t);
     } else {
         diverge(c, pos, t)
     }
 }
 
-/// Records the divergence as [`rp::DIVERGED_OUTPUT`] and lets this thread
+/// Records the divergence as [`rp::DIVERGED_STDERR`] and lets this thread
 /// run on unordered (every other thread stops at its next event): a
 /// failure's message is written before the process dies, and a failure
 /// reached earlier than in the recording (an iteration sooner) is the same
@@ -155,10 +150,9 @@ pub(super) fn mismatch(c: &ControlHeader, pos: u64, t: &Text) {
 /// ends by itself first, and counts it as reproduced only if it failed
 /// as recorded. If another thread diverged first, this is [`diverge`].
 pub(super) fn leave_sketch(c: &ControlHeader, pos: u64, t: &Text) {
-    if !record(c, pos, t, rp::DIVERGED_OUTPUT) {
+    if !record(c, pos, t, rp::DIVERGED_STDERR) {
         diverge(c, pos, t)
     }
-    OFF_SKETCH.with(|o| o.set(true));
 }
 
 /// Writes the divergence record; false if one was written already.

@@ -6,7 +6,7 @@ use core::sync::atomic::Ordering;
 
 use reprise_abi::{replay as rp, ControlHeader, EventKind as K};
 
-use super::baton::{advance, arrive, park, yield_baton};
+use super::baton::{advance, arrive_writing, park, yield_baton};
 use super::divergence::{self, mismatch, Text};
 use super::preempt::Busy;
 use super::{copy_data, ctl_ok, data_byte, files, st, Turn};
@@ -140,7 +140,7 @@ fn check_output(c: &ControlHeader, t: &Turn, fd: u64, mut next: impl FnMut(usize
             m.s(if stream == 0 { b"stdout" } else { b"stderr" })
                 .s(b" differs from the recorded output at byte ")
                 .d(at + i as u64);
-            mismatch(c, t.pos, &m);
+            mismatch(c, t.pos, &m, fd == 2);
             return;
         }
     }
@@ -155,7 +155,7 @@ fn check_output(c: &ControlHeader, t: &Turn, fd: u64, mut next: impl FnMut(usize
             .s(b" (at byte ")
             .d(at)
             .s(b")");
-        mismatch(c, t.pos, &m);
+        mismatch(c, t.pos, &m, fd == 2);
         return;
     }
     r.output_pos[stream].fetch_add(n as u64, Ordering::Relaxed);
@@ -179,16 +179,13 @@ pub fn syscall(nr: i64, a: [u64; 6]) -> i64 {
     if !(output || (level_sys && (is_input(nr) || file || net))) {
         return raw::syscall6(nr, a);
     }
-    divergence::writing_output(output);
-    let arrived = arrive(c, K::Syscall, nr as u64);
-    if divergence::off_sketch() {
-        divergence::writing_output(false);
+    // A failure's message: see `divergence::leave_sketch`.
+    let stderr = output && a[0] == 2;
+    let arrived = arrive_writing(c, K::Syscall, nr as u64, stderr);
+    if stderr && divergence::off_sketch() {
         return raw::syscall6(nr, a);
     }
-    let Some(t) = arrived else {
-        divergence::writing_output(false);
-        park(c)
-    };
+    let Some(t) = arrived else { park(c) };
     let result;
     // SAFETY: each arm writes only into the buffers the program passed to
     // this syscall, no more bytes than the syscall would have written.
@@ -282,9 +279,8 @@ pub fn syscall(nr: i64, a: [u64; 6]) -> i64 {
             _ => result = raw::syscall6(nr, a),
         }
     }
-    divergence::writing_output(false);
-    if divergence::off_sketch() {
-        // The output differed from the recording's: written, not advanced.
+    if stderr && divergence::off_sketch() {
+        // Stderr differed from the recording's: written, not advanced.
         return result;
     }
     advance(c, &t);
