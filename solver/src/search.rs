@@ -17,7 +17,7 @@ use reprise_feedback::runner::Runner;
 use reprise_feedback::search::{
     FeedbackPlanner, Role, RootCause, Run, SearchOptions, SearchResult,
 };
-use reprise_replayer::observe::{FlipSpec, Observation};
+use reprise_replayer::observe::{FlipSpec, FlipState, Observation};
 use reprise_replayer::order::SketchOrder;
 use reprise_replayer::{Replay, ReplayError, Schedule, Strategy};
 use reprise_schema::OutcomeKind;
@@ -76,6 +76,25 @@ struct Base {
     /// Its reads a forked child made of its parent's memory (see
     /// [`fork_reads`]): what turns an answer's flips into `until_fork`.
     forked: Vec<(AccessId, u32)>,
+}
+
+/// A run's flips that acted in it: a flip whose held thread never got
+/// to its access, or whose other access came first anyway, or that could
+/// not happen, changed nothing in that run, so its accesses are the same
+/// without it; carried on into the next attempts it could hold a thread
+/// where the answer did not ask for it.
+fn effective_flips(flips: &[FlipSpec], states: Option<&[FlipState]>) -> Vec<FlipSpec> {
+    flips
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| {
+            !matches!(
+                states.and_then(|s| s.get(*i)),
+                Some(FlipState::NotReached | FlipState::Already | FlipState::Infeasible)
+            )
+        })
+        .map(|(_, f)| *f)
+        .collect()
 }
 
 /// The solver strategy: each attempt's schedule comes from a z3 query over
@@ -211,7 +230,10 @@ impl Solver<'_, '_> {
         Some(Base {
             forked: fork_reads(&self.order, &accesses),
             accesses,
-            flips: self.runner.runs[i].schedule.flips.clone(),
+            flips: effective_flips(
+                &self.runner.runs[i].schedule.flips,
+                r.observation.as_ref().map(|o| o.flips.as_slice()),
+            ),
             events: r.events_replayed,
             focus_pos,
             focus_thread,
@@ -626,5 +648,38 @@ mod tests {
         ]);
         let ids: Vec<u32> = object_reads(&b, &[0x1008]).iter().map(|a| a.n).collect();
         assert_eq!(ids, vec![2, 1]);
+    }
+
+    /// Flips that did nothing in the base run are not carried on; the
+    /// ones that held a thread (done, deferred, still holding) are.
+    #[test]
+    fn only_flips_that_acted_carry_over() {
+        let f = |n: u32| FlipSpec {
+            held: 1,
+            held_pc: 0x10,
+            held_n: n,
+            until: 2,
+            until_pc: 0x20,
+            until_n: 1,
+            defer: false,
+            until_fork: 0,
+            until_addr: 0,
+        };
+        let flips: Vec<FlipSpec> = (1..=6).map(f).collect();
+        let states = [
+            FlipState::Done,
+            FlipState::NotReached,
+            FlipState::Already,
+            FlipState::Infeasible,
+            FlipState::Holding,
+            FlipState::Deferred,
+        ];
+        let kept: Vec<u32> = effective_flips(&flips, Some(&states))
+            .iter()
+            .map(|f| f.held_n)
+            .collect();
+        assert_eq!(kept, vec![1, 5, 6]);
+        // A run that was not observed keeps them all.
+        assert_eq!(effective_flips(&flips, None).len(), 6);
     }
 }
