@@ -187,7 +187,10 @@ fn replays_within_three(root: &Path, trace: &Path) {
     );
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
     assert_eq!(o.status.code(), Some(0), "{out}{}", common::stderr(&o));
-    assert!(out.contains("reproduced the recorded run in attempt"), "{out}");
+    assert!(
+        out.contains("reproduced the recorded run in attempt"),
+        "{out}"
+    );
 }
 
 fn exited_cleanly(trace: &Path) {

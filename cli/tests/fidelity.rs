@@ -237,7 +237,13 @@ fn a_failure_reached_sooner_than_recorded_reproduces() {
         if reproduced {
             let plain = run_reprise(
                 tmp.path(),
-                &["replay", trace.to_str().unwrap(), "--max-attempts", "1", "--no-schedule"],
+                &[
+                    "replay",
+                    trace.to_str().unwrap(),
+                    "--max-attempts",
+                    "1",
+                    "--no-schedule",
+                ],
                 None,
                 LIMIT,
             );
