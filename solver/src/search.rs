@@ -291,6 +291,10 @@ impl Solver<'_, '_> {
             result.conclusion = Some(format!("{NOTHING}: the base run logged no access"));
             return Ok(());
         };
+        // Bases left for a run that got as far (with their stage): a run
+        // that got as far can have observed less (a read that took another
+        // branch), so before concluding, the queries go back to them.
+        let mut earlier: Vec<(Base, usize, usize)> = Vec::new();
         while self.runner.attempts < self.runner.limit() {
             let want = (self.runner.limit() - self.runner.attempts)
                 .min(self.runner.opts.jobs.max(1) as u32);
@@ -327,6 +331,12 @@ impl Solver<'_, '_> {
                     }
                     Answer::Exhausted { classes } => {
                         if batch.is_empty() {
+                            if let Some((b, d, answers)) = earlier.pop() {
+                                base = b;
+                                depth = d;
+                                self.stage_answers = answers;
+                                break;
+                            }
                             result.conclusion = Some(format!(
                                 "exhausted: no untried schedule: within the {} observed accesses around {} focus read{}, no order the sketch allows makes them read anything not read before ({classes} reads-from classes covered, {} queries); this is a proof within what was observed, not beyond",
                                 stats.window,
@@ -359,17 +369,25 @@ impl Solver<'_, '_> {
                     // are where the next queries start, near its end. Of
                     // a batch's runs that got as far, the first asked.
                     let further = b.events > base.events;
-                    if further || (b.events == base.events && !moved) {
+                    // As far, it replaces the base only if it observed as
+                    // much: a run whose read took another branch (a count
+                    // read before a walk) saw fewer reads to ask about.
+                    let as_far = b.events == base.events && b.accesses.len() >= base.accesses.len();
+                    if further || (as_far && !moved) {
                         moved = true;
                         // The stages start again when the run got further,
                         // or when it made two threads share an object (the
                         // first stage asks about it); a run that got as
                         // far is the base, but the stage goes on.
+                        let d = depth;
                         if further || b.object.is_some() {
                             depth = 0;
                             self.stage_answers = 0;
                         }
-                        base = b;
+                        let left = std::mem::replace(&mut base, b);
+                        if !further {
+                            earlier.push((left, d, self.stage_answers));
+                        }
                     }
                 }
             }
@@ -562,7 +580,9 @@ fn object_reads(base: &Base, object: &[u64]) -> Vec<AccessId> {
 /// possible: a base flip "u before h" is dropped when a new one "u2 before
 /// h2" closes a cycle with it through program order (h no later than u2 in
 /// its thread, h2 no later than u in its): enforcing both would hold the
-/// two threads for each other until the attempt is stuck.
+/// two threads for each other until the attempt is stuck. One that holds
+/// the same access as a new one is dropped too: the answer says how long
+/// that access waits (the base's flip would release it earlier).
 fn compatible(base: &Base, fresh: &[(AccessId, AccessId)]) -> Vec<FlipSpec> {
     let at: std::collections::HashMap<AccessId, usize> = base
         .accesses
@@ -589,7 +609,9 @@ fn compatible(base: &Base, fresh: &[(AccessId, AccessId)]) -> Vec<FlipSpec> {
                 pc: f.until_pc,
                 n: f.until_n,
             };
-            !fresh.iter().any(|&(h2, u2)| po(h, u2) && po(h2, u))
+            !fresh
+                .iter()
+                .any(|&(h2, u2)| h2 == h || (po(h, u2) && po(h2, u)))
         })
         .copied()
         .collect()
