@@ -170,27 +170,7 @@ fn replays(root: &Path, trace: &Path) {
 /// of what the sketch does not order (measured: about 1 in 8 such
 /// recordings diverge in attempt 1 at that thread's `clock_gettime`).
 fn replays_within_three(root: &Path, trace: &Path) {
-    let o = common::run_reprise(
-        root,
-        &[
-            "replay",
-            trace.to_str().unwrap(),
-            "--jobs",
-            "1",
-            "--max-attempts",
-            "3",
-            "--no-schedule",
-            "--no-program-output",
-        ],
-        None,
-        LIMIT,
-    );
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert_eq!(o.status.code(), Some(0), "{out}{}", common::stderr(&o));
-    assert!(
-        out.contains("reproduced the recorded run in attempt"),
-        "{out}"
-    );
+    common::replays_within(root, trace, &["--no-program-output"], 3, LIMIT);
 }
 
 fn exited_cleanly(trace: &Path) {

@@ -108,6 +108,24 @@ int main(int argc, char **argv) {
 }
 "#;
 
+/// One attempt of `reprise replay TRACE --json`, its runs in `log`: the
+/// answer.
+fn replay_once(root: &Path, trace: &Path, log: &Path, extra: &[&str]) -> Value {
+    let mut args = vec![
+        "replay",
+        trace.to_str().unwrap(),
+        "--max-attempts",
+        "1",
+        "--json",
+        "--attempt-log",
+        log.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let o = run_reprise(root, &args, None, LIMIT);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("no JSON ({e}): {text}{}", stderr(&o)))
+}
+
 /// An attempt whose process ends before the sketch does is a divergence
 /// that names the event it ended at and how far the recording goes; one
 /// that exits where the recording went on is a divergence at
@@ -125,23 +143,7 @@ fn an_attempt_that_ends_early_is_a_divergence_with_event_numbers() {
     for (byte, want) in [("s", "the program ended at event"), ("x", " got exit")] {
         std::fs::write(&mode, byte).unwrap();
         let log = tmp.path().join(format!("attempts-{byte}"));
-        let o = run_reprise(
-            tmp.path(),
-            &[
-                "replay",
-                trace.to_str().unwrap(),
-                "--max-attempts",
-                "1",
-                "--json",
-                "--attempt-log",
-                log.to_str().unwrap(),
-            ],
-            None,
-            LIMIT,
-        );
-        let text = String::from_utf8_lossy(&o.stdout).into_owned();
-        let v: Value = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("no JSON ({e}): {text}{}", stderr(&o)));
+        let v = replay_once(tmp.path(), &trace, &log, &[]);
         assert_eq!(v["reproduced"], false, "{v:#}");
         assert_eq!(v["divergences"], 1, "mode {byte}: {v:#}");
         let d = std::fs::read_to_string(&log).unwrap();
@@ -213,24 +215,7 @@ fn a_failure_reached_sooner_than_recorded_reproduces() {
     ] {
         std::fs::write(&mode, byte).unwrap();
         let log = tmp.path().join(format!("attempts-{byte}"));
-        let o = run_reprise(
-            tmp.path(),
-            &[
-                "replay",
-                trace.to_str().unwrap(),
-                "--max-attempts",
-                "1",
-                "--no-schedule",
-                "--json",
-                "--attempt-log",
-                log.to_str().unwrap(),
-            ],
-            None,
-            LIMIT,
-        );
-        let text = String::from_utf8_lossy(&o.stdout).into_owned();
-        let v: Value = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("no JSON ({e}): {text}{}", stderr(&o)));
+        let v = replay_once(tmp.path(), &trace, &log, &["--no-schedule"]);
         assert_eq!(v["reproduced"], reproduced, "mode {byte}: {v:#}");
         let d = std::fs::read_to_string(&log).unwrap();
         assert!(d.contains(want), "mode {byte}: {d}");

@@ -103,13 +103,30 @@ pub fn record_until(
 /// read), with `extra` options: it must end as recorded, in attempt 1.
 /// Its stdout (the program's output, then reprise's answer).
 pub fn replays_as_recorded(root: &Path, trace: &Path, extra: &[&str], limit: Duration) -> String {
+    let out = replays_within(root, trace, extra, 1, limit);
+    assert!(
+        out.contains("reproduced the recorded run in attempt 1"),
+        "{out}"
+    );
+    out
+}
+
+/// [`replays_as_recorded`] within `attempts` attempts.
+pub fn replays_within(
+    root: &Path,
+    trace: &Path,
+    extra: &[&str],
+    attempts: u32,
+    limit: Duration,
+) -> String {
+    let attempts = attempts.to_string();
     let mut args = vec![
         "replay",
         trace.to_str().unwrap(),
         "--jobs",
         "1",
         "--max-attempts",
-        "1",
+        &attempts,
         "--no-schedule",
     ];
     args.extend_from_slice(extra);
@@ -117,7 +134,7 @@ pub fn replays_as_recorded(root: &Path, trace: &Path, extra: &[&str], limit: Dur
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
     assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
     assert!(
-        out.contains("reproduced the recorded run in attempt 1"),
+        out.contains("reproduced the recorded run in attempt"),
         "{out}"
     );
     out
