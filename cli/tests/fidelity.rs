@@ -162,7 +162,8 @@ fn an_attempt_that_ends_early_is_a_divergence_with_event_numbers() {
 /// A worker whose queue check fails at the iteration the mmapped mode file
 /// says (the replay reads it from the file, not the trace): `r` at
 /// iteration 40 as recorded, `a` sooner (10), `w` warns on stderr at 10
-/// and goes on, `e` writes an error at 10 and exits 3.
+/// and goes on, `e` writes an error at 10 and exits 3, `q` writes a note
+/// at 10 and exits 0, `p` never fails.
 const SOONER: &str = r#"
 #include <assert.h>
 #include <fcntl.h>
@@ -179,7 +180,8 @@ void *work(void *a) {
         pthread_mutex_lock(&m); queued++; pthread_mutex_unlock(&m);
         if (i == limit && mode[0] == 'w') fprintf(stderr, "queue is long\n");
         if (i == limit && mode[0] == 'e') { fprintf(stderr, "queue broke\n"); exit(3); }
-        if (mode[0] != 'w' && mode[0] != 'e') assert(i < limit && "queue overflowed");
+        if (i == limit && mode[0] == 'q') { fprintf(stderr, "queue done\n"); exit(0); }
+        if (mode[0] == 'r' || mode[0] == 'a') assert(i < limit && "queue overflowed");
     }
     return 0;
 }
@@ -196,7 +198,9 @@ int main(int argc, char **argv) {
 /// The recorded failure reached sooner (its message written where the
 /// recording locked) is reproduced, and the report says how much sooner;
 /// a message off the sketch after which the program goes on, or ends
-/// otherwise, stays a divergence that names the write.
+/// otherwise, stays a divergence that names the write. A run recorded
+/// without failing must follow its whole sketch: a message and the same
+/// clean exit sooner is a divergence.
 #[test]
 fn a_failure_reached_sooner_than_recorded_reproduces() {
     let started = Instant::now();
@@ -236,6 +240,17 @@ fn a_failure_reached_sooner_than_recorded_reproduces() {
             assert!(out.contains("before the recording did"), "{out}");
         }
     }
+
+    std::fs::write(&mode, "p").unwrap();
+    let passing = tmp.path().join("passing");
+    let o = record(tmp.path(), &passing, &prog, &[mode.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    std::fs::write(&mode, "q").unwrap();
+    let log = tmp.path().join("attempts-q");
+    let v = replay_once(tmp.path(), &passing, &log, &["--no-schedule"]);
+    assert_eq!(v["reproduced"], false, "{v:#}");
+    let d = std::fs::read_to_string(&log).unwrap();
+    assert!(d.contains("exited with status 0"), "{d}");
     assert!(started.elapsed() < LIMIT, "{:?}", started.elapsed());
 }
 

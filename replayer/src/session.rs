@@ -24,7 +24,7 @@ mod checkpoint;
 
 pub use checkpoint::Checkpoint;
 
-use crate::detector::matches;
+use crate::detector::{is_failure, matches};
 use crate::observe::ObserveBlock;
 use crate::{thread_name, AttemptEnd, AttemptOptions, AttemptResult, Replay, ReplayError};
 
@@ -686,13 +686,18 @@ fn divergence_end(
 
 /// A run in which a thread left the sketch writing to stderr and the program
 /// then ended by itself: the recorded failure if it failed as recorded
-/// (reached sooner than in the recording), else the divergence.
+/// (reached sooner than in the recording), else the divergence. A run
+/// recorded without failing must follow its whole sketch.
 fn off_sketch_end(
     replay: &Replay,
     d: &reprise_abi::DivergenceInfo,
     o: OutcomeInfo,
 ) -> Result<AttemptEnd, ReplayError> {
-    if replay.recorded.as_ref().is_some_and(|rec| matches(rec, &o)) {
+    let failed_as_recorded = replay
+        .recorded
+        .as_ref()
+        .is_some_and(|rec| is_failure(rec) && matches(rec, &o));
+    if failed_as_recorded {
         return Ok(AttemptEnd::Outcome(Box::new(o)));
     }
     Ok(match divergence_end(replay, d)? {
