@@ -245,7 +245,10 @@ fn a_func_trace_reproduces_a_lost_update_with_its_race_named() {
     std::fs::write(&expected, "Download completed, bytes=204800\n").unwrap();
     let trace = tmp.path().join("trace");
     let mut wrong = false;
-    for _ in 0..20 {
+    // About half of the runs lose an update natively; recorded at `func`
+    // on a loaded machine (CI runs two tests at once), far fewer: seen
+    // none in 20.
+    for _ in 0..60 {
         let _ = std::fs::remove_dir_all(&trace);
         let o = run_reprise(
             tmp.path(),
@@ -269,7 +272,7 @@ fn a_func_trace_reproduces_a_lost_update_with_its_race_named() {
             break;
         }
     }
-    assert!(wrong, "no recording of 20 lost an update");
+    assert!(wrong, "no recording of 60 lost an update");
     let o = run_reprise(
         tmp.path(),
         &[
