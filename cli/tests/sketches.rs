@@ -245,9 +245,8 @@ fn a_func_trace_reproduces_a_lost_update_with_its_race_named() {
     std::fs::write(&expected, "Download completed, bytes=204800\n").unwrap();
     let trace = tmp.path().join("trace");
     let mut wrong = false;
-    // About half of the runs lose an update natively; recorded at `func`
-    // on a loaded machine (CI runs two tests at once), far fewer: seen
-    // none in 20.
+    // Recorded at `func` on a loaded machine (CI runs two tests at once)
+    // fewer runs lose an update than natively: once none of 20 did.
     for _ in 0..60 {
         let _ = std::fs::remove_dir_all(&trace);
         let o = run_reprise(
