@@ -103,18 +103,19 @@ fn solve_window(q: &Query, win: crate::query::Window, started: Instant) -> (Answ
     stats.choices = reads.iter().map(|r| r.choices.len()).sum();
     let by_read: HashMap<usize, &Reads> = reads.iter().map(|r| (r.read, r)).collect();
 
-    // A class not tried yet, on the focus reads. A tried class that lacks
-    // one of them (a run that took another branch before it, or a class
-    // asked of a window that did not hold it) says nothing about the
-    // combinations with it and rules none out.
+    // A class not tried yet, on the focus reads: a run's class rules out
+    // the values it shares with them; a class asked for before only when
+    // it holds every one of them (asked of a smaller window, it says
+    // nothing about the combinations with the reads it lacked).
     let focus_ids: HashMap<AccessId, usize> = win.focus.iter().map(|&i| (acc[i].id, i)).collect();
     let mut classes = 0;
-    for tried in &q.tried {
+    let ran = q.tried.iter().map(|c| (c, false));
+    for (tried, asked) in ran.chain(q.asked.iter().map(|c| (c, true))) {
         let shared: Vec<(usize, u64)> = tried
             .iter()
             .filter_map(|(id, v)| focus_ids.get(id).map(|&i| (i, *v)))
             .collect();
-        if shared.is_empty() || shared.len() < focus_ids.len() {
+        if shared.is_empty() || (asked && shared.len() < focus_ids.len()) {
             continue;
         }
         classes += 1;
@@ -388,6 +389,7 @@ mod tests {
     fn query(accesses: Vec<Access>) -> Query {
         Query {
             tried: vec![class_of(&accesses)],
+            asked: Vec::new(),
             locations: Vec::new(),
             accesses,
             focus_pos: 30,
@@ -475,6 +477,7 @@ mod tests {
         let one_flip = vec![(accesses[2].id, 0), (accesses[3].id, 7)];
         let q = Query {
             tried: vec![base, one_flip],
+            asked: Vec::new(),
             ..query(accesses)
         };
         match solve(&q).0 {
@@ -520,6 +523,7 @@ mod tests {
         ];
         let q = Query {
             tried: vec![class_of(&accesses)],
+            asked: Vec::new(),
             locations: Vec::new(),
             focus_pos: 40,
             focus_thread: Some(1),
@@ -574,7 +578,7 @@ mod tests {
                         assert_eq!(flips, want, "r1 after w1, w0 after r1, r2 after w0");
                         return;
                     }
-                    q.tried.push(class);
+                    q.asked.push(class);
                 }
                 a => panic!("{a:?}"),
             }
@@ -624,7 +628,8 @@ mod tests {
         ];
         let ids: Vec<AccessId> = accesses.iter().map(|x| x.id).collect();
         let mut q = Query {
-            tried: vec![class_of(&accesses), vec![(ids[5], 2), (ids[6], 2)]],
+            tried: vec![class_of(&accesses)],
+            asked: vec![vec![(ids[5], 2), (ids[6], 2)]],
             locations: Vec::new(),
             accesses,
             focus_pos: 11,
@@ -640,7 +645,7 @@ mod tests {
                         return;
                     }
                     seen.push((class.clone(), flips));
-                    q.tried.push(class);
+                    q.asked.push(class);
                 }
                 other => panic!("{other:?} after {seen:#?}"),
             }
