@@ -103,19 +103,15 @@ fn solve_window(q: &Query, win: crate::query::Window, started: Instant) -> (Answ
     stats.choices = reads.iter().map(|r| r.choices.len()).sum();
     let by_read: HashMap<usize, &Reads> = reads.iter().map(|r| (r.read, r)).collect();
 
-    // A class not tried yet, on the focus reads: a run's class rules out
-    // the values it shares with them; a class asked for before only when
-    // it holds every one of them (asked of a smaller window, it says
-    // nothing about the combinations with the reads it lacked).
+    // A class not tried yet, on the focus reads.
     let focus_ids: HashMap<AccessId, usize> = win.focus.iter().map(|&i| (acc[i].id, i)).collect();
     let mut classes = 0;
-    let ran = q.tried.iter().map(|c| (c, false));
-    for (tried, asked) in ran.chain(q.asked.iter().map(|c| (c, true))) {
+    for tried in &q.tried {
         let shared: Vec<(usize, u64)> = tried
             .iter()
             .filter_map(|(id, v)| focus_ids.get(id).map(|&i| (i, *v)))
             .collect();
-        if shared.is_empty() || (asked && shared.len() < focus_ids.len()) {
+        if shared.is_empty() {
             continue;
         }
         classes += 1;
@@ -389,7 +385,6 @@ mod tests {
     fn query(accesses: Vec<Access>) -> Query {
         Query {
             tried: vec![class_of(&accesses)],
-            asked: Vec::new(),
             locations: Vec::new(),
             accesses,
             focus_pos: 30,
@@ -477,7 +472,6 @@ mod tests {
         let one_flip = vec![(accesses[2].id, 0), (accesses[3].id, 7)];
         let q = Query {
             tried: vec![base, one_flip],
-            asked: Vec::new(),
             ..query(accesses)
         };
         match solve(&q).0 {
@@ -523,7 +517,6 @@ mod tests {
         ];
         let q = Query {
             tried: vec![class_of(&accesses)],
-            asked: Vec::new(),
             locations: Vec::new(),
             focus_pos: 40,
             focus_thread: Some(1),
@@ -578,78 +571,11 @@ mod tests {
                         assert_eq!(flips, want, "r1 after w1, w0 after r1, r2 after w0");
                         return;
                     }
-                    q.asked.push(class);
+                    q.tried.push(class);
                 }
                 a => panic!("{a:?}"),
             }
         }
         panic!("the failing class was never proposed");
-    }
-
-    /// A walk over published entries (glibc's TLS slots): thread 1
-    /// publishes entry 1 (gen 3) and the count, then bumps the
-    /// generation; thread 2 reads the count, then each entry's gen and
-    /// the generation. The failing class (the count and entry 1's gen read
-    /// new, the generation after it old) is asked for within a few answers, even
-    /// after a class asked of a smaller window (the count read old, no
-    /// entry 1 read) was tried: that class lacks entry 1's reads and
-    /// rules out none of their combinations.
-    #[test]
-    fn a_walk_reads_a_published_entry_before_the_generation() {
-        let a = |thread: u32, pc: u64, n: u32, loc: u64, write: bool, value: u64, before: u64| {
-            let ev = if thread == 1 && n == 1 {
-                (7, 8)
-            } else if thread == 1 {
-                (9, u64::MAX)
-            } else {
-                (10, 11)
-            };
-            Access {
-                id: AccessId { thread, pc, n },
-                location: loc,
-                write,
-                value,
-                before,
-                after_event: ev.0,
-                before_event: ev.1,
-            }
-        };
-        let (gen, nslots, slot1) = (0x100, 0x200, 0x310);
-        let accesses = vec![
-            a(1, 0x53, 1, gen, true, 2, 1),
-            a(1, 0x36, 1, nslots, true, 1, 0),
-            a(1, 0x2c, 2, slot1, true, 3, 0),
-            a(1, 0x36, 2, nslots, true, 2, 1),
-            a(1, 0x53, 2, gen, true, 3, 2),
-            a(2, 0xc7, 2, nslots, false, 2, 2),
-            a(2, 0xed, 1, gen, false, 3, 3),
-            a(2, 0xea, 2, slot1, false, 3, 3),
-            a(2, 0xed, 2, gen, false, 3, 3),
-        ];
-        let ids: Vec<AccessId> = accesses.iter().map(|x| x.id).collect();
-        let mut q = Query {
-            tried: vec![class_of(&accesses)],
-            asked: vec![vec![(ids[5], 2), (ids[6], 2)]],
-            locations: Vec::new(),
-            accesses,
-            focus_pos: 11,
-            focus_thread: Some(2),
-            limits: Limits::default(),
-        };
-        let mut seen = Vec::new();
-        for _ in 0..6 {
-            match solve(&q).0 {
-                Answer::Order { class, flips } => {
-                    let walked = class.contains(&(ids[5], 2)) && class.contains(&(ids[7], 3));
-                    if walked && class.contains(&(ids[8], 2)) {
-                        return;
-                    }
-                    seen.push((class.clone(), flips));
-                    q.asked.push(class);
-                }
-                other => panic!("{other:?} after {seen:#?}"),
-            }
-        }
-        panic!("not asked: {seen:#?}");
     }
 }

@@ -83,14 +83,9 @@ pub struct Query {
     /// thread it concerns (None: every thread, for a hang or deadlock).
     pub focus_pos: u64,
     pub focus_thread: Option<u32>,
-    /// Classes already run: the answer must differ from each in the value
-    /// of at least one focus read they share (a read a run did not make
-    /// is one its other values led away from).
+    /// Classes already run or asked for: the answer must differ from
+    /// each in the value of at least one focus read they share.
     pub tried: Vec<Class>,
-    /// Classes asked for before, of their own queries' focus reads: one
-    /// rules out only answers on the same focus reads (asked of a smaller
-    /// window, it says nothing of the reads it did not hold).
-    pub asked: Vec<Class>,
     /// When not empty, the focus reads are any thread's reads of these
     /// locations that another thread's write could still precede, the
     /// latest first (`focus_thread` and the stretches are not used): the

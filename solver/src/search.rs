@@ -105,8 +105,6 @@ struct Solver<'r, 'a> {
     runner: &'r mut Runner<'a>,
     order: SketchOrder,
     tried: Vec<Class>,
-    /// Classes answers asked for (see [`Query::asked`]).
-    asked: Vec<Class>,
     queries: Vec<Stats>,
     /// Answers given at the current stage since the base last moved.
     stage_answers: usize,
@@ -134,7 +132,6 @@ impl SchedulePlanner for SolverPlanner {
             runner,
             order,
             tried: Vec::new(),
-            asked: Vec::new(),
             queries: Vec::new(),
             stage_answers: 0,
         };
@@ -312,7 +309,7 @@ impl Solver<'_, '_> {
                 match answer {
                     Answer::Order { flips, class } => {
                         // Asked for: not asked again, whatever the attempt reads.
-                        self.asked.push(class);
+                        self.tried.push(class);
                         let mut all = compatible(&base, &flips);
                         all.extend(flips.iter().filter_map(|&(h, u)| flip(h, u, &base.forked)));
                         all.truncate(reprise_abi::observe::MAX_FLIPS);
@@ -451,7 +448,6 @@ impl Solver<'_, '_> {
             focus_pos: base.focus_pos,
             focus_thread: base.focus_thread,
             tried: Vec::new(),
-            asked: Vec::new(),
             locations: Vec::new(),
             limits: Limits::default(),
         };
@@ -481,7 +477,6 @@ impl Solver<'_, '_> {
                 focus_pos: base.focus_pos,
                 focus_thread: if everyone { None } else { base.focus_thread },
                 tried: self.tried.clone(),
-                asked: self.asked.clone(),
                 locations: if by_location {
                     locations.clone()
                 } else {

@@ -74,7 +74,6 @@ pub fn query(n: usize) -> Query {
     let last = accesses.last().map_or(0, |a| a.before_event);
     Query {
         tried: vec![class_of(&accesses)],
-        asked: Vec::new(),
         locations: Vec::new(),
         focus_pos: last,
         focus_thread: accesses.last().map(|a| a.id.thread),
