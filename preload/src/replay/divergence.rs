@@ -121,10 +121,7 @@ fn syscall_name(nr: i64) -> &'static [u8] {
 /// True once this thread left the sketch writing to stderr (see
 /// [`leave_sketch`]): it is the one the divergence record names. One load
 /// of shared memory while the replay follows the sketch.
-pub(super) fn off_sketch() -> bool {
-    let Some(c) = ctl::control() else {
-        return false;
-    };
+pub(super) fn off_sketch(c: &ControlHeader) -> bool {
     let d = &st(c).divergence;
     d.state.load(Ordering::Acquire) == 2
         && d.kind == rp::DIVERGED_STDERR

@@ -87,7 +87,7 @@ pub fn end_create() {
 pub fn thread_exit() {
     let _busy = Busy::enter();
     let c = ctl_ok();
-    if off_sketch() {
+    if off_sketch(c) {
         return;
     }
     match arrive(c, K::ThreadExit, 0) {
@@ -105,7 +105,7 @@ pub fn thread_exit() {
 pub fn process_exit() {
     let _busy = Busy::enter();
     let c = ctl_ok();
-    if off_sketch() {
+    if off_sketch(c) {
         // A thread past its failure's message exits for real: how the
         // program ends is what the supervisor compares.
         return;
@@ -130,7 +130,7 @@ fn is_timed(kind: K) -> bool {
 pub fn acquire(kind: K, object: u64, holds: bool, f: impl FnOnce() -> c_int) -> c_int {
     let _busy = Busy::enter();
     let c = ctl_ok();
-    if off_sketch() {
+    if off_sketch(c) {
         return f();
     }
     if matches!(kind, K::BarrierWait | K::Once) {
@@ -196,7 +196,7 @@ pub fn acquire(kind: K, object: u64, holds: bool, f: impl FnOnce() -> c_int) -> 
 pub fn release(kind: K, object: u64, f: impl FnOnce() -> c_int) -> c_int {
     let _busy = Busy::enter();
     let c = ctl_ok();
-    if off_sketch() {
+    if off_sketch(c) {
         return f();
     }
     match arrive(c, kind, object) {
@@ -216,7 +216,7 @@ pub fn release(kind: K, object: u64, f: impl FnOnce() -> c_int) -> c_int {
 pub fn after(kind: K, object: u64, holds: bool, f: impl FnOnce() -> c_int) -> c_int {
     let _busy = Busy::enter();
     let c = ctl_ok();
-    if off_sketch() {
+    if off_sketch(c) {
         return f();
     }
     match arrive(c, kind, object) {
@@ -256,7 +256,7 @@ pub fn after(kind: K, object: u64, holds: bool, f: impl FnOnce() -> c_int) -> c_
 pub fn cond_wait(cond: u64, m: *mut pthread_mutex_t, wait: impl FnOnce() -> c_int) -> c_int {
     let _busy = Busy::enter();
     let c = ctl_ok();
-    if off_sketch() {
+    if off_sketch(c) {
         return wait();
     }
     let unlock = real!(pthread_mutex_unlock: fn(*mut pthread_mutex_t) -> c_int);

@@ -167,22 +167,20 @@ fn check_output(c: &ControlHeader, t: &Turn, fd: u64, mut next: impl FnMut(usize
 pub fn syscall(nr: i64, a: [u64; 6]) -> i64 {
     let _busy = Busy::enter();
     let c = ctl_ok();
-    if divergence::off_sketch() {
-        return raw::syscall6(nr, a);
-    }
     let output = matches!(nr, libc::SYS_write | libc::SYS_writev) && (1..=2).contains(&a[0]);
     let level_sys = c.level >= reprise_abi::Level::Sys as u32;
     let recorded = st(c).recorded_events.load(Ordering::Relaxed);
     let file = files::is_file_syscall(nr) && recorded & rp::RECORDED_FILES != 0;
     let net = (crate::net::is_net(nr) || crate::net::is_socket_write(nr, a[0]))
         && recorded & rp::RECORDED_NET != 0;
-    if !(output || (level_sys && (is_input(nr) || file || net))) {
+    // Unordered, or from a thread that left the sketch: run for real.
+    if !(output || (level_sys && (is_input(nr) || file || net))) || divergence::off_sketch(c) {
         return raw::syscall6(nr, a);
     }
     // A failure's message: see `divergence::leave_sketch`.
     let stderr = output && a[0] == 2;
     let arrived = arrive_writing(c, K::Syscall, nr as u64, stderr);
-    if stderr && divergence::off_sketch() {
+    if stderr && divergence::off_sketch(c) {
         return raw::syscall6(nr, a);
     }
     let Some(t) = arrived else { park(c) };
@@ -279,7 +277,7 @@ pub fn syscall(nr: i64, a: [u64; 6]) -> i64 {
             _ => result = raw::syscall6(nr, a),
         }
     }
-    if stderr && divergence::off_sketch() {
+    if stderr && divergence::off_sketch(c) {
         // Stderr differed from the recording's: written, not advanced.
         return result;
     }
