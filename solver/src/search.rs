@@ -379,14 +379,14 @@ impl Solver<'_, '_> {
                         // or when it made two threads share an object (the
                         // first stage asks about it); a run that got as
                         // far is the base, but the stage goes on.
-                        let d = depth;
+                        let (d, answers) = (depth, self.stage_answers);
                         if further || b.object.is_some() {
                             depth = 0;
                             self.stage_answers = 0;
                         }
                         let left = std::mem::replace(&mut base, b);
                         if !further {
-                            earlier.push((left, d, self.stage_answers));
+                            earlier.push((left, d, answers));
                         }
                     }
                 }
