@@ -509,8 +509,16 @@ fn run_line(r: &Run) -> String {
             let f = FlipInfo::from(f);
             if f.until_addr != 0 {
                 return format!(
-                    " [t{}:{:#x}#{} waits for a write to {:#x}{state}]",
-                    f.held_thread, f.held_pc, f.held_n, f.until_addr
+                    " [t{}:{:#x}#{} waits for a write to {:#x}{}{state}]",
+                    f.held_thread,
+                    f.held_pc,
+                    f.held_n,
+                    f.until_addr,
+                    if f.defer {
+                        " and the writer's stretch"
+                    } else {
+                        ""
+                    }
                 );
             }
             format!(
@@ -531,8 +539,13 @@ fn run_line(r: &Run) -> String {
         format!(" ({})", r.note)
     };
     let res = &r.result;
+    // Preemptions at shared accesses: their chance at each, 1 in N.
+    let preempt = match r.schedule.preempt_rate {
+        0 => String::new(),
+        p => format!(" preempt 1/{}", 65536 / p),
+    };
     format!(
-        "{role} {} {} seed {:#x}{flips} {:.3}s events {} decisions {}: {}{note}",
+        "{role} {} {} seed {:#x}{preempt}{flips} {:.3}s events {} decisions {}: {}{note}",
         r.attempt,
         r.schedule.strategy.name(),
         r.schedule.seed,

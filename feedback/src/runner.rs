@@ -76,10 +76,26 @@ impl<'a> Runner<'a> {
         Ok(done[0])
     }
 
+    /// An earlier run of `schedule` in `role` that logged what `log` asks
+    /// for. Attempts and observations are not run twice: a planner that
+    /// takes over from another (hybrid's feedback after the solver)
+    /// replans from the start, and its first choices are runs already
+    /// made. Deliberate repeats (does a schedule fail every time?) are
+    /// [`Role::Minimize`] runs and always run.
+    fn earlier_run(&self, schedule: &Schedule, role: Role, log: bool) -> Option<usize> {
+        if role == Role::Minimize {
+            return None;
+        }
+        self.runs
+            .iter()
+            .position(|r| r.role == role && (r.observed || !log) && r.schedule == *schedule)
+    }
+
     /// Runs `schedules`, up to `jobs` at once, and returns their indices in
     /// [`Self::runs`] (in the order given). `stop_at_reproduced`: once one
     /// reproduces, those not started yet are not run (those running end,
-    /// and count).
+    /// and count). A schedule already run in this role is not run again:
+    /// its earlier run's index is returned (see [`Self::earlier_run`]).
     pub fn run_all(
         &mut self,
         schedules: Vec<(Schedule, String)>,
@@ -87,6 +103,45 @@ impl<'a> Runner<'a> {
         log: bool,
         stop_at_reproduced: bool,
     ) -> Result<Vec<usize>, ReplayError> {
+        let earlier: Vec<Option<usize>> = schedules
+            .iter()
+            .map(|(sc, _)| self.earlier_run(sc, role, log))
+            .collect();
+        if earlier.iter().any(Option::is_some) {
+            let mut out = Vec::new();
+            let mut fresh = Vec::new();
+            for (k, (sc, note)) in schedules.into_iter().enumerate() {
+                match earlier[k] {
+                    Some(i) => {
+                        // Why it was asked for again (a solver's query) stays
+                        // in the attempt log, on the run that answers it.
+                        if !note.is_empty() {
+                            let was = &mut self.runs[i].note;
+                            let again =
+                                format!("{note}: the same schedule as this run, not run again");
+                            *was = if was.is_empty() {
+                                again
+                            } else {
+                                format!("{was}; {again}")
+                            };
+                        }
+                        out.push(Some(i));
+                    }
+                    None => {
+                        out.push(None);
+                        fresh.push((sc, note));
+                    }
+                }
+            }
+            let mut ran = self
+                .run_all(fresh, role, log, stop_at_reproduced)?
+                .into_iter();
+            // Runs not started after a reproduction are left out, as below.
+            return Ok(out
+                .into_iter()
+                .filter_map(|i| i.or_else(|| ran.next()))
+                .collect());
+        }
         let counted = role == Role::Attempt;
         let first = self.attempts;
         let first_run = self.runs.len();

@@ -242,24 +242,32 @@ impl Searcher<'_, '_> {
     fn random(&mut self, result: &mut SearchResult) -> Result<(), ReplayError> {
         let first = self.runner.attempts;
         let strategy = self.runner.opts.strategy;
-        let schedules = (0..self.runner.budget())
-            .map(|i| {
-                let seed = self.runner.opts.seed.wrapping_add(i as u64);
-                let rate = if first + i == 0 || strategy == Strategy::Preempt {
-                    0
-                } else {
-                    preempt_rate(seed)
-                };
-                (
-                    Schedule::base(strategy, seed).with_preemptions(rate),
-                    String::new(),
-                )
-            })
-            .collect();
-        let ran = self.runner.run_all(schedules, Role::Attempt, false, true)?;
-        if let Some(&i) = ran.iter().find(|&&i| self.runner.runs[i].reproduced) {
-            result.found = Some(i);
-            result.schedule = Some(self.runner.runs[i].schedule.clone());
+        // Seeds already run (by a planner before this one) are not run
+        // again and do not count: the next seeds take their place.
+        let mut next = 0u32;
+        while self.runner.budget() > 0 {
+            let want = self.runner.budget();
+            let schedules = (next..next + want)
+                .map(|i| {
+                    let seed = self.runner.opts.seed.wrapping_add(i as u64);
+                    let rate = if first + i == 0 || strategy == Strategy::Preempt {
+                        0
+                    } else {
+                        preempt_rate(seed)
+                    };
+                    (
+                        Schedule::base(strategy, seed).with_preemptions(rate),
+                        String::new(),
+                    )
+                })
+                .collect();
+            next += want;
+            let ran = self.runner.run_all(schedules, Role::Attempt, false, true)?;
+            if let Some(&i) = ran.iter().find(|&&i| self.runner.runs[i].reproduced) {
+                result.found = Some(i);
+                result.schedule = Some(self.runner.runs[i].schedule.clone());
+                return Ok(());
+            }
         }
         Ok(())
     }
@@ -468,7 +476,10 @@ impl Searcher<'_, '_> {
                     push(&mut frontier, &nodes, nodes.len() - 1);
                 }
             }
-            self.runner.runs[i].note = note;
+            // A run made before (replanning after the solver) keeps its note.
+            if self.runner.runs[i].note.is_empty() {
+                self.runner.runs[i].note = note;
+            }
         }
         // Every race tried: the rest of the budget goes to random
         // preemptions on the same base schedule.

@@ -8,6 +8,9 @@
 //! everything feedback observed: what those runs read counts as tried, and
 //! the furthest of them on the early base order is its first query's base.
 //!
+//! When the solver concludes (no untried schedule within what it observed)
+//! with attempts left, feedback's search goes on with them.
+//!
 //! Neither attempt counts nor progress along the sketch tell the two kinds
 //! of failure apart early: in both, every attempt reaches the recorded
 //! failure's place and does not fail there. So the split is fixed.
@@ -42,6 +45,24 @@ impl SchedulePlanner for HybridPlanner {
         if result.found.is_some() || runner.budget() == 0 {
             return Ok(());
         }
-        SolverPlanner.plan(runner, result)
+        SolverPlanner.plan(runner, result)?;
+        if result.found.is_some() || runner.budget() == 0 {
+            return Ok(());
+        }
+        // The solver concluded with attempts left: its proof holds only
+        // within what observation saw (not inside libraries, not beyond
+        // the accesses its runs logged), so feedback's search goes on with
+        // the rest. It replans from the start; its first attempts are
+        // runs it made before and are not run again (see `Runner::run_all`).
+        let said = result.conclusion.take().unwrap_or_default();
+        let before = runner.attempts;
+        FeedbackPlanner.plan(runner, result)?;
+        if result.found.is_none() && !said.is_empty() {
+            result.conclusion = Some(format!(
+                "{said}; feedback's search in the other {} attempt(s) did not reproduce it either",
+                runner.attempts - before
+            ));
+        }
+        Ok(())
     }
 }
