@@ -308,6 +308,54 @@ fn many_threads_follow_the_whole_sketch() {
     }
 }
 
+/// Each worker counts the CPUs (glibc reads /sys/devices/system/cpu/online,
+/// as its malloc does when arenas are contended) or not, by the parity of
+/// the time-stamp counter: something neither recorded nor replayed, like
+/// the lock contention that decides it in malloc.
+const COUNTS_CPUS: &str = r#"
+#include <pthread.h>
+#include <stdio.h>
+#include <sys/sysinfo.h>
+#include <x86intrin.h>
+#define N 4
+long total;
+pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+void *work(void *a) {
+    long n = 1;
+    if (__rdtsc() & 64) n = get_nprocs() > 0;
+    pthread_mutex_lock(&m); total += n; pthread_mutex_unlock(&m);
+    return 0;
+}
+int main(void) {
+    pthread_t t[N];
+    for (int i = 0; i < N; i++) pthread_create(&t[i], 0, work, 0);
+    for (int i = 0; i < N; i++) pthread_join(t[i], 0);
+    printf("total=%ld\n", total);
+    return 0;
+}
+"#;
+
+/// The machine description files libc reads on its own are not in the
+/// sketch: a thread that counts the CPUs in the recording and not in the
+/// replay (or the other way) does not leave it.
+#[test]
+fn libc_reading_the_cpu_count_is_not_in_the_sketch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prog = compile(tmp.path(), "cpus", COUNTS_CPUS, &["-O1", "-g"]);
+    for round in 0..4 {
+        let trace = tmp.path().join(format!("trace-{round}"));
+        let o = record(tmp.path(), &trace, &prog, &[]);
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "total=4\n", "{}", stderr(&o));
+        let dump = run_reprise(tmp.path(), &["dump", trace.to_str().unwrap()], None, LIMIT);
+        let dump = String::from_utf8_lossy(&dump.stdout);
+        assert!(!dump.contains("/sys/devices/system/cpu"), "{dump}");
+        for _ in 0..2 {
+            let v = replay_json(tmp.path(), &trace, "1");
+            assert_eq!(v["reproduced"], true, "round {round}: {v:#}");
+        }
+    }
+}
+
 /// Creates its config file when `access` says it is missing, and rewrites
 /// it before exiting: at replay time the file exists, with other contents.
 const CONFIG: &str = r#"

@@ -10,6 +10,7 @@
 //! program itself allocates: thread creation), no std locks, no panics, no
 //! syscalls that the agent's own filter traps except through [`raw`].
 
+mod ambient;
 mod ctl;
 mod fatal;
 mod filter;

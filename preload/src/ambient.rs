@@ -1,0 +1,85 @@
+//! Files that describe the machine, which libc reads on its own at moments
+//! that depend on timing: they are kept out of the sketch.
+//!
+//! glibc's malloc counts the CPUs (`/sys/devices/system/cpu/online`) when
+//! a thread first needs an arena and the arenas in use are contended, and
+//! reads `/proc/sys/vm/overcommit_memory` and the transparent huge page
+//! settings when it grows or trims a heap. Which thread does so, and
+//! whether it does at all, follows from which malloc found a lock taken:
+//! ordered as events, these opens and reads made a replay leave the sketch
+//! where the recorded thread counted the CPUs and the replayed one did not
+//! (measured: a 20-thread program diverged in 1 of 2 recordings, at
+//! `expected openat("/sys/devices/system/cpu/online")`). Record and replay
+//! both run them for real and unordered: what they read is the machine's,
+//! not the program's input.
+//!
+//! The descriptor such an open returns is remembered for the calling thread
+//! until its next other system call: libc reads the file at once and
+//! closes it (`close` is not trapped, so the mark cannot outlive the
+//! pattern: any other call of the thread that reaches the agent clears it).
+
+use core::cell::Cell;
+
+thread_local! {
+    /// The descriptor of a machine description file this thread opened,
+    /// or -1.
+    static FD: Cell<i64> = const { Cell::new(-1) };
+}
+
+/// Path prefixes of the files libc reads on its own (see the module).
+const PREFIXES: [&[u8]; 3] = [
+    b"/sys/devices/system/cpu/",
+    b"/proc/sys/vm/overcommit_memory",
+    b"/sys/kernel/mm/transparent_hugepage/",
+];
+
+/// True if the NUL-terminated string at `path` starts with one of
+/// [`PREFIXES`].
+///
+/// # Safety
+/// `path` must be null or point to a NUL-terminated string the kernel
+/// accepted as a path argument.
+unsafe fn is_ambient_path(path: *const u8) -> bool {
+    if path.is_null() {
+        return false;
+    }
+    PREFIXES.iter().any(|p| {
+        // Stops at the first byte that differs, before a NUL.
+        p.iter()
+            .enumerate()
+            .all(|(i, &b)| unsafe { *path.add(i) } == b)
+    })
+}
+
+/// The path argument of an open, if `nr` is one.
+fn open_path(nr: i64, a: &[u64; 6]) -> Option<*const u8> {
+    match nr {
+        libc::SYS_open => Some(a[0] as *const u8),
+        libc::SYS_openat => Some(a[1] as *const u8),
+        _ => None,
+    }
+}
+
+/// Runs the call for real if it opens or reads a machine description file
+/// (see the module) and returns its result; `None` for any other call,
+/// which the caller records or replays as usual.
+pub fn run_outside_sketch(nr: i64, a: &[u64; 6]) -> Option<i64> {
+    let mine = FD.with(|f| f.get());
+    let reads_it =
+        matches!(nr, libc::SYS_read | libc::SYS_pread64) && mine >= 0 && a[0] as i64 == mine;
+    if reads_it {
+        return Some(crate::raw::syscall6(nr, *a));
+    }
+    // SAFETY: an open's path argument, read only up to the first byte that
+    // differs from a prefix (the kernel reads it whole either way).
+    let opens_one = open_path(nr, a).is_some_and(|p| unsafe { is_ambient_path(p) });
+    if !opens_one {
+        if mine >= 0 {
+            FD.with(|f| f.set(-1));
+        }
+        return None;
+    }
+    let r = crate::raw::syscall6(nr, *a);
+    FD.with(|f| f.set(if r >= 0 { r } else { -1 }));
+    Some(r)
+}
