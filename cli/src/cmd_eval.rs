@@ -51,6 +51,11 @@ pub struct EvalArgs {
     /// --replay: print the rows as JSON instead of the markdown table.
     #[arg(long)]
     json: bool,
+    /// --replay: keep each failing trace in this directory (created if
+    /// missing) instead of a temporary one, to replay the same recordings
+    /// again with `reprise replay`.
+    #[arg(long, value_name = "DIR")]
+    keep_traces: Option<std::path::PathBuf>,
 }
 
 pub fn run(a: EvalArgs) -> Result<u8> {
@@ -68,6 +73,7 @@ pub fn run(a: EvalArgs) -> Result<u8> {
         strategies: a.strategies,
         max_attempts: a.max_attempts,
         json: a.json,
+        keep_traces: a.keep_traces,
         reprise,
     })
 }

@@ -58,6 +58,10 @@ pub struct EvalOptions {
     pub max_attempts: u32,
     /// `replay`: print the rows as JSON instead of the markdown table.
     pub json: bool,
+    /// `replay`: keep the failing traces in this directory (one per
+    /// program and sketch) instead of a temporary one, to replay them
+    /// again (another build, another strategy) on the same recordings.
+    pub keep_traces: Option<PathBuf>,
     /// The `reprise` executable that records.
     pub reprise: PathBuf,
 }

@@ -537,7 +537,7 @@ fn evaluate_replay(bug: &Bug, built: &Built, a: &EvalOptions, dir: &Path) -> Res
             );
             cells.push(c);
         }
-        if let Some(t) = &rec.trace {
+        if let (Some(t), None) = (&rec.trace, &a.keep_traces) {
             let _ = std::fs::remove_dir_all(t);
         }
     }
@@ -568,7 +568,18 @@ pub(super) fn run_replay(a: &EvalOptions, bugs: &[Bug], built: &[Built]) -> Resu
             );
         }
     }
-    let traces = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let scratch;
+    let traces = match &a.keep_traces {
+        Some(d) => {
+            std::fs::create_dir_all(d)
+                .with_context(|| format!("cannot create the trace directory {}", d.display()))?;
+            d.clone()
+        }
+        None => {
+            scratch = tempfile::tempdir().context("cannot create a temporary directory")?;
+            scratch.path().to_path_buf()
+        }
+    };
     let (ps, pst) = (primary_sketch(a), primary_strategy(a));
     let mut rows = Vec::new();
     for bug in bugs {
@@ -577,7 +588,7 @@ pub(super) fn run_replay(a: &EvalOptions, bugs: &[Bug], built: &[Built]) -> Resu
             .find(|b| b.name == bug.name)
             .context("program not built")?;
         let t = Instant::now();
-        let r = evaluate_replay(bug, b, a, traces.path())?;
+        let r = evaluate_replay(bug, b, a, &traces)?;
         let p = r.cell(pst, ps);
         eprintln!(
             "{:<30} done in {:.0} s: native {:.1}%, {pst}/{ps} {}, failure matched {}, root cause {}",
