@@ -568,6 +568,9 @@ pub mod replay {
     /// [`ReplayState::recorded_events`]: network and event syscalls are
     /// events, and recorded signals are delivered.
     pub const RECORDED_NET: u32 = 4;
+    /// [`ReplayState::recorded_events`]: libc's reads of the machine's
+    /// description are not events (the agent's `ambient` module).
+    pub const AMBIENT_UNORDERED: u32 = 8;
 
     /// The baton's name for thread `thread` of process `process`; 0 is
     /// nobody.

@@ -591,6 +591,9 @@ fn init_control(ctl: &ControlBlock, replay: &Replay, opts: &AttemptOptions) {
     if recorded & reprise_schema::RecordedEvents::NET != 0 {
         recorded_events |= rp::RECORDED_NET;
     }
+    if recorded & reprise_schema::RecordedEvents::AMBIENT_UNORDERED != 0 {
+        recorded_events |= rp::AMBIENT_UNORDERED;
+    }
     r.recorded_events.store(recorded_events, Ordering::Release);
 }
 

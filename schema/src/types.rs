@@ -167,8 +167,12 @@ impl RecordedEvents {
     /// `sched_getaffinity` with their results; signal handlers run at
     /// their recorded place in replay.
     pub const NET: u32 = 4;
+    /// libc's reads of the machine's description (the CPU count, malloc's
+    /// settings) are left out: a replay runs them unordered. A trace
+    /// without this bit has them as events and replays them so.
+    pub const AMBIENT_UNORDERED: u32 = 8;
     /// Everything this version records.
-    pub const CURRENT: u32 = Self::PROCESS_EXIT | Self::FILES | Self::NET;
+    pub const CURRENT: u32 = Self::PROCESS_EXIT | Self::FILES | Self::NET | Self::AMBIENT_UNORDERED;
 }
 
 impl HeaderInfo {

@@ -70,6 +70,18 @@ pub fn delivers_signals() -> bool {
     })
 }
 
+/// The trace leaves libc's reads of the machine's description out of the
+/// sketch (see `crate::ambient`).
+pub fn ambient_unordered() -> bool {
+    ctl::control().is_some_and(|c| {
+        st(c)
+            .recorded_events
+            .load(core::sync::atomic::Ordering::Relaxed)
+            & rp::AMBIENT_UNORDERED
+            != 0
+    })
+}
+
 fn ctl_ok() -> &'static ControlHeader {
     match ctl::control() {
         Some(c) => c,
