@@ -369,6 +369,7 @@ impl Searcher<'_, '_> {
                 o,
                 r,
                 self.focus(r),
+                None,
             ));
         }
         // Best first: a node's k-th race costs k, plus DEPTH_COST per flip
@@ -379,10 +380,16 @@ impl Searcher<'_, '_> {
         // stretch), DEFER_COST ranks later.
         type Frontier = BinaryHeap<Reverse<(usize, usize, usize, bool)>>;
         let mut frontier: Frontier = BinaryHeap::new();
+        // A race the last flip exposed costs no more than that flip did.
         let push = |frontier: &mut Frontier, nodes: &[Node], n: usize| {
             let node = &nodes[n];
             for k in 0..node.races.len().min(BRANCH) {
-                let cost = node.flips.len() * DEPTH_COST + k;
+                let depth = if k < node.exposed {
+                    node.flips.len().saturating_sub(1)
+                } else {
+                    node.flips.len()
+                };
+                let cost = depth * DEPTH_COST + k;
                 frontier.push(Reverse((cost, n, k, false)));
                 frontier.push(Reverse((cost + DEFER_COST, n, k, true)));
             }
@@ -472,7 +479,16 @@ impl Searcher<'_, '_> {
                 } else if flips.len() < self.runner.opts.max_depth {
                     let r = &self.runner.runs[i].result;
                     let focus = self.focus(r);
-                    nodes.push(Node::new(self.runner.replay, base, flips, &obs, r, focus));
+                    let child = Node::new(
+                        self.runner.replay,
+                        base,
+                        flips,
+                        &obs,
+                        r,
+                        focus,
+                        Some(&nodes[n]),
+                    );
+                    nodes.push(child);
                     push(&mut frontier, &nodes, nodes.len() - 1);
                 }
             }

@@ -13,12 +13,20 @@ use crate::races::{self, Focus, Race};
 /// A node of the feedback search: a schedule that ran (without failing),
 /// and its races still to try — one per pair of instructions, the
 /// instance nearest the point of interest, none already flipped on the
-/// way here.
+/// way here. The races its last flip exposed come first.
 pub(super) struct Node {
     /// The base schedule (`Feedback` or `FeedbackLazy`).
     pub base: Strategy,
     pub flips: Vec<FlipSpec>,
     pub races: Vec<Race>,
+    /// How many of `races`, at the front, the last flip exposed: races on
+    /// memory where no race was seen in the parent's run. A flip that
+    /// hands one object to two threads makes their accesses to it race
+    /// for the first time, and the failure is usually one of those next
+    /// (PRES: feed back the races an attempt exposed).
+    pub exposed: usize,
+    /// The 8-byte granules that some race of this run touched.
+    pub places: HashSet<u64>,
     pub stopped_at: u64,
 }
 
@@ -30,6 +38,7 @@ impl Node {
         obs: &Observation,
         r: &AttemptResult,
         focus: Focus,
+        parent: Option<&Node>,
     ) -> Node {
         // Neither a flip already made nor its reversal (which would undo
         // it); the same instructions at other instances may come again (a
@@ -43,14 +52,27 @@ impl Node {
                 ]
             })
             .collect();
+        let found = races::races(replay, obs, focus);
+        let granule = |a: u64| a & !7;
+        let places: HashSet<u64> = found
+            .iter()
+            .flat_map(|r| [granule(r.first.access.addr), granule(r.second.access.addr)])
+            .collect();
         let mut pairs = HashSet::new();
-        let races: Vec<Race> = races::races(replay, obs, focus)
+        let (mut races, known): (Vec<Race>, Vec<Race>) = found
             .into_iter()
             .filter(|r| {
                 let key = (r.first.access.pc, r.first.n, r.second.access.pc, r.second.n);
                 !path.contains(&key) && pairs.insert(r.static_pair())
             })
-            .collect();
+            .partition(|r| {
+                parent.is_some_and(|p| {
+                    !p.places.contains(&granule(r.first.access.addr))
+                        && !p.places.contains(&granule(r.second.access.addr))
+                })
+            });
+        let exposed = races.len();
+        races.extend(known);
         if let Some(path) = std::env::var_os("REPRISE_DEBUG_ACCESSES") {
             use std::io::Write;
             if let Ok(mut f) =
@@ -99,6 +121,8 @@ impl Node {
             base,
             flips,
             races,
+            exposed,
+            places,
             stopped_at: r.stopped_at,
         }
     }
