@@ -345,7 +345,12 @@ fn libc_reading_the_cpu_count_is_not_in_the_sketch() {
     for round in 0..4 {
         let trace = tmp.path().join(format!("trace-{round}"));
         let o = record(tmp.path(), &trace, &prog, &[]);
-        assert_eq!(String::from_utf8_lossy(&o.stdout), "total=4\n", "{}", stderr(&o));
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            "total=4\n",
+            "{}",
+            stderr(&o)
+        );
         let dump = run_reprise(tmp.path(), &["dump", trace.to_str().unwrap()], None, LIMIT);
         let dump = String::from_utf8_lossy(&dump.stdout);
         assert!(!dump.contains("/sys/devices/system/cpu"), "{dump}");
