@@ -40,8 +40,10 @@ pub struct ReplayArgs {
     /// thread's last shared reads read values no attempt read yet, with
     /// as few changes as it can; it says when no such schedule is left)
     /// or `hybrid` (feedback for the first 5 attempts, then the solver,
-    /// starting from what feedback observed).
-    #[arg(long, default_value = "feedback", value_parser = clap::builder::PossibleValuesParser::new(reprise_solver::STRATEGY_NAMES))]
+    /// starting from what feedback observed) or `auto`, the default
+    /// (feedback for the first 10 attempts, then the solver and feedback
+    /// in turns of 10, each going on from what all runs observed).
+    #[arg(long, default_value = "auto", value_parser = clap::builder::PossibleValuesParser::new(reprise_solver::STRATEGY_NAMES))]
     strategy: String,
     /// Print the result (outcome, attempt counts, schedule, root-cause
     /// report, the reproducing attempt's stdout and stderr) as one JSON

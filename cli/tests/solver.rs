@@ -89,17 +89,32 @@ fn solver_reproduces(
     tries: u32,
     extra: &[&str],
 ) -> (Value, usize) {
+    let mut opts = vec!["--strategy", "solver", "--max-attempts", "10"];
+    opts.extend_from_slice(extra);
+    reproduces_within(root, trace, prog, args, tries, &opts, 10)
+}
+
+/// Records `prog` until a run fails and replays it with `opts`, up to three
+/// recordings, until one reproduces within `attempts` attempts; returns
+/// that replay's JSON and how many recordings missed before it.
+fn reproduces_within(
+    root: &Path,
+    trace: &Path,
+    prog: &Path,
+    args: &[&str],
+    tries: u32,
+    opts: &[&str],
+    attempts: u64,
+) -> (Value, usize) {
     let mut misses = Vec::new();
     loop {
         assert!(
             record_until(root, trace, prog, args, tries, failed),
             "no failing run in {tries} recordings"
         );
-        let mut opts = vec!["--strategy", "solver", "--max-attempts", "10"];
-        opts.extend_from_slice(extra);
-        let v = replay_json(root, trace, &opts);
+        let v = replay_json(root, trace, opts);
         if v["reproduced"] == true {
-            assert!(v["attempt"].as_u64().unwrap() <= 10, "{v:#}");
+            assert!(v["attempt"].as_u64().unwrap() <= attempts, "{v:#}");
             return (v, misses.len());
         }
         misses.push(v);
@@ -321,6 +336,39 @@ fn solver_reproduces_a_buffer_handed_to_two_threads() {
     assert!(
         races.contains("fex_3881_pooled_buffers.c"),
         "the races are in the program: {v:#}"
+    );
+}
+
+/// The default strategy (`auto`) on the same program: feedback's ten
+/// attempts, then the solver's turn, which finds the buffer handed to two
+/// threads that one flip at a time rarely reaches.
+#[test]
+fn the_default_strategy_gives_the_solver_a_turn_after_feedback() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prog = compile_testbug(tmp.path(), "fex_3881_pooled_buffers");
+    let trace = tmp.path().join("trace");
+    let log = tmp.path().join("attempts.log");
+    let opts = [
+        "--max-attempts",
+        "30",
+        "--no-schedule",
+        "--attempt-log",
+        log.to_str().unwrap(),
+    ];
+    let (v, _) = reproduces_within(tmp.path(), &trace, &prog, &["200", "20000"], 200, &opts, 30);
+    let lines = std::fs::read_to_string(&log).unwrap();
+    // The last recording's attempts: the log appends across replays.
+    let last = lines.rsplit("attempt 1 ").next().unwrap_or("");
+    let attempts: Vec<&str> = last.lines().filter(|l| l.starts_with("attempt ")).collect();
+    assert!(
+        attempts.iter().take(9).all(|l| !l.contains("(solver: ")),
+        "feedback's turn first: {lines}"
+    );
+    assert!(
+        v["root_cause"]["races"]
+            .to_string()
+            .contains("fex_3881_pooled_buffers.c"),
+        "{v:#}"
     );
 }
 

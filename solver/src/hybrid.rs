@@ -66,3 +66,73 @@ impl SchedulePlanner for HybridPlanner {
         Ok(())
     }
 }
+
+/// Attempts in each turn of `--strategy auto`: the first turn is exactly
+/// `feedback` within the `reprise eval --replay` budget of ten attempts.
+pub const AUTO_TURN: u32 = 10;
+
+/// `--strategy auto`, the default: feedback's search for the first
+/// [`AUTO_TURN`] attempts, then the solver and feedback in turns of as
+/// many attempts, each planning from everything the runs so far observed
+/// (a planner replans from the start; the runs it made before answer its
+/// first choices without running again, see `Runner::run_all`, so it goes
+/// on where it stopped). A failure feedback reproduces within ten attempts
+/// reproduces as with `feedback`; one that needs coordinated flips (two
+/// threads handed one object) gets the solver after them. Once the solver
+/// concludes (no untried schedule within what it observed), feedback has
+/// the rest.
+pub struct TurnsPlanner {
+    /// Attempts per turn.
+    pub turn: u32,
+}
+
+impl SchedulePlanner for TurnsPlanner {
+    fn plan(
+        &mut self,
+        runner: &mut Runner<'_>,
+        result: &mut SearchResult,
+    ) -> Result<(), ReplayError> {
+        let mut solver_said: Option<String> = None;
+        let mut after_solver = 0;
+        for turn in 0u32.. {
+            let solver = turn % 2 == 1 && solver_said.is_none();
+            if turn % 2 == 1 && !solver {
+                continue;
+            }
+            let before = runner.attempts;
+            runner.cap = Some(before.saturating_add(self.turn));
+            let planned = if solver {
+                SolverPlanner.plan(runner, result)
+            } else {
+                FeedbackPlanner.plan(runner, result)
+            };
+            runner.cap = None;
+            planned?;
+            if solver_said.is_some() {
+                after_solver += runner.attempts - before;
+            }
+            if result.found.is_some() || runner.budget() == 0 {
+                break;
+            }
+            if solver {
+                // Stopped before its turn ended: it concluded.
+                if runner.attempts < before + self.turn {
+                    solver_said = Some(result.conclusion.take().unwrap_or_default());
+                } else {
+                    result.conclusion = None;
+                }
+            } else if runner.attempts == before && solver_said.is_some() {
+                // Feedback has nothing new and the solver is done.
+                break;
+            }
+        }
+        if let (None, Some(said)) = (result.found, solver_said) {
+            if !said.is_empty() {
+                result.conclusion = Some(format!(
+                    "{said}; feedback's search in the other {after_solver} attempt(s) did not reproduce it either"
+                ));
+            }
+        }
+        Ok(())
+    }
+}

@@ -24,7 +24,7 @@ use reprise_feedback::search::FeedbackPlanner;
 use reprise_replayer::Strategy;
 
 /// The strategies a user can name (`--strategy`, `--strategies`).
-pub const STRATEGY_NAMES: [&str; 5] = ["feedback", "random", "preempt", "solver", "hybrid"];
+pub const STRATEGY_NAMES: [&str; 6] = ["auto", "feedback", "random", "preempt", "solver", "hybrid"];
 
 /// A strategy as the user names it: its planner, and the replayer's base
 /// strategy it runs attempts on (`SearchOptions::strategy`).
@@ -41,6 +41,12 @@ pub fn strategy(name: &str) -> Option<NamedStrategy> {
             Strategy::Feedback,
             Box::new(hybrid::HybridPlanner {
                 handover: hybrid::HANDOVER,
+            }),
+        ),
+        "auto" => (
+            Strategy::Feedback,
+            Box::new(hybrid::TurnsPlanner {
+                turn: hybrid::AUTO_TURN,
             }),
         ),
         other => (Strategy::from_name(other)?, Box::new(FeedbackPlanner)),

@@ -343,7 +343,7 @@ fn replay_cell(
         query_millis: Vec::new(),
     };
     // The strategies that observe accesses, and so name a root cause.
-    let feedback = matches!(strategy, "feedback" | "solver" | "hybrid");
+    let feedback = matches!(strategy, "feedback" | "solver" | "hybrid" | "auto");
     if feedback {
         cell.root_cause = "—";
     }
