@@ -141,7 +141,10 @@ impl SchedulePlanner for SolverPlanner {
             _ => Some(rp::key(recorded.process as u32, recorded.thread)),
         };
         let searched = s.run_search(result, failing, end);
-        result.query_millis = s.queries.iter().map(|q| q.millis).collect();
+        // Appended: `auto` gives the solver several turns.
+        result
+            .query_millis
+            .extend(s.queries.iter().map(|q| q.millis));
         searched?;
         // Nothing observed to reason about (a failure in a forked child
         // whose reads no schedule can change, a process that ends early):
