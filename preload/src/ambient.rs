@@ -33,29 +33,62 @@ const PREFIXES: [&[u8]; 3] = [
     b"/sys/kernel/mm/transparent_hugepage/",
 ];
 
-/// True if the NUL-terminated string at `path` starts with one of
-/// [`PREFIXES`].
-///
-/// # Safety
-/// `path` must be null or point to a NUL-terminated string the kernel
-/// accepted as a path argument.
-unsafe fn is_ambient_path(path: *const u8) -> bool {
-    if path.is_null() {
+/// Bytes of a path compared with [`PREFIXES`] (the longest is 36).
+const PREFIX_MAX: usize = 40;
+
+/// Copies up to [`PREFIX_MAX`] bytes of the program's string at `path`
+/// without touching memory the program may not have mapped (it may pass a
+/// bad pointer and expect `EFAULT`): through `process_vm_readv` on this
+/// process, split at the page boundary so that a path ending just before
+/// an unmapped page is still read. Returns the bytes copied.
+fn copy_prefix(path: u64, buf: &mut [u8; PREFIX_MAX]) -> usize {
+    let to_page_end = (4096 - (path % 4096)) as usize;
+    let first = to_page_end.min(PREFIX_MAX);
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: PREFIX_MAX,
+    };
+    let remote = [
+        libc::iovec {
+            iov_base: path as *mut core::ffi::c_void,
+            iov_len: first,
+        },
+        libc::iovec {
+            iov_base: (path + first as u64) as *mut core::ffi::c_void,
+            iov_len: PREFIX_MAX - first,
+        },
+    ];
+    let n = crate::raw::syscall6(
+        libc::SYS_process_vm_readv,
+        [
+            crate::raw::getpid() as u64,
+            &local as *const libc::iovec as u64,
+            1,
+            remote.as_ptr() as u64,
+            if first < PREFIX_MAX { 2 } else { 1 },
+            0,
+        ],
+    );
+    n.max(0) as usize
+}
+
+/// True if the string at `path` starts with one of [`PREFIXES`].
+fn is_ambient_path(path: u64) -> bool {
+    if path == 0 {
         return false;
     }
-    PREFIXES.iter().any(|p| {
-        // Stops at the first byte that differs, before a NUL.
-        p.iter()
-            .enumerate()
-            .all(|(i, &b)| unsafe { *path.add(i) } == b)
-    })
+    let mut buf = [0u8; PREFIX_MAX];
+    let n = copy_prefix(path, &mut buf);
+    PREFIXES
+        .iter()
+        .any(|p| p.len() <= n && buf[..p.len()] == **p)
 }
 
 /// The path argument of an open, if `nr` is one.
-fn open_path(nr: i64, a: &[u64; 6]) -> Option<*const u8> {
+fn open_path(nr: i64, a: &[u64; 6]) -> Option<u64> {
     match nr {
-        libc::SYS_open => Some(a[0] as *const u8),
-        libc::SYS_openat => Some(a[1] as *const u8),
+        libc::SYS_open => Some(a[0]),
+        libc::SYS_openat => Some(a[1]),
         _ => None,
     }
 }
@@ -74,9 +107,7 @@ pub fn run_outside_sketch(nr: i64, a: &[u64; 6]) -> Option<i64> {
     if reads_it {
         return Some(crate::raw::syscall6(nr, *a));
     }
-    // SAFETY: an open's path argument, read only up to the first byte that
-    // differs from a prefix (the kernel reads it whole either way).
-    let opens_one = open_path(nr, a).is_some_and(|p| unsafe { is_ambient_path(p) });
+    let opens_one = open_path(nr, a).is_some_and(is_ambient_path);
     if !opens_one {
         if mine >= 0 {
             FD.with(|f| f.set(-1));
