@@ -36,49 +36,16 @@ const PREFIXES: [&[u8]; 3] = [
 /// Bytes of a path compared with [`PREFIXES`] (the longest is 36).
 const PREFIX_MAX: usize = 40;
 
-/// Copies up to [`PREFIX_MAX`] bytes of the program's string at `path`
-/// without touching memory the program may not have mapped (it may pass a
-/// bad pointer and expect `EFAULT`): through `process_vm_readv` on this
-/// process, split at the page boundary so that a path ending just before
-/// an unmapped page is still read. Returns the bytes copied.
-fn copy_prefix(path: u64, buf: &mut [u8; PREFIX_MAX]) -> usize {
-    let to_page_end = (4096 - (path % 4096)) as usize;
-    let first = to_page_end.min(PREFIX_MAX);
-    let local = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: PREFIX_MAX,
-    };
-    let remote = [
-        libc::iovec {
-            iov_base: path as *mut core::ffi::c_void,
-            iov_len: first,
-        },
-        libc::iovec {
-            iov_base: (path + first as u64) as *mut core::ffi::c_void,
-            iov_len: PREFIX_MAX - first,
-        },
-    ];
-    let n = crate::raw::syscall6(
-        libc::SYS_process_vm_readv,
-        [
-            crate::raw::getpid() as u64,
-            &local as *const libc::iovec as u64,
-            1,
-            remote.as_ptr() as u64,
-            if first < PREFIX_MAX { 2 } else { 1 },
-            0,
-        ],
-    );
-    n.max(0) as usize
-}
-
-/// True if the string at `path` starts with one of [`PREFIXES`].
+/// True if the string at `path` starts with one of [`PREFIXES`]. The
+/// path is copied without touching memory the program may not have mapped
+/// (it may pass a bad pointer and expect `EFAULT`); one ending just
+/// before an unmapped page is still read.
 fn is_ambient_path(path: u64) -> bool {
     if path == 0 {
         return false;
     }
     let mut buf = [0u8; PREFIX_MAX];
-    let n = copy_prefix(path, &mut buf);
+    let n = crate::raw::copy_own(path, &mut buf);
     PREFIXES
         .iter()
         .any(|p| p.len() <= n && buf[..p.len()] == **p)

@@ -8,7 +8,7 @@
 use core::ffi::{c_char, c_int, c_uint, c_void};
 use core::sync::atomic::Ordering;
 
-use reprise_abi::{AssertInfo, CrashInfo, CRASH_MAPS_BYTES, CRASH_STACK_BYTES};
+use reprise_abi::{AssertInfo, CrashInfo, CRASH_MAPS_BYTES};
 
 use crate::ctl;
 use crate::raw;
@@ -111,36 +111,7 @@ unsafe fn fill_crash(
     // cannot be read (the top of the stack mapping).
     let rsp = crash.regs[reprise_abi::REG_RSP];
     crash.stack_base = rsp;
-    let mut copied = 0usize;
-    let mut addr = rsp;
-    while copied < CRASH_STACK_BYTES {
-        let page_end = (addr & !4095) + 4096;
-        let n = ((page_end - addr) as usize).min(CRASH_STACK_BYTES - copied);
-        let local = libc::iovec {
-            iov_base: crash.stack.as_mut_ptr().add(copied) as *mut c_void,
-            iov_len: n,
-        };
-        let remote = libc::iovec {
-            iov_base: addr as *mut c_void,
-            iov_len: n,
-        };
-        let r = raw::syscall6(
-            libc::SYS_process_vm_readv,
-            [
-                raw::getpid() as u64,
-                &local as *const _ as u64,
-                1,
-                &remote as *const _ as u64,
-                1,
-                0,
-            ],
-        );
-        if r <= 0 {
-            break;
-        }
-        copied += r as usize;
-        addr += r as u64;
-    }
+    let copied = raw::copy_own(rsp, &mut crash.stack);
     crash.stack_len = copied as u64;
 
     // /proc/self/maps, to know which file each code address belongs to.

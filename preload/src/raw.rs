@@ -211,3 +211,40 @@ pub fn gettid() -> i32 {
 pub fn getpid() -> i32 {
     syscall3(libc::SYS_getpid, 0, 0, 0) as i32
 }
+
+/// Copies this process's memory from `addr` into `dst` without faulting:
+/// page by page through `process_vm_readv`, stopping at the first page
+/// that cannot be read. Returns the bytes copied (those before it).
+pub fn copy_own(addr: u64, dst: &mut [u8]) -> usize {
+    let mut copied = 0usize;
+    let mut at = addr;
+    while copied < dst.len() {
+        let page_end = (at & !4095) + 4096;
+        let n = ((page_end - at) as usize).min(dst.len() - copied);
+        let local = libc::iovec {
+            iov_base: dst[copied..].as_mut_ptr().cast(),
+            iov_len: n,
+        };
+        let remote = libc::iovec {
+            iov_base: at as *mut core::ffi::c_void,
+            iov_len: n,
+        };
+        let r = syscall6(
+            libc::SYS_process_vm_readv,
+            [
+                getpid() as u64,
+                &local as *const libc::iovec as u64,
+                1,
+                &remote as *const libc::iovec as u64,
+                1,
+                0,
+            ],
+        );
+        if r <= 0 {
+            break;
+        }
+        copied += r as usize;
+        at += r as u64;
+    }
+    copied
+}
