@@ -58,28 +58,28 @@ pub fn on() -> bool {
     matches!(ctl::control(), Some(c) if c.mode == Mode::Replay as u32)
 }
 
-/// This replay runs the recorded signal handlers at their recorded place
-/// (a trace that records them): real signals do not run them.
-pub fn delivers_signals() -> bool {
+/// The trace being replayed says `flag` (one of `rp::RECORDED_*`,
+/// `rp::AMBIENT_UNORDERED`) of what it recorded.
+fn trace_says(flag: u32) -> bool {
     ctl::control().is_some_and(|c| {
         st(c)
             .recorded_events
             .load(core::sync::atomic::Ordering::Relaxed)
-            & rp::RECORDED_NET
+            & flag
             != 0
     })
+}
+
+/// This replay runs the recorded signal handlers at their recorded place
+/// (a trace that records them): real signals do not run them.
+pub fn delivers_signals() -> bool {
+    trace_says(rp::RECORDED_NET)
 }
 
 /// The trace leaves libc's reads of the machine's description out of the
 /// sketch (see `crate::ambient`).
 pub fn ambient_unordered() -> bool {
-    ctl::control().is_some_and(|c| {
-        st(c)
-            .recorded_events
-            .load(core::sync::atomic::Ordering::Relaxed)
-            & rp::AMBIENT_UNORDERED
-            != 0
-    })
+    trace_says(rp::AMBIENT_UNORDERED)
 }
 
 fn ctl_ok() -> &'static ControlHeader {
