@@ -1,5 +1,5 @@
-//! `--strategy hybrid`: the feedback search first, the solver once
-//! feedback has spent its share of the attempts without reproducing.
+//! Feedback and the solver in turns: `--strategy hybrid` and `--strategy
+//! auto` (the default).
 //!
 //! Feedback flips one observed race at a time, best first, and reproduces
 //! most failures in a few attempts; when a failure needs a race that only
@@ -8,82 +8,45 @@
 //! everything feedback observed: what those runs read counts as tried, and
 //! the furthest of them on the early base order is its first query's base.
 //!
-//! When the solver concludes (no untried schedule within what it observed)
-//! with attempts left, feedback's search goes on with them.
+//! Each turn's planner plans from the start; the runs made before answer
+//! its first choices without running again (see `Runner::run_all`), so it
+//! goes on where it stopped. When the solver concludes (no untried
+//! schedule within what it observed) with attempts left, feedback's search
+//! has the rest: the solver's proof holds only within what observation saw
+//! (not inside libraries, not beyond the accesses its runs logged).
 //!
 //! Neither attempt counts nor progress along the sketch tell the two kinds
 //! of failure apart early: in both, every attempt reaches the recorded
-//! failure's place and does not fail there. So the split is fixed.
+//! failure's place and does not fail there. So the turns are fixed.
 
 use reprise_feedback::planner::SchedulePlanner;
 use reprise_feedback::runner::Runner;
 use reprise_feedback::search::{FeedbackPlanner, SearchResult};
 use reprise_replayer::ReplayError;
 
-use crate::search::SolverPlanner;
+use crate::search::{feedback_also_missed, SolverPlanner};
 
-/// Attempts feedback gets before the solver takes over, chosen by
-/// `reprise eval --replay --strategies feedback,solver,hybrid` (see the
+/// `hybrid`: attempts feedback gets before the solver takes over, chosen
+/// by `reprise eval --replay --strategies feedback,solver,hybrid` (see the
 /// README's *eval* section): half of the default budget of ten.
 pub const HANDOVER: u32 = 5;
 
-pub struct HybridPlanner {
-    /// Attempts (counted from the first) feedback may make.
-    pub handover: u32,
-}
-
-impl SchedulePlanner for HybridPlanner {
-    fn plan(
-        &mut self,
-        runner: &mut Runner<'_>,
-        result: &mut SearchResult,
-    ) -> Result<(), ReplayError> {
-        runner.cap = Some(self.handover);
-        let fed = FeedbackPlanner.plan(runner, result);
-        runner.cap = None;
-        fed?;
-        if result.found.is_some() || runner.budget() == 0 {
-            return Ok(());
-        }
-        SolverPlanner.plan(runner, result)?;
-        if result.found.is_some() || runner.budget() == 0 {
-            return Ok(());
-        }
-        // The solver concluded with attempts left: its proof holds only
-        // within what observation saw (not inside libraries, not beyond
-        // the accesses its runs logged), so feedback's search goes on with
-        // the rest. It replans from the start; its first attempts are
-        // runs it made before and are not run again (see `Runner::run_all`).
-        let said = result.conclusion.take().unwrap_or_default();
-        let before = runner.attempts;
-        FeedbackPlanner.plan(runner, result)?;
-        if result.found.is_none() && !said.is_empty() {
-            result.conclusion = Some(format!(
-                "{said}; feedback's search in the other {} attempt(s) did not reproduce it either",
-                runner.attempts - before
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// Attempts in each turn of `--strategy auto`: the first turn is exactly
-/// `feedback` within the `reprise eval --replay` budget of ten attempts.
+/// `auto`: attempts in each turn; the first turn is exactly `feedback`
+/// within the `reprise eval --replay` budget of ten attempts.
 pub const AUTO_TURN: u32 = 10;
 
-/// `--strategy auto`, the default: feedback's search for the first
-/// [`AUTO_TURN`] attempts, then the solver and feedback in turns of as
-/// many attempts, each planning from everything the runs so far observed
-/// (a planner replans from the start; the runs it made before answer its
-/// first choices without running again, see `Runner::run_all`, so it goes
-/// on where it stopped). A failure feedback reproduces within ten attempts
-/// reproduces as with `feedback`; one that needs coordinated flips (two
-/// threads handed one object) gets the solver after them. Once the solver
-/// concludes (no untried schedule within what it observed), feedback has
-/// the rest.
+/// Feedback's search for `first` attempts, then the solver and feedback in
+/// turns of `turn` attempts, each planning from everything the runs so far
+/// observed. `hybrid` is `first` 5 with no turn length (the solver goes on
+/// until it concludes, then feedback has the rest); `auto` is turns of 10.
+/// A failure feedback reproduces within `first` attempts reproduces as with
+/// `feedback`; one that needs coordinated flips gets the solver after them.
 pub struct TurnsPlanner {
-    /// Attempts per turn.
-    pub turn: u32,
+    /// Attempts of feedback's first turn.
+    pub first: u32,
+    /// Attempts of each later turn; `None`: a turn lasts until its planner
+    /// stops (the solver concluding, feedback spending the budget).
+    pub turn: Option<u32>,
 }
 
 impl SchedulePlanner for TurnsPlanner {
@@ -94,13 +57,15 @@ impl SchedulePlanner for TurnsPlanner {
     ) -> Result<(), ReplayError> {
         let mut solver_said: Option<String> = None;
         let mut after_solver = 0;
-        for turn in 0u32.. {
-            let solver = turn % 2 == 1 && solver_said.is_none();
-            if turn % 2 == 1 && !solver {
+        for k in 0u32.. {
+            let solver = k % 2 == 1;
+            if solver && solver_said.is_some() {
                 continue;
             }
             let before = runner.attempts;
-            runner.cap = Some(before.saturating_add(self.turn));
+            let length = if k == 0 { Some(self.first) } else { self.turn };
+            let end = length.map_or(u32::MAX, |n| before.saturating_add(n));
+            runner.cap = length.map(|_| end);
             let planned = if solver {
                 SolverPlanner.plan(runner, result)
             } else {
@@ -116,7 +81,7 @@ impl SchedulePlanner for TurnsPlanner {
             }
             if solver {
                 // Stopped before its turn ended: it concluded.
-                if runner.attempts < before + self.turn {
+                if runner.attempts < end {
                     solver_said = Some(result.conclusion.take().unwrap_or_default());
                 } else {
                     result.conclusion = None;
@@ -128,9 +93,7 @@ impl SchedulePlanner for TurnsPlanner {
         }
         if let (None, Some(said)) = (result.found, solver_said) {
             if !said.is_empty() {
-                result.conclusion = Some(format!(
-                    "{said}; feedback's search in the other {after_solver} attempt(s) did not reproduce it either"
-                ));
+                result.conclusion = Some(feedback_also_missed(&said, after_solver));
             }
         }
         Ok(())

@@ -39,14 +39,16 @@ pub fn strategy(name: &str) -> Option<NamedStrategy> {
         "solver" => (Strategy::Feedback, Box::new(search::SolverPlanner)),
         "hybrid" => (
             Strategy::Feedback,
-            Box::new(hybrid::HybridPlanner {
-                handover: hybrid::HANDOVER,
+            Box::new(hybrid::TurnsPlanner {
+                first: hybrid::HANDOVER,
+                turn: None,
             }),
         ),
         "auto" => (
             Strategy::Feedback,
             Box::new(hybrid::TurnsPlanner {
-                turn: hybrid::AUTO_TURN,
+                first: hybrid::AUTO_TURN,
+                turn: Some(hybrid::AUTO_TURN),
             }),
         ),
         other => (Strategy::from_name(other)?, Box::new(FeedbackPlanner)),

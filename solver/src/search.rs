@@ -51,6 +51,14 @@ pub fn describe(stats: &Stats, answer: &Answer) -> String {
 /// [`Query::address_reads`] gives).
 const ADDRESS_READS: usize = 8;
 
+/// A conclusion of the solver's, after which feedback's search spent
+/// `attempts` more attempts without reproducing.
+pub(crate) fn feedback_also_missed(said: &str, attempts: u32) -> String {
+    format!(
+        "{said}; feedback's search in the other {attempts} attempt(s) did not reproduce it either"
+    )
+}
+
 /// How a search with no focus read in any query ends its conclusion.
 const NOTHING: &str = "nothing to reason about";
 
@@ -159,10 +167,7 @@ impl SchedulePlanner for SolverPlanner {
             let before = s.runner.attempts;
             FeedbackPlanner.plan(s.runner, result)?;
             if result.found.is_none() {
-                result.conclusion = Some(format!(
-                    "{said}; feedback's search in the other {} attempt(s) did not reproduce it either",
-                    s.runner.attempts - before
-                ));
+                result.conclusion = Some(feedback_also_missed(&said, s.runner.attempts - before));
             }
             return Ok(());
         }
