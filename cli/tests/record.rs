@@ -632,3 +632,56 @@ fn options_after_the_program_are_the_programs() {
     assert_eq!(String::from_utf8_lossy(&o.stdout), "--version --help\n");
     assert!(trace.join("header").exists());
 }
+
+/// Sixteen threads read /dev/zero (every read an event with data, in its
+/// own ring slots) while main writes its last words and aborts: threads
+/// that reserved slots (preempted, or waiting for ring space) die with
+/// them unwritten.
+const LAST_WORDS: &str = r#"
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+static void *worker(void *arg) {
+    int fd = open("/dev/zero", O_RDONLY);
+    char buf[64];
+    for (;;) read(fd, buf, sizeof buf);
+    return arg;
+}
+int main(void) {
+    pthread_t t[16];
+    for (int i = 0; i < 16; i++) pthread_create(&t[i], 0, worker, 0);
+    struct timespec ts = {0, 20 * 1000 * 1000};
+    nanosleep(&ts, 0);
+    const char *msg = "last words before the crash\n";
+    write(2, msg, strlen(msg));
+    abort();
+}
+"#;
+
+#[test]
+fn a_crash_while_other_threads_log_keeps_the_last_words() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prog = compile(tmp.path(), "last_words", LAST_WORDS, &["-O1", "-g"]);
+    // A slot left unwritten by a killed thread used to cost every event
+    // after it, the crashing thread's message among them.
+    for run in 0..3 {
+        let dir = tmp.path().join(format!("trace-{run}"));
+        let o = common::record(tmp.path(), &dir, &prog, &[]);
+        assert_eq!(o.status.code(), Some(128 + libc::SIGABRT), "{}", stderr(&o));
+        let (r, evs) = events(&dir);
+        let oc = r.outcome().unwrap();
+        assert_eq!(oc.signal, libc::SIGABRT);
+        let words = b"last words before the crash\n";
+        assert!(
+            evs.iter().any(|e| e.kind == EventKind::Syscall
+                && e.object == libc::SYS_write as u64
+                && e.arg0 == 2
+                && e.data == words),
+            "run {run}: the crashing thread's write is in the trace\n{}",
+            stderr(&o)
+        );
+    }
+}

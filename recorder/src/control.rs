@@ -235,14 +235,12 @@ impl ControlBlock {
         self.tail() < self.head()
     }
 
-    /// Skips the rest of the ring (used after the program died mid-write).
-    pub fn skip_rest(&self) -> u64 {
-        let h = self.header();
-        let head = self.head();
-        let lost = head - self.tail();
-        self.cursor.set(head);
-        h.tail.0.store(head, Ordering::Release);
-        lost
+    /// Skips the next slot, reserved by a thread that died (or was
+    /// preempted for good) before it wrote its event there: the events
+    /// after it are still read. Used only once the program is gone.
+    pub fn skip_slot(&self) {
+        self.cursor.set(self.tail() + 1);
+        self.publish();
     }
 
     pub fn threads(&self) -> impl Iterator<Item = &ThreadEntry> {

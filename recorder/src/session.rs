@@ -214,6 +214,11 @@ const IDLE_SLEEP_MAX: Duration = Duration::from_millis(5);
 /// How often the hang watch looks at the program's CPU time.
 const HANG_CHECK: Duration = Duration::from_millis(100);
 
+/// After the program ended: how long a reserved slot may stay unwritten
+/// before its thread counts as killed mid-write (the kernel ends a killed
+/// process's threads within milliseconds).
+const LEFTOVER_WAIT: Duration = Duration::from_millis(200);
+
 /// How long the drainer waits for a thread to close a run it has open at
 /// the next sequence number before it takes the run itself.
 const RUN_TAKEOVER: Duration = Duration::from_millis(2);
@@ -536,9 +541,13 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
     FORWARD_TO.store(0, Ordering::Relaxed);
     // Whatever of the program is left (after a hang) ends with it.
     kill_all(&ctl, pid, false);
-    // Drain what is left; a slot that stays reserved but unwritten means a
-    // process died while logging.
-    let deadline = Instant::now() + Duration::from_secs(2);
+    // Drain what is left. A slot that stays reserved but unwritten was
+    // taken by a thread killed before it wrote its event (a thread the
+    // kernel preempted between taking a number and writing it, while
+    // another thread crashed): that one event is lost, the events after
+    // it — often the failing thread's last words — are kept.
+    let deadline = Instant::now() + LEFTOVER_WAIT;
+    let mut lost = 0u64;
     loop {
         drain.take(&ctl);
         if !ctl.stalled() {
@@ -550,13 +559,16 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
             continue;
         }
         if Instant::now() > deadline {
-            let lost = ctl.skip_rest();
-            warnings.push(format!(
-                "{lost} ring slots were reserved by a process that died before writing them"
-            ));
-            break;
+            ctl.skip_slot();
+            lost += 1;
+            continue;
         }
         std::thread::sleep(Duration::from_millis(1));
+    }
+    if lost > 0 {
+        warnings.push(format!(
+            "{lost} ring slot(s) reserved by threads killed before they wrote them were skipped: the events there are missing from the trace (the events after them are kept)"
+        ));
     }
     let interrupted = INTERRUPTS.swap(0, Ordering::Relaxed) > 0;
     let mut outcome = outcome::conclude(&ctl, status, hang);
