@@ -174,6 +174,10 @@ struct Schedule {
   decisions @3 :List(Decision);
   flips @4 :List(Flip);          # races flipped (feedback strategy)
   preemptRate @5 :UInt32;        # random strategy: preemption chance at an access, /65536
+  oddThread @6 :UInt32;          # the one thread that runs against the strategy's policy
+                                 # (late under feedback, early under feedback-lazy):
+                                 # its thread index + 1 in process oddProcess; 0: none
+  oddProcess @7 :UInt16;
 }
 
 struct Flip {

@@ -630,6 +630,9 @@ pub struct ReplayState {
     pub end: AtomicU64,
     /// How the next runner is chosen ([`replay::Policy`], encoded).
     pub strategy: AtomicU32,
+    /// Key of the one thread that runs against the policy (0: none): under
+    /// `Stay` it runs its code as late as it can, under `Owner` as early.
+    pub odd_thread: AtomicU32,
     /// Milliseconds a runner may sleep in the kernel, outside any event,
     /// before the baton is taken from it.
     pub revoke_ms: AtomicU32,

@@ -275,7 +275,7 @@ fn announce(dir: &Path, replay: &Replay, recorded: &OutcomeInfo, saved: Option<&
     if let Some(s) = saved {
         eprintln!(
             "reprise: trying the saved schedule first ({} seed {:#x}{})",
-            s.strategy.name(),
+            s.policy_name(),
             s.seed,
             match s.flips.len() {
                 0 => String::new(),
@@ -475,7 +475,7 @@ impl Done<'_> {
         if let (true, Some(sched)) = (self.saved, &result.schedule) {
             out!(
                 "  schedule saved ({} seed {:#x}, {} flip(s)): the next `reprise replay` starts with it",
-                sched.strategy.name(),
+                sched.policy_name(),
                 sched.seed,
                 sched.flips.len()
             );
@@ -549,7 +549,7 @@ fn run_line(r: &Run) -> String {
     format!(
         "{role} {} {} seed {:#x}{preempt}{flips} {:.3}s events {} decisions {}: {}{note}",
         r.attempt,
-        r.schedule.strategy.name(),
+        r.schedule.policy_name(),
         r.schedule.seed,
         res.duration.as_secs_f64(),
         res.events_replayed,

@@ -51,7 +51,7 @@ pub fn run(a: ReportArgs) -> Result<u8> {
             base.timeout = Duration::from_secs_f64(a.timeout_per_attempt);
             eprintln!(
                 "reprise: replaying the saved schedule once, observed ({} seed {:#x}, {} flip(s))",
-                schedule.strategy.name(),
+                schedule.policy_name(),
                 schedule.seed,
                 schedule.flips.len()
             );

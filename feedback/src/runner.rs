@@ -153,7 +153,7 @@ impl<'a> Runner<'a> {
                 let number = if counted { first + k as u32 + 1 } else { first };
                 let name = match role {
                     Role::Attempt => format!("attempt-{number}"),
-                    Role::Observe => format!("observe-{number}-{}", sc.strategy.name()),
+                    Role::Observe => format!("observe-{number}-{}", sc.policy_slug()),
                     Role::Minimize => format!("minimize-{}", first_run + k + 1),
                 };
                 let dir = self.opts.base.output_dir.as_ref().map(|d| d.join(name));

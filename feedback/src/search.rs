@@ -227,6 +227,16 @@ struct Searcher<'r, 'a> {
     confirmed: Option<Schedule>,
 }
 
+/// The base a reproducing base `b` (of [`Searcher::bases`]) is compared
+/// with to explain its failure: the two plain bases with each other, the
+/// failing-thread-late base with `feedback`, where only that thread moved.
+fn contrast(b: usize) -> usize {
+    match b {
+        0 => 1,
+        _ => 0,
+    }
+}
+
 /// Races tried per node at most, and the cost of one more flip in the
 /// best-first order (in ranks).
 const BRANCH: usize = 8;
@@ -294,6 +304,39 @@ impl Searcher<'_, '_> {
         }
     }
 
+    /// The base schedules the search starts from, each tried plain first
+    /// (the first two then observed, their races the roots of the search):
+    /// - `feedback`: every thread runs on from an event to its next one as
+    ///   early as it can;
+    /// - `feedback-lazy`: as late as it can (the owner of the next event
+    ///   first); a race the recorded run won one way in every iteration of
+    ///   a loop is a single base away rather than a flip per iteration;
+    /// - `feedback` with the failing thread late: the others act as early
+    ///   as they can, the failing thread checks as late as it can, so that
+    ///   it sees all they did before its next recorded event (an object
+    ///   handed to two threads, a pool entry recycled under a reader) —
+    ///   what takes a flip per access of the failing thread otherwise.
+    ///   Not for a deadlock or a hang (no one thread fails), nor for a
+    ///   program of one thread.
+    fn bases(&self) -> Vec<Schedule> {
+        let seed = self.runner.opts.seed;
+        let mut bases = vec![
+            Schedule::base(Strategy::Feedback, seed),
+            Schedule::base(Strategy::FeedbackLazy, seed),
+        ];
+        let threads: HashSet<u32> = self
+            .runner
+            .replay
+            .events()
+            .iter()
+            .map(|e| rp::key(e.process as u32, e.thread))
+            .collect();
+        if let Some(f) = self.failing_thread().filter(|_| threads.len() > 1) {
+            bases.push(Schedule::base(Strategy::Feedback, seed).with_odd_thread(f));
+        }
+        bases
+    }
+
     /// Where the races that matter are: where the attempt diverged, else
     /// the end of the recording (where the recorded run failed).
     fn focus(&self, r: &AttemptResult) -> Focus {
@@ -314,26 +357,18 @@ impl Searcher<'_, '_> {
 
     fn feedback(&mut self, result: &mut SearchResult) -> Result<(), ReplayError> {
         let seed = self.runner.opts.seed;
-        // Two base schedules, each tried plain first: threads run on from
-        // an event to their next one as early as they can (`feedback`), or
-        // as late as they can (`feedback-lazy`: the owner of the next event
-        // first). A race the recorded run won one way in every iteration
-        // of a loop is a single base away rather than a flip per iteration.
-        let bases = [Strategy::Feedback, Strategy::FeedbackLazy];
-        for (b, base) in bases.into_iter().enumerate() {
+        let bases = self.bases();
+        for (b, base) in bases.iter().enumerate() {
             // --max-attempts holds for the bases too (a saved schedule
             // tried first may have used the budget).
             if self.runner.attempts >= self.runner.limit() {
                 return Ok(());
             }
-            let plain = self.runner.run(
-                Schedule::base(base, seed),
-                Role::Attempt,
-                false,
-                String::new(),
-            )?;
+            let plain = self
+                .runner
+                .run(base.clone(), Role::Attempt, false, String::new())?;
             if self.runner.runs[plain].reproduced
-                && self.confirm_base(base, bases[1 - b], plain, result)?
+                && self.confirm_base(base, &bases[contrast(b)], plain, result)?
             {
                 return Ok(());
             }
@@ -342,19 +377,20 @@ impl Searcher<'_, '_> {
             return Ok(());
         }
         let mut roots = Vec::new();
-        for base in bases {
-            let obs = self.runner.run(
-                Schedule::base(base, seed),
-                Role::Observe,
-                true,
-                String::new(),
-            )?;
-            let other = if base == bases[0] { bases[1] } else { bases[0] };
-            if self.runner.runs[obs].reproduced && self.confirm_base(base, other, obs, result)? {
+        // The search flips the races of the two plain bases only: the
+        // late thread's base is one more guess, and its races would take
+        // every third turn from theirs.
+        for (b, base) in bases.iter().enumerate().take(2) {
+            let obs = self
+                .runner
+                .run(base.clone(), Role::Observe, true, String::new())?;
+            if self.runner.runs[obs].reproduced
+                && self.confirm_base(base, &bases[contrast(b)], obs, result)?
+            {
                 return Ok(());
             }
             if let Some(o) = self.runner.runs[obs].result.observation.clone() {
-                roots.push((base, obs, o));
+                roots.push((base.clone(), obs, o));
             }
         }
         let mut seen_rf: HashSet<u64> = HashSet::new();
@@ -364,7 +400,7 @@ impl Searcher<'_, '_> {
             let r = &self.runner.runs[*obs].result;
             nodes.push(Node::new(
                 self.runner.replay,
-                *base,
+                base.clone(),
                 Vec::new(),
                 o,
                 r,
@@ -439,16 +475,16 @@ impl Searcher<'_, '_> {
                 continue;
             }
             let parent_stop = nodes[n].stopped_at;
-            let base = nodes[n].base;
+            let base = nodes[n].base.clone();
             let i = self.runner.run(
-                Schedule::base(base, seed).with_flips(flips.clone()),
+                base.clone().with_flips(flips.clone()),
                 Role::Attempt,
                 true,
                 String::new(),
             )?;
             if self.runner.runs[i].reproduced {
                 result.found = Some(i);
-                self.minimize(result, base, flips)?;
+                self.minimize(result, &base, flips)?;
                 return Ok(());
             }
             let r = &self.runner.runs[i].result;
@@ -510,16 +546,15 @@ impl Searcher<'_, '_> {
     fn minimize(
         &mut self,
         result: &mut SearchResult,
-        strategy: Strategy,
+        base: &Schedule,
         mut flips: Vec<FlipSpec>,
     ) -> Result<(), ReplayError> {
-        let seed = self.runner.opts.seed;
         let mut k = 0;
         while flips.len() > 1 && k < flips.len() {
             let mut fewer = flips.clone();
             fewer.remove(k);
             let i = self.runner.run(
-                Schedule::base(strategy, seed).with_flips(fewer.clone()),
+                base.clone().with_flips(fewer.clone()),
                 Role::Minimize,
                 true,
                 String::new(),
@@ -532,7 +567,7 @@ impl Searcher<'_, '_> {
                 k += 1;
             }
         }
-        let sc = Schedule::base(strategy, seed).with_flips(flips);
+        let sc = base.clone().with_flips(flips);
         result.root_cause = self.explain_flips(&sc)?;
         result.schedule = Some(sc);
         Ok(())

@@ -350,6 +350,9 @@ pub fn switch_rate(seed: u64) -> u32 {
 pub struct AttemptOptions {
     pub strategy: Strategy,
     pub seed: u64,
+    /// Baton key of the one thread that runs against the strategy's
+    /// policy (late under `feedback`, early under `feedback-lazy`); 0: none.
+    pub odd_thread: u32,
     /// The attempt is killed after this long.
     pub timeout: Duration,
     /// No event, no CPU time for this long: the attempt is stuck (or, past
@@ -373,6 +376,7 @@ impl AttemptOptions {
         AttemptOptions {
             strategy: Strategy::Random,
             seed,
+            odd_thread: 0,
             timeout: Duration::from_secs(60),
             hang_timeout: Duration::from_secs(2),
             revoke_ms: 30,

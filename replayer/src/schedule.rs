@@ -36,6 +36,12 @@ pub struct Schedule {
     /// Chance of a preemption at each shared access, in 1/65536 (0: none).
     pub preempt_rate: u32,
     pub flips: Vec<FlipSpec>,
+    /// Baton key of the one thread that runs against the strategy's
+    /// policy: under `feedback` it runs its code as late as it can while
+    /// the others run theirs as early as they can (a failing thread that
+    /// checks late what others changed early); under `feedback-lazy` the
+    /// other way round. 0: none.
+    pub odd_thread: u32,
 }
 
 impl Schedule {
@@ -46,7 +52,50 @@ impl Schedule {
             seed,
             preempt_rate: 0,
             flips: Vec::new(),
+            odd_thread: 0,
         }
+    }
+
+    /// How the schedule picks runners: the strategy's name, and the thread
+    /// that runs against it (`feedback (thread 1 late)`).
+    pub fn policy_name(&self) -> String {
+        match self.odd_thread {
+            0 => self.strategy.name().to_string(),
+            k => format!(
+                "{} ({} {})",
+                self.strategy.name(),
+                crate::key_name(k),
+                self.odd_word()
+            ),
+        }
+    }
+
+    /// [`Schedule::policy_name`] as one word, for file names
+    /// (`feedback-t1-late`).
+    pub fn policy_slug(&self) -> String {
+        match self.odd_thread {
+            0 => self.strategy.name().to_string(),
+            k => format!(
+                "{}-p{}t{}-{}",
+                self.strategy.name(),
+                rp::key_process(k),
+                rp::key_thread(k),
+                self.odd_word()
+            ),
+        }
+    }
+
+    fn odd_word(&self) -> &'static str {
+        match self.strategy {
+            Strategy::FeedbackLazy => "early",
+            _ => "late",
+        }
+    }
+
+    /// This schedule with thread `key` running against its policy.
+    pub fn with_odd_thread(mut self, key: u32) -> Schedule {
+        self.odd_thread = key;
+        self
     }
 
     pub fn with_flips(mut self, flips: Vec<FlipSpec>) -> Schedule {
@@ -67,6 +116,7 @@ impl Schedule {
             seed: info.seed,
             preempt_rate: info.preempt_rate,
             flips: info.flips.iter().map(FlipSpec::from).collect(),
+            odd_thread: info.odd_thread.map_or(0, |(p, t)| rp::key(p as u32, t)),
         })
     }
 
@@ -79,6 +129,12 @@ impl Schedule {
             decisions: Vec::new(),
             flips: self.flips.iter().map(FlipInfo::from).collect(),
             preempt_rate: self.preempt_rate,
+            odd_thread: (self.odd_thread != 0).then(|| {
+                (
+                    rp::key_process(self.odd_thread) as u16,
+                    rp::key_thread(self.odd_thread),
+                )
+            }),
         }
     }
 
@@ -88,6 +144,7 @@ impl Schedule {
         let mut o = base.clone();
         o.strategy = self.strategy;
         o.seed = self.seed;
+        o.odd_thread = self.odd_thread;
         o.observe = (log || !self.flips.is_empty() || self.preempt_rate > 0).then(|| ObservePlan {
             log,
             preempt_rate: self.preempt_rate,
@@ -150,7 +207,8 @@ mod tests {
         };
         let s = Schedule::base(Strategy::FeedbackLazy, 42)
             .with_flips(vec![flip])
-            .with_preemptions(99);
+            .with_preemptions(99)
+            .with_odd_thread(rp::key(0, 1));
         assert_eq!(Schedule::from_info(&s.to_info(3)), Some(s));
         let mut unknown = Schedule::base(Strategy::Feedback, 1).to_info(0);
         unknown.strategy = "dfs".into();

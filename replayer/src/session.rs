@@ -555,6 +555,7 @@ fn init_control(ctl: &ControlBlock, replay: &Replay, opts: &AttemptOptions) {
     r.baton.store(rp::key(0, 0), Ordering::Release);
     r.strategy
         .store(opts.strategy.policy(opts.seed).encode(), Ordering::Release);
+    r.odd_thread.store(opts.odd_thread, Ordering::Release);
     r.rng.store(opts.seed, Ordering::Release);
     // The recorded pids and tids: printed, they may differ in replay.
     for (slot, id) in r

@@ -157,7 +157,7 @@ fn run_block(s: &mut String, a: &Analysis) {
             let _ = write!(
                 s,
                 "<div><span class=\"label\">reproducing schedule</span> {} seed <code>{:#x}</code>, {} flip{}{}</div>",
-                esc(sc.strategy.name()),
+                esc(&sc.policy_name()),
                 sc.seed,
                 sc.flips.len(),
                 if sc.flips.len() == 1 { "" } else { "s" },

@@ -312,6 +312,10 @@ pub(crate) fn schedule_to_bytes(s: &ScheduleInfo) -> Vec<u8> {
             db.set_occurrence(d.occurrence);
         }
         b.set_preempt_rate(s.preempt_rate);
+        if let Some((process, thread)) = s.odd_thread {
+            b.set_odd_process(process);
+            b.set_odd_thread(thread + 1);
+        }
         let mut l = b.init_flips(s.flips.len() as u32);
         for (i, f) in s.flips.iter().enumerate() {
             let mut fb = l.reborrow().get(i as u32);
@@ -365,6 +369,10 @@ pub(crate) fn schedule_from_capnp(r: tc::schedule::Reader<'_>) -> capnp::Result<
             })
             .collect(),
         preempt_rate: r.get_preempt_rate(),
+        odd_thread: match r.get_odd_thread() {
+            0 => None,
+            t => Some((r.get_odd_process(), t - 1)),
+        },
     })
 }
 

@@ -376,6 +376,9 @@ pub struct ScheduleInfo {
     pub flips: Vec<FlipInfo>,
     /// The random strategy's preemption chance at an access, in 1/65536.
     pub preempt_rate: u32,
+    /// The one thread (process, thread) that runs against the strategy's
+    /// policy: late under `feedback`, early under `feedback-lazy`.
+    pub odd_thread: Option<(u16, u32)>,
 }
 
 /// One flipped race of a schedule (see `Flip` in trace.capnp).

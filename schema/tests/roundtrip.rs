@@ -67,6 +67,7 @@ fn header_events_outcome_schedule_round_trip() {
             until_addr: 0,
         }],
         preempt_rate: 512,
+        odd_thread: Some((1, 0)),
     };
     write_schedule(&dir, &sched).unwrap();
     assert_eq!(read_schedule(&dir).unwrap(), Some(sched.clone()));

@@ -276,7 +276,7 @@ impl Debugger {
             Some(n) => n.to_string(),
             None if t.reproducing => format!(
                 "the saved reproducing schedule ({} seed {:#x}, {} flip{})",
-                s.strategy.name(),
+                s.policy_name(),
                 s.seed,
                 s.flips.len(),
                 if s.flips.len() == 1 { "" } else { "s" }

@@ -7,7 +7,7 @@
 use reprise_abi::replay as rp;
 
 use reprise_replayer::observe::{FlipSpec, FlipState, Observation};
-use reprise_replayer::{is_failure, ReplayError, Schedule, Strategy};
+use reprise_replayer::{is_failure, ReplayError, Schedule};
 
 use super::{Role, RootCause, Run, SearchResult, Searcher};
 use crate::races::{self, Focus, Race};
@@ -28,8 +28,8 @@ impl Searcher<'_, '_> {
     /// timing alone is no schedule to save: false, and the search goes on.
     pub(super) fn confirm_base(
         &mut self,
-        base: Strategy,
-        other: Strategy,
+        base: &Schedule,
+        other: &Schedule,
         i: usize,
         result: &mut SearchResult,
     ) -> Result<bool, ReplayError> {
@@ -59,7 +59,7 @@ impl Searcher<'_, '_> {
     /// (up to [`PIN_MAX`] flips).
     fn pin_base(
         &mut self,
-        base: Strategy,
+        base: &Schedule,
         rc: Option<&RootCause>,
     ) -> Result<Option<Schedule>, ReplayError> {
         let Some(rc) = rc.filter(|rc| rc.flips.is_empty()) else {
@@ -97,7 +97,7 @@ impl Searcher<'_, '_> {
             .filter(|f| *f != first);
         let mut pins = vec![first];
         loop {
-            let sc = Schedule::base(base, self.runner.opts.seed).with_flips(pins.clone());
+            let sc = base.clone().with_flips(pins.clone());
             if self.confirm(&sc)? {
                 return Ok(Some(sc));
             }
@@ -196,28 +196,21 @@ impl Searcher<'_, '_> {
     /// flipped, nearest the failure first.
     fn explain_base(
         &mut self,
-        failing: Strategy,
-        other: Strategy,
+        failing: &Schedule,
+        other: &Schedule,
     ) -> Result<Option<RootCause>, ReplayError> {
-        let seed = self.runner.opts.seed;
-        let f = self.runner.run(
-            Schedule::base(failing, seed),
-            Role::Minimize,
-            true,
-            "observed".into(),
-        )?;
+        let f = self
+            .runner
+            .run(failing.clone(), Role::Minimize, true, "observed".into())?;
         if !self.runner.runs[f].reproduced {
             return Ok(None);
         }
         let Some(failing_obs) = self.runner.runs[f].result.observation.clone() else {
             return Ok(None);
         };
-        let p = self.runner.run(
-            Schedule::base(other, seed),
-            Role::Minimize,
-            true,
-            "observed".into(),
-        )?;
+        let p = self
+            .runner
+            .run(other.clone(), Role::Minimize, true, "observed".into())?;
         let mut passing = (!self.runner.runs[p].reproduced)
             .then(|| self.runner.runs[p].result.observation.clone())
             .flatten();
@@ -248,7 +241,7 @@ impl Searcher<'_, '_> {
             }
             for race in candidates {
                 let i = self.runner.run(
-                    Schedule::base(failing, seed).with_flips(vec![race.flip(false)]),
+                    failing.clone().with_flips(vec![race.flip(false)]),
                     Role::Minimize,
                     true,
                     "does flipping this race prevent the failure?".into(),

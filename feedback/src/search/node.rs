@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use reprise_abi::replay as rp;
 
 use reprise_replayer::observe::{FlipSpec, Observation};
-use reprise_replayer::{AttemptResult, Replay, Strategy};
+use reprise_replayer::{AttemptResult, Replay, Schedule};
 
 use crate::races::{self, Focus, Race};
 
@@ -15,8 +15,8 @@ use crate::races::{self, Focus, Race};
 /// instance nearest the point of interest, none already flipped on the
 /// way here. The races its last flip exposed come first.
 pub(super) struct Node {
-    /// The base schedule (`Feedback` or `FeedbackLazy`).
-    pub base: Strategy,
+    /// The base schedule the flips apply to (see `Searcher::bases`).
+    pub base: Schedule,
     pub flips: Vec<FlipSpec>,
     pub races: Vec<Race>,
     /// How many of `races`, at the front, the last flip exposed: races on
@@ -33,7 +33,7 @@ pub(super) struct Node {
 impl Node {
     pub fn new(
         replay: &Replay,
-        base: Strategy,
+        base: Schedule,
         flips: Vec<FlipSpec>,
         obs: &Observation,
         r: &AttemptResult,

@@ -83,6 +83,7 @@ pub(super) fn decide(c: &ControlHeader) {
         }
     }
     let policy = rp::Policy::decode(r.strategy.load(Ordering::Relaxed));
+    let odd = r.odd_thread.load(Ordering::Relaxed);
     let chosen = match n {
         // Nobody else can run while a thread is held for a flip: the flip
         // cannot happen, the held thread runs on.
@@ -116,7 +117,10 @@ pub(super) fn decide(c: &ControlHeader) {
                         cands[((x & 0xffff_ffff) % n as u64) as usize]
                     }
                 }
-                rp::Policy::Stay if cands[..n].contains(&my_key()) => my_key(),
+                // The odd thread runs against the policy: late under
+                // `Stay`, early under `Owner`.
+                rp::Policy::Stay if cands[..n].contains(&my_key()) && my_key() != odd => my_key(),
+                rp::Policy::Owner if cands[..n].contains(&my_key()) && my_key() == odd => my_key(),
                 // In order: the owner of the next event first.
                 _ if o != 0 => o,
                 _ => cands[0],
