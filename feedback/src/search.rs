@@ -227,22 +227,14 @@ struct Searcher<'r, 'a> {
     confirmed: Option<Schedule>,
 }
 
-/// The base a reproducing base `b` (of [`Searcher::bases`]) is compared
-/// with to explain its failure: the two plain bases with each other, the
-/// failing-thread-late base with `feedback`, where only that thread moved.
-fn contrast(b: usize) -> usize {
-    match b {
-        0 => 1,
-        _ => 0,
-    }
-}
-
 /// Races tried per node at most, and the cost of one more flip in the
 /// best-first order (in ranks).
 const BRANCH: usize = 8;
 const DEPTH_COST: usize = 2;
 const DEFER_COST: usize = 3;
-/// One attempt in this many (from the fifth) is random preemptions.
+/// One attempt in this many (from the sixth) is the late base (see
+/// `Searcher::late_base`, the first time) or random preemptions: the
+/// flips keep their places.
 const RANDOM_EVERY: u32 = 3;
 
 impl Searcher<'_, '_> {
@@ -304,26 +296,29 @@ impl Searcher<'_, '_> {
         }
     }
 
-    /// The base schedules the search starts from, each tried plain first
-    /// (the first two then observed, their races the roots of the search):
-    /// - `feedback`: every thread runs on from an event to its next one as
-    ///   early as it can;
-    /// - `feedback-lazy`: as late as it can (the owner of the next event
-    ///   first); a race the recorded run won one way in every iteration of
-    ///   a loop is a single base away rather than a flip per iteration;
-    /// - `feedback` with the failing thread late: the others act as early
-    ///   as they can, the failing thread checks as late as it can, so that
-    ///   it sees all they did before its next recorded event (an object
-    ///   handed to two threads, a pool entry recycled under a reader) —
-    ///   what takes a flip per access of the failing thread otherwise.
-    ///   Not for a deadlock or a hang (no one thread fails), nor for a
-    ///   program of one thread.
-    fn bases(&self) -> Vec<Schedule> {
+    /// The two base schedules the search starts from, each tried plain
+    /// first, then observed, their races the roots of the search: every
+    /// thread runs on from an event to its next one as early as it can
+    /// (`feedback`), or as late as it can (`feedback-lazy`: the owner of
+    /// the next event first). A race the recorded run won one way in every
+    /// iteration of a loop is a single base away rather than a flip per
+    /// iteration.
+    fn bases(&self) -> [Schedule; 2] {
         let seed = self.runner.opts.seed;
-        let mut bases = vec![
+        [
             Schedule::base(Strategy::Feedback, seed),
             Schedule::base(Strategy::FeedbackLazy, seed),
-        ];
+        ]
+    }
+
+    /// A third base, tried plain in the search's first random slot (the
+    /// sixth attempt): the other threads act as early as they can and the failing
+    /// thread checks as late as it can, so that it sees all they did
+    /// before its next recorded event (an object handed to two threads, a
+    /// pool entry recycled under its user) — what takes a flip per access
+    /// of the failing thread otherwise. None for a deadlock or a hang (no
+    /// one thread fails) or a program of one thread.
+    fn late_base(&self) -> Option<Schedule> {
         let threads: HashSet<u32> = self
             .runner
             .replay
@@ -331,10 +326,25 @@ impl Searcher<'_, '_> {
             .iter()
             .map(|e| rp::key(e.process as u32, e.thread))
             .collect();
-        if let Some(f) = self.failing_thread().filter(|_| threads.len() > 1) {
-            bases.push(Schedule::base(Strategy::Feedback, seed).with_odd_thread(f));
-        }
-        bases
+        let failing = self.failing_thread().filter(|_| threads.len() > 1)?;
+        Some(Schedule::base(Strategy::Feedback, self.runner.opts.seed).with_odd_thread(failing))
+    }
+
+    /// Runs the late base (see [`Searcher::late_base`]) if it is still
+    /// due; true if it reproduced and was confirmed.
+    fn try_late_base(
+        &mut self,
+        late: &mut Option<Schedule>,
+        eager: &Schedule,
+        result: &mut SearchResult,
+    ) -> Result<bool, ReplayError> {
+        let Some(base) = late.take() else {
+            return Ok(false);
+        };
+        let plain = self
+            .runner
+            .run(base.clone(), Role::Attempt, false, String::new())?;
+        Ok(self.runner.runs[plain].reproduced && self.confirm_base(&base, eager, plain, result)?)
     }
 
     /// Where the races that matter are: where the attempt diverged, else
@@ -368,7 +378,7 @@ impl Searcher<'_, '_> {
                 .runner
                 .run(base.clone(), Role::Attempt, false, String::new())?;
             if self.runner.runs[plain].reproduced
-                && self.confirm_base(base, &bases[contrast(b)], plain, result)?
+                && self.confirm_base(base, &bases[1 - b], plain, result)?
             {
                 return Ok(());
             }
@@ -377,15 +387,12 @@ impl Searcher<'_, '_> {
             return Ok(());
         }
         let mut roots = Vec::new();
-        // The search flips the races of the two plain bases only: the
-        // late thread's base is one more guess, and its races would take
-        // every third turn from theirs.
-        for (b, base) in bases.iter().enumerate().take(2) {
+        for (b, base) in bases.iter().enumerate() {
             let obs = self
                 .runner
                 .run(base.clone(), Role::Observe, true, String::new())?;
             if self.runner.runs[obs].reproduced
-                && self.confirm_base(base, &bases[contrast(b)], obs, result)?
+                && self.confirm_base(base, &bases[1 - b], obs, result)?
             {
                 return Ok(());
             }
@@ -435,12 +442,20 @@ impl Searcher<'_, '_> {
         }
         let mut tried: HashSet<Vec<FlipSpec>> = HashSet::new();
         let passing_root = roots.first().map(|(_, _, o)| o.clone());
+        let mut late = self.late_base();
         while self.runner.attempts < self.runner.limit() {
-            // Every third attempt from the fifth on: random preemptions at
-            // accesses on the base schedule, observed — what the ranked
-            // races miss (several races at once) it sometimes hits.
+            // Every third attempt from the sixth on: the late base first,
+            // then random preemptions at accesses on the base schedule,
+            // observed — what the ranked races miss (several races at
+            // once) they sometimes hit.
             if self.runner.attempts >= 4 && (self.runner.attempts + 1).is_multiple_of(RANDOM_EVERY)
             {
+                if late.is_some() {
+                    if self.try_late_base(&mut late, &bases[0], result)? {
+                        return Ok(());
+                    }
+                    continue;
+                }
                 let s = seed.wrapping_add(self.runner.attempts as u64);
                 let sc = Schedule::base(Strategy::Feedback, s).with_preemptions(preempt_rate(s));
                 let i = self
@@ -533,8 +548,14 @@ impl Searcher<'_, '_> {
                 self.runner.runs[i].note = note;
             }
         }
-        // Every race tried: the rest of the budget goes to random
-        // preemptions on the same base schedule.
+        // Every race tried: the late base if it is still due, then the
+        // rest of the budget goes to random preemptions on the same base
+        // schedule.
+        if self.runner.attempts < self.runner.limit()
+            && self.try_late_base(&mut late, &bases[0], result)?
+        {
+            return Ok(());
+        }
         if self.runner.attempts < self.runner.limit() {
             self.random(result)?;
         }
