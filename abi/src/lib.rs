@@ -34,7 +34,7 @@ pub const ENV_AGENT: &str = "REPRISE_AGENT";
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"REPRISE1");
 /// Bumped whenever a layout below changes.
-pub const ABI_VERSION: u32 = 12;
+pub const ABI_VERSION: u32 = 13;
 
 pub const SLOT_SIZE: usize = 64;
 /// Bytes of payload in one continuation slot.
@@ -315,7 +315,18 @@ pub struct ThreadEntry {
     /// the last code run whose entries were copied out: the thread waits
     /// for it before it reuses `code` after the supervisor closed its run.
     pub code_read: AtomicU64,
+    /// The sequence numbers the thread reserved and has not written yet,
+    /// so that the drainer can skip them if the thread dies first (a
+    /// process killed by SIGKILL mid-log): `first + 1`, or
+    /// [`RESERVING`] from just before it asks for numbers until it knows
+    /// them; 0: none.
+    pub writing: AtomicU64,
+    /// How many sequence numbers from `writing - 1` the thread reserved.
+    pub writing_len: AtomicU64,
 }
+
+/// [`ThreadEntry::writing`] while the thread is taking sequence numbers.
+pub const RESERVING: u64 = u64::MAX;
 
 /// Entries at most in one run of function or block entries.
 pub const CODE_RUN_MAX: usize = 32;

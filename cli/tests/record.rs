@@ -685,3 +685,57 @@ fn a_crash_while_other_threads_log_keeps_the_last_words() {
         );
     }
 }
+
+/// A parent that kills each child with SIGKILL while the child logs reads
+/// as fast as it can: some child dies holding a ring slot it never
+/// writes.
+const KILLED_CHILDREN: &str = r#"
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+int main(void) {
+    for (int round = 0; round < 150; round++) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            int fd = open("/dev/zero", O_RDONLY);
+            char buf[64];
+            for (;;) read(fd, buf, sizeof buf);
+        }
+        struct timespec ts = {0, 5 * 1000 * 1000};
+        nanosleep(&ts, 0);
+        kill(pid, SIGKILL);
+        waitpid(pid, 0, 0);
+    }
+    printf("killed 150 children\n");
+    return 0;
+}
+"#;
+
+#[test]
+fn children_killed_mid_log_do_not_stop_the_recording() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prog = compile(
+        tmp.path(),
+        "killed_children",
+        KILLED_CHILDREN,
+        &["-O1", "-g"],
+    );
+    let dir = tmp.path().join("trace");
+    // The drain used to stop at the first slot a killed child left empty;
+    // once the ring filled up behind it, the parent waited for space
+    // forever (natively this takes under a second).
+    let o = common::record(tmp.path(), &dir, &prog, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "killed 150 children\n");
+    let (r, evs) = events(&dir);
+    assert_eq!(r.outcome().unwrap().kind, OutcomeKind::Exited);
+    assert!(
+        evs.iter().any(|e| e.kind == EventKind::Syscall
+            && e.object == libc::SYS_write as u64
+            && e.data == b"killed 150 children\n"),
+        "the parent's last write is in the trace"
+    );
+}

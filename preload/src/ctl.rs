@@ -418,12 +418,32 @@ fn wait_code_copied(c: &ControlHeader, e: &ThreadEntry) {
     }
 }
 
+/// Marks the thread as taking sequence numbers (see
+/// [`ThreadEntry::writing`]); the `fetch_add` after it orders the store
+/// before the numbers are taken.
+fn reserving(e: &ThreadEntry) {
+    e.writing.store(reprise_abi::RESERVING, Ordering::Relaxed);
+}
+
+/// The thread holds `len` sequence numbers from `seq` it has not written.
+fn holds(e: &ThreadEntry, seq: u64, len: u64) {
+    e.writing_len.store(len, Ordering::Relaxed);
+    e.writing.store(seq + 1, Ordering::Release);
+}
+
+/// The thread's reserved numbers are written (or belong to a run).
+fn written(e: &ThreadEntry) {
+    e.writing.store(0, Ordering::Release);
+}
+
 /// Logs a lock or unlock as part of the thread's run when it continues it
 /// (same object, alternating kinds, and no other event took a sequence
 /// number in between): then it costs one `fetch_add` and a store to the
 /// thread's own cache line, not a ring slot the supervisor must read.
 fn log_in_run(c: &ControlHeader, e: &ThreadEntry, ev: Ev, kinds: (EventKind, EventKind)) -> u64 {
+    reserving(e);
     let seq = c.head.0.fetch_add(1, Ordering::AcqRel);
+    holds(e, seq, 1);
     let st = e.run.load(Ordering::Acquire);
     if run::is_open(st) {
         let len = run::len(st);
@@ -437,6 +457,7 @@ fn log_in_run(c: &ControlHeader, e: &ThreadEntry, ev: Ev, kinds: (EventKind, Eve
                 .compare_exchange(st, st + 1, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
         {
+            written(e);
             return seq;
         }
         close_run(c, e);
@@ -451,6 +472,7 @@ fn log_in_run(c: &ControlHeader, e: &ThreadEntry, ev: Ev, kinds: (EventKind, Eve
     } else {
         write_slot(c, seq, 1, ev, &[], 0, 0);
     }
+    written(e);
     seq
 }
 
@@ -497,8 +519,11 @@ fn log_code(c: &ControlHeader, e: &ThreadEntry, ev: Ev) -> u64 {
         (true, len) if len >= reserved => (reserved * 2).min(CODE_RUN_MAX as u64),
         (true, _) => (reserved / 2).max(1),
     };
+    reserving(e);
     let seq = c.head.0.fetch_add(size, Ordering::AcqRel);
+    holds(e, seq, size);
     if !wait_for_space(c, seq, size) {
+        written(e);
         return seq;
     }
     wait_code_copied(c, e);
@@ -507,6 +532,7 @@ fn log_code(c: &ControlHeader, e: &ThreadEntry, ev: Ev) -> u64 {
         .store(ev.kind as u32 | (ev.kind as u32) << 16, Ordering::Relaxed);
     e.run_object.store(size, Ordering::Relaxed);
     e.run.store(run::pack(seq, 1), Ordering::Release);
+    written(e);
     seq
 }
 
@@ -601,14 +627,20 @@ fn first_seq_of(c: &ControlHeader, start: u64) -> u64 {
 
 fn log_one(c: &ControlHeader, e: Option<&ThreadEntry>, ev: Ev, data: &[u8]) -> u64 {
     let nslots = slots_for(data.len()) as u64;
+    if let Some(e) = e {
+        reserving(e);
+    }
     let seq = c.head.0.fetch_add(nslots, Ordering::AcqRel);
     if let Some(e) = e {
+        holds(e, seq, nslots);
         close_run(c, e);
     }
-    if !wait_for_space(c, seq, nslots) {
-        return seq;
+    if wait_for_space(c, seq, nslots) {
+        write_slot(c, seq, nslots, ev, data, 0, 0);
     }
-    write_slot(c, seq, nslots, ev, data, 0, 0);
+    if let Some(e) = e {
+        written(e);
+    }
     seq
 }
 

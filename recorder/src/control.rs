@@ -30,6 +30,38 @@ pub struct RawEvent {
 }
 
 /// A control block: a shared file in /dev/shm mapped into the supervisor
+
+/// What [`ControlBlock::pass_dead_writer`] did.
+#[derive(Debug)]
+pub enum DeadWriter {
+    /// The run the dead thread was closing, taken from its entry.
+    Run(RawEvent),
+    /// Sequence numbers the dead thread reserved, skipped: their events
+    /// are lost.
+    Skipped(u64),
+}
+
+/// A run's description in its thread's entry, read before the run is
+/// closed (its owner may reuse the fields for its next run after).
+#[derive(Clone, Copy)]
+struct RunFields {
+    kinds: u32,
+    object: u64,
+    process: u16,
+    thread: u32,
+}
+
+impl RunFields {
+    fn read(e: &ThreadEntry) -> RunFields {
+        RunFields {
+            kinds: e.run_kinds.load(Ordering::Acquire),
+            object: e.run_object.load(Ordering::Acquire),
+            process: e.process.load(Ordering::Relaxed) as u16,
+            thread: e.thread.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// and, by the agent, into every traced process.
 pub struct ControlBlock {
     file: SharedFile,
@@ -180,51 +212,114 @@ impl ControlBlock {
             }
             // Read the run's description before closing it: once closed,
             // its owner may reuse the fields for its next run.
-            let kinds = e.run_kinds.load(Ordering::Acquire);
-            let object = e.run_object.load(Ordering::Acquire);
-            let process = e.process.load(Ordering::Relaxed) as u16;
-            let thread = e.thread.load(Ordering::Relaxed);
+            let fields = RunFields::read(e);
             if e.run
                 .compare_exchange(st, st | run::CLOSED, Ordering::AcqRel, Ordering::Acquire)
                 .is_err()
             {
                 return None; // its owner closed it; the slot comes soon
             }
-            let len = run::len(st);
-            let kind = EventKind::from_u16(kinds as u16).unwrap_or(EventKind::MutexLock);
-            // A lock run spans its events. A run of function or block
-            // entries spans the numbers it reserved (`object` holds them:
-            // read before the close let its owner reuse the field), and its
-            // (address, call site) pairs are copied out before the thread
-            // may reuse them.
-            let (mut spans, mut object, mut arg0, mut data) = (len, object, 0, Vec::new());
-            if matches!(kind, EventKind::FuncEntry | EventKind::Block) {
-                spans = reprise_abi::code_run_reserved(object);
-                let n = (len as usize).min(reprise_abi::CODE_RUN_MAX);
-                for i in 0..2 * n {
-                    data.extend_from_slice(&e.code[i].load(Ordering::Acquire).to_le_bytes());
-                }
-                object = e.code[0].load(Ordering::Acquire);
-                arg0 = e.code[1].load(Ordering::Acquire);
-                e.code_read.store(run::start(st) + 1, Ordering::Release);
+            return Some(self.run_event(e, st, fields));
+        }
+        None
+    }
+
+    /// The event of run `st` of thread entry `e` (`fields` read before
+    /// it was closed), which starts at the next sequence number; the
+    /// cursor moves past the numbers the run spans.
+    fn run_event(&self, e: &ThreadEntry, st: u64, fields: RunFields) -> RawEvent {
+        let tail = self.tail();
+        let RunFields {
+            kinds,
+            object,
+            process,
+            thread,
+        } = fields;
+        let len = run::len(st);
+        let kind = EventKind::from_u16(kinds as u16).unwrap_or(EventKind::MutexLock);
+        // A lock run spans its events. A run of function or block
+        // entries spans the numbers it reserved (`object` holds them:
+        // read before the close let its owner reuse the field), and its
+        // (address, call site) pairs are copied out before the thread
+        // may reuse them.
+        let (mut spans, mut object, mut arg0, mut data) = (len, object, 0, Vec::new());
+        if matches!(kind, EventKind::FuncEntry | EventKind::Block) {
+            spans = reprise_abi::code_run_reserved(object);
+            let n = (len as usize).min(reprise_abi::CODE_RUN_MAX);
+            for i in 0..2 * n {
+                data.extend_from_slice(&e.code[i].load(Ordering::Acquire).to_le_bytes());
             }
-            self.cursor.set(tail + spans);
+            object = e.code[0].load(Ordering::Acquire);
+            arg0 = e.code[1].load(Ordering::Acquire);
+            e.code_read.store(run::start(st) + 1, Ordering::Release);
+        }
+        self.cursor.set(tail + spans);
+        self.publish();
+        RawEvent {
+            seq: tail,
+            kind,
+            process,
+            thread,
+            object,
+            arg0,
+            arg1: 0,
+            result: 0,
+            extra: 0,
+            data,
+            repeat: len,
+            alt_kind: EventKind::from_u16((kinds >> 16) as u16).unwrap_or(EventKind::MutexUnlock),
+        }
+    }
+
+    /// When the next slot stays unwritten during the run: if the thread
+    /// that reserved it died before writing it (its process was killed
+    /// mid-log), moves past it — returning the run that thread was
+    /// closing, or skipping the numbers it reserved (how many: `Skipped`).
+    /// `alive(tid)` says whether a thread still exists. Nothing while a
+    /// live thread may still write the slot.
+    pub fn pass_dead_writer(&self, alive: impl Fn(i32) -> bool) -> Option<DeadWriter> {
+        let tail = self.tail();
+        let mut dead_reserving = false;
+        for e in self.threads() {
+            let tid = e.tid.load(Ordering::Acquire);
+            // A run the thread closed (not the supervisor) and was writing.
+            let st = e.run.load(Ordering::Acquire);
+            if st & run::CLOSED != 0
+                && run::len(st) > 0
+                && run::start(st) == tail & run::START_MASK
+                && !alive(tid)
+            {
+                let fields = RunFields::read(e);
+                return Some(DeadWriter::Run(self.run_event(e, st, fields)));
+            }
+            let w = e.writing.load(Ordering::Acquire);
+            if w == 0 {
+                continue;
+            }
+            if w == reprise_abi::RESERVING {
+                // Between taking numbers and recording which: it may own
+                // the slot.
+                if alive(tid) {
+                    return None;
+                }
+                dead_reserving = true;
+                continue;
+            }
+            let (first, len) = (w - 1, e.writing_len.load(Ordering::Acquire).max(1));
+            if (first..first + len).contains(&tail) {
+                if alive(tid) {
+                    return None;
+                }
+                self.cursor.set(first + len);
+                self.publish();
+                return Some(DeadWriter::Skipped(first + len - tail));
+            }
+        }
+        // Nobody alive claims the slot, and a thread died taking numbers.
+        if dead_reserving {
+            self.cursor.set(tail + 1);
             self.publish();
-            return Some(RawEvent {
-                seq: tail,
-                kind,
-                process,
-                thread,
-                object,
-                arg0,
-                arg1: 0,
-                result: 0,
-                extra: 0,
-                data,
-                repeat: len,
-                alt_kind: EventKind::from_u16((kinds >> 16) as u16)
-                    .unwrap_or(EventKind::MutexUnlock),
-            });
+            return Some(DeadWriter::Skipped(1));
         }
         None
     }

@@ -12,7 +12,7 @@ use reprise_schema::{
 use sha2::{Digest, Sha256};
 
 use crate::code_runs::CodeRun;
-use crate::control::{ControlBlock, RawEvent};
+use crate::control::{ControlBlock, DeadWriter, RawEvent};
 use crate::expected::OutputCheck;
 use crate::outcome::{self, Ending};
 use crate::{launch, RecordError};
@@ -198,8 +198,13 @@ struct Drain {
     events: u64,
     disk_error: Option<reprise_schema::TraceError>,
     dropped: u64,
-    /// Since when the next event has been missing.
+    /// Since when the next event has been missing (reset at each look
+    /// for an open run), and since when without a break.
     stuck_since: Option<Instant>,
+    stalled_since: Option<Instant>,
+    /// Sequence numbers reserved by threads that died before writing them
+    /// (a process killed mid-log), skipped.
+    lost_to_dead_writers: u64,
     /// Function and block entries gathered into one record.
     code: crate::code_runs::CodeRun,
     /// The trace's number of the next event.
@@ -219,6 +224,25 @@ const HANG_CHECK: Duration = Duration::from_millis(100);
 /// process's threads within milliseconds).
 const LEFTOVER_WAIT: Duration = Duration::from_millis(200);
 
+/// How long the next slot may stay empty during the run before the
+/// drainer looks for a dead thread that reserved it.
+const DEAD_WRITER_WAIT: Duration = Duration::from_millis(50);
+
+/// Whether thread `tid` still runs: not gone, not a zombie.
+fn thread_exists(tid: i32) -> bool {
+    if tid <= 0 {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{tid}/stat")) {
+        Ok(stat) => !matches!(
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next()),
+            Some('Z' | 'X' | 'x')
+        ),
+        Err(_) => false,
+    }
+}
+
 /// How long the drainer waits for a thread to close a run it has open at
 /// the next sequence number before it takes the run itself.
 const RUN_TAKEOVER: Duration = Duration::from_millis(2);
@@ -236,7 +260,23 @@ impl Drain {
         ctl.publish();
         if n > 0 || !ctl.stalled() {
             self.stuck_since = None;
+            self.stalled_since = None;
         } else {
+            // A slot that stays empty this long may be a dead thread's: a
+            // process killed mid-log would otherwise stop the drain, and
+            // then, once the ring is full, the whole program.
+            let stalled = *self.stalled_since.get_or_insert_with(Instant::now);
+            if stalled.elapsed() >= DEAD_WRITER_WAIT {
+                self.stalled_since = None;
+                match ctl.pass_dead_writer(thread_exists) {
+                    Some(DeadWriter::Run(ev)) => {
+                        self.push(ev);
+                        n += 1;
+                    }
+                    Some(DeadWriter::Skipped(k)) => self.lost_to_dead_writers += k,
+                    None => {}
+                }
+            }
             // The next event may be the start of a run its thread keeps
             // open (it is blocked, or between two lock operations): take
             // it after a while so that the ring does not fill up behind it.
@@ -465,6 +505,8 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
         disk_error: None,
         dropped: 0,
         stuck_since: None,
+        stalled_since: None,
+        lost_to_dead_writers: 0,
         code: Default::default(),
         next_seq: 0,
     };
@@ -565,6 +607,7 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
         }
         std::thread::sleep(Duration::from_millis(1));
     }
+    let lost = lost + drain.lost_to_dead_writers;
     if lost > 0 {
         warnings.push(format!(
             "{lost} ring slot(s) reserved by threads killed before they wrote them were skipped: the events there are missing from the trace (the events after them are kept)"
