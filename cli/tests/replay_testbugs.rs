@@ -16,7 +16,7 @@ use reprise_testbugs::{build_manifest, corpus_dir, load_manifest, Bug};
 /// Programs whose recorded failure the feedback strategy reproduces
 /// within 10 attempts at their frequent arguments, and then reproduces
 /// every time from the saved schedule.
-const REPRODUCIBLE: [&str; 11] = [
+const REPRODUCIBLE: [&str; 10] = [
     "mysql_3596_procinfo",
     "mozilla_nsthread_init",
     "transmission_1818_bandwidth",
@@ -26,7 +26,6 @@ const REPRODUCIBLE: [&str; 11] = [
     "fsevents_290_lostwakeup",
     "libfabric_928_progress",
     "jubatus_180_mixer",
-    "fex_3881_pooled_buffers",
     "urllib3_204_pool_dispose",
 ];
 /// Replays of the saved schedule that must all reproduce.
