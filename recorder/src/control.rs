@@ -282,13 +282,14 @@ impl ControlBlock {
         let mut dead_reserving = false;
         for e in self.threads() {
             let tid = e.tid.load(Ordering::Acquire);
-            // A run the thread closed (not the supervisor) and was writing.
+            // A run that starts at the slot: a live thread's is written when
+            // it closes it (or taken open, after RUN_TAKEOVER); a dead
+            // thread's that it was closing is taken from its entry.
             let st = e.run.load(Ordering::Acquire);
-            if st & run::CLOSED != 0
-                && run::len(st) > 0
-                && run::start(st) == tail & run::START_MASK
-                && !alive(tid)
-            {
+            if run::len(st) > 0 && run::start(st) == tail & run::START_MASK {
+                if alive(tid) || run::is_open(st) {
+                    return None;
+                }
                 let fields = RunFields::read(e);
                 return Some(DeadWriter::Run(self.run_event(e, st, fields)));
             }
