@@ -36,9 +36,8 @@ fn reproduced() -> &'static Reproduced {
         let trace = root.join("mysql");
         // A crash past the first few events: the tests list events 10-20
         // (one run in ten or so crashes before event 21).
-        let crashed = |o: &reprise_schema::OutcomeInfo| {
-            o.kind == OutcomeKind::Signaled && o.event_count > 30
-        };
+        let crashed =
+            |o: &reprise_schema::OutcomeInfo| o.kind == OutcomeKind::Signaled && o.event_count > 30;
         for _ in 0..3 {
             assert!(
                 record_until(&root, &trace, &exe, &["1000", "5000"], 200, crashed),

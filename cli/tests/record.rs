@@ -633,6 +633,16 @@ fn options_after_the_program_are_the_programs() {
     assert!(trace.join("header").exists());
 }
 
+/// Whether the trace holds a `write` of `bytes` to `fd`.
+fn wrote(evs: &[EventRecord], fd: u64, bytes: &[u8]) -> bool {
+    evs.iter().any(|e| {
+        e.kind == EventKind::Syscall
+            && e.object == libc::SYS_write as u64
+            && e.arg0 == fd
+            && e.data == bytes
+    })
+}
+
 /// Sixteen threads read /dev/zero (every read an event with data, in its
 /// own ring slots) while main writes its last words and aborts: threads
 /// that reserved slots (preempted, or waiting for ring space) die with
@@ -676,10 +686,7 @@ fn a_crash_while_other_threads_log_keeps_the_last_words() {
         assert_eq!(oc.signal, libc::SIGABRT);
         let words = b"last words before the crash\n";
         assert!(
-            evs.iter().any(|e| e.kind == EventKind::Syscall
-                && e.object == libc::SYS_write as u64
-                && e.arg0 == 2
-                && e.data == words),
+            wrote(&evs, 2, words),
             "run {run}: the crashing thread's write is in the trace\n{}",
             stderr(&o)
         );
@@ -733,9 +740,7 @@ fn children_killed_mid_log_do_not_stop_the_recording() {
     let (r, evs) = events(&dir);
     assert_eq!(r.outcome().unwrap().kind, OutcomeKind::Exited);
     assert!(
-        evs.iter().any(|e| e.kind == EventKind::Syscall
-            && e.object == libc::SYS_write as u64
-            && e.data == b"killed 150 children\n"),
+        wrote(&evs, 1, b"killed 150 children\n"),
         "the parent's last write is in the trace"
     );
 }

@@ -29,8 +29,6 @@ pub struct RawEvent {
     pub alt_kind: EventKind,
 }
 
-/// A control block: a shared file in /dev/shm mapped into the supervisor
-
 /// What [`ControlBlock::pass_dead_writer`] did.
 #[derive(Debug)]
 pub enum DeadWriter {
@@ -62,6 +60,7 @@ impl RunFields {
     }
 }
 
+/// A control block: a shared file in /dev/shm mapped into the supervisor
 /// and, by the agent, into every traced process.
 pub struct ControlBlock {
     file: SharedFile,

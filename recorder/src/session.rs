@@ -16,7 +16,7 @@ use crate::control::{ControlBlock, DeadWriter, RawEvent};
 use crate::expected::OutputCheck;
 use crate::outcome::{self, Ending};
 use crate::{launch, RecordError};
-use reprise_tracee::process::{become_subreaper, cpu_ticks, reap_ended, try_wait};
+use reprise_tracee::process::{become_subreaper, cpu_ticks, exited, reap_ended, try_wait};
 
 /// What to record.
 #[derive(Debug, Clone)]
@@ -228,19 +228,10 @@ const LEFTOVER_WAIT: Duration = Duration::from_millis(200);
 /// drainer looks for a dead thread that reserved it.
 const DEAD_WRITER_WAIT: Duration = Duration::from_millis(50);
 
-/// Whether thread `tid` still runs: not gone, not a zombie.
+/// Whether thread `tid` still runs: not gone, not a zombie (/proc has
+/// an entry for every thread id, not only for processes).
 fn thread_exists(tid: i32) -> bool {
-    if tid <= 0 {
-        return false;
-    }
-    match std::fs::read_to_string(format!("/proc/{tid}/stat")) {
-        Ok(stat) => !matches!(
-            stat.rsplit_once(')')
-                .and_then(|(_, rest)| rest.trim_start().chars().next()),
-            Some('Z' | 'X' | 'x')
-        ),
-        Err(_) => false,
-    }
+    tid > 0 && !exited(tid)
 }
 
 /// How long the drainer waits for a thread to close a run it has open at
