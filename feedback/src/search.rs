@@ -480,7 +480,7 @@ impl Searcher<'_, '_> {
                 }
                 continue;
             }
-            let Some(Reverse((_, n, k, defer))) = frontier.pop() else {
+            let Some(Reverse((cost, n, k, defer))) = frontier.pop() else {
                 break;
             };
             let race = nodes[n].races[k];
@@ -523,6 +523,20 @@ impl Searcher<'_, '_> {
             // the failure failing to happen, the nearest miss).
             let progressed =
                 state == FlipState::Done && (r.outcome().is_some() || r.stopped_at >= parent_stop);
+            // The flip happened and the failure did not: the read may
+            // need another of the writer's values.
+            if state == FlipState::Done && !defer {
+                let alternates = std::mem::take(&mut nodes[n].alternates[k]);
+                // At the flip's own rank: the run that reached the
+                // failure's place without failing says the race is the
+                // right one.
+                for alt in alternates {
+                    nodes[n].races.push(alt);
+                    nodes[n].alternates.push(Vec::new());
+                    let at = nodes[n].races.len() - 1;
+                    frontier.push(Reverse((cost, n, at, false)));
+                }
+            }
             if let (true, Some(obs)) = (progressed, r.observation.clone()) {
                 if !seen_rf.insert(races::reads_from_digest(&obs)) {
                     result.duplicates += 1;

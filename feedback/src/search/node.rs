@@ -27,6 +27,10 @@ pub(super) struct Node {
     pub exposed: usize,
     /// The 8-byte granules that some race of this run touched.
     pub places: HashSet<u64>,
+    /// Per race (same index as `races`): other instances of its write
+    /// that its read could see instead, tried when the race's flip
+    /// happened and the run still did not fail (see [`alternates`]).
+    pub alternates: Vec<Vec<Race>>,
     pub stopped_at: u64,
 }
 
@@ -53,6 +57,7 @@ impl Node {
             })
             .collect();
         let found = races::races(replay, obs, focus);
+        let all = found.clone();
         let granule = |a: u64| a & !7;
         let places: HashSet<u64> = found
             .iter()
@@ -73,6 +78,10 @@ impl Node {
             });
         let exposed = races.len();
         races.extend(known);
+        let alternates = races
+            .iter()
+            .map(|r| alternates(r, &all, focus.thread))
+            .collect();
         if let Some(path) = std::env::var_os("REPRISE_DEBUG_ACCESSES") {
             use std::io::Write;
             if let Ok(mut f) =
@@ -123,7 +132,152 @@ impl Node {
             races,
             exposed,
             places,
+            alternates,
             stopped_at: r.stopped_at,
         }
+    }
+}
+
+/// Other instances of the write each read of a flip could see, tried at
+/// most this many.
+const ALTERNATES: usize = 4;
+/// Other writes racing with the read for them to count as a sequence.
+const MIN_SEQUENCE: usize = 3;
+
+/// When a thread writes one place many times while another thread's read
+/// of it is unordered with all of those writes (a counter or an offset
+/// advanced in a loop, checked by a thread the sketch lets run at any
+/// point), the read can see any of them, and the failure often needs one
+/// value in the middle (a buffer nearly full, a count at its limit). The
+/// flip of `race`, when its read is the failing thread's (`failing`),
+/// makes the read see the write nearest the point of interest; these are the same read against other writes of the same
+/// instruction that the observed run also raced with it: the one that
+/// wrote the largest value, the smallest, then by position in bisection
+/// order (the middle one, the quarters, ...).
+pub(super) fn alternates(race: &Race, found: &[Race], failing: Option<u32>) -> Vec<Race> {
+    use reprise_replayer::accesses::is_write;
+    let (first, second) = (&race.first.access, &race.second.access);
+    // The read's side stays; the write's instance varies.
+    let read_first = match (is_write(first), is_write(second)) {
+        (false, true) => true,
+        (true, false) => false,
+        _ => return Vec::new(),
+    };
+    let fixed = |r: &Race| if read_first { r.first } else { r.second };
+    // Only the failing thread's reads: its check is the one that failed.
+    if failing != Some(fixed(race).access.key) {
+        return Vec::new();
+    }
+    let varying = |r: &Race| if read_first { r.second } else { r.first };
+    let mut others: Vec<Race> = found
+        .iter()
+        .filter(|r| {
+            !r.delay
+                && r.static_pair() == race.static_pair()
+                && r.first.access.key == first.key
+                && r.second.access.key == second.key
+                && fixed(r).n == fixed(race).n
+                && varying(r).n != varying(race).n
+        })
+        .copied()
+        .collect();
+    others.sort_by_key(|r| varying(r).n);
+    others.dedup_by_key(|r| varying(r).n);
+    // Two or three writes are the nearest instances, not a sequence.
+    if others.len() < MIN_SEQUENCE {
+        return Vec::new();
+    }
+    let mut picked: Vec<Race> = Vec::new();
+    // The largest and the smallest value written first: a bound checked
+    // too early is crossed at an extreme (a buffer at its fullest, a
+    // count at its limit or at zero).
+    let value = |r: &Race| varying(r).access.after;
+    let extremes = [
+        others.iter().max_by_key(|r| value(r)),
+        others.iter().min_by_key(|r| value(r)),
+    ];
+    for &r in extremes.into_iter().flatten() {
+        if value(&r) != value(race) && !picked.iter().any(|p| value(p) == value(&r)) {
+            picked.push(r);
+        }
+    }
+    // Then by position, in bisection order: 1/2, 1/4, 3/4, 1/8, ...
+    let mut den = 2;
+    while picked.len() < ALTERNATES && den <= 2 * others.len() {
+        for num in (1..den).step_by(2) {
+            let r = others[(others.len() * num / den).min(others.len() - 1)];
+            if picked.len() < ALTERNATES && !picked.iter().any(|p| varying(p).n == varying(&r).n) {
+                picked.push(r);
+            }
+        }
+        den *= 2;
+    }
+    picked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reprise_abi::observe::{Access, ACCESS_READ, ACCESS_WRITE};
+    use reprise_replayer::accesses::Occurrence;
+
+    fn occ(key: u32, pc: u64, n: u32, write: bool, value: u64) -> Occurrence {
+        let flags = if write { ACCESS_WRITE } else { ACCESS_READ };
+        Occurrence {
+            access: Access {
+                key,
+                flags,
+                size: 8,
+                pc,
+                addr: 0x1000,
+                after: value,
+                ..Access::default()
+            },
+            n,
+            index: n as usize,
+        }
+    }
+
+    fn race(first: Occurrence, second: Occurrence) -> Race {
+        Race {
+            first,
+            second,
+            distance: 0,
+            score: 0,
+            until_fork: 0,
+            delay: false,
+        }
+    }
+
+    /// Thread 1's read (instance 7) raced with thread 2's writes 1..=10,
+    /// which wrote 100, 200, ..., 1000; the flip tried the last one.
+    fn sequence() -> (Race, Vec<Race>) {
+        let read = occ(1, 0x10, 7, false, 0);
+        let all: Vec<Race> = (1..=10)
+            .rev()
+            .map(|n| race(read, occ(2, 0x20, n, true, 100 * n as u64)))
+            .collect();
+        (all[0], all)
+    }
+
+    #[test]
+    fn a_failing_threads_read_tries_the_extremes_then_the_middle() {
+        let (tried, all) = sequence();
+        let alt = alternates(&tried, &all, Some(1));
+        let ns: Vec<u32> = alt.iter().map(|r| r.second.n).collect();
+        // 10 (1000) was tried: the largest left is 9, the smallest 1,
+        // then the middle of 1..=9 and a quarter.
+        assert_eq!(ns, vec![9, 1, 5, 3]);
+        assert!(alt
+            .iter()
+            .all(|r| r.first.n == 7 && r.first.access.key == 1));
+    }
+
+    #[test]
+    fn no_alternates_for_another_threads_read_or_a_short_sequence() {
+        let (tried, all) = sequence();
+        assert!(alternates(&tried, &all, Some(2)).is_empty());
+        assert!(alternates(&tried, &all, None).is_empty());
+        assert!(alternates(&tried, &all[..3], Some(1)).is_empty());
     }
 }
