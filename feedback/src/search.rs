@@ -229,7 +229,7 @@ struct Searcher<'r, 'a> {
 
 /// Races tried per node at most, and the cost of one more flip in the
 /// best-first order (in ranks).
-const BRANCH: usize = 8;
+pub(super) const BRANCH: usize = 8;
 const DEPTH_COST: usize = 2;
 const DEFER_COST: usize = 3;
 /// One attempt in this many (from the sixth) is the late base (see
@@ -527,9 +527,9 @@ impl Searcher<'_, '_> {
             // need another of the writer's values.
             if state == FlipState::Done && !defer {
                 let alternates = std::mem::take(&mut nodes[n].alternates[k]);
-                // At the flip's own rank: the run that reached the
-                // failure's place without failing says the race is the
-                // right one.
+                // At the flip's own rank: the run that got as far without
+                // failing says the race is the right one. (A rank apart
+                // each was measured: the same programs, later.)
                 for alt in alternates {
                     nodes[n].races.push(alt);
                     nodes[n].alternates.push(Vec::new());

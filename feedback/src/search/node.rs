@@ -78,9 +78,18 @@ impl Node {
             });
         let exposed = races.len();
         races.extend(known);
+        // Only the races the search can pick (the first BRANCH) need
+        // them; each is a scan of every race found.
         let alternates = races
             .iter()
-            .map(|r| alternates(r, &all, focus.thread))
+            .enumerate()
+            .map(|(k, r)| {
+                if k < super::BRANCH {
+                    alternates(r, &all, focus.thread)
+                } else {
+                    Vec::new()
+                }
+            })
             .collect();
         if let Some(path) = std::env::var_os("REPRISE_DEBUG_ACCESSES") {
             use std::io::Write;
