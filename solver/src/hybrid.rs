@@ -31,14 +31,23 @@ use crate::search::{feedback_also_missed, SolverPlanner};
 /// README's *eval* section): half of the default budget of ten.
 pub const HANDOVER: u32 = 5;
 
+/// `hybrid`: attempts in each turn after the first, the solver's and
+/// feedback's in alternation. Measured on the 53 `sys` traces of two
+/// evaluations (`reprise replay TRACE --strategy hybrid --max-attempts 10`):
+/// 23 and 24 reproduced with turns of 2, 23 and 23 with one solver turn
+/// until it concludes (which spent the budget on the solver and missed
+/// memcached_127, which feedback's search reaches in its seventh attempt).
+pub const HYBRID_TURN: u32 = 2;
+
 /// `auto`: attempts in each turn; the first turn is exactly `feedback`
 /// within the `reprise eval --replay` budget of ten attempts.
 pub const AUTO_TURN: u32 = 10;
 
 /// Feedback's search for `first` attempts, then the solver and feedback in
 /// turns of `turn` attempts, each planning from everything the runs so far
-/// observed. `hybrid` is `first` 5 with no turn length (the solver goes on
-/// until it concludes, then feedback has the rest); `auto` is turns of 10.
+/// observed. `hybrid` is `first` 5, then turns of 2; `auto` is turns of
+/// 10. A solver that concludes (no untried schedule) gets no more turns:
+/// feedback has the rest.
 /// A failure feedback reproduces within `first` attempts reproduces as with
 /// `feedback`; one that needs coordinated flips gets the solver after them.
 pub struct TurnsPlanner {

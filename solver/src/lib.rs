@@ -41,7 +41,7 @@ pub fn strategy(name: &str) -> Option<NamedStrategy> {
             Strategy::Feedback,
             Box::new(hybrid::TurnsPlanner {
                 first: hybrid::HANDOVER,
-                turn: None,
+                turn: Some(hybrid::HYBRID_TURN),
             }),
         ),
         "auto" => (
