@@ -524,18 +524,19 @@ impl Searcher<'_, '_> {
             let progressed =
                 state == FlipState::Done && (r.outcome().is_some() || r.stopped_at >= parent_stop);
             // The flip happened and the failure did not: the read may
-            // need another of the writer's values.
-            if state == FlipState::Done && !defer {
-                let alternates = std::mem::take(&mut nodes[n].alternates[k]);
-                // At the flip's own rank: the run that got as far without
-                // failing says the race is the right one. (A rank apart
-                // each was measured: the same programs, later.)
-                for alt in alternates {
-                    nodes[n].races.push(alt);
-                    nodes[n].alternates.push(Vec::new());
-                    let at = nodes[n].races.len() - 1;
-                    frontier.push(Reverse((cost, n, at, false)));
-                }
+            // need another of the writer's values. (An alternate's own
+            // flip, pushed past the end of `alternates`, has none.)
+            let alternates = match (state, defer) {
+                (FlipState::Done, false) => nodes[n].alternates.get_mut(k).map(std::mem::take),
+                _ => None,
+            };
+            // At the flip's own rank: the run that got as far without
+            // failing says the race is the right one. (A rank apart each
+            // was measured: the same programs, later.)
+            for alt in alternates.unwrap_or_default() {
+                nodes[n].races.push(alt);
+                let at = nodes[n].races.len() - 1;
+                frontier.push(Reverse((cost, n, at, false)));
             }
             if let (true, Some(obs)) = (progressed, r.observation.clone()) {
                 if !seen_rf.insert(races::reads_from_digest(&obs)) {

@@ -36,7 +36,8 @@ pub const HANDOVER: u32 = 5;
 /// evaluations (`reprise replay TRACE --strategy hybrid --max-attempts 10`):
 /// 23 and 24 reproduced with turns of 2, 23 and 23 with one solver turn
 /// until it concludes (which spent the budget on the solver and missed
-/// memcached_127, which feedback's search reaches in its seventh attempt).
+/// memcached_127, which feedback's search reaches in its seventh or eighth
+/// attempt).
 pub const HYBRID_TURN: u32 = 2;
 
 /// `auto`: attempts in each turn; the first turn is exactly `feedback`

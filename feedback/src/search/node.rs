@@ -27,9 +27,10 @@ pub(super) struct Node {
     pub exposed: usize,
     /// The 8-byte granules that some race of this run touched.
     pub places: HashSet<u64>,
-    /// Per race (same index as `races`): other instances of its write
-    /// that its read could see instead, tried when the race's flip
-    /// happened and the run still did not fail (see [`alternates`]).
+    /// Per race of the first `BRANCH` (same index as `races`): other
+    /// instances of its write that its read could see instead, tried when
+    /// the race's flip happened and the run still did not fail (see
+    /// [`alternates`]).
     pub alternates: Vec<Vec<Race>>,
     pub stopped_at: u64,
 }
@@ -57,7 +58,6 @@ impl Node {
             })
             .collect();
         let found = races::races(replay, obs, focus);
-        let all = found.clone();
         let granule = |a: u64| a & !7;
         let places: HashSet<u64> = found
             .iter()
@@ -65,7 +65,8 @@ impl Node {
             .collect();
         let mut pairs = HashSet::new();
         let (mut races, known): (Vec<Race>, Vec<Race>) = found
-            .into_iter()
+            .iter()
+            .copied()
             .filter(|r| {
                 let key = (r.first.access.pc, r.first.n, r.second.access.pc, r.second.n);
                 !path.contains(&key) && pairs.insert(r.static_pair())
@@ -82,14 +83,8 @@ impl Node {
         // them; each is a scan of every race found.
         let alternates = races
             .iter()
-            .enumerate()
-            .map(|(k, r)| {
-                if k < super::BRANCH {
-                    alternates(r, &all, focus.thread)
-                } else {
-                    Vec::new()
-                }
-            })
+            .take(super::BRANCH)
+            .map(|r| alternates(r, &found, focus.thread))
             .collect();
         if let Some(path) = std::env::var_os("REPRISE_DEBUG_ACCESSES") {
             use std::io::Write;
@@ -159,10 +154,11 @@ const MIN_SEQUENCE: usize = 3;
 /// point), the read can see any of them, and the failure often needs one
 /// value in the middle (a buffer nearly full, a count at its limit). The
 /// flip of `race`, when its read is the failing thread's (`failing`),
-/// makes the read see the write nearest the point of interest; these are the same read against other writes of the same
-/// instruction that the observed run also raced with it: the one that
-/// wrote the largest value, the smallest, then by position in bisection
-/// order (the middle one, the quarters, ...).
+/// makes the read see the write nearest the point of interest; these are
+/// the same read against other writes of the same instruction that the
+/// observed run also raced with it: the one that wrote the largest value,
+/// the smallest, then by position in bisection order (the middle one, the
+/// quarters, ...).
 pub(super) fn alternates(race: &Race, found: &[Race], failing: Option<u32>) -> Vec<Race> {
     use reprise_replayer::accesses::is_write;
     let (first, second) = (&race.first.access, &race.second.access);
@@ -214,7 +210,8 @@ pub(super) fn alternates(race: &Race, found: &[Race], failing: Option<u32>) -> V
     let mut den = 2;
     while picked.len() < ALTERNATES && den <= 2 * others.len() {
         for num in (1..den).step_by(2) {
-            let r = others[(others.len() * num / den).min(others.len() - 1)];
+            // num < den: always inside `others`.
+            let r = others[others.len() * num / den];
             if picked.len() < ALTERNATES && !picked.iter().any(|p| varying(p).n == varying(&r).n) {
                 picked.push(r);
             }
