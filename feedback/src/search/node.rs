@@ -8,7 +8,7 @@ use reprise_abi::replay as rp;
 use reprise_replayer::observe::{FlipSpec, Observation};
 use reprise_replayer::{AttemptResult, Replay, Schedule};
 
-use crate::races::{self, Focus, Race};
+use crate::races::{self, Focus, Occurrence, Race};
 
 /// A node of the feedback search: a schedule that ran (without failing),
 /// and its races still to try — one per pair of instructions, the
@@ -188,8 +188,11 @@ pub(super) fn alternates(race: &Race, found: &[Race], failing: Option<u32>) -> V
         .collect();
     others.sort_by_key(|r| varying(r).n);
     others.dedup_by_key(|r| varying(r).n);
-    // Two or three writes are the nearest instances, not a sequence.
-    if others.len() < MIN_SEQUENCE {
+    // Two or three writes are the nearest instances, not a sequence; and
+    // values that come and go (pointers pushed and popped on a list) are
+    // not a count or an offset with a value in the middle to find: there
+    // the run that got as far is better explored by its own races.
+    if others.len() < MIN_SEQUENCE || !advances(race, &others, varying) {
         return Vec::new();
     }
     let mut picked: Vec<Race> = Vec::new();
@@ -221,11 +224,33 @@ pub(super) fn alternates(race: &Race, found: &[Race], failing: Option<u32>) -> V
     picked
 }
 
+/// True if the writes of the sequence (`race`'s and `others`', in the
+/// writer's order) mostly move one way: a count or an offset advanced in
+/// a loop, perhaps reset now and then (a buffer flushed). At least three
+/// steps in four go the main way.
+fn advances(race: &Race, others: &[Race], varying: impl Fn(&Race) -> Occurrence) -> bool {
+    let mut writes: Vec<(u32, u64)> = others
+        .iter()
+        .chain(std::iter::once(race))
+        .map(|r| (varying(r).n, varying(r).access.after))
+        .collect();
+    writes.sort_unstable();
+    let (mut up, mut down) = (0usize, 0usize);
+    for w in writes.windows(2) {
+        match w[1].1.cmp(&w[0].1) {
+            std::cmp::Ordering::Greater => up += 1,
+            std::cmp::Ordering::Less => down += 1,
+            std::cmp::Ordering::Equal => {}
+        }
+    }
+    let steps = up + down;
+    steps > 0 && 4 * up.max(down) >= 3 * steps
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use reprise_abi::observe::{Access, ACCESS_READ, ACCESS_WRITE};
-    use reprise_replayer::accesses::Occurrence;
 
     fn occ(key: u32, pc: u64, n: u32, write: bool, value: u64) -> Occurrence {
         let flags = if write { ACCESS_WRITE } else { ACCESS_READ };
@@ -277,6 +302,25 @@ mod tests {
         assert!(alt
             .iter()
             .all(|r| r.first.n == 7 && r.first.access.key == 1));
+    }
+
+    #[test]
+    fn no_alternates_when_the_values_come_and_go() {
+        // A list head: thread 2 pushed and popped three objects in turn.
+        let read = occ(1, 0x10, 7, false, 0);
+        let heads = [0x8270, 0x82c0, 0x8270, 0x8310, 0x82c0, 0x8270];
+        let all: Vec<Race> = (1..=6u32)
+            .rev()
+            .map(|n| race(read, occ(2, 0x20, n, true, heads[n as usize - 1])))
+            .collect();
+        assert!(alternates(&all[0], &all, Some(1)).is_empty());
+        // An offset that grows and is reset once still counts.
+        let offsets = [10, 20, 30, 0, 10, 20, 30];
+        let all: Vec<Race> = (1..=7u32)
+            .rev()
+            .map(|n| race(read, occ(2, 0x20, n, true, offsets[n as usize - 1])))
+            .collect();
+        assert!(!alternates(&all[0], &all, Some(1)).is_empty());
     }
 
     #[test]
