@@ -11,6 +11,7 @@
 
 mod code_runs;
 pub mod control;
+mod drain_priority;
 pub mod expected;
 pub mod func_patch;
 pub mod instrumented;

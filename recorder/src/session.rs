@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::code_runs::CodeRun;
 use crate::control::{ControlBlock, DeadWriter, RawEvent};
+use crate::drain_priority::DrainPriority;
 use crate::expected::OutputCheck;
 use crate::outcome::{self, Ending};
 use crate::{launch, RecordError};
@@ -509,8 +510,11 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
     let mut last_check = Instant::now();
     let mut main_status = None;
     let mut interrupts_seen = INTERRUPTS.load(Ordering::Relaxed);
+    let mut priority = DrainPriority::new();
+    let ring_slots = ctl.header().ring_slots;
     let status = loop {
         let n = drain.take(&ctl);
+        priority.adjust(ctl.head().saturating_sub(ctl.tail()), ring_slots);
         if let (Some(e), true) = (&drain.disk_error, drain.accepting) {
             // Stop taking events; the trace keeps what was written.
             warnings.push(format!("{e}; the trace keeps the events written before"));
@@ -572,6 +576,7 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
         }
     };
     FORWARD_TO.store(0, Ordering::Relaxed);
+    priority.normal();
     // Whatever of the program is left (after a hang) ends with it.
     kill_all(&ctl, pid, false);
     // Drain what is left. A slot that stays reserved but unwritten was

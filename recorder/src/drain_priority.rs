@@ -1,0 +1,130 @@
+//! The supervisor's scheduling class while it drains the ring.
+//!
+//! The supervisor shares the cores with the program. At the normal class,
+//! each of its wake-ups (every 200 µs under a server's steady trickle of
+//! events) preempts one of the program's threads on that core, in the
+//! middle of a request: measured on memcached under a client's load
+//! (`reprise bench record --only memcached`, 2 cores), that cost the
+//! program more throughput than the draining itself. At `SCHED_IDLE` the
+//! supervisor runs only when a core has nothing else to do (a server
+//! waiting for its next request has plenty of such moments) and never
+//! preempts the program.
+//!
+//! The ring is the buffer that makes this safe: events wait there until a
+//! core is free. A program that keeps every core busy would starve an idle
+//! drainer until its threads block on a full ring, so the drainer goes back
+//! to the normal class once the ring is a quarter full, and idles again
+//! when it has drained it below an eighth. Leaving `SCHED_IDLE` needs
+//! `CAP_SYS_NICE` or an `RLIMIT_NICE` of 20 (sched(7)): where a probe finds
+//! the way back closed, the drainer stays at the normal class.
+
+use std::io;
+
+/// The class the drainer is in, switched by how full the ring is.
+pub struct DrainPriority {
+    idle: bool,
+    /// This process may return from `SCHED_IDLE` (probed once).
+    reversible: bool,
+}
+
+impl DrainPriority {
+    /// Starts at the normal class (the program's first events come fast:
+    /// loading, thread creation); [`DrainPriority::adjust`] idles it.
+    pub fn new() -> DrainPriority {
+        // On a thread of its own: a probe that cannot come back leaves
+        // only that thread idle.
+        let reversible = std::thread::spawn(|| set_idle(true).is_ok() && set_idle(false).is_ok())
+            .join()
+            .unwrap_or(false);
+        DrainPriority {
+            idle: false,
+            reversible,
+        }
+    }
+
+    /// Idles while fewer than `ring_slots / 8` of the ring's slots are
+    /// taken and not drained (`pending`), back to normal from a quarter.
+    pub fn adjust(&mut self, pending: u64, ring_slots: u64) {
+        let want_idle = if self.idle {
+            pending < ring_slots / 4
+        } else {
+            pending < ring_slots / 8
+        };
+        if self.reversible && want_idle != self.idle && set_idle(want_idle).is_ok() {
+            self.idle = want_idle;
+        }
+    }
+
+    /// Back to the normal class (to finish the trace at full speed).
+    pub fn normal(&mut self) {
+        if self.idle && set_idle(false).is_ok() {
+            self.idle = false;
+        }
+    }
+}
+
+impl Default for DrainPriority {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Puts the calling thread in `SCHED_IDLE` or back in `SCHED_OTHER`.
+/// Any thread may lower its own class and return to `SCHED_OTHER`
+/// (sched(7)); the program, spawned before, keeps its own.
+fn set_idle(idle: bool) -> io::Result<()> {
+    let policy = if idle {
+        libc::SCHED_IDLE
+    } else {
+        libc::SCHED_OTHER
+    };
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` is a valid sched_param for the call's duration; pid 0
+    // is the calling thread; the call changes only its scheduling class.
+    let r = unsafe { libc::sched_setscheduler(0, policy, &param) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn class() -> i32 {
+        // SAFETY: pid 0 is the calling thread; the call reads its policy.
+        unsafe { libc::sched_getscheduler(0) }
+    }
+
+    #[test]
+    fn idles_while_the_ring_has_room_and_returns_when_it_fills() {
+        // On a thread of its own: the class is per thread.
+        std::thread::spawn(|| {
+            let mut p = DrainPriority::new();
+            if !p.reversible {
+                // Without CAP_SYS_NICE or RLIMIT_NICE 20: never idles.
+                p.adjust(10, 1024);
+                assert_eq!(class(), libc::SCHED_OTHER);
+                return;
+            }
+            p.adjust(10, 1024);
+            assert_eq!(class(), libc::SCHED_IDLE);
+            // Between an eighth and a quarter: stays idle.
+            p.adjust(200, 1024);
+            assert_eq!(class(), libc::SCHED_IDLE);
+            p.adjust(300, 1024);
+            assert_eq!(class(), libc::SCHED_OTHER);
+            // Between the two again: stays normal until below an eighth.
+            p.adjust(200, 1024);
+            assert_eq!(class(), libc::SCHED_OTHER);
+            p.adjust(100, 1024);
+            assert_eq!(class(), libc::SCHED_IDLE);
+            p.normal();
+            assert_eq!(class(), libc::SCHED_OTHER);
+        })
+        .join()
+        .unwrap();
+    }
+}
