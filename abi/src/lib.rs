@@ -307,6 +307,9 @@ pub struct ThreadEntry {
     /// `kind | alt_kind << 16` of the open run.
     pub run_kinds: AtomicU32,
     pub run_object: AtomicU64,
+    /// Where the program called the run's acquiring operation (its
+    /// return address; every lock of a run has this one), 0 if unknown.
+    pub run_site: AtomicU64,
     /// A run of function or block entries (`func`, `bb`) keeps each entry's
     /// (address, call site) here, [`CODE_RUN_MAX`] at most; whoever closes
     /// the run copies them out.
@@ -657,6 +660,11 @@ pub struct ReplayState {
     /// may move; reported, not a divergence), and the first one's position.
     pub object_mismatches: AtomicU64,
     pub first_mismatch: AtomicU64,
+    /// The first lock taken from another call site than recorded (its
+    /// ring position; `u64::MAX`: none) and its thread's key: where the
+    /// thread's path left the recorded one, often long before it diverges.
+    pub first_site_mismatch: AtomicU64,
+    pub first_site_thread: AtomicU32,
     pub divergence: DivergenceInfo,
     /// Writes whose bytes differed from the recorded output only where
     /// the recording printed one of the recorded pids or tids: accepted,

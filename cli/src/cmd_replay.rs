@@ -456,6 +456,15 @@ impl Done<'_> {
                 res.object_mismatches
             );
         }
+        if let Some((pos, key)) = res.first_path_change {
+            // Ring positions are not event numbers: name the event as
+            // `reprise dump` does.
+            let event = self.replay.event_at(pos).map_or(pos, |(_, e)| e.seq);
+            out!(
+                "  note: {} took a lock at event {event} from another call site than recorded (its path left the recorded one there)",
+                reprise_replayer::key_name(key)
+            );
+        }
         if let Some(note) = revocation_note(self.replay, res) {
             out!("  note: {note}");
         }

@@ -309,3 +309,77 @@ fn ctrl_c_ends_the_replay_in_one_line_and_leaves_nothing_behind() {
         .unwrap();
     assert!(ps.stdout.is_empty(), "left behind: {}", stdout(&ps));
 }
+
+/// Two functions lock one mutex; which one runs in each round is read
+/// from a table, so the variant below changes the path and not the code.
+const TWO_SITES: &str = r#"
+#include <pthread.h>
+#include <stdio.h>
+static pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+static long claimed, released;
+static const int order[12] = { 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1 };
+__attribute__((noinline)) static void claim(void) { pthread_mutex_lock(&m); claimed++; pthread_mutex_unlock(&m); }
+__attribute__((noinline)) static void release(void) { pthread_mutex_lock(&m); released++; pthread_mutex_unlock(&m); }
+static void *worker(void *arg) {
+    (void)arg;
+    for (int i = 0; i < 12; i++) { if (order[i]) release(); else claim(); }
+    return NULL;
+}
+int main(void) {
+    pthread_t t;
+    pthread_create(&t, NULL, worker, NULL);
+    pthread_join(t, NULL);
+    printf("%ld %ld\n", claimed, released);
+    return 0;
+}
+"#;
+
+#[test]
+fn a_lock_taken_from_another_call_site_is_where_the_path_changed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prog = compile(
+        tmp.path(),
+        "two_sites",
+        TWO_SITES,
+        &["-O1", "-g", "-pthread"],
+    );
+    let trace = tmp.path().join("trace");
+    let o = record(tmp.path(), &trace, &prog, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // Rounds 5 and 6 swapped: the same code, the same number of locks of
+    // the same mutex, another path from the fifth round on.
+    compile(
+        tmp.path(),
+        "two_sites",
+        &TWO_SITES.replace(
+            "0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1",
+            "0, 1, 0, 1, 1, 0, 0, 1, 0, 1, 0, 1",
+        ),
+        &["-O1", "-g", "-pthread"],
+    );
+    let o = replay(tmp.path(), &trace, &["--max-attempts", "1", "--force"]);
+    let out = stdout(&o);
+    // The same locks of the same mutex: the run replays whole, and the
+    // report says where the worker's path left the recorded one — its
+    // fifth lock, not its last event.
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    let line = out
+        .lines()
+        .find(|l| l.contains("from another call site"))
+        .unwrap_or_else(|| panic!("no path change noted: {out}"));
+    let recorded = String::from_utf8_lossy(
+        &common::run_reprise(tmp.path(), &["dump", trace.to_str().unwrap()], None, LIMIT).stdout,
+    )
+    .to_string();
+    let fifth_lock = recorded
+        .lines()
+        .filter(|l| l.contains(" t1 pthread_mutex_lock("))
+        .nth(4)
+        .and_then(|l| l.split_whitespace().next())
+        .map(|n| n.trim_start_matches('#').to_string())
+        .unwrap_or_else(|| panic!("no fifth lock: {recorded}"));
+    assert!(
+        line.contains(&format!("thread 1 took a lock at event {fifth_lock} ")),
+        "{line}\n{recorded}"
+    );
+}

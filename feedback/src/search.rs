@@ -347,13 +347,21 @@ impl Searcher<'_, '_> {
         Ok(self.runner.runs[plain].reproduced && self.confirm_base(&base, eager, plain, result)?)
     }
 
-    /// Where the races that matter are: where the attempt diverged, else
-    /// the end of the recording (where the recorded run failed).
+    /// Where the races that matter are: where the attempt diverged — or,
+    /// before that, where a thread first took a lock from another call
+    /// site than recorded (its path changed there) —, else the end of the
+    /// recording (where the recorded run failed).
     fn focus(&self, r: &AttemptResult) -> Focus {
         match r.outcome() {
-            None => Focus {
-                pos: r.stopped_at,
-                thread: r.diverging_thread,
+            None => match r.first_path_change {
+                Some((pos, key)) if pos < r.stopped_at => Focus {
+                    pos,
+                    thread: Some(key),
+                },
+                _ => Focus {
+                    pos: r.stopped_at,
+                    thread: r.diverging_thread,
+                },
             },
             Some(_) => Focus {
                 pos: self.runner.replay.end_position(),

@@ -453,6 +453,8 @@ fn log_in_run(c: &ControlHeader, e: &ThreadEntry, ev: Ev, kinds: (EventKind, Eve
             && len < run::MAX_LEN
             && e.run_object.load(Ordering::Relaxed) == ev.object
             && expected as u16 == ev.kind as u16
+            // Every acquire of a run comes from one call site.
+            && (len % 2 == 1 || e.run_site.load(Ordering::Relaxed) == ev.arg0)
             && e.run
                 .compare_exchange(st, st + 1, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
@@ -468,6 +470,7 @@ fn log_in_run(c: &ControlHeader, e: &ThreadEntry, ev: Ev, kinds: (EventKind, Eve
         e.run_kinds
             .store(kinds.0 as u32 | (kinds.1 as u32) << 16, Ordering::Relaxed);
         e.run_object.store(ev.object, Ordering::Relaxed);
+        e.run_site.store(ev.arg0, Ordering::Relaxed);
         e.run.store(run::pack(seq, 1), Ordering::Release);
     } else {
         write_slot(c, seq, 1, ev, &[], 0, 0);
@@ -567,7 +570,10 @@ pub fn close_run(c: &ControlHeader, e: &ThreadEntry) {
         e.code_read.store(run::start(st) + 1, Ordering::Release);
         return;
     }
-    let ev = Ev::new(k0, e.run_object.load(Ordering::Relaxed));
+    let ev = Ev {
+        arg0: e.run_site.load(Ordering::Relaxed),
+        ..Ev::new(k0, e.run_object.load(Ordering::Relaxed))
+    };
     if len == 1 {
         write_slot(c, start, 1, ev, &[], 0, 0);
     } else {

@@ -21,11 +21,18 @@ use crate::replay;
 /// Runs an acquiring operation `f` on `object` and logs it afterwards.
 #[inline(always)]
 fn acquire(kind: K, object: u64, holds: bool, f: impl FnOnce() -> c_int) -> c_int {
+    acquire_from(kind, object, 0, holds, f)
+}
+
+/// [`acquire`] called from `site` in the program (its return address,
+/// logged as the event's `arg0`; 0: not known).
+#[inline(always)]
+fn acquire_from(kind: K, object: u64, site: u64, holds: bool, f: impl FnOnce() -> c_int) -> c_int {
     if !ctl::active() {
         return f();
     }
     if replay::on() {
-        return replay::acquire(kind, object, holds, f);
+        return replay::acquire_from(kind, object, site, holds, f);
     }
     let Some(h) = ctl::here() else { return f() };
     h.set_waiting(object, kind);
@@ -37,6 +44,7 @@ fn acquire(kind: K, object: u64, holds: bool, f: impl FnOnce() -> c_int) -> c_in
     h.log(
         Ev {
             result: r as i64,
+            arg0: site,
             ..Ev::new(kind, object)
         },
         &[],
@@ -84,8 +92,18 @@ fn after(kind: K, object: u64, holds: bool, f: impl FnOnce() -> c_int) -> c_int 
     r
 }
 
+/// `pthread_mutex_lock`: passes where the program called it (the return
+/// address) to [`mutex_lock_from`] as its second argument; a tail jump
+/// keeps the stack as the caller left it. The call site tells two paths
+/// through the program apart that lock the same mutex (a claim and a
+/// release of one pool), which the sketch would otherwise see as one.
+#[unsafe(naked)]
 #[no_mangle]
-pub unsafe extern "C" fn pthread_mutex_lock(m: *mut pthread_mutex_t) -> c_int {
+pub unsafe extern "C" fn pthread_mutex_lock(_m: *mut pthread_mutex_t) -> c_int {
+    core::arch::naked_asm!("mov rsi, [rsp]", "jmp {f}", f = sym mutex_lock_from);
+}
+
+unsafe extern "C" fn mutex_lock_from(m: *mut pthread_mutex_t, site: u64) -> c_int {
     let f = real!(pthread_mutex_lock: fn(*mut pthread_mutex_t) -> c_int);
     if ctl::active() && !replay::on() {
         // Uncontended: no need to advertise a wait that cannot hang.
@@ -98,6 +116,7 @@ pub unsafe extern "C" fn pthread_mutex_lock(m: *mut pthread_mutex_t) -> c_int {
                 h.log(
                     Ev {
                         result: r as i64,
+                        arg0: site,
                         ..Ev::new(K::MutexLock, m as u64)
                     },
                     &[],
@@ -106,7 +125,7 @@ pub unsafe extern "C" fn pthread_mutex_lock(m: *mut pthread_mutex_t) -> c_int {
             return r;
         }
     }
-    acquire(K::MutexLock, m as u64, true, || unsafe { f(m) })
+    acquire_from(K::MutexLock, m as u64, site, true, || unsafe { f(m) })
 }
 
 #[no_mangle]

@@ -45,6 +45,7 @@ pub enum DeadWriter {
 struct RunFields {
     kinds: u32,
     object: u64,
+    site: u64,
     process: u16,
     thread: u32,
 }
@@ -54,6 +55,7 @@ impl RunFields {
         RunFields {
             kinds: e.run_kinds.load(Ordering::Acquire),
             object: e.run_object.load(Ordering::Acquire),
+            site: e.run_site.load(Ordering::Acquire),
             process: e.process.load(Ordering::Relaxed) as u16,
             thread: e.thread.load(Ordering::Relaxed),
         }
@@ -231,6 +233,7 @@ impl ControlBlock {
         let RunFields {
             kinds,
             object,
+            site,
             process,
             thread,
         } = fields;
@@ -241,7 +244,8 @@ impl ControlBlock {
         // read before the close let its owner reuse the field), and its
         // (address, call site) pairs are copied out before the thread
         // may reuse them.
-        let (mut spans, mut object, mut arg0, mut data) = (len, object, 0, Vec::new());
+        // A lock run's events carry its call site (`arg0`).
+        let (mut spans, mut object, mut arg0, mut data) = (len, object, site, Vec::new());
         if matches!(kind, EventKind::FuncEntry | EventKind::Block) {
             spans = reprise_abi::code_run_reserved(object);
             let n = (len as usize).min(reprise_abi::CODE_RUN_MAX);

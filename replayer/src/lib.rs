@@ -412,6 +412,10 @@ pub struct AttemptResult {
     pub decisions: u64,
     /// Events whose object (address) differed from the recording.
     pub object_mismatches: u64,
+    /// The first lock taken from another call site than recorded: its
+    /// ring position and thread key (where the thread's path left the
+    /// recorded one).
+    pub first_path_change: Option<(u64, u32)>,
     /// Writes whose output differed from the recorded only where the
     /// recording printed a pid or tid, accepted.
     pub output_numbers: u64,

@@ -510,6 +510,10 @@ impl<'r> ReplaySession<'r> {
             completed: turn >= total,
             decisions: r.decisions.load(Ordering::Acquire),
             object_mismatches: r.object_mismatches.load(Ordering::Acquire),
+            first_path_change: match r.first_site_mismatch.load(Ordering::Acquire) {
+                u64::MAX => None,
+                pos => Some((pos, r.first_site_thread.load(Ordering::Acquire))),
+            },
             output_numbers: r.output_numbers.load(Ordering::Acquire),
             revocations: r.revocations.load(Ordering::Acquire),
             first_revocation: r.first_revocation.load(Ordering::Acquire).checked_sub(1),
@@ -581,6 +585,7 @@ fn init_control(ctl: &ControlBlock, replay: &Replay, opts: &AttemptOptions) {
         Ordering::Release,
     );
     r.first_mismatch.store(u64::MAX, Ordering::Release);
+    r.first_site_mismatch.store(u64::MAX, Ordering::Release);
     let recorded = replay.header.recorded_events;
     let mut recorded_events = 0;
     if recorded & reprise_schema::RecordedEvents::PROCESS_EXIT != 0 {

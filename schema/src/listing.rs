@@ -582,7 +582,10 @@ pub fn format_event(ev: &EventRecord) -> String {
         }
         _ => {
             let _ = write!(s, "{}({:#x}", k.name(), ev.object);
-            if ev.arg0 != 0 {
+            // A mutex operation's `arg0` is the lock's call site, which
+            // the replay checks; it is not an argument.
+            let site = matches!(k, EventKind::MutexLock | EventKind::MutexUnlock);
+            if ev.arg0 != 0 && !site {
                 let _ = write!(s, ", {:#x}", ev.arg0);
             }
             if ev.arg1 != 0 {

@@ -186,6 +186,7 @@ mod tests {
                 completed,
                 decisions: 0,
                 object_mismatches: 0,
+                first_path_change: None,
                 output_numbers: 0,
                 revocations: 0,
                 first_revocation: None,

@@ -47,8 +47,8 @@ mod syscalls;
 
 pub use flip::{current_key, hand_baton_to, hold_for_flip, maybe_preempt, positions};
 pub use ops::{
-    acquire, after, before_fork, begin_create, cond_wait, end_create, forked_child, process_exit,
-    program_point, release, simple, thread_exit,
+    acquire, acquire_from, after, before_fork, begin_create, cond_wait, end_create, forked_child,
+    process_exit, program_point, release, simple, thread_exit,
 };
 pub use syscalls::syscall;
 
@@ -173,7 +173,7 @@ fn bump(r: &ReplayState) {
     );
 }
 
-fn my_key() -> u32 {
+pub(super) fn my_key() -> u32 {
     rp::key(ctl::process(), ctl::thread())
 }
 

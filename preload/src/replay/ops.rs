@@ -128,6 +128,23 @@ fn is_timed(kind: K) -> bool {
 
 /// A blocking acquiring operation (logged after it completes).
 pub fn acquire(kind: K, object: u64, holds: bool, f: impl FnOnce() -> c_int) -> c_int {
+    acquire_from(kind, object, 0, holds, f)
+}
+
+/// [`acquire`] called from `site` in the program (0: unknown). A lock the
+/// recording took from another call site is another path through the
+/// program: noted (the first one), not a divergence — the attempt can
+/// still reach the recorded failure by that path (measured: ending such
+/// attempts there lost fex_3881 and httpd_21287), but when it diverges
+/// later, the search looks for the race where the path changed rather
+/// than where one lock more or less of the mutex finally showed.
+pub fn acquire_from(
+    kind: K,
+    object: u64,
+    site: u64,
+    holds: bool,
+    f: impl FnOnce() -> c_int,
+) -> c_int {
     let _busy = Busy::enter();
     let c = ctl_ok();
     if off_sketch(c) {
@@ -159,6 +176,16 @@ pub fn acquire(kind: K, object: u64, holds: bool, f: impl FnOnce() -> c_int) -> 
                     raw::set_errno(libc::ETIMEDOUT);
                 }
                 return t.result as c_int;
+            }
+            if site != 0 && t.arg0 != 0 && t.arg0 != site && t.kind == kind as u16 {
+                let r = st(c);
+                if r.first_site_mismatch
+                    .compare_exchange(u64::MAX, t.pos, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    r.first_site_thread
+                        .store(super::my_key(), Ordering::Release);
+                }
             }
             ctl::set_waiting(object, kind);
             let r = f();
