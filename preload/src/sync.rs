@@ -100,6 +100,10 @@ fn after(kind: K, object: u64, holds: bool, f: impl FnOnce() -> c_int) -> c_int 
 #[unsafe(naked)]
 #[no_mangle]
 pub unsafe extern "C" fn pthread_mutex_lock(_m: *mut pthread_mutex_t) -> c_int {
+    // SAFETY: at entry [rsp] is the caller's return address and rdi the
+    // mutex; rsi is a free argument register of the C ABI. The jump leaves
+    // the stack and rdi untouched, so `mutex_lock_from` returns to the
+    // program's caller as `pthread_mutex_lock` would.
     core::arch::naked_asm!("mov rsi, [rsp]", "jmp {f}", f = sym mutex_lock_from);
 }
 
