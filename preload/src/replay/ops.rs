@@ -135,7 +135,7 @@ pub fn acquire(kind: K, object: u64, holds: bool, f: impl FnOnce() -> c_int) -> 
 /// recording took from another call site is another path through the
 /// program: noted (the first one), not a divergence — the attempt can
 /// still reach the recorded failure by that path (measured: ending such
-/// attempts there lost fex_3881 and httpd_21287), but when it diverges
+/// attempts there lost fex_3881 on one trace), but when it diverges
 /// later, the search looks for the race where the path changed rather
 /// than where one lock more or less of the mutex finally showed.
 pub fn acquire_from(
