@@ -367,10 +367,12 @@ fn a_lock_taken_from_another_call_site_is_where_the_path_changed() {
         .lines()
         .find(|l| l.contains("from another call site"))
         .unwrap_or_else(|| panic!("no path change noted: {out}"));
-    let recorded = String::from_utf8_lossy(
-        &common::run_reprise(tmp.path(), &["dump", trace.to_str().unwrap()], None, LIMIT).stdout,
-    )
-    .to_string();
+    let recorded = stdout(&run_reprise(
+        tmp.path(),
+        &["dump", trace.to_str().unwrap()],
+        None,
+        LIMIT,
+    ));
     let fifth_lock = recorded
         .lines()
         .filter(|l| l.contains(" t1 pthread_mutex_lock("))

@@ -70,8 +70,9 @@ impl Default for DrainPriority {
 }
 
 /// Puts the calling thread in `SCHED_IDLE` or back in `SCHED_OTHER`.
-/// Any thread may lower its own class and return to `SCHED_OTHER`
-/// (sched(7)); the program, spawned before, keeps its own.
+/// Any thread may lower its own class; coming back needs `CAP_SYS_NICE`
+/// or an `RLIMIT_NICE` of 20 (sched(7)), which [`DrainPriority::new`]
+/// probes. The program, spawned before, keeps its own class.
 fn set_idle(idle: bool) -> io::Result<()> {
     let policy = if idle {
         libc::SCHED_IDLE
