@@ -17,6 +17,7 @@ pub mod func_patch;
 pub mod instrumented;
 pub mod launch;
 pub mod outcome;
+mod running;
 mod session;
 pub mod shm;
 

@@ -13,11 +13,11 @@ use sha2::{Digest, Sha256};
 
 use crate::code_runs::CodeRun;
 use crate::control::{ControlBlock, DeadWriter, RawEvent};
-use crate::drain_priority::DrainPriority;
 use crate::expected::OutputCheck;
-use crate::outcome::{self, Ending};
+use crate::outcome;
+use crate::running::{self, Ended};
 use crate::{launch, RecordError};
-use reprise_tracee::process::{become_subreaper, cpu_ticks, exited, reap_ended, try_wait};
+use reprise_tracee::process::{become_subreaper, exited};
 
 /// What to record.
 #[derive(Debug, Clone)]
@@ -65,7 +65,7 @@ pub struct RecordResult {
     pub warnings: Vec<String>,
 }
 
-static INTERRUPTS: AtomicI32 = AtomicI32::new(0);
+pub(crate) static INTERRUPTS: AtomicI32 = AtomicI32::new(0);
 static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
 static HANDLERS_SET: AtomicBool = AtomicBool::new(false);
 
@@ -186,10 +186,10 @@ impl OutputTally {
 }
 
 /// Moves events from the ring into the trace, keeping output statistics.
-struct Drain {
-    writer: TraceWriter,
+pub(crate) struct Drain {
+    pub(crate) writer: TraceWriter,
     /// False once the writer failed (disk full): events are counted, not kept.
-    accepting: bool,
+    pub(crate) accepting: bool,
     output: [OutputTally; 2],
     /// stdout against the expected output, if the user gave one.
     check: Option<OutputCheck>,
@@ -197,7 +197,7 @@ struct Drain {
     /// its `DataMore` continuations count as output too.
     last_output_fd: std::collections::HashMap<(u16, u32), usize>,
     events: u64,
-    disk_error: Option<reprise_schema::TraceError>,
+    pub(crate) disk_error: Option<reprise_schema::TraceError>,
     dropped: u64,
     /// Since when the next event has been missing (reset at each look
     /// for an open run), and since when without a break.
@@ -214,11 +214,9 @@ struct Drain {
 
 /// Events taken from the ring at most before the supervisor looks at the
 /// process again.
-const DRAIN_BATCH: usize = 65536;
-const IDLE_SLEEP_MIN: Duration = Duration::from_micros(200);
-const IDLE_SLEEP_MAX: Duration = Duration::from_millis(5);
-/// How often the hang watch looks at the program's CPU time.
-const HANG_CHECK: Duration = Duration::from_millis(100);
+/// Events taken from the ring at most before the supervisor looks at the
+/// process again.
+pub(crate) const DRAIN_BATCH: usize = 65536;
 
 /// After the program ended: how long a reserved slot may stay unwritten
 /// before its thread counts as killed mid-write (the kernel ends a killed
@@ -240,7 +238,7 @@ fn thread_exists(tid: i32) -> bool {
 const RUN_TAKEOVER: Duration = Duration::from_millis(2);
 
 impl Drain {
-    fn take(&mut self, ctl: &ControlBlock) -> usize {
+    pub(crate) fn take(&mut self, ctl: &ControlBlock) -> usize {
         let mut n = 0;
         while let Some(ev) = ctl.next_event() {
             self.push(ev);
@@ -373,7 +371,7 @@ impl Drain {
     }
 
     /// Writes the gathered function or block entries, if any.
-    fn flush_code(&mut self) {
+    pub(crate) fn flush_code(&mut self) {
         if let Some((first, objects, sites)) = self.code.take() {
             let written = self.writer.push_code_run(&first, &objects, &sites);
             self.note_written(written);
@@ -487,7 +485,7 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
     let pid = child.id() as i32;
     FORWARD_TO.store(pid, Ordering::Relaxed);
 
-    let mut drain = Drain {
+    let drain = Drain {
         writer,
         accepting: true,
         output: Default::default(),
@@ -502,81 +500,14 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
         code: Default::default(),
         next_seq: 0,
     };
-    let mut warnings = Vec::new();
-    let mut last_flush = Instant::now();
-    let mut last_progress = (ctl.head(), cpu_ticks(pid), Instant::now());
-    let mut hang: Option<Ending> = None;
-    let mut idle_sleep = IDLE_SLEEP_MIN;
-    let mut last_check = Instant::now();
-    let mut main_status = None;
-    let mut interrupts_seen = INTERRUPTS.load(Ordering::Relaxed);
-    let mut priority = DrainPriority::new();
-    let ring_slots = ctl.header().ring_slots;
-    let status = loop {
-        let n = drain.take(&ctl);
-        priority.adjust(ctl.head().saturating_sub(ctl.tail()), ring_slots);
-        if let (Some(e), true) = (&drain.disk_error, drain.accepting) {
-            // Stop taking events; the trace keeps what was written.
-            warnings.push(format!("{e}; the trace keeps the events written before"));
-            ctl.header().stopping.store(1, Ordering::Release);
-            drain.accepting = false;
-        }
-        if main_status.is_none() {
-            main_status = try_wait(pid);
-        }
-        if let Some(st) = main_status {
-            // The process reprise started is gone; the program is not while
-            // another of its processes lives on (a daemon, a worker).
-            reap_ended(&ctl.pids());
-            if hang.is_some() || !others_alive(&ctl, pid) {
-                break st;
-            }
-            end_others_on_interrupt(&ctl, pid, &mut interrupts_seen);
-        }
-        if last_flush.elapsed() > Duration::from_millis(500) {
-            if drain.accepting {
-                drain.flush_code();
-                if let Err(e) = drain.writer.flush() {
-                    drain.disk_error.get_or_insert(e);
-                }
-            }
-            last_flush = Instant::now();
-        }
-        if n >= DRAIN_BATCH {
-            idle_sleep = IDLE_SLEEP_MIN;
-        } else if n > 0 {
-            // A steady trickle (a server under load): let events collect
-            // for a moment rather than spin on a core the program needs.
-            // The ring holds far more than arrives meanwhile.
-            idle_sleep = IDLE_SLEEP_MIN;
-            std::thread::sleep(IDLE_SLEEP_MIN);
-        } else {
-            // The supervisor shares the cores with the program: when there
-            // is nothing to drain it sleeps longer and longer, and reads
-            // /proc only every HANG_CHECK.
-            std::thread::sleep(idle_sleep);
-            idle_sleep = (idle_sleep * 2).min(IDLE_SLEEP_MAX);
-            if last_check.elapsed() < HANG_CHECK {
-                continue;
-            }
-            last_check = Instant::now();
-            // Hang watch: no event and no CPU time, while every thread
-            // waits in a recorded operation.
-            let now = (ctl.head(), cpu_ticks(pid));
-            if now != (last_progress.0, last_progress.1) {
-                last_progress = (now.0, now.1, Instant::now());
-            } else if hang.is_none()
-                && last_progress.2.elapsed() >= opts.hang_timeout
-                && outcome::all_waiting(&ctl)
-            {
-                hang = Some(outcome::analyse_hang(&ctl, pid));
-                kill_all(&ctl, pid, true);
-                continue;
-            }
-        }
-    };
+    let Ended {
+        ctl,
+        mut drain,
+        status,
+        hang,
+        mut warnings,
+    } = running::drain_until_exit(ctl, drain, pid, opts.hang_timeout);
     FORWARD_TO.store(0, Ordering::Relaxed);
-    priority.normal();
     // Whatever of the program is left (after a hang) ends with it.
     kill_all(&ctl, pid, false);
     // Drain what is left. A slot that stays reserved but unwritten was
@@ -587,9 +518,14 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
     let deadline = Instant::now() + LEFTOVER_WAIT;
     let mut lost = 0u64;
     loop {
-        drain.take(&ctl);
+        let n = drain.take(&ctl);
         if !ctl.stalled() {
             break;
+        }
+        if n > 0 {
+            // A backlog (the drainer idled while the program ran): only
+            // a slot that stays unwritten counts as a dead writer's.
+            continue;
         }
         // Runs left open by threads that are gone.
         if let Some(ev) = ctl.take_open_run() {
@@ -642,30 +578,9 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
 
 /// SIGKILLs the processes the agents registered; the program itself
 /// (`pid`) too unless it was already reaped.
-/// True while a process of the program other than `main` (the one reprise
-/// started) has not exited.
-fn others_alive(ctl: &ControlBlock, main: i32) -> bool {
-    ctl.pids()
-        .into_iter()
-        .any(|p| p != main && !reprise_tracee::process::exited(p))
-}
-
-/// Once the process reprise started has exited, a SIGINT or SIGTERM to
-/// reprise (Ctrl-C) ends the processes still running, with SIGTERM.
-fn end_others_on_interrupt(ctl: &ControlBlock, main: i32, seen: &mut i32) {
-    let now = INTERRUPTS.load(Ordering::Relaxed);
-    if now != *seen {
-        *seen = now;
-        for p in ctl.pids() {
-            if p != main {
-                // SAFETY: kill(2); a process that is gone gives ESRCH.
-                unsafe { libc::kill(p, libc::SIGTERM) };
-            }
-        }
-    }
-}
-
-fn kill_all(ctl: &ControlBlock, pid: i32, including_main: bool) {
+/// SIGKILLs the processes the agents registered; the program itself
+/// (`pid`) too unless it was already reaped.
+pub(crate) fn kill_all(ctl: &ControlBlock, pid: i32, including_main: bool) {
     for p in ctl.pids() {
         if p != pid || including_main {
             // SAFETY: kill(2); a process that is gone gives ESRCH.
