@@ -510,35 +510,7 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
     FORWARD_TO.store(0, Ordering::Relaxed);
     // Whatever of the program is left (after a hang) ends with it.
     kill_all(&ctl, pid, false);
-    // Drain what is left. A slot that stays reserved but unwritten was
-    // taken by a thread killed before it wrote its event (a thread the
-    // kernel preempted between taking a number and writing it, while
-    // another thread crashed): that one event is lost, the events after
-    // it — often the failing thread's last words — are kept.
-    let deadline = Instant::now() + LEFTOVER_WAIT;
-    let mut lost = 0u64;
-    loop {
-        let n = drain.take(&ctl);
-        if !ctl.stalled() {
-            break;
-        }
-        if n > 0 {
-            // A backlog (the drainer idled while the program ran): only
-            // a slot that stays unwritten counts as a dead writer's.
-            continue;
-        }
-        // Runs left open by threads that are gone.
-        if let Some(ev) = ctl.take_open_run() {
-            drain.push(ev);
-            continue;
-        }
-        if Instant::now() > deadline {
-            ctl.skip_slot();
-            lost += 1;
-            continue;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let lost = drain_leftovers(&ctl, &mut drain);
     let lost = lost + drain.lost_to_dead_writers;
     if lost > 0 {
         warnings.push(format!(
@@ -576,8 +548,42 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
     })
 }
 
-/// SIGKILLs the processes the agents registered; the program itself
-/// (`pid`) too unless it was already reaped.
+/// Drains what is left once the program is gone; returns how many slots
+/// were skipped as reserved by threads killed before they wrote them.
+///
+/// A slot that stays reserved but unwritten was taken by a thread killed
+/// before it wrote its event (a thread the kernel preempted between taking
+/// a number and writing it, while another thread crashed): that one event
+/// is lost, the events after it — often the failing thread's last words —
+/// are kept.
+fn drain_leftovers(ctl: &ControlBlock, drain: &mut Drain) -> u64 {
+    let deadline = Instant::now() + LEFTOVER_WAIT;
+    let mut lost = 0u64;
+    loop {
+        let n = drain.take(ctl);
+        if !ctl.stalled() {
+            break;
+        }
+        if n > 0 {
+            // A backlog (the drainer idled while the program ran): only
+            // a slot that stays unwritten counts as a dead writer's.
+            continue;
+        }
+        // Runs left open by threads that are gone.
+        if let Some(ev) = ctl.take_open_run() {
+            drain.push(ev);
+            continue;
+        }
+        if Instant::now() > deadline {
+            ctl.skip_slot();
+            lost += 1;
+            continue;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    lost
+}
+
 /// SIGKILLs the processes the agents registered; the program itself
 /// (`pid`) too unless it was already reaped.
 pub(crate) fn kill_all(ctl: &ControlBlock, pid: i32, including_main: bool) {
