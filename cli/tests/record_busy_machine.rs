@@ -1,7 +1,9 @@
 //! `reprise record` by an ordinary user on a machine whose every core is
-//! busy with other work: the drainer, which idles for good when it may not
-//! come back from `SCHED_IDLE`, is starved, and the guard at the normal
-//! class must drain the ring instead so that the program is not stalled.
+//! busy with other work. Such a user's drainer cannot come back from
+//! `SCHED_IDLE`, so it runs at a lowered priority instead (nice 10,
+//! recorder/src/drain_priority.rs): it must still get enough of the busy
+//! cores to keep the ring from stalling the program, and every event must
+//! reach the trace, including a backlog still waiting when the program ends.
 
 mod common;
 
