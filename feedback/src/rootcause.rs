@@ -211,11 +211,16 @@ pub fn explain(replay: &Replay, rc: &RootCause) -> Result<Report, ReplayError> {
         bias: rc.failing.bias,
     };
     let order = races::SketchOrder::new(replay);
-    Ok(if rc.flips.is_empty() {
-        x.without_flips(replay, rc, &order)
-    } else {
-        x.with_flips(rc, &order)
-    })
+    if !rc.flips.is_empty() {
+        let r = x.with_flips(rc, &order);
+        // Every flip the failure needed may be between accesses the sketch
+        // orders (it held a thread whose access then raced with a third):
+        // then the reads that changed say more than the flips.
+        if !r.races.is_empty() {
+            return Ok(r);
+        }
+    }
+    Ok(x.without_flips(replay, rc, &order))
 }
 
 impl Explainer {
