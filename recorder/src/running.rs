@@ -121,12 +121,10 @@ impl Running {
     fn step(&mut self) -> Step {
         let (ctl, pid) = (&self.ctl, self.pid);
         let n = self.drain.take(ctl);
-        if let (Some(e), true) = (&self.drain.disk_error, self.drain.accepting) {
-            // Stop taking events; the trace keeps what was written.
-            self.warnings
-                .push(format!("{e}; the trace keeps the events written before"));
+        if let Some(warning) = self.drain.stop_on_disk_error() {
+            // The agents stop logging; the trace keeps what was written.
+            self.warnings.push(warning);
             ctl.header().stopping.store(1, Ordering::Release);
-            self.drain.accepting = false;
         }
         if self.status.is_none() {
             self.status = try_wait(pid);
@@ -141,12 +139,7 @@ impl Running {
             end_others_on_interrupt(ctl, pid, &mut self.interrupts_seen);
         }
         if self.last_flush.elapsed() > Duration::from_millis(500) {
-            if self.drain.accepting {
-                self.drain.flush_code();
-                if let Err(e) = self.drain.writer.flush() {
-                    self.drain.disk_error.get_or_insert(e);
-                }
-            }
+            self.drain.flush();
             self.last_flush = Instant::now();
         }
         if n >= DRAIN_BATCH {

@@ -187,9 +187,9 @@ impl OutputTally {
 
 /// Moves events from the ring into the trace, keeping output statistics.
 pub(crate) struct Drain {
-    pub(crate) writer: TraceWriter,
+    writer: TraceWriter,
     /// False once the writer failed (disk full): events are counted, not kept.
-    pub(crate) accepting: bool,
+    accepting: bool,
     output: [OutputTally; 2],
     /// stdout against the expected output, if the user gave one.
     check: Option<OutputCheck>,
@@ -197,7 +197,7 @@ pub(crate) struct Drain {
     /// its `DataMore` continuations count as output too.
     last_output_fd: std::collections::HashMap<(u16, u32), usize>,
     events: u64,
-    pub(crate) disk_error: Option<reprise_schema::TraceError>,
+    disk_error: Option<reprise_schema::TraceError>,
     dropped: u64,
     /// Since when the next event has been missing (reset at each look
     /// for an open run), and since when without a break.
@@ -212,8 +212,6 @@ pub(crate) struct Drain {
     next_seq: u64,
 }
 
-/// Events taken from the ring at most before the supervisor looks at the
-/// process again.
 /// Events taken from the ring at most before the supervisor looks at the
 /// process again.
 pub(crate) const DRAIN_BATCH: usize = 65536;
@@ -370,8 +368,28 @@ impl Drain {
         }
     }
 
+    /// Writes what the trace holds so far to disk (while the program runs,
+    /// every so often), unless the writer already failed.
+    pub(crate) fn flush(&mut self) {
+        if self.accepting {
+            self.flush_code();
+            if let Err(e) = self.writer.flush() {
+                self.disk_error.get_or_insert(e);
+            }
+        }
+    }
+
+    /// Once the writer failed (disk full), stops keeping events; the
+    /// warning to give, the first time.
+    pub(crate) fn stop_on_disk_error(&mut self) -> Option<String> {
+        let e = self.disk_error.as_ref().filter(|_| self.accepting)?;
+        let warning = format!("{e}; the trace keeps the events written before");
+        self.accepting = false;
+        Some(warning)
+    }
+
     /// Writes the gathered function or block entries, if any.
-    pub(crate) fn flush_code(&mut self) {
+    fn flush_code(&mut self) {
         if let Some((first, objects, sites)) = self.code.take() {
             let written = self.writer.push_code_run(&first, &objects, &sites);
             self.note_written(written);
@@ -510,8 +528,7 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
     FORWARD_TO.store(0, Ordering::Relaxed);
     // Whatever of the program is left (after a hang) ends with it.
     kill_all(&ctl, pid, false);
-    let lost = drain_leftovers(&ctl, &mut drain);
-    let lost = lost + drain.lost_to_dead_writers;
+    let lost = drain_leftovers(&ctl, &mut drain) + drain.lost_to_dead_writers;
     if lost > 0 {
         warnings.push(format!(
             "{lost} ring slot(s) reserved by threads killed before they wrote them were skipped: the events there are missing from the trace (the events after them are kept)"
