@@ -27,6 +27,12 @@ pub mod observe;
 /// address below its caller's frame.
 pub const SYSCALL_PAGE: u64 = 0x7000_0000;
 
+/// The auxiliary vector type under which the recorder keeps the vDSO's
+/// address when it hides the vDSO from the program at `sys` (the type
+/// `AT_SYSINFO_EHDR` would have had): the dynamic loader ignores types it
+/// does not know, and the agent finds the vDSO's clock functions there.
+pub const AT_REPRISE_VDSO: u64 = 0x7270_7276;
+
 pub const ENV_CONTROL: &str = "REPRISE_CONTROL";
 /// Environment variable the supervisor sets to the agent's own path, so a
 /// program that clears `LD_PRELOAD` can be diagnosed.

@@ -25,6 +25,7 @@ mod signals;
 mod sync;
 mod sys;
 mod threads;
+mod vdso;
 
 use reprise_abi::{EventKind, Level, ENV_CONTROL};
 
@@ -51,6 +52,7 @@ fn init() {
     if !ctl::attach(path) {
         return;
     }
+    vdso::init();
     if !page {
         say(b"reprise agent: address 0x70000000 is taken; recording the sync sketch only\n");
     }

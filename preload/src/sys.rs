@@ -341,9 +341,12 @@ pub unsafe extern "C" fn clock_gettime(clk: libc::clockid_t, ts: *mut libc::time
         return raw::to_libc(crate::replay::syscall(libc::SYS_clock_gettime, a)) as c_int;
     }
     if recording_sys() {
-        // The vDSO is hidden at `sys` (see reprise_recorder::launch): the
-        // call is a syscall either way; made here, untrapped, and logged.
-        let r = raw::syscall6(libc::SYS_clock_gettime, [clk as u64, ts as u64, 0, 0, 0, 0]);
+        // The vDSO is hidden from glibc at `sys` (see
+        // reprise_recorder::launch); the agent calls it itself, or else
+        // makes the syscall untrapped, and logs the result.
+        let r = crate::vdso::clock_gettime(clk, ts).unwrap_or_else(|| {
+            raw::syscall6(libc::SYS_clock_gettime, [clk as u64, ts as u64, 0, 0, 0, 0])
+        });
         log_syscall(
             libc::SYS_clock_gettime,
             [clk as u64, ts as u64, 0, 0, 0, 0],
@@ -363,7 +366,8 @@ pub unsafe extern "C" fn gettimeofday(tv: *mut libc::timeval, tz: *mut c_void) -
     }
     if recording_sys() {
         let a = [tv as u64, tz as u64, 0, 0, 0, 0];
-        let r = raw::syscall6(libc::SYS_gettimeofday, a);
+        let r = crate::vdso::gettimeofday(tv, tz)
+            .unwrap_or_else(|| raw::syscall6(libc::SYS_gettimeofday, a));
         log_syscall(libc::SYS_gettimeofday, a, r);
         return raw::to_libc(r) as c_int;
     }
@@ -381,8 +385,9 @@ pub unsafe extern "C" fn time(t: *mut libc::time_t) -> libc::time_t {
         let f = real!(time: fn(*mut libc::time_t) -> libc::time_t);
         return f(t);
     }
-    // Untrapped (glibc's own would trap: the vDSO is hidden at `sys`).
-    let r = raw::syscall3(libc::SYS_time, t as u64, 0, 0);
+    // The vDSO, or an untrapped syscall (glibc's own would trap: the vDSO
+    // is hidden from it at `sys`).
+    let r = crate::vdso::time(t).unwrap_or_else(|| raw::syscall3(libc::SYS_time, t as u64, 0, 0));
     {
         let ev = Ev {
             arg0: t as u64,

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
 use crate::RecordError;
+use reprise_abi::AT_REPRISE_VDSO;
 
 /// Finds `program` the way a shell would: a path if it contains a slash,
 /// else the first executable of that name in `$PATH`.
@@ -206,14 +207,14 @@ pub fn spawn_with(
 }
 
 /// The program stopped right after `execve` (it asked to be traced): its
-/// auxiliary vector loses `AT_SYSINFO_EHDR`, so the dynamic loader does
-/// not use the vDSO and glibc asks the kernel for the time with real
-/// `clock_gettime` syscalls — which the agent traps, records and replays,
-/// even when glibc reads the clock internally (temporary file names).
+/// auxiliary vector's `AT_SYSINFO_EHDR` becomes [`AT_REPRISE_VDSO`], so the
+/// dynamic loader does not use the vDSO and glibc asks the kernel for the
+/// time with real `clock_gettime` syscalls — which the agent traps, records
+/// and replays, even when glibc reads the clock internally (temporary file
+/// names). The agent's own clock wrappers still call the vDSO, found there.
 /// Then the program runs on, untraced. One ptrace stop per program.
 fn hide_vdso_at_exec(pid: libc::pid_t) -> Result<(), String> {
     const AT_NULL: u64 = 0;
-    const AT_IGNORE: u64 = 1;
     const AT_SYSINFO_EHDR: u64 = 33;
     let mut status = 0;
     // SAFETY: waitpid/ptrace on our own traced child; memory is read and
@@ -248,7 +249,7 @@ fn hide_vdso_at_exec(pid: libc::pid_t) -> Result<(), String> {
                 break;
             }
             if kind == AT_SYSINFO_EHDR
-                && libc::ptrace(libc::PTRACE_POKEDATA, pid, p, AT_IGNORE) != 0
+                && libc::ptrace(libc::PTRACE_POKEDATA, pid, p, AT_REPRISE_VDSO) != 0
             {
                 return Err(std::io::Error::last_os_error().to_string());
             }

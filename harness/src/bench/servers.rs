@@ -168,49 +168,50 @@ fn connect(port: u16, deadline: Instant) -> Result<TcpStream> {
     }
 }
 
-/// One request and its response on a persistent connection.
-fn request(kind: Kind, r: &mut BufReader<TcpStream>, n: u64) -> Result<()> {
-    let mut w = r.get_ref().try_clone()?;
+/// Request `n` as its client sends it.
+fn encode(kind: Kind, n: u64) -> Vec<u8> {
     let key = n % 64;
+    let v = format!("v{n}");
+    let k = format!("k{key}");
+    match kind {
+        Kind::Memcached if n % 2 == 0 => format!("set {k} 0 0 {}\r\n{v}\r\n", v.len()),
+        Kind::Memcached => format!("get {k}\r\n"),
+        // SET and GET in RESP, as redis-cli sends them.
+        Kind::Redis if n % 2 == 0 => format!(
+            "*3\r\n$3\r\nSET\r\n${}\r\n{k}\r\n${}\r\n{v}\r\n",
+            k.len(),
+            v.len()
+        ),
+        Kind::Redis => format!("*2\r\n$3\r\nGET\r\n${}\r\n{k}\r\n", k.len()),
+        Kind::Nginx => format!("GET /{k} HTTP/1.1\r\nHost: x\r\n\r\n"),
+    }
+    .into_bytes()
+}
+
+/// One request and its response on a persistent connection. The request
+/// goes out in one write, as real clients send it (a `write!` on the stream
+/// would send each formatted piece as a segment of its own: the socket has
+/// TCP_NODELAY, and the server would wake and read once per piece).
+fn request(kind: Kind, r: &mut BufReader<TcpStream>, n: u64) -> Result<()> {
+    r.get_ref().write_all(&encode(kind, n))?;
     match kind {
         Kind::Memcached if n % 2 == 0 => {
-            let v = format!("v{n}");
-            write!(w, "set k{key} 0 0 {}\r\n{v}\r\n", v.len())?;
             let mut line = String::new();
             r.read_line(&mut line)?;
             if line != "STORED\r\n" {
                 bail!("memcached answered {line:?} to a set");
             }
         }
-        Kind::Memcached => {
-            write!(w, "get k{key}\r\n")?;
-            loop {
-                let mut line = String::new();
-                if r.read_line(&mut line)? == 0 {
-                    bail!("memcached closed the connection");
-                }
-                if line == "END\r\n" {
-                    break;
-                }
+        Kind::Memcached => loop {
+            let mut line = String::new();
+            if r.read_line(&mut line)? == 0 {
+                bail!("memcached closed the connection");
             }
-        }
-        // SET and GET in RESP, as redis-cli sends them.
+            if line == "END\r\n" {
+                break;
+            }
+        },
         Kind::Redis => {
-            let v = format!("v{n}");
-            if n % 2 == 0 {
-                write!(
-                    w,
-                    "*3\r\n$3\r\nSET\r\n${}\r\nk{key}\r\n${}\r\n{v}\r\n",
-                    format!("k{key}").len(),
-                    v.len()
-                )?;
-            } else {
-                write!(
-                    w,
-                    "*2\r\n$3\r\nGET\r\n${}\r\nk{key}\r\n",
-                    format!("k{key}").len()
-                )?;
-            }
             let mut line = String::new();
             if r.read_line(&mut line)? == 0 {
                 bail!("redis closed the connection");
@@ -227,7 +228,6 @@ fn request(kind: Kind, r: &mut BufReader<TcpStream>, n: u64) -> Result<()> {
             }
         }
         Kind::Nginx => {
-            write!(w, "GET /k{key} HTTP/1.1\r\nHost: x\r\n\r\n")?;
             let mut length = 0usize;
             loop {
                 let mut line = String::new();
