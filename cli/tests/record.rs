@@ -184,6 +184,17 @@ fn sys_sketch_records_the_bytes_read_and_the_clock() {
         .find(|e| e.kind == EventKind::Syscall && e.object == libc::SYS_clock_gettime as u64)
         .expect("clock_gettime (answered by the vDSO) is recorded");
     assert_eq!(clock.data.len(), 16);
+    // The agent asks the vDSO itself (hidden from glibc at `sys`): what it
+    // logged is the time it returned.
+    let secs = i64::from_le_bytes(clock.data[..8].try_into().unwrap());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(
+        (now - secs).abs() < 600,
+        "recorded CLOCK_REALTIME {secs} s, now {now} s"
+    );
 }
 
 const CRASH: &str = r#"
