@@ -126,7 +126,8 @@ fn bench_ok(args: &[&str]) -> (String, String) {
 }
 
 /// `reprise bench record --quick --only memcached --rounds 1`: the server
-/// row, with both throughputs, the ratio and the replay's verdict.
+/// row, with both throughputs, the ratio, the CPU time per request and the
+/// replay's verdict.
 #[test]
 fn bench_record_quick_measures_a_server() {
     if !Path::new("/usr/bin/memcached").exists() {
@@ -147,6 +148,18 @@ fn bench_record_quick_measures_a_server() {
             "column {i} of {line:?}\n{context}"
         );
     }
+    // ... P99 NAT, P99 REC, CPU NAT, CPU REC: CPU time per request, the
+    // recorded one with the recorder's own.
+    let us = |i: usize| {
+        cols.get(i)
+            .and_then(|c| c.strip_suffix("us"))
+            .and_then(|c| c.parse::<f64>().ok())
+    };
+    let (cpu_nat, cpu_rec) = (us(9), us(10));
+    assert!(
+        cpu_nat.is_some_and(|v| v > 0.0) && cpu_rec.is_some_and(|v| v > 0.0),
+        "cpu columns of {line:?}\n{context}"
+    );
     assert!(line.contains("same responses, same exit"), "{context}");
 }
 

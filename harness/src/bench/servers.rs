@@ -30,6 +30,11 @@ pub(super) struct ServerRow {
     pub ratio: f64,
     pub native_p99_us: f64,
     pub recorded_p99_us: f64,
+    /// Median over rounds of the CPU time (user + system) the server used
+    /// per request, natively and recorded (the recorder's own included):
+    /// steadier than throughput on a machine others share.
+    pub native_cpu_us: f64,
+    pub recorded_cpu_us: f64,
     pub trace_bytes: u64,
     /// What replaying the last trace with no client gave (one line).
     pub replay: String,
@@ -311,13 +316,30 @@ fn stop(mut child: Child, pid: i32) -> Result<()> {
     }
 }
 
-/// One run, native or recorded into `trace`: (requests/s, p99 µs).
-fn one_run(
-    s: &Server,
-    reprise: &Path,
-    trace: Option<&Path>,
-    requests: usize,
-) -> Result<(f64, f64)> {
+/// What one run measured.
+struct Measured {
+    rps: f64,
+    p99_us: f64,
+    /// CPU time per request of the server and everything it started (and,
+    /// recorded, of the recorder), from start to exit.
+    cpu_us: f64,
+}
+
+/// CPU time (user + system) of this process's waited-for children so far.
+fn children_cpu() -> Duration {
+    // SAFETY: getrusage fills the zeroed struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
+/// One run, native or recorded into `trace`. The server (or its recorder)
+/// is the only child this process waits for meanwhile, so the children's
+/// CPU time grows by its own and its descendants' (nginx's workers are
+/// reaped by their master, the server by the recorder).
+fn one_run(s: &Server, reprise: &Path, trace: Option<&Path>, requests: usize) -> Result<Measured> {
+    let cpu_before = children_cpu();
     let port = free_port()?;
     let args = s.args(port)?;
     let mut c = match trace {
@@ -348,7 +370,7 @@ fn one_run(
             Err(e)
         }
     };
-    let measured = measured?;
+    let (rps, p99_us) = measured?;
     stopped.with_context(|| {
         format!(
             "{} {}",
@@ -360,7 +382,12 @@ fn one_run(
             }
         )
     })?;
-    Ok(measured)
+    let cpu = children_cpu().saturating_sub(cpu_before);
+    Ok(Measured {
+        rps,
+        p99_us,
+        cpu_us: cpu.as_secs_f64() * 1e6 / requests as f64,
+    })
 }
 
 /// The servers `--only` names, measured over `rounds` rounds.
@@ -393,6 +420,7 @@ pub(super) fn bench_servers(
         let trace = dir.path().join("trace");
         let (mut nat, mut rec, mut ratios, mut np99, mut rp99) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut ncpu, mut rcpu) = (Vec::new(), Vec::new());
         for round in 0..rounds {
             eprintln!("reprise bench: {} round {}/{rounds}", s.label(), round + 1);
             let _ = std::fs::remove_dir_all(&trace);
@@ -404,11 +432,13 @@ pub(super) fn bench_servers(
                 let r = one_run(&s, reprise, Some(&trace), requests)?;
                 (one_run(&s, reprise, None, requests)?, r)
             };
-            nat.push(n.0);
-            rec.push(r.0);
-            ratios.push(n.0 / r.0);
-            np99.push(n.1);
-            rp99.push(r.1);
+            nat.push(n.rps);
+            rec.push(r.rps);
+            ratios.push(n.rps / r.rps);
+            np99.push(n.p99_us);
+            rp99.push(r.p99_us);
+            ncpu.push(n.cpu_us);
+            rcpu.push(r.cpu_us);
         }
         let o = Command::new(reprise)
             .arg("replay")
@@ -453,6 +483,8 @@ pub(super) fn bench_servers(
             ratio: median(&ratios),
             native_p99_us: median(&np99),
             recorded_p99_us: median(&rp99),
+            native_cpu_us: median(&ncpu),
+            recorded_cpu_us: median(&rcpu),
             trace_bytes: dir_size(&trace),
             replay,
         });
@@ -466,10 +498,10 @@ pub(super) fn print_servers(rows: &[ServerRow]) {
     }
     println!();
     println!(
-        "servers at sys, {CLIENTS} clients on persistent connections over loopback; ratio = median over rounds of native/recorded throughput"
+        "servers at sys, {CLIENTS} clients on persistent connections over loopback; ratio = median over rounds of native/recorded throughput; cpu = the server's (and recorder's) CPU time per request"
     );
     println!(
-        "{:<17} {:>8} {:>11} {:>11} {:>7} {:>10} {:>10} {:>10}  {:<6} replay with no client",
+        "{:<17} {:>8} {:>11} {:>11} {:>7} {:>10} {:>10} {:>9} {:>9} {:>10}  {:<6} replay with no client",
         "server",
         "requests",
         "native r/s",
@@ -477,12 +509,14 @@ pub(super) fn print_servers(rows: &[ServerRow]) {
         "ratio",
         "p99 nat",
         "p99 rec",
+        "cpu nat",
+        "cpu rec",
         "trace",
         "goal"
     );
     for r in rows {
         println!(
-            "{:<17} {:>8} {:>11.0} {:>11.0} {:>7.3} {:>8.0}us {:>8.0}us {:>10}  {:<6} {}",
+            "{:<17} {:>8} {:>11.0} {:>11.0} {:>7.3} {:>8.0}us {:>8.0}us {:>7.1}us {:>7.1}us {:>10}  {:<6} {}",
             r.label,
             r.requests,
             r.native_rps,
@@ -490,6 +524,8 @@ pub(super) fn print_servers(rows: &[ServerRow]) {
             r.ratio,
             r.native_p99_us,
             r.recorded_p99_us,
+            r.native_cpu_us,
+            r.recorded_cpu_us,
             format!("{:.1} MiB", r.trace_bytes as f64 / 1048576.0),
             if r.ratio <= GOAL_SERVER_SYS {
                 "met"
