@@ -230,8 +230,9 @@ pub fn races(replay: &Replay, obs: &Observation, focus: Focus) -> Vec<Race> {
         }
         h.push_back(j);
     }
-    out.extend(delays(&occ, focus, &events));
-    out.extend(split_updates(&occ, focus, &events));
+    let writes = WriteIndex::new(&occ);
+    out.extend(delays(&occ, &writes, focus, &events));
+    out.extend(split_updates(&occ, &writes, focus, &events));
     out.sort_by(|p, q| {
         p.score
             .cmp(&q.score)
@@ -244,7 +245,12 @@ pub fn races(replay: &Replay, obs: &Observation, focus: Focus) -> Vec<Race> {
 /// before the focus, of memory some other thread writes in this attempt or
 /// that nobody has written yet — a check that passed because the other
 /// thread's write came too late. Ranked like the nearest races.
-fn delays(occ: &[Occurrence], focus: Focus, events: &SketchOrder) -> Vec<Race> {
+fn delays(
+    occ: &[Occurrence],
+    writes: &WriteIndex,
+    focus: Focus,
+    events: &SketchOrder,
+) -> Vec<Race> {
     let Some(me) = focus.thread else {
         return Vec::new();
     };
@@ -262,7 +268,7 @@ fn delays(occ: &[Occurrence], focus: Focus, events: &SketchOrder) -> Vec<Race> {
             && !is_write(a)
             && a.turn <= focus.pos
             && (!written.contains(&a.addr)
-                || later_write(occ, after, a, events, |y| y.addr == a.addr))
+                || later_write(occ, writes, after, a, events, |y| y.addr == a.addr))
     };
     let delay = |o: &Occurrence, rank: usize| Race {
         first: *o,
@@ -273,13 +279,17 @@ fn delays(occ: &[Occurrence], focus: Focus, events: &SketchOrder) -> Vec<Race> {
         delay: true,
     };
     let mut out = Vec::new();
-    // The last reads of each place before the focus...
+    // The last reads of each place before the focus... (a place already
+    // taken is skipped before `candidate`, whose scan for a later write is
+    // long: a thread that reads a few places in a loop repeats them
+    // thousands of times)
     let mut seen = std::collections::HashSet::new();
-    for o in occ.iter().rev().filter(|o| candidate(o)) {
+    for o in occ.iter().rev() {
         if out.len() >= DELAYS {
             break;
         }
-        if seen.insert(o.access.addr) {
+        if !seen.contains(&o.access.addr) && candidate(o) {
+            seen.insert(o.access.addr);
             out.push(delay(o, out.len()));
         }
     }
@@ -293,17 +303,18 @@ fn delays(occ: &[Occurrence], focus: Focus, events: &SketchOrder) -> Vec<Race> {
         .map(|o| o.access.last_event);
     let mut seen = std::collections::HashSet::new();
     let mut firsts = 0;
-    for o in occ
-        .iter()
-        .filter(|o| Some(o.access.last_event) == stretch && candidate(o))
-    {
+    for o in occ.iter().filter(|o| Some(o.access.last_event) == stretch) {
         if firsts >= DELAYS {
             break;
         }
+        if seen.contains(&o.access.addr) || !candidate(o) {
+            continue;
+        }
+        seen.insert(o.access.addr);
         let dup = out
             .iter()
             .any(|r: &Race| (r.first.access.pc, r.first.n) == (o.access.pc, o.n));
-        if seen.insert(o.access.addr) && !dup {
+        if !dup {
             out.push(delay(o, firsts));
             firsts += 1;
         }
@@ -318,24 +329,61 @@ fn can_come_before(y: &Access, next: u64) -> bool {
 }
 
 /// True if another thread of `x`'s process writes memory that `touches`
-/// accepts in `occ[from..]`, where the sketch lets that write come before
-/// `x`'s thread's next event: a hold at `x` can wait for it.
+/// accepts (a place `x` shares a byte with) among the LATER_WRITE_SCAN
+/// accesses of `occ` from `from`, where the sketch lets that write come
+/// before `x`'s thread's next event: a hold at `x` can wait for it.
 fn later_write(
     occ: &[Occurrence],
+    writes: &WriteIndex,
     from: usize,
     x: &Access,
     events: &SketchOrder,
     touches: impl Fn(&Access) -> bool,
 ) -> bool {
     let next = events.next_event(x);
-    occ[from..].iter().take(LATER_WRITE_SCAN).any(|y| {
-        let y = &y.access;
+    let to = from.saturating_add(LATER_WRITE_SCAN).min(occ.len());
+    writes.near(x, from, to).any(|i| {
+        let y = &occ[i].access;
         y.key != x.key
             && rp::key_process(y.key) == rp::key_process(x.key)
-            && is_write(y)
             && touches(y)
             && can_come_before(y, next)
     })
+}
+
+/// The log indices of the writes to each 8-byte word, ascending: what
+/// [`later_write`] looks at, instead of scanning every access after `x`
+/// (a run whose threads read-modify-write in a loop has thousands of
+/// candidates, each of which scanned up to LATER_WRITE_SCAN accesses).
+struct WriteIndex(HashMap<u64, Vec<usize>>);
+
+impl WriteIndex {
+    fn new(occ: &[Occurrence]) -> WriteIndex {
+        let mut by_word: HashMap<u64, Vec<usize>> = HashMap::new();
+        for (i, o) in occ.iter().enumerate() {
+            if is_write(&o.access) {
+                for w in words(&o.access) {
+                    by_word.entry(w).or_default().push(i);
+                }
+            }
+        }
+        WriteIndex(by_word)
+    }
+
+    /// The writes in `occ[from..to]` to a word `x` touches (a write over
+    /// two of them may come twice).
+    fn near<'a>(&'a self, x: &Access, from: usize, to: usize) -> impl Iterator<Item = usize> + 'a {
+        words(x).flat_map(move |w| {
+            let list = self.0.get(&w).map(Vec::as_slice).unwrap_or_default();
+            let start = list.partition_point(|&i| i < from);
+            list[start..].iter().copied().take_while(move |&i| i < to)
+        })
+    }
+}
+
+/// The 8-byte words an access touches.
+fn words(a: &Access) -> std::ops::RangeInclusive<u64> {
+    a.addr / 8..=(a.addr + a.size.max(1) as u64 - 1) / 8
 }
 
 /// Writes to delay: a thread's write to a place it read earlier in the
@@ -344,7 +392,12 @@ fn later_write(
 /// Held before its write until the other thread has written there, the
 /// thread writes back a stale value: the other update is lost. The last
 /// such write of each instruction before the focus, nearest first.
-fn split_updates(occ: &[Occurrence], focus: Focus, events: &SketchOrder) -> Vec<Race> {
+fn split_updates(
+    occ: &[Occurrence],
+    writes: &WriteIndex,
+    focus: Focus,
+    events: &SketchOrder,
+) -> Vec<Race> {
     // Writes that close a read-modify-write in one stretch (log indices).
     let mut read_in: HashMap<(u32, u64), u64> = HashMap::new();
     let mut candidates: Vec<usize> = Vec::new();
@@ -362,7 +415,7 @@ fn split_updates(occ: &[Occurrence], focus: Focus, events: &SketchOrder) -> Vec<
     }
     let can_split = |i: usize| {
         let x = &occ[i].access;
-        later_write(occ, i + 1, x, events, |y| overlap(x, y))
+        later_write(occ, writes, i + 1, x, events, |y| overlap(x, y))
     };
     let mut picked: Vec<usize> = Vec::new();
     let mut done: std::collections::HashSet<(u32, u64)> = Default::default();

@@ -187,7 +187,11 @@ mod tests {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs() as i64;
-        assert!((now - ts.tv_sec).abs() < 5, "vDSO {} s, now {now} s", ts.tv_sec);
+        assert!(
+            (now - ts.tv_sec).abs() < 5,
+            "vDSO {} s, now {now} s",
+            ts.tv_sec
+        );
         let mut tv = libc::timeval {
             tv_sec: 0,
             tv_usec: 0,
