@@ -36,6 +36,10 @@ pub struct Race {
     /// Not a pair: `first` is a read of the failing thread to delay until
     /// another thread writes there (`second` is `first`).
     pub delay: bool,
+    /// Flips that go with this one (held, until): together they make a
+    /// read of the failing thread see one given write of another thread
+    /// (see [`crate::moves`]).
+    pub extra: [Option<(Occurrence, Occurrence)>; 2],
 }
 
 /// Where the races that matter are: a ring position (where the recorded
@@ -66,6 +70,26 @@ impl Race {
                 0
             },
         }
+    }
+
+    /// The flips this race needs: its extra ones first, then its own.
+    pub fn flips(&self, defer: bool) -> Vec<FlipSpec> {
+        let mut out = Vec::with_capacity(3);
+        for &(held, until) in self.extra.iter().flatten() {
+            out.push(FlipSpec {
+                defer: false,
+                held: held.access.key,
+                held_pc: held.access.pc,
+                held_n: held.n,
+                until: until.access.key,
+                until_pc: until.access.pc,
+                until_n: until.n,
+                until_fork: 0,
+                until_addr: 0,
+            });
+        }
+        out.push(self.flip(defer));
+        out
     }
 
     /// The same two instructions, whatever the instances.
@@ -215,6 +239,7 @@ pub fn races(replay: &Replay, obs: &Observation, focus: Focus) -> Vec<Race> {
                 score: distance + penalty,
                 until_fork,
                 delay: false,
+                extra: [None; 2],
             });
         }
         // Keep each thread's last accesses only: one busy thread must not
@@ -233,9 +258,13 @@ pub fn races(replay: &Replay, obs: &Observation, focus: Focus) -> Vec<Race> {
     let writes = WriteIndex::new(&occ);
     out.extend(delays(&occ, &writes, focus, &events));
     out.extend(split_updates(&occ, &writes, focus, &events));
+    out.extend(crate::moves::reads_from_moves(&occ, focus, &events));
+    // At one rank, a reads-from move first: it changes the element the
+    // failing thread took, which a plain flip there leaves alone.
     out.sort_by(|p, q| {
         p.score
             .cmp(&q.score)
+            .then(q.extra[0].is_some().cmp(&p.extra[0].is_some()))
             .then(q.second.index.cmp(&p.second.index))
     });
     out
@@ -277,6 +306,7 @@ fn delays(
         score: o.access.turn.abs_diff(focus.pos) + SCORE_DELAY + rank as u64,
         until_fork: 0,
         delay: true,
+        extra: [None; 2],
     };
     let mut out = Vec::new();
     // The last reads of each place before the focus... (a place already
@@ -324,7 +354,7 @@ fn delays(
 
 /// True if the sketch lets access `y` come before the event at ring
 /// position `next` (the event before `y` in its thread comes first).
-fn can_come_before(y: &Access, next: u64) -> bool {
+pub(crate) fn can_come_before(y: &Access, next: u64) -> bool {
     y.last_event == 0 || y.last_event - 1 < next
 }
 
@@ -442,6 +472,7 @@ fn split_updates(
                 score: distance + SCORE_DELAY + rank as u64,
                 until_fork: 0,
                 delay: true,
+                extra: [None; 2],
             }
         })
         .collect()

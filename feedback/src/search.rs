@@ -493,7 +493,7 @@ impl Searcher<'_, '_> {
             };
             let race = nodes[n].races[k];
             let mut flips = nodes[n].flips.clone();
-            flips.push(race.flip(defer));
+            flips.extend(race.flips(defer));
             if !tried.insert(flips.clone()) {
                 continue;
             }

@@ -69,6 +69,15 @@ impl SketchOrder {
         SketchOrder { events, forks }
     }
 
+    /// The order of threads whose events are at these ring positions (by
+    /// baton key, ascending), with no fork: for tests of what reads it.
+    pub fn from_positions(events: HashMap<u32, Vec<u64>>) -> SketchOrder {
+        SketchOrder {
+            events,
+            forks: HashMap::new(),
+        }
+    }
+
     /// Ring position of the first event `x`'s thread had not performed yet
     /// when it made `x` (`u64::MAX`: none, the access is past its thread's
     /// last recorded event).

@@ -69,7 +69,7 @@ impl Node {
             .copied()
             .filter(|r| {
                 let key = (r.first.access.pc, r.first.n, r.second.access.pc, r.second.n);
-                !path.contains(&key) && pairs.insert(r.static_pair())
+                !path.contains(&key) && pairs.insert((r.static_pair(), r.extra[0].is_some()))
             })
             .partition(|r| {
                 parent.is_some_and(|p| {
@@ -116,6 +116,17 @@ impl Node {
                 r.stopped_at
             );
             for x in races.iter().take(12) {
+                for (w, t) in x.extra.iter().flatten() {
+                    eprintln!(
+                        "  with {:#x}#{} t{} held until {:#x}#{} t{}:",
+                        w.access.pc,
+                        w.n,
+                        rp::key_thread(w.access.key),
+                        t.access.pc,
+                        t.n,
+                        rp::key_thread(t.access.key)
+                    );
+                }
                 eprintln!(
                     "  {:#x}#{} t{} {:#x} -> {:#x}#{} t{} (score {}, addr {:#x})",
                     x.first.access.pc,
@@ -161,6 +172,9 @@ const MIN_SEQUENCE: usize = 3;
 /// quarters, ...).
 pub(super) fn alternates(race: &Race, found: &[Race], failing: Option<u32>) -> Vec<Race> {
     use reprise_replayer::accesses::is_write;
+    if race.extra[0].is_some() {
+        return Vec::new();
+    }
     let (first, second) = (&race.first.access, &race.second.access);
     // The read's side stays; the write's instance varies.
     let read_first = match (is_write(first), is_write(second)) {
@@ -178,6 +192,7 @@ pub(super) fn alternates(race: &Race, found: &[Race], failing: Option<u32>) -> V
         .iter()
         .filter(|r| {
             !r.delay
+                && r.extra[0].is_none()
                 && r.static_pair() == race.static_pair()
                 && r.first.access.key == first.key
                 && r.second.access.key == second.key
@@ -277,6 +292,7 @@ mod tests {
             score: 0,
             until_fork: 0,
             delay: false,
+            extra: [None; 2],
         }
     }
 
