@@ -105,13 +105,12 @@ pub fn reads_from_moves(occ: &[Occurrence], focus: Focus, events: &SketchOrder) 
 /// `value` points at (or just before) — in the last stretch (`stretch`)
 /// if one there is —, if it is a pointer to one.
 fn pointed(occ: &[Occurrence], later: &[usize], value: u64, stretch: u64) -> Option<usize> {
-    if value < 4096 {
-        return None;
-    }
     let hits = || {
-        later.iter().take(POINTED_SCAN).copied().filter(move |&j| {
-            (value..value.saturating_add(POINTED_SPAN)).contains(&occ[j].access.addr)
-        })
+        later
+            .iter()
+            .take(POINTED_SCAN)
+            .copied()
+            .filter(move |&j| points_at(value, occ[j].access.addr))
     };
     hits()
         .find(|&j| occ[j].access.last_event == stretch)
@@ -153,13 +152,17 @@ fn other_writes(occ: &[Occurrence], ri: usize) -> Vec<usize> {
 /// points to afterwards.
 fn writer_uses(occ: &[Occurrence], wi: usize) -> bool {
     let w = &occ[wi].access;
-    let span = w.after..w.after.saturating_add(POINTED_SPAN);
-    w.after >= 4096
-        && occ[wi + 1..]
-            .iter()
-            .filter(|o| o.access.key == w.key)
-            .take(POINTED_SCAN)
-            .any(|o| span.contains(&o.access.addr))
+    occ[wi + 1..]
+        .iter()
+        .filter(|o| o.access.key == w.key)
+        .take(POINTED_SCAN)
+        .any(|o| points_at(w.after, o.access.addr))
+}
+
+/// True if `value` is a pointer to `addr` or just before it (a field of
+/// the structure it points to); small values are no pointers.
+fn points_at(value: u64, addr: u64) -> bool {
+    value >= 4096 && (value..value.saturating_add(POINTED_SPAN)).contains(&addr)
 }
 
 /// The move that makes read `occ[ri]` see write `occ[wi]` (see the
@@ -172,8 +175,7 @@ fn one_move(occ: &[Occurrence], ri: usize, wi: usize, events: &SketchOrder) -> O
     let t = (0..ri).rev().find(|j| place(j) && occ[*j].access.key == me);
     let u = (wi + 1..occ.len()).find(|j| place(j) && occ[*j].access.key == them);
     // A third thread's write between w and r stays between them.
-    let (lo, hi) = (wi.min(ri), wi.max(ri));
-    if wi < ri && (lo + 1..hi).any(|j| place(&j) && ![me, them].contains(&occ[j].access.key)) {
+    if wi < ri && (wi + 1..ri).any(|j| place(&j) && ![me, them].contains(&occ[j].access.key)) {
         return None;
     }
     // Each hold: (held, until), legal if the sketch lets `until` come

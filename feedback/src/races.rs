@@ -74,22 +74,19 @@ impl Race {
 
     /// The flips this race needs: its extra ones first, then its own.
     pub fn flips(&self, defer: bool) -> Vec<FlipSpec> {
-        let mut out = Vec::with_capacity(3);
-        for &(held, until) in self.extra.iter().flatten() {
-            out.push(FlipSpec {
-                defer: false,
-                held: held.access.key,
-                held_pc: held.access.pc,
-                held_n: held.n,
-                until: until.access.key,
-                until_pc: until.access.pc,
-                until_n: until.n,
-                until_fork: 0,
-                until_addr: 0,
-            });
-        }
+        let mut out: Vec<FlipSpec> = self
+            .extra
+            .iter()
+            .flatten()
+            .map(|(held, until)| order_flip(until, held))
+            .collect();
         out.push(self.flip(defer));
         out
+    }
+
+    /// A reads-from move (several flips), not a single race.
+    pub fn is_move(&self) -> bool {
+        self.extra[0].is_some()
     }
 
     /// The same two instructions, whatever the instances.
@@ -264,7 +261,7 @@ pub fn races(replay: &Replay, obs: &Observation, focus: Focus) -> Vec<Race> {
     out.sort_by(|p, q| {
         p.score
             .cmp(&q.score)
-            .then(q.extra[0].is_some().cmp(&p.extra[0].is_some()))
+            .then(q.is_move().cmp(&p.is_move()))
             .then(q.second.index.cmp(&p.second.index))
     });
     out

@@ -227,7 +227,7 @@ impl Searcher<'_, '_> {
             };
             let candidates: Vec<Race> = races::races(self.runner.replay, &failing_obs, focus)
                 .into_iter()
-                .filter(|x| !x.delay && x.extra[0].is_none())
+                .filter(|x| !x.delay && !x.is_move())
                 .take(PREVENTION_TRIES)
                 .collect();
             if std::env::var_os("REPRISE_DEBUG_RACES").is_some() {

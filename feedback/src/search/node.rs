@@ -69,7 +69,7 @@ impl Node {
             .copied()
             .filter(|r| {
                 let key = (r.first.access.pc, r.first.n, r.second.access.pc, r.second.n);
-                !path.contains(&key) && pairs.insert((r.static_pair(), r.extra[0].is_some()))
+                !path.contains(&key) && pairs.insert((r.static_pair(), r.is_move()))
             })
             .partition(|r| {
                 parent.is_some_and(|p| {
@@ -172,7 +172,7 @@ const MIN_SEQUENCE: usize = 3;
 /// quarters, ...).
 pub(super) fn alternates(race: &Race, found: &[Race], failing: Option<u32>) -> Vec<Race> {
     use reprise_replayer::accesses::is_write;
-    if race.extra[0].is_some() {
+    if race.is_move() {
         return Vec::new();
     }
     let (first, second) = (&race.first.access, &race.second.access);
@@ -192,7 +192,7 @@ pub(super) fn alternates(race: &Race, found: &[Race], failing: Option<u32>) -> V
         .iter()
         .filter(|r| {
             !r.delay
-                && r.extra[0].is_none()
+                && !r.is_move()
                 && r.static_pair() == race.static_pair()
                 && r.first.access.key == first.key
                 && r.second.access.key == second.key
