@@ -448,6 +448,7 @@ impl Searcher<'_, '_> {
         for n in 0..nodes.len() {
             push(&mut frontier, &nodes, n);
         }
+        let failing = self.failing_thread();
         let mut tried: HashSet<Vec<FlipSpec>> = HashSet::new();
         let passing_root = roots.first().map(|(_, _, o)| o.clone());
         let mut late = self.late_base();
@@ -526,6 +527,20 @@ impl Searcher<'_, '_> {
                 (_, FlipState::Done) => "flipped; left the sketch",
             };
             let mut note = note.to_string();
+            // The failing thread was held and its flip changed how the
+            // run ended, yet nothing failed: it may have run on too soon
+            // after the other thread's access, ahead of what that thread
+            // does next (a double free whose first free must be the
+            // other thread's). The deferred form of the same flip, which
+            // lets the other thread finish its stretch first, is next.
+            if !defer
+                && state == FlipState::Done
+                && !race.is_move()
+                && Some(race.first.access.key) == failing
+                && r.summary() != nodes[n].end
+            {
+                frontier.push(Reverse((cost, n, k, true)));
+            }
             // Explored further: an attempt whose flip happened and that
             // got at least as far along the sketch (a divergence there is
             // the failure failing to happen, the nearest miss).

@@ -33,6 +33,8 @@ pub(super) struct Node {
     /// [`alternates`]).
     pub alternates: Vec<Vec<Race>>,
     pub stopped_at: u64,
+    /// How that run ended (its one-line summary).
+    pub end: String,
 }
 
 impl Node {
@@ -149,6 +151,7 @@ impl Node {
             places,
             alternates,
             stopped_at: r.stopped_at,
+            end: r.summary(),
         }
     }
 }
