@@ -25,7 +25,7 @@
 #define QUEUE 8
 
 enum { PIC_FREE, PIC_IN_USE };
-struct picture { int ref; int state; int frame; unsigned char data[512]; };
+struct picture { int ref; int state; int frame; unsigned char data[64]; };
 struct job { struct picture *pic; int feature; };
 
 static struct picture pictures[MAX_FRAMES];
