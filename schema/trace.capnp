@@ -195,6 +195,7 @@ struct Flip {
   defer @8 :Bool;                # `held` resumes at `until`'s next event, not at once
   untilFork @9 :UInt64;          # nonzero: process + 1; the flip completes when the parent has forked it
   untilAddr @10 :UInt64;         # nonzero: the flip completes at another thread's write to these 8 bytes
+  standing @11 :Bool;            # with untilAddr: every later read there of the old value waits again
 }
 
 struct Decision {

@@ -104,6 +104,13 @@ pub struct Flip {
     /// that covers this (runtime) address — the held read is delayed
     /// until the value changes.
     pub until_addr: u64,
+    /// 1 (with `until_addr`): after the flip, each later read of `held`
+    /// at `held_pc` of that address that would see `stale` waits again for
+    /// another thread's write there (a polling loop made to wait instead
+    /// of skipping).
+    pub standing: u32,
+    /// The value there when `held` was first held (agent).
+    pub stale: AtomicU64,
 }
 
 pub const FLIP_ARMED: u32 = 0;

@@ -520,13 +520,18 @@ fn run_line(r: &Run) -> String {
             let f = FlipInfo::from(f);
             if f.until_addr != 0 {
                 return format!(
-                    " [t{}:{:#x}#{} waits for a write to {:#x}{}{state}]",
+                    " [t{}:{:#x}#{} waits for a write to {:#x}{}{}{state}]",
                     f.held_thread,
                     f.held_pc,
                     f.held_n,
                     f.until_addr,
                     if f.defer {
                         " and the writer's stretch"
+                    } else {
+                        ""
+                    },
+                    if f.standing {
+                        ", and each later read of the old value"
                     } else {
                         ""
                     }

@@ -9,10 +9,13 @@
 //!   a reproducing schedule's flips.
 //! - [`races`]: the races of an observed attempt that a flip could
 //!   reverse, and reads-from comparisons between two runs.
+//! - [`counts`]: the delay that makes a polling loop skip as many
+//!   iterations as the sketch's event count says it did.
 //! - [`moves`]: two flips at once that make a read of the failing thread
 //!   see another thread's earlier write (a reads-from move).
 //! - [`rootcause`]: the root-cause report of a reproducing schedule.
 
+pub mod counts;
 pub mod moves;
 pub mod planner;
 pub mod races;

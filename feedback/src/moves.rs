@@ -211,6 +211,7 @@ fn one_move(occ: &[Occurrence], ri: usize, wi: usize, events: &SketchOrder) -> O
         score: 0,
         until_fork: 0,
         delay: false,
+        standing: false,
         extra: [extra.first().copied(), extra.get(1).copied()],
     })
 }

@@ -36,6 +36,9 @@ pub struct Race {
     /// Not a pair: `first` is a read of the failing thread to delay until
     /// another thread writes there (`second` is `first`).
     pub delay: bool,
+    /// A delay whose later reads of the old value wait too (see
+    /// [`crate::counts`]).
+    pub standing: bool,
     /// Flips that go with this one (held, until): together they make a
     /// read of the failing thread see one given write of another thread
     /// (see [`crate::moves`]).
@@ -69,6 +72,7 @@ impl Race {
             } else {
                 0
             },
+            standing: self.delay && self.standing,
         }
     }
 
@@ -236,6 +240,7 @@ pub fn races(replay: &Replay, obs: &Observation, focus: Focus) -> Vec<Race> {
                 score: distance + penalty,
                 until_fork,
                 delay: false,
+                standing: false,
                 extra: [None; 2],
             });
         }
@@ -264,6 +269,11 @@ pub fn races(replay: &Replay, obs: &Observation, focus: Focus) -> Vec<Race> {
             .then(q.is_move().cmp(&p.is_move()))
             .then(q.second.index.cmp(&p.second.index))
     });
+    // A polling loop that skipped too many iterations: the one delay that
+    // makes its event count match the sketch's comes before everything.
+    if let Some(d) = crate::counts::count_delay(&occ, focus, &events) {
+        out.insert(0, d);
+    }
     out
 }
 
@@ -303,6 +313,7 @@ fn delays(
         score: o.access.turn.abs_diff(focus.pos) + SCORE_DELAY + rank as u64,
         until_fork: 0,
         delay: true,
+        standing: false,
         extra: [None; 2],
     };
     let mut out = Vec::new();
@@ -469,6 +480,7 @@ fn split_updates(
                 score: distance + SCORE_DELAY + rank as u64,
                 until_fork: 0,
                 delay: true,
+                standing: false,
                 extra: [None; 2],
             }
         })
@@ -616,6 +628,7 @@ pub fn order_flip(first: &Occurrence, second: &Occurrence) -> FlipSpec {
         until_n: first.n,
         until_fork: 0,
         until_addr: 0,
+        standing: false,
     }
 }
 

@@ -316,6 +316,11 @@ unsafe fn begin_step(h: &ObserveHeader, pc: u64, g: &mut [i64; 23]) {
                         )
                         .is_ok()
                 {
+                    if f.standing != 0 {
+                        f.stale.store(peek(addr, pt.size), Ordering::Release);
+                    }
+                    held = true;
+                } else if n > f.held_n && standing_again(f, addr, pt.size) {
                     held = true;
                 }
             }
@@ -427,6 +432,24 @@ unsafe fn finish_step(h: &ObserveHeader, step: Step, g: &mut [i64; 23]) {
             }
         }
     }
+}
+
+/// A standing delay that was satisfied: the held thread reads the same
+/// place again and would see the value it was first held from — it waits
+/// again for another thread's write there (a polling loop waits instead of
+/// skipping another iteration).
+fn standing_again(f: &ob::Flip, addr: u64, size: u8) -> bool {
+    f.standing != 0
+        && addr == f.until_addr
+        && peek(addr, size) == f.stale.load(Ordering::Acquire)
+        && f.state
+            .compare_exchange(
+                ob::FLIP_DONE,
+                ob::FLIP_HOLDING,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
 }
 
 /// Called by the scheduler when nobody can run while `key` is held: the

@@ -29,6 +29,9 @@ pub struct FlipSpec {
     /// Nonzero: the flip completes at another thread's first write to the
     /// 8 bytes at this address (the held read is delayed until then).
     pub until_addr: u64,
+    /// With `until_addr`: each later read there by `held` at `held_pc`
+    /// that would see the old value waits again for another thread's write.
+    pub standing: bool,
 }
 
 /// What happened to a flip in an attempt.
@@ -132,6 +135,7 @@ impl ObserveBlock {
                 f.defer = s.defer as u32;
                 f.until_fork = s.until_fork;
                 f.until_addr = s.until_addr;
+                f.standing = s.standing as u32;
             }
             std::ptr::copy_nonoverlapping(
                 points.as_ptr(),

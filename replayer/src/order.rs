@@ -88,6 +88,11 @@ impl SketchOrder {
             .unwrap_or(u64::MAX)
     }
 
+    /// Ring positions of thread `key`'s recorded events, in order.
+    pub fn thread_events(&self, key: u32) -> &[u64] {
+        self.events.get(&key).map_or(&[], Vec::as_slice)
+    }
+
     /// Ring position of the `Fork` event of process `p`, if it was forked.
     pub fn fork_event(&self, p: u32) -> Option<u64> {
         self.forks.get(&p).map(|f| f.pos)

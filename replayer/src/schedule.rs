@@ -168,6 +168,7 @@ impl From<&FlipSpec> for FlipInfo {
             defer: f.defer,
             until_fork: f.until_fork,
             until_addr: f.until_addr,
+            standing: f.standing,
         }
     }
 }
@@ -184,6 +185,7 @@ impl From<&FlipInfo> for FlipSpec {
             defer: f.defer,
             until_fork: f.until_fork,
             until_addr: f.until_addr,
+            standing: f.standing,
         }
     }
 }
@@ -204,6 +206,7 @@ mod tests {
             defer: true,
             until_fork: 0,
             until_addr: 0x5555_0000,
+            standing: true,
         };
         let s = Schedule::base(Strategy::FeedbackLazy, 42)
             .with_flips(vec![flip])

@@ -330,6 +330,7 @@ pub(crate) fn schedule_to_bytes(s: &ScheduleInfo) -> Vec<u8> {
             fb.set_defer(f.defer);
             fb.set_until_fork(f.until_fork);
             fb.set_until_addr(f.until_addr);
+            fb.set_standing(f.standing);
         }
     }
     serialize(&msg)
@@ -366,6 +367,7 @@ pub(crate) fn schedule_from_capnp(r: tc::schedule::Reader<'_>) -> capnp::Result<
                 defer: f.get_defer(),
                 until_fork: f.get_until_fork(),
                 until_addr: f.get_until_addr(),
+                standing: f.get_standing(),
             })
             .collect(),
         preempt_rate: r.get_preempt_rate(),

@@ -400,6 +400,9 @@ pub struct FlipInfo {
     /// Nonzero: the flip completes at the first write by another thread to
     /// the 8 bytes at this address (the held read waits for a new value).
     pub until_addr: u64,
+    /// With `until_addr`: every later read of `held` at `held_pc` there
+    /// that would see the value the held read would have seen waits again.
+    pub standing: bool,
 }
 
 /// What `TraceWriter::finish` reports.

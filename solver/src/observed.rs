@@ -115,5 +115,6 @@ pub(crate) fn flip(
         defer: false,
         until_fork: child(until).map_or(0, |p| p as u64 + 1),
         until_addr: 0,
+        standing: false,
     })
 }

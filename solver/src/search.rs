@@ -694,6 +694,7 @@ mod tests {
             defer: false,
             until_fork: 0,
             until_addr: 0,
+            standing: false,
         };
         let flips: Vec<FlipSpec> = (1..=6).map(f).collect();
         let states = [

@@ -295,6 +295,7 @@ mod tests {
             score: 0,
             until_fork: 0,
             delay: false,
+            standing: false,
             extra: [None; 2],
         }
     }

@@ -1,0 +1,211 @@
+//! Count-matched delays: how many iterations of a polling loop saw a flag
+//! in its stale state, read off the sketch.
+//!
+//! A thread that checks an unprotected flag in every iteration of a loop
+//! (`if (log.open) { lock; append; unlock }`) makes sketch events only in
+//! the iterations that pass the check. In the recorded run another thread
+//! cleared the flag for a while and the loop skipped some iterations: the
+//! sketch has that many fewer events of the thread, and nothing more says
+//! where. A replay runs the thread's iterations between two events in one
+//! stretch; when the other thread is parked with the flag cleared, the
+//! loop skips every remaining iteration and the thread leaves the sketch
+//! (`expected pthread_mutex_lock, got thread_exit`).
+//!
+//! The number of iterations to skip follows from the counts: the thread's
+//! recorded events from where it left the sketch (`E`), the events one
+//! passing iteration makes (`k`, measured on the run's earlier iterations),
+//! and the reads of the flag in its last stretch (`n`, every one skipped).
+//! Exactly `E / k` of those must pass, the last ones: the read number
+//! `n - E / k` of the stretch is delayed until another thread writes the
+//! flag. A delay at the nearest read, or at the first one of the stretch,
+//! skips too many or too few iterations, and the run leaves the sketch at
+//! the thread's last event instead.
+
+use std::collections::HashMap;
+
+use reprise_replayer::accesses::is_write;
+
+use crate::races::{Focus, Occurrence, Race, SketchOrder};
+
+/// Earlier passing reads looked at to measure the events an iteration
+/// makes.
+const PASSING_READS: usize = 8;
+
+/// The count-matched delay of the thread at the focus, if its last
+/// stretch is a run of same-valued reads of one instruction that earlier,
+/// with another value, let it make a regular number of events each.
+pub fn count_delay(occ: &[Occurrence], focus: Focus, events: &SketchOrder) -> Option<Race> {
+    let me = focus.thread?;
+    let mine = events.thread_events(me);
+    let last = occ.iter().rev().find(|o| o.access.key == me)?.access.last_event;
+    // The thread's events made before an access (its last_event is the
+    // ring position of its last event + 1).
+    let done = |o: &Occurrence| mine.partition_point(|&p| p < o.access.last_event);
+    // Its recorded events from the one it did not make on.
+    let expected = (mine.len() - mine.partition_point(|&p| p < focus.pos)) as u64;
+    // The reads of its last stretch, per instruction.
+    let mut stretch: HashMap<u64, Vec<&Occurrence>> = HashMap::new();
+    for o in occ {
+        let a = &o.access;
+        if a.key == me && a.last_event == last && !is_write(a) {
+            stretch.entry(a.pc).or_default().push(o);
+        }
+    }
+    let mut pcs: Vec<(u64, Vec<&Occurrence>)> = stretch.into_iter().collect();
+    pcs.sort_by_key(|(pc, reads)| (std::cmp::Reverse(reads.len()), *pc));
+    for (pc, reads) in pcs {
+        let n = reads.len() as u64;
+        let stale = reads[0].access.after;
+        if n < 2 || reads.iter().any(|o| o.access.after != stale) {
+            continue;
+        }
+        let addr = reads[0].access.addr;
+        // The events between the thread's earlier reads of that flag that
+        // saw it otherwise: one iteration's worth, the same each time.
+        let passing: Vec<usize> = occ
+            .iter()
+            .filter(|o| {
+                let a = &o.access;
+                a.key == me && a.pc == pc && a.last_event < last && a.after != stale
+            })
+            .map(done)
+            .collect();
+        let tail = &passing[passing.len().saturating_sub(PASSING_READS)..];
+        let steps: Vec<usize> = tail.windows(2).map(|w| w[1] - w[0]).collect();
+        let Some(&k) = steps.last() else { continue };
+        if k == 0 || steps.iter().any(|&s| s != k) {
+            continue;
+        }
+        let pass = expected / k as u64;
+        if pass == 0 || pass >= n {
+            continue;
+        }
+        // Another thread must write the flag for the delay to end.
+        let rewritten = occ.iter().any(|o| {
+            o.access.key != me
+                && is_write(&o.access)
+                && o.access.addr == addr
+                && o.access.after != stale
+        });
+        if !rewritten {
+            continue;
+        }
+        let held = *reads[(n - pass) as usize];
+        return Some(Race {
+            first: held,
+            second: held,
+            distance: 0,
+            score: 0,
+            until_fork: 0,
+            delay: true,
+            standing: true,
+            extra: [None; 2],
+        });
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use reprise_abi::observe::{Access, ACCESS_READ, ACCESS_WRITE};
+
+    use super::*;
+
+    const T: u32 = 1;
+    const U: u32 = 2;
+    const FLAG: u64 = 0x4080;
+    const CHECK: u64 = 0x12b3;
+
+    /// T's read of the flag (value `open`) after its event at ring
+    /// position `last` (none: 0).
+    fn check(open: u64, last: u64) -> Access {
+        Access {
+            key: T,
+            flags: ACCESS_READ,
+            size: 4,
+            pc: CHECK,
+            addr: FLAG,
+            after: open,
+            before: open,
+            turn: last + 1,
+            last_event: if last == 0 { 0 } else { last + 1 },
+            ..Access::default()
+        }
+    }
+
+    /// A loop that checks the flag in every iteration and, when it is set,
+    /// makes two events (lock, unlock: T's events at 10, 11, 12, 13, ...).
+    /// Recorded: 4 passing iterations, 3 skipped ones while U had the flag
+    /// cleared, then 3 passing ones. The replay ran T's iterations after
+    /// its 4th passing one with the flag still cleared: 6 reads of 0.
+    fn polling_run() -> (Vec<Occurrence>, SketchOrder) {
+        let t_events: Vec<u64> = (0..7).flat_map(|i| [10 + 4 * i, 11 + 4 * i]).collect();
+        let mut log = vec![check(1, 0)];
+        for i in 0..3 {
+            log.push(check(1, t_events[2 * i + 1]));
+        }
+        let stretch = t_events[7];
+        log.extend((0..6).map(|_| check(0, stretch)));
+        // U sets the flag again (at its event 30 in the recording).
+        log.push(Access {
+            key: U,
+            flags: ACCESS_WRITE,
+            size: 4,
+            pc: 0x1246,
+            addr: FLAG,
+            before: 0,
+            after: 1,
+            turn: 31,
+            last_event: 31,
+            ..Access::default()
+        });
+        let occ = log
+            .iter()
+            .enumerate()
+            .map(|(index, a)| Occurrence {
+                access: *a,
+                n: log[..=index].iter().filter(|b| b.pc == a.pc).count() as u32,
+                index,
+            })
+            .collect();
+        let order = SketchOrder::from_positions(HashMap::from([(T, t_events), (U, vec![29, 30])]));
+        (occ, order)
+    }
+
+    #[test]
+    fn the_delay_leaves_as_many_passing_iterations_as_the_sketch_has_events() {
+        let (occ, order) = polling_run();
+        // T left the sketch at its 9th event (ring position 26): 6 events
+        // (3 passing iterations) were still to come.
+        let focus = Focus {
+            pos: 26,
+            thread: Some(T),
+        };
+        let d = count_delay(&occ, focus, &order).expect("a count-matched delay");
+        assert!(d.delay);
+        // Of the 6 reads of the stretch, the first 3 skip: the 4th (the
+        // 8th check of the run) waits for U's write.
+        assert_eq!((d.first.access.pc, d.first.n), (CHECK, 8));
+    }
+
+    #[test]
+    fn no_delay_when_the_counts_do_not_fit() {
+        let (occ, order) = polling_run();
+        // All 7 remaining passing iterations would need more reads than
+        // the stretch has.
+        let focus = Focus {
+            pos: 0,
+            thread: Some(T),
+        };
+        assert!(count_delay(&occ, focus, &order).is_none());
+        // Without U's write, nothing would end the delay.
+        let without: Vec<Occurrence> = occ.iter().filter(|o| o.access.key == T).copied().collect();
+        let focus = Focus {
+            pos: 26,
+            thread: Some(T),
+        };
+        assert!(count_delay(&without, focus, &order).is_none());
+    }
+}
