@@ -501,6 +501,11 @@ pub mod replay {
     /// Stopped before an access until another thread's access (a flip).
     pub const HELD: u32 = 6;
 
+    /// The agent's preemption signal is `SIGRTMAX - this`: its timer's
+    /// under `Policy::Random { preempt: true }`, and the supervisor's nudge
+    /// of a thread that computes too long without an event.
+    pub const PREEMPT_SIGNAL_FROM_MAX: i32 = 3;
+
     /// No checkpoint is being taken.
     pub const CKPT_IDLE: u32 = 0;
     /// The paused thread gathers the other threads' contexts.

@@ -507,9 +507,48 @@ fn an_open_logged_before_the_create_it_saw_replays() {
             break;
         }
     }
-    assert!(early > 0, "no recording of 60 logged an open before its create");
+    assert!(
+        early > 0,
+        "no recording of 60 logged an open before its create"
+    );
     for _ in 0..3 {
         let out = common::replays_as_recorded(tmp.path(), &trace, &[], LIMIT);
         assert!(out.starts_with("200 files, "), "{out}");
+    }
+}
+
+const SPIN_WAIT: &str = include_str!("programs/spin_wait.c");
+
+/// Two threads that wait for each other by spinning on flags: a replay that
+/// let the thread holding the baton spin would wait for the other one
+/// forever (until the attempt's time limit). The supervisor nudges a
+/// thread busy without an event while another waits to run; the run
+/// replays whole, every time.
+#[test]
+fn threads_that_spin_wait_for_each_other_replay() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prog = compile(
+        tmp.path(),
+        "spin_wait",
+        SPIN_WAIT,
+        &["-O1", "-g", "-pthread"],
+    );
+    let trace = tmp.path().join("trace");
+    let o = record(tmp.path(), &trace, &prog, &["10"]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "rounds=10 total=2475\n",
+        "{}",
+        stderr(&o)
+    );
+    // An attempt that spun until its time limit would not reproduce.
+    for _ in 0..3 {
+        let out = common::replays_as_recorded(
+            tmp.path(),
+            &trace,
+            &["--timeout-per-attempt", "20"],
+            LIMIT,
+        );
+        assert!(out.starts_with("rounds=10 total=2475"), "{out}");
     }
 }

@@ -37,7 +37,12 @@ const PASSING_READS: usize = 8;
 pub fn count_delay(occ: &[Occurrence], focus: Focus, events: &SketchOrder) -> Option<Race> {
     let me = focus.thread?;
     let mine = events.thread_events(me);
-    let last = occ.iter().rev().find(|o| o.access.key == me)?.access.last_event;
+    let last = occ
+        .iter()
+        .rev()
+        .find(|o| o.access.key == me)?
+        .access
+        .last_event;
     // The thread's events made before an access (its last_event is the
     // ring position of its last event + 1).
     let done = |o: &Occurrence| mine.partition_point(|&p| p < o.access.last_event);

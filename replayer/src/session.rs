@@ -21,6 +21,7 @@ use reprise_schema::{OutcomeInfo, OutcomeKind};
 use reprise_tracee::process::{become_subreaper, cpu_ticks, reap_ended, try_wait, wait_blocking};
 
 mod checkpoint;
+mod nudge;
 
 pub use checkpoint::Checkpoint;
 
@@ -106,6 +107,10 @@ struct Ending {
 /// check writes its message and dies within a millisecond or two.
 const STDERR_GRACE: Duration = Duration::from_millis(300);
 
+/// No new event for this long while the program computes: the baton
+/// holder is nudged to let another thread run (see `session/nudge.rs`).
+const NUDGE_AFTER: Duration = Duration::from_millis(20);
+
 /// One replay of the program under one schedule, supervised: started,
 /// run (to its end, or to a pause before a chosen event), finished.
 pub struct ReplaySession<'r> {
@@ -125,6 +130,8 @@ pub struct ReplaySession<'r> {
     /// (turn, CPU ticks, when) at the last progress.
     progress: (u64, u64, Instant),
     last_cpu_check: Instant,
+    /// (turn, CPU ticks, when) at the last look for a thread to nudge.
+    nudge: (u64, u64, Instant),
     ending: Option<Ending>,
     /// When the supervisor first saw the agent's divergence record.
     off_sketch_since: Option<Instant>,
@@ -195,6 +202,7 @@ impl<'r> ReplaySession<'r> {
             next,
             started,
             last_cpu_check: Instant::now(),
+            nudge: (u64::MAX, 0, Instant::now()),
             ending: None,
             off_sketch_since: None,
             main_status: None,
@@ -309,6 +317,7 @@ impl<'r> ReplaySession<'r> {
             kill_all(&self.ctl, pid);
             ending(reap(), None, true, None)
         } else if self.last_cpu_check.elapsed() < Duration::from_millis(100) {
+            self.maybe_nudge();
             return Ok(None);
         } else {
             self.last_cpu_check = Instant::now();
@@ -320,6 +329,25 @@ impl<'r> ReplaySession<'r> {
         };
         self.ending = Some(ended);
         Ok(Some(Stop::Ended))
+    }
+
+    /// Every NUDGE_AFTER: a run busy without a new event since the last
+    /// look, another thread waiting for the baton, gets its baton holder
+    /// nudged (the holder may be polling memory that thread would write).
+    fn maybe_nudge(&mut self) {
+        if self.nudge.2.elapsed() < NUDGE_AFTER {
+            return;
+        }
+        let turn = self.ctl.replay().turn.0.load(Ordering::Acquire);
+        let ticks = cpu_ticks(self.pid);
+        let (last_turn, last_ticks, _) = self.nudge;
+        if turn == last_turn
+            && ticks > last_ticks
+            && turn < self.ctl.replay().end.load(Ordering::Acquire)
+        {
+            nudge::nudge_baton_holder(&self.ctl);
+        }
+        self.nudge = (turn, ticks, Instant::now());
     }
 
     /// True while a process of the program other than the one the replay
@@ -343,6 +371,7 @@ impl<'r> ReplaySession<'r> {
         let last = &mut self.progress;
         let turn = r.turn.0.load(Ordering::Acquire);
         let elapsed = last.2.elapsed();
+
         // The next event's process has exited without it: it will
         // never come (a forked child that did not fail this time).
         if turn == last.0 && elapsed >= Duration::from_millis(100) {

@@ -88,3 +88,11 @@ pub fn exited(pid: i32) -> bool {
             .is_some_and(|state| matches!(state, 'Z' | 'X' | 'x')),
     }
 }
+
+/// Sends signal `sig` to thread `tid` of process `pid`; false if it is
+/// gone.
+pub fn signal_thread(pid: i32, tid: i32, sig: i32) -> bool {
+    // SAFETY: tgkill(2) with integer arguments only; it fails (ESRCH)
+    // rather than signalling another process if `tid` is not in `pid`.
+    unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, sig) == 0 }
+}

@@ -84,6 +84,24 @@ pub(super) fn decide(c: &ControlHeader) {
     }
     let policy = rp::Policy::decode(r.strategy.load(Ordering::Relaxed));
     let odd = r.odd_thread.load(Ordering::Relaxed);
+    // A thread made to give the baton away (the supervisor's nudge of a
+    // thread that computed too long without an event, most often a loop
+    // waiting on memory another thread writes) lets another candidate run,
+    // whatever the in-order policy would pick. (`Random` preemptions keep
+    // their seeded draw.)
+    let me = my_key();
+    if PREEMPTING.with(|p| p.get())
+        && !matches!(policy, rp::Policy::Random { .. })
+        && n > 1
+        && cands[..n].contains(&me)
+    {
+        let at = cands[..n].iter().position(|&k| k == me).unwrap_or(0);
+        cands.copy_within(at + 1..n, at);
+        n -= 1;
+        if o == me {
+            o = 0;
+        }
+    }
     let chosen = match n {
         // Nobody else can run while a thread is held for a flip: the flip
         // cannot happen, the held thread runs on.

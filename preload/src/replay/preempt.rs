@@ -4,7 +4,7 @@
 
 use core::cell::Cell;
 use core::ffi::{c_int, c_void};
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use reprise_abi::{replay as rp, ControlHeader};
 
@@ -39,14 +39,93 @@ impl Drop for Busy {
     }
 }
 
+/// The preemption signal (the supervisor's nudge uses the same number:
+/// [`reprise_abi::replay::PREEMPT_SIGNAL_FROM_MAX`]).
 fn preempt_signal() -> c_int {
-    libc::SIGRTMAX() - 3
+    libc::SIGRTMAX() - rp::PREEMPT_SIGNAL_FROM_MAX
+}
+
+/// The handler is installed (once per process).
+static HANDLER: AtomicBool = AtomicBool::new(false);
+
+/// Registers compared between two nudges: every general-purpose register
+/// but the instruction pointer, which may be anywhere in a short loop.
+const SAMPLED: [usize; 16] = [
+    libc::REG_R8 as usize,
+    libc::REG_R9 as usize,
+    libc::REG_R10 as usize,
+    libc::REG_R11 as usize,
+    libc::REG_R12 as usize,
+    libc::REG_R13 as usize,
+    libc::REG_R14 as usize,
+    libc::REG_R15 as usize,
+    libc::REG_RDI as usize,
+    libc::REG_RSI as usize,
+    libc::REG_RBP as usize,
+    libc::REG_RBX as usize,
+    libc::REG_RDX as usize,
+    libc::REG_RAX as usize,
+    libc::REG_RCX as usize,
+    libc::REG_RSP as usize,
+];
+/// How far apart (bytes) two instruction pointers of one polling loop can be.
+const LOOP_SPAN: i64 = 64;
+
+/// This thread's registers at the last nudge, and the turn then.
+#[derive(Clone, Copy)]
+struct Sample {
+    turn: u64,
+    rip: i64,
+    regs: [i64; 16],
+}
+
+thread_local! {
+    static LAST_NUDGE: Cell<Option<Sample>> = const { Cell::new(None) };
+}
+
+/// True if the thread's registers are the ones of the last nudge in the
+/// same turn (it polls memory that does not change while it runs); keeps
+/// this nudge's sample for the next one.
+fn spinning(turn: u64, g: &[i64; 23]) -> bool {
+    let mut regs = [0i64; 16];
+    for (v, &i) in regs.iter_mut().zip(SAMPLED.iter()) {
+        *v = g[i];
+    }
+    let now = Sample {
+        turn,
+        rip: g[libc::REG_RIP as usize],
+        regs,
+    };
+    let before = LAST_NUDGE.with(|l| l.replace(Some(now)));
+    before.is_some_and(|b| {
+        b.turn == turn && b.regs == now.regs && (b.rip - now.rip).abs() <= LOOP_SPAN
+    })
+}
+
+/// Installs the preemption signal's handler once per process (a forked
+/// child inherits it): the timer of `Policy::Random { preempt: true }`
+/// sends it, and so does the supervisor to nudge a thread that computes
+/// too long without an event under any policy.
+fn install_handler() {
+    if HANDLER.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    // SAFETY: a handler that only touches this thread's state and the
+    // shared block.
+    unsafe {
+        let mut sa: libc::sigaction = core::mem::zeroed();
+        sa.sa_sigaction = on_preempt as *const () as usize;
+        sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        crate::signals::real_sigaction(preempt_signal(), &sa, core::ptr::null_mut());
+    }
 }
 
 /// Arms this thread's one-shot timer for a random slice (10 us .. 1.3 ms
 /// of wall time, the thread running alone). Called under the lock, when
 /// the thread takes the baton.
 pub(super) fn arm_preemption(c: &ControlHeader) {
+    install_handler();
     let r = st(c);
     let policy = rp::Policy::decode(r.strategy.load(Ordering::Relaxed));
     if !matches!(policy, rp::Policy::Random { preempt: true, .. }) {
@@ -54,14 +133,8 @@ pub(super) fn arm_preemption(c: &ControlHeader) {
     }
     let mut id = TIMER.with(|t| t.get());
     if id < 0 {
-        // SAFETY: a handler that only touches this thread's state and the
-        // shared block; a timer that signals this thread only.
+        // SAFETY: a timer that signals this thread only.
         unsafe {
-            let mut sa: libc::sigaction = core::mem::zeroed();
-            sa.sa_sigaction = on_preempt as *const () as usize;
-            sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
-            libc::sigemptyset(&mut sa.sa_mask);
-            crate::signals::real_sigaction(preempt_signal(), &sa, core::ptr::null_mut());
             let mut sev: libc::sigevent = core::mem::zeroed();
             sev.sigev_notify = libc::SIGEV_THREAD_ID;
             sev.sigev_signo = preempt_signal();
@@ -109,7 +182,7 @@ pub(super) fn arm_preemption(c: &ControlHeader) {
     );
 }
 
-extern "C" fn on_preempt(_sig: c_int, _info: *mut libc::siginfo_t, _uc: *mut c_void) {
+extern "C" fn on_preempt(_sig: c_int, info: *mut libc::siginfo_t, uc: *mut c_void) {
     if IN_AGENT.with(|b| b.get()) != 0 {
         return;
     }
@@ -120,6 +193,21 @@ extern "C" fn on_preempt(_sig: c_int, _info: *mut libc::siginfo_t, _uc: *mut c_v
         || r.baton.load(Ordering::Acquire) != my_key()
         || r.divergence.state.load(Ordering::Acquire) != 0
     {
+        return;
+    }
+    // SAFETY: the kernel passes a valid siginfo and ucontext to an
+    // SA_SIGINFO handler.
+    let (code, regs) = unsafe {
+        (
+            (*info).si_code,
+            &(*(uc as *const libc::ucontext_t)).uc_mcontext.gregs,
+        )
+    };
+    // The supervisor's nudge (tgkill): only a thread that is not getting
+    // anywhere — the same registers as at the nudge before, in the same
+    // turn (a loop polling memory) — gives the baton away; a computation
+    // between two events changes its registers and runs on undisturbed.
+    if code == libc::SI_TKILL && !spinning(r.turn.0.load(Ordering::Acquire), regs) {
         return;
     }
     let saved = raw::errno();

@@ -121,6 +121,7 @@ impl<'r> ReplaySession<'r> {
             next: checkpoint.next_fill,
             started: Instant::now(),
             last_cpu_check: Instant::now(),
+            nudge: (u64::MAX, 0, Instant::now()),
             ending: None,
             off_sketch_since: None,
             main_status: None,
