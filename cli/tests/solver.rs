@@ -79,7 +79,7 @@ fn replay_json(root: &Path, trace: &Path, extra: &[&str]) -> Value {
 
 /// Records `prog args` until a run fails (at most `tries` recordings) and
 /// replays it with `--strategy solver` (`extra` options too), from up to
-/// three failing recordings (the search depends on the run recorded):
+/// `RECORDINGS` failing recordings (the search depends on the run recorded):
 /// the JSON of the first that reproduced, and how many did not.
 fn solver_reproduces(
     root: &Path,
@@ -94,9 +94,17 @@ fn solver_reproduces(
     reproduces_within(root, trace, prog, args, tries, &opts, 10)
 }
 
-/// Records `prog` until a run fails and replays it with `opts`, up to three
-/// recordings, until one reproduces within `attempts` attempts; returns
+/// Records `prog` until a run fails and replays it with `opts`, up to
+/// `RECORDINGS` recordings, until one reproduces within `attempts` attempts; returns
 /// that replay's JSON and how many recordings missed before it.
+/// How many failing recordings a test replays before it gives up. Some
+/// recordings need a schedule the solver does not find in 10 attempts: 2 of
+/// 10 fex_3881 recordings with the debug build and both cores busy (the
+/// waiting thread was descheduled in its window for ~200 events, and the
+/// failing check needs three threads' stretches reordered). Three misses
+/// in a row happened once in CI; five in a row is ~0.03% at that rate.
+const RECORDINGS: usize = 5;
+
 fn reproduces_within(
     root: &Path,
     trace: &Path,
@@ -119,9 +127,9 @@ fn reproduces_within(
         }
         misses.push(v);
         assert!(
-            misses.len() < 3,
-            "not reproduced from 3 recordings: {:#}",
-            misses[2]
+            misses.len() < RECORDINGS,
+            "not reproduced from {RECORDINGS} recordings: {:#}",
+            misses[RECORDINGS - 1]
         );
     }
 }
@@ -317,7 +325,8 @@ fn hybrid_hands_the_search_to_the_solver_after_feedback() {
 /// modelled on FEX-Emu PR #3881, written after the solver's object stage):
 /// the owner's check of the buffer's user must read the write of the
 /// thread the pool handed it to next. Feedback reproduces none of five such
-/// recordings in 10 attempts; the solver most (see the README).
+/// recordings in 10 attempts; the solver most (8 of 10 recordings with both
+/// cores busy; see `RECORDINGS` and the README).
 #[test]
 fn solver_reproduces_a_buffer_handed_to_two_threads() {
     let tmp = tempfile::tempdir().unwrap();
