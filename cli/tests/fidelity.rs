@@ -552,3 +552,35 @@ fn threads_that_spin_wait_for_each_other_replay() {
         assert!(out.starts_with("rounds=10 total=2475"), "{out}");
     }
 }
+
+/// The same hand-off with waits that count their iterations (a register
+/// changes each time round the loop): the nudged thread yields once the
+/// same one register alone has changed over four nudges.
+#[test]
+fn threads_whose_spin_waits_count_their_iterations_replay() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prog = compile(
+        tmp.path(),
+        "spin_wait",
+        SPIN_WAIT,
+        &["-O1", "-g", "-pthread"],
+    );
+    let trace = tmp.path().join("trace");
+    let o = record(tmp.path(), &trace, &prog, &["5", "count"]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "rounds=5 total=675\n",
+        "{}",
+        stderr(&o)
+    );
+    // Before: every attempt spun until its time limit.
+    for _ in 0..2 {
+        let out = common::replays_as_recorded(
+            tmp.path(),
+            &trace,
+            &["--timeout-per-attempt", "20"],
+            LIMIT,
+        );
+        assert!(out.starts_with("rounds=5 total=675"), "{out}");
+    }
+}

@@ -90,11 +90,20 @@ pub(super) fn decide(c: &ControlHeader) {
     // whatever the in-order policy would pick. (`Random` preemptions keep
     // their seeded draw.)
     let me = my_key();
-    if PREEMPTING.with(|p| p.get())
-        && !matches!(policy, rp::Policy::Random { .. })
-        && n > 1
-        && cands[..n].contains(&me)
-    {
+    let nudged = PREEMPTING.with(|p| p.get()) && !matches!(policy, rp::Policy::Random { .. });
+    // A thread polls memory while another is held for a flip: what it
+    // waits for is most likely the held thread's next write (the others
+    // wait at their next events, in the sketch's order, which the poller
+    // may own), so the flip cannot happen; the held thread runs on (as
+    // when nobody can run, below).
+    let any_held = r.threads[..live_entries(c)]
+        .iter()
+        .any(|t| t.state.load(Ordering::Acquire) == rp::HELD);
+    if nudged && any_held {
+        n = 0;
+        o = 0;
+    }
+    if nudged && n > 1 && cands[..n].contains(&me) {
         let at = cands[..n].iter().position(|&k| k == me).unwrap_or(0);
         cands.copy_within(at + 1..n, at);
         n -= 1;

@@ -70,6 +70,11 @@ const SAMPLED: [usize; 16] = [
 ];
 /// How far apart (bytes) two instruction pointers of one polling loop can be.
 const LOOP_SPAN: i64 = 64;
+/// Nudges in a row (20 ms apart) in which one and the same register
+/// changed and no other did, after which a loop is taken for a polling
+/// loop that counts its iterations rather than for a computation (which
+/// moves a pointer and an accumulator, an index and a bound, ...).
+const COUNTING_NUDGES: u8 = 4;
 
 /// This thread's registers at the last nudge, and the turn then.
 #[derive(Clone, Copy)]
@@ -77,29 +82,77 @@ struct Sample {
     turn: u64,
     rip: i64,
     regs: [i64; 16],
+    /// Nudges in a row, this one included, at which only `counter`
+    /// changed (0: the last nudge was no such one).
+    counted: u8,
+    counter: u8,
 }
 
 thread_local! {
     static LAST_NUDGE: Cell<Option<Sample>> = const { Cell::new(None) };
+    /// The instruction pointer of the last loop taken for a counted poll:
+    /// the same loop in a later turn is let go at its first counted nudge
+    /// (a hand-off polled every round waits 40 ms, not 80).
+    static COUNTED_LOOP: Cell<Option<i64>> = const { Cell::new(None) };
 }
 
-/// True if the thread's registers are the ones of the last nudge in the
-/// same turn (it polls memory that does not change while it runs); keeps
-/// this nudge's sample for the next one.
+/// The one register (index into `SAMPLED`) that differs between two
+/// samples, if exactly one does.
+fn only_changed(a: &[i64; 16], b: &[i64; 16]) -> Option<u8> {
+    let mut changed = a
+        .iter()
+        .zip(b.iter())
+        .enumerate()
+        .filter(|(_, (x, y))| x != y);
+    let (i, _) = changed.next()?;
+    match changed.next() {
+        None => Some(i as u8),
+        Some(_) => None,
+    }
+}
+
+/// True if the thread is not getting anywhere in the same turn since the
+/// last nudge: its instruction pointer in the same short loop and its
+/// registers the same (it polls memory that does not change while it
+/// runs), or, for `COUNTING_NUDGES` nudges in a row, only one and the same
+/// register changed (the loop counts its iterations; once, if that loop
+/// was taken for a counted poll before). Keeps this nudge's sample for the
+/// next one.
 fn spinning(turn: u64, g: &[i64; 23]) -> bool {
     let mut regs = [0i64; 16];
     for (v, &i) in regs.iter_mut().zip(SAMPLED.iter()) {
         *v = g[i];
     }
-    let now = Sample {
+    let mut now = Sample {
         turn,
         rip: g[libc::REG_RIP as usize],
         regs,
+        counted: 0,
+        counter: 0,
     };
-    let before = LAST_NUDGE.with(|l| l.replace(Some(now)));
-    before.is_some_and(|b| {
-        b.turn == turn && b.regs == now.regs && (b.rip - now.rip).abs() <= LOOP_SPAN
-    })
+    let before = LAST_NUDGE.with(|l| l.get());
+    let same_loop = before.filter(|b| b.turn == turn && (b.rip - now.rip).abs() <= LOOP_SPAN);
+    let verdict = match same_loop {
+        None => false,
+        Some(b) if b.regs == now.regs => true,
+        Some(b) => match only_changed(&b.regs, &now.regs) {
+            Some(r) if b.counted == 0 || b.counter == r => {
+                now.counted = b.counted.saturating_add(1);
+                now.counter = r;
+                let known = COUNTED_LOOP
+                    .with(|l| l.get())
+                    .is_some_and(|rip| (rip - now.rip).abs() <= LOOP_SPAN);
+                let counted = known || now.counted >= COUNTING_NUDGES;
+                if counted {
+                    COUNTED_LOOP.with(|l| l.set(Some(now.rip)));
+                }
+                counted
+            }
+            _ => false,
+        },
+    };
+    LAST_NUDGE.with(|l| l.set(Some(now)));
+    verdict
 }
 
 /// Installs the preemption signal's handler once per process (a forked
