@@ -276,3 +276,62 @@ extern "C" fn on_preempt(_sig: c_int, info: *mut libc::siginfo_t, uc: *mut c_voi
     wait_for_baton(c);
     raw::set_errno(saved);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// General-purpose registers as the handler sees them, at `rip`, with
+    /// `rax` and `rcx` set.
+    fn regs(rip: i64, rax: i64, rcx: i64) -> [i64; 23] {
+        let mut g = [7i64; 23];
+        g[libc::REG_RIP as usize] = rip;
+        g[libc::REG_RAX as usize] = rax;
+        g[libc::REG_RCX as usize] = rcx;
+        g
+    }
+
+    // Each test runs on a thread of its own: the samples start empty.
+
+    #[test]
+    fn a_loop_whose_registers_stay_the_same_is_a_poll_at_the_second_nudge() {
+        assert!(!spinning(5, &regs(0x1000, 1, 2)));
+        assert!(spinning(5, &regs(0x1008, 1, 2)));
+        // Another turn starts over.
+        assert!(!spinning(6, &regs(0x1000, 1, 2)));
+    }
+
+    #[test]
+    fn one_register_counting_is_a_poll_after_four_nudges_and_then_at_once() {
+        let verdicts: Vec<bool> = (0..5)
+            .map(|n| spinning(9, &regs(0x2000, n * 1000, 3)))
+            .collect();
+        assert_eq!(verdicts, [false, false, false, false, true]);
+        // The same loop in a later turn: let go at its first counted nudge.
+        assert!(!spinning(10, &regs(0x2004, 0, 3)));
+        assert!(spinning(10, &regs(0x2004, 500, 3)));
+    }
+
+    #[test]
+    fn a_computation_is_never_a_poll() {
+        // Two registers move (an index and a total).
+        for n in 0..8 {
+            assert!(!spinning(3, &regs(0x3000, n, n * n)));
+        }
+        // One register, but the loop moves beyond 64 bytes.
+        for n in 0..8 {
+            assert!(!spinning(4, &regs(0x3000 + n * 100, n, 0)));
+        }
+        // Another register each time.
+        let mut alternating = Vec::new();
+        for n in 0..8 {
+            let g = if n % 2 == 0 {
+                regs(0x5000, n, 0)
+            } else {
+                regs(0x5000, 0, n)
+            };
+            alternating.push(spinning(11, &g));
+        }
+        assert!(alternating.iter().all(|v| !v), "{alternating:?}");
+    }
+}
