@@ -40,7 +40,7 @@ pub const ENV_AGENT: &str = "REPRISE_AGENT";
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"REPRISE1");
 /// Bumped whenever a layout below changes.
-pub const ABI_VERSION: u32 = 14;
+pub const ABI_VERSION: u32 = 15;
 
 pub const SLOT_SIZE: usize = 64;
 /// Bytes of payload in one continuation slot.
@@ -730,6 +730,11 @@ pub struct ReplayState {
     /// a recorded `wait4` names its child by it, and the replay gives the
     /// program the pid its own `fork` returned for that child.
     pub recorded_pids: [AtomicI32; MAX_PROCESSES],
+    /// Verdicts of the nudge's handler that the baton holder polls memory
+    /// (it gave the baton away), and the key of the last such thread: a
+    /// run whose only activity for a while is a poll is stuck.
+    pub polls: AtomicU64,
+    pub poller: AtomicU32,
     pub threads: [ReplayThread; MAX_THREADS],
 }
 

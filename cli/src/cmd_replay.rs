@@ -65,8 +65,9 @@ pub struct ReplayArgs {
     /// Seconds after which an attempt is killed.
     #[arg(long, default_value_t = 30.0)]
     timeout_per_attempt: f64,
-    /// Seconds without any event or CPU time after which an attempt is
-    /// stuck (or, past the end of the recording, hung as recorded).
+    /// Seconds without any event, and without CPU time other than a
+    /// thread polling memory, after which an attempt is stuck (or, past
+    /// the end of the recording, hung as recorded).
     #[arg(long, default_value_t = 2.0)]
     hang_timeout: f64,
     /// Append one line per attempt to this file.

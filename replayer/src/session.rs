@@ -111,6 +111,10 @@ const STDERR_GRACE: Duration = Duration::from_millis(300);
 /// holder is nudged to let another thread run (see `session/nudge.rs`).
 const NUDGE_AFTER: Duration = Duration::from_millis(20);
 
+/// A poll verdict this recent means the program's CPU time is a poll, not
+/// progress (verdicts come at most every `NUDGE_AFTER` while one lasts).
+const POLL_RECENT: Duration = Duration::from_millis(300);
+
 /// One replay of the program under one schedule, supervised: started,
 /// run (to its end, or to a pause before a chosen event), finished.
 pub struct ReplaySession<'r> {
@@ -127,6 +131,9 @@ pub struct ReplaySession<'r> {
     /// The next event to put into the ring.
     next: usize,
     started: Instant,
+    /// The agent's count of poll verdicts at the last look, and when it
+    /// last grew (see [`Self::check_progress`]).
+    polls: (u64, Option<Instant>),
     /// (turn, CPU ticks, when) at the last progress.
     progress: (u64, u64, Instant),
     last_cpu_check: Instant,
@@ -194,6 +201,7 @@ impl<'r> ReplaySession<'r> {
             replay,
             opts: opts.clone(),
             progress: (turn, cpu_ticks(pid), Instant::now()),
+            polls: (0, None),
             ctl,
             child: Some(child),
             pid,
@@ -415,7 +423,19 @@ impl<'r> ReplaySession<'r> {
         } else {
             self.opts.hang_timeout
         };
-        if turn != last.0 || (elapsed >= limit && busy()) {
+        // A thread the nudge found polling memory within the last
+        // moments, the sketch not moving on: what it waits for does not
+        // come (the thread that would write it waits at a later event),
+        // and the CPU it burns is no progress.
+        let polls = r.polls.load(Ordering::Acquire);
+        if polls != self.polls.0 {
+            self.polls = (polls, Some(Instant::now()));
+        }
+        let polling = self
+            .polls
+            .1
+            .is_some_and(|t| t.elapsed() < POLL_RECENT && t > last.2);
+        if turn != last.0 || (elapsed >= limit && busy() && !polling) {
             *last = (turn, cpu_ticks(pid), Instant::now());
             return None;
         }
@@ -436,9 +456,17 @@ impl<'r> ReplaySession<'r> {
                 None,
             ));
         }
+        let poller = if polling {
+            format!(
+                ", {} polling memory no other thread changed",
+                crate::key_name(r.poller.load(Ordering::Acquire))
+            )
+        } else {
+            String::new()
+        };
         Some((
             Some(format!(
-                "stuck: the next event ({}) did not come in {:.1} s",
+                "stuck: the next event ({}) did not come in {:.1} s{poller}",
                 replay.describe(turn),
                 self.opts.hang_timeout.as_secs_f64()
             )),

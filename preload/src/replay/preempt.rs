@@ -260,8 +260,12 @@ extern "C" fn on_preempt(_sig: c_int, info: *mut libc::siginfo_t, uc: *mut c_voi
     // anywhere — the same registers as at the nudge before, in the same
     // turn (a loop polling memory) — gives the baton away; a computation
     // between two events changes its registers and runs on undisturbed.
-    if code == libc::SI_TKILL && !spinning(r.turn.0.load(Ordering::Acquire), regs) {
-        return;
+    if code == libc::SI_TKILL {
+        if !spinning(r.turn.0.load(Ordering::Acquire), regs) {
+            return;
+        }
+        r.poller.store(my_key(), Ordering::Release);
+        r.polls.fetch_add(1, Ordering::AcqRel);
     }
     let saved = raw::errno();
     let _busy = Busy::enter();

@@ -113,6 +113,7 @@ impl<'r> ReplaySession<'r> {
             replay,
             opts: opts.clone(),
             progress: (turn, cpu_ticks(pid), Instant::now()),
+            polls: (r.polls.load(Ordering::Acquire), None),
             ctl,
             child: None,
             pid,
