@@ -137,3 +137,48 @@ fn a_poll_that_no_thread_can_end_is_stuck_within_the_hang_timeout() {
         started.elapsed()
     );
 }
+
+/// testbugs/hami_269_seqlock_writers: the solver's flips hold a writer in
+/// the middle of its write while the monitor waits, counting its spins, for
+/// an even sequence. The poller lets the held writer go: no attempt runs
+/// into its time limit (before: each such attempt took the full 30 s).
+#[test]
+fn a_reader_polling_while_a_writer_is_held_never_hits_the_time_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prog = common::compile_testbug(tmp.path(), "hami_269_seqlock_writers");
+    let trace = tmp.path().join("trace");
+    let failed = |o: &reprise_schema::OutcomeInfo| {
+        !(o.kind == reprise_schema::OutcomeKind::Exited && o.exit_code == 0)
+    };
+    assert!(
+        common::record_until(tmp.path(), &trace, &prog, &["1000", "1000"], 60, failed),
+        "no failing run in 60 recordings"
+    );
+    let log = tmp.path().join("attempts.log");
+    let started = Instant::now();
+    common::run_reprise(
+        tmp.path(),
+        &[
+            "replay",
+            trace.to_str().unwrap(),
+            "--strategy",
+            "solver",
+            "--max-attempts",
+            "6",
+            "--no-schedule",
+            "--jobs",
+            "1",
+            "--attempt-log",
+            log.to_str().unwrap(),
+        ],
+        None,
+        LIMIT,
+    );
+    let lines = std::fs::read_to_string(&log).unwrap();
+    assert!(!lines.contains("timed out"), "{lines}");
+    assert!(
+        started.elapsed() < Duration::from_secs(100),
+        "{:?}: {lines}",
+        started.elapsed()
+    );
+}
