@@ -258,8 +258,10 @@ extern "C" fn on_preempt(_sig: c_int, info: *mut libc::siginfo_t, uc: *mut c_voi
     };
     // The supervisor's nudge (tgkill): only a thread that is not getting
     // anywhere — the same registers as at the nudge before, in the same
-    // turn (a loop polling memory) — gives the baton away; a computation
-    // between two events changes its registers and runs on undisturbed.
+    // turn, or one counter alone moving (a loop polling memory; see
+    // `spinning`) — gives the baton away, and counts as a poll for the
+    // supervisor's progress check; a computation between two events
+    // changes its registers and runs on undisturbed.
     if code == libc::SI_TKILL {
         if !spinning(r.turn.0.load(Ordering::Acquire), regs) {
             return;
