@@ -1,18 +1,73 @@
 //! Why a replay missed: *fidelity* (its attempts left the sketch, or ended
 //! before following all of it: the replay could not follow the recorded
-//! run) or *search* (its attempts followed the whole sketch and still did
-//! not fail as recorded: the right interleaving between the sketch's
-//! events was not found) — or both, some attempts of each.
+//! run) or *search* (its attempts followed the sketch up to the recorded
+//! failure, or to its end, and still did not fail as recorded: the right
+//! interleaving between the sketch's events was not found) — or both,
+//! some attempts of each.
 
+use reprise_abi::{replay as rp, EventKind};
 use reprise_feedback::search::{Role, Run};
-use reprise_replayer::AttemptEnd;
+use reprise_replayer::{AttemptEnd, Replay};
+use reprise_schema::OutcomeKind;
 use serde_json::{json, Value};
+
+/// Where the recorded failure begins in the sketch: the failing thread
+/// (baton key) and the ring position of the message it wrote to stderr
+/// because it failed (an assertion's, glibc's abort message), the last
+/// such write among the system calls that end its events. An attempt that diverged there, in that
+/// thread (`expected write() got pthread_mutex_lock`: it went on instead of
+/// failing), followed the sketch up to the failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct FailurePoint {
+    pub(super) thread: u32,
+    pub(super) pos: u64,
+}
+
+/// The failure point of `replay`'s recorded outcome: None for an exit, a
+/// hang or a deadlock, or a failing thread that wrote no message as it
+/// failed (a crash: nothing marks where it would have gone on).
+pub(super) fn failure_point(replay: &Replay) -> Option<FailurePoint> {
+    let o = replay.outcome().ok()?;
+    if matches!(
+        o.kind,
+        OutcomeKind::Exited | OutcomeKind::Deadlock | OutcomeKind::Hang
+    ) {
+        return None;
+    }
+    let events = replay.events();
+    let mine: Vec<usize> = (0..events.len())
+        .filter(|&i| events[i].process == o.process && events[i].thread == o.thread)
+        .collect();
+    // Its trailing system calls, and among them the last write to stderr:
+    // the failure's message (a thread's ordinary output before it is not
+    // part of the failure).
+    let message = mine
+        .iter()
+        .rev()
+        .take_while(|&&i| events[i].kind == EventKind::Syscall)
+        .find(|&&i| events[i].object == libc::SYS_write as u64 && events[i].arg0 == 2)?;
+    Some(FailurePoint {
+        thread: rp::key(o.process as u32, o.thread),
+        pos: *replay.positions().get(*message)?,
+    })
+}
+
+/// True if the attempt diverged at or after the recorded failure, in the
+/// failing thread: it followed the sketch there and did not fail.
+fn reached_failure(r: &Run, failure: Option<FailurePoint>) -> bool {
+    failure.is_some_and(|f| {
+        matches!(r.result.end, AttemptEnd::Divergence { .. })
+            && r.result.diverging_thread == Some(f.thread)
+            && r.result.stopped_at >= f.pos
+    })
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum MissKind {
     /// Every attempt diverged.
     Fidelity,
-    /// Every attempt followed the whole sketch.
+    /// Every attempt followed the sketch to the recorded failure or to its
+    /// end.
     Search,
     /// Some of each.
     Both,
@@ -67,13 +122,17 @@ fn divergence(r: &Run) -> String {
 }
 
 /// Classifies the attempts (observation and minimisation runs are not
-/// attempts) of a search that did not reproduce; None if none ran.
-pub(super) fn classify(runs: &[Run]) -> Option<Miss> {
+/// attempts) of a search that did not reproduce; None if none ran. An
+/// attempt that diverged at `failure` (see [`failure_point`]) counts as one
+/// that followed the sketch.
+pub(super) fn classify(runs: &[Run], failure: Option<FailurePoint>) -> Option<Miss> {
     let attempts: Vec<&Run> = runs.iter().filter(|r| r.role == Role::Attempt).collect();
     if attempts.is_empty() {
         return None;
     }
-    let (left, followed): (Vec<&Run>, Vec<&Run>) = attempts.iter().partition(|r| diverged(r));
+    let (left, followed): (Vec<&Run>, Vec<&Run>) = attempts
+        .iter()
+        .partition(|r| diverged(r) && !reached_failure(r, failure));
     let mut ends: Vec<(String, usize)> = Vec::new();
     for r in &followed {
         let s = r.result.summary();
@@ -124,7 +183,7 @@ impl Miss {
                 .followed_end
                 .as_ref()
                 .map_or(String::new(), |(s, k)| format!(" ({k}× {s})"));
-            format!("{what} followed the whole sketch without failing{end}")
+            format!("{what} followed the sketch to the recorded failure or its end without failing{end}")
         };
         match self.kind {
             MissKind::Fidelity => format!("fidelity: {}", fidelity()),
@@ -219,12 +278,37 @@ mod tests {
     }
 
     #[test]
+    fn a_divergence_at_the_failing_threads_failure_is_search() {
+        let failure = Some(FailurePoint {
+            thread: rp::key(0, 3),
+            pos: 1210,
+        });
+        let at = |thread: u32, pos: u64| {
+            let mut r = run(Role::Attempt, diverged_at(pos as u32), false);
+            r.result.diverging_thread = Some(rp::key(0, thread));
+            r.result.stopped_at = pos;
+            r
+        };
+        // The failing thread went on where it failed in the recording.
+        let runs: Vec<Run> = (0..4).map(|_| at(3, 1210)).collect();
+        let m = classify(&runs, failure).unwrap();
+        assert_eq!((m.kind, m.diverged, m.followed), (MissKind::Search, 0, 4));
+        // Another thread, or the failing one before its failure: fidelity.
+        let runs = vec![at(2, 1210), at(3, 1100)];
+        let m = classify(&runs, failure).unwrap();
+        assert_eq!((m.kind, m.diverged), (MissKind::Fidelity, 2));
+        // Without a failure point (an exit, a crash) nothing changes.
+        let runs = vec![at(3, 1210)];
+        assert_eq!(classify(&runs, None).unwrap().kind, MissKind::Fidelity);
+    }
+
+    #[test]
     fn every_attempt_diverged_is_fidelity() {
         let mut runs = vec![run(Role::Attempt, diverged_at(864), false)];
         // An observation re-run is no attempt, whatever it did.
         runs.push(run(Role::Observe, exited(0), true));
         runs.extend((0..9).map(|_| run(Role::Attempt, diverged_at(900), false)));
-        let m = classify(&runs).unwrap();
+        let m = classify(&runs, None).unwrap();
         assert_eq!(
             (m.kind, m.attempts, m.diverged, m.followed),
             (MissKind::Fidelity, 10, 10, 0)
@@ -242,11 +326,11 @@ mod tests {
             .map(|_| run(Role::Attempt, exited(0), true))
             .collect();
         runs.extend((0..3).map(|_| run(Role::Attempt, exited(1), true)));
-        let m = classify(&runs).unwrap();
+        let m = classify(&runs, None).unwrap();
         assert_eq!((m.kind, m.diverged, m.followed), (MissKind::Search, 0, 10));
         assert_eq!(
             m.text(),
-            "search: 10 attempts followed the whole sketch without failing (7× exited with status 0)"
+            "search: 10 attempts followed the sketch to the recorded failure or its end without failing (7× exited with status 0)"
         );
         assert_eq!(m.to_json()["followed_whole_sketch"], 10);
     }
@@ -279,7 +363,7 @@ mod tests {
                 true,
             ),
         ];
-        let m = classify(&runs).unwrap();
+        let m = classify(&runs, None).unwrap();
         assert_eq!((m.kind, m.diverged, m.followed), (MissKind::Both, 3, 1));
         assert_eq!(
             m.first_divergence.as_deref(),
@@ -287,15 +371,18 @@ mod tests {
         );
         assert_eq!(
             m.text(),
-            "fidelity and search: 3 of 4 attempts diverged (first: exited with status 0 after 12 events, before the end of the sketch); 1 followed the whole sketch without failing (1× timed out past the end of the recording)"
+            "fidelity and search: 3 of 4 attempts diverged (first: exited with status 0 after 12 events, before the end of the sketch); 1 followed the sketch to the recorded failure or its end without failing (1× timed out past the end of the recording)"
         );
     }
 
     #[test]
     fn no_attempt_no_classification_and_counts() {
-        assert_eq!(classify(&[run(Role::Minimize, exited(0), true)]), None);
-        let f = classify(&[run(Role::Attempt, diverged_at(3), false)]).unwrap();
-        let s = classify(&[run(Role::Attempt, exited(0), true)]).unwrap();
+        assert_eq!(
+            classify(&[run(Role::Minimize, exited(0), true)], None),
+            None
+        );
+        let f = classify(&[run(Role::Attempt, diverged_at(3), false)], None).unwrap();
+        let s = classify(&[run(Role::Attempt, exited(0), true)], None).unwrap();
         assert_eq!(counts([].iter()), "");
         assert_eq!(
             counts([f.clone(), f, s].iter()),

@@ -14,7 +14,7 @@ use reprise_testbugs::run::signal_name;
 use reprise_testbugs::{corpus_dir, run_native_in, Bug, Built, ExpectKind, Failure, Outcome};
 use serde_json::{json, Value};
 
-use super::miss::{classify, Miss};
+use super::miss::{classify, failure_point, Miss};
 use super::report::{primary_sketch, primary_strategy, print_replay_table, summary_lines};
 use super::{classify_recorded, measure, EvalOptions};
 
@@ -400,7 +400,7 @@ fn replay_cell(
     let _ = std::fs::remove_dir_all(&out_dir);
     if cell.attempt.is_none() {
         // Fidelity or search: what the attempts did instead.
-        cell.miss = classify(&res.runs);
+        cell.miss = classify(&res.runs, failure_point(&replay));
         if cell.note.is_empty() {
             let n = format!(
                 "not reproduced in {} attempt{}",

@@ -100,7 +100,7 @@ pub(super) fn print_replay_table(rows: &[ReplayRow], a: &EvalOptions, summary: &
          (f): the default arguments never failed (--runs {} recordings or --budget {} s), the frequent ones were used. \
          Failure matched and root cause: {pst}/{ps}. \
          A miss is *fidelity* when every attempt diverged (left the sketch, or ended before replaying all of it), \
-         *search* when every attempt followed the whole sketch and did not fail as recorded, *both* when some did each.",
+         *search* when every attempt followed the whole sketch and did not fail as recorded (or went on at the failing thread's recorded failure, its message to stderr, instead of failing), *both* when some did each.",
         a.max_attempts, a.runs, a.budget
     );
     println!();
