@@ -13,6 +13,36 @@ const LIMIT: Duration = Duration::from_secs(120);
 
 const SPIN_WAIT: &str = include_str!("programs/spin_wait.c");
 
+/// Records `spin_wait ARGS`, which must print `expected`, and replays it
+/// `replays` times on its sketch's own schedule: each must end as recorded
+/// in attempt 1 (an attempt that spun until its time limit would not).
+fn spin_wait_replays(args: &[&str], expected: &str, replays: usize) {
+    let tmp = tempfile::tempdir().unwrap();
+    let prog = compile(
+        tmp.path(),
+        "spin_wait",
+        SPIN_WAIT,
+        &["-O1", "-g", "-pthread"],
+    );
+    let trace = tmp.path().join("trace");
+    let o = record(tmp.path(), &trace, &prog, args);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        expected,
+        "{}",
+        stderr(&o)
+    );
+    for _ in 0..replays {
+        let out = common::replays_as_recorded(
+            tmp.path(),
+            &trace,
+            &["--timeout-per-attempt", "20"],
+            LIMIT,
+        );
+        assert!(out.starts_with(expected), "{out}");
+    }
+}
+
 /// Two threads that wait for each other by spinning on flags: a replay that
 /// let the thread holding the baton spin would wait for the other one
 /// forever (until the attempt's time limit). The supervisor nudges a
@@ -20,63 +50,16 @@ const SPIN_WAIT: &str = include_str!("programs/spin_wait.c");
 /// replays whole, every time.
 #[test]
 fn threads_that_spin_wait_for_each_other_replay() {
-    let tmp = tempfile::tempdir().unwrap();
-    let prog = compile(
-        tmp.path(),
-        "spin_wait",
-        SPIN_WAIT,
-        &["-O1", "-g", "-pthread"],
-    );
-    let trace = tmp.path().join("trace");
-    let o = record(tmp.path(), &trace, &prog, &["10"]);
-    assert_eq!(
-        String::from_utf8_lossy(&o.stdout),
-        "rounds=10 total=2475\n",
-        "{}",
-        stderr(&o)
-    );
-    // An attempt that spun until its time limit would not reproduce.
-    for _ in 0..3 {
-        let out = common::replays_as_recorded(
-            tmp.path(),
-            &trace,
-            &["--timeout-per-attempt", "20"],
-            LIMIT,
-        );
-        assert!(out.starts_with("rounds=10 total=2475"), "{out}");
-    }
+    spin_wait_replays(&["10"], "rounds=10 total=2475\n", 3);
 }
 
 /// The same hand-off with waits that count their iterations (a register
 /// changes each time round the loop): the nudged thread yields once the
-/// same one register alone has changed over four nudges.
+/// same one register alone has changed over four nudges. Before: every
+/// attempt spun until its time limit.
 #[test]
 fn threads_whose_spin_waits_count_their_iterations_replay() {
-    let tmp = tempfile::tempdir().unwrap();
-    let prog = compile(
-        tmp.path(),
-        "spin_wait",
-        SPIN_WAIT,
-        &["-O1", "-g", "-pthread"],
-    );
-    let trace = tmp.path().join("trace");
-    let o = record(tmp.path(), &trace, &prog, &["5", "count"]);
-    assert_eq!(
-        String::from_utf8_lossy(&o.stdout),
-        "rounds=5 total=675\n",
-        "{}",
-        stderr(&o)
-    );
-    // Before: every attempt spun until its time limit.
-    for _ in 0..2 {
-        let out = common::replays_as_recorded(
-            tmp.path(),
-            &trace,
-            &["--timeout-per-attempt", "20"],
-            LIMIT,
-        );
-        assert!(out.starts_with("rounds=5 total=675"), "{out}");
-    }
+    spin_wait_replays(&["5", "count"], "rounds=5 total=675\n", 2);
 }
 
 const SPINLOCK_WRITE: &str = include_str!("programs/spinlock_write.c");

@@ -14,9 +14,10 @@ use serde_json::{json, Value};
 /// Where the recorded failure begins in the sketch: the failing thread
 /// (baton key) and the ring position of the message it wrote to stderr
 /// because it failed (an assertion's, glibc's abort message), the last
-/// such write among the system calls that end its events. An attempt that diverged there, in that
-/// thread (`expected write() got pthread_mutex_lock`: it went on instead of
-/// failing), followed the sketch up to the failure.
+/// such write among the system calls that end its events. An attempt that
+/// diverged there, in that thread (`expected write() got
+/// pthread_mutex_lock`: it went on instead of failing), followed the
+/// sketch up to the failure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct FailurePoint {
     pub(super) thread: u32,

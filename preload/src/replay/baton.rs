@@ -96,10 +96,12 @@ pub(super) fn decide(c: &ControlHeader) {
     // wait at their next events, in the sketch's order, which the poller
     // may own), so the flip cannot happen; the held thread runs on (as
     // when nobody can run, below).
-    let any_held = r.threads[..live_entries(c)]
-        .iter()
-        .any(|t| t.state.load(Ordering::Acquire) == rp::HELD);
-    if nudged && any_held {
+    // (Looked for only when nudged: `decide` runs at every event.)
+    if nudged
+        && r.threads[..live_entries(c)]
+            .iter()
+            .any(|t| t.state.load(Ordering::Acquire) == rp::HELD)
+    {
         n = 0;
         o = 0;
     }

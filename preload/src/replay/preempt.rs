@@ -160,7 +160,9 @@ fn spinning(turn: u64, g: &[i64; 23]) -> bool {
 /// sends it, and so does the supervisor to nudge a thread that computes
 /// too long without an event under any policy.
 fn install_handler() {
-    if HANDLER.swap(true, Ordering::AcqRel) {
+    // Called at every baton take: a plain load first, so that only the
+    // first call writes the flag's cache line.
+    if HANDLER.load(Ordering::Acquire) || HANDLER.swap(true, Ordering::AcqRel) {
         return;
     }
     // SAFETY: a handler that only touches this thread's state and the
