@@ -8,7 +8,7 @@ use core::ffi::{c_int, c_void};
 use core::sync::atomic::Ordering;
 
 use libc::{pid_t, pthread_attr_t, pthread_t};
-use reprise_abi::EventKind as K;
+use reprise_abi::{replay as rp, EventKind as K};
 
 use crate::ctl::{self, Ev};
 use crate::raw;
@@ -96,7 +96,7 @@ pub unsafe extern "C" fn pthread_create(
     }
     let r = real(th, attr, trampoline, s as *mut c_void);
     if replaying {
-        replay::end_create();
+        replay::end_create((r == 0).then(|| rp::key(ctl::process(), index)));
     }
     if r != 0 {
         libc::free(s as *mut c_void);
@@ -193,10 +193,10 @@ pub unsafe extern "C" fn fork() -> pid_t {
         }
         if replaying {
             crate::observe::forked(child);
-            replay::end_create();
+            replay::end_create(Some(rp::key(child, 0)));
         }
     } else if replaying {
-        replay::end_create();
+        replay::end_create(None);
     }
     pid
 }

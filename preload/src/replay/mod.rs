@@ -183,8 +183,21 @@ fn my_entry(c: &ControlHeader) -> Option<&ReplayThread> {
     let base = c.threads.as_ptr() as usize;
     let i = (e - base) / core::mem::size_of::<ThreadEntry>();
     let t = c.replay.threads.get(i)?;
-    t.key.store(my_key(), Ordering::Relaxed);
+    let k = my_key();
+    if t.key.load(Ordering::Acquire) != k {
+        // The thread's first call: its creator may be waiting for it
+        // (`ops::end_create`).
+        t.key.store(k, Ordering::Release);
+        bump(&c.replay);
+    }
     Some(t)
+}
+
+/// True once the thread `key` has made its first call into the replay.
+fn has_arrived(c: &ControlHeader, key: u32) -> bool {
+    c.replay.threads[..live_entries(c)]
+        .iter()
+        .any(|t| t.key.load(Ordering::Acquire) == key)
 }
 
 fn set_state(c: &ControlHeader, s: u32) {

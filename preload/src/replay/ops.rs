@@ -12,7 +12,7 @@ use reprise_abi::{replay as rp, EventKind as K};
 use super::baton::{advance, arrive, detach, park, yield_baton};
 use super::divergence::{diverge, off_sketch, Text};
 use super::preempt::{Busy, IN_AGENT};
-use super::{ctl_ok, st};
+use super::{ctl_ok, futex_wait, has_arrived, set_state, st};
 use crate::ctl;
 use crate::raw;
 use crate::real::real;
@@ -76,11 +76,42 @@ pub fn forked_child() {
     IN_AGENT.with(|b| b.set(0));
 }
 
-/// After the operation that followed [`begin_create`].
-pub fn end_create() {
+/// After the operation that followed [`begin_create`]; `created` is the
+/// new thread's key (a forked child's first thread) when it succeeded.
+///
+/// The new thread is waited for before the strategy picks who runs next:
+/// were its first event the next one, a thread that had not arrived yet
+/// would be passed over for another candidate (see `decide`), and when
+/// it arrives would depend on how fast the kernel starts it, so a saved
+/// schedule would not give the same run every time.
+pub fn end_create(created: Option<u32>) {
     let _busy = Busy::enter();
     IN_AGENT.with(|b| b.set(b.get().saturating_sub(1)));
-    yield_baton(ctl_ok());
+    let c = ctl_ok();
+    if let Some(key) = created {
+        wait_for_arrival(c, key);
+    }
+    yield_baton(c);
+}
+
+/// How long a creator waits for its new thread's first call (a machine
+/// loaded enough to take longer gets the old, timing-dependent choice
+/// rather than a hang).
+const ARRIVAL_LIMIT_MS: u32 = 2000;
+
+/// Waits (holding the baton, not counted as running: a sleeping holder
+/// is neither revoked nor nudged meanwhile) until thread `key` arrived.
+fn wait_for_arrival(c: &reprise_abi::ControlHeader, key: u32) {
+    let r = st(c);
+    set_state(c, rp::WAITING);
+    for _ in 0..ARRIVAL_LIMIT_MS {
+        let ep = r.epoch.load(Ordering::Acquire);
+        if has_arrived(c, key) {
+            break;
+        }
+        futex_wait(&r.epoch, ep, 1);
+    }
+    set_state(c, rp::RUNNING);
 }
 
 /// `thread_exit`: the last event of a thread.

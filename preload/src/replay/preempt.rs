@@ -76,10 +76,18 @@ const LOOP_SPAN: i64 = 64;
 /// moves a pointer and an accumulator, an index and a bound, ...).
 const COUNTING_NUDGES: u8 = 4;
 
+/// CPU time (ns) a thread must have run since the last sample for a
+/// nudge to judge it: two nudges queued while it was descheduled (a
+/// loaded machine) reach the handler back to back with the same
+/// registers, and must not pass for a loop that made no progress.
+const MIN_SPIN_CPU_NS: u64 = 5_000_000;
+
 /// This thread's registers at the last nudge, and the turn then.
 #[derive(Clone, Copy)]
 struct Sample {
     turn: u64,
+    /// The thread's CPU time then (ns).
+    cpu: u64,
     rip: i64,
     regs: [i64; 16],
     /// Nudges in a row, this one included, at which only `counter`
@@ -118,19 +126,26 @@ fn only_changed(a: &[i64; 16], b: &[i64; 16]) -> Option<u8> {
 /// register changed (the loop counts its iterations; once, if that loop
 /// was taken for a counted poll before). Keeps this nudge's sample for the
 /// next one.
-fn spinning(turn: u64, g: &[i64; 23]) -> bool {
+/// A nudge that finds the thread has hardly run since the sample before
+/// (`MIN_SPIN_CPU_NS`, `cpu` being its CPU time now) judges nothing and
+/// keeps that sample.
+fn spinning(turn: u64, g: &[i64; 23], cpu: u64) -> bool {
     let mut regs = [0i64; 16];
     for (v, &i) in regs.iter_mut().zip(SAMPLED.iter()) {
         *v = g[i];
     }
     let mut now = Sample {
         turn,
+        cpu,
         rip: g[libc::REG_RIP as usize],
         regs,
         counted: 0,
         counter: 0,
     };
     let before = LAST_NUDGE.with(|l| l.get());
+    if before.is_some_and(|b| b.turn == turn && cpu.saturating_sub(b.cpu) < MIN_SPIN_CPU_NS) {
+        return false;
+    }
     let same_loop = before.filter(|b| b.turn == turn && (b.rip - now.rip).abs() <= LOOP_SPAN);
     let verdict = match same_loop {
         None => false,
@@ -237,6 +252,26 @@ pub(super) fn arm_preemption(c: &ControlHeader) {
     );
 }
 
+/// This thread's CPU time in ns (async-signal-safe: a plain system call).
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    raw::syscall6(
+        libc::SYS_clock_gettime,
+        [
+            libc::CLOCK_THREAD_CPUTIME_ID as u64,
+            &mut ts as *mut libc::timespec as u64,
+            0,
+            0,
+            0,
+            0,
+        ],
+    );
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 extern "C" fn on_preempt(_sig: c_int, info: *mut libc::siginfo_t, uc: *mut c_void) {
     if IN_AGENT.with(|b| b.get()) != 0 {
         return;
@@ -265,7 +300,7 @@ extern "C" fn on_preempt(_sig: c_int, info: *mut libc::siginfo_t, uc: *mut c_voi
     // supervisor's progress check; a computation between two events
     // changes its registers and runs on undisturbed.
     if code == libc::SI_TKILL {
-        if !spinning(r.turn.0.load(Ordering::Acquire), regs) {
+        if !spinning(r.turn.0.load(Ordering::Acquire), regs, thread_cpu_ns()) {
             return;
         }
         r.poller.store(my_key(), Ordering::Release);
@@ -299,36 +334,59 @@ mod tests {
         g
     }
 
+    thread_local! {
+        static CPU: Cell<u64> = const { Cell::new(0) };
+    }
+
+    /// A nudge after the thread ran 20 ms of CPU time.
+    fn nudge(turn: u64, g: &[i64; 23]) -> bool {
+        let cpu = CPU.with(|c| c.get() + 20_000_000);
+        CPU.with(|c| c.set(cpu));
+        spinning(turn, g, cpu)
+    }
+
     // Each test runs on a thread of its own: the samples start empty.
 
     #[test]
+    fn nudges_between_which_the_thread_did_not_run_judge_nothing() {
+        let g = regs(0x4000, 1, 2);
+        assert!(!nudge(7, &g));
+        // Queued while it was descheduled: the same registers, no CPU time.
+        let cpu = CPU.with(|c| c.get());
+        assert!(!spinning(7, &g, cpu));
+        assert!(!spinning(7, &g, cpu + 1_000_000));
+        // It ran since the first sample and is still there: a poll.
+        assert!(nudge(7, &g));
+    }
+
+    #[test]
     fn a_loop_whose_registers_stay_the_same_is_a_poll_at_the_second_nudge() {
-        assert!(!spinning(5, &regs(0x1000, 1, 2)));
-        assert!(spinning(5, &regs(0x1008, 1, 2)));
+        assert!(!nudge(5, &regs(0x1000, 1, 2)));
+        assert!(nudge(5, &regs(0x1008, 1, 2)));
         // Another turn starts over.
-        assert!(!spinning(6, &regs(0x1000, 1, 2)));
+        assert!(!nudge(6, &regs(0x1000, 1, 2)));
     }
 
     #[test]
     fn one_register_counting_is_a_poll_after_four_nudges_and_then_at_once() {
         let verdicts: Vec<bool> = (0..5)
-            .map(|n| spinning(9, &regs(0x2000, n * 1000, 3)))
+            .map(|n| nudge(9, &regs(0x2000, n * 1000, 3)))
             .collect();
         assert_eq!(verdicts, [false, false, false, false, true]);
         // The same loop in a later turn: let go at its first counted nudge.
-        assert!(!spinning(10, &regs(0x2004, 0, 3)));
-        assert!(spinning(10, &regs(0x2004, 500, 3)));
+        assert!(!nudge(10, &regs(0x2004, 0, 3)));
+        assert!(nudge(10, &regs(0x2004, 500, 3)));
     }
 
     #[test]
     fn a_computation_is_never_a_poll() {
         // Two registers move (an index and a total).
         for n in 0..8 {
-            assert!(!spinning(3, &regs(0x3000, n, n * n)));
+            assert!(!nudge(3, &regs(0x3000, n, n * n)));
         }
         // One register, but the loop moves beyond 64 bytes.
         for n in 0..8 {
-            assert!(!spinning(4, &regs(0x3000 + n * 100, n, 0)));
+            assert!(!nudge(4, &regs(0x3000 + n * 100, n, 0)));
         }
         // Another register each time.
         let mut alternating = Vec::new();
@@ -338,7 +396,7 @@ mod tests {
             } else {
                 regs(0x5000, 0, n)
             };
-            alternating.push(spinning(11, &g));
+            alternating.push(nudge(11, &g));
         }
         assert!(alternating.iter().all(|v| !v), "{alternating:?}");
     }
