@@ -105,6 +105,7 @@ pub fn count_delay(occ: &[Occurrence], focus: Focus, events: &SketchOrder) -> Op
             delay: true,
             standing: true,
             extra: [None; 2],
+            span: false,
         });
     }
     None

@@ -13,6 +13,8 @@
 //!   iterations as the sketch's event count says it did.
 //! - [`moves`]: two flips at once that make a read of the failing thread
 //!   see another thread's earlier write (a reads-from move).
+//! - [`spans`]: races that split a stretch during which the other threads
+//!   made many events (its thread was descheduled there when recorded).
 //! - [`rootcause`]: the root-cause report of a reproducing schedule.
 
 pub mod counts;
@@ -22,3 +24,4 @@ pub mod races;
 pub mod rootcause;
 pub mod runner;
 pub mod search;
+pub mod spans;

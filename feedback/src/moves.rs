@@ -213,6 +213,7 @@ fn one_move(occ: &[Occurrence], ri: usize, wi: usize, events: &SketchOrder) -> O
         delay: false,
         standing: false,
         extra: [extra.first().copied(), extra.get(1).copied()],
+        span: false,
     })
 }
 

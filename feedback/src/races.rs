@@ -43,6 +43,10 @@ pub struct Race {
     /// read of the failing thread see one given write of another thread
     /// (see [`crate::moves`]).
     pub extra: [Option<(Occurrence, Occurrence)>; 2],
+    /// Ranked as the split of a long stretch of `first`'s thread (see
+    /// [`crate::spans`]), not by its distance from the focus: kept apart
+    /// from the same two instructions' instance near the focus.
+    pub span: bool,
 }
 
 /// Where the races that matter are: a ring position (where the recorded
@@ -242,6 +246,7 @@ pub fn races(replay: &Replay, obs: &Observation, focus: Focus) -> Vec<Race> {
                 delay: false,
                 standing: false,
                 extra: [None; 2],
+                span: false,
             });
         }
         // Keep each thread's last accesses only: one busy thread must not
@@ -261,12 +266,21 @@ pub fn races(replay: &Replay, obs: &Observation, focus: Focus) -> Vec<Race> {
     out.extend(delays(&occ, &writes, focus, &events));
     out.extend(split_updates(&occ, &writes, focus, &events));
     out.extend(crate::moves::reads_from_moves(&occ, focus, &events));
+    let keys: Vec<u32> = replay
+        .events()
+        .iter()
+        .map(|e| rp::key(e.process as u32, e.thread))
+        .collect::<std::collections::BTreeSet<u32>>()
+        .into_iter()
+        .collect();
+    crate::spans::rank_long_spans(&mut out, &events, &keys);
     // At one rank, a reads-from move first: it changes the element the
     // failing thread took, which a plain flip there leaves alone.
     out.sort_by(|p, q| {
         p.score
             .cmp(&q.score)
             .then(q.is_move().cmp(&p.is_move()))
+            .then(q.span.cmp(&p.span))
             .then(q.second.index.cmp(&p.second.index))
     });
     // A polling loop that skipped too many iterations: the one delay that
@@ -315,6 +329,7 @@ fn delays(
         delay: true,
         standing: false,
         extra: [None; 2],
+        span: false,
     };
     let mut out = Vec::new();
     // The last reads of each place before the focus... (a place already
@@ -482,6 +497,7 @@ fn split_updates(
                 delay: true,
                 standing: false,
                 extra: [None; 2],
+                span: false,
             }
         })
         .collect()

@@ -71,7 +71,7 @@ impl Node {
             .copied()
             .filter(|r| {
                 let key = (r.first.access.pc, r.first.n, r.second.access.pc, r.second.n);
-                !path.contains(&key) && pairs.insert((r.static_pair(), r.is_move()))
+                !path.contains(&key) && pairs.insert((r.static_pair(), r.is_move(), r.span))
             })
             .partition(|r| {
                 parent.is_some_and(|p| {
@@ -297,6 +297,7 @@ mod tests {
             delay: false,
             standing: false,
             extra: [None; 2],
+            span: false,
         }
     }
 
