@@ -16,7 +16,7 @@ use reprise_testbugs::{build_manifest, corpus_dir, load_manifest, Bug};
 /// Programs whose recorded failure the feedback strategy reproduces
 /// within 10 attempts at their frequent arguments, and then reproduces
 /// every time from the saved schedule.
-const REPRODUCIBLE: [&str; 12] = [
+const REPRODUCIBLE: [&str; 13] = [
     "mysql_3596_procinfo",
     "mozilla_nsthread_init",
     "transmission_1818_bandwidth",
@@ -33,6 +33,8 @@ const REPRODUCIBLE: [&str; 12] = [
     // Both feature extractors read a picture's count as zero after their
     // decrements: a release twice.
     "vmaf_1298_picture_unref",
+    // A zap between a fault and its retry; the damage found at the end.
+    "linux_dirtycow_gup_retry",
 ];
 /// Replays of the saved schedule that must all reproduce.
 const SAVED_REPLAYS: u32 = 20;

@@ -7,7 +7,7 @@ use core::ffi::c_int;
 use core::sync::atomic::Ordering;
 
 use libc::pthread_mutex_t;
-use reprise_abi::{replay as rp, EventKind as K};
+use reprise_abi::{replay as rp, EventKind as K, MAX_THREADS};
 
 use super::baton::{advance, arrive, detach, park, yield_baton};
 use super::divergence::{diverge, off_sketch, Text};
@@ -106,7 +106,9 @@ fn wait_for_arrival(c: &reprise_abi::ControlHeader, key: u32) {
     set_state(c, rp::WAITING);
     for _ in 0..ARRIVAL_LIMIT_MS {
         let ep = r.epoch.load(Ordering::Acquire);
-        if has_arrived(c, key) {
+        // A thread past the table's last entry never shows up in it.
+        let full = c.next_thread_entry.load(Ordering::Acquire) as usize >= MAX_THREADS;
+        if has_arrived(c, key) || full {
             break;
         }
         futex_wait(&r.epoch, ep, 1);
