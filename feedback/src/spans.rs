@@ -7,12 +7,20 @@
 //! A replay runs a stretch in one go (the baton), so what the thread did
 //! after it resumed happened, in the recording, next to what the other
 //! threads did near the end of the stretch — where its next event came.
-//! A race between an access `x` of such a stretch and another thread's
-//! access `y` made near that end is a flip that splits the stretch the way
-//! the recording did: `x`'s thread held at `x` until `y`. Ranked by
+//! A race between an access `x` of such a stretch (not its first racing
+//! one) and another thread's access `y` made near that end is a flip that
+//! splits the stretch the way the recording did: on the eager base, where
+//! the stretch ran early, `x`'s thread held at `x` until `y`; on the lazy
+//! base, where it ran late, `y`'s thread held at `y` until `x`. Ranked by
 //! distance from the focus alone, those races sit far from a failure that
 //! came later (the check that found the damage), behind the races of the
-//! check itself.
+//! check itself, and a node keeps one race per pair of instructions: the
+//! instance nearest the focus, often one past the failure.
+//!
+//! Measured (2026-12-05, `feedback`, 10 attempts, the traces of two
+//! evaluations): uros_377 and hami_269 reproduced from one trace each
+//! that missed before, five programs one or two attempts sooner,
+//! httpd_21287 later (9 instead of 4), none lost.
 
 use std::collections::HashMap;
 
@@ -75,12 +83,12 @@ fn long_span(events: &SketchOrder, key: u32, keys: &[u32]) -> usize {
     LONG_SPAN.max(spans[spans.len() / 2] * LONG_VS_MEDIAN)
 }
 
-/// Ranks up to `PER_SPAN` races per long stretch of their first access's
-/// thread: those whose second access came last before that thread's next
-/// recorded event. `keys` are the threads of the sketch. A race whose
-/// first access comes before any other racing access of its thread in the
-/// stretch is left alone: holding the thread there runs all the stretch
-/// that others can see late, as the in-order base already does.
+/// Ranks up to `PER_SPAN` races per long stretch and role of the
+/// stretch's access (held, or waited for): those whose other access came
+/// last before the stretch's thread's next recorded event. `keys` are the
+/// threads of the sketch. The stretch's first racing access is no split
+/// point: holding its thread there runs all the stretch that others can
+/// see late, as the in-order base already does.
 pub fn rank_long_spans(races: &mut [Race], events: &SketchOrder, keys: &[u32]) {
     // Per (thread, stretch): the log index of its first racing access.
     let mut first_racing: HashMap<(u32, u64), usize> = HashMap::new();
@@ -90,36 +98,49 @@ pub fn rank_long_spans(races: &mut [Race], events: &SketchOrder, keys: &[u32]) {
             .or_insert(o.index);
         *at = (*at).min(o.index);
     }
-    let mut best: HashMap<(u32, u64), Candidates> = HashMap::new();
+    let mut best: HashMap<(u32, u64, bool), Candidates> = HashMap::new();
     let mut long: HashMap<u32, usize> = HashMap::new();
     for (i, r) in races.iter().enumerate() {
-        let (x, y) = (&r.first.access, &r.second.access);
-        if r.delay || r.is_move() || r.until_fork != 0 || x.key == y.key {
+        if r.delay || r.is_move() || r.until_fork != 0 || r.first.access.key == r.second.access.key
+        {
             continue;
         }
-        if first_racing.get(&(x.key, x.last_event)) >= Some(&r.first.index) {
-            continue;
+        // The long stretch's thread made the first access (the flip holds
+        // it there until the other thread's access near the stretch's
+        // end), or the second (the flip holds the other thread's access,
+        // made near the end, until it: into the stretch).
+        for long_first in [true, false] {
+            let (s, o) = if long_first {
+                (&r.first, &r.second)
+            } else {
+                (&r.second, &r.first)
+            };
+            let (x, y) = (&s.access, &o.access);
+            if first_racing.get(&(x.key, x.last_event)) >= Some(&s.index) {
+                continue;
+            }
+            let next = events.next_event(x);
+            if next == u64::MAX || y.turn > next {
+                continue;
+            }
+            let from = x.last_event.saturating_sub(1);
+            let threshold = *long
+                .entry(x.key)
+                .or_insert_with(|| long_span(events, x.key, keys));
+            if others_between(events, x.key, keys, from, next) < threshold {
+                continue;
+            }
+            let left = next - y.turn;
+            best.entry((x.key, next, long_first))
+                .or_default()
+                .push((left, r.score, i));
         }
-        let next = events.next_event(x);
-        if next == u64::MAX || y.turn > next {
-            continue;
-        }
-        let from = x.last_event.saturating_sub(1);
-        let threshold = *long
-            .entry(x.key)
-            .or_insert_with(|| long_span(events, x.key, keys));
-        if others_between(events, x.key, keys, from, next) < threshold {
-            continue;
-        }
-        let left = next - y.turn;
-        best.entry((x.key, next))
-            .or_default()
-            .push((left, r.score, i));
     }
     for (span, mut v) in best {
         v.sort_unstable();
         if std::env::var_os("REPRISE_DEBUG_RACES").is_some() {
             let (thread, end) = (rp::key_thread(span.0), span.1);
+            let _ = span.2;
             eprintln!(
                 "long stretch of t{thread} ending at {end}: {} race(s)",
                 v.len()
@@ -202,6 +223,26 @@ mod tests {
         assert_eq!(scores, [50, 500, 400, 1, 450, 460]);
         let spans: Vec<bool> = races.iter().map(|r| r.span).collect();
         assert_eq!(spans, [false, false, false, true, false, false]);
+    }
+
+    #[test]
+    fn on_the_lazy_base_the_other_threads_late_access_is_moved_into_the_stretch() {
+        let events = order(40);
+        // Thread 2's stretch ran late (turn 39): its read, then its write;
+        // thread 1's write early and late in the span came before them.
+        let read = occ(2, false, 39, 1, 10);
+        let write = occ(2, true, 39, 1, 11);
+        let mut races = vec![
+            race(occ(1, true, 38, 38, 3), read, 40),
+            race(occ(1, false, 5, 5, 1), write, 300),
+            race(occ(1, false, 37, 37, 2), write, 200),
+        ];
+        rank_long_spans(&mut races, &events, &[1, 2]);
+        let scores: Vec<u64> = races.iter().map(|r| r.score).collect();
+        // Not at the read (thread 2's first racing access); at the write,
+        // thread 1's latest access held until it.
+        assert_eq!(scores, [40, 300, 3]);
+        assert!(races[2].span);
     }
 
     #[test]
