@@ -17,10 +17,11 @@
 //! check itself, and a node keeps one race per pair of instructions: the
 //! instance nearest the focus, often one past the failure.
 //!
-//! Measured (2026-12-05, `feedback`, 10 attempts, the traces of two
-//! evaluations): uros_377 and hami_269 reproduced from one trace each
-//! that missed before, five programs one or two attempts sooner,
-//! httpd_21287 later (9 instead of 4), none lost.
+//! Measured (2026-12-05, `feedback`, 10 attempts, the 92 traces of three
+//! evaluations): uros_377 from one trace and hami_269 from
+//! two reproduced that missed before, glibc_19329 from one no longer (its
+//! flip, found in attempt 9–10 before, comes after this one), five
+//! programs one or two attempts sooner, httpd_21287 later (9 instead of 4).
 
 use std::collections::HashMap;
 
