@@ -266,14 +266,7 @@ pub fn races(replay: &Replay, obs: &Observation, focus: Focus) -> Vec<Race> {
     out.extend(delays(&occ, &writes, focus, &events));
     out.extend(split_updates(&occ, &writes, focus, &events));
     out.extend(crate::moves::reads_from_moves(&occ, focus, &events));
-    let keys: Vec<u32> = replay
-        .events()
-        .iter()
-        .map(|e| rp::key(e.process as u32, e.thread))
-        .collect::<std::collections::BTreeSet<u32>>()
-        .into_iter()
-        .collect();
-    crate::spans::rank_long_spans(&mut out, &events, &keys);
+    crate::spans::rank_long_spans(&mut out, &events);
     // At one rank, a reads-from move first: it changes the element the
     // failing thread took, which a plain flip there leaves alone.
     out.sort_by(|p, q| {

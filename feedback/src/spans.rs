@@ -52,10 +52,11 @@ type Candidates = Vec<(u64, u64, usize)>;
 
 /// How many events of threads other than `key` the sketch has strictly
 /// between ring positions `from` and `to`.
-fn others_between(events: &SketchOrder, key: u32, keys: &[u32], from: u64, to: u64) -> usize {
-    keys.iter()
-        .filter(|&&k| k != key)
-        .map(|&k| {
+fn others_between(events: &SketchOrder, key: u32, from: u64, to: u64) -> usize {
+    events
+        .threads()
+        .filter(|&k| k != key)
+        .map(|k| {
             let v = events.thread_events(k);
             let lo = v.partition_point(|&p| p <= from);
             let hi = v.partition_point(|&p| p < to);
@@ -66,17 +67,17 @@ fn others_between(events: &SketchOrder, key: u32, keys: &[u32], from: u64, to: u
 
 /// The other threads' events in each stretch of thread `key` (between
 /// two consecutive events of its own), in order.
-fn spans_of(events: &SketchOrder, key: u32, keys: &[u32]) -> Vec<usize> {
+fn spans_of(events: &SketchOrder, key: u32) -> Vec<usize> {
     events
         .thread_events(key)
         .windows(2)
-        .map(|w| others_between(events, key, keys, w[0], w[1]))
+        .map(|w| others_between(events, key, w[0], w[1]))
         .collect()
 }
 
 /// The span from which a stretch of thread `key` counts as long.
-fn long_span(events: &SketchOrder, key: u32, keys: &[u32]) -> usize {
-    let mut spans = spans_of(events, key, keys);
+fn long_span(events: &SketchOrder, key: u32) -> usize {
+    let mut spans = spans_of(events, key);
     if spans.is_empty() {
         return LONG_SPAN;
     }
@@ -86,11 +87,11 @@ fn long_span(events: &SketchOrder, key: u32, keys: &[u32]) -> usize {
 
 /// Ranks up to `PER_SPAN` races per long stretch and role of the
 /// stretch's access (held, or waited for): those whose other access came
-/// last before the stretch's thread's next recorded event. `keys` are the
-/// threads of the sketch. The stretch's first racing access is no split
+/// last before the stretch's thread's next recorded event. The stretch's
+/// first racing access is no split
 /// point: holding its thread there runs all the stretch that others can
 /// see late, as the in-order base already does.
-pub fn rank_long_spans(races: &mut [Race], events: &SketchOrder, keys: &[u32]) {
+pub fn rank_long_spans(races: &mut [Race], events: &SketchOrder) {
     // Per (thread, stretch): the log index of its first racing access.
     let mut first_racing: HashMap<(u32, u64), usize> = HashMap::new();
     for o in races.iter().flat_map(|r| [&r.first, &r.second]) {
@@ -127,8 +128,8 @@ pub fn rank_long_spans(races: &mut [Race], events: &SketchOrder, keys: &[u32]) {
             let from = x.last_event.saturating_sub(1);
             let threshold = *long
                 .entry(x.key)
-                .or_insert_with(|| long_span(events, x.key, keys));
-            if others_between(events, x.key, keys, from, next) < threshold {
+                .or_insert_with(|| long_span(events, x.key));
+            if others_between(events, x.key, from, next) < threshold {
                 continue;
             }
             let left = next - y.turn;
@@ -216,7 +217,7 @@ mod tests {
         {
             races.push(race(write, occ(1, false, turn, turn, 2 + i), score));
         }
-        rank_long_spans(&mut races, &events, &[1, 2]);
+        rank_long_spans(&mut races, &events);
         let scores: Vec<u64> = races.iter().map(|r| r.score).collect();
         // The read (thread 2's first racing access) is not split at; of
         // the write's races, the latest ranks by the positions left before
@@ -238,7 +239,7 @@ mod tests {
             race(occ(1, false, 5, 5, 1), write, 300),
             race(occ(1, false, 37, 37, 2), write, 200),
         ];
-        rank_long_spans(&mut races, &events, &[1, 2]);
+        rank_long_spans(&mut races, &events);
         let scores: Vec<u64> = races.iter().map(|r| r.score).collect();
         // Not at the read (thread 2's first racing access); at the write,
         // thread 1's latest access held until it.
@@ -258,7 +259,7 @@ mod tests {
             race(read, occ(1, true, 2, 2, 3), 50),
             race(write, occ(1, false, 19, 19, 2), 300),
         ];
-        rank_long_spans(&mut races, &events, &[1, 2]);
+        rank_long_spans(&mut races, &events);
         assert_eq!(races[1].score, 300);
     }
 
@@ -267,14 +268,14 @@ mod tests {
         let read = occ(2, false, 1, 1, 0);
         let late = occ(1, true, 39, 39, 1);
         let mut races = vec![race(read, late, 300)];
-        rank_long_spans(&mut races, &order(40), &[1, 2]);
+        rank_long_spans(&mut races, &order(40));
         assert_eq!(races[0].score, 300);
         let (read, write) = (occ(2, false, 1, 1, 0), occ(2, true, 1, 1, 1));
         let mut races = vec![
             race(read, occ(1, true, 2, 2, 3), 50),
             race(write, occ(1, false, 9, 9, 2), 300),
         ];
-        rank_long_spans(&mut races, &order(10), &[1, 2]);
+        rank_long_spans(&mut races, &order(10));
         assert_eq!(races[1].score, 300);
     }
 }

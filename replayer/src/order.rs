@@ -88,6 +88,11 @@ impl SketchOrder {
             .unwrap_or(u64::MAX)
     }
 
+    /// The threads (baton keys) that have recorded events.
+    pub fn threads(&self) -> impl Iterator<Item = u32> + '_ {
+        self.events.keys().copied()
+    }
+
     /// Ring positions of thread `key`'s recorded events, in order.
     pub fn thread_events(&self, key: u32) -> &[u64] {
         self.events.get(&key).map_or(&[], Vec::as_slice)

@@ -10,7 +10,9 @@ use reprise_abi::{replay as rp, slots_for, ControlHeader, EventKind as K, Replay
 
 use super::divergence::{dec, diverge, Text};
 use super::preempt::{arm_preemption, PREEMPTING};
-use super::{bump, futex_wait, live_entries, lock, my_key, owner, set_state, slot_at, st, Turn};
+use super::{
+    bump, futex_wait, has_arrived, live_entries, lock, my_key, owner, set_state, slot_at, st, Turn,
+};
 use crate::raw;
 
 thread_local! {
@@ -62,12 +64,7 @@ pub(super) fn decide(c: &ControlHeader) {
     // created arrives soon), unless someone else can run: a child not yet
     // forked needs its parent, pending between its `Fork` event and the
     // copy, to run.
-    let exists = |k: u32| {
-        r.threads[..live_entries(c)]
-            .iter()
-            .any(|t| t.key.load(Ordering::Relaxed) == k)
-    };
-    if detached || held(o) || (n > 0 && !exists(o)) {
+    if detached || held(o) || (n > 0 && !has_arrived(c, o)) {
         o = 0;
     }
     if o != 0 && !cands[..n].contains(&o) && n < cands.len() {
