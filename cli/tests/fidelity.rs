@@ -497,20 +497,11 @@ fn an_open_logged_before_the_create_it_saw_replays() {
     // The open lands in the create's window in a few recordings of 200
     // files when both cores are free, but only in about one in three when
     // the other tests load them (each recording takes ~0.05 s): try many.
-    let mut early = 0;
-    for _ in 0..60 {
-        let _ = std::fs::remove_dir_all(&trace);
-        let o = record(tmp.path(), &trace, &prog, &["200"]);
-        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-        early = opens_logged_before_their_create(&trace);
-        if early > 0 {
-            break;
-        }
-    }
-    assert!(
-        early > 0,
-        "no recording of 60 logged an open before its create"
-    );
+    let early = common::record_until_output(tmp.path(), &trace, &prog, &["200"], 60, |o| {
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(o));
+        opens_logged_before_their_create(&trace) > 0
+    });
+    assert!(early, "no recording of 60 logged an open before its create");
     for _ in 0..3 {
         let out = common::replays_as_recorded(tmp.path(), &trace, &[], LIMIT);
         assert!(out.starts_with("200 files, "), "{out}");
@@ -548,15 +539,9 @@ fn a_thread_that_started_before_its_creator_went_on_replays_so() {
     let tmp = tempfile::tempdir().unwrap();
     let prog = compile(tmp.path(), "starts", STARTS_FIRST, &["-O1", "-g"]);
     let trace = tmp.path().join("trace");
-    let mut recorded = false;
-    for _ in 0..20 {
-        let _ = std::fs::remove_dir_all(&trace);
-        let o = record(tmp.path(), &trace, &prog, &[]);
-        if String::from_utf8_lossy(&o.stdout).starts_with("seen 1") {
-            recorded = true;
-            break;
-        }
-    }
+    let recorded = common::record_until_output(tmp.path(), &trace, &prog, &[], 20, |o| {
+        String::from_utf8_lossy(&o.stdout).starts_with("seen 1")
+    });
     assert!(recorded, "no recording saw the new thread's write in 20");
     for round in 0..5 {
         let out = common::replays_within(tmp.path(), &trace, &[], 2, LIMIT);

@@ -80,19 +80,13 @@ fn a_poll_that_no_thread_can_end_is_stuck_within_the_hang_timeout() {
     let trace = tmp.path().join("trace");
     // A recording whose threads took turns with the lock (a thread that
     // ran all its iterations alone leaves nothing to get stuck on).
-    let mut switches = 0;
-    for _ in 0..20 {
-        let _ = std::fs::remove_dir_all(&trace);
-        let o = record(tmp.path(), &trace, &prog, &["100"]);
-        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let interleaved = common::record_until_output(tmp.path(), &trace, &prog, &["100"], 20, |o| {
+        let out = String::from_utf8_lossy(&o.stdout);
         let writers: Vec<&str> = out.lines().map(|l| &l[..8]).collect();
-        assert_eq!(writers.len(), 300, "{}", stderr(&o));
-        switches = writers.windows(2).filter(|w| w[0] != w[1]).count();
-        if switches >= 10 {
-            break;
-        }
-    }
-    assert!(switches >= 10, "no recording of 20 interleaved its threads");
+        assert_eq!(writers.len(), 300, "{}", stderr(o));
+        writers.windows(2).filter(|w| w[0] != w[1]).count() >= 10
+    });
+    assert!(interleaved, "no recording of 20 interleaved its threads");
     let started = Instant::now();
     let out = common::run_reprise(
         tmp.path(),

@@ -88,11 +88,26 @@ pub fn record_until(
     tries: u32,
     done: impl Fn(&reprise_schema::OutcomeInfo) -> bool,
 ) -> bool {
+    record_until_output(root, trace, prog, args, tries, |_| {
+        let r = reprise_schema::TraceReader::open(trace).unwrap();
+        r.outcome().is_some_and(&done)
+    })
+}
+
+/// Records `prog ARGS` into `trace` until `done` accepts a recording (its
+/// output; the trace is in `trace`); false if none was in `tries`.
+pub fn record_until_output(
+    root: &Path,
+    trace: &Path,
+    prog: &Path,
+    args: &[&str],
+    tries: u32,
+    mut done: impl FnMut(&Output) -> bool,
+) -> bool {
     for _ in 0..tries {
         let _ = std::fs::remove_dir_all(trace);
-        record(root, trace, prog, args);
-        let r = reprise_schema::TraceReader::open(trace).unwrap();
-        if r.outcome().is_some_and(&done) {
+        let o = record(root, trace, prog, args);
+        if done(&o) {
             return true;
         }
     }
