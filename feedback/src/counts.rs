@@ -104,7 +104,7 @@ pub fn count_delay(occ: &[Occurrence], focus: Focus, events: &SketchOrder) -> Op
             until_fork: 0,
             delay: true,
             standing: true,
-            extra: [None; 2],
+            extra: [None; 3],
             span: false,
         });
     }

@@ -15,9 +15,13 @@
 //! is `t < w < r < u`, where `t` is T's last write to the place before `r`
 //! and `u` is U's first write there after `w`: U held at `w` until T made
 //! `t`, T held at `r` until U made `w` (when `w` came after `r`), U held
-//! at `u` until T made `r`. A hold that the run already satisfies costs
-//! nothing ("came first anyway"); a write of a third thread in between, or
-//! a hold the sketch does not allow, and there is no such move.
+//! at `u` until T made `r`; and when T writes the place later in `r`'s
+//! stretch (it unlinks what it read) and U reads it between `w` and `u`,
+//! T's write waits for U's read: both threads then take `w`'s value, the
+//! order no serial run gives (without it T, let go at `r`, unlinks first
+//! and U takes the next element). A hold that the run already satisfies
+//! costs nothing ("came first anyway"); a write of a third thread in
+//! between, or a hold the sketch does not allow, and there is no such move.
 //!
 //! The reads tried are the failing thread's *address-determining* reads
 //! near the point of interest: those whose value is a pointer to memory the
@@ -42,9 +46,11 @@ const MOVE_SCAN: usize = 64;
 /// field of the structure it points to).
 const POINTED_SCAN: usize = 64;
 const POINTED_SPAN: u64 = 64;
-/// The first move's rank, in ring positions of distance: after the
-/// nearest plain flip (a move is several flips), before the rest.
-const SCORE_MOVE: u64 = 1;
+/// The first move's rank, in ring positions of distance: with the nearest
+/// plain flips, and before them (see `races`' sort): a read that took
+/// another element than recorded decided everything the thread did with
+/// it, the accesses near the focus included.
+const SCORE_MOVE: u64 = 0;
 
 /// The reads-from moves of an observed run (`occ`, in log order) for the
 /// failing thread's address-determining reads before the focus. First the
@@ -161,7 +167,7 @@ fn writer_uses(occ: &[Occurrence], wi: usize) -> bool {
 
 /// True if `value` is a pointer to `addr` or just before it (a field of
 /// the structure it points to); small values are no pointers.
-fn points_at(value: u64, addr: u64) -> bool {
+pub(crate) fn points_at(value: u64, addr: u64) -> bool {
     value >= 4096 && (value..value.saturating_add(POINTED_SPAN)).contains(&addr)
 }
 
@@ -192,10 +198,34 @@ fn one_move(occ: &[Occurrence], ri: usize, wi: usize, events: &SketchOrder) -> O
         None => None,
     };
     let wait_w = if wi > ri { Some(hold(r, w)?) } else { None };
+    // U's own read of w before u keeps seeing w: T's next write in r's
+    // stretch waits for it. Else T, let go at r, runs on to its write
+    // first, U's read sees that, and the two threads take the place's
+    // value one after the other (an order a plain flip gives) instead of
+    // both taking w's (`s = head; ...; head = s->next` run by two threads
+    // at once hands one element to both).
+    let keep_u_read = match u {
+        Some(u) => {
+            let v = (wi + 1..u).rev().find(|&j| {
+                let o = &occ[j].access;
+                o.key == them && !is_write(o) && o.addr == r.access.addr
+            });
+            let t_next = (ri + 1..occ.len()).find(|&j| {
+                place(&j)
+                    && occ[j].access.key == me
+                    && occ[j].access.last_event == r.access.last_event
+            });
+            match (v, t_next) {
+                (Some(v), Some(t_next)) => Some(hold(occ[t_next], occ[v])?),
+                _ => None,
+            }
+        }
+        None => None,
+    };
     // The hold that defines the move is the read's own (it waits for w),
     // else the one that keeps U's next write after the read.
     let (first, second) = wait_w.or(before_u)?;
-    let extra: Vec<(Occurrence, Occurrence)> = [after_t, before_u, wait_w]
+    let extra: Vec<(Occurrence, Occurrence)> = [after_t, before_u, wait_w, keep_u_read]
         .into_iter()
         .flatten()
         .filter(|&(h, u)| (h.index, u.index) != (first.index, second.index))
@@ -212,7 +242,7 @@ fn one_move(occ: &[Occurrence], ri: usize, wi: usize, events: &SketchOrder) -> O
         until_fork: 0,
         delay: false,
         standing: false,
-        extra: [extra.first().copied(), extra.get(1).copied()],
+        extra: [extra.first().copied(), extra.get(1).copied(), extra.get(2).copied()],
         span: false,
     })
 }
@@ -301,6 +331,34 @@ mod tests {
             .collect();
         assert_eq!(extra, vec![(3, 0), (6, 1)]);
         assert_eq!(m.flips(false).len(), 3);
+    }
+
+    /// T reads the head (A) and unlinks it in one stretch; U pushes B,
+    /// reads it back and unlinks it. For both to take B, T's unlink must
+    /// also wait until U has read the head: a fourth hold.
+    #[test]
+    fn the_readers_own_unlink_waits_for_the_other_threads_read() {
+        let occ = occurrences(&[
+            acc(T, true, HEAD, A, 10, 9),  // 0: t
+            acc(T, false, HEAD, A, 10, 9), // 1: r
+            acc(T, false, A + 8, 0, 10, 9),
+            acc(T, true, HEAD, 0, 10, 9),  // 3: T unlinks what it read
+            acc(U, true, HEAD, B, 13, 5),  // 4: w
+            acc(U, false, HEAD, B, 13, 5), // 5: U reads its push back
+            acc(U, false, B + 8, 0, 13, 5),
+            acc(U, true, HEAD, A, 13, 5), // 7: u
+        ]);
+        let moves = reads_from_moves(&occ, focus(), &order());
+        let m = moves.first().expect("a move");
+        assert_eq!((m.first.index, m.second.index), (1, 4));
+        let extra: Vec<(usize, usize)> = m
+            .extra
+            .iter()
+            .flatten()
+            .map(|(h, u)| (h.index, u.index))
+            .collect();
+        assert_eq!(extra, vec![(4, 0), (7, 1), (3, 5)]);
+        assert_eq!(m.flips(false).len(), 4);
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub struct Race {
     /// Flips that go with this one (held, until): together they make a
     /// read of the failing thread see one given write of another thread
     /// (see [`crate::moves`]).
-    pub extra: [Option<(Occurrence, Occurrence)>; 2],
+    pub extra: [Option<(Occurrence, Occurrence)>; 3],
     /// Ranked as the split of a long stretch of `first`'s thread (see
     /// [`crate::spans`]), not by its distance from the focus: kept apart
     /// from the same two instructions' instance near the focus.
@@ -245,7 +245,7 @@ pub fn races(replay: &Replay, obs: &Observation, focus: Focus) -> Vec<Race> {
                 until_fork,
                 delay: false,
                 standing: false,
-                extra: [None; 2],
+                extra: [None; 3],
                 span: false,
             });
         }
@@ -267,6 +267,7 @@ pub fn races(replay: &Replay, obs: &Observation, focus: Focus) -> Vec<Race> {
     out.extend(split_updates(&occ, &writes, focus, &events));
     out.extend(crate::moves::reads_from_moves(&occ, focus, &events));
     crate::spans::rank_long_spans(&mut out, &events);
+    out.extend(crate::spans::stale_updates(&occ, focus, &events));
     // At one rank, a reads-from move first: it changes the element the
     // failing thread took, which a plain flip there leaves alone.
     out.sort_by(|p, q| {
@@ -321,7 +322,7 @@ fn delays(
         until_fork: 0,
         delay: true,
         standing: false,
-        extra: [None; 2],
+        extra: [None; 3],
         span: false,
     };
     let mut out = Vec::new();
@@ -489,7 +490,7 @@ fn split_updates(
                 until_fork: 0,
                 delay: true,
                 standing: false,
-                extra: [None; 2],
+                extra: [None; 3],
                 span: false,
             }
         })

@@ -533,12 +533,15 @@ impl Searcher<'_, '_> {
             // does next (a double free whose first free must be the
             // other thread's). The deferred form of the same flip, which
             // lets the other thread finish its stretch first, is next.
-            if !defer
-                && state == FlipState::Done
-                && !race.is_move()
+            // So for a split read-modify-write (`spans::stale_updates`):
+            // where its thread resumed in the recording, relative to what
+            // the other thread did next, is unknown, and both forms leave
+            // the same end when the order of the next writes was wrong.
+            let resumed_too_soon = (!race.is_move()
                 && Some(race.first.access.key) == failing
-                && r.summary() != nodes[n].end
-            {
+                && r.summary() != nodes[n].end)
+                || (race.span && race.is_move());
+            if !defer && state == FlipState::Done && resumed_too_soon {
                 frontier.push(Reverse((cost, n, k, true)));
             }
             // Explored further: an attempt whose flip happened and that

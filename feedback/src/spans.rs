@@ -28,7 +28,11 @@ use std::collections::HashMap;
 use reprise_abi::replay as rp;
 use reprise_replayer::order::SketchOrder;
 
-use crate::races::Race;
+use reprise_abi::observe::Access;
+use reprise_replayer::accesses::{is_write, overlap};
+
+use crate::moves::points_at;
+use crate::races::{can_come_before, Focus, Occurrence, Race};
 
 /// Other threads' events within a stretch from which it counts as long...
 pub const LONG_SPAN: usize = 16;
@@ -45,6 +49,13 @@ const SCORE_SPAN: u64 = 0;
 /// first. (Three per stretch pushed a trace's races at the focus past the
 /// attempts the budget leaves: uros_377 kept reproducing only with one.)
 const PER_SPAN: usize = 1;
+/// Split read-modify-writes tried per long stretch (see [`stale_updates`]).
+const STALE_PER_SPAN: usize = 2;
+/// ...and in all, nearest the focus first.
+const STALE_MAX: usize = 2;
+/// A thread with at most this many events is measured against
+/// `LONG_SPAN` alone by [`stale_updates`].
+const FEW_STRETCHES: usize = 3;
 
 /// Per long stretch (its thread, the ring position of its end): each
 /// race's ring positions left before that end, its rank, its index.
@@ -155,6 +166,163 @@ pub fn rank_long_spans(races: &mut [Race], events: &SketchOrder) {
     }
 }
 
+/// Read-modify-writes split across a long stretch: a thread that read a
+/// place early in the stretch, was descheduled, and wrote it back late
+/// wrote a value computed from a stale read. Two threads popping one free
+/// list (`s = head; ...; head = s->next`) take the same element when the
+/// descheduled one read the head the other then popped, and wrote it back
+/// after that pop. The replay runs the stretch in one go, early or late;
+/// these races split it at the other thread's last read-modify-write of
+/// the place before the stretch's recorded end (its read `yr`, its write
+/// `yw`): the stretch's read `r` waits for the write `yr` read (so both
+/// read one value), `yw` waits for `r`, and the stretch's write `x` for
+/// `yw`. Found here and not among the races, which keep only swaps that
+/// change a value: a pop that wrote back what the other pop wrote leaves
+/// the head as it was, the damage being who holds what both reads
+/// returned. Only reads of a pointer the thread follows (the element
+/// taken); up to `STALE_PER_SPAN` per stretch, `STALE_MAX` in all.
+pub fn stale_updates(occ: &[Occurrence], focus: Focus, events: &SketchOrder) -> Vec<Race> {
+    // The last read of each (thread, place): its stretch and log index.
+    let mut read_in: HashMap<(u32, u64), (u64, usize)> = HashMap::new();
+    let mut long: HashMap<u32, usize> = HashMap::new();
+    let mut per_span: HashMap<(u32, u64), usize> = HashMap::new();
+    let mut out = Vec::new();
+    for (i, o) in occ.iter().enumerate() {
+        let x = &o.access;
+        if !is_write(x) {
+            read_in.insert((x.key, x.addr), (x.last_event, i));
+            continue;
+        }
+        let Some((stretch, ri)) = read_in.remove(&(x.key, x.addr)) else {
+            continue;
+        };
+        let next = events.next_event(x);
+        if stretch != x.last_event || next == u64::MAX || next > focus.pos {
+            continue;
+        }
+        // Only a read of a pointer the thread then follows (the element a
+        // pop takes): a stale count is a lost update, split elsewhere.
+        let follows = occ[ri + 1..]
+            .iter()
+            .filter(|o| o.access.key == x.key && o.access.last_event == stretch)
+            .any(|o| points_at(occ[ri].access.after, o.access.addr));
+        if !follows {
+            continue;
+        }
+        if per_span.get(&(x.key, next)).copied().unwrap_or(0) >= STALE_PER_SPAN
+            || !is_long(events, x, next, &mut long)
+        {
+            continue;
+        }
+        let Some(race) = split_at_last_update(occ, i, ri, next, events) else {
+            continue;
+        };
+        *per_span.entry((x.key, next)).or_default() += 1;
+        out.push(race);
+    }
+    if std::env::var_os("REPRISE_DEBUG_RACES").is_some() {
+        for r in &out {
+            eprintln!(
+                "stale update: t{} {:#x}#{} held until t{} {:#x}#{}, {} more hold(s)",
+                rp::key_thread(r.first.access.key),
+                r.first.access.pc,
+                r.first.n,
+                rp::key_thread(r.second.access.key),
+                r.second.access.pc,
+                r.second.n,
+                r.extra.iter().flatten().count()
+            );
+        }
+    }
+    // The stretches that ended nearest the focus.
+    // Ranked with the races at the focus, ahead of them: a long stretch
+    // around a read-modify-write that other threads also made is how
+    // the recording most likely went.
+    out.sort_by_key(|r| focus.pos - r.second.access.turn.min(focus.pos));
+    out.truncate(STALE_MAX);
+    for (rank, r) in out.iter_mut().enumerate() {
+        r.score = SCORE_SPAN + rank as u64;
+    }
+    out
+}
+
+/// True if the stretch of `x` (up to its thread's event at `next`) is a
+/// long one. A thread of a few stretches has no habit to measure it
+/// against (a late-started thread: one long stretch, then a short one).
+fn is_long(events: &SketchOrder, x: &Access, next: u64, cache: &mut HashMap<u32, usize>) -> bool {
+    let threshold = *cache.entry(x.key).or_insert_with(|| {
+        if events.thread_events(x.key).len() <= FEW_STRETCHES {
+            LONG_SPAN
+        } else {
+            long_span(events, x.key)
+        }
+    });
+    others_between(events, x.key, x.last_event.saturating_sub(1), next) >= threshold
+}
+
+/// The split of the read-modify-write `occ[ri]`..`occ[xi]` (a long
+/// stretch ending at `next`) at the other threads' last write `yw` to the
+/// place before that end (see [`stale_updates`]), if the sketch allows its
+/// holds.
+fn split_at_last_update(
+    occ: &[Occurrence],
+    xi: usize,
+    ri: usize,
+    next: u64,
+    events: &SketchOrder,
+) -> Option<Race> {
+    let (x, r) = (&occ[xi].access, occ[ri]);
+    let others = |a: &Access| {
+        a.key != x.key && rp::key_process(a.key) == rp::key_process(x.key) && overlap(a, x)
+    };
+    let yw = occ
+        .iter()
+        .rposition(|y| {
+            let a = &y.access;
+            others(a) && is_write(a) && events.next_event(a) <= next
+        })?;
+    let writer = occ[yw].access;
+    // Its read in the same stretch, and the write that read saw.
+    let yr = (0..yw).rev().find(|&j| {
+        let a = &occ[j].access;
+        a.key == writer.key && a.last_event == writer.last_event && !is_write(a) && overlap(a, x)
+    });
+    let seen = yr.and_then(|yr| {
+        (0..yr)
+            .rev()
+            .find(|&j| is_write(&occ[j].access) && overlap(&occ[j].access, x))
+    });
+    let legal = |held: &Occurrence, until: &Occurrence| {
+        can_come_before(&until.access, events.next_event(&held.access))
+    };
+    let mut extra: Vec<(Occurrence, Occurrence)> = Vec::new();
+    // The stretch's read sees what the other thread's read saw...
+    if let Some(w0) = seen.filter(|&w0| occ[w0].access.key != x.key) {
+        legal(&r, &occ[w0]).then_some(())?;
+        extra.push((r, occ[w0]));
+    }
+    // ...before the other thread writes.
+    legal(&occ[yw], &r).then_some(())?;
+    extra.push((occ[yw], r));
+    legal(&occ[xi], &occ[yw]).then_some(())?;
+    // A stretch that ran early, whose read saw the same write anyway and
+    // whose write came after `yw` anyway, needs no split.
+    if xi > yw && extra.iter().all(|(h, u)| h.index > u.index) {
+        return None;
+    }
+    Some(Race {
+        first: occ[xi],
+        second: occ[yw],
+        distance: next - writer.turn,
+        score: SCORE_SPAN + (next - writer.turn),
+        until_fork: 0,
+        delay: false,
+        standing: false,
+        extra: [extra.first().copied(), extra.get(1).copied(), None],
+        span: true,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use reprise_abi::observe::{Access, ACCESS_WRITE};
@@ -188,7 +356,7 @@ mod tests {
             until_fork: 0,
             delay: false,
             standing: false,
-            extra: [None; 2],
+            extra: [None; 3],
             span: false,
         }
     }
@@ -245,6 +413,71 @@ mod tests {
         // thread 1's latest access held until it.
         assert_eq!(scores, [40, 300, 3]);
         assert!(races[2].span);
+    }
+
+    fn at_focus(pos: u64) -> Focus {
+        Focus {
+            pos,
+            thread: Some(2),
+        }
+    }
+
+    /// Thread 2 pops the head early in its long stretch (read, write);
+    /// thread 1 pushes an element and pops it back late in that stretch.
+    fn pop_and_late_pop() -> Vec<Occurrence> {
+        const ELEMENT: u64 = 0x9000;
+        let mut r = occ(2, false, 1, 1, 0);
+        r.access.after = ELEMENT;
+        let mut next = occ(2, false, 1, 1, 1);
+        next.access.addr = ELEMENT;
+        vec![
+            r,                        // r: the head
+            next,                     // the element's `next` field
+            occ(2, true, 1, 1, 2),    // x
+            occ(1, true, 30, 30, 3),  // thread 1's push (what its pop reads)
+            occ(1, false, 31, 31, 4), // thread 1's pop: read...
+            occ(1, true, 31, 31, 5),  // ...and write (yw)
+        ]
+    }
+
+    #[test]
+    fn a_pop_in_a_long_stretch_is_split_around_the_other_threads_last_pop() {
+        let races = stale_updates(&pop_and_late_pop(), at_focus(45), &order(40));
+        let r = races.first().expect("a split");
+        // Thread 2's write waits for thread 1's pop write...
+        assert_eq!((r.first.index, r.second.index), (2, 5));
+        assert!(r.span);
+        // ...its read for thread 1's push (both pops read one element),
+        // and thread 1's pop write for that read.
+        let holds: Vec<(usize, usize)> = r
+            .extra
+            .iter()
+            .flatten()
+            .map(|(h, u)| (h.index, u.index))
+            .collect();
+        assert_eq!(holds, vec![(0, 3), (5, 0)]);
+        assert_eq!(r.flips(false).len(), 3);
+    }
+
+    #[test]
+    fn a_count_read_and_written_back_is_no_pop_to_split() {
+        // The head's value is no pointer the thread follows: a counter.
+        let mut log = pop_and_late_pop();
+        log[0].access.after = 7;
+        assert!(stale_updates(&log, at_focus(45), &order(40)).is_empty());
+    }
+
+    #[test]
+    fn no_split_in_a_short_stretch_or_one_that_ends_after_the_focus() {
+        // Thread 2's next event at 10: nine events of thread 1 in between.
+        let mut log = pop_and_late_pop();
+        for o in log.iter_mut().filter(|o| o.access.key == 1) {
+            o.access.turn = 5;
+            o.access.last_event = 5;
+        }
+        assert!(stale_updates(&log, at_focus(45), &order(10)).is_empty());
+        // A failure before the stretch ended: the stretch is not its cause.
+        assert!(stale_updates(&pop_and_late_pop(), at_focus(20), &order(40)).is_empty());
     }
 
     #[test]

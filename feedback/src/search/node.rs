@@ -71,7 +71,10 @@ impl Node {
             .copied()
             .filter(|r| {
                 let key = (r.first.access.pc, r.first.n, r.second.access.pc, r.second.n);
-                !path.contains(&key) && pairs.insert((r.static_pair(), r.is_move(), r.span))
+                // A split stretch is kept per place too: one code path
+                // on two lists (a free list per size class) is two splits.
+                let place = if r.span { r.first.access.addr } else { 0 };
+                !path.contains(&key) && pairs.insert((r.static_pair(), r.is_move(), r.span, place))
             })
             .partition(|r| {
                 parent.is_some_and(|p| {
@@ -296,7 +299,7 @@ mod tests {
             until_fork: 0,
             delay: false,
             standing: false,
-            extra: [None; 2],
+            extra: [None; 3],
             span: false,
         }
     }
