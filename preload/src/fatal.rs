@@ -174,6 +174,10 @@ fn decimal(mut v: u32, buf: &mut [u8; 10]) -> &[u8] {
     &buf[i..]
 }
 
+/// Yields a thread that lost the race to record its assertion makes while
+/// the winner writes its message (a few hundred bytes: a yield or two).
+const ASSERT_WAIT_YIELDS: u32 = 1000;
+
 /// glibc's `assert` failure path: keep the message, then fail as usual.
 #[no_mangle]
 pub unsafe extern "C" fn __assert_fail(
@@ -202,6 +206,17 @@ pub unsafe extern "C" fn __assert_fail(
             append(info, cstr(assertion));
             append(info, b"' failed.");
             info.state.store(2, Ordering::Release);
+        } else {
+            // Another thread failed an assertion at the same moment (two
+            // threads that found the same damage): let it finish its
+            // message before this one aborts the process, or the recorded
+            // outcome is a bare SIGABRT. Bounded: its thread may be gone.
+            for _ in 0..ASSERT_WAIT_YIELDS {
+                if c.assert_info.state.load(Ordering::Acquire) == 2 {
+                    break;
+                }
+                raw::syscall3(libc::SYS_sched_yield, 0, 0, 0);
+            }
         }
     }
     let f = real!(__assert_fail: fn(*const c_char, *const c_char, c_uint, *const c_char) -> ());
