@@ -53,6 +53,9 @@ const PER_SPAN: usize = 1;
 const STALE_PER_SPAN: usize = 2;
 /// ...and in all, nearest the focus first.
 const STALE_MAX: usize = 2;
+/// The thread's accesses between a read and its write looked at for one
+/// that the read's value points to.
+const POINTED_SCAN: usize = 64;
 /// A thread with at most this many events is measured against
 /// `LONG_SPAN` alone by [`stale_updates`].
 const FEW_STRETCHES: usize = 3;
@@ -185,8 +188,8 @@ pub fn stale_updates(occ: &[Occurrence], focus: Focus, events: &SketchOrder) -> 
     // The last read of each (thread, place): its stretch and log index.
     let mut read_in: HashMap<(u32, u64), (u64, usize)> = HashMap::new();
     let mut long: HashMap<u32, usize> = HashMap::new();
-    let mut per_span: HashMap<(u32, u64), usize> = HashMap::new();
-    let mut out = Vec::new();
+    // (the stretch's end, the write's log index, its read's).
+    let mut candidates: Vec<(u64, usize, usize)> = Vec::new();
     for (i, o) in occ.iter().enumerate() {
         let x = &o.access;
         if !is_write(x) {
@@ -197,28 +200,49 @@ pub fn stale_updates(occ: &[Occurrence], focus: Focus, events: &SketchOrder) -> 
             continue;
         };
         let next = events.next_event(x);
-        if stretch != x.last_event || next == u64::MAX || next > focus.pos {
-            continue;
-        }
-        // Only a read of a pointer the thread then follows (the element a
-        // pop takes): a stale count is a lost update, split elsewhere.
-        let follows = occ[ri + 1..]
-            .iter()
-            .filter(|o| o.access.key == x.key && o.access.last_event == stretch)
-            .any(|o| points_at(occ[ri].access.after, o.access.addr));
-        if !follows {
-            continue;
-        }
-        if per_span.get(&(x.key, next)).copied().unwrap_or(0) >= STALE_PER_SPAN
+        if stretch != x.last_event
+            || next == u64::MAX
+            || next > focus.pos
             || !is_long(events, x, next, &mut long)
         {
             continue;
         }
-        let Some(race) = split_at_last_update(occ, i, ri, next, events) else {
+        // Only a read of a pointer the thread then follows before its
+        // write (the element a pop takes): a stale count is a lost
+        // update, split elsewhere.
+        let follows = occ[ri + 1..i]
+            .iter()
+            .filter(|o| o.access.key == x.key)
+            .take(POINTED_SCAN)
+            .any(|o| points_at(occ[ri].access.after, o.access.addr));
+        if follows {
+            candidates.push((next, i, ri));
+        }
+    }
+    // The stretches that ended nearest the focus first (stable: in
+    // program order within one), each split looked up only until
+    // `STALE_MAX` are found (a lookup scans the log).
+    candidates.sort_by_key(|&(next, _, _)| focus.pos - next);
+    let mut per_span: HashMap<(u32, u64), usize> = HashMap::new();
+    let mut out = Vec::new();
+    for (next, i, ri) in candidates {
+        if out.len() >= STALE_MAX {
+            break;
+        }
+        let taken = per_span.entry((occ[i].access.key, next)).or_default();
+        if *taken >= STALE_PER_SPAN {
             continue;
-        };
-        *per_span.entry((x.key, next)).or_default() += 1;
-        out.push(race);
+        }
+        if let Some(race) = split_at_last_update(occ, i, ri, next, events) {
+            *taken += 1;
+            out.push(race);
+        }
+    }
+    // Ranked with the races at the focus, ahead of them: a long stretch
+    // around a read-modify-write that other threads also made is how
+    // the recording most likely went.
+    for (rank, r) in out.iter_mut().enumerate() {
+        r.score = SCORE_SPAN + rank as u64;
     }
     if std::env::var_os("REPRISE_DEBUG_RACES").is_some() {
         for r in &out {
@@ -233,15 +257,6 @@ pub fn stale_updates(occ: &[Occurrence], focus: Focus, events: &SketchOrder) -> 
                 r.extra.iter().flatten().count()
             );
         }
-    }
-    // The stretches that ended nearest the focus.
-    // Ranked with the races at the focus, ahead of them: a long stretch
-    // around a read-modify-write that other threads also made is how
-    // the recording most likely went.
-    out.sort_by_key(|r| focus.pos - r.second.access.turn.min(focus.pos));
-    out.truncate(STALE_MAX);
-    for (rank, r) in out.iter_mut().enumerate() {
-        r.score = SCORE_SPAN + rank as u64;
     }
     out
 }
