@@ -210,11 +210,11 @@ fn one_move(occ: &[Occurrence], ri: usize, wi: usize, events: &SketchOrder) -> O
                 let o = &occ[j].access;
                 o.key == them && !is_write(o) && o.addr == r.access.addr
             });
-            let t_next = (ri + 1..occ.len()).find(|&j| {
-                place(&j)
-                    && occ[j].access.key == me
-                    && occ[j].access.last_event == r.access.last_event
-            });
+            // (T's accesses after r, as long as they are in r's stretch.)
+            let t_next = (ri + 1..occ.len())
+                .filter(|&j| occ[j].access.key == me)
+                .take_while(|&j| occ[j].access.last_event == r.access.last_event)
+                .find(|j| place(j));
             match (v, t_next) {
                 (Some(v), Some(t_next)) => Some(hold(occ[t_next], occ[v])?),
                 _ => None,
@@ -242,7 +242,11 @@ fn one_move(occ: &[Occurrence], ri: usize, wi: usize, events: &SketchOrder) -> O
         until_fork: 0,
         delay: false,
         standing: false,
-        extra: [extra.first().copied(), extra.get(1).copied(), extra.get(2).copied()],
+        extra: [
+            extra.first().copied(),
+            extra.get(1).copied(),
+            extra.get(2).copied(),
+        ],
         span: false,
     })
 }
@@ -323,13 +327,7 @@ mod tests {
         // The read waits for U's push...
         assert_eq!((m.first.index, m.second.index), (1, 3));
         // ...which waits for T's own push, and U's unlink waits for the read.
-        let extra: Vec<(usize, usize)> = m
-            .extra
-            .iter()
-            .flatten()
-            .map(|(h, u)| (h.index, u.index))
-            .collect();
-        assert_eq!(extra, vec![(3, 0), (6, 1)]);
+        assert_eq!(m.extra_holds(), vec![(3, 0), (6, 1)]);
         assert_eq!(m.flips(false).len(), 3);
     }
 
@@ -351,13 +349,7 @@ mod tests {
         let moves = reads_from_moves(&occ, focus(), &order());
         let m = moves.first().expect("a move");
         assert_eq!((m.first.index, m.second.index), (1, 4));
-        let extra: Vec<(usize, usize)> = m
-            .extra
-            .iter()
-            .flatten()
-            .map(|(h, u)| (h.index, u.index))
-            .collect();
-        assert_eq!(extra, vec![(4, 0), (7, 1), (3, 5)]);
+        assert_eq!(m.extra_holds(), vec![(4, 0), (7, 1), (3, 5)]);
         assert_eq!(m.flips(false).len(), 4);
     }
 

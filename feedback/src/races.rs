@@ -101,6 +101,17 @@ impl Race {
     pub fn static_pair(&self) -> (u64, u64) {
         (self.first.access.pc, self.second.access.pc)
     }
+
+    /// Its extra holds as (held, until) log indices: what the tests of
+    /// the races that carry them compare.
+    #[cfg(test)]
+    pub(crate) fn extra_holds(&self) -> Vec<(usize, usize)> {
+        self.extra
+            .iter()
+            .flatten()
+            .map(|(h, u)| (h.index, u.index))
+            .collect()
+    }
 }
 
 /// True if swapping `x` (first) and `y` changes a value read or left in

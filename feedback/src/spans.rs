@@ -290,12 +290,10 @@ fn split_at_last_update(
     let others = |a: &Access| {
         a.key != x.key && rp::key_process(a.key) == rp::key_process(x.key) && overlap(a, x)
     };
-    let yw = occ
-        .iter()
-        .rposition(|y| {
-            let a = &y.access;
-            others(a) && is_write(a) && events.next_event(a) <= next
-        })?;
+    let yw = occ.iter().rposition(|y| {
+        let a = &y.access;
+        others(a) && is_write(a) && events.next_event(a) <= next
+    })?;
     let writer = occ[yw].access;
     // Its read in the same stretch, and the write that read saw.
     let yr = (0..yw).rev().find(|&j| {
@@ -464,13 +462,7 @@ mod tests {
         assert!(r.span);
         // ...its read for thread 1's push (both pops read one element),
         // and thread 1's pop write for that read.
-        let holds: Vec<(usize, usize)> = r
-            .extra
-            .iter()
-            .flatten()
-            .map(|(h, u)| (h.index, u.index))
-            .collect();
-        assert_eq!(holds, vec![(0, 3), (5, 0)]);
+        assert_eq!(r.extra_holds(), vec![(0, 3), (5, 0)]);
         assert_eq!(r.flips(false).len(), 3);
     }
 

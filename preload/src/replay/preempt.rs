@@ -258,16 +258,11 @@ fn thread_cpu_ns() -> u64 {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    raw::syscall6(
+    raw::syscall3(
         libc::SYS_clock_gettime,
-        [
-            libc::CLOCK_THREAD_CPUTIME_ID as u64,
-            &mut ts as *mut libc::timespec as u64,
-            0,
-            0,
-            0,
-            0,
-        ],
+        libc::CLOCK_THREAD_CPUTIME_ID as u64,
+        &mut ts as *mut libc::timespec as u64,
+        0,
     );
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
