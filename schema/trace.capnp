@@ -196,6 +196,15 @@ struct Flip {
   untilFork @9 :UInt64;          # nonzero: process + 1; the flip completes when the parent has forked it
   untilAddr @10 :UInt64;         # nonzero: the flip completes at another thread's write to these 8 bytes
   standing @11 :Bool;            # with untilAddr: every later read there of the old value waits again
+  # Nonzero: `heldN` and `untilN` are ignored; the access is the `heldK`-th
+  # (`untilK`-th) at its instruction since its thread's event at ring
+  # position `heldAnchor - 2` (`untilAnchor - 2`; 1: before the thread's
+  # first event). Counted so, a flip means the same access when another flip
+  # earlier in the run changed how many times a loop went round.
+  heldAnchor @12 :UInt64;
+  heldK @13 :UInt32;
+  untilAnchor @14 :UInt64;
+  untilK @15 :UInt32;
 }
 
 struct Decision {

@@ -111,6 +111,20 @@ pub struct Flip {
     pub standing: u32,
     /// The value there when `held` was first held (agent).
     pub stale: AtomicU64,
+    /// Nonzero: `held_n` is ignored; `held` stops before its `held_k`-th
+    /// access at `held_pc` while its last event is the one at ring
+    /// position `held_anchor - 2` (1: it made none yet) — see
+    /// [`anchor_of`]. The same for `until`.
+    pub held_anchor: u64,
+    pub until_anchor: u64,
+    pub held_k: u32,
+    pub until_k: u32,
+}
+
+/// The anchor of an access made when its thread's last event was at ring
+/// position `last_event - 1` ([`Access::last_event`]; 0: none yet).
+pub const fn anchor_of(last_event: u64) -> u64 {
+    last_event + 1
 }
 
 pub const FLIP_ARMED: u32 = 0;

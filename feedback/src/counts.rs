@@ -173,6 +173,7 @@ mod tests {
             .map(|(index, a)| Occurrence {
                 access: *a,
                 n: log[..=index].iter().filter(|b| b.pc == a.pc).count() as u32,
+                k: 1,
                 index,
             })
             .collect();

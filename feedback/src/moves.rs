@@ -287,6 +287,7 @@ mod tests {
             .map(|(index, a)| Occurrence {
                 access: *a,
                 n: index as u32 + 1,
+                k: 1,
                 index,
             })
             .collect()

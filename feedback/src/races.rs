@@ -62,6 +62,18 @@ impl Race {
     /// The flip that reverses this race; `defer`: the second access's
     /// thread also finishes its stretch before the first one resumes.
     pub fn flip(&self, defer: bool) -> FlipSpec {
+        // A delay's second access is any write there; a fork's is counted
+        // in the child, whose events start anew.
+        let (held_anchor, held_k) = if self.delay {
+            (0, 0)
+        } else {
+            anchor(&self.first)
+        };
+        let (until_anchor, until_k) = if self.delay || self.until_fork != 0 {
+            (0, 0)
+        } else {
+            anchor(&self.second)
+        };
         FlipSpec {
             defer,
             held: self.first.access.key,
@@ -77,6 +89,10 @@ impl Race {
                 0
             },
             standing: self.delay && self.standing,
+            held_anchor,
+            held_k,
+            until_anchor,
+            until_k,
         }
     }
 
@@ -650,7 +666,17 @@ pub fn order_flip(first: &Occurrence, second: &Occurrence) -> FlipSpec {
         until_fork: 0,
         until_addr: 0,
         standing: false,
+        held_anchor: anchor(second).0,
+        held_k: second.k,
+        until_anchor: anchor(first).0,
+        until_k: first.k,
     }
+}
+
+/// Where a flip counts `o` from, and its number there: the thread's last
+/// event when it was made (see [`FlipSpec::held_anchor`]).
+fn anchor(o: &Occurrence) -> (u64, u32) {
+    (reprise_abi::observe::anchor_of(o.access.last_event), o.k)
 }
 
 /// What [`last_race`] found.
@@ -770,4 +796,67 @@ pub fn last_writers(obs: &Observation, thread: Option<u32>) -> Vec<ReadsFromDiff
         }) <= 1
     });
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use reprise_abi::observe::{anchor_of, Access, ACCESS_WRITE};
+
+    use super::*;
+
+    fn occ(key: u32, pc: u64, write: bool, last_event: u64, n: u32, k: u32) -> Occurrence {
+        Occurrence {
+            access: Access {
+                key,
+                pc,
+                flags: if write { ACCESS_WRITE } else { 0 },
+                last_event,
+                ..Access::default()
+            },
+            n,
+            k,
+            index: n as usize,
+        }
+    }
+
+    /// A flip names its two accesses both ways: by their occurrence in
+    /// the run (what the attempt log and the root cause show) and by their
+    /// occurrence since their thread's last event (what the agent counts:
+    /// an earlier flip that adds or drops a loop iteration leaves it the
+    /// same access).
+    #[test]
+    fn a_flip_is_anchored_at_each_threads_last_event() {
+        let held = occ(2, 0x10, false, 41, 7, 1);
+        let until = occ(3, 0x20, true, 0, 2, 2);
+        let race = Race {
+            first: held,
+            second: until,
+            distance: 0,
+            score: 0,
+            until_fork: 0,
+            delay: false,
+            standing: false,
+            extra: [None; 3],
+            span: false,
+        };
+        let f = race.flip(false);
+        assert_eq!((f.held_n, f.until_n), (7, 2));
+        assert_eq!((f.held_anchor, f.held_k), (anchor_of(41), 1));
+        // Before its thread's first event: anchored all the same.
+        assert_eq!((f.until_anchor, f.until_k), (anchor_of(0), 2));
+        assert_ne!(f.until_anchor, 0);
+        // The hold of a reads-from move: the same anchors, held and
+        // waited-for the other way round.
+        let o = order_flip(&held, &until);
+        assert_eq!((o.held_anchor, o.held_k), (anchor_of(0), 2));
+        assert_eq!((o.until_anchor, o.until_k), (anchor_of(41), 1));
+        // A delay waits for any write there: counted over the run.
+        let delay = Race {
+            delay: true,
+            second: held,
+            ..race
+        };
+        assert_eq!(delay.flip(false).held_anchor, 0);
+        assert_eq!(delay.flip(false).until_anchor, 0);
+    }
 }

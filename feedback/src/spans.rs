@@ -356,6 +356,7 @@ mod tests {
                 ..Access::default()
             },
             n: 1,
+            k: 1,
             index,
         }
     }

@@ -302,11 +302,20 @@ unsafe fn begin_step(h: &ObserveHeader, pc: u64, g: &mut [i64; 23]) {
     h.hits.fetch_add(1, Ordering::Relaxed);
     if shared {
         let me = replay::current_key();
+        let anchor = ob::anchor_of(replay::positions().1);
         let mut held = false;
         for f in &h.flips[..(h.nflips as usize).min(ob::MAX_FLIPS)] {
-            if f.held == me && f.held_pc == pt.vaddr {
+            if f.held == me
+                && f.held_pc == pt.vaddr
+                && (f.held_anchor == 0 || f.held_anchor == anchor)
+            {
                 let n = f.held_seen.fetch_add(1, Ordering::AcqRel) + 1;
-                if n == f.held_n
+                let want = if f.held_anchor != 0 {
+                    f.held_k
+                } else {
+                    f.held_n
+                };
+                if n == want
                     && f.state
                         .compare_exchange(
                             ob::FLIP_ARMED,
@@ -320,7 +329,7 @@ unsafe fn begin_step(h: &ObserveHeader, pc: u64, g: &mut [i64; 23]) {
                         f.stale.store(peek(addr, pt.size), Ordering::Release);
                     }
                     held = true;
-                } else if n > f.held_n && standing_again(f, addr, pt.size) {
+                } else if n > want && standing_again(f, addr, pt.size) {
                     held = true;
                 }
             }
@@ -393,20 +402,29 @@ unsafe fn finish_step(h: &ObserveHeader, step: Step, g: &mut [i64; 23]) {
             };
         }
     }
+    let anchor = ob::anchor_of(replay::positions().1);
     for f in &h.flips[..(h.nflips as usize).min(ob::MAX_FLIPS)] {
-        let by_access = f.until == me && f.until_pc == pt.vaddr && f.until_fork == 0;
+        let by_access = f.until == me
+            && f.until_pc == pt.vaddr
+            && f.until_fork == 0
+            && (f.until_anchor == 0 || f.until_anchor == anchor);
         let by_write = f.until_addr != 0
             && f.held != me
             && pt.flags & ACCESS_WRITE != 0
             && step.addr <= f.until_addr
             && f.until_addr < step.addr + pt.size.max(1) as u64;
         if (by_access && f.until_addr == 0) || by_write {
-            let n = if by_write {
+            let want = if f.until_anchor != 0 && !by_write {
+                f.until_k
+            } else {
                 f.until_n
+            };
+            let n = if by_write {
+                want
             } else {
                 f.until_seen.fetch_add(1, Ordering::AcqRel) + 1
             };
-            if n == f.until_n {
+            if n == want {
                 let next = if f.defer != 0 {
                     ob::FLIP_DEFERRED
                 } else {

@@ -18,6 +18,10 @@ use crate::observe::Observation;
 pub struct Occurrence {
     pub access: Access,
     pub n: u32,
+    /// Its occurrence number among the thread's accesses at `pc` since
+    /// the thread's last event (`access.last_event`): what a flip anchored
+    /// at that event counts.
+    pub k: u32,
     /// Index in the attempt's log.
     pub index: usize,
 }
@@ -37,6 +41,8 @@ pub fn overlap(x: &Access, y: &Access) -> bool {
 /// Every access of the log with its occurrence number.
 pub fn occurrences(obs: &Observation) -> Vec<Occurrence> {
     let mut count: HashMap<(u32, u64), u32> = HashMap::new();
+    // Per (thread, pc): the stretch counted in, and the count there.
+    let mut in_stretch: HashMap<(u32, u64), (u64, u32)> = HashMap::new();
     obs.accesses
         .iter()
         .enumerate()
@@ -44,9 +50,15 @@ pub fn occurrences(obs: &Observation) -> Vec<Occurrence> {
         .map(|(index, a)| {
             let n = count.entry((a.key, a.pc)).or_insert(0);
             *n += 1;
+            let s = in_stretch.entry((a.key, a.pc)).or_insert((a.last_event, 0));
+            if s.0 != a.last_event {
+                *s = (a.last_event, 0);
+            }
+            s.1 += 1;
             Occurrence {
                 access: *a,
                 n: *n,
+                k: s.1,
                 index,
             }
         })
@@ -101,4 +113,41 @@ pub fn find(obs: &Observation, key: u32, pc: u64, n: u32) -> Option<Occurrence> 
     occurrences(obs)
         .into_iter()
         .find(|o| o.access.key == key && o.access.pc == pc && o.n == n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(key: u32, pc: u64, last_event: u64) -> Access {
+        Access {
+            key,
+            pc,
+            last_event,
+            ..Access::default()
+        }
+    }
+
+    /// A loop of three iterations, an event in each: the instruction's
+    /// occurrences count on over the run (`n`) and anew after each event
+    /// of its thread (`k`), another thread's accesses in between or not.
+    #[test]
+    fn occurrences_count_over_the_run_and_within_the_stretch() {
+        let log = vec![
+            at(1, 0x10, 5),
+            at(1, 0x10, 5),
+            at(2, 0x10, 6),
+            at(1, 0x10, 8),
+            at(1, 0x20, 8),
+            at(1, 0x10, 8),
+            at(1, 0x10, 12),
+        ];
+        let obs = Observation {
+            accesses: log,
+            ..Observation::default()
+        };
+        let occ = occurrences(&obs);
+        let nk: Vec<(u32, u32)> = occ.iter().map(|o| (o.n, o.k)).collect();
+        assert_eq!(nk, [(1, 1), (2, 2), (1, 1), (3, 1), (1, 1), (4, 2), (5, 1)]);
+    }
 }

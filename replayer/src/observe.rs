@@ -32,6 +32,16 @@ pub struct FlipSpec {
     /// With `until_addr`: each later read there by `held` at `held_pc`
     /// that would see the old value waits again for another thread's write.
     pub standing: bool,
+    /// Nonzero ([`reprise_abi::observe::anchor_of`] the access's
+    /// `last_event`): the held access is the `held_k`-th at `held_pc` in
+    /// its thread's stretch after that event, whatever `held_n` says; a
+    /// flip earlier in the run that changes how often a loop goes round
+    /// leaves it the same access.
+    pub held_anchor: u64,
+    pub held_k: u32,
+    /// The same for the access `held` waits for.
+    pub until_anchor: u64,
+    pub until_k: u32,
 }
 
 /// What happened to a flip in an attempt.
@@ -136,6 +146,10 @@ impl ObserveBlock {
                 f.until_fork = s.until_fork;
                 f.until_addr = s.until_addr;
                 f.standing = s.standing as u32;
+                f.held_anchor = s.held_anchor;
+                f.held_k = s.held_k;
+                f.until_anchor = s.until_anchor;
+                f.until_k = s.until_k;
             }
             std::ptr::copy_nonoverlapping(
                 points.as_ptr(),

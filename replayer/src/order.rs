@@ -235,6 +235,7 @@ mod tests {
         Occurrence {
             access: a,
             n: 1,
+            k: 1,
             index,
         }
     }

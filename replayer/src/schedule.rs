@@ -169,6 +169,10 @@ impl From<&FlipSpec> for FlipInfo {
             until_fork: f.until_fork,
             until_addr: f.until_addr,
             standing: f.standing,
+            held_anchor: f.held_anchor,
+            held_k: f.held_k,
+            until_anchor: f.until_anchor,
+            until_k: f.until_k,
         }
     }
 }
@@ -186,6 +190,10 @@ impl From<&FlipInfo> for FlipSpec {
             until_fork: f.until_fork,
             until_addr: f.until_addr,
             standing: f.standing,
+            held_anchor: f.held_anchor,
+            held_k: f.held_k,
+            until_anchor: f.until_anchor,
+            until_k: f.until_k,
         }
     }
 }
@@ -207,6 +215,10 @@ mod tests {
             until_fork: 0,
             until_addr: 0x5555_0000,
             standing: true,
+            held_anchor: 12,
+            held_k: 2,
+            until_anchor: 1,
+            until_k: 1,
         };
         let s = Schedule::base(Strategy::FeedbackLazy, 42)
             .with_flips(vec![flip])

@@ -331,6 +331,10 @@ pub(crate) fn schedule_to_bytes(s: &ScheduleInfo) -> Vec<u8> {
             fb.set_until_fork(f.until_fork);
             fb.set_until_addr(f.until_addr);
             fb.set_standing(f.standing);
+            fb.set_held_anchor(f.held_anchor);
+            fb.set_held_k(f.held_k);
+            fb.set_until_anchor(f.until_anchor);
+            fb.set_until_k(f.until_k);
         }
     }
     serialize(&msg)
@@ -368,6 +372,10 @@ pub(crate) fn schedule_from_capnp(r: tc::schedule::Reader<'_>) -> capnp::Result<
                 until_fork: f.get_until_fork(),
                 until_addr: f.get_until_addr(),
                 standing: f.get_standing(),
+                held_anchor: f.get_held_anchor(),
+                held_k: f.get_held_k(),
+                until_anchor: f.get_until_anchor(),
+                until_k: f.get_until_k(),
             })
             .collect(),
         preempt_rate: r.get_preempt_rate(),

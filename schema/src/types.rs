@@ -403,6 +403,14 @@ pub struct FlipInfo {
     /// With `until_addr`: every later read of `held` at `held_pc` there
     /// that would see the value the held read would have seen waits again.
     pub standing: bool,
+    /// Nonzero: the held access is the `held_k`-th at `held_pc` in its
+    /// thread's stretch after the event at ring position `held_anchor - 2`
+    /// (1: before its first event), whatever `held_n` says.
+    pub held_anchor: u64,
+    pub held_k: u32,
+    /// The same for the access the flip waits for.
+    pub until_anchor: u64,
+    pub until_k: u32,
 }
 
 /// What `TraceWriter::finish` reports.

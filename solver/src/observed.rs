@@ -116,5 +116,9 @@ pub(crate) fn flip(
         until_fork: child(until).map_or(0, |p| p as u64 + 1),
         until_addr: 0,
         standing: false,
+        held_anchor: 0,
+        held_k: 0,
+        until_anchor: 0,
+        until_k: 0,
     })
 }

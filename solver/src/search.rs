@@ -695,6 +695,10 @@ mod tests {
             until_fork: 0,
             until_addr: 0,
             standing: false,
+            held_anchor: 0,
+            held_k: 0,
+            until_anchor: 0,
+            until_k: 0,
         };
         let flips: Vec<FlipSpec> = (1..=6).map(f).collect();
         let states = [

@@ -286,6 +286,7 @@ mod tests {
                 ..Access::default()
             },
             n,
+            k: n,
             index: n as usize,
         }
     }
