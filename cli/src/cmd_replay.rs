@@ -355,6 +355,7 @@ impl Done<'_> {
                 .map(|s| s.to_info(r.map_or(0, |r| r.attempt))),
             "schedule_saved": self.saved,
             "conclusion": result.conclusion,
+            "hint": r.is_none().then(|| richer_sketch_hint(self.replay)).flatten(),
             "root_cause": match self.report {
                 Some(Ok(rep)) => serde_json::to_value(rep)?,
                 Some(Err(e)) => serde_json::json!({ "error": e }),
@@ -398,6 +399,9 @@ impl Done<'_> {
             }
             if let Some(c) = &result.conclusion {
                 out!("  {c}");
+            }
+            if let Some(h) = richer_sketch_hint(self.replay) {
+                out!("  hint: {h}");
             }
             return;
         };
@@ -581,5 +585,31 @@ fn revocation_note(replay: &Replay, res: &reprise_replayer::AttemptResult) -> Op
         "{} time(s) a thread slept in a system call outside any event while it held the baton and lost it (first at {}): from there the schedule alone did not decide the run",
         res.revocations,
         replay.describe(first)
+    ))
+}
+
+/// For a miss from a `sync` or `sys` trace whose threads went long without
+/// a sketch event: where inside those stretches they lost the CPU is what
+/// the sketch does not say, and a richer one does.
+fn richer_sketch_hint(replay: &Replay) -> Option<String> {
+    use reprise_schema::SketchLevel;
+    let level = replay.header.level;
+    if !matches!(level, SketchLevel::Sync | SketchLevel::Sys) {
+        return None;
+    }
+    let order = reprise_replayer::order::SketchOrder::new(replay);
+    let long = reprise_feedback::spans::longest_stretches(&order);
+    let mut named = long
+        .iter()
+        .take(2)
+        .map(|&(k, n)| format!("{} through {n} of theirs", reprise_replayer::key_name(k)));
+    let first = named.next()?;
+    let more = named.map(|s| format!(", {s}")).collect::<String>();
+    Some(format!(
+        "threads made no sketch event while the others made many ({first}{more}); where inside \
+         those stretches they lost the CPU is not in a {} sketch. A `func` or `bb` sketch records \
+         it: record again with --sketch func, or rebuild with -fsanitize-coverage=trace-pc and \
+         record with --sketch bb (see `reprise record --help`)",
+        level.as_str()
     ))
 }

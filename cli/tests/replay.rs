@@ -385,3 +385,81 @@ fn a_lock_taken_from_another_call_site_is_where_the_path_changed() {
         "{line}\n{recorded}"
     );
 }
+
+/// A miss from a `sys` trace whose threads went long without a sketch
+/// event says so, names them, and points at the sketches that record
+/// where they lost the CPU; a reproduced run gets no hint.
+#[test]
+fn a_miss_after_long_stretches_points_at_a_richer_sketch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let prog = common::compile_testbug(root, "argobots_178_mempool_aba");
+    let trace = root.join("aba");
+    let failed = |o: &reprise_schema::OutcomeInfo| o.kind != reprise_schema::OutcomeKind::Exited;
+    assert!(
+        common::record_until(root, &trace, &prog, &["1000", "10"], 60, failed),
+        "no failing run in 60 recordings"
+    );
+    // One attempt: the eager base, which follows the sketch to the failing
+    // stream's check and goes on there without failing.
+    let o = run_reprise(
+        root,
+        &[
+            "replay",
+            trace.to_str().unwrap(),
+            "--max-attempts",
+            "1",
+            "--no-schedule",
+        ],
+        None,
+        Duration::from_secs(120),
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("not reproduced in 1 attempts"), "{out}");
+    let hint = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("hint:"))
+        .unwrap_or_else(|| panic!("no hint: {out}"));
+    assert!(hint.contains("thread "), "{hint}");
+    assert!(hint.contains("not in a sys sketch"), "{hint}");
+    assert!(hint.contains("--sketch bb"), "{hint}");
+
+    // A clean run, reproduced: no hint.
+    let src = r#"
+#include <pthread.h>
+#include <stdio.h>
+static pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+static long n;
+static void *work(void *a) {
+    for (int i = 0; i < 200; i++) { pthread_mutex_lock(&m); n++; pthread_mutex_unlock(&m); }
+    return a;
+}
+int main(void) {
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) pthread_create(&t[i], 0, work, 0);
+    for (int i = 0; i < 2; i++) pthread_join(t[i], 0);
+    printf("%ld\n", n);
+    return n == 400 ? 0 : 1;
+}
+"#;
+    let even = compile(root, "even", src, &["-g", "-O1"]);
+    let trace = root.join("even-trace");
+    let ok = common::record(root, &trace, &even, &[]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let o = run_reprise(
+        root,
+        &[
+            "replay",
+            trace.to_str().unwrap(),
+            "--max-attempts",
+            "1",
+            "--no-schedule",
+            "--json",
+        ],
+        None,
+        Duration::from_secs(60),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["reproduced"], true, "{v:#}");
+    assert!(v["hint"].is_null(), "{v:#}");
+}

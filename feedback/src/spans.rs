@@ -99,6 +99,27 @@ fn long_span(events: &SketchOrder, key: u32) -> usize {
     LONG_SPAN.max(spans[spans.len() / 2] * LONG_VS_MEDIAN)
 }
 
+/// Each thread's longest stretch, if it counts as long (see
+/// [`long_span`]): the thread and the other threads' events in it, the
+/// longest first. What a `sync` or `sys` sketch leaves unsaid is where
+/// inside such a stretch its thread lost the CPU.
+pub fn longest_stretches(events: &SketchOrder) -> Vec<(u32, usize)> {
+    let mut out: Vec<(u32, usize)> = events
+        .threads()
+        .filter_map(|k| {
+            let longest = spans_of(events, k).into_iter().max()?;
+            let threshold = if events.thread_events(k).len() <= FEW_STRETCHES {
+                LONG_SPAN
+            } else {
+                long_span(events, k)
+            };
+            (longest >= threshold).then_some((k, longest))
+        })
+        .collect();
+    out.sort_by_key(|&(k, n)| (std::cmp::Reverse(n), k));
+    out
+}
+
 /// Ranks up to `PER_SPAN` races per long stretch and role of the
 /// stretch's access (held, or waited for): those whose other access came
 /// last before the stretch's thread's next recorded event. The stretch's
@@ -427,6 +448,19 @@ mod tests {
         // thread 1's latest access held until it.
         assert_eq!(scores, [40, 300, 3]);
         assert!(races[2].span);
+    }
+
+    #[test]
+    fn the_longest_stretch_of_each_thread_that_counts_as_long() {
+        // Thread 2: events at 0, 40, 41, 42, 43 (a stretch of 39 of thread
+        // 1's events, then short ones); thread 1: one at each position
+        // between, none long.
+        let events = order(40);
+        assert_eq!(longest_stretches(&events), vec![(2, 39)]);
+        let mut few = HashMap::new();
+        few.insert(2, vec![0, 5]);
+        few.insert(1, vec![1, 2, 3]);
+        assert!(longest_stretches(&SketchOrder::from_positions(few)).is_empty());
     }
 
     fn at_focus(pos: u64) -> Focus {
