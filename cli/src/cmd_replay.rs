@@ -607,9 +607,9 @@ fn richer_sketch_hint(replay: &Replay) -> Option<String> {
     let more = named.map(|s| format!(", {s}")).collect::<String>();
     Some(format!(
         "threads made no sketch event while the others made many ({first}{more}); where inside \
-         those stretches they lost the CPU is not in a {} sketch. A `func` or `bb` sketch records \
-         it: record again with --sketch func, or rebuild with -fsanitize-coverage=trace-pc and \
-         record with --sketch bb (see `reprise record --help`)",
+         those stretches they lost the CPU is not in a {} sketch. A `bb` sketch records it \
+         (rebuild with -fsanitize-coverage=trace-pc, record with --sketch bb), a `func` sketch \
+         where the stretch calls functions of its own (see `reprise record --help`)",
         level.as_str()
     ))
 }
