@@ -127,6 +127,31 @@ pub const fn anchor_of(last_event: u64) -> u64 {
     last_event + 1
 }
 
+impl Flip {
+    /// The count of `held`'s accesses at `held_pc` it stops at, for an
+    /// access made in the stretch anchored at `anchor`: `held_k` there if
+    /// the flip is anchored there, `held_n` if it is not anchored, None
+    /// (not counted) in another stretch.
+    pub fn held_target(&self, anchor: u64) -> Option<u32> {
+        target(self.held_anchor, self.held_k, self.held_n, anchor)
+    }
+
+    /// The same for `until`'s access at `until_pc`.
+    pub fn until_target(&self, anchor: u64) -> Option<u32> {
+        target(self.until_anchor, self.until_k, self.until_n, anchor)
+    }
+}
+
+const fn target(flip_anchor: u64, k: u32, n: u32, anchor: u64) -> Option<u32> {
+    if flip_anchor == 0 {
+        Some(n)
+    } else if flip_anchor == anchor {
+        Some(k)
+    } else {
+        None
+    }
+}
+
 pub const FLIP_ARMED: u32 = 0;
 /// `held` waits at its access.
 pub const FLIP_HOLDING: u32 = 1;
@@ -188,4 +213,35 @@ pub struct ObserveHeader {
     /// Set by the agent when the table did not match the executable.
     pub mismatch: AtomicU32,
     pub _pad: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An unanchored flip counts over the run; an anchored one only in its
+    /// stretch, by its count there.
+    #[test]
+    fn a_flip_counts_where_it_is_anchored() {
+        let plain = Flip {
+            held_n: 7,
+            until_n: 3,
+            ..Flip::default()
+        };
+        assert_eq!(plain.held_target(anchor_of(9)), Some(7));
+        assert_eq!(plain.until_target(anchor_of(9)), Some(3));
+        let anchored = Flip {
+            held_anchor: anchor_of(9),
+            held_k: 2,
+            held_n: 7,
+            until_anchor: anchor_of(0),
+            until_k: 1,
+            until_n: 3,
+            ..Flip::default()
+        };
+        assert_eq!(anchored.held_target(anchor_of(9)), Some(2));
+        assert_eq!(anchored.held_target(anchor_of(10)), None);
+        assert_eq!(anchored.until_target(anchor_of(0)), Some(1));
+        assert_eq!(anchored.until_target(anchor_of(9)), None);
+    }
 }

@@ -427,23 +427,25 @@ int main(void) {{
     let trace = root.join("long-trace");
     let rec = common::record(root, &trace, &prog, &[]);
     assert!(rec.status.success(), "{}", stderr(&rec));
-    // The program changed: what it prints differs from the recording, so
-    // the one attempt misses (`--force` replays it all the same).
-    compile(root, "long", &src("DONE"), &["-g", "-O1"]);
-    let o = run_reprise(
-        root,
-        &[
+    // One attempt of the trace (`--force`: the program may have been
+    // rebuilt), with `extra` options: reprise's stdout.
+    let replay_once = |extra: &[&str]| {
+        let mut args = vec![
             "replay",
             trace.to_str().unwrap(),
             "--max-attempts",
             "1",
             "--no-schedule",
             "--force",
-        ],
-        None,
-        Duration::from_secs(120),
-    );
-    let out = String::from_utf8_lossy(&o.stdout);
+        ];
+        args.extend_from_slice(extra);
+        let o = run_reprise(root, &args, None, Duration::from_secs(120));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    // The program changed: what it prints differs from the recording, so
+    // the one attempt misses.
+    compile(root, "long", &src("DONE"), &["-g", "-O1"]);
+    let out = replay_once(&[]);
     assert!(out.contains("not reproduced in 1 attempts"), "{out}");
     let hint = out
         .lines()
@@ -458,42 +460,9 @@ int main(void) {{
     assert!(hint.contains("not in a sys sketch"), "{hint}");
     assert!(hint.contains("--sketch bb"), "{hint}");
 
-    // A clean run, reproduced: no hint.
-    let src = r#"
-#include <pthread.h>
-#include <stdio.h>
-static pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
-static long n;
-static void *work(void *a) {
-    for (int i = 0; i < 200; i++) { pthread_mutex_lock(&m); n++; pthread_mutex_unlock(&m); }
-    return a;
-}
-int main(void) {
-    pthread_t t[2];
-    for (int i = 0; i < 2; i++) pthread_create(&t[i], 0, work, 0);
-    for (int i = 0; i < 2; i++) pthread_join(t[i], 0);
-    printf("%ld\n", n);
-    return n == 400 ? 0 : 1;
-}
-"#;
-    let even = compile(root, "even", src, &["-g", "-O1"]);
-    let trace = root.join("even-trace");
-    let ok = common::record(root, &trace, &even, &[]);
-    assert!(ok.status.success(), "{}", stderr(&ok));
-    let o = run_reprise(
-        root,
-        &[
-            "replay",
-            trace.to_str().unwrap(),
-            "--max-attempts",
-            "1",
-            "--no-schedule",
-            "--json",
-        ],
-        None,
-        Duration::from_secs(60),
-    );
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    // The program as recorded: the run reproduces, with no hint.
+    compile(root, "long", &src("done"), &["-g", "-O1"]);
+    let v: serde_json::Value = serde_json::from_str(&replay_once(&["--json"])).unwrap();
     assert_eq!(v["reproduced"], true, "{v:#}");
     assert!(v["hint"].is_null(), "{v:#}");
 }

@@ -108,12 +108,7 @@ pub fn longest_stretches(events: &SketchOrder) -> Vec<(u32, usize)> {
         .threads()
         .filter_map(|k| {
             let longest = spans_of(events, k).into_iter().max()?;
-            let threshold = if events.thread_events(k).len() <= FEW_STRETCHES {
-                LONG_SPAN
-            } else {
-                long_span(events, k)
-            };
-            (longest >= threshold).then_some((k, longest))
+            (longest >= stretch_threshold(events, k)).then_some((k, longest))
         })
         .collect();
     out.sort_by_key(|&(k, n)| (std::cmp::Reverse(n), k));
@@ -286,14 +281,21 @@ pub fn stale_updates(occ: &[Occurrence], focus: Focus, events: &SketchOrder) -> 
 /// long one. A thread of a few stretches has no habit to measure it
 /// against (a late-started thread: one long stretch, then a short one).
 fn is_long(events: &SketchOrder, x: &Access, next: u64, cache: &mut HashMap<u32, usize>) -> bool {
-    let threshold = *cache.entry(x.key).or_insert_with(|| {
-        if events.thread_events(x.key).len() <= FEW_STRETCHES {
-            LONG_SPAN
-        } else {
-            long_span(events, x.key)
-        }
-    });
+    let threshold = *cache
+        .entry(x.key)
+        .or_insert_with(|| stretch_threshold(events, x.key));
     others_between(events, x.key, x.last_event.saturating_sub(1), next) >= threshold
+}
+
+/// The span from which a stretch of thread `key` counts as long for
+/// [`stale_updates`] and [`longest_stretches`]: [`long_span`], or
+/// `LONG_SPAN` alone for a thread with few events.
+fn stretch_threshold(events: &SketchOrder, key: u32) -> usize {
+    if events.thread_events(key).len() <= FEW_STRETCHES {
+        LONG_SPAN
+    } else {
+        long_span(events, key)
+    }
 }
 
 /// The split of the read-modify-write `occ[ri]`..`occ[xi]` (a long

@@ -305,33 +305,27 @@ unsafe fn begin_step(h: &ObserveHeader, pc: u64, g: &mut [i64; 23]) {
         let anchor = ob::anchor_of(replay::positions().1);
         let mut held = false;
         for f in &h.flips[..(h.nflips as usize).min(ob::MAX_FLIPS)] {
-            if f.held == me
-                && f.held_pc == pt.vaddr
-                && (f.held_anchor == 0 || f.held_anchor == anchor)
+            let want = match f.held_target(anchor) {
+                Some(want) if f.held == me && f.held_pc == pt.vaddr => want,
+                _ => continue,
+            };
+            let n = f.held_seen.fetch_add(1, Ordering::AcqRel) + 1;
+            if n == want
+                && f.state
+                    .compare_exchange(
+                        ob::FLIP_ARMED,
+                        ob::FLIP_HOLDING,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    )
+                    .is_ok()
             {
-                let n = f.held_seen.fetch_add(1, Ordering::AcqRel) + 1;
-                let want = if f.held_anchor != 0 {
-                    f.held_k
-                } else {
-                    f.held_n
-                };
-                if n == want
-                    && f.state
-                        .compare_exchange(
-                            ob::FLIP_ARMED,
-                            ob::FLIP_HOLDING,
-                            Ordering::AcqRel,
-                            Ordering::Acquire,
-                        )
-                        .is_ok()
-                {
-                    if f.standing != 0 {
-                        f.stale.store(peek(addr, pt.size), Ordering::Release);
-                    }
-                    held = true;
-                } else if n > want && standing_again(f, addr, pt.size) {
-                    held = true;
+                if f.standing != 0 {
+                    f.stale.store(peek(addr, pt.size), Ordering::Release);
                 }
+                held = true;
+            } else if n > want && standing_again(f, addr, pt.size) {
+                held = true;
             }
         }
         if held {
@@ -404,20 +398,18 @@ unsafe fn finish_step(h: &ObserveHeader, step: Step, g: &mut [i64; 23]) {
     }
     let anchor = ob::anchor_of(replay::positions().1);
     for f in &h.flips[..(h.nflips as usize).min(ob::MAX_FLIPS)] {
-        let by_access = f.until == me
-            && f.until_pc == pt.vaddr
-            && f.until_fork == 0
-            && (f.until_anchor == 0 || f.until_anchor == anchor);
+        let target = f.until_target(anchor);
+        let by_access =
+            f.until == me && f.until_pc == pt.vaddr && f.until_fork == 0 && target.is_some();
         let by_write = f.until_addr != 0
             && f.held != me
             && pt.flags & ACCESS_WRITE != 0
             && step.addr <= f.until_addr
             && f.until_addr < step.addr + pt.size.max(1) as u64;
         if (by_access && f.until_addr == 0) || by_write {
-            let want = if f.until_anchor != 0 && !by_write {
-                f.until_k
-            } else {
-                f.until_n
+            let want = match target {
+                Some(k) if !by_write => k,
+                _ => f.until_n,
             };
             let n = if by_write {
                 want
