@@ -15,7 +15,15 @@
 //! replay, so restoring the byte for one step is safe.
 //!
 //! Accesses near the thread's own stack pointer are its locals: they are
-//! neither logged nor counted, the same way in every attempt.
+//! neither logged nor counted, the same way in every attempt — unless the
+//! supervisor lists the address in [`ObserveHeader::shared_stack`]: another
+//! thread reached it (a struct on a thread's stack handed to others). To
+//! find the owner's own instructions for such a place (through the stack
+//! pointer: no access point), the supervisor names up to [`MAX_WATCH`] of
+//! them in [`ObserveHeader::watch`]; each thread puts a hardware watchpoint
+//! on them (a perf breakpoint that raises SIGTRAP, `TRAP_PERF`) and logs
+//! each hit as an [`ACCESS_WATCH`] entry, from which the supervisor decodes
+//! the instruction and adds it to the table of the next attempts.
 
 use core::sync::atomic::{AtomicU32, AtomicU64};
 
@@ -35,6 +43,13 @@ pub const ACCESS_WRITE: u8 = 2;
 /// `Access::flags` of a marker, not an access: the parent forked process
 /// `Access::addr` here.
 pub const ACCESS_FORK: u8 = 4;
+/// `Access::flags` of a hardware watchpoint's hit on `Access::addr`: `pc`
+/// is the address (ELF) of the instruction *after* the access, `after` the
+/// value then; read or write is the decoded instruction's.
+pub const ACCESS_WATCH: u8 = 8;
+/// `Access::flags` of a marker: thread `key` started with its stack
+/// pointer at `Access::addr` (its stack lies below).
+pub const ACCESS_STACK: u8 = 16;
 
 /// Options in [`ObserveHeader::options`].
 /// Log accesses into the log.
@@ -48,6 +63,10 @@ pub const STACK_WINDOW: u64 = 256 * 1024;
 pub const RED_ZONE: u64 = 128;
 
 pub const MAX_FLIPS: usize = 32;
+/// Hardware watchpoints per thread (x86-64 has four debug registers).
+pub const MAX_WATCH: usize = 4;
+/// Places on threads' stacks that other threads reach, counted as shared.
+pub const MAX_SHARED_STACK: usize = 64;
 
 /// One instruction of the executable that accesses memory through a
 /// register other than RSP (globals, heap, other threads' objects).
@@ -212,7 +231,28 @@ pub struct ObserveHeader {
     pub preemptions: AtomicU64,
     /// Set by the agent when the table did not match the executable.
     pub mismatch: AtomicU32,
-    pub _pad: u32,
+    /// Number of `watch` entries in use.
+    pub nwatch: u32,
+    /// Runtime addresses (8-byte aligned) each thread watches with a
+    /// hardware watchpoint, logging [`ACCESS_WATCH`] hits.
+    pub watch: [u64; MAX_WATCH],
+    /// Number of `shared_stack` entries in use.
+    pub nshared_stack: u64,
+    /// Runtime addresses (8-byte aligned) on a thread's stack that another
+    /// thread reached: an access there is not the running thread's local.
+    pub shared_stack: [u64; MAX_SHARED_STACK],
+    /// Written by the agent: watchpoints it could not set (no debug
+    /// registers, perf_event_open refused).
+    pub watch_failed: AtomicU64,
+}
+
+impl ObserveHeader {
+    /// Whether the 8 bytes holding `addr` were listed as shared though on
+    /// a thread's stack.
+    pub fn is_shared_stack(&self, addr: u64) -> bool {
+        let n = (self.nshared_stack as usize).min(MAX_SHARED_STACK);
+        self.shared_stack[..n].contains(&(addr & !7))
+    }
 }
 
 #[cfg(test)]

@@ -233,12 +233,15 @@ fn watch_memcached_refcount_shows_the_early_free() {
         eprintln!("{c}");
     }
     // The decrement to 0 while the other worker still holds it: written by
-    // item_release (its read-modify-write), to 0.
+    // item_release (its read-modify-write), to 0. Which lost update the
+    // reproduced schedule took decides the value it overwrote: 1 when an
+    // increment was lost before, 2 when this release read the count before
+    // the other worker's increment and wrote its stale result over it.
     let freed = changes
         .iter()
         .find(|c| int(&c.new) == 0)
         .unwrap_or_else(|| panic!("no decrement to 0 among {} changes", changes.len()));
-    assert!(int(&freed.old) == 1, "{freed}");
+    assert!(matches!(int(&freed.old), 1 | 2), "{freed}");
     let place = freed.place();
     assert!(place.contains("memcached_127_refcount.c:"), "{place}");
     assert!(

@@ -43,6 +43,14 @@ fn feedback_reproduces_a_lost_update_by_its_wrong_line() {
     check_feedback(&["aget_bwritten", "radare2_15667_threadlock"]);
 }
 
+/// A semaphore on the waiting thread's stack, destroyed while the poster
+/// still reads it: the owner's accesses go through its stack pointer, and
+/// the report names the owner's destroying write.
+#[test]
+fn feedback_names_a_race_on_a_threads_stack() {
+    check_feedback(&["glibc_12674_sem_on_stack"]);
+}
+
 fn check_feedback(programs: &[&str]) {
     let started = Instant::now();
     let tmp = tempfile::tempdir().unwrap();

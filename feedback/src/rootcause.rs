@@ -183,7 +183,17 @@ impl Explainer {
             .vars
             .as_ref()
             .and_then(|v| v.describe(addr.wrapping_sub(self.bias)))
-            .unwrap_or_else(|| format!("{addr:#x} (heap)"));
+            .unwrap_or_else(|| {
+                // Reached through one thread's stack pointer: a local of
+                // that thread that the other reaches by pointer.
+                match [&first, &second]
+                    .iter()
+                    .find(|a| a.instruction.contains("[rsp"))
+                {
+                    Some(owner) => format!("{addr:#x} (on the stack of {})", owner.thread),
+                    None => format!("{addr:#x} (heap)"),
+                }
+            });
         RaceReport {
             variable,
             first,

@@ -26,6 +26,7 @@ mod sync;
 mod sys;
 mod threads;
 mod vdso;
+mod watch;
 
 use reprise_abi::{EventKind, Level, ENV_CONTROL};
 

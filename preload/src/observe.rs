@@ -10,6 +10,11 @@
 //! the `int3` is put back, the access is logged with the value before and
 //! after, and a flip whose second half this was hands the baton back.
 //!
+//! A place on a thread's stack that the supervisor lists as reached by
+//! other threads counts as shared even from its owner; a hardware
+//! watchpoint on one (`watch`) traps after the access (si_code
+//! `TRAP_PERF`) and is logged for the supervisor to find the instruction.
+//!
 //! One thread runs at a time in a replay, so the byte restored for one
 //! step is not seen by another thread; a thread outside the schedule that
 //! runs meanwhile at worst misses one hit.
@@ -19,8 +24,8 @@ use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 use reprise_abi::observe::{
-    self as ob, Access, AccessPoint, ObserveHeader, ACCESS_WRITE, OPT_LOG, OPT_PREEMPT, REG_NONE,
-    REG_RIP,
+    self as ob, Access, AccessPoint, ObserveHeader, ACCESS_STACK, ACCESS_WATCH, ACCESS_WRITE,
+    OPT_LOG, OPT_PREEMPT, REG_NONE, REG_RIP,
 };
 
 use crate::raw;
@@ -189,6 +194,63 @@ pub fn install() {
             .fetch_add(pts.len().max(1) as u64, Ordering::Release);
         HEADER.store(p as *mut ObserveHeader, Ordering::Release);
     }
+    // The constructor runs deeper than main will: the main thread's stack
+    // ends at the strings the kernel put above it (the program's name is
+    // the last of them).
+    // SAFETY: getauxval is async-signal-safe.
+    let top = unsafe { libc::getauxval(libc::AT_EXECFN) };
+    stack_begins(if top != 0 { top } else { stack_pointer() });
+}
+
+fn stack_pointer() -> u64 {
+    let rsp: u64;
+    // SAFETY: reads the stack pointer only.
+    unsafe { core::arch::asm!("mov {}, rsp", out(reg) rsp) };
+    rsp
+}
+
+/// A thread of the replay starts (the process's first from `install`):
+/// it logs where its stack is, so that the supervisor can tell another
+/// thread's access to it, and sets the watchpoints on the places of other
+/// threads' stacks that the supervisor asked for.
+pub fn thread_started() {
+    stack_begins(stack_pointer());
+}
+
+/// The running thread's stack lies below `top`.
+fn stack_begins(top: u64) {
+    let Some(h) = header() else { return };
+    if h.options & OPT_LOG != 0 {
+        log(
+            h,
+            Access {
+                key: replay::current_key(),
+                flags: ACCESS_STACK,
+                addr: top,
+                ..Access::default()
+            },
+        );
+    }
+    if h.nwatch > 0 {
+        crate::watch::arm_thread(h);
+    }
+}
+
+/// Appends `a` to the log (dropped past its capacity) with this thread's
+/// replay positions.
+fn log(h: &ObserveHeader, a: Access) {
+    let i = h.log_len.fetch_add(1, Ordering::AcqRel);
+    if i < h.log_capacity {
+        let (turn, last_event) = replay::positions();
+        // SAFETY: `i` is below the capacity.
+        unsafe {
+            *log_slot(h, i) = Access {
+                turn,
+                last_event,
+                ..a
+            }
+        };
+    }
 }
 
 fn find_point(pts: &[AccessPoint], vaddr: u64) -> Option<usize> {
@@ -272,6 +334,8 @@ extern "C" fn on_trap(_sig: c_int, info: *mut libc::siginfo_t, uc: *mut c_void) 
         } else if code == SI_KERNEL || code == 0 {
             let pc = (g[libc::REG_RIP as usize] as u64).wrapping_sub(1);
             begin_step(h, pc, g);
+        } else if code == crate::watch::TRAP_PERF {
+            watch_hit(h, (*info).si_addr() as u64, g[libc::REG_RIP as usize] as u64);
         }
         raw::set_errno(saved);
     }
@@ -298,7 +362,7 @@ unsafe fn begin_step(h: &ObserveHeader, pc: u64, g: &mut [i64; 23]) {
     let pt = &pts[i];
     let next_ip = pc + pt.len as u64;
     let addr = effective_address(pt, g, next_ip);
-    let shared = !is_local(addr, g[libc::REG_RSP as usize] as u64);
+    let shared = !is_local(addr, g[libc::REG_RSP as usize] as u64) || h.is_shared_stack(addr);
     h.hits.fetch_add(1, Ordering::Relaxed);
     if shared {
         let me = replay::current_key();
@@ -357,6 +421,29 @@ unsafe fn begin_step(h: &ObserveHeader, pc: u64, g: &mut [i64; 23]) {
     });
 }
 
+/// A hardware watchpoint fired on `addr` after the instruction before
+/// `next_ip`: logged for the supervisor to decode (only when the
+/// instruction is the executable's; the agent's own reads go through the
+/// kernel, which the watchpoints exclude).
+fn watch_hit(h: &ObserveHeader, addr: u64, next_ip: u64) {
+    if h.options & OPT_LOG == 0 {
+        return;
+    }
+    log(
+        h,
+        Access {
+            key: replay::current_key(),
+            flags: ACCESS_WATCH,
+            size: 8,
+            pc: next_ip.wrapping_sub(BIAS.load(Ordering::Relaxed)),
+            addr: addr & !7,
+            // Read through the kernel: reading it here would hit again.
+            after: peek(addr & !7, 8),
+            ..Access::default()
+        },
+    );
+}
+
 /// After the one instruction: put the `int3` back, log the access, and
 /// complete a flip whose second half it was.
 ///
@@ -375,7 +462,13 @@ unsafe fn finish_step(h: &ObserveHeader, step: Step, g: &mut [i64; 23]) {
         let i = h.log_len.fetch_add(1, Ordering::AcqRel);
         if i < h.log_capacity {
             // The instruction just accessed these bytes: they are mapped.
-            let after = read_now(step.addr, pt.size);
+            // A watched place is read through the kernel (a read here
+            // would hit the watchpoint).
+            let after = if h.nwatch > 0 && h.is_shared_stack(step.addr) {
+                peek(step.addr, pt.size)
+            } else {
+                read_now(step.addr, pt.size)
+            };
             let before = if pt.flags & ACCESS_WRITE != 0 {
                 step.before
             } else {
@@ -515,20 +608,14 @@ pub fn forked(child: u32) {
         }
     }
     if h.options & OPT_LOG != 0 {
-        let i = h.log_len.fetch_add(1, Ordering::AcqRel);
-        if i < h.log_capacity {
-            let (turn, last_event) = replay::positions();
-            // SAFETY: `i` is below the capacity.
-            unsafe {
-                *log_slot(h, i) = Access {
-                    key: replay::current_key(),
-                    flags: ob::ACCESS_FORK,
-                    addr: child as u64,
-                    turn,
-                    last_event,
-                    ..Access::default()
-                };
-            }
-        }
+        log(
+            h,
+            Access {
+                key: replay::current_key(),
+                flags: ob::ACCESS_FORK,
+                addr: child as u64,
+                ..Access::default()
+            },
+        );
     }
 }

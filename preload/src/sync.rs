@@ -15,6 +15,7 @@ use libc::{
 use reprise_abi::EventKind as K;
 
 use crate::ctl::{self, Ev};
+use crate::raw;
 use crate::real::real;
 use crate::replay;
 
@@ -279,6 +280,16 @@ pub unsafe extern "C" fn sem_post(s: *mut sem_t) -> c_int {
 pub unsafe extern "C" fn pthread_barrier_wait(b: *mut pthread_barrier_t) -> c_int {
     let f = real!(pthread_barrier_wait: fn(*mut pthread_barrier_t) -> c_int);
     acquire(K::BarrierWait, b as u64, false, || unsafe { f(b) })
+}
+
+/// Not an event; in a replay, a thread that polls with it passes the
+/// baton (see [`replay::program_yielded`]).
+#[no_mangle]
+pub unsafe extern "C" fn sched_yield() -> c_int {
+    if replay::on() {
+        replay::program_yielded();
+    }
+    raw::syscall6(libc::SYS_sched_yield, [0; 6]) as c_int
 }
 
 #[no_mangle]

@@ -38,6 +38,7 @@ extern "C" fn trampoline(p: *mut c_void) -> *mut c_void {
     // recorded order, after this thread started, not while it waits to.
     if replay::on() {
         replay::simple(K::ThreadStart);
+        crate::observe::thread_started();
     } else {
         ctl::log(
             Ev {

@@ -23,6 +23,7 @@ pub mod observe;
 pub mod order;
 pub mod schedule;
 mod session;
+pub mod stack_sharing;
 use observe::{Observation, ObservePlan};
 pub use schedule::Schedule;
 use sha2::{Digest, Sha256};
@@ -78,6 +79,11 @@ pub struct Replay {
     ring_slots: u64,
     /// The executable's access points, decoded on first use.
     points: std::sync::OnceLock<Result<Arc<Vec<reprise_abi::observe::AccessPoint>>, String>>,
+    /// The executable, decoded again for instructions found by watchpoints.
+    disasm: std::sync::OnceLock<Option<reprise_tracee::access_points::Disassembler>>,
+    /// Places on threads' stacks that others reach, learned from observed
+    /// attempts for the ones after them.
+    stack_sharing: std::sync::Mutex<stack_sharing::StackSharing>,
     /// The program's symbols and lines, loaded when the first divergence of
     /// a func or bb trace is named (each attempt's would load them again).
     code_names: std::sync::Mutex<Option<code_names::CodeNames>>,
@@ -182,6 +188,8 @@ impl Replay {
             positions,
             ring_slots,
             points: std::sync::OnceLock::new(),
+            disasm: std::sync::OnceLock::new(),
+            stack_sharing: Default::default(),
             code_names: std::sync::Mutex::new(None),
         })
     }
@@ -199,6 +207,30 @@ impl Replay {
             })
             .clone()
             .map_err(ReplayError::Decode)
+    }
+
+    /// The access table and stack places for the next observed attempt:
+    /// the executable's access points with what observed attempts learned
+    /// (see [`stack_sharing`]).
+    pub fn stack_plan(&self) -> Result<stack_sharing::StackPlan, ReplayError> {
+        let base = self.access_points()?;
+        let s = self.stack_sharing.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(s.plan(&base))
+    }
+
+    /// What an observed attempt's agents wrote, learned from (for the
+    /// attempts after it) and in the form the search reads.
+    pub fn observation_of(&self, block: &observe::ObserveBlock) -> Observation {
+        let mut o = block.observation();
+        let disasm = self
+            .disasm
+            .get_or_init(|| {
+                reprise_tracee::access_points::Disassembler::open(&self.header.program_path).ok()
+            })
+            .as_ref();
+        let mut s = self.stack_sharing.lock().unwrap_or_else(|e| e.into_inner());
+        o.accesses = s.learn(std::mem::take(&mut o.accesses), block.stack_plan(), disasm);
+        o
     }
 
     pub fn event_count(&self) -> usize {

@@ -9,6 +9,8 @@ use reprise_abi::observe::{self as ob, Access, AccessPoint, ObserveHeader, OPT_L
 use reprise_abi::ABI_VERSION;
 use reprise_recorder::shm::SharedFile;
 
+use crate::stack_sharing::StackPlan;
+
 /// One flip, as the schedule holds it: thread `held` (baton key) waits
 /// before its `held_n`-th access at `held_pc` until thread `until` made
 /// its `until_n`-th access at `until_pc`.
@@ -106,10 +108,13 @@ pub const LOG_CAPACITY: u64 = 1 << 20;
 
 pub struct ObserveBlock {
     file: SharedFile,
+    /// The table and stack places the attempt runs with.
+    stack: StackPlan,
 }
 
 impl ObserveBlock {
-    pub fn create(points: &[AccessPoint], plan: &ObservePlan) -> io::Result<ObserveBlock> {
+    pub fn create(stack: StackPlan, plan: &ObservePlan) -> io::Result<ObserveBlock> {
+        let points: &[AccessPoint] = &stack.points;
         let points_offset = std::mem::size_of::<ObserveHeader>().next_multiple_of(64);
         let log_offset = (points_offset + std::mem::size_of_val(points)).next_multiple_of(4096);
         let log_capacity = if plan.log { LOG_CAPACITY } else { 0 };
@@ -151,13 +156,24 @@ impl ObserveBlock {
                 f.until_anchor = s.until_anchor;
                 f.until_k = s.until_k;
             }
+            let w = stack.watch.len().min(ob::MAX_WATCH);
+            h.nwatch = w as u32;
+            h.watch[..w].copy_from_slice(&stack.watch[..w]);
+            let n = stack.shared.len().min(ob::MAX_SHARED_STACK);
+            h.nshared_stack = n as u64;
+            h.shared_stack[..n].copy_from_slice(&stack.shared[..n]);
             std::ptr::copy_nonoverlapping(
                 points.as_ptr(),
                 file.base().add(points_offset) as *mut AccessPoint,
                 points.len(),
             );
         }
-        Ok(ObserveBlock { file })
+        Ok(ObserveBlock { file, stack })
+    }
+
+    /// The table and stack places the attempt runs with.
+    pub fn stack_plan(&self) -> &StackPlan {
+        &self.stack
     }
 
     pub fn path(&self) -> &std::path::Path {

@@ -164,8 +164,8 @@ impl<'r> ReplaySession<'r> {
         }
         let observe = match &opts.observe {
             Some(plan) => {
-                let points = replay.access_points()?;
-                let block = ObserveBlock::create(&points, plan).map_err(ReplayError::Control)?;
+                let block = ObserveBlock::create(replay.stack_plan()?, plan)
+                    .map_err(ReplayError::Control)?;
                 env.push((
                     reprise_abi::observe::ENV_OBSERVE.into(),
                     block.path().as_os_str().to_os_string(),
@@ -468,7 +468,7 @@ impl<'r> ReplaySession<'r> {
             output_numbers: r.output_numbers.load(Ordering::Acquire),
             revocations: r.revocations.load(Ordering::Acquire),
             first_revocation: r.first_revocation.load(Ordering::Acquire).checked_sub(1),
-            observation: observe.map(|b| b.observation()),
+            observation: observe.map(|b| replay.observation_of(&b)),
             stopped_at: if d.state.load(Ordering::Acquire) == 2 {
                 d.pos
             } else {

@@ -188,13 +188,42 @@ impl Disassembler {
                 if self.skipped.iter().any(|r| r.contains(&instr.ip())) {
                     continue;
                 }
-                if let Some(p) = access_point(&instr, code[offset], &mut factory) {
+                if let Some(p) = access_point(&instr, code[offset], false, &mut factory) {
                     points.push(p);
                 }
             }
         }
         points.sort_by_key(|p| p.vaddr);
         points
+    }
+
+    /// The instruction that ends where `next_ip` (an ELF address) begins,
+    /// as an access point — one through the stack pointer too: a hardware
+    /// watchpoint on a place of a thread's stack reports the instruction
+    /// after the access. `None` when no instruction of an executable
+    /// section decoded from its start ends there, or it is no single
+    /// explicit memory access.
+    pub fn access_point_before(&self, next_ip: u64) -> Option<AccessPoint> {
+        let i = self.sections.partition_point(|s| s.vaddr < next_ip);
+        let s = self.sections.get(i.checked_sub(1)?)?;
+        if SKIPPED_SECTIONS.contains(&s.name.as_str()) {
+            return None;
+        }
+        let code = &self.data[s.start..s.end];
+        let mut decoder = Decoder::with_ip(64, code, s.vaddr, DecoderOptions::NONE);
+        let mut instr = iced_x86::Instruction::default();
+        while decoder.can_decode() {
+            let offset = decoder.position();
+            decoder.decode_out(&mut instr);
+            if instr.next_ip() == next_ip {
+                let mut factory = InstructionInfoFactory::new();
+                return access_point(&instr, code[offset], true, &mut factory);
+            }
+            if instr.next_ip() > next_ip {
+                return None;
+            }
+        }
+        None
     }
 }
 
@@ -241,9 +270,11 @@ fn greg(reg: Register) -> Option<u8> {
 
 /// The access point of one decoded instruction whose first byte is
 /// `first_byte`, if it is one.
+/// With `through_stack`, an access through the stack pointer is one too.
 fn access_point(
     instr: &iced_x86::Instruction,
     first_byte: u8,
+    through_stack: bool,
     factory: &mut InstructionInfoFactory,
 ) -> Option<AccessPoint> {
     if instr.is_invalid() || instr.is_string_instruction() {
@@ -264,7 +295,7 @@ fn access_point(
     let base = match base_reg {
         Register::None => REG_NONE,
         Register::RIP => REG_RIP,
-        Register::RSP => return None,
+        Register::RSP if !through_stack => return None,
         r => greg(r)?,
     };
     let index = match index_reg {
@@ -333,7 +364,7 @@ mod tests {
         let instr = decoder.decode();
         assert!(!instr.is_invalid(), "{bytes:02x?}");
         assert_eq!(instr.len(), bytes.len(), "{bytes:02x?}");
-        access_point(&instr, bytes[0], &mut InstructionInfoFactory::new())
+        access_point(&instr, bytes[0], false, &mut InstructionInfoFactory::new())
     }
 
     fn p(len: u8, base: u8, index: u8, scale: u8, disp: i64, size: u8, flags: u8) -> AccessPoint {
@@ -453,5 +484,31 @@ mod tests {
         ] {
             assert_eq!(point(bytes), None, "{bytes:02x?}");
         }
+    }
+
+    /// A place on a thread's stack that another thread reached: the
+    /// owner's instructions through the stack pointer become access
+    /// points, found from the address after them (a watchpoint's report).
+    #[test]
+    fn stack_accesses_when_asked_for() {
+        // mov rax, [rsp+8]
+        let bytes = [0x48, 0x8b, 0x44, 0x24, 0x08];
+        let mut decoder = Decoder::with_ip(64, &bytes, IP, DecoderOptions::NONE);
+        let instr = decoder.decode();
+        let mut factory = InstructionInfoFactory::new();
+        assert_eq!(
+            access_point(&instr, bytes[0], true, &mut factory),
+            Some(AccessPoint {
+                first_byte: 0x48,
+                ..p(5, 15, REG_NONE, 1, 8, 8, ACCESS_READ)
+            })
+        );
+        // The same instruction, found in a real executable by its end.
+        let d = Disassembler::open(Path::new("/proc/self/exe")).unwrap();
+        let pts = d.access_points();
+        let some = pts[pts.len() / 2];
+        let found = d.access_point_before(some.vaddr + some.len as u64);
+        assert_eq!(found, Some(some));
+        assert_eq!(d.access_point_before(some.vaddr + 1), None);
     }
 }

@@ -50,6 +50,7 @@ pub use ops::{
     acquire, acquire_from, after, before_fork, begin_create, cond_wait, end_create, forked_child,
     process_exit, program_point, release, simple, thread_exit,
 };
+pub use preempt::program_yielded;
 pub use syscalls::syscall;
 
 /// True when this process replays.

@@ -302,16 +302,63 @@ extern "C" fn on_preempt(_sig: c_int, info: *mut libc::siginfo_t, uc: *mut c_voi
         r.polls.fetch_add(1, Ordering::AcqRel);
     }
     let saved = raw::errno();
+    give_baton_away(c);
+    raw::set_errno(saved);
+}
+
+/// Between two events: lets the strategy pick who runs now (another
+/// thread than this one, when one can), and waits for the baton back.
+fn give_baton_away(c: &ControlHeader) {
     let _busy = Busy::enter();
-    // Between two events: let the strategy pick who runs now.
     PREEMPTING.with(|p| p.set(true));
     {
-        let _g = lock(r);
+        let _g = lock(st(c));
         set_state(c, rp::PENDING);
         decide(c);
     }
     PREEMPTING.with(|p| p.set(false));
     wait_for_baton(c);
+}
+
+thread_local! {
+    /// The turn of this thread's last `sched_yield` outside any event, and
+    /// how many it made in that turn.
+    static YIELDS: Cell<(u64, u32)> = const { Cell::new((u64::MAX, 0)) };
+}
+
+/// The program called `sched_yield` (not an event: the kernel's choice is
+/// not recorded). A baton holder that yields twice in one turn is waiting
+/// in a loop for another thread, which cannot run while it holds the
+/// baton: it gives the baton away at once, as the supervisor's nudge would
+/// after 20 ms (a request/reply loop that polls this way would wait 20 ms
+/// a request). A single yield lets the thread run on, as before.
+pub fn program_yielded() {
+    if IN_AGENT.with(|b| b.get()) != 0 {
+        return;
+    }
+    let Some(c) = ctl::control() else { return };
+    let r = st(c);
+    let Some(t) = my_entry(c) else { return };
+    if t.state.load(Ordering::Acquire) != rp::RUNNING
+        || r.baton.load(Ordering::Acquire) != my_key()
+        || r.divergence.state.load(Ordering::Acquire) != 0
+    {
+        return;
+    }
+    let turn = r.turn.0.load(Ordering::Acquire);
+    let n = YIELDS.with(|y| {
+        let (at, n) = y.get();
+        let n = if at == turn { n + 1 } else { 1 };
+        y.set((turn, n));
+        n
+    });
+    if n < 2 {
+        return;
+    }
+    r.poller.store(my_key(), Ordering::Release);
+    r.polls.fetch_add(1, Ordering::AcqRel);
+    let saved = raw::errno();
+    give_baton_away(c);
     raw::set_errno(saved);
 }
 

@@ -70,8 +70,7 @@ impl<'r> ReplaySession<'r> {
         let ctl = super::replay_control(replay, checkpoint.ring_slots)?;
         let observe = match &opts.observe {
             Some(plan) => {
-                let points = replay.access_points()?;
-                Some(ObserveBlock::create(&points, plan).map_err(ReplayError::Control)?)
+                Some(ObserveBlock::create(replay.stack_plan()?, plan).map_err(ReplayError::Control)?)
             }
             None => None,
         };
