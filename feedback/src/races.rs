@@ -555,6 +555,17 @@ fn writers(obs: &Observation) -> Vec<(Occurrence, Option<Occurrence>)> {
 /// the passing one (or another value), latest first: what made the
 /// failing run fail, when no single flip did.
 pub fn reads_from_diff(failing: &Observation, passing: &Observation) -> Vec<ReadsFromDiff> {
+    reads_from_diff_by(failing, passing, false)
+}
+
+/// [`reads_from_diff`]; with `same_writer`, also the reads that saw
+/// another write of the same thread with another value (a thread that
+/// overwrote a variable in a loop before the reader got to it).
+fn reads_from_diff_by(
+    failing: &Observation,
+    passing: &Observation,
+    same_writer: bool,
+) -> Vec<ReadsFromDiff> {
     let id = |o: &Occurrence| (o.access.key, o.access.pc, o.n);
     let wid = |w: &Option<Occurrence>| w.map(|w| id(&w));
     let pass: HashMap<(u32, u64, u32), (Occurrence, Option<Occurrence>)> = writers(passing)
@@ -573,7 +584,8 @@ pub fn reads_from_diff(failing: &Observation, passing: &Observation) -> Vec<Read
             let other_value = pr.is_none_or(|pr| pr.access.after != r.access.after);
             let cross = w.is_some_and(|w| w.access.key != r.access.key)
                 || pw.is_some_and(|w| w.access.key != r.access.key);
-            (wid(&w) != wid(&pw) && other_thread && other_value && cross).then_some(ReadsFromDiff {
+            let writers_differ = other_thread || (same_writer && w.is_some() && pw.is_some());
+            (wid(&w) != wid(&pw) && writers_differ && other_value && cross).then_some(ReadsFromDiff {
                 read: r,
                 writer: w,
                 passing_read: pr,
@@ -626,18 +638,20 @@ pub fn first_racy_diff(
     failing: &Observation,
     passing: &Observation,
 ) -> Option<RacyDiff> {
-    let diffs = reads_from_diff(failing, passing);
     let order = SketchOrder::new(replay);
     let (fo, po) = (order.run(failing), order.run(passing));
-    let racy: Vec<RacyDiff> = diffs
-        .iter()
-        .rev()
-        .filter_map(|d| racing_writer(d, &fo, &po))
-        .collect();
-    racy.iter()
-        .find(|r| r.diff.passing_read.is_some())
-        .or_else(|| racy.first())
-        .copied()
+    // Another writer thread first; else another write of the same one.
+    [false, true].into_iter().find_map(|same_writer| {
+        let racy: Vec<RacyDiff> = reads_from_diff_by(failing, passing, same_writer)
+            .iter()
+            .rev()
+            .filter_map(|d| racing_writer(d, &fo, &po))
+            .collect();
+        racy.iter()
+            .find(|r| r.diff.passing_read.is_some())
+            .or_else(|| racy.first())
+            .copied()
+    })
 }
 
 /// The flip that keeps the failing run's side of a reads-from difference

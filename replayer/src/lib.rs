@@ -218,6 +218,14 @@ impl Replay {
         Ok(s.plan(&base))
     }
 
+    /// Changes whenever observed attempts found a place on a thread's stack
+    /// that others reach, or an instruction of its owner there: the
+    /// observations made before miss those accesses.
+    pub fn stack_generation(&self) -> u64 {
+        let s = self.stack_sharing.lock().unwrap_or_else(|e| e.into_inner());
+        s.generation()
+    }
+
     /// What an observed attempt's agents wrote, learned from (for the
     /// attempts after it) and in the form the search reads.
     pub fn observation_of(&self, block: &observe::ObserveBlock) -> Observation {

@@ -41,6 +41,9 @@ pub struct StackSharing {
     extra: BTreeMap<u64, AccessPoint>,
     /// What each reported address-after resolved to.
     resolved: HashMap<u64, Option<AccessPoint>>,
+    /// Bumped whenever a place or an instruction is found: an observation
+    /// made before sees less than one made after.
+    generation: u64,
 }
 
 /// What an attempt's observation block gets from what was learned.
@@ -53,6 +56,11 @@ pub struct StackPlan {
 }
 
 impl StackSharing {
+    /// How many places and instructions were found so far.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// The table and places for the next attempt: `base` (the executable's
     /// access points) with the stack instructions found, every shared
     /// place, and the next places not yet watched.
@@ -111,7 +119,9 @@ impl StackSharing {
                 let Some(point) = point.filter(|p| !in_table(p.vaddr)) else {
                     continue;
                 };
-                self.extra.insert(point.vaddr, point);
+                if self.extra.insert(point.vaddr, point).is_none() {
+                    self.generation += 1;
+                }
                 out.push(Access {
                     flags: point.flags,
                     pc: point.vaddr,
@@ -128,6 +138,7 @@ impl StackSharing {
                     && !self.shared.contains(&place)
                 {
                     self.shared.push(place);
+                    self.generation += 1;
                 }
             }
             out.push(a);

@@ -199,18 +199,29 @@ impl Searcher<'_, '_> {
         failing: &Schedule,
         other: &Schedule,
     ) -> Result<Option<RootCause>, ReplayError> {
-        let f = self
-            .runner
-            .run(failing.clone(), Role::Minimize, true, "observed".into())?;
-        if !self.runner.runs[f].reproduced {
-            return Ok(None);
+        // The two runs may find places on a thread's stack that another
+        // reaches: then their owner's accesses show only in runs after
+        // them, and both are observed once more.
+        let mut f = 0;
+        let mut p = 0;
+        for _ in 0..2 {
+            let seen = self.runner.replay.stack_generation();
+            f = self
+                .runner
+                .run(failing.clone(), Role::Minimize, true, "observed".into())?;
+            if !self.runner.runs[f].reproduced {
+                return Ok(None);
+            }
+            p = self
+                .runner
+                .run(other.clone(), Role::Minimize, true, "observed".into())?;
+            if self.runner.replay.stack_generation() == seen {
+                break;
+            }
         }
         let Some(failing_obs) = self.runner.runs[f].result.observation.clone() else {
             return Ok(None);
         };
-        let p = self
-            .runner
-            .run(other.clone(), Role::Minimize, true, "observed".into())?;
         let mut passing = (!self.runner.runs[p].reproduced)
             .then(|| self.runner.runs[p].result.observation.clone())
             .flatten();
