@@ -8,7 +8,9 @@
 //! - [`search`]: the random and feedback searches, and the minimisation of
 //!   a reproducing schedule's flips.
 //! - [`races`]: the races of an observed attempt that a flip could
-//!   reverse, and reads-from comparisons between two runs.
+//!   reverse.
+//! - [`reads_from`]: which write each read saw, and how two runs differ
+//!   in that.
 //! - [`counts`]: the delay that makes a polling loop skip as many
 //!   iterations as the sketch's event count says it did.
 //! - [`moves`]: two flips at once that make a read of the failing thread
@@ -21,6 +23,7 @@ pub mod counts;
 pub mod moves;
 pub mod planner;
 pub mod races;
+pub mod reads_from;
 pub mod rootcause;
 pub mod runner;
 pub mod search;
