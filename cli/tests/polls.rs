@@ -17,6 +17,11 @@ const SPIN_WAIT: &str = include_str!("programs/spin_wait.c");
 /// `replays` times on its sketch's own schedule: each must end as recorded
 /// in attempt 1 (an attempt that spun until its time limit would not).
 fn spin_wait_replays(args: &[&str], expected: &str, replays: usize) {
+    spin_wait_replays_within(args, expected, replays, "20")
+}
+
+/// [`spin_wait_replays`], each attempt limited to `seconds`.
+fn spin_wait_replays_within(args: &[&str], expected: &str, replays: usize, seconds: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let prog = compile(
         tmp.path(),
@@ -36,7 +41,7 @@ fn spin_wait_replays(args: &[&str], expected: &str, replays: usize) {
         let out = common::replays_as_recorded(
             tmp.path(),
             &trace,
-            &["--timeout-per-attempt", "20"],
+            &["--timeout-per-attempt", seconds],
             LIMIT,
         );
         assert!(out.starts_with(expected), "{out}");
@@ -60,6 +65,15 @@ fn threads_that_spin_wait_for_each_other_replay() {
 #[test]
 fn threads_whose_spin_waits_count_their_iterations_replay() {
     spin_wait_replays(&["5", "count"], "rounds=5 total=675\n", 2);
+}
+
+/// Waits that call `sched_yield` each time round say they wait: the
+/// holder passes the baton at its second yield in a turn, without waiting
+/// for a nudge. 300 rounds are 600 waits: by nudges alone (one at least
+/// every 20 ms) they would take 12 s, beyond the attempt's 4.
+#[test]
+fn threads_that_poll_with_sched_yield_pass_the_baton_at_once() {
+    spin_wait_replays_within(&["300", "yield"], "rounds=300 total=2031750\n", 2, "4");
 }
 
 const SPINLOCK_WRITE: &str = include_str!("programs/spinlock_write.c");

@@ -69,8 +69,8 @@ fn arm_one(addr: u64) -> bool {
         libc::SYS_fcntl,
         [fd as u64, libc::F_DUPFD_CLOEXEC as u64, FD_FLOOR, 0, 0, 0],
     );
-    if high >= 0 {
-        raw::syscall6(libc::SYS_close, [fd as u64, 0, 0, 0, 0, 0]);
-    }
-    true
+    // Closed either way: a descriptor left among the program's would
+    // shift the numbers its next opens get from the recorded ones.
+    raw::syscall6(libc::SYS_close, [fd as u64, 0, 0, 0, 0, 0]);
+    high >= 0
 }

@@ -7,9 +7,12 @@
  * the baton never lets the other one set the flag. With `count`, each wait
  * counts its iterations in a register (as a bounded spin before backing
  * off, or a retry statistic, does): the loop's registers change each time.
+ * With `yield`, each wait calls sched_yield() each time round (as a spin
+ * lock's back-off does).
  *
- * usage: spin_wait [rounds] [count]
+ * usage: spin_wait [rounds] [count|yield]
  */
+#include <sched.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,12 +22,17 @@ static volatile int go, done;
 static int rounds = 5;
 static long total;
 static pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
-static int counting;
+static int counting, yielding;
 static long spins;          /* iterations spent waiting: varies, not printed */
 
 /* Spins until *flag reaches r. */
 static void wait_for(volatile int *flag, int r)
 {
+    if (yielding) {
+        while (*flag < r)
+            sched_yield();
+        return;
+    }
     if (!counting) {
         while (*flag < r)
             ;
@@ -56,6 +64,7 @@ int main(int argc, char **argv)
     pthread_t t;
     if (argc > 1) rounds = atoi(argv[1]);
     counting = argc > 2 && strcmp(argv[2], "count") == 0;
+    yielding = argc > 2 && strcmp(argv[2], "yield") == 0;
     pthread_create(&t, NULL, worker, NULL);
     for (int r = 1; r <= rounds; r++) {
         go = r;
