@@ -403,6 +403,9 @@ impl Done<'_> {
             if let Some(h) = richer_sketch_hint(self.replay) {
                 out!("  hint: {h}");
             }
+            if let Some(n) = watch_note(result) {
+                out!("  note: {n}");
+            }
             return;
         };
         // The program's own output first, as `reprise record` shows it.
@@ -472,6 +475,9 @@ impl Done<'_> {
         }
         if let Some(note) = revocation_note(self.replay, res) {
             out!("  note: {note}");
+        }
+        if let Some(n) = watch_note(result) {
+            out!("  note: {n}");
         }
         let random = matches!(r.schedule.strategy, Strategy::Random | Strategy::Preempt);
         match self.report {
@@ -579,6 +585,24 @@ fn run_line(r: &Run) -> String {
 
 /// What a user must know when a thread lost the baton asleep in the
 /// kernel: the schedule alone no longer decided the run from there.
+/// Observed runs whose agents could not set the hardware watchpoints that
+/// find a thread's own accesses to its stack objects other threads reach.
+fn watch_note(result: &SearchResult) -> Option<String> {
+    let refused: u64 = result
+        .runs
+        .iter()
+        .filter_map(|r| r.result.observation.as_ref())
+        .map(|o| o.watch_failed)
+        .sum();
+    (refused > 0).then(|| {
+        format!(
+            "{refused} hardware watchpoint(s) could not be set (perf_event_open refused: \
+             a container's seccomp, or kernel.perf_event_paranoid above 2): a thread's own \
+             accesses to the objects on its stack that other threads reach are not seen"
+        )
+    })
+}
+
 fn revocation_note(replay: &Replay, res: &reprise_replayer::AttemptResult) -> Option<String> {
     let first = res.first_revocation?;
     Some(format!(

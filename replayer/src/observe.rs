@@ -101,6 +101,9 @@ pub struct Observation {
     pub installed: bool,
     /// The executable's load bias (runtime address - ELF address).
     pub bias: u64,
+    /// Hardware watchpoints the agents could not set (perf_event_open
+    /// refused): places on a thread's stack whose owner stays unseen.
+    pub watch_failed: u64,
 }
 
 /// Accesses kept per attempt (56 bytes each; the file is sparse).
@@ -207,6 +210,7 @@ impl ObserveBlock {
             preemptions: h.preemptions.load(Ordering::Acquire),
             installed: h.installed.load(Ordering::Acquire) != 0,
             bias: h.bias.load(Ordering::Acquire),
+            watch_failed: h.watch_failed.load(Ordering::Acquire),
         }
     }
 }
