@@ -66,12 +66,12 @@ static void *worker(void *p)
     struct workerpool *wp = p;
     for (;;) {
         pthread_mutex_lock(&wp->mutex);
-        while (wp->taskspos == wp->ntasks && !wp->quit) {
+        while (wp->taskspos == wp->ntasks && !wp->quit) {   /* RACE */
             wp->end_count++;
             pthread_cond_broadcast(&wp->endcond);
             pthread_cond_wait(&wp->startcond, &wp->mutex);
         }
-        if (wp->taskspos == wp->ntasks) {
+        if (wp->taskspos == wp->ntasks) {                       /* RACE */
             pthread_mutex_unlock(&wp->mutex);
             return NULL;
         }
