@@ -559,3 +559,45 @@ fn checkpoints_give_the_state_a_replay_from_the_start_gives() {
     let end = r.cmd("continue");
     assert!(end.contains("(the recorded failure)"), "{end}");
 }
+
+/// `race` on a run whose failure needs a race with an object on a
+/// thread's stack (glibc_12674_sem_on_stack: the client destroys the
+/// semaphore on its stack while the worker's post still reads it): the
+/// debugger's one observed replay finds the place, observes again, and
+/// names the owner's write through its stack pointer, with its value.
+#[test]
+fn race_names_a_write_through_the_owners_stack_pointer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let exe = common::compile_testbug(root, "glibc_12674_sem_on_stack");
+    let trace = root.join("sem");
+    let failed = |o: &reprise_schema::OutcomeInfo| o.kind == OutcomeKind::Assertion;
+    let mut answer = String::new();
+    for _ in 0..3 {
+        assert!(
+            record_until(root, &trace, &exe, &["20", "10000000"], 20, failed),
+            "glibc_12674_sem_on_stack: no failure in 20 recorded runs"
+        );
+        let t = trace.to_str().unwrap();
+        let args = ["replay", t, "--jobs", "1", "--max-attempts", "10"];
+        run_reprise(root, &args, None, LIMIT);
+        if read_schedule(&trace).ok().flatten().is_none() {
+            continue;
+        }
+        let o = run_reprise(
+            root,
+            &["debug", t, "--no-program-output", "-ex", "race", "--batch"],
+            None,
+            LIMIT,
+        );
+        answer = String::from_utf8_lossy(&o.stdout).into_owned() + &stderr(&o);
+        break;
+    }
+    assert!(answer.contains("on the stack of thread 0"), "{answer}");
+    assert!(
+        answer.contains("thread 0 writes at glibc_12674_sem_on_stack.c:107 in call"),
+        "{answer}"
+    );
+    assert!(answer.contains("[rsp+"), "{answer}");
+    assert!(answer.contains("thread 0 wrote 57005"), "{answer}");
+}

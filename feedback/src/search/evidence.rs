@@ -12,6 +12,11 @@ use reprise_replayer::{is_failure, ReplayError, Schedule};
 use super::{Role, RootCause, Run, SearchResult, Searcher};
 use crate::races::{self, Focus, Race};
 
+/// Observed runs of an explanation made again at most this many times in
+/// all while they keep finding places on a thread's stack that another
+/// thread reaches (each watches four; the owner's accesses show after).
+const STACK_PASSES: usize = 3;
+
 /// Races flipped, one at a time, to find the one whose flip prevents a
 /// failure that the sketch alone reproduces.
 const PREVENTION_TRIES: usize = 6;
@@ -204,7 +209,7 @@ impl Searcher<'_, '_> {
         // them, and both are observed once more.
         let mut f = 0;
         let mut p = 0;
-        for _ in 0..2 {
+        for _ in 0..STACK_PASSES {
             let seen = self.runner.replay.stack_generation();
             f = self
                 .runner
@@ -281,11 +286,31 @@ impl Searcher<'_, '_> {
         &mut self,
         sc: &Schedule,
     ) -> Result<Option<RootCause>, ReplayError> {
+        // The runs may find places on a thread's stack that another
+        // reaches: the owner's accesses there show (and a flip waiting for
+        // them completes) only in runs after them; then all are run again.
+        let mut pass = 0;
+        loop {
+            let seen = self.runner.replay.stack_generation();
+            let rc = self.explain_flips_observed(sc, pass == 0)?;
+            pass += 1;
+            if pass == STACK_PASSES || self.runner.replay.stack_generation() == seen {
+                return Ok(rc);
+            }
+        }
+    }
+
+    /// [`Self::explain_flips`], from runs made before when `reuse`.
+    fn explain_flips_observed(
+        &mut self,
+        sc: &Schedule,
+        reuse: bool,
+    ) -> Result<Option<RootCause>, ReplayError> {
         let flips = sc.flips.clone();
         if flips.is_empty() {
             return Ok(None);
         }
-        let failing = match observed(&self.runner.runs, &flips) {
+        let failing = match observed(&self.runner.runs, &flips).filter(|_| reuse) {
             Some(r) if r.reproduced => r.result.observation.clone(),
             _ => {
                 let i = self
@@ -301,7 +326,7 @@ impl Searcher<'_, '_> {
         for k in 0..flips.len() {
             let mut fewer = flips.clone();
             fewer.remove(k);
-            let obs = match observed(&self.runner.runs, &fewer) {
+            let obs = match observed(&self.runner.runs, &fewer).filter(|_| reuse) {
                 Some(r) => r.result.observation.clone(),
                 None => {
                     let s2 = sc.clone().with_flips(fewer);
