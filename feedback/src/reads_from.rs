@@ -73,12 +73,14 @@ fn reads_from_diff_by(
             let cross = w.is_some_and(|w| w.access.key != r.access.key)
                 || pw.is_some_and(|w| w.access.key != r.access.key);
             let writers_differ = other_thread || (same_writer && w.is_some() && pw.is_some());
-            (wid(&w) != wid(&pw) && writers_differ && other_value && cross).then_some(ReadsFromDiff {
-                read: r,
-                writer: w,
-                passing_read: pr,
-                passing_writer: pw,
-            })
+            (wid(&w) != wid(&pw) && writers_differ && other_value && cross).then_some(
+                ReadsFromDiff {
+                    read: r,
+                    writer: w,
+                    passing_read: pr,
+                    passing_writer: pw,
+                },
+            )
         })
         .collect();
     out.reverse();
@@ -272,4 +274,3 @@ pub fn last_writers(obs: &Observation, thread: Option<u32>) -> Vec<ReadsFromDiff
     });
     out
 }
-

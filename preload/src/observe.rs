@@ -335,7 +335,11 @@ extern "C" fn on_trap(_sig: c_int, info: *mut libc::siginfo_t, uc: *mut c_void) 
             let pc = (g[libc::REG_RIP as usize] as u64).wrapping_sub(1);
             begin_step(h, pc, g);
         } else if code == crate::watch::TRAP_PERF {
-            watch_hit(h, (*info).si_addr() as u64, g[libc::REG_RIP as usize] as u64);
+            watch_hit(
+                h,
+                (*info).si_addr() as u64,
+                g[libc::REG_RIP as usize] as u64,
+            );
         }
         raw::set_errno(saved);
     }

@@ -98,11 +98,7 @@ impl StackSharing {
     ) -> Vec<Access> {
         self.watched.extend(plan.watch.iter().copied());
         let tops = stack_tops(&accesses);
-        let in_table = |pc: u64| {
-            plan.points
-                .binary_search_by_key(&pc, |p| p.vaddr)
-                .is_ok()
-        };
+        let in_table = |pc: u64| plan.points.binary_search_by_key(&pc, |p| p.vaddr).is_ok();
         let mut out = Vec::with_capacity(accesses.len());
         for a in accesses {
             if a.flags & ACCESS_STACK != 0 {

@@ -206,7 +206,10 @@ impl Disassembler {
     pub fn access_point_before(&self, next_ip: u64) -> Option<AccessPoint> {
         let i = self.sections.partition_point(|s| s.vaddr < next_ip);
         let s = self.sections.get(i.checked_sub(1)?)?;
-        if SKIPPED_SECTIONS.contains(&s.name.as_str()) {
+        // Past the section (another object's code: libc's, the agent's).
+        if SKIPPED_SECTIONS.contains(&s.name.as_str())
+            || next_ip > s.vaddr + (s.end - s.start) as u64
+        {
             return None;
         }
         let code = &self.data[s.start..s.end];

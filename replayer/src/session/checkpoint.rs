@@ -69,9 +69,9 @@ impl<'r> ReplaySession<'r> {
     ) -> Result<Self, ReplayError> {
         let ctl = super::replay_control(replay, checkpoint.ring_slots)?;
         let observe = match &opts.observe {
-            Some(plan) => {
-                Some(ObserveBlock::create(replay.stack_plan()?, plan).map_err(ReplayError::Control)?)
-            }
+            Some(plan) => Some(
+                ObserveBlock::create(replay.stack_plan()?, plan).map_err(ReplayError::Control)?,
+            ),
             None => None,
         };
         let mut mailbox = [0u8; 256];
