@@ -463,35 +463,32 @@ unsafe fn finish_step(h: &ObserveHeader, step: Step, g: &mut [i64; 23]) {
     let pt = &points(h)[step.point];
     let me = replay::current_key();
     if h.options & OPT_LOG != 0 {
-        let i = h.log_len.fetch_add(1, Ordering::AcqRel);
-        if i < h.log_capacity {
-            // The instruction just accessed these bytes: they are mapped.
-            // A watched place is read through the kernel (a read here
-            // would hit the watchpoint).
-            let after = if h.nwatch > 0 && h.is_shared_stack(step.addr) {
-                peek(step.addr, pt.size)
-            } else {
-                read_now(step.addr, pt.size)
-            };
-            let before = if pt.flags & ACCESS_WRITE != 0 {
-                step.before
-            } else {
-                after
-            };
-            let (turn, last_event) = replay::positions();
-            *log_slot(h, i) = Access {
+        // The instruction just accessed these bytes: they are mapped.
+        // A watched place is read through the kernel (a read here would
+        // hit the watchpoint).
+        let after = if h.nwatch > 0 && h.is_shared_stack(step.addr) {
+            peek(step.addr, pt.size)
+        } else {
+            read_now(step.addr, pt.size)
+        };
+        let before = if pt.flags & ACCESS_WRITE != 0 {
+            step.before
+        } else {
+            after
+        };
+        log(
+            h,
+            Access {
                 key: me,
                 flags: pt.flags,
                 size: pt.size,
-                _pad: 0,
                 pc: pt.vaddr,
                 addr: step.addr,
                 before,
                 after,
-                turn,
-                last_event,
-            };
-        }
+                ..Access::default()
+            },
+        );
     }
     let anchor = ob::anchor_of(replay::positions().1);
     for f in &h.flips[..(h.nflips as usize).min(ob::MAX_FLIPS)] {

@@ -79,8 +79,9 @@ pub struct Replay {
     ring_slots: u64,
     /// The executable's access points, decoded on first use.
     points: std::sync::OnceLock<Result<Arc<Vec<reprise_abi::observe::AccessPoint>>, String>>,
-    /// The executable, decoded again for instructions found by watchpoints.
-    disasm: std::sync::OnceLock<Option<reprise_tracee::access_points::Disassembler>>,
+    /// The executable, read once: its access points, and the instructions
+    /// watchpoints report.
+    disasm: std::sync::OnceLock<Result<reprise_tracee::access_points::Disassembler, String>>,
     /// Places on threads' stacks that others reach, learned from observed
     /// attempts for the ones after them.
     stack_sharing: std::sync::Mutex<stack_sharing::StackSharing>,
@@ -200,13 +201,20 @@ impl Replay {
         &self,
     ) -> Result<Arc<Vec<reprise_abi::observe::AccessPoint>>, ReplayError> {
         self.points
-            .get_or_init(|| {
-                reprise_tracee::access_points::access_points(&self.header.program_path)
-                    .map(Arc::new)
-                    .map_err(|e| e.to_string())
-            })
+            .get_or_init(|| Ok(Arc::new(self.disassembler()?.access_points())))
             .clone()
             .map_err(ReplayError::Decode)
+    }
+
+    /// The executable, read on first use.
+    fn disassembler(&self) -> Result<&reprise_tracee::access_points::Disassembler, String> {
+        self.disasm
+            .get_or_init(|| {
+                reprise_tracee::access_points::Disassembler::open(&self.header.program_path)
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     /// The access table and stack places for the next observed attempt:
@@ -230,12 +238,7 @@ impl Replay {
     /// attempts after it) and in the form the search reads.
     pub fn observation_of(&self, block: &observe::ObserveBlock) -> Observation {
         let mut o = block.observation();
-        let disasm = self
-            .disasm
-            .get_or_init(|| {
-                reprise_tracee::access_points::Disassembler::open(&self.header.program_path).ok()
-            })
-            .as_ref();
+        let disasm = self.disassembler().ok();
         let mut s = self.stack_sharing.lock().unwrap_or_else(|e| e.into_inner());
         o.accesses = s.learn(std::mem::take(&mut o.accesses), block.stack_plan(), disasm);
         o

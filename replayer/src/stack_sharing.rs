@@ -41,9 +41,6 @@ pub struct StackSharing {
     extra: BTreeMap<u64, AccessPoint>,
     /// What each reported address-after resolved to.
     resolved: HashMap<u64, Option<AccessPoint>>,
-    /// Bumped whenever a place or an instruction is found: an observation
-    /// made before sees less than one made after.
-    generation: u64,
 }
 
 /// What an attempt's observation block gets from what was learned.
@@ -56,9 +53,10 @@ pub struct StackPlan {
 }
 
 impl StackSharing {
-    /// How many places and instructions were found so far.
+    /// How many places and instructions were found so far (both only
+    /// grow): an observation made before sees less than one made after.
     pub fn generation(&self) -> u64 {
-        self.generation
+        (self.shared.len() + self.extra.len()) as u64
     }
 
     /// The table and places for the next attempt: `base` (the executable's
@@ -115,9 +113,7 @@ impl StackSharing {
                 let Some(point) = point.filter(|p| !in_table(p.vaddr)) else {
                     continue;
                 };
-                if self.extra.insert(point.vaddr, point).is_none() {
-                    self.generation += 1;
-                }
+                self.extra.insert(point.vaddr, point);
                 out.push(Access {
                     flags: point.flags,
                     pc: point.vaddr,
@@ -134,7 +130,6 @@ impl StackSharing {
                     && !self.shared.contains(&place)
                 {
                     self.shared.push(place);
-                    self.generation += 1;
                 }
             }
             out.push(a);

@@ -179,22 +179,30 @@ impl Disassembler {
             if SKIPPED_SECTIONS.contains(&s.name.as_str()) {
                 continue;
             }
-            let code = &self.data[s.start..s.end];
-            let mut decoder = Decoder::with_ip(64, code, s.vaddr, DecoderOptions::NONE);
-            let mut instr = iced_x86::Instruction::default();
-            while decoder.can_decode() {
-                let offset = decoder.position();
-                decoder.decode_out(&mut instr);
+            for (instr, first_byte) in self.instructions(s) {
                 if self.skipped.iter().any(|r| r.contains(&instr.ip())) {
                     continue;
                 }
-                if let Some(p) = access_point(&instr, code[offset], false, &mut factory) {
+                if let Some(p) = access_point(&instr, first_byte, false, &mut factory) {
                     points.push(p);
                 }
             }
         }
         points.sort_by_key(|p| p.vaddr);
         points
+    }
+
+    /// The instructions of section `s`, decoded from its start (a linear
+    /// sweep), each with its first byte.
+    fn instructions<'a>(
+        &'a self,
+        s: &CodeSection,
+    ) -> impl Iterator<Item = (iced_x86::Instruction, u8)> + 'a {
+        let code = &self.data[s.start..s.end];
+        let vaddr = s.vaddr;
+        Decoder::with_ip(64, code, vaddr, DecoderOptions::NONE)
+            .into_iter()
+            .map(move |i| (i, code[(i.ip() - vaddr) as usize]))
     }
 
     /// The instruction that ends where `next_ip` (an ELF address) begins,
@@ -212,21 +220,11 @@ impl Disassembler {
         {
             return None;
         }
-        let code = &self.data[s.start..s.end];
-        let mut decoder = Decoder::with_ip(64, code, s.vaddr, DecoderOptions::NONE);
-        let mut instr = iced_x86::Instruction::default();
-        while decoder.can_decode() {
-            let offset = decoder.position();
-            decoder.decode_out(&mut instr);
-            if instr.next_ip() == next_ip {
-                let mut factory = InstructionInfoFactory::new();
-                return access_point(&instr, code[offset], true, &mut factory);
-            }
-            if instr.next_ip() > next_ip {
-                return None;
-            }
-        }
-        None
+        let (instr, first_byte) = self
+            .instructions(s)
+            .find(|(i, _)| i.next_ip() >= next_ip)
+            .filter(|(i, _)| i.next_ip() == next_ip)?;
+        access_point(&instr, first_byte, true, &mut InstructionInfoFactory::new())
     }
 }
 

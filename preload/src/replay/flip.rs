@@ -24,7 +24,7 @@ pub fn positions() -> (u64, u64) {
 }
 
 /// True if this thread holds the baton outside agent code.
-fn may_switch(c: &ControlHeader) -> bool {
+pub(super) fn may_switch(c: &ControlHeader) -> bool {
     IN_AGENT.with(|b| b.get()) == 0
         && st(c).baton.load(Ordering::Acquire) == my_key()
         && my_entry(c).is_some_and(|t| t.state.load(Ordering::Acquire) == rp::RUNNING)

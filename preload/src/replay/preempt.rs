@@ -9,7 +9,8 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use reprise_abi::{replay as rp, ControlHeader};
 
 use super::baton::{decide, next_random, wait_for_baton};
-use super::{lock, my_entry, my_key, set_state, st};
+use super::flip::may_switch;
+use super::{lock, my_key, set_state, st};
 use crate::ctl;
 use crate::raw;
 
@@ -268,18 +269,11 @@ fn thread_cpu_ns() -> u64 {
 }
 
 extern "C" fn on_preempt(_sig: c_int, info: *mut libc::siginfo_t, uc: *mut c_void) {
-    if IN_AGENT.with(|b| b.get()) != 0 {
-        return;
-    }
     let Some(c) = ctl::control() else { return };
-    let r = st(c);
-    let Some(t) = my_entry(c) else { return };
-    if t.state.load(Ordering::Acquire) != rp::RUNNING
-        || r.baton.load(Ordering::Acquire) != my_key()
-        || r.divergence.state.load(Ordering::Acquire) != 0
-    {
+    if !may_switch(c) {
         return;
     }
+    let r = st(c);
     // SAFETY: the kernel passes a valid siginfo and ucontext to an
     // SA_SIGINFO handler.
     let (code, regs) = unsafe {
@@ -298,17 +292,24 @@ extern "C" fn on_preempt(_sig: c_int, info: *mut libc::siginfo_t, uc: *mut c_voi
         if !spinning(r.turn.0.load(Ordering::Acquire), regs, thread_cpu_ns()) {
             return;
         }
-        r.poller.store(my_key(), Ordering::Release);
-        r.polls.fetch_add(1, Ordering::AcqRel);
+        count_poll(c);
     }
-    let saved = raw::errno();
     give_baton_away(c);
-    raw::set_errno(saved);
+}
+
+/// This thread polls for another: the supervisor's progress check counts
+/// it.
+fn count_poll(c: &ControlHeader) {
+    let r = st(c);
+    r.poller.store(my_key(), Ordering::Release);
+    r.polls.fetch_add(1, Ordering::AcqRel);
 }
 
 /// Between two events: lets the strategy pick who runs now (another
 /// thread than this one, when one can), and waits for the baton back.
+/// The program's `errno` is kept.
 fn give_baton_away(c: &ControlHeader) {
+    let saved = raw::errno();
     let _busy = Busy::enter();
     PREEMPTING.with(|p| p.set(true));
     {
@@ -318,6 +319,7 @@ fn give_baton_away(c: &ControlHeader) {
     }
     PREEMPTING.with(|p| p.set(false));
     wait_for_baton(c);
+    raw::set_errno(saved);
 }
 
 thread_local! {
@@ -333,19 +335,11 @@ thread_local! {
 /// after 20 ms (a request/reply loop that polls this way would wait 20 ms
 /// a request). A single yield lets the thread run on, as before.
 pub fn program_yielded() {
-    if IN_AGENT.with(|b| b.get()) != 0 {
-        return;
-    }
     let Some(c) = ctl::control() else { return };
-    let r = st(c);
-    let Some(t) = my_entry(c) else { return };
-    if t.state.load(Ordering::Acquire) != rp::RUNNING
-        || r.baton.load(Ordering::Acquire) != my_key()
-        || r.divergence.state.load(Ordering::Acquire) != 0
-    {
+    if !may_switch(c) {
         return;
     }
-    let turn = r.turn.0.load(Ordering::Acquire);
+    let turn = st(c).turn.0.load(Ordering::Acquire);
     let n = YIELDS.with(|y| {
         let (at, n) = y.get();
         let n = if at == turn { n + 1 } else { 1 };
@@ -355,11 +349,8 @@ pub fn program_yielded() {
     if n < 2 {
         return;
     }
-    r.poller.store(my_key(), Ordering::Release);
-    r.polls.fetch_add(1, Ordering::AcqRel);
-    let saved = raw::errno();
+    count_poll(c);
     give_baton_away(c);
-    raw::set_errno(saved);
 }
 
 #[cfg(test)]
