@@ -54,6 +54,17 @@ fn feedback_names_a_race_on_a_threads_stack() {
     check_feedback(&["glibc_12674_sem_on_stack"]);
 }
 
+/// A loop that checks a pointer or flag without the lock in every
+/// iteration and skipped some while another thread was between the two
+/// steps of an update (a log closed and reopened; a file handle cleared
+/// and published): the replay must skip exactly as many iterations (a
+/// count-matched delay, feedback/src/counts.rs), found even from a run in
+/// which the loop skipped them all.
+#[test]
+fn feedback_reproduces_a_loop_that_skipped_iterations() {
+    check_feedback(&["mysql_791_binlog", "wiredtiger_2706_log_switch"]);
+}
+
 fn check_feedback(programs: &[&str]) {
     let started = Instant::now();
     let tmp = tempfile::tempdir().unwrap();

@@ -65,33 +65,48 @@ pub fn count_delay(occ: &[Occurrence], focus: Focus, events: &SketchOrder) -> Op
             continue;
         }
         let addr = reads[0].access.addr;
-        // The events between the thread's earlier reads of that flag that
-        // saw it otherwise: one iteration's worth, the same each time.
-        let passing: Vec<usize> = occ
+        // The events from each of the thread's earlier reads of that flag
+        // that saw it otherwise to its next read of it (the first stale
+        // one after the last): one iteration's worth, the same each time.
+        // A stretch after a single passing iteration measures it too.
+        let checks: Vec<&Occurrence> = occ
             .iter()
-            .filter(|o| {
-                let a = &o.access;
-                a.key == me && a.pc == pc && a.last_event < last && a.after != stale
-            })
-            .map(done)
+            .filter(|o| o.access.key == me && o.access.pc == pc)
             .collect();
-        let tail = &passing[passing.len().saturating_sub(PASSING_READS)..];
-        let steps: Vec<usize> = tail.windows(2).map(|w| w[1] - w[0]).collect();
-        let Some(&k) = steps.last() else { continue };
-        if k == 0 || steps.iter().any(|&s| s != k) {
-            continue;
-        }
-        let pass = expected / k as u64;
+        let passing: Vec<usize> = checks
+            .windows(2)
+            .filter(|w| w[0].access.last_event < last && w[0].access.after != stale)
+            .map(|w| done(w[1]) - done(w[0]))
+            .collect();
+        let steps = &passing[passing.len().saturating_sub(PASSING_READS)..];
+        let pass = match steps.last() {
+            Some(&k) if k == 0 || steps.iter().any(|&s| s != k) => continue,
+            Some(&k) => expected / k as u64,
+            // No iteration passed before the stretch in this run (the flag
+            // was stale from the loop's first read): the recorded events
+            // still to come, when they repeat, are the passing iterations.
+            None => {
+                let from = mine.len() - expected as usize;
+                match events.thread_shapes(me).get(from..).and_then(repeats) {
+                    Some(n) => n,
+                    None => continue,
+                }
+            }
+        };
         if pass == 0 || pass >= n {
             continue;
         }
-        // Another thread must write the flag for the delay to end.
-        let rewritten = occ.iter().any(|o| {
-            o.access.key != me
-                && is_write(&o.access)
-                && o.access.addr == addr
-                && o.access.after != stale
-        });
+        // Another thread must write the flag for the delay to end: it
+        // wrote it in this run (the stale value, when the run stopped
+        // while it was held before it could write it back), and the flag
+        // had another value in this run (a loop bound read in every
+        // iteration, written once before, is no flag).
+        let here = |o: &&Occurrence| o.access.addr == addr;
+        let rewritten = occ
+            .iter()
+            .filter(here)
+            .any(|o| o.access.key != me && is_write(&o.access))
+            && occ.iter().filter(here).any(|o| o.access.after != stale);
         if !rewritten {
             continue;
         }
@@ -109,6 +124,21 @@ pub fn count_delay(occ: &[Occurrence], focus: Focus, events: &SketchOrder) -> Op
         });
     }
     None
+}
+
+/// Longest period of the events of one passing iteration.
+const MAX_PERIOD: usize = 8;
+
+/// How many times the events at the front of `shapes` repeat one pattern
+/// (of at most [`MAX_PERIOD`] events, at least twice), all but its last
+/// event (how the thread ended): the passing iterations among them. None
+/// if they do not.
+fn repeats(shapes: &[(reprise_abi::EventKind, u64)]) -> Option<u64> {
+    let body = &shapes[..shapes.len().saturating_sub(1)];
+    (1..=MAX_PERIOD).find_map(|p| {
+        let whole = body.len() / p * p;
+        (whole >= 2 * p && (p..whole).all(|i| body[i] == body[i - p])).then_some((whole / p) as u64)
+    })
 }
 
 #[cfg(test)]
@@ -195,6 +225,108 @@ mod tests {
         // Of the 6 reads of the stretch, the first 3 skip: the 4th (the
         // 8th check of the run) waits for U's write.
         assert_eq!((d.first.access.pc, d.first.n), (CHECK, 8));
+    }
+
+    /// The replay ran T's loop from its first iteration with the flag
+    /// already cleared by U (U held inside its update, which it did not
+    /// finish): one passing iteration, then `stale` reads of 0, and U's
+    /// only write there is the clearing one.
+    fn skipped_after_one_pass(stale: usize) -> (Vec<Occurrence>, SketchOrder) {
+        let t_events: Vec<u64> = (0..7).flat_map(|i| [10 + 4 * i, 11 + 4 * i]).collect();
+        let mut log = vec![Access {
+            key: U,
+            flags: ACCESS_WRITE,
+            size: 4,
+            pc: 0x1243,
+            addr: FLAG,
+            before: 1,
+            after: 0,
+            turn: 12,
+            last_event: 12,
+            ..Access::default()
+        }];
+        log.push(check(1, 0));
+        log.extend((0..stale).map(|_| check(0, t_events[1])));
+        let occ = log
+            .iter()
+            .enumerate()
+            .map(|(index, a)| Occurrence {
+                access: *a,
+                n: log[..=index].iter().filter(|b| b.pc == a.pc).count() as u32,
+                k: 1,
+                index,
+            })
+            .collect();
+        let order = SketchOrder::from_positions(HashMap::from([(T, t_events), (U, vec![11, 29])]));
+        (occ, order)
+    }
+
+    #[test]
+    fn one_passing_iteration_measures_the_events_of_an_iteration() {
+        let (occ, order) = skipped_after_one_pass(9);
+        // T left the sketch at its 3rd event: 12 events (6 passing
+        // iterations) were still to come, of 9 reads in its stretch.
+        let focus = Focus {
+            pos: 14,
+            thread: Some(T),
+        };
+        let d = count_delay(&occ, focus, &order).expect("a count-matched delay");
+        assert!(d.delay && d.standing);
+        // 3 of the stretch's reads skip: the 4th (the 5th check of the
+        // run) waits for U's next write, the one U was held before.
+        assert_eq!((d.first.access.pc, d.first.n), (CHECK, 5));
+    }
+
+    #[test]
+    fn without_a_passing_iteration_the_sketchs_repeating_events_count_them() {
+        use reprise_abi::EventKind::{MutexLock, MutexUnlock, ThreadExit};
+        let (mut occ, order) = skipped_after_one_pass(9);
+        // No passing check: the flag was stale from the loop's first read.
+        occ.retain(|o| o.access.after == 0);
+        let t_events = order.thread_events(T).to_vec();
+        // T's recorded events: 6 iterations of lock and unlock, then its
+        // exit (at positions 10..=22, 34).
+        let mut positions: Vec<u64> = t_events[..12].to_vec();
+        positions.push(34);
+        let mut shapes: Vec<_> = (0..6)
+            .flat_map(|_| [(MutexLock, 0x80), (MutexUnlock, 0x80)])
+            .collect();
+        shapes.push((ThreadExit, 0));
+        let order = SketchOrder::from_shapes(
+            HashMap::from([(T, positions), (U, vec![11, 29])]),
+            HashMap::from([(T, shapes)]),
+        );
+        // U cleared a flag main had set (the value another write left).
+        occ.push(Occurrence {
+            access: Access {
+                key: 3,
+                flags: ACCESS_WRITE,
+                size: 4,
+                pc: 0x1500,
+                addr: FLAG,
+                before: 0,
+                after: 1,
+                turn: 1,
+                last_event: 1,
+                ..Access::default()
+            },
+            n: 1,
+            k: 1,
+            index: occ.len(),
+        });
+        // T left the sketch at its first event: all 6 iterations pass, of
+        // the 9 stale reads: the 4th waits (the 5th check: the passing one
+        // dropped kept its number).
+        let focus = Focus {
+            pos: 10,
+            thread: Some(T),
+        };
+        let d = count_delay(&occ, focus, &order).expect("a count-matched delay");
+        assert_eq!((d.first.access.pc, d.first.n), (CHECK, 5));
+        // A value read in every iteration that no write ever changed (a
+        // loop bound) is not a flag to wait on.
+        occ.retain(|o| o.access.key != 3);
+        assert!(count_delay(&occ, focus, &order).is_none());
     }
 
     #[test]

@@ -171,6 +171,12 @@ const SCORE_DELAY: u64 = 6;
 /// The races of an observed attempt that a flip could reverse, the most
 /// suspect first: nearest to the focus, and among those, the ones that
 /// change what the failing thread reads.
+/// The count-matched delay of an observed attempt (see [`crate::counts`]),
+/// if the thread at its focus left the sketch by skipping iterations.
+pub fn count_delay(replay: &Replay, obs: &Observation, focus: Focus) -> Option<Race> {
+    crate::counts::count_delay(&occurrences(obs), focus, &SketchOrder::new(replay))
+}
+
 pub fn races(replay: &Replay, obs: &Observation, focus: Focus) -> Vec<Race> {
     let events = SketchOrder::new(replay);
     let occ = occurrences(obs);

@@ -440,7 +440,12 @@ impl Searcher<'_, '_> {
                 } else {
                     node.flips.len()
                 };
-                let cost = depth * DEPTH_COST + k;
+                // A count-matched delay is computed, not guessed: next.
+                let cost = if node.races[k].standing {
+                    0
+                } else {
+                    depth * DEPTH_COST + k
+                };
                 frontier.push(Reverse((cost, n, k, false)));
                 frontier.push(Reverse((cost + DEFER_COST, n, k, true)));
             }
@@ -564,7 +569,15 @@ impl Searcher<'_, '_> {
                 let at = nodes[n].races.len() - 1;
                 frontier.push(Reverse((cost, n, at, false)));
             }
-            if let (true, Some(obs)) = (progressed, r.observation.clone()) {
+            // A run that left the sketch early because a polling loop
+            // skipped every iteration (its flip held the writer) is short
+            // of the recorded run, yet it is the one run whose stretch
+            // counts the loop's reads: its count-matched delay is next.
+            let skipped = !progressed
+                && r.observation.as_ref().is_some_and(|o| {
+                    races::count_delay(self.runner.replay, o, self.focus(r)).is_some()
+                });
+            if let (true, Some(obs)) = (progressed || skipped, r.observation.clone()) {
                 if !seen_rf.insert(races::reads_from_digest(&obs)) {
                     result.duplicates += 1;
                     note.push_str("; the same execution as an earlier attempt");

@@ -556,6 +556,15 @@ fn standing_again(f: &ob::Flip, addr: u64, size: u8) -> bool {
             .is_ok()
 }
 
+/// The thread held by the earliest flip still holding, if any.
+pub fn earliest_held() -> Option<u32> {
+    let h = header()?;
+    h.flips[..(h.nflips as usize).min(ob::MAX_FLIPS)]
+        .iter()
+        .find(|f| f.state.load(Ordering::Acquire) == ob::FLIP_HOLDING)
+        .map(|f| f.held)
+}
+
 /// Called by the scheduler when nobody can run while `key` is held: the
 /// flip it waits for cannot happen; it runs on.
 pub fn flip_infeasible(key: u32) {

@@ -34,6 +34,9 @@ use crate::Replay;
 pub struct SketchOrder {
     /// Ring positions of each thread's events (baton key), in order.
     events: HashMap<u32, Vec<u64>>,
+    /// What each of those events is (its kind and object), to tell a
+    /// repeating pattern: same index as `events`.
+    shapes: HashMap<u32, Vec<(EventKind, u64)>>,
     /// For each forked process: where it was forked.
     forks: HashMap<u32, ForkPoint>,
 }
@@ -51,12 +54,12 @@ struct ForkPoint {
 impl SketchOrder {
     pub fn new(replay: &Replay) -> SketchOrder {
         let mut events: HashMap<u32, Vec<u64>> = HashMap::new();
+        let mut shapes: HashMap<u32, Vec<(EventKind, u64)>> = HashMap::new();
         let mut forks: HashMap<u32, ForkPoint> = HashMap::new();
         for (e, &pos) in replay.events.iter().zip(&replay.positions) {
-            events
-                .entry(rp::key(e.process as u32, e.thread))
-                .or_default()
-                .push(pos);
+            let key = rp::key(e.process as u32, e.thread);
+            events.entry(key).or_default().push(pos);
+            shapes.entry(key).or_default().push((e.kind, e.object));
             if e.kind == EventKind::Fork {
                 let point = ForkPoint {
                     parent: e.process as u32,
@@ -66,7 +69,11 @@ impl SketchOrder {
                 forks.insert(e.arg0 as u32, point);
             }
         }
-        SketchOrder { events, forks }
+        SketchOrder {
+            events,
+            shapes,
+            forks,
+        }
     }
 
     /// The order of threads whose events are at these ring positions (by
@@ -74,6 +81,20 @@ impl SketchOrder {
     pub fn from_positions(events: HashMap<u32, Vec<u64>>) -> SketchOrder {
         SketchOrder {
             events,
+            shapes: HashMap::new(),
+            forks: HashMap::new(),
+        }
+    }
+
+    /// The same, with what each event is (kind, object): for tests of
+    /// what reads the events' pattern.
+    pub fn from_shapes(
+        events: HashMap<u32, Vec<u64>>,
+        shapes: HashMap<u32, Vec<(EventKind, u64)>>,
+    ) -> SketchOrder {
+        SketchOrder {
+            events,
+            shapes,
             forks: HashMap::new(),
         }
     }
@@ -96,6 +117,12 @@ impl SketchOrder {
     /// Ring positions of thread `key`'s recorded events, in order.
     pub fn thread_events(&self, key: u32) -> &[u64] {
         self.events.get(&key).map_or(&[], Vec::as_slice)
+    }
+
+    /// What thread `key`'s recorded events are (kind, object), in order
+    /// (empty when not known).
+    pub fn thread_shapes(&self, key: u32) -> &[(EventKind, u64)] {
+        self.shapes.get(&key).map_or(&[], Vec::as_slice)
     }
 
     /// Ring position of the `Fork` event of process `p`, if it was forked.
@@ -251,6 +278,7 @@ mod tests {
                 (t1, vec![2, 3, 4, 5]),
                 (t2, vec![6, 7]),
             ]),
+            shapes: HashMap::new(),
             forks: HashMap::new(),
         }
     }
@@ -313,6 +341,7 @@ mod tests {
                 (other, vec![1, 6, 8]),
                 (child, vec![5]),
             ]),
+            shapes: HashMap::new(),
             forks: HashMap::from([(
                 1,
                 ForkPoint {

@@ -112,11 +112,22 @@ pub(super) fn decide(c: &ControlHeader) {
     }
     let chosen = match n {
         // Nobody else can run while a thread is held for a flip: the flip
-        // cannot happen, the held thread runs on.
-        0 => match r.threads[..live_entries(c)]
-            .iter()
-            .find(|t| t.state.load(Ordering::Acquire) == rp::HELD)
-        {
+        // cannot happen, the held thread runs on. Of several held threads,
+        // the one of the earliest flip: a later flip was planned on a run
+        // in which the earlier one could not happen, and is the one being
+        // tried.
+        0 => match crate::observe::earliest_held()
+            .and_then(|k| {
+                r.threads[..live_entries(c)].iter().find(|t| {
+                    t.key.load(Ordering::Relaxed) == k
+                        && t.state.load(Ordering::Acquire) == rp::HELD
+                })
+            })
+            .or_else(|| {
+                r.threads[..live_entries(c)]
+                    .iter()
+                    .find(|t| t.state.load(Ordering::Acquire) == rp::HELD)
+            }) {
             Some(t) => {
                 let k = t.key.load(Ordering::Relaxed);
                 crate::observe::flip_infeasible(k);
