@@ -13,8 +13,10 @@
 //!
 //! The number of iterations to skip follows from the counts: the thread's
 //! recorded events from where it left the sketch (`E`), the events one
-//! passing iteration makes (`k`, measured on the run's earlier iterations),
-//! and the reads of the flag in its last stretch (`n`, every one skipped).
+//! passing iteration makes (`k`, measured on the run's earlier iterations,
+//! from a passing read of the flag to the next read; or, when none passed,
+//! the period of the thread's recorded events still to come), and the
+//! reads of the flag in its last stretch (`n`, every one skipped).
 //! Exactly `E / k` of those must pass, the last ones: the read number
 //! `n - E / k` of the stretch is delayed until another thread writes the
 //! flag. A delay at the nearest read, or at the first one of the stretch,
