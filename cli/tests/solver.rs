@@ -89,7 +89,17 @@ fn solver_reproduces(
     tries: u32,
     extra: &[&str],
 ) -> (Value, usize) {
-    let mut opts = vec!["--strategy", "solver", "--max-attempts", "10"];
+    // An attempt takes a second or two; one that runs into its limit is
+    // stuck, and ten of them at the default 30 s would outlast `LIMIT`
+    // (seen once in CI, on fex_3881 in the debug build under load).
+    let mut opts = vec![
+        "--strategy",
+        "solver",
+        "--max-attempts",
+        "10",
+        "--timeout-per-attempt",
+        "12",
+    ];
     opts.extend_from_slice(extra);
     reproduces_within(root, trace, prog, args, tries, &opts, 10)
 }

@@ -344,6 +344,12 @@ impl Explainer {
                     .map_or((f.until, f.until_pc, f.until_n), id),
                 _ => (f.until, f.until_pc, f.until_n),
             };
+            // The held access never came (the thread was still held when
+            // the run failed): the flip only kept that thread from running,
+            // and what the others did meanwhile is the cause, not this pair.
+            if held_occ.is_none() {
+                continue;
+            }
             let until_occ = occ.iter().find(|o| id(o) == until);
             if let (Some(a), Some(b)) = (held_occ, until_occ) {
                 if !run.race(a, b) {
