@@ -13,6 +13,7 @@
 
 use reprise_abi::replay as rp;
 use reprise_feedback::planner::{search_with, SchedulePlanner};
+use reprise_feedback::races;
 use reprise_feedback::runner::Runner;
 use reprise_feedback::search::{
     FeedbackPlanner, Role, RootCause, Run, SearchOptions, SearchResult,
@@ -218,6 +219,48 @@ impl Solver<'_, '_> {
         self.runner.runs[i].reproduced
     }
 
+    /// Run `i` left the sketch because a polling loop skipped every
+    /// iteration (see `reprise_feedback::counts`): its schedule with the
+    /// count-matched delay, which no query expresses (it asks what reads
+    /// may see, not how many of a stretch's reads pass), if not run yet.
+    fn count_matched(&self, i: usize) -> Option<(Schedule, String)> {
+        let run = &self.runner.runs[i];
+        let r = &run.result;
+        if r.outcome().is_some() {
+            return None;
+        }
+        let focus = races::Focus {
+            pos: r.stopped_at,
+            thread: r.diverging_thread,
+        };
+        let delay = races::count_delay(self.runner.replay, r.observation.as_ref()?, focus)?;
+        let mut flips = run.schedule.flips.clone();
+        flips.extend(delay.flips(false));
+        let sc = run.schedule.clone().with_flips(flips);
+        let note = "the count-matched delay of a loop that skipped its iterations";
+        (!self.runner.runs.iter().any(|x| x.schedule == sc)).then(|| (sc, note.to_string()))
+    }
+
+    /// Runs the count-matched delays of runs `ran` (see
+    /// [`Self::count_matched`]); true if one reproduced.
+    fn run_count_matched(
+        &mut self,
+        ran: &[usize],
+        result: &mut SearchResult,
+    ) -> Result<bool, ReplayError> {
+        let delays: Vec<(Schedule, String)> =
+            ran.iter().filter_map(|&i| self.count_matched(i)).collect();
+        let room = self.runner.limit().saturating_sub(self.runner.attempts) as usize;
+        let delays: Vec<_> = delays.into_iter().take(room).collect();
+        if delays.is_empty() {
+            return Ok(false);
+        }
+        Ok(self
+            .run_all(delays)?
+            .into_iter()
+            .any(|i| self.found(result, i)))
+    }
+
     /// What run `i` read joins the classes tried; it is returned as a
     /// possible base for the next queries (None: it observed nothing).
     fn learn(&mut self, i: usize, failing: Option<u32>, end: u64) -> Option<Base> {
@@ -285,7 +328,7 @@ impl Solver<'_, '_> {
         first.truncate(self.runner.budget().max(1) as usize);
         for (sc, note) in first {
             let i = self.run_all(vec![(sc, note)])?[0];
-            if self.found(result, i) {
+            if self.found(result, i) || self.run_count_matched(&[i], result)? {
                 return Ok(());
             }
             if let Some(b) = self.learn(i, failing, end) {
@@ -366,10 +409,11 @@ impl Solver<'_, '_> {
                 }
             }
             let mut moved = false;
-            for (i, object) in self.run_all(batch)?.into_iter().zip(objects) {
-                if self.found(result, i) {
-                    return Ok(());
-                }
+            let ran = self.run_all(batch)?;
+            if ran.iter().any(|&i| self.found(result, i)) || self.run_count_matched(&ran, result)? {
+                return Ok(());
+            }
+            for (i, object) in ran.into_iter().zip(objects) {
                 if let Some(mut b) = self.learn(i, failing, end) {
                     b.object = object;
                     // As far along the sketch or further: its accesses
