@@ -173,6 +173,19 @@ mod tests {
         }
     }
 
+    /// The log's accesses, each numbered among its instruction's.
+    fn numbered(log: &[Access]) -> Vec<Occurrence> {
+        log.iter()
+            .enumerate()
+            .map(|(index, a)| Occurrence {
+                access: *a,
+                n: log[..=index].iter().filter(|b| b.pc == a.pc).count() as u32,
+                k: 1,
+                index,
+            })
+            .collect()
+    }
+
     /// A loop that checks the flag in every iteration and, when it is set,
     /// makes two events (lock, unlock: T's events at 10, 11, 12, 13, ...).
     /// Recorded: 4 passing iterations, 3 skipped ones while U had the flag
@@ -199,16 +212,7 @@ mod tests {
             last_event: 31,
             ..Access::default()
         });
-        let occ = log
-            .iter()
-            .enumerate()
-            .map(|(index, a)| Occurrence {
-                access: *a,
-                n: log[..=index].iter().filter(|b| b.pc == a.pc).count() as u32,
-                k: 1,
-                index,
-            })
-            .collect();
+        let occ = numbered(&log);
         let order = SketchOrder::from_positions(HashMap::from([(T, t_events), (U, vec![29, 30])]));
         (occ, order)
     }
@@ -249,16 +253,7 @@ mod tests {
         }];
         log.push(check(1, 0));
         log.extend((0..stale).map(|_| check(0, t_events[1])));
-        let occ = log
-            .iter()
-            .enumerate()
-            .map(|(index, a)| Occurrence {
-                access: *a,
-                n: log[..=index].iter().filter(|b| b.pc == a.pc).count() as u32,
-                k: 1,
-                index,
-            })
-            .collect();
+        let occ = numbered(&log);
         let order = SketchOrder::from_positions(HashMap::from([(T, t_events), (U, vec![11, 29])]));
         (occ, order)
     }
