@@ -19,7 +19,8 @@
 //! reads of the flag in its last stretch (`n`, every one skipped).
 //! Exactly `E / k` of those must pass, the last ones: the read number
 //! `n - E / k` of the stretch is delayed until another thread writes the
-//! flag. A delay at the nearest read, or at the first one of the stretch,
+//! flag (the first, when none may skip: the thread ran on past the other
+//! thread's second step, which the sketch put before its next read). A delay at the nearest read, or at the first one of the stretch,
 //! skips too many or too few iterations, and the run leaves the sketch at
 //! the thread's last event instead.
 
@@ -95,7 +96,7 @@ pub fn count_delay(occ: &[Occurrence], focus: Focus, events: &SketchOrder) -> Op
                 }
             }
         };
-        if pass == 0 || pass >= n {
+        if pass == 0 || pass > n {
             continue;
         }
         // Another thread must write the flag for the delay to end: it
@@ -272,6 +273,20 @@ mod tests {
         // 3 of the stretch's reads skip: the 4th (the 5th check of the
         // run) waits for U's next write, the one U was held before.
         assert_eq!((d.first.access.pc, d.first.n), (CHECK, 5));
+    }
+
+    #[test]
+    fn with_no_iteration_left_to_skip_the_first_stale_read_waits() {
+        // 6 reads in the stretch, 6 passing iterations still to come: the
+        // loop skipped none here (the recorded run lost its statement
+        // another way); the first read waits for U's write.
+        let (occ, order) = skipped_after_one_pass(6);
+        let focus = Focus {
+            pos: 14,
+            thread: Some(T),
+        };
+        let d = count_delay(&occ, focus, &order).expect("a count-matched delay");
+        assert_eq!((d.first.access.pc, d.first.n), (CHECK, 2));
     }
 
     #[test]
