@@ -583,8 +583,6 @@ fn run_line(r: &Run) -> String {
     )
 }
 
-/// What a user must know when a thread lost the baton asleep in the
-/// kernel: the schedule alone no longer decided the run from there.
 /// Observed runs whose agents could not set the hardware watchpoints that
 /// find a thread's own accesses to its stack objects other threads reach.
 fn watch_note(result: &SearchResult) -> Option<String> {
@@ -603,6 +601,8 @@ fn watch_note(result: &SearchResult) -> Option<String> {
     })
 }
 
+/// What a user must know when a thread lost the baton asleep in the
+/// kernel: the schedule alone no longer decided the run from there.
 fn revocation_note(replay: &Replay, res: &reprise_replayer::AttemptResult) -> Option<String> {
     let first = res.first_revocation?;
     Some(format!(

@@ -20,9 +20,10 @@
 //! Exactly `E / k` of those must pass, the last ones: the read number
 //! `n - E / k` of the stretch is delayed until another thread writes the
 //! flag (the first, when none may skip: the thread ran on past the other
-//! thread's second step, which the sketch put before its next read). A delay at the nearest read, or at the first one of the stretch,
-//! skips too many or too few iterations, and the run leaves the sketch at
-//! the thread's last event instead.
+//! thread's second step, which the sketch put before its next read). A
+//! delay at the nearest read, or at the first one of the stretch, skips
+//! too many or too few iterations, and the run leaves the sketch at the
+//! thread's last event instead.
 
 use std::collections::HashMap;
 
@@ -174,6 +175,23 @@ mod tests {
         }
     }
 
+    /// Thread `key`'s write of the flag at `pc`, from `before` to `after`,
+    /// its `turn` and `last_event` both `last`.
+    fn flag_write(key: u32, pc: u64, before: u64, after: u64, last: u64) -> Access {
+        Access {
+            key,
+            flags: ACCESS_WRITE,
+            size: 4,
+            pc,
+            addr: FLAG,
+            before,
+            after,
+            turn: last,
+            last_event: last,
+            ..Access::default()
+        }
+    }
+
     /// The log's accesses, each numbered among its instruction's.
     fn numbered(log: &[Access]) -> Vec<Occurrence> {
         log.iter()
@@ -201,18 +219,7 @@ mod tests {
         let stretch = t_events[7];
         log.extend((0..6).map(|_| check(0, stretch)));
         // U sets the flag again (at its event 30 in the recording).
-        log.push(Access {
-            key: U,
-            flags: ACCESS_WRITE,
-            size: 4,
-            pc: 0x1246,
-            addr: FLAG,
-            before: 0,
-            after: 1,
-            turn: 31,
-            last_event: 31,
-            ..Access::default()
-        });
+        log.push(flag_write(U, 0x1246, 0, 1, 31));
         let occ = numbered(&log);
         let order = SketchOrder::from_positions(HashMap::from([(T, t_events), (U, vec![29, 30])]));
         (occ, order)
@@ -240,18 +247,7 @@ mod tests {
     /// only write there is the clearing one.
     fn skipped_after_one_pass(stale: usize) -> (Vec<Occurrence>, SketchOrder) {
         let t_events: Vec<u64> = (0..7).flat_map(|i| [10 + 4 * i, 11 + 4 * i]).collect();
-        let mut log = vec![Access {
-            key: U,
-            flags: ACCESS_WRITE,
-            size: 4,
-            pc: 0x1243,
-            addr: FLAG,
-            before: 1,
-            after: 0,
-            turn: 12,
-            last_event: 12,
-            ..Access::default()
-        }];
+        let mut log = vec![flag_write(U, 0x1243, 1, 0, 12)];
         log.push(check(1, 0));
         log.extend((0..stale).map(|_| check(0, t_events[1])));
         let occ = numbered(&log);
@@ -310,18 +306,7 @@ mod tests {
         );
         // U cleared a flag main had set (the value another write left).
         occ.push(Occurrence {
-            access: Access {
-                key: 3,
-                flags: ACCESS_WRITE,
-                size: 4,
-                pc: 0x1500,
-                addr: FLAG,
-                before: 0,
-                after: 1,
-                turn: 1,
-                last_event: 1,
-                ..Access::default()
-            },
+            access: flag_write(3, 0x1500, 0, 1, 1),
             n: 1,
             k: 1,
             index: occ.len(),

@@ -326,12 +326,17 @@ impl Explainer {
         for (k, f) in rc.flips.iter().enumerate() {
             let passing = rc.passing.get(k);
             let held = (f.held, f.held_pc, f.held_n);
-            let held_occ = occ.iter().find(|o| id(o) == held);
+            // The held access never came (the thread was still held when
+            // the run failed): the flip only kept that thread from running,
+            // and what the others did meanwhile is the cause, not this pair.
+            let Some(h) = occ.iter().find(|o| id(o) == held) else {
+                continue;
+            };
             // A delayed read: the other access is the write it waited for,
             // the last other thread's write there before it in the failing
             // run that the sketch does not order before it.
-            let until = match held_occ {
-                Some(h) if f.until_addr != 0 => occ[..occ.partition_point(|o| o.index < h.index)]
+            let until = if f.until_addr != 0 {
+                occ[..occ.partition_point(|o| o.index < h.index)]
                     .iter()
                     .rev()
                     .find(|o| {
@@ -341,18 +346,12 @@ impl Explainer {
                             && f.until_addr < o.access.addr + o.access.size.max(1) as u64
                             && run.race(o, h)
                     })
-                    .map_or((f.until, f.until_pc, f.until_n), id),
-                _ => (f.until, f.until_pc, f.until_n),
+                    .map_or((f.until, f.until_pc, f.until_n), id)
+            } else {
+                (f.until, f.until_pc, f.until_n)
             };
-            // The held access never came (the thread was still held when
-            // the run failed): the flip only kept that thread from running,
-            // and what the others did meanwhile is the cause, not this pair.
-            if held_occ.is_none() {
-                continue;
-            }
-            let until_occ = occ.iter().find(|o| id(o) == until);
-            if let (Some(a), Some(b)) = (held_occ, until_occ) {
-                if !run.race(a, b) {
+            if let Some(u) = occ.iter().find(|o| id(o) == until) {
+                if !run.race(h, u) {
                     continue;
                 }
             }

@@ -233,7 +233,8 @@ impl Solver<'_, '_> {
             pos: r.stopped_at,
             thread: r.diverging_thread,
         };
-        let delay = races::count_delay(self.runner.replay, r.observation.as_ref()?, focus)?;
+        let occ = races::occurrences(r.observation.as_ref()?);
+        let delay = reprise_feedback::counts::count_delay(&occ, focus, &self.order)?;
         let mut flips = run.schedule.flips.clone();
         flips.extend(delay.flips(false));
         let sc = run.schedule.clone().with_flips(flips);
@@ -248,10 +249,12 @@ impl Solver<'_, '_> {
         ran: &[usize],
         result: &mut SearchResult,
     ) -> Result<bool, ReplayError> {
-        let delays: Vec<(Schedule, String)> =
-            ran.iter().filter_map(|&i| self.count_matched(i)).collect();
         let room = self.runner.limit().saturating_sub(self.runner.attempts) as usize;
-        let delays: Vec<_> = delays.into_iter().take(room).collect();
+        let delays: Vec<(Schedule, String)> = ran
+            .iter()
+            .filter_map(|&i| self.count_matched(i))
+            .take(room)
+            .collect();
         if delays.is_empty() {
             return Ok(false);
         }

@@ -117,19 +117,14 @@ pub(super) fn decide(c: &ControlHeader) {
         // in which the earlier one could not happen, and is the one being
         // tried.
         0 => match crate::observe::earliest_held()
-            .and_then(|k| {
-                r.threads[..live_entries(c)].iter().find(|t| {
-                    t.key.load(Ordering::Relaxed) == k
-                        && t.state.load(Ordering::Acquire) == rp::HELD
-                })
-            })
+            .filter(|&k| held(k))
             .or_else(|| {
                 r.threads[..live_entries(c)]
                     .iter()
                     .find(|t| t.state.load(Ordering::Acquire) == rp::HELD)
+                    .map(|t| t.key.load(Ordering::Relaxed))
             }) {
-            Some(t) => {
-                let k = t.key.load(Ordering::Relaxed);
+            Some(k) => {
                 crate::observe::flip_infeasible(k);
                 k
             }
