@@ -11,6 +11,7 @@
 //! syscalls that the agent's own filter traps except through [`raw`].
 
 mod ambient;
+mod c11;
 mod ctl;
 mod fatal;
 mod filter;

@@ -148,6 +148,18 @@ pub unsafe extern "C" fn pthread_mutex_timedlock(
     acquire(K::MutexTimedlock, m as u64, true, || unsafe { f(m, t) })
 }
 
+/// `std::timed_mutex::try_lock_for` (steady clock).
+#[no_mangle]
+pub unsafe extern "C" fn pthread_mutex_clocklock(
+    m: *mut pthread_mutex_t,
+    clock: libc::clockid_t,
+    t: *const timespec,
+) -> c_int {
+    let f = real!(pthread_mutex_clocklock:
+        fn(*mut pthread_mutex_t, libc::clockid_t, *const timespec) -> c_int);
+    acquire(K::MutexTimedlock, m as u64, true, || unsafe { f(m, clock, t) })
+}
+
 #[no_mangle]
 pub unsafe extern "C" fn pthread_mutex_unlock(m: *mut pthread_mutex_t) -> c_int {
     let f = real!(pthread_mutex_unlock: fn(*mut pthread_mutex_t) -> c_int);
@@ -210,6 +222,21 @@ pub unsafe extern "C" fn pthread_cond_timedwait(
     cond_wait_common(c, m, || unsafe { f(c, m, t) })
 }
 
+/// C++'s `condition_variable::wait_for`/`wait_until` on the steady clock
+/// (libstdc++ since GCC 10) call this one: without it the wait would
+/// release and retake the mutex unseen by the sketch.
+#[no_mangle]
+pub unsafe extern "C" fn pthread_cond_clockwait(
+    c: *mut pthread_cond_t,
+    m: *mut pthread_mutex_t,
+    clock: libc::clockid_t,
+    t: *const timespec,
+) -> c_int {
+    let f = real!(pthread_cond_clockwait:
+        fn(*mut pthread_cond_t, *mut pthread_mutex_t, libc::clockid_t, *const timespec) -> c_int);
+    cond_wait_common(c, m, || unsafe { f(c, m, clock, t) })
+}
+
 #[no_mangle]
 pub unsafe extern "C" fn pthread_cond_signal(c: *mut pthread_cond_t) -> c_int {
     let f = real!(pthread_cond_signal @ "GLIBC_2.3.2": fn(*mut pthread_cond_t) -> c_int);
@@ -232,6 +259,50 @@ pub unsafe extern "C" fn pthread_rwlock_rdlock(l: *mut pthread_rwlock_t) -> c_in
 pub unsafe extern "C" fn pthread_rwlock_wrlock(l: *mut pthread_rwlock_t) -> c_int {
     let f = real!(pthread_rwlock_wrlock: fn(*mut pthread_rwlock_t) -> c_int);
     acquire(K::RwWrlock, l as u64, true, || unsafe { f(l) })
+}
+
+// The timed forms are the same events: a timeout is logged as the
+// operation's result, and a replay returns it without waiting.
+#[no_mangle]
+pub unsafe extern "C" fn pthread_rwlock_timedrdlock(
+    l: *mut pthread_rwlock_t,
+    t: *const timespec,
+) -> c_int {
+    let f = real!(pthread_rwlock_timedrdlock: fn(*mut pthread_rwlock_t, *const timespec) -> c_int);
+    acquire(K::RwRdlock, l as u64, false, || unsafe { f(l, t) })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn pthread_rwlock_timedwrlock(
+    l: *mut pthread_rwlock_t,
+    t: *const timespec,
+) -> c_int {
+    let f = real!(pthread_rwlock_timedwrlock: fn(*mut pthread_rwlock_t, *const timespec) -> c_int);
+    acquire(K::RwWrlock, l as u64, true, || unsafe { f(l, t) })
+}
+
+/// `std::shared_timed_mutex::try_lock_shared_for` (steady clock).
+#[no_mangle]
+pub unsafe extern "C" fn pthread_rwlock_clockrdlock(
+    l: *mut pthread_rwlock_t,
+    clock: libc::clockid_t,
+    t: *const timespec,
+) -> c_int {
+    let f = real!(pthread_rwlock_clockrdlock:
+        fn(*mut pthread_rwlock_t, libc::clockid_t, *const timespec) -> c_int);
+    acquire(K::RwRdlock, l as u64, false, || unsafe { f(l, clock, t) })
+}
+
+/// `std::shared_timed_mutex::try_lock_for` (steady clock).
+#[no_mangle]
+pub unsafe extern "C" fn pthread_rwlock_clockwrlock(
+    l: *mut pthread_rwlock_t,
+    clock: libc::clockid_t,
+    t: *const timespec,
+) -> c_int {
+    let f = real!(pthread_rwlock_clockwrlock:
+        fn(*mut pthread_rwlock_t, libc::clockid_t, *const timespec) -> c_int);
+    acquire(K::RwWrlock, l as u64, true, || unsafe { f(l, clock, t) })
 }
 
 #[no_mangle]
@@ -262,6 +333,16 @@ pub unsafe extern "C" fn sem_wait(s: *mut sem_t) -> c_int {
 pub unsafe extern "C" fn sem_timedwait(s: *mut sem_t, t: *const timespec) -> c_int {
     let f = real!(sem_timedwait: fn(*mut sem_t, *const timespec) -> c_int);
     acquire(K::SemWait, s as u64, false, || unsafe { f(s, t) })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sem_clockwait(
+    s: *mut sem_t,
+    clock: libc::clockid_t,
+    t: *const timespec,
+) -> c_int {
+    let f = real!(sem_clockwait: fn(*mut sem_t, libc::clockid_t, *const timespec) -> c_int);
+    acquire(K::SemWait, s as u64, false, || unsafe { f(s, clock, t) })
 }
 
 #[no_mangle]

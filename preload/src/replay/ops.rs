@@ -155,8 +155,13 @@ pub fn process_exit() {
     }
 }
 
+/// Operations whose recorded failure (a timeout; for a read-write lock
+/// also a refusal) acquired nothing: a replay returns it without calling.
 fn is_timed(kind: K) -> bool {
-    matches!(kind, K::MutexTimedlock | K::SemWait)
+    matches!(
+        kind,
+        K::MutexTimedlock | K::SemWait | K::RwRdlock | K::RwWrlock
+    )
 }
 
 /// A blocking acquiring operation (logged after it completes).
