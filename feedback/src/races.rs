@@ -136,15 +136,21 @@ impl Race {
 }
 
 /// True if swapping `x` (first) and `y` changes a value read or left in
-/// memory: a read would see another write, or the last write would be
+/// memory: a read would see another value, or the last write would be
 /// another value. Swapping two writes of one value, or a read with a
-/// write that does not change the value, is no flip at all.
+/// write that does not change the value, is no flip at all; nor is a
+/// read moved past a write of the very value it read (a flag set again, a
+/// freed object's memory given to a new one that writes the same field):
+/// the other writes between them put back what the read saw.
 fn changes_values(x: &Access, y: &Access) -> bool {
+    // A read's value (`before` == `after`) compares with a write's only
+    // when both cover the same bytes.
+    let same_bytes = x.addr == y.addr && x.size == y.size;
     match (is_write(x), is_write(y)) {
-        // x would read y's value instead of the one before y.
-        (false, true) => y.after != y.before,
-        // y would read what was there before x.
-        (true, false) => x.after != x.before,
+        // x would read y's value instead of the one it read.
+        (false, true) => y.after != y.before && !(same_bytes && y.after == x.after),
+        // y would read what was there before x instead of what it read.
+        (true, false) => x.after != x.before && !(same_bytes && x.before == y.after),
         (true, true) => x.after != y.after,
         (false, false) => false,
     }
@@ -622,5 +628,40 @@ mod tests {
         };
         assert_eq!(delay.flip(false).held_anchor, 0);
         assert_eq!(delay.flip(false).until_anchor, 0);
+    }
+
+    fn at(addr: u64, write: bool, before: u64, after: u64) -> Access {
+        Access {
+            addr,
+            size: 8,
+            flags: if write { ACCESS_WRITE } else { 0 },
+            before,
+            after,
+            ..Access::default()
+        }
+    }
+
+    /// A flip that would make a read see the value it saw already is no
+    /// flip: a freed object's field written again with the same value by
+    /// the next object at that address, after the destructor's write.
+    #[test]
+    fn a_read_moved_past_a_write_of_its_own_value_changes_nothing() {
+        let read_alive = at(0x100, false, 0x600d, 0x600d);
+        let destructor = at(0x100, true, 0x600d, 0xdead);
+        let constructor = at(0x100, true, 0xdead, 0x600d);
+        assert!(changes_values(&read_alive, &destructor));
+        assert!(!changes_values(&read_alive, &constructor));
+        // The other way round: a read moved before a write reads what was
+        // there before it.
+        let read_dead = at(0x100, false, 0xdead, 0xdead);
+        assert!(changes_values(&destructor, &read_dead));
+        assert!(!changes_values(&constructor, &at(0x100, false, 0xdead, 0xdead)));
+        // Other bytes: the values do not compare, the write's change decides.
+        let narrow = Access {
+            size: 4,
+            ..at(0x100, false, 0x600d, 0x600d)
+        };
+        assert!(changes_values(&narrow, &constructor));
+        assert!(!changes_values(&narrow, &at(0x100, true, 7, 7)));
     }
 }
