@@ -37,6 +37,19 @@ pub(super) struct Node {
     pub end: String,
 }
 
+/// Whether `r` is the race flip `f` reversed, at a later instance: the
+/// same two instructions of the same two threads, one way round.
+fn recurs(r: &Race, f: &FlipSpec) -> bool {
+    !r.delay
+        && !r.is_move()
+        && r.first.access.key == f.held
+        && r.first.access.pc == f.held_pc
+        && r.second.access.key == f.until
+        && r.second.access.pc == f.until_pc
+        && r.first.n > f.held_n
+        && r.second.n > f.until_n
+}
+
 impl Node {
     pub fn new(
         replay: &Replay,
@@ -82,6 +95,16 @@ impl Node {
                         && !p.places.contains(&granule(r.second.access.addr))
                 })
             });
+        // The race the last flip reversed, come again at a later instance:
+        // a path the program decides anew in every iteration of a loop
+        // (a pointer or flag read outside the lock, once per job). The
+        // flip got the run further, to where the same decision went the
+        // other way again: the same flip there is the likeliest next one,
+        // ahead of the races the flip exposed.
+        let (recurring, known): (Vec<Race>, Vec<Race>) = known
+            .into_iter()
+            .partition(|r| flips.last().is_some_and(|f| recurs(r, f)));
+        races.splice(0..0, recurring);
         let exposed = races.len();
         races.extend(known);
         // Only the races the search can pick (the first BRANCH) need
@@ -314,6 +337,24 @@ mod tests {
             .map(|n| race(read, occ(2, 0x20, n, true, 100 * n as u64)))
             .collect();
         (all[0], all)
+    }
+
+    /// The flip the node came from, at a later instance of both accesses,
+    /// is that flip come again; an earlier instance, other instructions or
+    /// other threads are not.
+    #[test]
+    fn a_race_recurs_at_a_later_instance_of_the_last_flip() {
+        let r = race(occ(1, 0x10, 9, false, 0), occ(2, 0x20, 4, true, 1));
+        let f = r.flip(false);
+        let later = race(occ(1, 0x10, 12, false, 0), occ(2, 0x20, 6, true, 1));
+        let earlier = race(occ(1, 0x10, 8, false, 0), occ(2, 0x20, 3, true, 1));
+        let other_pc = race(occ(1, 0x18, 12, false, 0), occ(2, 0x20, 6, true, 1));
+        let other_thread = race(occ(3, 0x10, 12, false, 0), occ(2, 0x20, 6, true, 1));
+        assert!(recurs(&later, &f));
+        assert!(!recurs(&r, &f));
+        assert!(!recurs(&earlier, &f));
+        assert!(!recurs(&other_pc, &f));
+        assert!(!recurs(&other_thread, &f));
     }
 
     #[test]
