@@ -19,6 +19,7 @@ use reprise_schema::{EventRecord, TraceReader};
 
 const TIMED_SYNC: &str = include_str!("programs/timed_sync.c");
 const C11_THREADS: &str = include_str!("programs/c11_threads.c");
+const OPENMP_SYNC: &str = include_str!("programs/openmp_sync.c");
 const ETIMEDOUT: i64 = libc::ETIMEDOUT as i64;
 
 const OUTPUT: &str = "mutex_clocklock short: 110
@@ -99,6 +100,36 @@ fn c11_threads_are_sketch_events_and_replay_as_recorded() {
     held_by_one_thread_at_a_time(&evs, mutex);
     let out = replays_as_recorded(tmp.path(), &trace, &[], Duration::from_secs(60));
     assert!(out.starts_with(C11_OUTPUT), "{out}");
+}
+
+const OPENMP_OUTPUT: &str =
+    "unnamed 200 named 400 locked 600 tested 4 atomic 100.0 after_barrier 16\n";
+
+#[test]
+fn openmp_critical_sections_locks_and_barriers_are_sketch_events() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prog = compile(tmp.path(), "openmp_sync", OPENMP_SYNC, &["-O1", "-g", "-fopenmp"]);
+    let trace = tmp.path().join("trace");
+    let evs = record(tmp.path(), &prog, &trace, OPENMP_OUTPUT);
+    // Per object, the locks: the unnamed critical section (4 x 50 + 4
+    // + 4), the named one, the omp lock and the atomic update (4 x 50
+    // each; the lock also by the 4 successful tests).
+    let mut locks: HashMap<u64, usize> = HashMap::new();
+    for e in evs.iter().filter(|e| e.kind == K::MutexLock) {
+        *locks.entry(e.object).or_default() += 1;
+    }
+    let mut counts: Vec<usize> = locks.values().copied().collect();
+    counts.sort_unstable();
+    assert_eq!(counts, [200, 200, 200, 208], "{locks:?}");
+    let tests = evs.iter().filter(|e| e.kind == K::MutexTrylock && e.result == 0);
+    assert_eq!(tests.count(), 4);
+    let barrier = evs.iter().filter(|e| e.kind == K::BarrierWait).count();
+    assert_eq!(barrier, 4, "one explicit barrier, four threads");
+    for (&object, _) in locks.iter() {
+        held_by_one_thread_at_a_time(&evs, object);
+    }
+    let out = replays_as_recorded(tmp.path(), &trace, &[], Duration::from_secs(60));
+    assert!(out.starts_with(OPENMP_OUTPUT), "{out}");
 }
 
 /// Records `prog` into `trace`: it must exit 0 printing `output`. Its

@@ -18,6 +18,7 @@ mod filter;
 mod func_patch;
 mod hooks;
 mod net;
+mod openmp;
 mod observe;
 mod raw;
 mod real;

@@ -21,7 +21,7 @@ use crate::replay;
 
 /// Runs an acquiring operation `f` on `object` and logs it afterwards.
 #[inline(always)]
-fn acquire(kind: K, object: u64, holds: bool, f: impl FnOnce() -> c_int) -> c_int {
+pub(crate) fn acquire(kind: K, object: u64, holds: bool, f: impl FnOnce() -> c_int) -> c_int {
     acquire_from(kind, object, 0, holds, f)
 }
 
@@ -55,7 +55,7 @@ fn acquire_from(kind: K, object: u64, site: u64, holds: bool, f: impl FnOnce() -
 
 /// Logs a releasing operation on `object`, then runs it.
 #[inline(always)]
-fn release(kind: K, object: u64, f: impl FnOnce() -> c_int) -> c_int {
+pub(crate) fn release(kind: K, object: u64, f: impl FnOnce() -> c_int) -> c_int {
     if !ctl::active() {
         return f();
     }
@@ -71,7 +71,7 @@ fn release(kind: K, object: u64, f: impl FnOnce() -> c_int) -> c_int {
 
 /// Logs a non-blocking operation after it ran.
 #[inline(always)]
-fn after(kind: K, object: u64, holds: bool, f: impl FnOnce() -> c_int) -> c_int {
+pub(crate) fn after(kind: K, object: u64, holds: bool, f: impl FnOnce() -> c_int) -> c_int {
     if !ctl::active() {
         return f();
     }
