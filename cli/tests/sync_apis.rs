@@ -2,7 +2,8 @@
 //! their pthread forms: the timed and clock-based waits
 //! (`pthread_mutex_clocklock`, the timed and clock read-write locks,
 //! `sem_clockwait`, `pthread_cond_clockwait`: what C++'s `wait_for`,
-//! `try_lock_for` and `try_lock_shared_for` call) and C11's `<threads.h>`
+//! `try_lock_for` and `try_lock_shared_for` call; the joins that may fail),
+//! C11's `<threads.h>`
 //! (which glibc builds on pthreads inside libc, out of the agent's reach).
 //! A wait on a condition variable releases and retakes its mutex in the
 //! sketch, and a replay returns a recorded timeout without waiting for it.
@@ -33,6 +34,9 @@ sem_clockwait short: -1 errno ETIMEDOUT
 sem_clockwait long: 0
 cond_clockwait short: 110
 cond_clockwait long: flag 1
+tryjoin running: 16
+timedjoin short: 110
+clockjoin long: 0 result 7
 ";
 
 #[test]
@@ -50,6 +54,8 @@ fn timed_and_clock_waits_are_sketch_events_and_replay_as_recorded() {
     assert!(results[&K::SemWait].contains(&-1), "{results:?}");
     assert_eq!(results[&K::CondWait].len(), 2, "{results:?}");
     assert_eq!(results[&K::CondWake], [ETIMEDOUT, 0]);
+    // The helper's join, then the sleeper's three.
+    assert_eq!(results[&K::ThreadJoin], [0, libc::EBUSY as i64, ETIMEDOUT, 0]);
 
     let mutex = evs
         .iter()

@@ -137,6 +137,63 @@ pub unsafe extern "C" fn pthread_join(th: pthread_t, ret: *mut *mut c_void) -> c
     r
 }
 
+/// A join that may fail without waiting for the thread (`EBUSY` from
+/// `pthread_tryjoin_np`, `ETIMEDOUT` from the timed forms): the same
+/// `ThreadJoin` event, with its result. A replay returns a recorded
+/// failure as recorded, and a recorded success joins for real, waiting if
+/// need be (the thread's exit came before in the sketch, but it may still
+/// be finishing it).
+fn join_or_fail(th: pthread_t, ret: *mut *mut c_void, attempt: impl FnOnce() -> c_int) -> c_int {
+    if !ctl::active() {
+        return attempt();
+    }
+    if replay::on() {
+        let join = real!(pthread_join: fn(pthread_t, *mut *mut c_void) -> c_int);
+        // SAFETY: the caller's thread and result pointer.
+        return replay::after(K::ThreadJoin, th, false, || unsafe { join(th, ret) });
+    }
+    ctl::set_waiting(th as u64, K::ThreadJoin);
+    let r = attempt();
+    ctl::clear_waiting();
+    ctl::log(
+        Ev {
+            result: r as i64,
+            ..Ev::new(K::ThreadJoin, th as u64)
+        },
+        &[],
+    );
+    r
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn pthread_tryjoin_np(th: pthread_t, ret: *mut *mut c_void) -> c_int {
+    let f = real!(pthread_tryjoin_np: fn(pthread_t, *mut *mut c_void) -> c_int);
+    join_or_fail(th, ret, || f(th, ret))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn pthread_timedjoin_np(
+    th: pthread_t,
+    ret: *mut *mut c_void,
+    t: *const libc::timespec,
+) -> c_int {
+    let f = real!(pthread_timedjoin_np:
+        fn(pthread_t, *mut *mut c_void, *const libc::timespec) -> c_int);
+    join_or_fail(th, ret, || f(th, ret, t))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn pthread_clockjoin_np(
+    th: pthread_t,
+    ret: *mut *mut c_void,
+    clock: libc::clockid_t,
+    t: *const libc::timespec,
+) -> c_int {
+    let f = real!(pthread_clockjoin_np:
+        fn(pthread_t, *mut *mut c_void, libc::clockid_t, *const libc::timespec) -> c_int);
+    join_or_fail(th, ret, || f(th, ret, clock, t))
+}
+
 /// The child's process index is taken before the fork, under the `Fork`
 /// event, and inherited through the copied memory.
 #[no_mangle]

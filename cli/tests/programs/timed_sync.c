@@ -3,7 +3,9 @@
  * timing out and once succeeding: pthread_mutex_clocklock,
  * pthread_rwlock_{timed,clock}{rd,wr}lock, sem_clockwait and
  * pthread_cond_clockwait (what C++'s wait_for, try_lock_for and
- * try_lock_shared_for call).  A helper thread holds each object while the
+ * try_lock_shared_for call), and the joins that may fail
+ * (pthread_tryjoin_np, pthread_timedjoin_np, pthread_clockjoin_np).  A
+ * helper thread holds each object while the
  * main thread's short wait times out, then releases it.  Prints each
  * result; the output does not depend on timing.
  */
@@ -18,7 +20,7 @@
 static pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
 static pthread_rwlock_t rw = PTHREAD_RWLOCK_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
-static sem_t held, go, tokens;
+static sem_t held, go, tokens, finish;
 static int flag;
 
 static struct timespec in_ms(clockid_t clock, long ms)
@@ -57,6 +59,13 @@ static void *helper(void *arg)
     pthread_cond_signal(&cv);
     pthread_mutex_unlock(&m);
     return NULL;
+}
+
+static void *sleeper(void *arg)
+{
+    (void)arg;
+    sem_wait(&finish);
+    return (void *)7;
 }
 
 int main(void)
@@ -110,5 +119,16 @@ int main(void)
     pthread_mutex_unlock(&m);
 
     pthread_join(t, NULL);
+
+    void *res = NULL;
+    sem_init(&finish, 0, 0);
+    pthread_create(&t, NULL, sleeper, NULL);
+    printf("tryjoin running: %d\n", pthread_tryjoin_np(t, &res));
+    ts = in_ms(CLOCK_REALTIME, 5);
+    printf("timedjoin short: %d\n", pthread_timedjoin_np(t, &res, &ts));
+    sem_post(&finish);
+    ts = in_ms(CLOCK_MONOTONIC, 10000);
+    int joined = pthread_clockjoin_np(t, &res, CLOCK_MONOTONIC, &ts);
+    printf("clockjoin long: %d result %ld\n", joined, (long)res);
     return 0;
 }
