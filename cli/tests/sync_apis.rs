@@ -138,6 +138,62 @@ fn openmp_critical_sections_locks_and_barriers_are_sketch_events() {
     assert!(out.starts_with(OPENMP_OUTPUT), "{out}");
 }
 
+/// Two threads that hand a value over through a futex of their own: no
+/// event orders them, and the recording says so.
+const FUTEX_HANDOFF: &str = r#"
+#include <linux/futex.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+static atomic_int ready; static int value;
+static void *producer(void *a) {
+    value = 42;
+    atomic_store(&ready, 1);
+    syscall(SYS_futex, &ready, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+    return a;
+}
+int main(void) {
+    pthread_t t;
+    pthread_create(&t, NULL, producer, NULL);
+    while (!atomic_load(&ready))
+        syscall(SYS_futex, &ready, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);
+    pthread_join(t, NULL);
+    printf("value %d\n", value);
+    return 0;
+}
+"#;
+
+#[test]
+fn threads_that_synchronise_outside_the_sketch_are_named_at_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prog = compile(tmp.path(), "futex_handoff", FUTEX_HANDOFF, &["-O1"]);
+    let trace = tmp.path().join("trace");
+    let o = run_reprise(
+        tmp.path(),
+        &["record", "-o", trace.to_str().unwrap(), prog.to_str().unwrap()],
+        None,
+        Duration::from_secs(60),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("1 thread(s) made no synchronisation event"),
+        "{}",
+        stderr(&o)
+    );
+    // A program whose threads lock a mutex is not warned about.
+    let prog = compile(tmp.path(), "timed_sync", TIMED_SYNC, &["-O1"]);
+    let trace = tmp.path().join("trace2");
+    let o = run_reprise(
+        tmp.path(),
+        &["record", "-o", trace.to_str().unwrap(), prog.to_str().unwrap()],
+        None,
+        Duration::from_secs(60),
+    );
+    assert!(!stderr(&o).contains("no synchronisation event"), "{}", stderr(&o));
+}
+
 /// Records `prog` into `trace`: it must exit 0 printing `output`. Its
 /// events.
 fn record(root: &Path, prog: &Path, trace: &Path, output: &str) -> Vec<EventRecord> {

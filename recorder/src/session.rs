@@ -210,6 +210,40 @@ pub(crate) struct Drain {
     code: crate::code_runs::CodeRun,
     /// The trace's number of the next event.
     next_seq: u64,
+    /// Threads the program started, and the operations that order threads
+    /// (locks, condition variables, semaphores, barriers) logged: a
+    /// program with threads and none of those synchronises some other way.
+    threads_started: u64,
+    thread_orderings: u64,
+}
+
+/// The operations that order one thread against another in the sketch
+/// (thread creation and join aside).
+fn orders_threads(k: EventKind) -> bool {
+    use EventKind as K;
+    matches!(
+        k,
+        K::MutexLock
+            | K::MutexTrylock
+            | K::MutexTimedlock
+            | K::MutexUnlock
+            | K::CondWait
+            | K::CondWake
+            | K::CondSignal
+            | K::CondBroadcast
+            | K::RwRdlock
+            | K::RwWrlock
+            | K::RwTryrdlock
+            | K::RwTrywrlock
+            | K::RwUnlock
+            | K::SemWait
+            | K::SemTrywait
+            | K::SemPost
+            | K::BarrierWait
+            | K::SpinLock
+            | K::SpinTrylock
+            | K::SpinUnlock
+    )
 }
 
 /// Events taken from the ring at most before the supervisor looks at the
@@ -315,6 +349,11 @@ impl Drain {
             }
         }
         self.events += 1;
+        match ev.kind {
+            EventKind::ThreadStart => self.threads_started += 1,
+            k if orders_threads(k) => self.thread_orderings += 1,
+            _ => {}
+        }
         if !self.accepting {
             self.dropped += 1;
             return;
@@ -517,6 +556,8 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
         lost_to_dead_writers: 0,
         code: Default::default(),
         next_seq: 0,
+        threads_started: 0,
+        thread_orderings: 0,
     };
     let Ended {
         ctl,
@@ -532,6 +573,12 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
     if lost > 0 {
         warnings.push(format!(
             "{lost} ring slot(s) reserved by threads killed before they wrote them were skipped: the events there are missing from the trace (the events after them are kept)"
+        ));
+    }
+    if drain.threads_started > 0 && drain.thread_orderings == 0 {
+        warnings.push(format!(
+            "the program's {} thread(s) made no synchronisation event (no pthread, C11 or OpenMP lock, condition variable, semaphore or barrier): if they synchronise through futexes or atomics (C++20 atomic::wait, std::latch, std::future, Rust's std::sync), the sketch does not order that, and a replay leaves it to the search",
+            drain.threads_started
         ));
     }
     let interrupted = INTERRUPTS.swap(0, Ordering::Relaxed) > 0;
