@@ -124,8 +124,14 @@ pub unsafe extern "C" fn pthread_join(th: pthread_t, ret: *mut *mut c_void) -> c
     if replay::on() {
         return replay::acquire(K::ThreadJoin, th, false, || real(th, ret));
     }
+    record_join(th, || real(th, ret))
+}
+
+/// A recorded join: the wait advertised (a hung program names the thread
+/// it waits for), the join made, its `ThreadJoin` event logged.
+fn record_join(th: pthread_t, join: impl FnOnce() -> c_int) -> c_int {
     ctl::set_waiting(th as u64, K::ThreadJoin);
-    let r = real(th, ret);
+    let r = join();
     ctl::clear_waiting();
     ctl::log(
         Ev {
@@ -152,17 +158,7 @@ fn join_or_fail(th: pthread_t, ret: *mut *mut c_void, attempt: impl FnOnce() -> 
         // SAFETY: the caller's thread and result pointer.
         return replay::after(K::ThreadJoin, th, false, || unsafe { join(th, ret) });
     }
-    ctl::set_waiting(th as u64, K::ThreadJoin);
-    let r = attempt();
-    ctl::clear_waiting();
-    ctl::log(
-        Ev {
-            result: r as i64,
-            ..Ev::new(K::ThreadJoin, th as u64)
-        },
-        &[],
-    );
-    r
+    record_join(th, attempt)
 }
 
 #[no_mangle]
