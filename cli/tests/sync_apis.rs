@@ -55,7 +55,10 @@ fn timed_and_clock_waits_are_sketch_events_and_replay_as_recorded() {
     assert_eq!(results[&K::CondWait].len(), 2, "{results:?}");
     assert_eq!(results[&K::CondWake], [ETIMEDOUT, 0]);
     // The helper's join, then the sleeper's three.
-    assert_eq!(results[&K::ThreadJoin], [0, libc::EBUSY as i64, ETIMEDOUT, 0]);
+    assert_eq!(
+        results[&K::ThreadJoin],
+        [0, libc::EBUSY as i64, ETIMEDOUT, 0]
+    );
 
     let mutex = evs
         .iter()
@@ -94,7 +97,9 @@ fn c11_threads_are_sketch_events_and_replay_as_recorded() {
     assert!(results[&K::CondWake].contains(&ETIMEDOUT), "{results:?}");
     let once = evs.iter().find(|e| e.kind == K::Once).unwrap().object;
     assert_eq!(
-        evs.iter().filter(|e| e.kind == K::Once && e.object == once).count(),
+        evs.iter()
+            .filter(|e| e.kind == K::Once && e.object == once)
+            .count(),
         2,
         "both adders pass call_once"
     );
@@ -114,7 +119,12 @@ const OPENMP_OUTPUT: &str =
 #[test]
 fn openmp_critical_sections_locks_and_barriers_are_sketch_events() {
     let tmp = tempfile::tempdir().unwrap();
-    let prog = compile(tmp.path(), "openmp_sync", OPENMP_SYNC, &["-O1", "-g", "-fopenmp"]);
+    let prog = compile(
+        tmp.path(),
+        "openmp_sync",
+        OPENMP_SYNC,
+        &["-O1", "-g", "-fopenmp"],
+    );
     let trace = tmp.path().join("trace");
     let evs = record(tmp.path(), &prog, &trace, OPENMP_OUTPUT);
     // Per object, the locks: the unnamed critical section (4 x 50 + 4
@@ -127,7 +137,9 @@ fn openmp_critical_sections_locks_and_barriers_are_sketch_events() {
     let mut counts: Vec<usize> = locks.values().copied().collect();
     counts.sort_unstable();
     assert_eq!(counts, [200, 200, 200, 208], "{locks:?}");
-    let tests = evs.iter().filter(|e| e.kind == K::MutexTrylock && e.result == 0);
+    let tests = evs
+        .iter()
+        .filter(|e| e.kind == K::MutexTrylock && e.result == 0);
     assert_eq!(tests.count(), 4);
     let barrier = evs.iter().filter(|e| e.kind == K::BarrierWait).count();
     assert_eq!(barrier, 4, "one explicit barrier, four threads");
@@ -172,7 +184,12 @@ fn threads_that_synchronise_outside_the_sketch_are_named_at_record() {
     let trace = tmp.path().join("trace");
     let o = run_reprise(
         tmp.path(),
-        &["record", "-o", trace.to_str().unwrap(), prog.to_str().unwrap()],
+        &[
+            "record",
+            "-o",
+            trace.to_str().unwrap(),
+            prog.to_str().unwrap(),
+        ],
         None,
         Duration::from_secs(60),
     );
@@ -187,11 +204,20 @@ fn threads_that_synchronise_outside_the_sketch_are_named_at_record() {
     let trace = tmp.path().join("trace2");
     let o = run_reprise(
         tmp.path(),
-        &["record", "-o", trace.to_str().unwrap(), prog.to_str().unwrap()],
+        &[
+            "record",
+            "-o",
+            trace.to_str().unwrap(),
+            prog.to_str().unwrap(),
+        ],
         None,
         Duration::from_secs(60),
     );
-    assert!(!stderr(&o).contains("no synchronisation event"), "{}", stderr(&o));
+    assert!(
+        !stderr(&o).contains("no synchronisation event"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// Records `prog` into `trace`: it must exit 0 printing `output`. Its

@@ -655,7 +655,10 @@ mod tests {
         // there before it.
         let read_dead = at(0x100, false, 0xdead, 0xdead);
         assert!(changes_values(&destructor, &read_dead));
-        assert!(!changes_values(&constructor, &at(0x100, false, 0xdead, 0xdead)));
+        assert!(!changes_values(
+            &constructor,
+            &at(0x100, false, 0xdead, 0xdead)
+        ));
         // Other bytes: the values do not compare, the write's change decides.
         let narrow = Access {
             size: 4,

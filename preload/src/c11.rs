@@ -40,9 +40,8 @@ pub unsafe extern "C" fn thrd_create(thr: *mut pthread_t, f: ThrdStart, arg: *mu
     // SAFETY: glibc starts a C11 thread the same way: the function
     // returns an int in the return register, which `thrd_join` below
     // reads back as the low 32 bits of the thread's pointer-sized result.
-    let start = unsafe {
-        core::mem::transmute::<ThrdStart, extern "C" fn(*mut c_void) -> *mut c_void>(f)
-    };
+    let start =
+        unsafe { core::mem::transmute::<ThrdStart, extern "C" fn(*mut c_void) -> *mut c_void>(f) };
     // SAFETY: the caller's arguments, as pthread_create takes them.
     from_errno(unsafe { threads::pthread_create(thr, core::ptr::null(), start, arg) })
 }
@@ -118,7 +117,10 @@ pub unsafe extern "C" fn cnd_broadcast(c: *mut pthread_cond_t) -> c_int {
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn call_once(flag: *mut pthread_once_t, init: Option<unsafe extern "C" fn()>) {
+pub unsafe extern "C" fn call_once(
+    flag: *mut pthread_once_t,
+    init: Option<unsafe extern "C" fn()>,
+) {
     // SAFETY: `once_flag` is glibc's pthread_once_t; pthread_once runs
     // `init` once, as call_once does.
     unsafe { sync::pthread_once(flag, init) };

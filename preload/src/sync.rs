@@ -157,7 +157,9 @@ pub unsafe extern "C" fn pthread_mutex_clocklock(
 ) -> c_int {
     let f = real!(pthread_mutex_clocklock:
         fn(*mut pthread_mutex_t, libc::clockid_t, *const timespec) -> c_int);
-    acquire(K::MutexTimedlock, m as u64, true, || unsafe { f(m, clock, t) })
+    acquire(K::MutexTimedlock, m as u64, true, || unsafe {
+        f(m, clock, t)
+    })
 }
 
 #[no_mangle]
