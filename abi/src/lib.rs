@@ -245,6 +245,27 @@ impl EventKind {
                 | EventKind::Block
         )
     }
+
+    /// Of those, the operations on objects the threads share (locks,
+    /// condition variables, semaphores, barriers): not a thread's or a
+    /// process's lifetime, nor `pthread_once` (libc calls it for itself
+    /// in most programs). A program with threads and none of these
+    /// synchronises some way the sketch does not see.
+    pub fn orders_threads(self) -> bool {
+        self.is_sync()
+            && !matches!(
+                self,
+                EventKind::ThreadCreate
+                    | EventKind::ThreadStart
+                    | EventKind::ThreadExit
+                    | EventKind::ThreadJoin
+                    | EventKind::Fork
+                    | EventKind::ProcessStart
+                    | EventKind::Exec
+                    | EventKind::ProcessExit
+                    | EventKind::Once
+            )
+    }
 }
 
 /// One 64-byte ring slot. A header slot describes an event; the `nslots - 1`
@@ -736,6 +757,31 @@ pub struct ReplayState {
     pub polls: AtomicU64,
     pub poller: AtomicU32,
     pub threads: [ReplayThread; MAX_THREADS],
+}
+
+#[cfg(test)]
+mod kind_tests {
+    use super::EventKind;
+
+    /// The operations on shared objects: 20 kinds, every one a lock,
+    /// condition variable, semaphore, barrier or spinlock operation.
+    #[test]
+    fn the_kinds_that_order_threads_are_the_shared_object_operations() {
+        let ordering = || EventKind::ALL.iter().filter(|k| k.orders_threads());
+        assert_eq!(ordering().count(), 20);
+        for k in ordering() {
+            let n = k.name();
+            let shared = [
+                "pthread_mutex",
+                "pthread_cond",
+                "pthread_rwlock",
+                "pthread_spin",
+                "pthread_barrier",
+                "sem_",
+            ];
+            assert!(shared.iter().any(|p| n.starts_with(p)), "{n}");
+        }
+    }
 }
 
 #[cfg(test)]

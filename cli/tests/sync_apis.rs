@@ -12,6 +12,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::process::Output;
 use std::time::Duration;
 
 use common::{compile, replays_as_recorded, run_reprise, stderr};
@@ -182,17 +183,7 @@ fn threads_that_synchronise_outside_the_sketch_are_named_at_record() {
     let tmp = tempfile::tempdir().unwrap();
     let prog = compile(tmp.path(), "futex_handoff", FUTEX_HANDOFF, &["-O1"]);
     let trace = tmp.path().join("trace");
-    let o = run_reprise(
-        tmp.path(),
-        &[
-            "record",
-            "-o",
-            trace.to_str().unwrap(),
-            prog.to_str().unwrap(),
-        ],
-        None,
-        Duration::from_secs(60),
-    );
+    let o = run_record(tmp.path(), &prog, &trace);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("1 thread(s) made no synchronisation event"),
@@ -202,17 +193,7 @@ fn threads_that_synchronise_outside_the_sketch_are_named_at_record() {
     // A program whose threads lock a mutex is not warned about.
     let prog = compile(tmp.path(), "timed_sync", TIMED_SYNC, &["-O1"]);
     let trace = tmp.path().join("trace2");
-    let o = run_reprise(
-        tmp.path(),
-        &[
-            "record",
-            "-o",
-            trace.to_str().unwrap(),
-            prog.to_str().unwrap(),
-        ],
-        None,
-        Duration::from_secs(60),
-    );
+    let o = run_record(tmp.path(), &prog, &trace);
     assert!(
         !stderr(&o).contains("no synchronisation event"),
         "{}",
@@ -223,7 +204,16 @@ fn threads_that_synchronise_outside_the_sketch_are_named_at_record() {
 /// Records `prog` into `trace`: it must exit 0 printing `output`. Its
 /// events.
 fn record(root: &Path, prog: &Path, trace: &Path, output: &str) -> Vec<EventRecord> {
-    let o = run_reprise(
+    let o = run_record(root, prog, trace);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), output);
+    let r = TraceReader::open(trace).unwrap();
+    r.events().map(|e| e.unwrap()).collect()
+}
+
+/// `reprise record -o TRACE PROG` (60 s at most).
+fn run_record(root: &Path, prog: &Path, trace: &Path) -> Output {
+    run_reprise(
         root,
         &[
             "record",
@@ -233,11 +223,7 @@ fn record(root: &Path, prog: &Path, trace: &Path, output: &str) -> Vec<EventReco
         ],
         None,
         Duration::from_secs(60),
-    );
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert_eq!(String::from_utf8_lossy(&o.stdout), output);
-    let r = TraceReader::open(trace).unwrap();
-    r.events().map(|e| e.unwrap()).collect()
+    )
 }
 
 /// The main thread's results, per kind, in order.

@@ -217,35 +217,6 @@ pub(crate) struct Drain {
     thread_orderings: u64,
 }
 
-/// The operations that order one thread against another in the sketch
-/// (thread creation and join aside).
-fn orders_threads(k: EventKind) -> bool {
-    use EventKind as K;
-    matches!(
-        k,
-        K::MutexLock
-            | K::MutexTrylock
-            | K::MutexTimedlock
-            | K::MutexUnlock
-            | K::CondWait
-            | K::CondWake
-            | K::CondSignal
-            | K::CondBroadcast
-            | K::RwRdlock
-            | K::RwWrlock
-            | K::RwTryrdlock
-            | K::RwTrywrlock
-            | K::RwUnlock
-            | K::SemWait
-            | K::SemTrywait
-            | K::SemPost
-            | K::BarrierWait
-            | K::SpinLock
-            | K::SpinTrylock
-            | K::SpinUnlock
-    )
-}
-
 /// Events taken from the ring at most before the supervisor looks at the
 /// process again.
 pub(crate) const DRAIN_BATCH: usize = 65536;
@@ -351,7 +322,7 @@ impl Drain {
         self.events += 1;
         match ev.kind {
             EventKind::ThreadStart => self.threads_started += 1,
-            k if orders_threads(k) => self.thread_orderings += 1,
+            k if k.orders_threads() => self.thread_orderings += 1,
             _ => {}
         }
         if !self.accepting {
