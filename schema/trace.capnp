@@ -29,6 +29,7 @@ struct Header {
   startTimeUnixNs @12 :UInt64;
   recordedEvents @13 :UInt32;  # what the agent logged beyond the level: bits of `RecordedEvents` (0 in older traces)
   blockPeriod @14 :UInt32;     # bb sketches: every N-th block of a thread is logged (0 in other sketches)
+  chaos @15 :Bool;             # recorded with `record --chaos`: threads paused at random points
 }
 
 enum SketchLevel {

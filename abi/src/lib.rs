@@ -40,7 +40,7 @@ pub const ENV_AGENT: &str = "REPRISE_AGENT";
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"REPRISE1");
 /// Bumped whenever a layout below changes.
-pub const ABI_VERSION: u32 = 17;
+pub const ABI_VERSION: u32 = 18;
 
 pub const SLOT_SIZE: usize = 64;
 /// Bytes of payload in one continuation slot.
@@ -457,7 +457,9 @@ pub struct ControlHeader {
     pub stopping: AtomicU32,
     /// `bb-N` sketches: a thread logs every N-th block (1: every block).
     pub block_period: u32,
-    pub _pad0: u32,
+    /// `record --chaos`: nonzero when each thread pauses at random
+    /// points of its computation (the agent's chaos.rs).
+    pub chaos: u32,
     /// Number of slots in the ring; a power of two.
     pub ring_slots: u64,
     /// Byte offset of the ring from the start of the control block.

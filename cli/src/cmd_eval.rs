@@ -18,6 +18,10 @@ pub struct EvalArgs {
     /// Sketch level for --record.
     #[arg(long, default_value = "sys")]
     sketch: String,
+    /// With --record: also measure the rate under `record --chaos`, side
+    /// by side with the plain one (and its cost per run).
+    #[arg(long)]
+    chaos: bool,
     /// Runs per program (--replay: recordings per program and sketch, and
     /// native runs for its failure rate).
     #[arg(long, default_value_t = 200)]
@@ -64,6 +68,7 @@ pub fn run(a: EvalArgs) -> Result<u8> {
         native: a.native,
         record: a.record,
         sketch: a.sketch,
+        chaos: a.chaos,
         runs: a.runs,
         budget: a.budget,
         only: a.only,

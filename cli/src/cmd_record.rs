@@ -34,6 +34,12 @@ pub struct RecordArgs {
     /// failure, placed at the first line that differs.
     #[arg(long, value_name = "FILE")]
     expect_output: Option<PathBuf>,
+    /// Pause each thread for a random while (10 µs to 2.6 ms) after
+    /// random slices of its CPU time (20 µs to 1.3 ms), as rr's chaos mode
+    /// does: a failure that needs an unlucky interleaving comes in fewer
+    /// runs, at the cost of a slower run. The trace is an ordinary one.
+    #[arg(long)]
+    chaos: bool,
     /// The program to run, then its arguments: everything from the
     /// program on is the program's (`--version`, `--help` included).
     #[arg(
@@ -82,6 +88,7 @@ pub fn run(a: RecordArgs) -> Result<u8> {
     opts.block_period = a.sketch.block_period;
     opts.hang_timeout = Duration::from_secs_f64(a.hang_timeout);
     opts.expect_output = expect_output;
+    opts.chaos = a.chaos;
     let result = match record(&opts) {
         Ok(r) => r,
         Err(e) => {

@@ -78,7 +78,14 @@ pub fn dump(a: DumpArgs) -> Result<u8> {
             level: h.level,
             block_period: h.block_period,
         };
-        writeln!(out, "sketch   {sketch}")?;
+        if h.chaos {
+            writeln!(
+                out,
+                "sketch   {sketch}, recorded with --chaos (random pauses)"
+            )?;
+        } else {
+            writeln!(out, "sketch   {sketch}")?;
+        }
         writeln!(
             out,
             "recorded {} on {} ({}, {} cpus)",

@@ -8,10 +8,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{compile, stderr, wait_with_limit};
+use common::{compile, stderr, wait_with_limit, Hogs};
 use reprise_abi::EventKind;
 use reprise_schema::TraceReader;
 
@@ -46,34 +46,6 @@ int main(void) {
     return 0;
 }
 "#;
-
-/// Busy loops on every core, killed when dropped.
-struct Hogs(Vec<Child>);
-
-impl Hogs {
-    fn on_every_core() -> Hogs {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Hogs(
-            (0..cores)
-                .map(|_| {
-                    Command::new("sh")
-                        .args(["-c", "while :; do :; done"])
-                        .spawn()
-                        .expect("start a busy loop")
-                })
-                .collect(),
-        )
-    }
-}
-
-impl Drop for Hogs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 /// `reprise` and its agent, copied where an ordinary user may run them.
 fn reprise_for_anyone(dir: &Path) -> PathBuf {

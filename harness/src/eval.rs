@@ -34,6 +34,8 @@ pub struct EvalOptions {
     pub record: bool,
     /// Sketch level for `record`: sync or sys.
     pub sketch: String,
+    /// With `record`: also measure the rate under `record --chaos`.
+    pub chaos: bool,
     /// Runs per program (`replay`: recordings per program and sketch, and
     /// native runs for its failure rate).
     pub runs: usize,
@@ -82,12 +84,21 @@ fn classify_recorded(outcome: Outcome, hang_code: i32) -> Outcome {
     }
 }
 
+/// How a rate is measured: the program alone, or under `reprise record`
+/// with or without `--chaos`.
+#[derive(Clone, Copy, PartialEq)]
+enum RunUnder {
+    Native,
+    Record,
+    RecordChaos,
+}
+
 fn measure(
     bug: &Bug,
     built: &Built,
     args: &EvalOptions,
     argv: &[String],
-    recorded: bool,
+    under: RunUnder,
 ) -> Result<RateRow> {
     let corpus = corpus_dir();
     let traces = tempfile::tempdir().context("cannot create a temporary directory")?;
@@ -99,19 +110,16 @@ fn measure(
     let budget = Duration::from_secs_f64(args.budget);
     let (mut runs, mut failures, mut matching) = (0, 0, 0);
     while runs < args.runs && start.elapsed() < budget {
-        let result = if recorded {
+        let result = if under != RunUnder::Native {
             let dir = traces.path().join(format!("t{runs}"));
-            let mut full: Vec<String> = [
-                "record",
-                "--sketch",
-                &args.sketch,
-                "--hang-timeout",
-                "2",
-                "-o",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+            let mut full: Vec<String> = ["record", "--sketch", &args.sketch, "--hang-timeout", "2"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            if under == RunUnder::RecordChaos {
+                full.push("--chaos".into());
+            }
+            full.push("-o".into());
             full.push(dir.to_string_lossy().into_owned());
             full.push(built.exe.to_string_lossy().into_owned());
             full.extend(argv.iter().cloned());
@@ -170,8 +178,12 @@ pub fn run(a: &EvalOptions) -> Result<u8> {
     if a.replay {
         return replay::run_replay(a, &m.bugs, &built);
     }
+    if a.chaos && !a.record {
+        bail!("--chaos is measured beside --record: give both");
+    }
     let mut native_rows = Vec::new();
     let mut record_rows = Vec::new();
+    let mut chaos_rows = Vec::new();
     for bug in &m.bugs {
         let b = built
             .iter()
@@ -183,7 +195,7 @@ pub fn run(a: &EvalOptions) -> Result<u8> {
             &bug.args
         };
         if a.native {
-            let r = measure(bug, b, a, argv, false)?;
+            let r = measure(bug, b, a, argv, RunUnder::Native)?;
             eprintln!(
                 "  {:<28} native   {:>4}/{:<4} failed ({:.2}%)",
                 r.name,
@@ -194,7 +206,7 @@ pub fn run(a: &EvalOptions) -> Result<u8> {
             native_rows.push(r);
         }
         if a.record {
-            let r = measure(bug, b, a, argv, true)?;
+            let r = measure(bug, b, a, argv, RunUnder::Record)?;
             eprintln!(
                 "  {:<28} recorded {:>4}/{:<4} failed ({:.2}%)",
                 r.name,
@@ -204,6 +216,24 @@ pub fn run(a: &EvalOptions) -> Result<u8> {
             );
             record_rows.push(r);
         }
+        if a.chaos {
+            let r = measure(bug, b, a, argv, RunUnder::RecordChaos)?;
+            eprintln!(
+                "  {:<28} chaos    {:>4}/{:<4} failed ({:.2}%)",
+                r.name,
+                r.failures,
+                r.runs,
+                r.rate_percent()
+            );
+            chaos_rows.push(r);
+        }
+    }
+    if a.chaos {
+        print!(
+            "{}",
+            chaos_table(&native_rows, &record_rows, &chaos_rows, &a.sketch)
+        );
+        return Ok(0);
     }
     if a.native && a.record {
         println!("| program | kind | expected | native failures | native % | recorded ({}) failures | recorded % |", a.sketch);
@@ -228,4 +258,44 @@ pub fn run(a: &EvalOptions) -> Result<u8> {
         print!("{}", RateTable(&record_rows));
     }
     Ok(0)
+}
+
+/// The rates under `record` and `record --chaos` side by side (and the
+/// native one when measured).
+fn chaos_table(
+    native: &[RateRow],
+    recorded: &[RateRow],
+    chaos: &[RateRow],
+    sketch: &str,
+) -> String {
+    let mut t = String::new();
+    let native_cols = if native.is_empty() { "" } else { " native % |" };
+    t.push_str(&format!(
+        "| program | kind |{native_cols} recorded ({sketch}) failures | recorded % | --chaos failures | --chaos % | --chaos s/run vs plain |\n"
+    ));
+    t.push_str(if native.is_empty() {
+        "|---|---|---|---|---|---|---|\n"
+    } else {
+        "|---|---|---|---|---|---|---|---|\n"
+    });
+    for (i, (r, c)) in recorded.iter().zip(chaos).enumerate() {
+        let n = native
+            .get(i)
+            .map(|n| format!(" {:.2} |", n.rate_percent()))
+            .unwrap_or_default();
+        let per = |x: &RateRow| x.elapsed.as_secs_f64() / x.runs.max(1) as f64;
+        t.push_str(&format!(
+            "| {} | {} |{n} {}/{} | {:.2} | {}/{} | {:.2} | {:.2}x |\n",
+            r.name,
+            r.kind.as_str(),
+            r.failures,
+            r.runs,
+            r.rate_percent(),
+            c.failures,
+            c.runs,
+            c.rate_percent(),
+            per(c) / per(r).max(1e-9)
+        ));
+    }
+    t
 }

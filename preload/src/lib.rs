@@ -12,6 +12,7 @@
 
 mod ambient;
 mod c11;
+mod chaos;
 mod ctl;
 mod fatal;
 mod filter;
@@ -105,6 +106,7 @@ fn init() {
     if !sys::install(ctl::level() >= Level::Sys) {
         say(b"reprise agent: seccomp is unavailable; syscalls made inside libc are not recorded\n");
     }
+    chaos::start_thread(true);
 }
 
 extern "C" fn constructor() {

@@ -35,6 +35,7 @@ fn acquire_from(kind: K, object: u64, site: u64, holds: bool, f: impl FnOnce() -
     if replay::on() {
         return replay::acquire_from(kind, object, site, holds, f);
     }
+    crate::chaos::at_event();
     let Some(h) = ctl::here() else { return f() };
     h.set_waiting(object, kind);
     let r = f();
@@ -62,6 +63,7 @@ pub(crate) fn release(kind: K, object: u64, f: impl FnOnce() -> c_int) -> c_int 
     if replay::on() {
         return replay::release(kind, object, f);
     }
+    crate::chaos::at_event();
     if let Some(h) = ctl::here() {
         h.held_remove(object);
         h.log(Ev::new(kind, object), &[]);
@@ -78,6 +80,7 @@ pub(crate) fn after(kind: K, object: u64, holds: bool, f: impl FnOnce() -> c_int
     if replay::on() {
         return replay::after(kind, object, holds, f);
     }
+    crate::chaos::at_event();
     let r = f();
     let Some(h) = ctl::here() else { return r };
     if r == 0 && holds {

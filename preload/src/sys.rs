@@ -151,7 +151,12 @@ unsafe fn sigprocmask_keeping_sigsys(uc: &mut libc::ucontext_t, a: [u64; 6]) -> 
         // SIGTRAP: the replay's access breakpoints (a blocked synchronous
         // trap kills the process).
         let never = [libc::SIGSYS, libc::SIGTRAP, libc::SIGKILL, libc::SIGSTOP];
-        *mask = never.iter().fold(new, |m, s| m & !(1u64 << (s - 1)));
+        let mut new = never.iter().fold(new, |m, s| m & !(1u64 << (s - 1)));
+        // `record --chaos`: its pauses come whatever the program blocks.
+        if crate::chaos::on() {
+            new &= !(1u64 << (crate::chaos::signal() - 1));
+        }
+        *mask = new;
     }
     0
 }

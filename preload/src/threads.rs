@@ -31,6 +31,8 @@ extern "C" fn trampoline(p: *mut c_void) -> *mut c_void {
     let s = unsafe { core::ptr::read(p as *const Start) };
     // Known before anything else runs here.
     ctl::register_thread(s.index);
+    crate::chaos::start_thread(false);
+    crate::chaos::at_event();
     // The start event comes before the thread's first call into libc: its
     // first malloc or free sets up a per-thread cache and arena, which can
     // make syscalls of its own (glibc reads the number of CPUs once the
@@ -56,6 +58,7 @@ extern "C" fn trampoline(p: *mut c_void) -> *mut c_void {
 }
 
 fn thread_exit() {
+    crate::chaos::end_thread();
     if replay::on() {
         replay::thread_exit();
     } else {
@@ -224,6 +227,7 @@ pub unsafe extern "C" fn fork() -> pid_t {
         ctl::set_process(child);
         ctl::reset_thread();
         ctl::register_thread(0);
+        crate::chaos::start_thread(true);
         // No PR_SET_PDEATHSIG here (the first process has one, towards
         // reprise): a daemon's child outlives its parent by design, and
         // reprise follows it. A process that outlives a killed reprise

@@ -104,6 +104,12 @@ impl ControlBlock {
         })
     }
 
+    /// `record --chaos`: set before any agent maps the block.
+    pub fn set_chaos(&self, on: bool) {
+        // SAFETY: a plain field written before the program starts.
+        unsafe { (*(self.base as *mut ControlHeader)).chaos = u32::from(on) };
+    }
+
     /// `bb-N` sketches: set before any agent maps the block.
     pub fn set_block_period(&self, n: u32) {
         // SAFETY: a plain field written before the program starts.

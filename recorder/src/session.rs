@@ -36,6 +36,9 @@ pub struct RecordOptions {
     /// The correct stdout: a run that exits normally but prints something
     /// else is a wrong-output failure.
     pub expect_output: Option<Vec<u8>>,
+    /// Pause each thread at random points of its computation, so that a
+    /// rare interleaving comes sooner (the agent's chaos.rs).
+    pub chaos: bool,
 }
 
 impl RecordOptions {
@@ -49,6 +52,7 @@ impl RecordOptions {
             hang_timeout: crate::DEFAULT_HANG_TIMEOUT,
             ring_slots: 1 << 20,
             expect_output: None,
+            chaos: false,
         }
     }
 }
@@ -492,10 +496,12 @@ pub fn record(opts: &RecordOptions) -> Result<RecordResult, RecordError> {
         start_time_unix_ns: now_ns(),
         recorded_events: reprise_schema::RecordedEvents::CURRENT,
         block_period,
+        chaos: opts.chaos,
     };
     let ctl =
         ControlBlock::create(Mode::Record, level, opts.ring_slots).map_err(RecordError::Control)?;
     ctl.set_block_period(block_period);
+    ctl.set_chaos(opts.chaos);
     let writer = TraceWriter::create(&opts.trace_dir, &header)?;
     let mut env = launch::agent_env(&base_env, &agent, ctl.path());
     if let Some(p) = &func_plan {

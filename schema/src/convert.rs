@@ -109,6 +109,7 @@ pub(crate) fn header_to_bytes(h: &HeaderInfo) -> Vec<u8> {
         b.set_start_time_unix_ns(h.start_time_unix_ns);
         b.set_recorded_events(h.recorded_events);
         b.set_block_period(h.block_period);
+        b.set_chaos(h.chaos);
     }
     serialize(&msg)
 }
@@ -146,6 +147,7 @@ pub(crate) fn header_from_capnp(r: tc::header::Reader<'_>) -> capnp::Result<Head
         start_time_unix_ns: r.get_start_time_unix_ns(),
         recorded_events: r.get_recorded_events(),
         block_period: r.get_block_period(),
+        chaos: r.get_chaos(),
     })
 }
 

@@ -150,6 +150,8 @@ pub struct HeaderInfo {
     /// `bb` sketches: every N-th block of a thread is logged (`bb-N`;
     /// 1: every block; 0 in other sketches).
     pub block_period: u32,
+    /// Recorded with `record --chaos` (threads paused at random points).
+    pub chaos: bool,
 }
 
 /// Events an agent version added to the sketch. A replay enforces them

@@ -29,6 +29,7 @@ pub fn header() -> HeaderInfo {
         start_time_unix_ns: 1_700_000_000_123_456_789,
         recorded_events: 0,
         block_period: 0,
+        chaos: false,
     }
 }
 

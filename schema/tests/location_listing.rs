@@ -151,6 +151,7 @@ fn listing_shows_traces_and_errors() {
             start_time_unix_ns: 1_800_000_000_000_000_000,
             recorded_events: 0,
             block_period: 0,
+            chaos: false,
             ..header()
         },
     )

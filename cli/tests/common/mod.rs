@@ -4,7 +4,7 @@
 pub mod corpus;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub fn reprise() -> PathBuf {
@@ -221,3 +221,31 @@ int main(int argc, char **argv) {
     return 7;
 }
 "#;
+
+/// Busy loops on every core, killed when dropped.
+pub struct Hogs(Vec<Child>);
+
+impl Hogs {
+    pub fn on_every_core() -> Hogs {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Hogs(
+            (0..cores)
+                .map(|_| {
+                    Command::new("sh")
+                        .args(["-c", "while :; do :; done"])
+                        .spawn()
+                        .expect("start a busy loop")
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for Hogs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

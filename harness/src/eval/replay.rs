@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use super::miss::{classify, failure_point, Miss};
 use super::report::{primary_sketch, primary_strategy, print_replay_table, summary_lines};
-use super::{classify_recorded, measure, EvalOptions};
+use super::{classify_recorded, measure, EvalOptions, RunUnder};
 
 /// The seed of the first replay attempt (random: the next ones take the
 /// next seeds).
@@ -513,7 +513,7 @@ fn evaluate_replay(bug: &Bug, built: &Built, a: &EvalOptions, dir: &Path) -> Res
     } else {
         &bug.args
     };
-    let native = measure(bug, built, a, argv, false)?;
+    let native = measure(bug, built, a, argv, RunUnder::Native)?;
     let mut cells = Vec::new();
     for rec in &recordings {
         for strategy in &a.strategies {
