@@ -101,6 +101,8 @@ pub unsafe extern "C" fn pthread_create(
     let r = real(th, attr, trampoline, s as *mut c_void);
     if replaying {
         replay::end_create((r == 0).then(|| rp::key(ctl::process(), index)));
+    } else {
+        crate::chaos::after_create();
     }
     if r != 0 {
         libc::free(s as *mut c_void);
