@@ -19,7 +19,8 @@ pub struct EvalArgs {
     #[arg(long, default_value = "sys")]
     sketch: String,
     /// With --record: also measure the rate under `record --chaos`, side
-    /// by side with the plain one (and its cost per run).
+    /// by side with the plain one (and its cost per run). With --replay:
+    /// record the failing runs with `--chaos`.
     #[arg(long)]
     chaos: bool,
     /// Runs per program (--replay: recordings per program and sketch, and

@@ -220,6 +220,9 @@ fn record_until_failure(
             .iter()
             .map(|s| s.to_string())
             .collect();
+        if a.chaos {
+            full.push("--chaos".into());
+        }
         if let Some(e) = &expected {
             full.push("--expect-output".into());
             full.push(e.to_string_lossy().into_owned());
