@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use reprise_recorder::{record, RecordOptions};
 use reprise_schema::location;
-use reprise_schema::Sketch;
+use reprise_schema::{OutcomeKind, Sketch};
 
 /// Run PROGRAM and record a sketch of its run into a new trace.
 #[derive(Args)]
@@ -40,6 +40,13 @@ pub struct RecordArgs {
     /// runs, at the cost of a slower run. The trace is an ordinary one.
     #[arg(long)]
     chaos: bool,
+    /// Record up to RUNS runs, one after the other, until one fails (a
+    /// crash, an assertion, a hang or deadlock, an exit status other than
+    /// 0, or wrong output with --expect-output): that trace is kept, each
+    /// passing run's is deleted. reprise exits with the failing run's
+    /// status, or 0 if none failed (the last run's trace is then kept).
+    #[arg(long, value_name = "RUNS")]
+    until_failure: Option<u32>,
     /// The program to run, then its arguments: everything from the
     /// program on is the program's (`--version`, `--help` included).
     #[arg(
@@ -89,15 +96,34 @@ pub fn run(a: RecordArgs) -> Result<u8> {
     opts.hang_timeout = Duration::from_secs_f64(a.hang_timeout);
     opts.expect_output = expect_output;
     opts.chaos = a.chaos;
-    let result = match record(&opts) {
-        Ok(r) => r,
-        Err(e) => {
-            // Nothing was recorded: do not leave an empty trace behind.
-            if a.output.is_none() {
-                let _ = std::fs::remove_dir_all(&dir);
+    let runs = a.until_failure.unwrap_or(1);
+    if runs == 0 {
+        anyhow::bail!("--until-failure needs at least 1 run");
+    }
+    let mut run = 0;
+    let result = loop {
+        run += 1;
+        let result = match record(&opts) {
+            Ok(r) => r,
+            Err(e) => {
+                // Nothing was recorded: do not leave an empty trace behind.
+                if a.output.is_none() {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+                return Err(e.into());
             }
-            return Err(e.into());
+        };
+        // Ctrl-C ends the series: that run's trace is kept, as recorded.
+        let kind = result.outcome.kind;
+        if run == runs || failed(&result) || kind == OutcomeKind::Interrupted {
+            break result;
         }
+        eprintln!(
+            "reprise: run {run} of {runs} passed ({}); recording again",
+            result.outcome.summary
+        );
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("cannot remove the passing run's trace {}", dir.display()))?;
     };
     if let Some(root) = root {
         location::set_latest(&root, &dir)?;
@@ -113,5 +139,21 @@ pub fn run(a: RecordArgs) -> Result<u8> {
         reprise_schema::listing::human_size(result.summary.bytes),
         result.outcome.summary
     );
+    if a.until_failure.is_some() {
+        if failed(&result) {
+            eprintln!("reprise: run {run} of {runs} failed; its trace is kept");
+        } else if result.outcome.kind != OutcomeKind::Interrupted {
+            eprintln!(
+                "reprise: no run failed in {runs} recordings (the last one's trace is kept): record more runs, or with --chaos"
+            );
+        }
+    }
     Ok(result.exit_status.clamp(0, 255) as u8)
+}
+
+/// Whether a recorded run failed: any end but a clean exit with status 0,
+/// or an interruption (Ctrl-C: the user's, not the program's).
+fn failed(r: &reprise_recorder::RecordResult) -> bool {
+    let kind = r.outcome.kind;
+    kind != OutcomeKind::Interrupted && (r.exit_status != 0 || kind != OutcomeKind::Exited)
 }

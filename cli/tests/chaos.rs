@@ -13,6 +13,16 @@ use reprise_schema::TraceReader;
 
 const CORRECT: &str = include_str!("programs/chaos_correct.c");
 
+/// The trace directories under a trace root (not its `latest-trace` link).
+fn trace_dirs(root: &Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().unwrap().is_dir())
+        .map(|e| e.path())
+        .collect()
+}
+
 fn record_chaos(root: &Path, trace: &Path, prog: &Path, args: &[&str]) -> std::process::Output {
     let _ = std::fs::remove_dir_all(trace);
     let mut a = vec![
@@ -31,30 +41,44 @@ fn record_chaos(root: &Path, trace: &Path, prog: &Path, args: &[&str]) -> std::p
 /// MySQL #791's unlogged statement needs the insert and the log rotation
 /// to overlap; next to busy loops on every core they hardly ever do
 /// (measured: 0 of 30 plain recordings failed, 14 of 30 with `--chaos`).
+/// One `record --chaos --until-failure` command records until a run fails
+/// and keeps that trace alone; it replays like any other.
 #[test]
 fn chaos_brings_a_failure_that_load_hides_and_its_trace_replays_it() {
     let tmp = tempfile::tempdir().unwrap();
     let prog = compile_testbug(tmp.path(), "mysql_791_binlog");
-    let trace = tmp.path().join("trace");
-    let args = ["300", "20", "300"];
+    let root = tmp.path().join("traces");
     let hogs = Hogs::on_every_core();
-    let mut failed = None;
-    for n in 1..=40 {
-        let o = record_chaos(tmp.path(), &trace, &prog, &args);
-        let r = TraceReader::open(&trace).unwrap_or_else(|e| panic!("{e}: {}", stderr(&o)));
-        let outcome = r.outcome().expect("an outcome").clone();
-        if outcome.exit_code == 2 {
-            failed = Some(n);
-            break;
-        }
-        assert_eq!(outcome.exit_code, 0, "{}", stderr(&o));
-    }
+    let o = run_reprise(
+        &root,
+        &[
+            "record",
+            "--chaos",
+            "--until-failure",
+            "40",
+            "--hang-timeout",
+            "5",
+            prog.to_str().unwrap(),
+            "300",
+            "20",
+            "300",
+        ],
+        None,
+        Duration::from_secs(300),
+    );
     drop(hogs);
-    let n = failed.expect("no failing run in 40 recordings with --chaos next to busy loops");
-    eprintln!("failed in recording {n}");
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("failed; its trace is kept"), "{err}");
+    // The passing runs' traces are gone: one trace, the failing one.
+    let traces = trace_dirs(&root);
+    assert_eq!(traces.len(), 1, "{traces:?}");
+    let trace = &traces[0];
+    let r = TraceReader::open(trace).unwrap();
+    assert_eq!(r.outcome().expect("an outcome").exit_code, 2);
 
     let dump = run_reprise(
-        tmp.path(),
+        &root,
         &["dump", trace.to_str().unwrap()],
         None,
         Duration::from_secs(30),
@@ -63,7 +87,7 @@ fn chaos_brings_a_failure_that_load_hides_and_its_trace_replays_it() {
     assert!(text.contains("recorded with --chaos"), "{text}");
 
     let o = run_reprise(
-        tmp.path(),
+        &root,
         &[
             "replay",
             trace.to_str().unwrap(),
@@ -96,4 +120,25 @@ fn a_correct_program_under_chaos_gives_its_output_and_replays_as_recorded() {
     }
     let out = replays_as_recorded(tmp.path(), &trace, &[], Duration::from_secs(60));
     assert!(out.starts_with(want), "{out}");
+
+    // --until-failure on a program that does not fail: every run passes,
+    // the last trace is kept, and reprise says so and exits 0.
+    let root = tmp.path().join("until");
+    let o = run_reprise(
+        &root,
+        &[
+            "record",
+            "--chaos",
+            "--until-failure",
+            "2",
+            prog.to_str().unwrap(),
+        ],
+        None,
+        Duration::from_secs(60),
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("run 1 of 2 passed"), "{err}");
+    assert!(err.contains("no run failed in 2 recordings"), "{err}");
+    assert_eq!(trace_dirs(&root).len(), 1);
 }
