@@ -94,6 +94,17 @@ enum RunUnder {
     RecordChaos,
 }
 
+impl RunUnder {
+    /// How the progress lines name the mode.
+    fn label(self) -> &'static str {
+        match self {
+            RunUnder::Native => "native",
+            RunUnder::Record => "recorded",
+            RunUnder::RecordChaos => "chaos",
+        }
+    }
+}
+
 fn measure(
     bug: &Bug,
     built: &Built,
@@ -195,38 +206,26 @@ pub fn run(a: &EvalOptions) -> Result<u8> {
         } else {
             &bug.args
         };
-        if a.native {
-            let r = measure(bug, b, a, argv, RunUnder::Native)?;
+        // Each mode asked for, measured and its rate shown as it comes.
+        let modes = [
+            (a.native, RunUnder::Native, &mut native_rows),
+            (a.record, RunUnder::Record, &mut record_rows),
+            (a.chaos, RunUnder::RecordChaos, &mut chaos_rows),
+        ];
+        for (wanted, under, rows) in modes {
+            if !wanted {
+                continue;
+            }
+            let r = measure(bug, b, a, argv, under)?;
             eprintln!(
-                "  {:<28} native   {:>4}/{:<4} failed ({:.2}%)",
+                "  {:<28} {:<8} {:>4}/{:<4} failed ({:.2}%)",
                 r.name,
+                under.label(),
                 r.failures,
                 r.runs,
                 r.rate_percent()
             );
-            native_rows.push(r);
-        }
-        if a.record {
-            let r = measure(bug, b, a, argv, RunUnder::Record)?;
-            eprintln!(
-                "  {:<28} recorded {:>4}/{:<4} failed ({:.2}%)",
-                r.name,
-                r.failures,
-                r.runs,
-                r.rate_percent()
-            );
-            record_rows.push(r);
-        }
-        if a.chaos {
-            let r = measure(bug, b, a, argv, RunUnder::RecordChaos)?;
-            eprintln!(
-                "  {:<28} chaos    {:>4}/{:<4} failed ({:.2}%)",
-                r.name,
-                r.failures,
-                r.runs,
-                r.rate_percent()
-            );
-            chaos_rows.push(r);
+            rows.push(r);
         }
     }
     if a.chaos {

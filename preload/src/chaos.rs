@@ -67,17 +67,7 @@ static PAUSED: AtomicU64 = AtomicU64::new(0);
 const PAUSE_ALLOWANCE_NS: u64 = 2_000_000;
 
 fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    raw::syscall3(
-        libc::SYS_clock_gettime,
-        libc::CLOCK_MONOTONIC as u64,
-        &mut ts as *mut libc::timespec as u64,
-        0,
-    );
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    raw::clock_ns(libc::CLOCK_MONOTONIC)
 }
 
 fn next_random() -> u64 {
@@ -114,28 +104,8 @@ pub fn start_thread(new_process: bool) {
         STARTED.store(monotonic_ns(), Ordering::Relaxed);
         PAUSED.store(0, Ordering::Relaxed);
     }
-    // SAFETY: a timer on this thread's CPU clock that signals this thread.
-    let id = unsafe {
-        let mut sev: libc::sigevent = core::mem::zeroed();
-        sev.sigev_notify = libc::SIGEV_THREAD_ID;
-        sev.sigev_signo = signal();
-        sev.sigev_notify_thread_id = raw::gettid();
-        let mut kid: c_int = -1;
-        let rc = raw::syscall6(
-            libc::SYS_timer_create,
-            [
-                libc::CLOCK_THREAD_CPUTIME_ID as u64,
-                &sev as *const libc::sigevent as u64,
-                &mut kid as *mut c_int as u64,
-                0,
-                0,
-                0,
-            ],
-        );
-        if rc != 0 {
-            return;
-        }
-        kid
+    let Some(id) = raw::thread_timer(libc::CLOCK_THREAD_CPUTIME_ID, signal()) else {
+        return;
     };
     TIMER.with(|t| t.set(id));
     arm(next_random());
@@ -155,31 +125,10 @@ fn arm(r: u64) {
     if id < 0 {
         return;
     }
-    let ns = 20_000u64 << (r % 7);
-    let spec = libc::itimerspec {
-        it_interval: libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        },
-        it_value: libc::timespec {
-            tv_sec: 0,
-            tv_nsec: ns as libc::c_long,
-        },
-    };
-    raw::syscall6(
-        libc::SYS_timer_settime,
-        [
-            id as u64,
-            0,
-            &spec as *const libc::itimerspec as u64,
-            0,
-            0,
-            0,
-        ],
-    );
+    raw::arm_timer_once(id, 20_000u64 << (r % 7));
 }
 
-/// Sleeps 10 µs << (r % 9), if the thread's allowance has room.
+/// Sleeps 10 µs << (r % 9), if the process's pause budget has room.
 fn pause(r: u64) {
     let ns = 10_000u64 << (r % 9);
     let lived = monotonic_ns().saturating_sub(STARTED.load(Ordering::Relaxed));

@@ -204,6 +204,69 @@ pub unsafe fn mmap(
     libc::syscall(libc::SYS_mmap, addr, len, prot, flags, fd, off) as *mut libc::c_void
 }
 
+/// `clock`'s time in ns (async-signal-safe: a plain system call).
+pub fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    syscall3(
+        libc::SYS_clock_gettime,
+        clock as u64,
+        &mut ts as *mut libc::timespec as u64,
+        0,
+    );
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A kernel timer on `clock` whose expiry sends `sig` to the calling
+/// thread only (`SIGEV_THREAD_ID`); its id, or None if the kernel refused.
+pub fn thread_timer(clock: libc::clockid_t, sig: i32) -> Option<i32> {
+    // SAFETY: an all-zero sigevent is valid; the fields set name this thread.
+    let mut sev: libc::sigevent = unsafe { core::mem::zeroed() };
+    sev.sigev_notify = libc::SIGEV_THREAD_ID;
+    sev.sigev_signo = sig;
+    sev.sigev_notify_thread_id = gettid();
+    let mut id: i32 = -1;
+    let rc = syscall6(
+        libc::SYS_timer_create,
+        [
+            clock as u64,
+            &sev as *const libc::sigevent as u64,
+            &mut id as *mut i32 as u64,
+            0,
+            0,
+            0,
+        ],
+    );
+    (rc == 0).then_some(id)
+}
+
+/// Arms timer `id` to expire once, `ns` from now on its clock.
+pub fn arm_timer_once(id: i32, ns: u64) {
+    let spec = libc::itimerspec {
+        it_interval: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+        it_value: libc::timespec {
+            tv_sec: (ns / 1_000_000_000) as libc::time_t,
+            tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+        },
+    };
+    syscall6(
+        libc::SYS_timer_settime,
+        [
+            id as u64,
+            0,
+            &spec as *const libc::itimerspec as u64,
+            0,
+            0,
+            0,
+        ],
+    );
+}
+
 pub fn gettid() -> i32 {
     syscall3(libc::SYS_gettid, 0, 0, 0) as i32
 }

@@ -204,68 +204,14 @@ pub(super) fn arm_preemption(c: &ControlHeader) {
     }
     let mut id = TIMER.with(|t| t.get());
     if id < 0 {
-        // SAFETY: a timer that signals this thread only.
-        unsafe {
-            let mut sev: libc::sigevent = core::mem::zeroed();
-            sev.sigev_notify = libc::SIGEV_THREAD_ID;
-            sev.sigev_signo = preempt_signal();
-            sev.sigev_notify_thread_id = raw::gettid();
-            let mut kid: c_int = -1;
-            let rc = raw::syscall6(
-                libc::SYS_timer_create,
-                [
-                    libc::CLOCK_MONOTONIC as u64,
-                    &sev as *const libc::sigevent as u64,
-                    &mut kid as *mut c_int as u64,
-                    0,
-                    0,
-                    0,
-                ],
-            );
-            if rc != 0 {
-                return;
-            }
-            id = kid;
-        }
+        let Some(kid) = raw::thread_timer(libc::CLOCK_MONOTONIC, preempt_signal()) else {
+            return;
+        };
+        id = kid;
         TIMER.with(|t| t.set(id));
     }
     let us = 10u64 << (next_random(r) % 8);
-    let spec = libc::itimerspec {
-        it_interval: libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        },
-        it_value: libc::timespec {
-            tv_sec: 0,
-            tv_nsec: (us * 1000) as libc::c_long,
-        },
-    };
-    raw::syscall6(
-        libc::SYS_timer_settime,
-        [
-            id as u64,
-            0,
-            &spec as *const libc::itimerspec as u64,
-            0,
-            0,
-            0,
-        ],
-    );
-}
-
-/// This thread's CPU time in ns (async-signal-safe: a plain system call).
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    raw::syscall3(
-        libc::SYS_clock_gettime,
-        libc::CLOCK_THREAD_CPUTIME_ID as u64,
-        &mut ts as *mut libc::timespec as u64,
-        0,
-    );
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    raw::arm_timer_once(id, us * 1000);
 }
 
 extern "C" fn on_preempt(_sig: c_int, info: *mut libc::siginfo_t, uc: *mut c_void) {
@@ -289,7 +235,11 @@ extern "C" fn on_preempt(_sig: c_int, info: *mut libc::siginfo_t, uc: *mut c_voi
     // supervisor's progress check; a computation between two events
     // changes its registers and runs on undisturbed.
     if code == libc::SI_TKILL {
-        if !spinning(r.turn.0.load(Ordering::Acquire), regs, thread_cpu_ns()) {
+        if !spinning(
+            r.turn.0.load(Ordering::Acquire),
+            regs,
+            raw::clock_ns(libc::CLOCK_THREAD_CPUTIME_ID),
+        ) {
             return;
         }
         count_poll(c);
