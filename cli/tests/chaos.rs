@@ -85,6 +85,9 @@ fn chaos_brings_a_failure_that_load_hides_and_its_trace_replays_it() {
     );
     let text = String::from_utf8_lossy(&dump.stdout);
     assert!(text.contains("recorded with --chaos"), "{text}");
+    let ls = run_reprise(&root, &["ls"], None, Duration::from_secs(30));
+    let text = String::from_utf8_lossy(&ls.stdout);
+    assert!(text.contains("sys+chaos"), "{text}");
 
     let o = run_reprise(
         &root,

@@ -25,6 +25,8 @@ pub struct TraceListing {
     pub level: Option<SketchLevel>,
     /// `bb-N` traces: N (0 otherwise).
     pub block_period: u32,
+    /// Recorded with `record --chaos`.
+    pub chaos: bool,
     pub events: u64,
     /// One line: the outcome summary, or why there is none.
     pub outcome: String,
@@ -93,6 +95,7 @@ pub fn list_traces(root: &Path) -> Vec<TraceListing> {
                 l.start_time_unix_ns = h.start_time_unix_ns;
                 l.level = Some(h.level);
                 l.block_period = h.block_period;
+                l.chaos = h.chaos;
                 l.events = r.event_count();
                 l.complete = r.is_complete();
                 l.outcome = match r.outcome() {
@@ -185,11 +188,16 @@ pub fn format_trace_table(rows: &[TraceListing]) -> String {
             format_time_utc(r.start_time_unix_ns),
             r.level
                 .map(|level| {
-                    crate::Sketch {
+                    let sketch = crate::Sketch {
                         level,
                         block_period: r.block_period,
+                    };
+                    // A run paused at random: not a plain recording.
+                    if r.chaos {
+                        format!("{sketch}+chaos")
+                    } else {
+                        sketch.to_string()
                     }
-                    .to_string()
                 })
                 .unwrap_or_else(|| "-".into()),
             r.events.to_string(),
