@@ -137,16 +137,7 @@ fn pause(r: u64) {
         PAUSED.fetch_sub(ns, Ordering::Relaxed);
         return;
     }
-    let ts = libc::timespec {
-        tv_sec: (ns / 1_000_000_000) as libc::time_t,
-        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
-    };
-    raw::syscall3(
-        libc::SYS_nanosleep,
-        &ts as *const libc::timespec as u64,
-        0,
-        0,
-    );
+    raw::sleep_ns(ns);
 }
 
 /// At a synchronisation operation, before it takes effect: one time in

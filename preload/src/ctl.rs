@@ -674,14 +674,7 @@ fn wait_for_space(c: &ControlHeader, seq: u64, nslots: u64) -> bool {
             // The drainer may be at SCHED_IDLE (recorder/src/drain_priority.rs):
             // yielding hands the core to the program's other threads, never
             // to it; sleeping frees the core.
-            let ts = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 50_000,
-            };
-            crate::raw::syscall6(
-                libc::SYS_nanosleep,
-                [&ts as *const libc::timespec as u64, 0, 0, 0, 0, 0],
-            );
+            raw::sleep_ns(50_000);
         }
         if spins.is_multiple_of(4096) {
             end_if_orphaned(c);

@@ -219,6 +219,20 @@ pub fn clock_ns(clock: libc::clockid_t) -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// Sleeps `ns` (a plain system call: async-signal-safe, not trapped).
+pub fn sleep_ns(ns: u64) {
+    let ts = libc::timespec {
+        tv_sec: (ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+    };
+    syscall3(
+        libc::SYS_nanosleep,
+        &ts as *const libc::timespec as u64,
+        0,
+        0,
+    );
+}
+
 /// A kernel timer on `clock` whose expiry sends `sig` to the calling
 /// thread only (`SIGEV_THREAD_ID`); its id, or None if the kernel refused.
 pub fn thread_timer(clock: libc::clockid_t, sig: i32) -> Option<i32> {
