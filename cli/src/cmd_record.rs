@@ -151,9 +151,8 @@ pub fn run(a: RecordArgs) -> Result<u8> {
     Ok(result.exit_status.clamp(0, 255) as u8)
 }
 
-/// Whether a recorded run failed: any end but a clean exit with status 0,
-/// or an interruption (Ctrl-C: the user's, not the program's).
+/// Whether a recorded run failed as replay counts failures, an
+/// interruption aside (Ctrl-C: the user's, not the program's).
 fn failed(r: &reprise_recorder::RecordResult) -> bool {
-    let kind = r.outcome.kind;
-    kind != OutcomeKind::Interrupted && (r.exit_status != 0 || kind != OutcomeKind::Exited)
+    r.outcome.kind != OutcomeKind::Interrupted && reprise_replayer::is_failure(&r.outcome)
 }

@@ -78,14 +78,12 @@ pub fn dump(a: DumpArgs) -> Result<u8> {
             level: h.level,
             block_period: h.block_period,
         };
-        if h.chaos {
-            writeln!(
-                out,
-                "sketch   {sketch}, recorded with --chaos (random pauses)"
-            )?;
+        let chaos = if h.chaos {
+            ", recorded with --chaos (random pauses)"
         } else {
-            writeln!(out, "sketch   {sketch}")?;
-        }
+            ""
+        };
+        writeln!(out, "sketch   {sketch}{chaos}")?;
         writeln!(
             out,
             "recorded {} on {} ({}, {} cpus)",

@@ -169,6 +169,9 @@ pub fn run(a: &EvalOptions) -> Result<u8> {
     if !a.native && !a.record && !a.replay {
         bail!("say what to measure: --native (native failure rates), --record (rates under record), --replay (record each sketch until failure, replay with each strategy)");
     }
+    if a.chaos && !a.record && !a.replay {
+        bail!("--chaos goes with --record (rates side by side) or --replay (failing runs recorded with --chaos)");
+    }
     if a.sketch != "sync" && a.sketch != "sys" {
         bail!("--sketch must be sync or sys");
     }
@@ -189,9 +192,6 @@ pub fn run(a: &EvalOptions) -> Result<u8> {
     let built = build_manifest(&m, &corpus_dir(), &build_dir)?;
     if a.replay {
         return replay::run_replay(a, &m.bugs, &built);
-    }
-    if a.chaos && !a.record && !a.replay {
-        bail!("--chaos goes with --record (rates side by side) or --replay (failing runs recorded with --chaos)");
     }
     let mut native_rows = Vec::new();
     let mut record_rows = Vec::new();

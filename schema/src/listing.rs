@@ -193,11 +193,8 @@ pub fn format_trace_table(rows: &[TraceListing]) -> String {
                         block_period: r.block_period,
                     };
                     // A run paused at random: not a plain recording.
-                    if r.chaos {
-                        format!("{sketch}+chaos")
-                    } else {
-                        sketch.to_string()
-                    }
+                    let chaos = if r.chaos { "+chaos" } else { "" };
+                    format!("{sketch}{chaos}")
                 })
                 .unwrap_or_else(|| "-".into()),
             r.events.to_string(),
